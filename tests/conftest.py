@@ -1,0 +1,46 @@
+"""Shared fixtures: small data written in code, so tests never depend on ../shared."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def write_sequence_folder(folder: Path, train: dict, valid: dict, test: dict, n_items: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["seq_id\titem_id\ttitle\tcategories"]
+    lines += [f"{i}\tASIN{i:04d}\tGame number {i}\tVideo Games|PC" for i in range(1, n_items + 1)]
+    (folder / "items.tsv").write_text("\n".join(lines) + "\n")
+    for name, split in (("train", train), ("valid", valid), ("test", test)):
+        text = "\n".join(" ".join(map(str, [u, *seq])) for u, seq in split.items())
+        (folder / f"sequential_{name}.txt").write_text(text + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_rec_folder(tmp_path) -> Path:
+    """40 users over 30 items with a learnable pattern (item i tends to follow item i-1)."""
+    import random
+
+    rng = random.Random(0)
+    n_items = 30
+    train, valid, test = {}, {}, {}
+    for u in range(1, 41):
+        start = rng.randint(1, n_items)
+        length = rng.randint(1, 8)
+        seq = [((start + k - 1) % n_items) + 1 for k in range(length + 2)]
+        train[u] = seq[:length]
+        valid[u] = [seq[length]] if u % 3 else []
+        test[u] = [seq[length + 1]] if u % 2 else []
+    return write_sequence_folder(tmp_path / "tiny", train, valid, test, n_items)
+
+
+@pytest.fixture
+def tiny_rec(tiny_rec_folder):
+    from leantune.data import load_sequence_folder
+
+    return load_sequence_folder(tiny_rec_folder, name="tiny", item_noun="game products")
