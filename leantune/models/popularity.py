@@ -1,0 +1,34 @@
+"""Most-popular baseline: every user gets the items with the most training interactions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..data import SequenceDataset
+from ..evaluation.metrics import DEFAULT_KS, ranking_metrics
+
+
+@dataclass
+class MostPopular:
+    counts: np.ndarray  # counts[item] = training interactions; index 0 (padding) is never ranked
+
+    @classmethod
+    def fit(cls, dataset: SequenceDataset) -> "MostPopular":
+        counts = np.zeros(dataset.num_items + 1, dtype=np.int64)
+        for seq in dataset.train:
+            np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+        return cls(counts)
+
+    def ranking(self, k: int) -> np.ndarray:
+        """The ``k`` most popular item ids, ties broken by the smaller id."""
+        order = np.lexsort((np.arange(1, len(self.counts)), -self.counts[1:]))
+        return order[:k] + 1
+
+    def evaluate(self, dataset: SequenceDataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+        from .sasrec import eval_split
+
+        _, targets = eval_split(dataset, split)
+        top = self.ranking(max(ks))
+        return ranking_metrics([top] * len(targets), targets, ks)

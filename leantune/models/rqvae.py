@@ -1,0 +1,410 @@
+"""Semantic IDs for TIGER: a residual-quantised VAE turns each item embedding into a code tuple.
+
+As in TIGER (Rajput et al. 2023): an MLP encoder (512-256-128) maps the item's content embedding
+to a 32-d latent, three residual quantisation levels of 256 codes each quantise it, and an MLP
+decoder reconstructs the embedding. Loss = reconstruction MSE + per level
+``||sg[r] - e||^2 + beta * ||r - sg[e]||^2`` (beta = 0.25, the commitment weight), with the
+straight-through estimator. Each codebook is initialised by k-means on the first batch's
+residuals at its level, and codes unused during an epoch are reset to random current residuals
+(dead-code reset), the usual remedy for codebook collapse.
+
+Items that share all three codes get a fourth token 0, 1, 2, ... (in item-id order) so every item
+has a unique tuple. ``SemanticIDStats`` reports codebook usage per level and the collision rate;
+a level that uses only a small part of its codebook produces a warning line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DataError, LeantuneError
+from ..io import atomic_path, read_json, write_json
+
+IDS_FILE = "semantic_ids.json"
+WEIGHTS_FILE = "rqvae.safetensors"
+CKPT_FILE = "rqvae.ckpt.safetensors"
+
+
+@dataclass
+class RQVAEConfig:
+    hidden_dims: tuple[int, ...] = (512, 256, 128)
+    latent_dim: int = 32
+    levels: int = 3
+    codebook_size: int = 256
+    commitment: float = 0.25
+    epochs: int = 300  # passes over all items (Games: 17 batches each)
+    batch_size: int = 1024
+    lr: float = 1e-3
+    kmeans_iters: int = 25
+    dead_code_reset: bool = True
+    checkpoint_every: int = 50  # epochs between resumable checkpoints
+    # A level using fewer than this fraction of min(codebook_size, items) codes is reported as collapsed.
+    collapse_fraction: float = 0.25
+
+    def key(self, embeddings_key: str, seed: int) -> str:
+        blob = json.dumps({"cfg": asdict(self), "emb": embeddings_key, "seed": seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _mlp(dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """Lloyd's k-means; centres start at random points, empty clusters restart at random points."""
+    n = x.shape[0]
+    idx = torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(n, (k,), generator=generator)
+    centres = x[idx].clone()
+    if n < k:  # fewer points than codes: jitter the duplicates apart
+        centres += 1e-3 * x.std() * torch.randn(centres.shape, generator=generator)
+    for _ in range(iters):
+        assign = torch.cdist(x, centres).argmin(1)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        empty = counts == 0
+        centres = torch.where(empty[:, None], centres, sums / counts.clamp(min=1)[:, None])
+        if empty.any():
+            centres[empty] = x[torch.randint(n, (int(empty.sum()),), generator=generator)]
+    return centres
+
+
+class RQVAE(nn.Module):
+    def __init__(self, input_dim: int, cfg: RQVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = _mlp([input_dim, *cfg.hidden_dims, cfg.latent_dim])
+        self.decoder = _mlp([cfg.latent_dim, *reversed(cfg.hidden_dims), input_dim])
+        self.codebooks = nn.ParameterList(
+            [nn.Parameter(torch.randn(cfg.codebook_size, cfg.latent_dim) * 0.01) for _ in range(cfg.levels)]
+        )
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def quantise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Residual quantisation: (quantised latent, codes (B, levels), codebook loss, residuals per level)."""
+        residual, quantised = z, torch.zeros_like(z)
+        codes, residuals, loss = [], [], z.new_zeros(())
+        for book in self.codebooks:
+            residuals.append(residual)
+            code = torch.cdist(residual.detach(), book.detach()).argmin(1)
+            chosen = book[code]
+            loss = loss + ((residual.detach() - chosen) ** 2).sum(-1).mean()
+            loss = loss + self.cfg.commitment * ((residual - chosen.detach()) ** 2).sum(-1).mean()
+            quantised = quantised + chosen
+            residual = residual - chosen.detach()
+            codes.append(code)
+        return quantised, torch.stack(codes, 1), loss, residuals
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        z = self.encoder(x)
+        quantised, codes, rq_loss, residuals = self.quantise(z)
+        z_st = z + (quantised - z).detach()  # straight-through: decoder gradients reach the encoder
+        recon = ((self.decoder(z_st) - x) ** 2).sum(-1).mean()
+        return recon + rq_loss, codes, {"recon": recon.detach(), "rq": rq_loss.detach(), "residuals": residuals}
+
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """k-means on the first batch, level by level (each level sees the residual of the previous)."""
+        residual = self.encoder(x)
+        for book in self.codebooks:
+            book.data.copy_(kmeans(residual, book.shape[0], self.cfg.kmeans_iters, generator))
+            residual = residual - book[torch.cdist(residual, book).argmin(1)]
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        return torch.cat([self.quantise(self.encoder(x[i : i + batch_size]))[1] for i in range(0, len(x), batch_size)])
+
+
+# --- checkpoints (model + optimizer + RNG + JSON state, all in one safetensors file) -------------
+
+
+def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors, aliases, seen = {}, {}, {}
+    for k, v in model.state_dict().items():
+        ptr = (v.data_ptr(), tuple(v.shape))
+        if ptr in seen:  # tied weights (T5's shared embedding): stored once, restored by name
+            aliases[k] = seen[ptr]
+        else:
+            seen[ptr] = k
+            tensors[f"model.{k}"] = v.detach().contiguous()
+    opt = optimizer.state_dict()
+    for pid, slots in opt["state"].items():
+        for name, value in slots.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"]), "aliases": json.dumps(aliases)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _checkpoint_state(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return json.loads(fh.metadata()["state"])
+
+
+def load_training_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    for alias, source in json.loads(meta.get("aliases", "{}")).items():
+        weights[alias] = weights[source]
+    model.load_state_dict(weights)
+    if optimizer is not None:
+        slots: dict[int, dict] = defaultdict(dict)
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                slots[int(pid)][name] = v
+        optimizer.load_state_dict({"state": dict(slots), "param_groups": json.loads(meta["param_groups"])})
+    torch.set_rng_state(tensors["rng.torch"])
+    return json.loads(meta["state"])
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def train_rqvae(
+    vectors: np.ndarray,
+    cfg: RQVAEConfig,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+    checkpoint_key: str = "",
+) -> tuple[RQVAE, list[dict]]:
+    """Train on all item vectors; returns the model and per-epoch losses.
+
+    With ``checkpoint``, state is saved every ``cfg.checkpoint_every`` epochs and resumed from
+    when the file exists and was written under the same ``checkpoint_key``.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    x = torch.as_tensor(vectors, dtype=torch.float32)
+    model = RQVAE(x.shape[1], cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    start = 0
+    if checkpoint is not None and checkpoint.exists() and _checkpoint_state(checkpoint).get("key") == checkpoint_key:
+        state = load_training_state(checkpoint, model, optimizer)
+        start, history = state["epoch"], state["history"]
+        gen.manual_seed(seed + start)
+    bar = tqdm(range(start, cfg.epochs), desc="rq-vae", disable=not progress, initial=start, total=cfg.epochs)
+    for epoch in bar:
+        model.train()
+        counts = torch.zeros(cfg.levels, cfg.codebook_size)
+        totals = {"loss": 0.0, "recon": 0.0}
+        perm = torch.randperm(len(x), generator=gen)
+        batches = [perm[i : i + cfg.batch_size] for i in range(0, len(x), cfg.batch_size)]
+        for idx in batches:
+            if not model.initialised:
+                model.init_codebooks(x[idx], gen)
+            loss, codes, parts = model(x[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for level in range(cfg.levels):
+                counts[level] += torch.bincount(codes[:, level], minlength=cfg.codebook_size)
+            totals["loss"] += float(loss) * len(idx)
+            totals["recon"] += float(parts["recon"]) * len(idx)
+        if cfg.dead_code_reset and epoch < cfg.epochs - 1:
+            _reset_dead_codes(model, x, counts, gen, cfg.batch_size)
+        history.append({k: v / len(x) for k, v in totals.items()} | {"dead": int((counts == 0).sum())})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", dead=history[-1]["dead"])
+        if checkpoint is not None and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
+            save_training_state(checkpoint, model, optimizer, {"epoch": epoch + 1, "history": history, "key": checkpoint_key})
+    model.eval()
+    return model, history
+
+
+@torch.no_grad()
+def _reset_dead_codes(model: RQVAE, x: torch.Tensor, counts: torch.Tensor, gen: torch.Generator, batch_size: int) -> None:
+    sample = x[torch.randperm(len(x), generator=gen)[:batch_size]]
+    _, _, _, residuals = model.quantise(model.encoder(sample))
+    for level, book in enumerate(model.codebooks):
+        dead = (counts[level] == 0).nonzero().flatten()
+        if len(dead):
+            pick = torch.randint(len(sample), (len(dead),), generator=gen)
+            book.data[dead] = residuals[level][pick]
+
+
+# --- semantic IDs -------------------------------------------------------------------------------
+
+
+@dataclass
+class SemanticIDStats:
+    items: int
+    codes_used: list[int]  # distinct codes per RQ level
+    codebook_size: int
+    perplexity: list[float]  # exp(entropy) of the code distribution per level
+    unique_prefixes: int  # distinct 3-code tuples
+    collision_rate: float  # fraction of items sharing their RQ tuple with another item
+    max_collisions: int  # largest group of items on one RQ tuple (= size of the 4th token's range)
+    warnings: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"items {self.items}, {len(self.codes_used)} RQ levels x {self.codebook_size} codes"]
+        for level, (used, ppl) in enumerate(zip(self.codes_used, self.perplexity), 1):
+            out.append(f"level {level}: {used}/{self.codebook_size} codes used ({used / self.codebook_size:.0%}), perplexity {ppl:.1f}")
+        out.append(
+            f"collisions: {self.collision_rate:.2%} of items share their RQ tuple "
+            f"({self.unique_prefixes} distinct tuples; largest group {self.max_collisions}, so the 4th token has {self.max_collisions} values)"
+        )
+        out += [f"warning: {w}" for w in self.warnings]
+        return out
+
+
+@dataclass
+class SemanticIDs:
+    """item id -> code tuple (RQ levels + disambiguation token)."""
+
+    item_ids: list[int]
+    codes: np.ndarray  # (N, levels + 1) int64
+    level_sizes: list[int]  # vocabulary size of each position (last one = max collisions)
+    stats: SemanticIDStats | None = None
+    key: str = ""
+
+    def __post_init__(self):
+        self.codes = np.asarray(self.codes, dtype=np.int64)
+        self._row = {int(i): r for r, i in enumerate(self.item_ids)}
+        self._by_tuple = {tuple(int(c) for c in row): int(i) for i, row in zip(self.item_ids, self.codes)}
+        if len(self._by_tuple) != len(self.item_ids):
+            raise LeantuneError("semantic IDs are not unique per item")
+
+    @property
+    def depth(self) -> int:
+        return self.codes.shape[1]
+
+    def tuple_of(self, item: int) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.codes[self._row[int(item)]])
+
+    def item_of(self, codes) -> int | None:
+        return self._by_tuple.get(tuple(int(c) for c in codes))
+
+    def __contains__(self, item: int) -> bool:
+        return int(item) in self._row
+
+    def save(self, path: str | Path) -> None:
+        write_json(
+            path,
+            {
+                "key": self.key,
+                "level_sizes": self.level_sizes,
+                "stats": asdict(self.stats) if self.stats else None,
+                "items": {str(i): [int(c) for c in row] for i, row in zip(self.item_ids, self.codes)},
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SemanticIDs":
+        obj = read_json(path)
+        try:
+            items = obj["items"]
+            ids = [int(k) for k in items]
+            codes = np.array([items[k] for k in items], dtype=np.int64)
+            stats = SemanticIDStats(**obj["stats"]) if obj.get("stats") else None
+            sizes = [int(s) for s in obj["level_sizes"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(path, f"not a semantic-IDs file ({exc!r})") from None
+        if codes.ndim != 2 or codes.shape[1] != len(sizes) or (codes < 0).any() or (codes >= np.array(sizes)).any():
+            raise DataError(path, "codes do not match level_sizes")
+        return cls(ids, codes, sizes, stats, obj.get("key", ""))
+
+
+def assign_collision_tokens(rq_codes: np.ndarray) -> np.ndarray:
+    """Append a 4th token numbering the items that share an RQ tuple (0 for the first, in row order)."""
+    seen: dict[tuple, int] = defaultdict(int)
+    extra = np.zeros(len(rq_codes), dtype=np.int64)
+    for row, codes in enumerate(map(tuple, rq_codes.tolist())):
+        extra[row] = seen[codes]
+        seen[codes] += 1
+    return np.concatenate([rq_codes.astype(np.int64), extra[:, None]], axis=1)
+
+
+def semantic_id_stats(rq_codes: np.ndarray, codebook_size: int, collapse_fraction: float = 0.25) -> SemanticIDStats:
+    n, levels = rq_codes.shape
+    used, ppl, warnings = [], [], []
+    expected = min(codebook_size, n)
+    for level in range(levels):
+        counts = np.bincount(rq_codes[:, level], minlength=codebook_size)
+        p = counts[counts > 0] / n
+        used.append(int((counts > 0).sum()))
+        ppl.append(float(math.exp(-(p * np.log(p)).sum())))
+        if used[-1] < collapse_fraction * expected:
+            warnings.append(
+                f"codebook collapse at level {level + 1}: only {used[-1]} of {codebook_size} codes used "
+                f"(threshold {collapse_fraction:.0%} of {expected})"
+            )
+    groups = defaultdict(int)
+    for t in map(tuple, rq_codes.tolist()):
+        groups[t] += 1
+    colliding = sum(c for c in groups.values() if c > 1)
+    rate = colliding / n
+    if rate > 0.5:
+        warnings.append(f"{rate:.0%} of items collide on all RQ codes: the 4th token carries most of the identity")
+    return SemanticIDStats(n, used, codebook_size, ppl, len(groups), rate, max(groups.values()), warnings)
+
+
+def build_semantic_ids(
+    dataset,
+    out_dir: str | Path,
+    cfg: RQVAEConfig | None = None,
+    seed: int = 0,
+    embeddings=None,
+    progress: bool = True,
+) -> SemanticIDs:
+    """Train the RQ-VAE on the item embeddings and write ``semantic_ids.json`` + ``rqvae.safetensors``.
+
+    A folder that already holds IDs built from the same embeddings, settings and seed is reused;
+    an interrupted run resumes from ``rqvae.ckpt.safetensors``.
+    """
+    from safetensors.torch import save_file
+
+    from .item_embeddings import item_embeddings
+
+    cfg = cfg or RQVAEConfig()
+    out_dir = Path(out_dir)
+    emb = embeddings if embeddings is not None else item_embeddings(dataset, progress=progress)
+    key = cfg.key(emb.key, seed)
+    ids_path = out_dir / IDS_FILE
+    if ids_path.exists() and (out_dir / WEIGHTS_FILE).exists():
+        existing = SemanticIDs.load(ids_path)
+        if existing.key == key:
+            return existing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / CKPT_FILE
+    model, history = train_rqvae(emb.vectors, cfg, seed, ckpt, progress, checkpoint_key=key)
+    rq_codes = model.encode(torch.as_tensor(emb.vectors)).numpy()
+    stats = semantic_id_stats(rq_codes, cfg.codebook_size, cfg.collapse_fraction)
+    codes = assign_collision_tokens(rq_codes)
+    sids = SemanticIDs(
+        [int(i) for i in emb.item_ids], codes, [cfg.codebook_size] * cfg.levels + [int(codes[:, -1].max()) + 1], stats, key
+    )
+    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"config": json.dumps(asdict(cfg)), "key": key})
+    write_json(out_dir / "rqvae_history.json", history)
+    sids.save(ids_path)
+    if ckpt.exists():
+        ckpt.unlink()
+    return sids
+
