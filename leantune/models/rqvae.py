@@ -225,7 +225,7 @@ def train_rqvae(
             optimizer.step()
             for level in range(cfg.levels):
                 counts[level] += torch.bincount(codes[:, level], minlength=cfg.codebook_size)
-            totals["loss"] += float(loss) * len(idx)
+            totals["loss"] += float(loss.detach()) * len(idx)
             totals["recon"] += float(parts["recon"]) * len(idx)
         if cfg.dead_code_reset and epoch < cfg.epochs - 1:
             _reset_dead_codes(model, x, counts, gen, cfg.batch_size)

@@ -50,7 +50,7 @@ def coverage_sample(
     n_hard = int(np.floor(hard_prune * len(score)))
     order = np.argsort(-score, kind="stable")  # highest first, ties by position
     kept = np.sort(order[n_hard:])
-    check_budget(budget, len(kept), where=f"pool after hard-pruning {n_hard} samples ({hard_prune:g})")
+    check_budget(budget, len(kept), where=f"pool left after --hard-prune {hard_prune:g} drops {n_hard}")
 
     bins = equal_width_ranges(score[kept], ranges)
     groups = [kept[bins == b] for b in range(ranges)]

@@ -14,32 +14,37 @@ import numpy as np
 from .base import SELECTORS, check_budget, column
 
 
+def _sq_dist(x: np.ndarray, sq: np.ndarray, i: int) -> np.ndarray:
+    """Squared distances from every row to row ``i`` (one mat-vec instead of an n×d temporary)."""
+    return np.maximum(sq - 2.0 * (x @ x[i]) + sq[i], 0.0)
+
+
 def kcenter_greedy(x: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
     """Sener & Savarese's greedy 2-approximation: start anywhere, then add the farthest point."""
     x = np.asarray(x, dtype=np.float32)
     check_budget(budget, len(x))
+    sq = (x * x).sum(axis=1)
     chosen = np.empty(budget, dtype=np.int64)
     chosen[0] = rng.integers(len(x))
-    nearest = ((x - x[chosen[0]]) ** 2).sum(axis=1)
+    nearest = _sq_dist(x, sq, chosen[0])
     for i in range(1, budget):
         # Chosen points sit at distance 0; once all distances are 0 (duplicates), take unchosen ones.
         nearest[chosen[:i]] = -1.0
         chosen[i] = int(np.argmax(nearest))
-        nearest = np.minimum(nearest, ((x - x[chosen[i]]) ** 2).sum(axis=1))
+        nearest = np.minimum(nearest, _sq_dist(x, sq, chosen[i]))
     return chosen
 
 
 def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeding in O(k·n·d) (scipy's ``minit='++'`` recomputes all distances: O(k²·n·d))."""
-    centers = np.empty((k, x.shape[1]), dtype=x.dtype)
-    centers[0] = x[rng.integers(len(x))]
-    d2 = ((x - centers[0]) ** 2).sum(axis=1)
-    for i in range(1, k):
-        total = d2.sum()
-        idx = rng.choice(len(x), p=d2 / total) if total > 0 else rng.integers(len(x))
-        centers[i] = x[idx]
-        d2 = np.minimum(d2, ((x - centers[i]) ** 2).sum(axis=1))
-    return centers
+    sq = (x * x).sum(axis=1)
+    picks = [int(rng.integers(len(x)))]
+    d2 = _sq_dist(x, sq, picks[0])
+    for _ in range(1, k):
+        total = float(d2.sum())
+        picks.append(int(rng.choice(len(x), p=d2 / total)) if total > 0 else int(rng.integers(len(x))))
+        d2 = np.minimum(d2, _sq_dist(x, sq, picks[-1]))
+    return x[picks].copy()
 
 
 def cluster_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
@@ -90,7 +95,7 @@ class ClusterSelector:
 
     column: str = "embedding"
     clusters: int = 0  # 0: as many clusters as the budget
-    iterations: int = 20
+    iterations: int = 10
     name: ClassVar[str] = "cluster"
 
     def columns(self) -> tuple[str, ...]:
@@ -99,7 +104,7 @@ class ClusterSelector:
     def select(self, scores, budget, rng):
         from scipy.cluster.vq import kmeans2
 
-        x = column(scores, self.column, ndim=2).astype(np.float64)
+        x = column(scores, self.column, ndim=2).astype(np.float32)
         check_budget(budget, len(x))
         k = min(self.clusters or budget, len(x))
         with warnings.catch_warnings():  # empty clusters are fine: they get no quota

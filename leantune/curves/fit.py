@@ -1,0 +1,168 @@
+"""Saturating learning-curve fit and the saturation point.
+
+Model: ``metric(n) = a - b * n**(-c)`` (a: the plateau, c: how fast it is approached), fitted with
+``scipy.optimize.curve_fit`` on every (size, seed) point with n > 0. When that fails (too few sizes,
+no convergence, a non-increasing curve), a log-linear fit ``metric = a + s * log2(n)`` stands in and
+the reason is reported.
+
+The saturation point is the size beyond which one more doubling of the data gains less than
+``threshold``: for the power law, gain(n) = metric(2n) - metric(n) = b * n**(-c) * (1 - 2**(-c)),
+so n* = (b * (1 - 2**(-c)) / threshold) ** (1 / c). A log-linear fit gains ``s`` per doubling at any
+size, so it saturates everywhere (s < threshold) or nowhere (n* = inf).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class CurveFit:
+    kind: str  # "power" (a - b n^-c) or "loglinear" (a + s log2 n)
+    params: dict  # power: a, b, c; loglinear: a, s
+    n_points: int
+    rmse: float
+    fallback_reason: str = ""  # why the power law was not used ("" when it was)
+
+    def predict(self, n) -> np.ndarray:
+        n = np.asarray(n, dtype=np.float64)
+        if self.kind == "power":
+            return power_law(n, self.params["a"], self.params["b"], self.params["c"])
+        return self.params["a"] + self.params["s"] * np.log2(n)
+
+    def gain_per_doubling(self, n) -> np.ndarray:
+        return self.predict(2 * np.asarray(n, dtype=np.float64)) - self.predict(n)
+
+    def saturation_point(self, threshold: float) -> float:
+        """Smallest n at which a doubling gains less than ``threshold`` (inf if it never does)."""
+        if threshold <= 0:
+            raise ValueError("gain threshold must be positive")
+        if self.kind == "power":
+            a, b, c = self.params["a"], self.params["b"], self.params["c"]
+            first = b * (1 - 2.0 ** (-c))  # gain per doubling at n = 1
+            if first <= threshold:
+                return 1.0
+            return float((first / threshold) ** (1.0 / c))
+        return 1.0 if self.params["s"] < threshold else math.inf
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def power_law(n, a, b, c):
+    return a - b * np.power(n, -c)
+
+
+def _loglinear(n: np.ndarray, y: np.ndarray, reason: str) -> CurveFit:
+    x = np.log2(n)
+    if len(np.unique(x)) < 2:
+        s, a = 0.0, float(np.mean(y))
+        reason += "; one size only: flat line"
+    else:
+        s, a = np.polyfit(x, y, 1)
+    fit = CurveFit("loglinear", {"a": float(a), "s": float(s)}, len(n), 0.0, reason)
+    fit.rmse = float(np.sqrt(np.mean((fit.predict(n) - y) ** 2)))
+    return fit
+
+
+def fit_curve(sizes, values, max_c: float = 3.0) -> CurveFit:
+    """Fit ``a - b n^-c`` to (size, value) points with size > 0 (repeated sizes = seeds)."""
+    from scipy.optimize import curve_fit
+
+    n = np.asarray(sizes, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    keep = (n > 0) & np.isfinite(y)
+    n, y = n[keep], y[keep]
+    if len(n) == 0:
+        raise ValueError("no points with size > 0 to fit")
+    if len(np.unique(n)) < 3:
+        return _loglinear(n, y, f"power law needs 3 distinct sizes > 0, got {len(np.unique(n))}")
+    span = float(y.max() - y.min()) or 1e-3
+    # Start from a plateau a little above the best point and a moderate decay.
+    p0 = (float(y.max()) + 0.1 * span, span * float(n.min()) ** 0.5, 0.5)
+    bounds = ([-np.inf, 0.0, 1e-3], [np.inf, np.inf, max_c])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # OptimizeWarning (covariance not estimated) is a failure too
+            params, _ = curve_fit(power_law, n, y, p0=p0, bounds=bounds, maxfev=20000)
+    except (RuntimeError, ValueError, Warning) as exc:
+        return _loglinear(n, y, f"curve_fit failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+    a, b, c = (float(v) for v in params)
+    if not all(math.isfinite(v) for v in (a, b, c)):
+        return _loglinear(n, y, "curve_fit returned non-finite parameters")
+    if c >= max_c * 0.999:
+        # c at its bound: the curve jumps to the plateau at once, which the data cannot pin down.
+        return _loglinear(n, y, f"power-law exponent hit its bound (c = {max_c})")
+    fit = CurveFit("power", {"a": a, "b": b, "c": c}, len(n), 0.0)
+    fit.rmse = float(np.sqrt(np.mean((fit.predict(n) - y) ** 2)))
+    return fit
+
+
+@dataclass
+class Saturation:
+    threshold: float
+    point: float  # fitted saturation size (inf: not within any size)
+    low: float  # bootstrap percentile interval of the point
+    high: float
+    level: float
+    bootstrap: int  # resamples drawn
+    bootstrap_power: int  # of which the power law was fitted (the rest fell back)
+    bootstrap_infinite: int  # of which never saturate
+    beyond_data: bool  # point larger than the largest size measured (an extrapolation)
+    per_size_gain: dict = field(default_factory=dict)  # fitted gain per doubling at each measured size
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_saturation(
+    sizes,
+    values,
+    seeds,
+    threshold: float = 0.01,
+    resamples: int = 1000,
+    level: float = 0.95,
+    rng: np.random.Generator | None = None,
+    fit: CurveFit | None = None,
+) -> Saturation:
+    """Saturation point of the fit plus a bootstrap interval over seeds.
+
+    Each resample redraws, for every size independently, as many runs as there are seeds (with
+    replacement) from that size's seed runs, refits the curve and takes its saturation point.
+    """
+    rng = rng or np.random.default_rng(0)
+    n = np.asarray(sizes, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    keep = (n > 0) & np.isfinite(y)
+    n, y, seeds = n[keep], y[keep], np.asarray(seeds)[keep]
+    fit = fit or fit_curve(n, y)
+    point = fit.saturation_point(threshold)
+    groups = [np.flatnonzero(n == s) for s in np.unique(n)]
+    points, power = [], 0
+    for _ in range(resamples):
+        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        boot = fit_curve(n[idx], y[idx])
+        power += boot.kind == "power"
+        points.append(boot.saturation_point(threshold))
+    points = np.asarray(points) if points else np.asarray([point])
+    tail = (1 - level) / 2
+    # Order statistics, not interpolation: resamples that never saturate give inf.
+    low = float(np.quantile(points, tail, method="lower"))
+    high = float(np.quantile(points, 1 - tail, method="higher"))
+    measured = sorted(float(s) for s in np.unique(n))
+    return Saturation(
+        threshold=threshold,
+        point=point,
+        low=low,
+        high=high,
+        level=level,
+        bootstrap=resamples,
+        bootstrap_power=int(power),
+        bootstrap_infinite=int(np.isinf(points).sum()) if resamples else 0,
+        beyond_data=bool(point > max(measured)),
+        per_size_gain={int(s): float(fit.gain_per_doubling(s)) for s in measured},
+    )
+

@@ -1,0 +1,456 @@
+"""TIGER: generative retrieval over semantic IDs with a small T5 trained from scratch.
+
+The encoder reads a hashed user token followed by the code tokens of the user's most recent
+items (oldest first) and an end-of-sequence token; the decoder generates the next item's code
+tuple, one token per level. Each level has its own token range, so code 5 at level 1 and code 5
+at level 2 are different tokens:
+
+    0 pad / decoder start · 1 eos · level 1 codes · level 2 codes · ... · user buckets
+
+Generation is constrained beam search: a prefix trie of the real items' token tuples feeds
+``prefix_allowed_tokens_fn``, so every finished beam is a real item and the beams are distinct
+items. Training takes an explicit list of training-sample ids (a pruned subset or all).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import LeantuneError
+from ..evaluation.metrics import ranking_metrics
+from ..io import atomic_path, read_json, write_json
+from .rqvae import SemanticIDs, load_training_state, save_training_state, _checkpoint_state
+
+PAD, EOS = 0, 1
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.safetensors"
+SUMMARY_FILE = "train.json"
+
+
+def default_dir(data_name: str) -> Path:
+    """Where the CLI keeps a dataset's semantic IDs and TIGER runs."""
+    return Path("runs") / f"tiger-{data_name}"
+
+
+@dataclass
+class TigerConfig:
+    # model (TIGER paper sizes: 4+4 layers, d_model 128, 6 heads of 64, FFN 1024, dropout 0.1)
+    d_model: int = 128
+    num_layers: int = 4
+    num_decoder_layers: int = 4
+    num_heads: int = 6
+    d_kv: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    user_buckets: int = 2000
+    max_history: int = 20  # most recent items the encoder reads
+    # training
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200  # then inverse-square-root decay, as in TIGER
+    max_epochs: int = 20
+    min_steps: int = 0  # small subsets: repeat epochs until at least this many steps have run
+    max_steps: int = 0  # 0 = no cap
+    eval_every_steps: int = 400  # validate at the end of the first epoch after this many steps
+    patience: int = 3  # validations without improvement before stopping
+    val_metric: str = "recall@10"  # or "loss"
+    val_users: int = 1000  # seeded subset of validation users (0 = all)
+    # generation
+    beam_size: int = 20
+    eval_batch_size: int = 64
+
+    def model_key(self) -> dict:
+        names = ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff", "dropout", "user_buckets", "max_history")
+        return {n: getattr(self, n) for n in names}
+
+
+class TigerVocab:
+    """Token ids of codes and users; see the module docstring for the layout."""
+
+    def __init__(self, level_sizes: Sequence[int], user_buckets: int):
+        self.level_sizes = [int(s) for s in level_sizes]
+        self.offsets = [2 + sum(self.level_sizes[:i]) for i in range(len(self.level_sizes))]
+        self.user_offset = 2 + sum(self.level_sizes)
+        self.user_buckets = user_buckets
+        self.size = self.user_offset + user_buckets
+
+    @property
+    def depth(self) -> int:
+        return len(self.level_sizes)
+
+    def code_tokens(self, codes: Sequence[int]) -> list[int]:
+        return [o + int(c) for o, c in zip(self.offsets, codes)]
+
+    def tokens_to_codes(self, tokens: Sequence[int]) -> list[int] | None:
+        codes = []
+        for level, tok in enumerate(tokens):
+            c = int(tok) - self.offsets[level]
+            if not 0 <= c < self.level_sizes[level]:
+                return None
+            codes.append(c)
+        return codes
+
+    def user_token(self, user: int) -> int:
+        # crc32, not hash(): Python salts str hashes per process, and the bucket must be stable.
+        return self.user_offset + zlib.crc32(str(user).encode()) % self.user_buckets
+
+
+class TigerEncoder:
+    """Turns samples into token tensors: history -> encoder input, target -> labels."""
+
+    def __init__(self, sids: SemanticIDs, cfg: TigerConfig):
+        self.sids, self.cfg = sids, cfg
+        self.vocab = TigerVocab(sids.level_sizes, cfg.user_buckets)
+        self.item_tokens = {i: self.vocab.code_tokens(sids.tuple_of(i)) for i in sids.item_ids}
+
+    def input_ids(self, user: int, history: Sequence[int]) -> list[int]:
+        toks = [self.vocab.user_token(user)]
+        for item in history[-self.cfg.max_history :]:
+            toks += self.item_tokens[item]
+        return toks + [EOS]
+
+    def batch(self, samples, with_labels: bool = True) -> dict[str, torch.Tensor]:
+        seqs = [self.input_ids(s.user, s.history) for s in samples]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = torch.tensor(seq)
+        out = {"input_ids": ids, "attention_mask": (ids != PAD).long()}
+        if with_labels:
+            out["labels"] = torch.tensor([self.item_tokens[s.targets[0]] for s in samples], dtype=torch.long)
+        return out
+
+    def check_items(self, samples) -> None:
+        for s in samples:
+            for item in (*s.history, *s.targets):
+                if item not in self.item_tokens:
+                    raise LeantuneError(f"item {item} (user {s.user}) has no semantic ID: rebuild them for this dataset")
+
+
+def build_model(vocab: TigerVocab, cfg: TigerConfig):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=vocab.size,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_layers=cfg.num_layers,
+        num_decoder_layers=cfg.num_decoder_layers,
+        num_heads=cfg.num_heads,
+        dropout_rate=cfg.dropout,
+        feed_forward_proj="relu",
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+# --- constrained generation ---------------------------------------------------------------------
+
+
+def build_trie(encoder: TigerEncoder) -> dict[tuple[int, ...], list[int]]:
+    """Prefix (generated tokens so far) -> allowed next tokens, over the real items only."""
+    children: dict[tuple[int, ...], set[int]] = {}
+    for toks in encoder.item_tokens.values():
+        for level in range(len(toks)):
+            children.setdefault(tuple(toks[:level]), set()).add(toks[level])
+    return {prefix: sorted(next_tokens) for prefix, next_tokens in children.items()}
+
+
+def prefix_fn(trie: dict[tuple[int, ...], list[int]]):
+    # A beam can only leave the trie when fewer real items than beams remain; it then gets PAD,
+    # which maps to no item and is dropped when decoding.
+    dead_end = [PAD]
+
+    def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+        return trie.get(tuple(sent[1:].tolist()), dead_end)  # sent[0] is the decoder start token
+
+    return allowed
+
+
+@torch.no_grad()
+def recommend(model, encoder: TigerEncoder, samples, k: int, trie=None, beam_size: int | None = None, batch_size: int = 64, progress: bool = False) -> list[list[int]]:
+    """Top-``k`` distinct real items per sample, best first, by constrained beam search."""
+    from tqdm.auto import tqdm
+
+    beam = max(k, beam_size or k)
+    trie = trie if trie is not None else build_trie(encoder)
+    allowed = prefix_fn(trie)
+    model.eval()
+    out: list[list[int]] = []
+    for start in tqdm(range(0, len(samples), batch_size), desc="generate", disable=not progress):
+        chunk = samples[start : start + batch_size]
+        batch = encoder.batch(chunk, with_labels=False)
+        gen = model.generate(
+            **batch,
+            num_beams=beam,
+            num_return_sequences=beam,
+            max_new_tokens=encoder.vocab.depth,
+            min_new_tokens=encoder.vocab.depth,
+            prefix_allowed_tokens_fn=allowed,
+            do_sample=False,
+            length_penalty=0.0,
+            early_stopping=True,
+        )
+        gen = gen[:, 1:].view(len(chunk), beam, -1).tolist()
+        for beams in gen:
+            ranked: list[int] = []
+            for toks in beams:
+                codes = encoder.vocab.tokens_to_codes(toks)
+                item = encoder.sids.item_of(codes) if codes is not None else None
+                if item is not None and item not in ranked:
+                    ranked.append(item)
+            out.append(ranked[:k])
+    return out
+
+
+def mean_loss(model, encoder: TigerEncoder, samples, batch_size: int = 256) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            total += float(model(**encoder.batch(chunk)).loss) * len(chunk)
+    return total / len(samples)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TigerRun:
+    out_dir: str
+    n_samples: int
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_val: float
+    val_metric: str
+    wall_s: float
+    stopped: str  # "early-stopping" | "max-epochs" | "max-steps"
+    history: list[dict] = field(default_factory=list)
+    key: str = ""
+
+
+def select_train_samples(dataset, sample_ids: Sequence[int] | None):
+    samples = dataset.train_samples
+    if sample_ids is None:
+        return list(samples)
+    ids = [int(i) for i in sample_ids]
+    bad = [i for i in ids if not 0 <= i < len(samples)]
+    if bad:
+        raise LeantuneError(f"sample id {bad[0]} out of range: {dataset.name} has training samples 0..{len(samples) - 1}")
+    if len(set(ids)) != len(ids):
+        raise LeantuneError("sample ids contain duplicates")
+    if not ids:
+        raise LeantuneError("no training samples selected")
+    return [samples[i] for i in ids]
+
+
+def validation_samples(dataset, n: int, seed: int):
+    samples = dataset.valid_samples
+    if not samples:
+        raise LeantuneError(f"{dataset.name}: no validation samples for early stopping")
+    if n and n < len(samples):
+        rng = np.random.default_rng(seed)
+        samples = [samples[i] for i in sorted(rng.choice(len(samples), n, replace=False))]
+    return list(samples)
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar input length (less padding), as HF's group_by_length does."""
+    perm = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(perm), batch_size * group):
+        chunk = perm[start : start + batch_size * group]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def run_key(dataset, sids: SemanticIDs, samples, cfg: TigerConfig, seed: int) -> str:
+    blob = json.dumps(
+        {"data": [dataset.name, len(dataset.train_samples)], "sids": sids.key, "cfg": asdict(cfg), "seed": seed,
+         "samples": hashlib.sha256(",".join(str(s.sample_id) for s in samples).encode()).hexdigest()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def train_tiger(
+    dataset,
+    semantic_ids: SemanticIDs,
+    sample_ids: Sequence[int] | None,
+    out_dir: str | Path,
+    cfg: TigerConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> TigerRun:
+    """Train TIGER on the given training samples (all when ``sample_ids`` is None).
+
+    Early stopping on a seeded validation subset (Recall@10 by constrained beam search, or loss);
+    the best weights go to ``model.safetensors``. A finished folder with the same inputs is reused;
+    an interrupted one resumes from ``train_state.safetensors`` at the last finished epoch.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or TigerConfig()
+    if cfg.val_metric not in ("loss", "recall@10"):
+        raise LeantuneError(f"val_metric {cfg.val_metric!r}: choose 'recall@10' or 'loss'")
+    out_dir = Path(out_dir)
+    samples = select_train_samples(dataset, sample_ids)
+    encoder = TigerEncoder(semantic_ids, cfg)
+    encoder.check_items(samples)
+    key = run_key(dataset, semantic_ids, samples, cfg, seed)
+    summary_path = out_dir / SUMMARY_FILE
+    if summary_path.exists() and (out_dir / MODEL_FILE).exists():
+        done = read_json(summary_path)
+        if done.get("key") == key and done.get("status") == "done":
+            return TigerRun(**done["run"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "tiger_config.json", {"config": asdict(cfg), "level_sizes": semantic_ids.level_sizes, "seed": seed, "key": key})
+
+    val = validation_samples(dataset, cfg.val_users, seed)
+    torch.manual_seed(seed)
+    model = build_model(encoder.vocab, cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = np.array([min(len(s.history), cfg.max_history) for s in samples])
+    steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    max_epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad": 0, "last_eval_step": 0, "history": [], "wall_s": 0.0, "key": key}
+    state_path = out_dir / STATE_FILE
+    if state_path.exists() and _checkpoint_state(state_path).get("key") == key:
+        state = load_training_state(state_path, model, optimizer)
+    # Linear warm-up, then inverse-square-root decay; last_epoch restores the position on resume.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / max(s + 1, cfg.warmup_steps))),
+        last_epoch=state["step"] - 1,
+    )
+    trie = build_trie(encoder) if cfg.val_metric == "recall@10" else None
+    higher_better = cfg.val_metric != "loss"
+    stopped = "max-epochs"
+    bar = tqdm(total=max_epochs * steps_per_epoch, initial=state["step"], desc=f"tiger ({len(samples)} samples)", disable=not progress)
+    while state["epoch"] < max_epochs:
+        t0 = time.perf_counter()
+        model.train()
+        rng = np.random.default_rng([seed, state["epoch"]])
+        epoch_loss = 0.0
+        for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+            loss = model(**encoder.batch([samples[i] for i in idx])).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            state["step"] += 1
+            epoch_loss += float(loss.detach()) * len(idx)
+            bar.update(1)
+            bar.set_postfix(epoch=state["epoch"] + 1, loss=f"{float(loss.detach()):.3f}")
+            if cfg.max_steps and state["step"] >= cfg.max_steps:
+                break
+        state["epoch"] += 1
+        row = {"epoch": state["epoch"], "step": state["step"], "train_loss": epoch_loss / len(samples)}
+        hit_cap = bool(cfg.max_steps and state["step"] >= cfg.max_steps)
+        last = state["epoch"] >= max_epochs or hit_cap
+        if state["step"] - state["last_eval_step"] >= cfg.eval_every_steps or last:
+            state["last_eval_step"] = state["step"]
+            if cfg.val_metric == "loss":
+                value = mean_loss(model, encoder, val)
+            else:
+                ranked = recommend(model, encoder, val, 10, trie, cfg.beam_size, cfg.eval_batch_size)
+                value = ranking_metrics(ranked, [s.targets for s in val], ks=(10,))["recall@10"]
+            row["val_" + cfg.val_metric] = value
+            improved = state["best"] is None or (value > state["best"] if higher_better else value < state["best"])
+            if improved:
+                state.update(best=value, best_epoch=state["epoch"], bad=0)
+                _save_weights(model, out_dir / MODEL_FILE, key)
+            else:
+                state["bad"] += 1
+        state["wall_s"] += time.perf_counter() - t0
+        row["wall_s"] = round(state["wall_s"], 2)
+        state["history"].append(row)
+        bar.write(_row_text(row))
+        save_training_state(state_path, model, optimizer, state)
+        if state["bad"] >= cfg.patience:
+            stopped = "early-stopping"
+            break
+        if hit_cap:
+            stopped = "max-steps"
+            break
+    bar.close()
+    run = TigerRun(
+        str(out_dir), len(samples), state["epoch"], state["step"], state["best_epoch"], float(state["best"]),
+        cfg.val_metric, round(state["wall_s"], 2), stopped, state["history"], key,
+    )
+    write_json(summary_path, {"status": "done", "key": key, "run": asdict(run)})
+    state_path.unlink(missing_ok=True)
+    return run
+
+
+def _row_text(row: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
+def _save_weights(model, path: Path, key: str) -> None:
+    from safetensors.torch import save_model
+
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata={"key": key})
+
+
+def load_tiger(model_dir: str | Path, semantic_ids: SemanticIDs):
+    """The best weights of a ``train_tiger`` folder, with its encoder."""
+    from safetensors.torch import load_model
+
+    model_dir = Path(model_dir)
+    meta = read_json(model_dir / "tiger_config.json")
+    cfg = TigerConfig(**meta["config"])
+    if list(meta["level_sizes"]) != list(semantic_ids.level_sizes):
+        raise LeantuneError(f"{model_dir}: trained on semantic IDs with level sizes {meta['level_sizes']}, not {semantic_ids.level_sizes}")
+    if not (model_dir / MODEL_FILE).exists():
+        raise LeantuneError(f"{model_dir / MODEL_FILE}: no trained weights (run `leantune tiger train` first)")
+    encoder = TigerEncoder(semantic_ids, cfg)
+    model = build_model(encoder.vocab, cfg)
+    load_model(model, str(model_dir / MODEL_FILE))
+    return model.eval(), encoder
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def evaluate_tiger(
+    dataset,
+    semantic_ids: SemanticIDs,
+    model_dir: str | Path,
+    split: str = "test",
+    users: int = 0,
+    seed: int = 0,
+    ks: Sequence[int] = (5, 10, 20),
+    beam_size: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Recall/NDCG@K of constrained beam search; ``users`` > 0 evaluates a seeded subset."""
+    model, encoder = load_tiger(model_dir, semantic_ids)
+    samples = list(dataset.samples(split))
+    if users and users < len(samples):
+        rng = np.random.default_rng(seed)
+        samples = [samples[i] for i in sorted(rng.choice(len(samples), users, replace=False))]
+    encoder.check_items(samples)
+    t0 = time.perf_counter()
+    ranked = recommend(model, encoder, samples, max(ks), None, beam_size or max(ks), batch_size, progress)
+    metrics = ranking_metrics(ranked, [s.targets for s in samples], ks=ks)
+    return {"split": split, "users": len(samples), "metrics": metrics, "wall_s": round(time.perf_counter() - t0, 2)}

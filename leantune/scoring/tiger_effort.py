@@ -1,0 +1,144 @@
+"""``tiger_effort``: DEALRec's effort score for the TIGER recommender.
+
+Effort = the L2 norm of the gradient of one sample's loss (mean cross-entropy over the target's
+code tokens) with respect to a subset of TIGER's parameters. The subset is the decoder's last
+block, the decoder's final layer norm and the output projection (``lm_head``): the parameters
+nearest the loss, which react most to how hard a sample is, and a small fraction of the model,
+as DEALRec uses one LoRA matrix of the last layer for the LLM. T5 ties ``lm_head`` to the shared
+token embedding; here it is differentiated in its output role only (the embedding lookups at the
+bottom of the model are held fixed), so the norm stays a property of the head.
+
+Gradients are exact per sample and batched: the model below the last decoder block runs once
+per batch without gradients, and ``torch.func.vmap(grad(...))`` differentiates the head for
+every sample of the batch at once. Dropout is off (eval mode).
+
+Effort needs a trained model: a model that has never seen the data gives gradient norms that
+say nothing about the samples. By default the scorer trains TIGER briefly on all training
+samples (``tiger_warmup_epochs``, 1) and caches it; options (``ScoringContext.options``):
+
+* ``tiger_ids``: semantic-IDs folder or file (default ``runs/tiger-<data>/``, built if missing);
+* ``tiger_model_dir``: a ``train_tiger`` folder to use instead of the warm-up model;
+* ``tiger_warmup_epochs``: epochs of the warm-up training (default 1);
+* ``tiger_batch``: samples per vmap batch (default 64).
+
+``ctx.extras['tiger_model']`` may hold a ready ``(model, encoder)`` pair (tests, benchmarks).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import SCORERS
+
+EFFORT_PARAMS = "decoder.block[-1] + decoder.final_layer_norm + lm_head (output role)"
+
+
+class _Head(nn.Module):
+    """Decoder last block -> final norm -> output projection -> per-sample loss."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.block = model.decoder.block[-1]
+        self.final_layer_norm = model.decoder.final_layer_norm
+        self.lm_head = model.lm_head
+        self.scale = model.config.d_model**-0.5 if getattr(model.config, "scale_decoder_outputs", True) else 1.0
+
+    def forward(self, block_args: tuple, labels: torch.Tensor) -> torch.Tensor:
+        hidden = self.block(*block_args)[0]
+        logits = self.lm_head(self.final_layer_norm(hidden) * self.scale)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def _capture_block_inputs(model, batch) -> tuple:
+    """Run the model once without gradients and return the last decoder block's positional inputs."""
+    captured = {}
+
+    def hook(module, args, kwargs):
+        captured["args"] = args
+        raise _Captured
+
+    handle = model.decoder.block[-1].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**batch, use_cache=False)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured["args"]
+
+
+class _Captured(Exception):
+    """Stops the forward pass once the last block's inputs are known."""
+
+
+def per_sample_grad_norms(model, encoder, samples, batch_size: int = 64) -> np.ndarray:
+    """Exact per-sample gradient norms of the TIGER loss over the head parameters (see module doc)."""
+    from torch.func import functional_call, grad, vmap
+
+    model.eval()
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # SDPA's mask shortcuts branch on tensor values; vmap cannot
+    head = _Head(model)
+    params = {k: v.detach() for k, v in head.named_parameters()}
+
+    def loss_one(p, args, labels):
+        one = tuple(a.unsqueeze(0) if a is not None else None for a in args)
+        return functional_call(head, p, (one, labels.unsqueeze(0)))
+
+    out = np.zeros(len(samples), dtype=np.float64)
+    try:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            batch = encoder.batch(chunk)
+            args = _capture_block_inputs(model, batch)
+            n = len(chunk)
+            # Tensors shared by the batch (position biases) are expanded so every sample gets its row.
+            args = tuple(a.expand(n, *a.shape[1:]) if a is not None and a.shape[0] == 1 else a for a in args)
+            grads = vmap(grad(loss_one), in_dims=(None, tuple(0 if a is not None else None for a in args), 0))(
+                params, args, batch["labels"]
+            )
+            sq = sum(g.reshape(n, -1).pow(2).sum(1) for g in grads.values())
+            out[start : start + n] = sq.sqrt().double().numpy()
+    finally:
+        model.set_attn_implementation(previous)
+    return out
+
+
+@SCORERS.register("tiger_effort")
+class TigerEffortScorer:
+    name = "tiger_effort"
+
+    def score(self, samples, ctx) -> dict[str, np.ndarray]:
+        model, encoder = self._model(ctx)
+        # Similar lengths together: less padding per batch; the order is restored afterwards.
+        order = np.argsort([len(s.history) for s in samples], kind="stable")
+        norms = per_sample_grad_norms(model, encoder, [samples[i] for i in order], int(ctx.options.get("tiger_batch", 64)))
+        values = np.empty(len(samples), dtype=np.float64)
+        values[order] = norms
+        return {"tiger_effort": values}
+
+    @staticmethod
+    def _model(ctx):
+        if "tiger_model" not in ctx.extras:
+            from ..models.rqvae import SemanticIDs, build_semantic_ids
+            from ..models.tiger import TigerConfig, default_dir, load_tiger, train_tiger
+
+            ids = Path(ctx.options.get("tiger_ids") or default_dir(ctx.dataset.name))
+            if ids.is_file():
+                sids = SemanticIDs.load(ids)
+            elif (ids / "semantic_ids.json").exists():
+                sids = SemanticIDs.load(ids / "semantic_ids.json")
+            else:
+                sids = build_semantic_ids(ctx.dataset, ids, seed=ctx.seed)
+            model_dir = ctx.options.get("tiger_model_dir")
+            if not model_dir:
+                work = Path(ctx.work_dir) if ctx.work_dir is not None else default_dir(ctx.dataset.name)
+                model_dir = work / "tiger-effort-warmup"
+                cfg = TigerConfig(max_epochs=int(ctx.options.get("tiger_warmup_epochs", 1)), val_metric="loss")
+                train_tiger(ctx.dataset, sids, None, model_dir, cfg, seed=ctx.seed)
+            ctx.extras["tiger_model"] = load_tiger(model_dir, sids)
+        return ctx.extras["tiger_model"]

@@ -1,0 +1,143 @@
+"""The product attribute extraction task (``attributes``), e.g. OA-Mine titles.
+
+Two units: ``product`` (one sample per product, the model answers a JSON object with every
+attribute of the product's category) and ``question`` (one sample per (product, attribute)).
+The metric is the same in both: every (product, attribute) question is judged once.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import LeantuneError
+from ..io import write_jsonl
+from .attributes_data import AttributeData, Product, load_attribute_data, question_id, split_question_id
+from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
+from .attributes_scoring import INVALID, judge, parse_product_answer, parse_question_answer, summarise
+from .base import TASKS, TextExample
+
+UNITS = ("product", "question")
+
+
+@dataclass
+class AttributeConfig:
+    data: str = "oa-mine"
+    unit: str = "product"  # what one training sample is: a product (JSON answer) or one question
+    batch_size: int = 16  # generation batch
+    max_new_tokens: int | None = None  # None: 192 for a product's JSON, 32 for one answer
+    strict_json: bool = False  # True: text around the JSON object makes every answer invalid
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise LeantuneError(f"--unit {self.unit!r}: choose one of {', '.join(UNITS)}")
+        if self.batch_size < 1:
+            raise LeantuneError(f"--batch-size {self.batch_size}: must be at least 1")
+
+
+def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> list[Product]:
+    """``limit`` products drawn with ``seed`` (in data order, so prompts stay comparable); all if None."""
+    if limit is None or limit >= len(products):
+        return list(products)
+    if limit < 1:
+        raise LeantuneError(f"--limit {limit}: must be at least 1")
+    keep = set(random.Random(seed).sample(range(len(products)), limit))
+    return [p for i, p in enumerate(products) if i in keep]
+
+
+@TASKS.register("attributes")
+class AttributeTask:
+    """Attribute-value extraction; primary metric: accuracy over all (product, attribute) questions."""
+
+    name = "attributes"
+    primary_metric = "accuracy"
+    breakdown_prefix = "attribute_accuracy/"  # per-attribute metrics, for per-attribute curves
+    train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
+
+    def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
+        self.config = AttributeConfig(data=data, unit=unit, **options)
+        self.data: AttributeData = load_attribute_data(data)
+        self.unit = unit
+
+    # -- training data ---------------------------------------------------------------------------
+    def train_pool(self) -> list[str]:
+        return self._unit_ids(self.data.products("train"))
+
+    def _unit_ids(self, products: Sequence[Product]) -> list[str]:
+        if self.unit == "product":
+            return [p.id for p in products]
+        return [question_id(p.id, a) for p in products for a in p.attributes]
+
+    def examples(self, split: str, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
+        products = self.data.by_id(split)
+        out = []
+        for uid in unit_ids:
+            if self.unit == "product":
+                p = products.get(uid)
+                if p is None:
+                    raise LeantuneError(f"product {uid!r} is not in the {split} split of {self.data.folder}")
+                out.append(TextExample(product_prompt(p, tokenizer), product_answer(p), uid))
+            else:
+                pid, attribute = split_question_id(uid)
+                p = products.get(pid)
+                if p is None or attribute not in p.attributes:
+                    raise LeantuneError(f"question {uid!r} is not in the {split} split of {self.data.folder}")
+                out.append(TextExample(question_prompt(p, attribute, tokenizer), question_answer(p, attribute), uid))
+        return out
+
+    def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
+        return self.examples("train", unit_ids, tokenizer)
+
+    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0) -> list[TextExample]:
+        products = seeded_subset(self.data.products("valid"), limit, seed)
+        return self.examples("valid", self._unit_ids(products), tokenizer)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def predict(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0):
+        """Generate and judge; returns (metrics, rows) with one row per question (raw output included).
+
+        ``limit`` draws that many *products* (with all their questions) in either unit, so the two
+        units are compared on the same questions.
+        """
+        cfg = self.config
+        products = seeded_subset(self.data.products(split), limit, seed)
+        judged, rows, status = [], [], []
+        if self.unit == "product":
+            prompts = [product_prompt(p, tokenizer) for p in products]
+            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 192, ("}",))
+            for p, text in zip(products, raw):
+                answers, st = parse_product_answer(text, list(p.attributes), strict=cfg.strict_json)
+                status.append(st)
+                for a in p.attributes:
+                    j = judge(p.id, p.category, a, p.accepted(a), answers[a])
+                    judged.append(j)
+                    rows.append({**j.as_dict(), "raw": text, "parse": st})
+        else:
+            pairs = [(p, a) for p in products for a in p.attributes]
+            prompts = [question_prompt(p, a, tokenizer) for p, a in pairs]
+            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 32, ("\n",))
+            for (p, a), text in zip(pairs, raw):
+                answer = parse_question_answer(text)
+                status.append("failed" if answer is INVALID else "ok")
+                j = judge(p.id, p.category, a, p.accepted(a), answer)
+                judged.append(j)
+                rows.append({**j.as_dict(), "raw": text, "parse": status[-1]})
+        return summarise(judged, status), rows
+
+    def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
+        return self.predict(model, tokenizer, split, limit, seed)[0]
+
+    def _generate(self, model, tokenizer, prompts, max_new_tokens, stops):
+        return generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stops, self.config.progress)
+
+
+def generate(model, tokenizer, prompts, max_new_tokens, batch_size, stop_strings, progress) -> list[str]:
+    from .attributes_generate import greedy_generate
+
+    return greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, stop_strings, progress, "attributes")
+
+
+def write_predictions(path: str | Path, rows: list[dict]) -> None:
+    write_jsonl(path, rows)

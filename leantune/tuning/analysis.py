@@ -1,0 +1,160 @@
+"""Read a finished (or running) search back from its Optuna storage, and measure how well it ranked.
+
+Everything comes from the two studies' trials and user attrs, so the report can be written from
+any machine that reaches the storage, while workers are still running or long after.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..errors import LeantuneError
+from .runner import OK_STATUSES
+from .study import FINAL_SUFFIX, make_storage
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    params: dict
+    baseline: bool
+    status: str  # 'ok' | 'failed' (phase 1)
+    fail_reason: str | None
+    early_score: float
+    early_status: str  # the runner's status at the early point ('paused' when it can be continued)
+    early_steps: int
+    total_steps: int
+    early_tokens: int
+    history: list[dict]  # the longest history available (the continued run's if there is one)
+    retry_of: int | None = None
+    role: str | None = None  # phase 2: 'top_k' | 'all' | 'baseline' | None (not continued)
+    final_status: str | None = None
+    final_reason: str | None = None
+    final_score: float | None = None
+    test_score: float | None = None
+    final_steps: int | None = None
+    final_tokens: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed" or self.final_status == "failed"
+
+    @property
+    def reason(self) -> str | None:
+        return self.fail_reason or self.final_reason
+
+
+@dataclass
+class SearchRecords:
+    study: str
+    metric: str
+    settings: dict
+    trials: list[TrialRecord]
+    lost: list[int] = field(default_factory=list)  # trials failed by a dead worker (retried elsewhere)
+    running: int = 0
+
+    def by_number(self, number: int) -> TrialRecord:
+        return next(t for t in self.trials if t.number == number)
+
+    @property
+    def baseline(self) -> TrialRecord | None:
+        return next((t for t in self.trials if t.baseline), None)
+
+    @property
+    def continued(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.final_status is not None]
+
+    def best(self) -> TrialRecord | None:
+        """The trial chosen by the search: the best *validation* score at the end (test stays held out)."""
+        done = [t for t in self.continued if t.final_status == "ok"]
+        return max(done, key=lambda t: (t.final_score, -t.number)) if done else None
+
+    def compute(self) -> dict[str, int]:
+        phase1 = sum(t.early_steps for t in self.trials)
+        phase2 = sum(t.final_steps - t.early_steps for t in self.continued if t.final_steps is not None)
+        return {
+            "phase1_steps": phase1,
+            "phase2_steps": phase2,
+            "total_steps": phase1 + phase2,
+            "full_fidelity_steps": sum(t.total_steps for t in self.trials),  # every trial trained to the end
+            "phase1_tokens": sum(t.early_tokens for t in self.trials),
+            "phase2_tokens": sum((t.final_tokens or 0) - t.early_tokens for t in self.continued),
+        }
+
+
+def rank_agreement(early: Sequence[float], final: Sequence[float], k: int) -> dict:
+    """Spearman and Kendall correlation of two score lists, and the overlap of their top-k (higher is better)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    n = len(early)
+    out = {"n": n, "k": min(k, n), "spearman": None, "kendall": None, "topk_overlap": None}
+    if n == 0:
+        return out
+    order_early = sorted(range(n), key=lambda i: (-early[i], i))[:k]
+    order_final = sorted(range(n), key=lambda i: (-final[i], i))[:k]
+    out["topk_overlap"] = len(set(order_early) & set(order_final))
+    if n >= 3 and len(set(early)) > 1 and len(set(final)) > 1:
+        out["spearman"] = float(spearmanr(early, final).statistic)
+        out["kendall"] = float(kendalltau(early, final).statistic)
+    return out
+
+
+def _num(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def load_records(study_name: str, storage_url: str) -> SearchRecords:
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = make_storage(storage_url, heartbeat_interval=None)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if study_name not in names:
+        known = ", ".join(sorted(n for n in names if not n.endswith(FINAL_SUFFIX))) or "none"
+        raise LeantuneError(f"--study {study_name!r}: not in {storage_url} (studies there: {known})")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    settings = study.user_attrs.get("leantune", {})
+    records, lost, running = [], [], 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            running += 1
+        if t.state == TrialState.FAIL and t.user_attrs.get("status") != "surplus":
+            lost.append(t.number)
+        if t.state != TrialState.COMPLETE:
+            continue
+        a = t.user_attrs
+        records.append(TrialRecord(
+            number=t.number, params=dict(t.params), baseline=bool(a.get("baseline")), status=a.get("status", "ok"),
+            fail_reason=a.get("fail_reason"), early_score=float(t.value),
+            early_status=a.get("early_status", ""), early_steps=int(a.get("early_steps", 0)),
+            total_steps=int(a.get("total_steps", 0)), early_tokens=int(a.get("early_tokens", 0)),
+            history=list(a.get("early_history", [])), retry_of=a.get("retry_of"),
+        ))
+    if study_name + FINAL_SUFFIX in names:
+        final = optuna.load_study(study_name=study_name + FINAL_SUFFIX, storage=storage)
+        by_number = {r.number: r for r in records}
+        for t in final.get_trials(deepcopy=False):
+            if t.state == TrialState.RUNNING:
+                running += 1
+            rec = by_number.get(t.user_attrs.get("source_trial"))
+            if t.state != TrialState.COMPLETE or rec is None:
+                continue
+            a = t.user_attrs
+            rec.role, rec.final_status, rec.final_reason = a.get("role"), a.get("status"), a.get("fail_reason")
+            rec.final_score, rec.test_score = float(t.value), _num(a.get("test_score"))
+            rec.final_steps, rec.final_tokens = int(a.get("final_steps", 0)), int(a.get("final_tokens", 0))
+            rec.total_steps = int(a.get("total_steps", rec.total_steps))
+            if a.get("final_history"):
+                rec.history = list(a["final_history"])
+    return SearchRecords(study=study_name, metric=settings.get("metric", "score"), settings=settings,
+                         trials=sorted(records, key=lambda r: r.number), lost=lost, running=running)
+
+
+def early_vs_final(records: SearchRecords, k: int) -> dict:
+    """Rank agreement over the trials that have both an early and a final validation score."""
+    pairs = [(t.early_score, t.final_score) for t in records.continued if t.final_score is not None]
+    out = rank_agreement([p[0] for p in pairs], [p[1] for p in pairs], k)
+    # Only when every resumable trial was continued do these figures say how early ranks predict final ones.
+    out["all_continued"] = bool(pairs) and all(t.final_status is not None for t in records.trials if t.early_status in OK_STATUSES)
+    return out

@@ -1,0 +1,356 @@
+"""Early-performance Bayesian search on Optuna, in two phases, safe to run from several workers.
+
+Phase 1 — study ``NAME``: each trial trains to ``early_fraction`` of its schedule, keeps that
+checkpoint in ``work_dir/trials/NNNN`` and reports the validation score there. The sampler (TPE,
+GP or random) proposes the next trial from those early scores. A baseline trial with the default
+hyperparameters is enqueued first.
+
+Phase 2 — study ``NAME/final``: the top-k trials by early score (every trial with
+``validate_all``) and the baseline are enqueued as Optuna trials carrying ``source_trial``; any
+worker pops one, continues that checkpoint to the full schedule and scores it on validation and
+test. Popping an enqueued trial is atomic in Optuna's storage, so each continuation runs once.
+
+Failed runs (NaN/inf loss, divergence, score 0, a crash) are COMPLETE trials with value 0 and
+``status='failed'`` plus ``fail_reason`` in their user attrs: the samplers (GPSampler fits on
+COMPLETE trials only) then learn to avoid the region, and the study never crashes.
+
+Workers use ``study.optimize`` (not ask/tell) so Optuna's heartbeats cover every trial: a
+killed worker's trial goes stale, is failed, and ``RetryHeartbeatStaleTrialCallback`` enqueues
+a copy that another worker runs. The number of trials is capped exactly by counting *lineages*
+(a trial and its retries) rather than trials.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import LeantuneError
+from .runner import OK_STATUSES, RunResult, TrialRunner, failure_reason, safe_run
+from .space import SearchSpace
+
+SAMPLERS = ("tpe", "gp", "random")
+FINAL_SUFFIX = "/final"
+
+
+@dataclass
+class TuneConfig:
+    study: str = "leantune-tune"
+    storage: str | None = None  # any Optuna RDB URL; None -> sqlite:///<work_dir>/optuna.db
+    work_dir: Path = Path("runs/tune")  # checkpoints; must be shared by all workers of a study
+    trials: int = 30
+    early_fraction: float = 0.2
+    top_k: int = 5
+    validate_all: bool = False
+    sampler: str = "tpe"
+    seed: int = 0
+    worker: int = 0  # offsets the sampler seed so parallel workers don't propose the same points
+    baseline: bool = True
+    heartbeat_interval: int = 60
+    grace_period: int | None = None  # default: 2 x heartbeat_interval
+    max_retry: int = 2
+    poll_s: float = 2.0  # how often a worker waiting for others looks again
+
+    def __post_init__(self):
+        self.work_dir = Path(self.work_dir)
+        if self.trials < 1:
+            raise LeantuneError(f"--trials {self.trials}: must be at least 1")
+        if not 0 < self.early_fraction <= 1:
+            raise LeantuneError(f"--early-fraction {self.early_fraction}: must be in (0, 1]")
+        if self.top_k < 1:
+            raise LeantuneError(f"--top-k {self.top_k}: must be at least 1")
+        if self.sampler not in SAMPLERS:
+            raise LeantuneError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if self.heartbeat_interval < 1:
+            raise LeantuneError(f"--heartbeat {self.heartbeat_interval}: must be at least 1 second")
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.work_dir)
+
+
+def default_storage(work_dir: Path) -> str:
+    return f"sqlite:///{Path(work_dir).resolve() / 'optuna.db'}"
+
+
+class SurplusTrial(Exception):
+    """A trial created beyond the requested number (a race between workers); it is failed unrun."""
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: int | None = None, max_retry: int = 2):
+    """An RDB storage with heartbeats and stale-trial retries (any SQLAlchemy URL Optuna accepts)."""
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    quiet_optuna()
+    engine_kwargs = {}
+    if url.startswith("sqlite:"):
+        # Several worker processes on one SQLite file: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    hb = {}
+    if heartbeat_interval:
+        hb = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
+                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=False))
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, a server that is down
+        raise LeantuneError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def make_sampler(name: str, seed: int):
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+# ---------------------------------------------------------------- bookkeeping over Optuna trials
+
+
+def _origin(trial) -> int:
+    """The trial number a (possibly retried) trial descends from."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
+def live_lineages(trials) -> set[int]:
+    """Lineages that have produced, are producing or will produce a result (not FAIL)."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    return {_origin(t) for t in trials if t.state in live}
+
+
+def _frozen(study, number: int):
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number:
+            return t
+    raise LeantuneError(f"study {study.study_name!r}: no trial number {number}")
+
+
+def _fmt_params(params: dict) -> str:
+    def fmt(v):
+        return f"{v:.2e}" if isinstance(v, float) and (abs(v) < 1e-2 and v != 0) else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+    return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+
+
+def _result_attrs(prefix: str, result: RunResult, reason: str | None) -> dict[str, Any]:
+    """What a run leaves in the trial's user attrs (JSON values; the report reads only these)."""
+    def clean(x):  # JSON has no NaN: keep non-finite losses as strings so the report can mark them
+        return x if x is None or (isinstance(x, (int, float)) and abs(x) != float("inf") and x == x) else str(x)
+
+    return {
+        f"{prefix}_score": result.score if reason is None else 0.0,
+        f"{prefix}_raw_score": clean(result.score),
+        f"{prefix}_status": result.status,
+        f"{prefix}_steps": result.steps,
+        f"{prefix}_tokens": result.tokens,
+        f"{prefix}_wall_s": round(result.wall_s, 3),
+        f"{prefix}_history": [{k: clean(v) for k, v in row.items()} for row in result.history],
+        f"{prefix}_valid_loss": clean(result.valid_loss),
+        f"{prefix}_metrics": {k: clean(v) for k, v in result.metrics.items()},
+        "total_steps": result.total_steps,
+    }
+
+
+# ---------------------------------------------------------------- the search
+
+
+class EarlySearch:
+    """One worker of a two-phase early-performance search; ``run()`` does both phases."""
+
+    def __init__(self, cfg: TuneConfig, runner: TrialRunner, space: SearchSpace, settings: dict | None = None,
+                 log: Callable[[str], None] = print):
+        self.cfg, self.runner, self.space, self.log = cfg, runner, space, log
+        # What makes trials comparable; a worker joining an existing study must match it.
+        self.settings = {"early_fraction": cfg.early_fraction, "space": space.to_dict(), "metric": runner.metric, **(settings or {})}
+        self.storage = make_storage(cfg.storage_url, cfg.heartbeat_interval, cfg.grace_period, cfg.max_retry)
+        self.study = self._open_phase1()
+
+    # -- phase 1
+
+    def _open_phase1(self):
+        import optuna
+
+        sampler = make_sampler(self.cfg.sampler, self.cfg.seed + 1000 * self.cfg.worker)
+        try:
+            study = optuna.create_study(study_name=self.cfg.study, storage=self.storage, sampler=sampler, direction="maximize")
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=self.cfg.study, storage=self.storage, sampler=sampler)
+            self._check_settings(study)
+            return study
+        # Only the creator gets here (study names are unique in the storage), so this runs once.
+        study.set_user_attr("leantune", self.settings)
+        if self.cfg.baseline:
+            study.enqueue_trial(self.space.baseline_params(), user_attrs={"baseline": True})
+        return study
+
+    def _check_settings(self, study) -> None:
+        stored = study.user_attrs.get("leantune")
+        if stored is None:
+            return
+        for key, value in self.settings.items():
+            if key in stored and stored[key] != _jsonable(value):
+                raise LeantuneError(
+                    f"study {self.cfg.study!r} was created with {key}={stored[key]!r}, not {value!r}; "
+                    "use the same settings or a new --study name")
+
+    def _phase1_objective(self, trial) -> float:
+        frozen = _frozen(self.study, trial.number)
+        fresh = "failed_trial" not in frozen.system_attrs and "fixed_params" not in frozen.system_attrs
+        if fresh:
+            earlier = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number]
+            if len(live_lineages(earlier)) >= self.cfg.trials:
+                trial.set_user_attr("status", "surplus")
+                raise SurplusTrial(f"trial {trial.number}: the study already has {self.cfg.trials} trials")
+        params = self.space.suggest(trial)
+        rel = f"trials/{trial.number:04d}"
+        out_dir = self.cfg.work_dir / rel
+        if out_dir.exists():  # left by a deleted study of the same name: never continue a stranger's run
+            shutil.rmtree(out_dir)
+        trial.set_user_attr("checkpoint", rel)
+        trial.set_user_attr("worker", self.cfg.worker)
+        retried_from = frozen.system_attrs.get("failed_trial")
+        if retried_from is not None:
+            trial.set_user_attr("retry_of", retried_from)
+
+        result = safe_run(self.runner, params, out_dir, self.cfg.early_fraction)
+        reason = failure_reason(result)
+        for key, value in _result_attrs("early", result, reason).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("status", "failed" if reason else "ok")
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        done = len([t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) + 1
+        tag = " (baseline)" if frozen.user_attrs.get("baseline") else (f" (retry of {retried_from})" if retried_from is not None else "")
+        outcome = f"FAILED: {reason}" if reason else f"early {self.runner.metric}={result.score:.4f}"
+        self.log(f"[phase 1] trial {trial.number:3d}{tag} ({done}/{self.cfg.trials})  {_fmt_params(params)}  ->  {outcome}  "
+                 f"(step {result.steps}/{result.total_steps}, {result.wall_s:.1f}s)")
+        return 0.0 if reason else float(result.score)
+
+    def run_phase1(self) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        while True:
+            optuna.storages.fail_stale_trials(self.study)  # a killed worker's trial -> FAIL + retry
+            trials = self.study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if waiting or len(live_lineages(trials)) < self.cfg.trials:
+                self.study.optimize(self._phase1_objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+            elif any(t.state == TrialState.RUNNING for t in trials):
+                time.sleep(self.cfg.poll_s)  # other workers are finishing the last trials
+            else:
+                return
+
+    # -- phase 2
+
+    def candidates(self) -> list[tuple[int, str]]:
+        """(trial number, role) to continue: top-k by early score (or all), plus the baseline."""
+        trials = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.user_attrs.get("status") in ("ok", "failed")]
+        resumable = [t for t in trials if t.user_attrs.get("early_status") in OK_STATUSES]
+        ranked = sorted(resumable, key=lambda t: (-float(t.value), t.number))
+        if self.cfg.validate_all:
+            chosen = [(t.number, "all") for t in ranked]
+        else:
+            chosen = [(t.number, "top_k") for t in ranked if t.user_attrs.get("status") == "ok"][: self.cfg.top_k]
+        for t in resumable:
+            if t.user_attrs.get("baseline") and t.number not in {n for n, _ in chosen}:
+                chosen.append((t.number, "baseline"))
+        return chosen
+
+    def _open_phase2(self):
+        import optuna
+
+        name = self.cfg.study + FINAL_SUFFIX
+        sampler = optuna.samplers.RandomSampler(seed=self.cfg.seed)  # every phase-2 trial is enqueued with fixed params
+        try:
+            final = optuna.create_study(study_name=name, storage=self.storage, sampler=sampler, direction="maximize")
+            creator = True
+        except optuna.exceptions.DuplicatedStudyError:
+            final = optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+            creator = False
+        if not creator:
+            # Let the creator finish enqueueing; if it died meanwhile, enqueue what is missing ourselves.
+            deadline = time.monotonic() + max(30.0, 3 * self.cfg.poll_s)
+            while "enqueued" not in final.user_attrs and time.monotonic() < deadline:
+                time.sleep(min(1.0, self.cfg.poll_s))
+        present = {t.user_attrs.get("source_trial") for t in final.get_trials(deepcopy=False) if t.state.name != "FAIL"}
+        for number, role in self.candidates():
+            if number not in present:
+                source = _frozen(self.study, number)
+                final.enqueue_trial(source.params, user_attrs={"source_trial": number, "role": role,
+                                                               "baseline": bool(source.user_attrs.get("baseline"))})
+        final.set_user_attr("enqueued", True)
+        return final
+
+    def _phase2_objective(self, final, trial) -> float:
+        source_number = trial.user_attrs.get("source_trial")
+        if source_number is None:
+            trial.set_user_attr("status", "surplus")
+            raise SurplusTrial(f"trial {trial.number}: no enqueued continuation left")
+        for other in final.get_trials(deepcopy=False):
+            same = other.number != trial.number and other.user_attrs.get("source_trial") == source_number
+            if same and (other.state.name == "COMPLETE" or (other.state.name == "RUNNING" and other.number < trial.number)):
+                trial.set_user_attr("status", "surplus")
+                raise SurplusTrial(f"trial {source_number} is already continued by final trial {other.number}")
+        source = _frozen(self.study, source_number)
+        params = self.space.suggest(trial)  # returns the enqueued (source) values
+        out_dir = self.cfg.work_dir / source.user_attrs["checkpoint"]
+        trial.set_user_attr("worker", self.cfg.worker)
+        result = safe_run(self.runner, params, out_dir, None, test=True)
+        reason = failure_reason(result)
+        for key, value in _result_attrs("final", result, reason).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("test_score", None if reason or result.test_score is None else float(result.test_score))
+        trial.set_user_attr("added_steps", result.steps - int(source.user_attrs.get("early_steps", 0)))
+        trial.set_user_attr("status", "failed" if reason else "ok")
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        role = trial.user_attrs.get("role")
+        outcome = (f"FAILED: {reason}" if reason else
+                   f"final valid {self.runner.metric}={result.score:.4f}  test={result.test_score if result.test_score is None else round(result.test_score, 4)}")
+        self.log(f"[phase 2] trial {source_number:3d} ({role}) continued {source.user_attrs.get('early_steps')} -> "
+                 f"{result.steps}/{result.total_steps} steps  ->  {outcome}  ({result.wall_s:.1f}s)")
+        return 0.0 if reason else float(result.score)
+
+    def run_phase2(self):
+        import optuna
+        from optuna.trial import TrialState
+
+        final = self._open_phase2()
+        while True:
+            optuna.storages.fail_stale_trials(final)
+            trials = final.get_trials(deepcopy=False)
+            if any(t.state == TrialState.WAITING for t in trials):
+                final.optimize(lambda tr: self._phase2_objective(final, tr), n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+            elif any(t.state == TrialState.RUNNING for t in trials):
+                time.sleep(self.cfg.poll_s)
+            else:
+                return final
+
+    def run(self):
+        self.run_phase1()
+        return self.run_phase2()
+
+
+def _jsonable(value):
+    import json
+
+    return json.loads(json.dumps(value, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
