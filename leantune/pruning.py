@@ -239,7 +239,7 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
     key = {
         "samples": len(samples),
         "seed": cfg.seed,
-        "options": options,
+        "options": {k: v for k, v in options.items() if k != "device"},  # the device changes no score
         "data": _dataset_fingerprint(dataset),
         "pool": fingerprint(sample_ids.tolist()),
     }

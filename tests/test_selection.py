@@ -73,6 +73,10 @@ def test_equal_width_ranges_edges():
     score = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
     assert equal_width_ranges(score, 4).tolist() == [0, 0, 1, 2, 3, 3]  # upper edges inclusive
     assert equal_width_ranges(np.ones(4), 5).tolist() == [0, 0, 0, 0]
+    # Here lo + (hi - lo) rounds below hi: the maximum must still land in the last range.
+    lo, hi = -0.1321048632913019, 0.1257302210933933
+    assert lo + (hi - lo) < hi
+    assert equal_width_ranges(np.array([lo, 0.0, hi]), 3).tolist()[-1] == 2
 
 
 def test_budget_errors_are_one_line():

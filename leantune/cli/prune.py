@@ -34,8 +34,18 @@ def _parse_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise LeantuneError(f"--opt {pair!r}: expected KEY=VALUE")
-        options[key.strip()] = value.strip()
+        options[key.strip()] = _option_value(value.strip())
     return options
+
+
+def _option_value(text: str):
+    """Numbers, booleans and lists as JSON (effort_batch_size=4, effort_layers=[-1]); else the string."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 @app.command("prune", help=PRUNE_HELP)
@@ -55,7 +65,7 @@ def prune_cmd(
     difficulty: str = typer.Option("el2n", "--difficulty", help="Score column that CCS stratifies."),
     chunk_size: int = typer.Option(1024, "--chunk-size", help="Samples per checkpointed scoring chunk."),
     scores_format: str = typer.Option("parquet", "--scores-format", help="Score file format: parquet or jsonl."),
-    opt: List[str] = typer.Option([], "--opt", help="Extra scorer option KEY=VALUE (repeatable), e.g. embedding_source=text."),
+    opt: List[str] = typer.Option([], "--opt", help="Extra scorer option KEY=VALUE (repeatable; JSON values are parsed), e.g. embedding_source=text, effort_batch_size=4."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     from ..pruning import prune

