@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -243,12 +244,14 @@ def test_joining_with_other_settings_is_refused(tmp_path):
         EarlySearch(_cfg(tmp_path, trials=2, top_k=1, early_fraction=0.5), SyntheticRunner(train_size=32), load_space(None))
 
 
-def test_gp_sampler(tmp_path):
-    cfg = _cfg(tmp_path, trials=11, top_k=1, sampler="gp", baseline=False)
-    EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None).run()
+def test_gp_sampler_is_wired(tmp_path):
+    # Failed runs are COMPLETE trials (value 0), so GPSampler, which fits on COMPLETE trials only, sees them.
+    cfg = _cfg(tmp_path, trials=3, top_k=1, sampler="gp")
+    search = EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None)
+    assert isinstance(search.study.sampler, optuna.samplers.GPSampler)
+    search.run()
     study, _ = _studies(cfg)
-    assert isinstance(study.sampler, optuna.samplers.GPSampler)
-    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 11
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
 
 
 def test_killed_worker_trial_is_failed_and_retried(tmp_path):
@@ -258,16 +261,18 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
            "--work-dir", str(cfg.work_dir), "--trials", "3", "--top-k", "1", "--early-fraction", "0.25", "--heartbeat", "1",
            "--train-size", "32", "--synthetic-step-s", "30", "--no-report"]
     victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    db = Path(cfg.storage_url[len("sqlite:///"):])
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if cfg.storage_url and Path(cfg.storage_url[len("sqlite:///"):]).exists():
-                try:
-                    study = optuna.load_study(study_name=cfg.study, storage=cfg.storage_url)
-                    if any(t.state.name == "RUNNING" for t in study.trials):
-                        break
-                except KeyError:
-                    pass
+        while time.monotonic() < deadline:  # read the file directly: opening it with Optuna would race its set-up
+            try:
+                with sqlite3.connect(db, timeout=5) as con:
+                    running = con.execute("SELECT COUNT(*) FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                                          "WHERE t.state = 'RUNNING'").fetchone()[0]
+            except sqlite3.OperationalError:  # no file or no tables yet
+                running = 0
+            if running:
+                break
             assert victim.poll() is None, victim.stderr.read().decode()
             time.sleep(0.3)
         else:
@@ -282,6 +287,20 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == killed[0].number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == killed[0].params
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_trial_orphaned_before_its_heartbeat_is_failed_and_retried(tmp_path):
+    """Optuna never marks stale a RUNNING trial that has no heartbeat yet (a worker killed between
+    creating the trial and starting its objective); the search fails and retries it itself."""
+    cfg = _cfg(tmp_path, trials=3, top_k=1, heartbeat_interval=1, orphan_after_s=0.0, baseline=False)
+    search = EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None)
+    orphan = search.study.ask()  # RUNNING, no heartbeat, objective never started
+    search.run()
+    study, _ = _studies(cfg)
+    assert study.trials[orphan.number].state.name == "FAIL"
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
 
 
 def test_cli_synthetic_search_and_report(tmp_path):

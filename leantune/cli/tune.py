@@ -61,7 +61,6 @@ def tune(
     from ..errors import LeantuneError
     from ..tuning import EarlySearch, SyntheticRunner, TuneConfig, load_space, write_report
 
-    seed_everything(seed)
     work = _work_dir(work_dir, study)
     cfg = TuneConfig(study=study, storage=storage, work_dir=work, trials=trials, early_fraction=early_fraction, top_k=top_k,
                      validate_all=validate_all, sampler=sampler, seed=seed, worker=worker, baseline=baseline,
@@ -75,6 +74,7 @@ def tune(
             raise LeantuneError("--task is required with --runner finetune (e.g. --task attributes)")
         from ..tuning.finetune_runner import FinetuneRunner
 
+        seed_everything(seed)  # imports torch: only for real runs
         trial_runner = FinetuneRunner(task=task, model=model, train_size=train_size or None, eval_limit=eval_limit or None,
                                       objective=objective, metric_name=metric, seed=seed, progress=progress)
         settings = {"runner": "finetune", **trial_runner.settings()}

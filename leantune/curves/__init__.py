@@ -1,0 +1,55 @@
+"""Data-efficiency learning curves for any registered task, with a saturating fit.
+
+``learning_curve(cfg, out)`` runs (or resumes) every (size, seed) adapter, then writes the results
+table (CSV + JSON), the fit, the saturation point with a bootstrap interval, and the plots.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .analysis import CurveAnalysis, analyse, describe, write_table
+from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
+from .runner import DEFAULT_SIZES, CurveConfig, CurveRun, make_task, run_curve
+
+__all__ = [
+    "CurveConfig", "CurveFit", "CurveResult", "DEFAULT_SIZES", "Saturation", "analyse", "bootstrap_saturation",
+    "fit_curve", "learning_curve", "make_task", "run_curve",
+]
+
+
+@dataclass
+class CurveResult:
+    run: CurveRun
+    analysis: CurveAnalysis
+    files: dict  # name -> path
+    lines: list  # the printed summary
+
+
+def learning_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print) -> CurveResult:
+    from .plots import plot_breakdown, plot_curve
+
+    out = Path(out)
+    task = task or make_task(cfg.task, cfg.task_options)
+    metric = cfg.metric or task.primary_metric
+    run = run_curve(cfg, out, task=task, log=log)
+    missing = [r for r in run.rows if metric not in r["metrics"]]
+    if missing:
+        from ..errors import LeantuneError
+
+        have = ", ".join(sorted(k for k in missing[0]["metrics"] if "/" not in k))
+        raise LeantuneError(f"--metric {metric!r}: not among the task's metrics ({have})")
+    analysis = analyse(run.rows, metric, cfg.gain_threshold, cfg.bootstrap, seed=cfg.seed)
+    csv_path, json_path = write_table(out, run.rows, analysis, {"config": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds})
+    files = {"csv": csv_path, "json": json_path}
+    label = f"{task.name} ({cfg.method}, {cfg.model})"
+    files["curve_png"] = plot_curve(run.rows, analysis, out / "curve.png", title=f"{label}: {metric} vs training size")
+    prefix = getattr(task, "breakdown_prefix", None)
+    if prefix:
+        support = prefix.replace("accuracy", "support") if "accuracy" in prefix else None
+        breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: per-attribute accuracy")
+        if breakdown:
+            files["breakdown_png"] = breakdown
+    lines = describe(analysis)
+    return CurveResult(run, analysis, files, lines)

@@ -45,6 +45,7 @@ class RQVAEConfig:
     lr: float = 1e-3
     kmeans_iters: int = 25
     dead_code_reset: bool = True
+    reset_every: int = 10  # steps per dead-code window: codes unused over a window are reset
     checkpoint_every: int = 50  # epochs between resumable checkpoints
     # A level using fewer than this fraction of min(codebook_size, items) codes is reported as collapsed.
     collapse_fraction: float = 0.25
@@ -91,6 +92,13 @@ class RQVAE(nn.Module):
             [nn.Parameter(torch.randn(cfg.codebook_size, cfg.latent_dim) * 0.01) for _ in range(cfg.levels)]
         )
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        # Sentence embeddings share a large common direction; centring and scaling them spreads
+        # the latents, without which the first level collapses onto one or two codes.
+        self.register_buffer("shift", torch.zeros(input_dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
 
     def quantise(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Residual quantisation: (quantised latent, codes (B, levels), codebook loss, residuals per level)."""
@@ -108,6 +116,7 @@ class RQVAE(nn.Module):
         return quantised, torch.stack(codes, 1), loss, residuals
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        x = self.standardise(x)
         z = self.encoder(x)
         quantised, codes, rq_loss, residuals = self.quantise(z)
         z_st = z + (quantised - z).detach()  # straight-through: decoder gradients reach the encoder
@@ -117,7 +126,7 @@ class RQVAE(nn.Module):
     @torch.no_grad()
     def init_codebooks(self, x: torch.Tensor, generator: torch.Generator) -> None:
         """k-means on the first batch, level by level (each level sees the residual of the previous)."""
-        residual = self.encoder(x)
+        residual = self.encoder(self.standardise(x))
         for book in self.codebooks:
             book.data.copy_(kmeans(residual, book.shape[0], self.cfg.kmeans_iters, generator))
             residual = residual - book[torch.cdist(residual, book).argmin(1)]
@@ -125,7 +134,9 @@ class RQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        return torch.cat([self.quantise(self.encoder(x[i : i + batch_size]))[1] for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [self.quantise(self.encoder(self.standardise(x[i : i + batch_size])))[1] for i in range(0, len(x), batch_size)]
+        )
 
 
 # --- checkpoints (model + optimizer + RNG + JSON state, all in one safetensors file) -------------
@@ -201,22 +212,26 @@ def train_rqvae(
     torch.manual_seed(seed)
     x = torch.as_tensor(vectors, dtype=torch.float32)
     model = RQVAE(x.shape[1], cfg)
+    model.shift.copy_(x.mean(0))
+    model.scale.copy_((x - x.mean(0)).pow(2).sum(1).mean().sqrt())  # unit mean squared norm
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator()
     history: list[dict] = []
     start = 0
     if checkpoint is not None and checkpoint.exists() and _checkpoint_state(checkpoint).get("key") == checkpoint_key:
         state = load_training_state(checkpoint, model, optimizer)
         start, history = state["epoch"], state["history"]
-        gen.manual_seed(seed + start)
     bar = tqdm(range(start, cfg.epochs), desc="rq-vae", disable=not progress, initial=start, total=cfg.epochs)
     for epoch in bar:
+        gen.manual_seed(seed * 100_003 + epoch)  # per epoch, so a resumed run draws what an unbroken one would
         model.train()
-        counts = torch.zeros(cfg.levels, cfg.codebook_size)
+        counts = torch.zeros(cfg.levels, cfg.codebook_size)  # this epoch
+        window = torch.zeros(cfg.levels, cfg.codebook_size)  # since the last dead-code check
         totals = {"loss": 0.0, "recon": 0.0}
         perm = torch.randperm(len(x), generator=gen)
         batches = [perm[i : i + cfg.batch_size] for i in range(0, len(x), cfg.batch_size)]
-        for idx in batches:
+        last_epoch = epoch == cfg.epochs - 1
+        for step, idx in enumerate(batches, 1):
             if not model.initialised:
                 model.init_codebooks(x[idx], gen)
             loss, codes, parts = model(x[idx])
@@ -224,11 +239,15 @@ def train_rqvae(
             loss.backward()
             optimizer.step()
             for level in range(cfg.levels):
-                counts[level] += torch.bincount(codes[:, level], minlength=cfg.codebook_size)
+                used = torch.bincount(codes[:, level], minlength=cfg.codebook_size).float()
+                counts[level] += used
+                window[level] += used
             totals["loss"] += float(loss.detach()) * len(idx)
             totals["recon"] += float(parts["recon"]) * len(idx)
-        if cfg.dead_code_reset and epoch < cfg.epochs - 1:
-            _reset_dead_codes(model, x, counts, gen, cfg.batch_size)
+            # No reset in the last epoch: the final codes should come from trained, not reset, codebooks.
+            if cfg.dead_code_reset and not last_epoch and step % cfg.reset_every == 0:
+                _reset_dead_codes(model, parts["residuals"], window, gen)
+                window.zero_()
         history.append({k: v / len(x) for k, v in totals.items()} | {"dead": int((counts == 0).sum())})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", dead=history[-1]["dead"])
         if checkpoint is not None and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
@@ -238,14 +257,13 @@ def train_rqvae(
 
 
 @torch.no_grad()
-def _reset_dead_codes(model: RQVAE, x: torch.Tensor, counts: torch.Tensor, gen: torch.Generator, batch_size: int) -> None:
-    sample = x[torch.randperm(len(x), generator=gen)[:batch_size]]
-    _, _, _, residuals = model.quantise(model.encoder(sample))
+def _reset_dead_codes(model: RQVAE, residuals: list[torch.Tensor], counts: torch.Tensor, gen: torch.Generator) -> None:
+    """Move each code unused in the window onto a random residual of the current batch at its level."""
     for level, book in enumerate(model.codebooks):
         dead = (counts[level] == 0).nonzero().flatten()
         if len(dead):
-            pick = torch.randint(len(sample), (len(dead),), generator=gen)
-            book.data[dead] = residuals[level][pick]
+            pick = torch.randint(len(residuals[level]), (len(dead),), generator=gen)
+            book.data[dead] = residuals[level][pick].detach()
 
 
 # --- semantic IDs -------------------------------------------------------------------------------

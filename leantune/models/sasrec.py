@@ -57,6 +57,7 @@ class SASRecConfig:
     patience: int = 5  # validations without a better NDCG@10 before stopping; 0 = never stop early
     eval_every: int = 1  # epochs between validations
     train_empty_prefix: bool = True  # also predict each user's first item from the empty history
+    restore_best: bool = True  # keep the best validation epoch (False: the last epoch, e.g. early-training models)
     init_std: float = 0.02
 
     @classmethod
@@ -141,11 +142,17 @@ class SASRec(nn.Module):
             if isinstance(module, RandDropout):
                 module.generator = gen
 
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
-        """[B, T] right-aligned ids (T <= max_len) -> [B, T, H] hidden states at every position."""
+    def encode(self, seqs: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T] right-aligned ids (T <= max_len) -> [B, T, H] hidden states at every position.
+
+        ``item_vecs`` ([B, T, H]) replaces ``item_emb(seqs)``, for gradients with respect to the
+        input rows of the (tied) item embedding alone.
+        """
         _, t = seqs.shape
+        if item_vecs is None:
+            item_vecs = self.item_emb(seqs)
         pos = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=seqs.device)
-        x = self.emb_drop(self.emb_norm(self.item_emb(seqs) + self.pos_emb(pos)))
+        x = self.emb_drop(self.emb_norm(item_vecs + self.pos_emb(pos)))
         eye = torch.eye(t, dtype=torch.bool, device=seqs.device)
         allowed = torch.tril(torch.ones(t, t, dtype=torch.bool, device=seqs.device)) & ((seqs > 0)[:, None, :] | eye)
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=seqs.device).masked_fill(~allowed, -1e9)[:, None]
@@ -164,6 +171,31 @@ class SASRec(nn.Module):
     def logits(self, seqs: torch.Tensor) -> torch.Tensor:
         """[B, num_items + 1] next-item scores; column 0 (padding) is -inf."""
         return F.pad(self.item_logits(self(seqs)), (1, 0), value=-math.inf)
+
+
+class FullSoftmaxCE(torch.autograd.Function):
+    """Mean cross-entropy of ``hidden @ emb.T`` against ``targets`` (0-based), for training.
+
+    Same value and gradients as ``F.cross_entropy(hidden @ emb.T, targets)`` with fewer passes over
+    the [N, num_items] logits (the dominant cost of an epoch): the softmax is formed in place and
+    no zero-filled gradient buffer is allocated.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, emb, targets):
+        logits = hidden @ emb.T
+        lse = torch.logsumexp(logits, 1)
+        loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+        ctx.save_for_backward(hidden, emb, targets, logits, lse)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, emb, targets, logits, lse = ctx.saved_tensors
+        probs = logits.sub_(lse[:, None]).exp_()  # logits are not needed again
+        probs[torch.arange(len(targets)), targets] -= 1
+        probs.mul_(grad / len(targets))
+        return probs @ emb, probs.T @ hidden, None
 
 
 def sample_loss(model: SASRec, seqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -251,6 +283,7 @@ def eval_split(dataset: SequenceDataset, split: str) -> tuple[list[list[int]], l
 @torch.no_grad()
 def topk_items(model: SASRec, histories: Sequence[Sequence[int]], k: int, batch_size: int = 1024) -> np.ndarray:
     """Top-``k`` item ids per history (all items ranked, padding excluded), best first."""
+    k = min(k, model.num_items)
     was_training = model.training
     model.eval()
     seqs = pad_histories(histories, model.cfg.max_len)
@@ -402,12 +435,12 @@ def train_surrogate(
             x, y = inputs[idx, -width:], targets[idx, -width:]
             hidden = model.encode(x)
             where = y > 0
-            loss = F.cross_entropy(model.item_logits(hidden[where]), y[where] - 1)
+            loss = FullSoftmaxCE.apply(hidden[where], model.item_emb.weight[1:], y[where] - 1)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
             state["steps"] += 1
-            total += float(loss) * int(where.sum())
+            total += loss.item() * int(where.sum())
             count += int(where.sum())
         row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": round(time.perf_counter() - start, 2)}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
@@ -432,7 +465,8 @@ def train_surrogate(
     if bar is not None:
         bar.close()
 
-    model.load_state_dict(best)
+    if cfg.restore_best:
+        model.load_state_dict(best)
     model.eval()
     start = time.perf_counter()
     meta = {

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import LeantuneError
+from ..errors import DataError, LeantuneError
 from ..evaluation.metrics import ranking_metrics
 from ..io import atomic_path, read_json, write_json
 from .rqvae import SemanticIDs, load_training_state, save_training_state, _checkpoint_state
@@ -72,6 +72,31 @@ class TigerConfig:
     def model_key(self) -> dict:
         names = ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff", "dropout", "user_buckets", "max_history")
         return {n: getattr(self, n) for n in names}
+
+
+# Model sizes by name. "paper" is TIGER's; "small" is ~20x cheaper per token, for CPU-only runs.
+PRESETS = {
+    "paper": {},
+    "small": {"d_model": 64, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 16, "d_ff": 256},
+}
+
+
+def tiger_config(preset: str = "paper", **overrides) -> TigerConfig:
+    if preset not in PRESETS:
+        raise LeantuneError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return TigerConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def read_selection(path: str | Path) -> list[int]:
+    """``sample_ids`` of a selection.json (written by ``leantune prune``), or of the folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "selection.json"
+    obj = read_json(path)
+    ids = obj.get("sample_ids") if isinstance(obj, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise DataError(path, "field 'sample_ids' must be a list of integer training-sample ids")
+    return ids
 
 
 class TigerVocab:
@@ -320,7 +345,7 @@ def train_tiger(
         if done.get("key") == key and done.get("status") == "done":
             return TigerRun(**done["run"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "tiger_config.json", {"config": asdict(cfg), "level_sizes": semantic_ids.level_sizes, "seed": seed, "key": key})
+    write_json(out_dir / "tiger_config.json", {"config": asdict(cfg), "level_sizes": semantic_ids.level_sizes, "ids_key": semantic_ids.key, "seed": seed, "key": key})
 
     val = validation_samples(dataset, cfg.val_users, seed)
     torch.manual_seed(seed)
@@ -418,8 +443,8 @@ def load_tiger(model_dir: str | Path, semantic_ids: SemanticIDs):
     model_dir = Path(model_dir)
     meta = read_json(model_dir / "tiger_config.json")
     cfg = TigerConfig(**meta["config"])
-    if list(meta["level_sizes"]) != list(semantic_ids.level_sizes):
-        raise LeantuneError(f"{model_dir}: trained on semantic IDs with level sizes {meta['level_sizes']}, not {semantic_ids.level_sizes}")
+    if meta.get("ids_key") != semantic_ids.key or list(meta["level_sizes"]) != list(semantic_ids.level_sizes):
+        raise LeantuneError(f"{model_dir}: trained on other semantic IDs (key {meta.get('ids_key')}, not {semantic_ids.key}); pass the --ids it was trained with")
     if not (model_dir / MODEL_FILE).exists():
         raise LeantuneError(f"{model_dir / MODEL_FILE}: no trained weights (run `leantune tiger train` first)")
     encoder = TigerEncoder(semantic_ids, cfg)

@@ -1,0 +1,9 @@
+"""LoRA fine-tuning (peft + Hugging Face Trainer), resumable and pausable.
+
+``finetune(model_spec, train, valid, out_dir, cfg)`` -> ``FinetuneResult``;
+``load_finetuned(model_spec, adapter_dir)`` -> ``(model, tokenizer)``.
+"""
+from .config import STATUSES, FinetuneConfig, FinetuneResult
+from .lora import finetune, latest_checkpoint, load_finetuned
+
+__all__ = ["STATUSES", "FinetuneConfig", "FinetuneResult", "finetune", "latest_checkpoint", "load_finetuned"]

@@ -26,6 +26,7 @@ import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +55,7 @@ class TuneConfig:
     grace_period: int | None = None  # default: 2 x heartbeat_interval
     max_retry: int = 2
     poll_s: float = 2.0  # how often a worker waiting for others looks again
+    orphan_after_s: float = 600.0  # a RUNNING trial whose objective never started is failed after this
 
     def __post_init__(self):
         self.work_dir = Path(self.work_dir)
@@ -105,13 +107,21 @@ def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
     if heartbeat_interval:
         hb = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 2 * heartbeat_interval,
                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=False))
-    try:
-        storage = RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
-        if url.startswith("sqlite:"):
-            _fast_sqlite(storage)
-        return storage
-    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, a server that is down
-        raise LeantuneError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    for attempt in range(4):
+        try:
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+            if url.startswith("sqlite:"):
+                _fast_sqlite(storage)
+            return storage
+        except ImportError as exc:
+            raise LeantuneError(f"--storage {url!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
+        except Exception as exc:  # noqa: BLE001 - a bad URL, a server that is down, or a race (below)
+            # Workers started together on a fresh database race to create Optuna's tables
+            # ("table ... already exists"); the loser simply opens it again.
+            if attempt == 3 or "already exists" not in str(exc):
+                first = str(exc).splitlines()[0][:200] if str(exc) else ""
+                raise LeantuneError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {first})") from None
+            time.sleep(0.5 + attempt)
 
 
 def _fast_sqlite(storage) -> None:
@@ -237,6 +247,7 @@ class EarlySearch:
                     "use the same settings or a new --study name")
 
     def _phase1_objective(self, trial) -> float:
+        trial.set_user_attr("started", trial.number)
         frozen = _frozen(self.study, trial.number)
         fresh = "failed_trial" not in frozen.system_attrs and "fixed_params" not in frozen.system_attrs
         if fresh:
@@ -267,12 +278,36 @@ class EarlySearch:
                  f"(step {result.steps}/{result.total_steps}, {result.wall_s:.1f}s)")
         return 0.0 if reason else float(result.score)
 
-    def run_phase1(self) -> None:
+    def _recover(self, study) -> None:
+        """Fail (and so retry) the trials of dead workers.
+
+        Optuna's heartbeat covers a trial only once its objective runs; a worker killed between
+        creating the trial and starting the heartbeat (e.g. during a GP sampler fit) leaves a
+        RUNNING trial that never goes stale. Our objectives mark ``started`` first thing, so a
+        RUNNING trial without that mark for ``orphan_after_s`` is such an orphan.
+        """
         import optuna
         from optuna.trial import TrialState
 
+        optuna.storages.fail_stale_trials(study)
+        now = datetime.now()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("started") == t.number or t.datetime_start is None:
+                continue
+            if (now - t.datetime_start).total_seconds() > self.cfg.orphan_after_s:
+                try:
+                    study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                    continue
+                retry = self.storage.get_heartbeat_stale_trial_callback()
+                if retry is not None:
+                    retry(study, _frozen(study, t.number))
+
+    def run_phase1(self) -> None:
+        from optuna.trial import TrialState
+
         while True:
-            optuna.storages.fail_stale_trials(self.study)  # a killed worker's trial -> FAIL + retry
+            self._recover(self.study)  # a killed worker's trial -> FAIL + retry
             trials = self.study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if waiting or len(live_lineages(trials)) < self.cfg.trials:
@@ -324,6 +359,7 @@ class EarlySearch:
         return final
 
     def _phase2_objective(self, final, trial) -> float:
+        trial.set_user_attr("started", trial.number)
         source_number = trial.user_attrs.get("source_trial")
         if source_number is None:
             trial.set_user_attr("status", "surplus")
@@ -351,12 +387,11 @@ class EarlySearch:
         return 0.0 if reason else float(result.score)
 
     def run_phase2(self):
-        import optuna
         from optuna.trial import TrialState
 
         final = self._open_phase2()
         while True:
-            optuna.storages.fail_stale_trials(final)
+            self._recover(final)
             trials = final.get_trials(deepcopy=False)
             if any(t.state == TrialState.WAITING for t in trials):
                 final.optimize(lambda tr: self._phase2_objective(final, tr), n_trials=1, catch=(SurplusTrial,), gc_after_trial=self.gc)

@@ -1,0 +1,83 @@
+"""PNG plots of a learning curve (matplotlib, no display needed)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
+    """Metric vs training size: every seed, the mean with its min-max band, the fit and n*."""
+    from .fit import CurveFit
+
+    plt = _plt()
+    metric = analysis.metric
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    trained = [r for r in rows if r["size"] > 0 and metric in r["metrics"]]
+    if trained:
+        ax.scatter([r["size"] for r in trained], [r["metrics"][metric] for r in trained], s=14, alpha=0.5, color="C0", label="runs (one per seed)")
+        sizes = sorted(s for s in analysis.by_size if s > 0)
+        mean = [analysis.by_size[s]["mean"] for s in sizes]
+        ax.plot(sizes, mean, "o-", color="C0", label="mean over seeds")
+        ax.fill_between(sizes, [analysis.by_size[s]["min"] for s in sizes], [analysis.by_size[s]["max"] for s in sizes], color="C0", alpha=0.15, label="seed range")
+        if analysis.fit:
+            fit = CurveFit(**analysis.fit)
+            grid = np.geomspace(min(sizes), max(sizes) * 2, 200)
+            ax.plot(grid, fit.predict(grid), "--", color="C1", label=f"fit ({fit.kind})")
+        sat = analysis.saturation
+        if sat and math.isfinite(sat["point"]) and sat["point"] <= max(sizes) * 2:
+            ax.axvline(sat["point"], color="C2", ls=":", label=f"saturation n*≈{sat['point']:.0f}")
+        ax.set_xscale("log")
+    if analysis.zero_shot is not None:
+        ax.axhline(analysis.zero_shot, color="gray", ls="--", label=f"zero-shot {analysis.zero_shot:.3f}")
+    ax.set_xlabel("training units (log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} vs training size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_breakdown(rows: list[dict], prefix: str, path: Path, top: int = 12, support_prefix: str | None = None, title: str = "") -> Path | None:
+    """One line per breakdown key (e.g. per attribute): mean over seeds vs size; the ``top`` most frequent."""
+    keys = sorted({k for r in rows for k in r["metrics"] if k.startswith(prefix)})
+    if not keys:
+        return None
+    if support_prefix:
+        support = {k: max((r["metrics"].get(support_prefix + k[len(prefix):], 0) for r in rows), default=0) for k in keys}
+        keys = sorted(keys, key=lambda k: -support[k])[:top]
+    else:
+        keys = keys[:top]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sizes = sorted({r["size"] for r in rows})
+    # Size 0 (zero-shot) sits at the left edge of a symlog axis.
+    for i, key in enumerate(keys):
+        ys = [np.nanmean([r["metrics"].get(key, np.nan) for r in rows if r["size"] == s]) for s in sizes]
+        ax.plot(sizes, ys, "o-", ms=3, color=plt.cm.tab20(i % 20), label=key[len(prefix):])
+    ax.set_xscale("symlog", linthresh=max(1, min((s for s in sizes if s > 0), default=1)))
+    ax.set_xlabel("training units (symlog; 0 = zero-shot)")
+    ax.set_ylabel(prefix.rstrip("/"))
+    ax.set_title(title or f"{prefix.rstrip('/')} vs training size (top {len(keys)} by support)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return _save(fig, path)

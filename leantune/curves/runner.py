@@ -1,0 +1,233 @@
+"""Learning curves: one LoRA adapter per (subset size, seed), each evaluated on the same test subset.
+
+Folder layout (every file written atomically; re-running finishes only what is missing)::
+
+    <out>/curve.json                 settings that fix the runs (a mismatch is refused)
+    <out>/runs/size00000/result.json zero-shot (the base model; one run for all seeds)
+    <out>/runs/size00025-seed0/      subset.json, adapter (finetune output), result.json
+    <out>/results.csv, results.json  the table, the fit and the saturation point
+    <out>/curve.png, per_attribute.png
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ..errors import LeantuneError
+from ..io import read_json, write_json
+
+DEFAULT_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
+
+
+@dataclass
+class CurveConfig:
+    task: str = "attributes"
+    task_options: dict = field(default_factory=dict)  # passed to the task class, e.g. {"data": "oa-mine", "unit": "product"}
+    model: str = "smollm2"
+    sizes: tuple = DEFAULT_SIZES
+    seeds: int = 3  # run seeds are seed, seed+1, ...
+    seed: int = 0
+    method: str = "random"
+    metric: str | None = None  # None: the task's primary metric
+    eval_limit: int | None = 100  # test units evaluated (a seeded subset, the same for every run)
+    eval_seed: int = 0
+    valid_limit: int = 0  # validation units for early stopping; 0: none (fixed budget, cheaper)
+    # Training budget: `epochs` passes over the subset, but at least `min_steps` optimizer steps, so
+    # the smallest subsets still get enough updates to learn the answer format.
+    epochs: float = 1.0
+    min_steps: int = 25
+    lr: float = 3e-4
+    batch_size: int = 8
+    micro_batch_size: int = 4
+    r: int = 8
+    alpha: int = 16
+    train_on_inputs: bool | None = None  # None: the task's preference (answers only for attributes)
+    device: str = "cpu"
+    gain_threshold: float = 0.01
+    bootstrap: int = 1000
+    progress: bool = True
+
+    # Settings that change what a run produces; sizes/seeds may grow and the analysis may change.
+    RUN_KEYS = (
+        "task", "task_options", "model", "method", "eval_limit", "eval_seed", "valid_limit", "epochs",
+        "min_steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs",
+    )
+
+    def __post_init__(self):
+        self.sizes = tuple(sorted({int(s) for s in self.sizes}))
+        if not self.sizes or self.sizes[0] < 0:
+            raise LeantuneError(f"--sizes {list(self.sizes)}: need non-negative sizes")
+        if self.seeds < 1:
+            raise LeantuneError(f"--seeds {self.seeds}: need at least one seed")
+        if self.gain_threshold <= 0:
+            raise LeantuneError(f"--gain-threshold {self.gain_threshold}: must be positive")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise LeantuneError(f"--eval-limit {self.eval_limit}: must be at least 1 (or omitted for the whole test split)")
+
+    def run_settings(self) -> dict:
+        return {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
+
+    def steps_for(self, size: int) -> int:
+        return max(math.ceil(self.epochs * size / self.batch_size), self.min_steps)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def make_task(name: str, options: dict):
+    """Instantiate a registered task with the options its constructor accepts."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from .. import tasks
+    from ..tasks.base import TASKS
+
+    if name not in TASKS:  # task modules register themselves on import
+        for info in pkgutil.iter_modules(tasks.__path__):
+            importlib.import_module(f"{tasks.__name__}.{info.name}")
+    cls = TASKS.get(name)
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params and not takes_any]
+    if unknown:
+        raise LeantuneError(f"task {name!r} does not take option(s) {', '.join('--' + k for k in unknown)}")
+    return cls(**options)
+
+
+def run_dir(out: Path, size: int, seed: int | None) -> Path:
+    return out / "runs" / (f"size{size:05d}" if seed is None else f"size{size:05d}-seed{seed}")
+
+
+def _check_settings(out: Path, cfg: CurveConfig) -> None:
+    path = out / "curve.json"
+    settings = cfg.run_settings()
+    if path.exists():
+        old = read_json(path).get("run_settings", {})
+        diff = [k for k in settings if k in old and old[k] != settings[k]]
+        if diff:
+            k = diff[0]
+            raise LeantuneError(
+                f"{path}: this curve folder was made with {k}={old[k]!r}, not {settings[k]!r}; "
+                "use another --out (or the same settings) so cached runs stay comparable"
+            )
+    write_json(path, {"run_settings": settings, "config": asdict(cfg)})
+
+
+def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
+    from ..train import FinetuneConfig
+
+    train_on_inputs = cfg.train_on_inputs
+    if train_on_inputs is None:
+        train_on_inputs = getattr(task, "train_on_inputs", True)
+    base = FinetuneConfig()
+    wanted = dict(
+        r=cfg.r, alpha=cfg.alpha, lr=cfg.lr, batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
+        max_steps=cfg.steps_for(size), epochs=max(1, math.ceil(cfg.steps_for(size) * cfg.batch_size / max(size, 1))),
+        train_on_inputs=train_on_inputs, seed=seed,
+    )
+    if "device" in FinetuneConfig.__dataclass_fields__:
+        wanted["device"] = cfg.device
+    return replace(base, **{k: v for k, v in wanted.items() if k in FinetuneConfig.__dataclass_fields__})
+
+
+def _evaluate(task, model, tokenizer, cfg: CurveConfig) -> tuple[dict, float]:
+    start = time.perf_counter()
+    metrics = task.evaluate(model, tokenizer, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)
+    return metrics, time.perf_counter() - start
+
+
+def run_zero_shot(task, cfg: CurveConfig, out: Path) -> dict:
+    from ..models.llm import load_model
+
+    model, tokenizer = load_model(cfg.model, device=cfg.device)
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
+    return {"size": 0, "seed": None, "status": "zero-shot", "metrics": metrics, "eval_s": eval_s, "train": None}
+
+
+def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list[str]) -> dict:
+    from ..models.llm import load_tokenizer
+    from ..train import finetune, load_finetuned
+
+    folder = run_dir(out, size, seed)
+    write_json(folder / "subset.json", {"size": size, "seed": seed, "method": cfg.method, "units": units})
+    tokenizer = load_tokenizer(cfg.model)
+    train = task.train_examples(units, tokenizer)
+    valid = None
+    if cfg.valid_limit:
+        valid = task.valid_examples(tokenizer, limit=cfg.valid_limit, seed=cfg.eval_seed) if _takes_limit(task) else task.valid_examples(tokenizer)
+    ft_cfg = finetune_config(cfg, task, size, seed)
+    result = finetune(cfg.model, train, valid, folder / "train", ft_cfg, progress=cfg.progress)
+    model, tokenizer = load_finetuned(cfg.model, result.adapter_dir)
+    if cfg.device != "cpu":
+        model.to(cfg.device)
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
+    train_info = {k: _plain(getattr(result, k, None)) for k in ("status", "steps", "total_steps", "tokens_seen", "best_valid_loss", "wall_s", "reason")}
+    train_info["adapter_dir"] = str(result.adapter_dir)
+    return {"size": size, "seed": seed, "status": "done", "metrics": metrics, "eval_s": eval_s, "train": train_info, "finetune": asdict(ft_cfg)}
+
+
+def _takes_limit(task) -> bool:
+    import inspect
+
+    return "limit" in inspect.signature(task.valid_examples).parameters
+
+
+@dataclass
+class CurveRun:
+    out: Path
+    rows: list  # one result dict per finished run
+    trained: int  # runs trained by this call
+    cached: int  # runs read from the folder
+
+
+def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print) -> CurveRun:
+    """Train and evaluate every missing (size, seed) run; cached runs are read back."""
+    from .scores import curve_scores
+    from .subsets import method_subsets
+
+    out = Path(out)
+    task = task or make_task(cfg.task, cfg.task_options)
+    metric = cfg.metric or task.primary_metric
+    pool = task.train_pool()
+    too_big = [n for n in cfg.sizes if n > len(pool)]
+    if too_big:
+        raise LeantuneError(f"--sizes {too_big}: larger than the {task.name} training pool ({len(pool)} units)")
+    _check_settings(out, cfg)
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    plan = [(0, None)] if 0 in cfg.sizes else []
+    plan += [(n, s) for s in seeds for n in cfg.sizes if n > 0]
+    rows, trained, cached = [], 0, 0
+    subsets: dict[int, dict] = {}
+    for k, (size, seed) in enumerate(plan, 1):
+        path = run_dir(out, size, seed) / "result.json"
+        label = f"[{k}/{len(plan)}] size {size}" + ("" if seed is None else f" seed {seed}")
+        if path.exists():
+            row = read_json(path)
+            cached += 1
+            log(f"{label}: cached, {metric} {row['metrics'].get(metric, float('nan')):.4f}")
+            rows.append(row)
+            continue
+        start = time.perf_counter()
+        if seed is None:
+            log(f"{label}: zero-shot evaluation of {cfg.model}")
+            row = run_zero_shot(task, cfg, out)
+        else:
+            if seed not in subsets:
+                subsets[seed] = method_subsets(
+                    cfg.method, task, pool, [n for n in cfg.sizes if n > 0], seed,
+                    lambda cols: curve_scores(task, cols, pool, out, cfg.model, cfg.seed, cfg.device, cfg.method),
+                )
+            log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
+            row = run_one(task, cfg, out, size, seed, subsets[seed][size])
+        row["wall_s"] = time.perf_counter() - start
+        row["method"] = cfg.method
+        write_json(path, row)
+        trained += 1
+        log(f"{label}: {metric} {row['metrics'].get(metric, float('nan')):.4f} ({row['wall_s']:.0f} s)")
+        rows.append(row)
+    return CurveRun(out, rows, trained, cached)

@@ -1,0 +1,123 @@
+"""Settings and result of a LoRA fine-tuning run.
+
+Defaults are the BIGRec/DEALRec recipe: LoRA r 8, alpha 16, dropout 0.05 on q_proj/v_proj,
+lr 1e-4, effective batch 128 (gradient accumulation over micro-batches of 4), cutoff 512 tokens,
+loss on prompt and response, up to 50 epochs with early stopping on validation loss (patience 5).
+(The reference also warms the learning rate up over 20 steps; here warm-up is ``warmup_ratio``.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import LeantuneError
+
+STATUSES = ("finished", "early_stopped", "paused", "diverged")
+
+
+@dataclass
+class FinetuneConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lr: float = 1e-4
+    batch_size: int = 128  # effective batch: micro_batch_size x gradient accumulation
+    micro_batch_size: int = 4
+    epochs: float = 50
+    max_steps: int | None = None  # overrides epochs when set
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    cutoff_len: int = 512
+    train_on_inputs: bool = True  # False masks the prompt out of the loss
+    early_stopping_patience: int | None = 5  # in evaluations; None or 0 disables early stopping
+    eval_every: int | None = None  # optimizer steps between validations; None = once per epoch
+    max_grad_norm: float = 1.0
+    group_by_length: bool = False  # length-grouped micro-batches: less padding, not the reference order
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda"
+    bf16: bool | None = None  # None = on for cuda devices that support it, off on CPU
+
+    def __post_init__(self):
+        self.target_modules = tuple(self.target_modules)
+        checks = [
+            (self.r > 0, "r must be positive"),
+            (self.alpha > 0, "alpha must be positive"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.lr > 0, "lr must be positive"),
+            (self.batch_size > 0 and self.micro_batch_size > 0, "batch sizes must be positive"),
+            (self.epochs > 0 or (self.max_steps or 0) > 0, "epochs or max_steps must be positive"),
+            (self.max_steps is None or self.max_steps > 0, "max_steps must be positive"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.cutoff_len >= 8, "cutoff_len must be at least 8"),
+            (self.eval_every is None or self.eval_every > 0, "eval_every must be positive"),
+            (bool(self.target_modules), "target_modules must not be empty"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"device {self.device!r} unknown"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LeantuneError(f"fine-tuning setting: {message}")
+
+    @property
+    def micro(self) -> int:
+        return min(self.micro_batch_size, self.batch_size)
+
+    @property
+    def accumulation(self) -> int:
+        return max(1, self.batch_size // self.micro)
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        micro_batches = math.ceil(n_examples / self.micro)
+        return max(1, math.ceil(micro_batches / self.accumulation))
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.max_steps:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch(n_examples)))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise LeantuneError(f"fine-tuning settings: unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+    def training_dict(self) -> dict:
+        """The settings that change the trained weights (device/bf16 choice excluded on purpose)."""
+        data = self.to_dict()
+        data.pop("device")
+        return data
+
+
+@dataclass
+class FinetuneResult:
+    adapter_dir: Path | None  # None when a run diverged before any good checkpoint existed
+    status: str  # one of STATUSES
+    steps: int
+    total_steps: int
+    tokens_seen: int
+    history: list[dict] = field(default_factory=list)  # {epoch, step, train_loss, valid_loss}
+    best_valid_loss: float | None = None
+    wall_s: float = 0.0
+    reason: str = ""
+    n_train: int = 0
+    n_valid: int = 0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["adapter_dir"] = str(self.adapter_dir) if self.adapter_dir else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneResult":
+        data = dict(data)
+        data["adapter_dir"] = Path(data["adapter_dir"]) if data.get("adapter_dir") else None
+        return cls(**data)

@@ -1,0 +1,303 @@
+"""LoRA fine-tuning of a causal LM with peft and the Hugging Face Trainer.
+
+One output folder per run::
+
+    out_dir/manifest.json     model, settings and data fingerprints (a folder is never reused for other data)
+    out_dir/checkpoints/      Trainer checkpoints (adapter safetensors, optimizer, scheduler, RNG, state)
+    out_dir/adapter/          the adapter to use: best validation loss so far (or last weights without validation)
+    out_dir/result.json       FinetuneResult of the last call
+
+``stop_after_fraction`` trains part of the schedule that ``cfg`` defines (learning-rate decay of the
+full run) and leaves a checkpoint; a later call with the same folder continues from the newest
+complete checkpoint. An interrupted run (Ctrl-C, crash) resumes the same way.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import LeantuneError
+from ..io import read_json, write_json
+from ..tasks.base import TextExample
+from .config import FinetuneConfig, FinetuneResult
+from .data import examples_fingerprint, tokenize_examples
+
+CHECKPOINT_PREFIX = "checkpoint-"
+FINAL_STATUSES = ("finished", "early_stopped", "diverged")
+
+
+def finetune(
+    model_spec: str,
+    train: Sequence[TextExample],
+    valid: Sequence[TextExample] | None,
+    out_dir,
+    cfg: FinetuneConfig | None = None,
+    stop_after_fraction: float | None = None,
+    progress: bool = True,
+    callbacks=(),
+) -> FinetuneResult:
+    """Fine-tune a LoRA adapter on ``train``; validate (and early-stop) on ``valid`` when given."""
+    cfg = cfg or FinetuneConfig()
+    out = Path(out_dir)
+    if not train:
+        raise LeantuneError("fine-tuning needs at least one training example")
+    if stop_after_fraction is not None and not 0 < stop_after_fraction <= 1:
+        raise LeantuneError(f"stop_after_fraction must be in (0, 1], got {stop_after_fraction}")
+    valid = list(valid or [])
+    total = cfg.total_steps(len(train))
+    target = total if stop_after_fraction is None else max(1, math.ceil(stop_after_fraction * total))
+
+    _check_manifest(out, model_spec, cfg, train, valid)
+    previous = _read_result(out)
+    if previous is not None and (previous.status in FINAL_STATUSES or previous.steps >= target):
+        return previous  # finished, or already paused at (or past) the requested point
+
+    from .callbacks import DivergedError, ProgressCallback
+
+    start = time.perf_counter()
+    prior_wall = previous.wall_s if previous else 0.0
+    trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress, callbacks)
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    status, reason = None, ""
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except DivergedError as exc:
+        status, reason = "diverged", str(exc)
+    finally:
+        for cb in trainer.callback_handler.callbacks:
+            if isinstance(cb, ProgressCallback):
+                cb.close()
+
+    state = trainer.state
+    if status == "diverged":
+        adapter_dir = _adapter_from_last_good_checkpoint(out)
+        steps = state.global_step
+    else:
+        steps = state.global_step
+        if steps >= total:
+            status = "finished"
+        elif steps >= target:
+            status, reason = "paused", f"stopped after {steps} of {total} steps (stop_after_fraction={stop_after_fraction})"
+        else:
+            status, reason = "early_stopped", f"validation loss did not improve for {cfg.early_stopping_patience} evaluations"
+        adapter_dir = _save_adapter(model, out / "adapter")
+
+    history = _history(state.log_history)
+    valid_losses = [h["valid_loss"] for h in history if h.get("valid_loss") is not None]
+    result = FinetuneResult(
+        adapter_dir=adapter_dir,
+        status=status,
+        steps=steps,
+        total_steps=total,
+        tokens_seen=int(state.num_input_tokens_seen or 0),
+        history=history,
+        best_valid_loss=min(valid_losses) if valid_losses else None,
+        wall_s=prior_wall + time.perf_counter() - start,
+        reason=reason,
+        n_train=len(train),
+        n_valid=len(valid),
+    )
+    write_json(out / "result.json", result.to_dict())
+    return result
+
+
+def load_finetuned(model_spec: str, adapter_dir, dtype: str = "float32", device: str = "cpu"):
+    """The base model with a saved LoRA adapter on top -> ``(peft_model, tokenizer)``."""
+    from peft import PeftModel
+
+    from ..models.llm import load_model
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise LeantuneError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+    model, tokenizer = load_model(model_spec, dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """Newest *complete* Trainer checkpoint (``trainer_state.json`` is written last)."""
+    if not folder.is_dir():
+        return None
+    complete = [
+        p for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit()
+        and (p / "trainer_state.json").exists()
+    ]
+    return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+
+
+def _check_manifest(out: Path, model_spec: str, cfg: FinetuneConfig, train, valid) -> None:
+    manifest = {
+        "model": str(model_spec),
+        "config": cfg.training_dict(),
+        "train": {"n": len(train), "sha": examples_fingerprint(train)},
+        "valid": {"n": len(valid), "sha": examples_fingerprint(valid)},
+    }
+    path = out / "manifest.json"
+    if path.exists():
+        old = read_json(path)
+        if old != manifest:
+            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+            if "config" in diff:
+                diff += [f"config.{k}" for k in manifest["config"] if old.get("config", {}).get(k) != manifest["config"][k]]
+            raise LeantuneError(f"{out}: holds a fine-tuning run with other settings ({', '.join(diff)}); use another folder")
+        return
+    write_json(path, manifest)
+
+
+def _read_result(out: Path) -> FinetuneResult | None:
+    path = out / "result.json"
+    if not path.exists():
+        return None
+    result = FinetuneResult.from_dict(read_json(path))
+    if result.adapter_dir is not None and not Path(result.adapter_dir).exists():
+        return None
+    return result
+
+
+def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total: int, target: int, progress, callbacks):
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgressCallback
+
+    from ..models.llm import load_model
+    from .callbacks import GuardedTrainer, ProgressCallback, ScheduleCallback
+
+    transformers.set_seed(cfg.seed)
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    use_cpu = device == "cpu"
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (not use_cpu and torch.cuda.is_bf16_supported())
+
+    model, tokenizer = load_model(model_spec, dtype="float32", device="cpu")
+    tokenizer.padding_side = "right"
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise LeantuneError(f"LoRA target_modules {list(cfg.target_modules)}: {exc}") from None
+
+    train_rows = tokenize_examples(tokenizer, train, cfg.cutoff_len, cfg.train_on_inputs)
+    valid_rows = tokenize_examples(tokenizer, valid, cfg.cutoff_len, cfg.train_on_inputs)
+    eval_every = cfg.eval_every or cfg.steps_per_epoch(len(train))
+    has_valid = bool(valid_rows)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.micro,
+        per_device_eval_batch_size=cfg.micro,
+        gradient_accumulation_steps=cfg.accumulation,
+        max_steps=total,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(round(cfg.warmup_ratio * total)),
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_nan_inf_filter=False,
+        eval_strategy="steps" if has_valid else "no",
+        eval_steps=eval_every if has_valid else None,
+        save_strategy="steps",
+        save_steps=eval_every,
+        save_total_limit=2,  # the newest and (with validation) the best are kept
+        load_best_model_at_end=has_valid,
+        metric_for_best_model="eval_loss" if has_valid else None,
+        greater_is_better=False if has_valid else None,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
+        include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        dataloader_num_workers=0,
+    )
+    cbs = [ScheduleCallback(target=target, total=total, validate=has_valid)]
+    if has_valid and cfg.early_stopping_patience:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    cbs.append(ProgressCallback(total=total, enabled=progress))
+    trainer = GuardedTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=valid_rows or None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, padding=True, return_tensors="pt"),
+        callbacks=[*cbs, *callbacks],
+    )
+    for unwanted in (PrinterCallback, HFProgressCallback):
+        trainer.remove_callback(unwanted)
+    return trainer, model
+
+
+def _save_adapter(model, dest: Path) -> Path:
+    """Write the adapter (safetensors) to a temporary sibling, then swap it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        _replace_dir(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dest
+
+
+def _adapter_from_last_good_checkpoint(out: Path) -> Path | None:
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    if checkpoint is None:
+        return None
+    dest = out / "adapter"
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
+    try:
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            shutil.copy2(checkpoint / name, tmp / name)
+        _replace_dir(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return dest
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, dest)
+
+
+def _history(log_history: list[dict]) -> list[dict]:
+    """Trainer logs -> one row per logged step: epoch, step, train_loss, valid_loss."""
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None or ("loss" not in entry and "eval_loss" not in entry):
+            continue
+        row = rows.setdefault(step, {"epoch": entry.get("epoch"), "step": step, "train_loss": None, "valid_loss": None})
+        if "loss" in entry:
+            row["train_loss"] = float(entry["loss"])
+        if "eval_loss" in entry:
+            row["valid_loss"] = float(entry["eval_loss"])
+    return [rows[s] for s in sorted(rows)]
