@@ -11,8 +11,9 @@ On SmolLM2-135M-Instruct with Games prompts (a seeded subset of the training sam
   v_proj LoRA-B gradient. Run on the first ``--naive-samples`` samples; its rate is per token.
 * ``effort bf16`` (optional): the same with bfloat16 autocast; Spearman against fp32.
 
-Effort and the forward pass are timed batch by batch, alternately, so that load from other
-processes on a shared machine hits both alike; their ratio is the headline figure.
+All runs are timed batch by batch in turn (forward, effort, effort bf16, a share of the naive
+samples), so that load from other processes on a shared machine hits them alike; the ratios are
+the headline figures, absolute rates depend on that load.
 
     python3 benchmarks/bench_effort.py --device cpu --samples 256
     python3 benchmarks/bench_effort.py --device cuda --samples 4096 --batch-size 32 --naive-samples 256
@@ -38,9 +39,8 @@ import torch  # noqa: E402
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import atomic_path, write_json  # noqa: E402
-from leantune.scoring.effort import EffortConfig, EffortModel, _Timer  # noqa: E402
+from leantune.scoring.effort import EffortConfig, EffortModel, StageTimer  # noqa: E402
 
-FULL_GAMES = None  # filled from the dataset: number of training samples
 
 
 def spearman(a, b) -> float:
@@ -55,7 +55,7 @@ def batches(encoded, batch_size):
 
 def forward_losses(effort: EffortModel, batch, timings: dict) -> np.ndarray:
     """No-grad forward of the plain model (adapter off) and per-sample mean loss from its logits."""
-    timer = _Timer(timings, effort.device)
+    timer = StageTimer(timings, effort.device)
     ids, mask, positions, weights = effort._collate(batch)
     with torch.no_grad(), effort.model.disable_adapter():
         with timer("trunk"):
@@ -144,51 +144,56 @@ def main(argv=None) -> dict:
     groups = batches(encoded, batch_size)
     padded_tokens = int(sum(len(g) * lengths[g].max() for g in groups))
 
-    # Warm-up (allocator, kernels), not timed.
-    effort.batch_effort([encoded[i] for i in groups[-1]])
-    forward_losses(effort, [encoded[i] for i in groups[-1]], {})
-
-    eff_t, fwd_t = {}, {}
-    values = np.empty(len(encoded))
-    eff_s = fwd_s = 0.0
-    for g in groups:
-        batch = [encoded[i] for i in g]
-        sync(device)
-        t0 = time.perf_counter()
-        forward_losses(effort, batch, fwd_t)
-        sync(device)
-        t1 = time.perf_counter()
-        values[g] = effort.batch_effort(batch, eff_t)
-        sync(device)
-        t2 = time.perf_counter()
-        fwd_s += t1 - t0
-        eff_s += t2 - t1
-    # The timers themselves synchronise; the totals above include that small cost for both.
-
     naive_n = min(args.naive_samples, len(encoded))
     model, weight = naive_model(effort)
-    naive_effort(model, weight, encoded[0], device)  # warm-up
-    naive_values = np.empty(naive_n)
-    sync(device)
-    t0 = time.perf_counter()
-    for i in range(naive_n):
-        naive_values[i] = naive_effort(model, weight, encoded[i], device)
-    sync(device)
-    naive_s = time.perf_counter() - t0
-    naive_tokens = int(lengths[:naive_n].sum())
+    bf16_config = None if args.no_bf16 else replace(config, dtype="bfloat16")
+
+    def effort_bf16(batch, timings=None):
+        effort.config = bf16_config
+        try:
+            return effort.batch_effort(batch, timings)
+        finally:
+            effort.config = config
+
+    # Warm-up (allocator, kernels), not timed.
+    warm = [encoded[i] for i in groups[-1]]
+    effort.batch_effort(warm)
+    forward_losses(effort, warm, {})
+    naive_effort(model, weight, encoded[0], device)
+    if bf16_config:
+        effort_bf16(warm)
+
+    # Every run advances batch by batch in turn, so load from other processes hits all alike.
+    seconds = {"forward": 0.0, "effort": 0.0, "bf16": 0.0, "naive": 0.0}
+    eff_t, fwd_t = {}, {}
+    values, bf_values, naive_values = np.empty(len(encoded)), np.empty(len(encoded)), np.empty(naive_n)
+    naive_done = 0
+
+    def timed(name, fn):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        seconds[name] += time.perf_counter() - t0
+        return out
+
+    for step, g in enumerate(groups):
+        batch = [encoded[i] for i in g]
+        timed("forward", lambda: forward_losses(effort, batch, fwd_t))
+        values[g] = timed("effort", lambda: effort.batch_effort(batch, eff_t))
+        if bf16_config:
+            bf_values[g] = timed("bf16", lambda: effort_bf16(batch))
+        while naive_done < naive_n * (step + 1) / len(groups):
+            naive_values[naive_done] = timed("naive", lambda: naive_effort(model, weight, encoded[naive_done], device))
+            naive_done += 1
     del model
+    eff_s, fwd_s, naive_s = seconds["effort"], seconds["forward"], seconds["naive"]
+    naive_tokens = int(lengths[:naive_n].sum())
     naive_rel = float(np.max(np.abs(values[:naive_n] - naive_values) / naive_values))
 
     bf16 = None
-    if not args.no_bf16:
-        effort.config = replace(config, dtype="bfloat16")
-        effort.batch_effort([encoded[i] for i in groups[-1]])
-        sync(device)
-        t0 = time.perf_counter()
-        bf_values = effort.scores(encoded, progress=False)
-        sync(device)
-        bf_s = time.perf_counter() - t0
-        effort.config = config
+    if bf16_config:
+        bf_s = seconds["bf16"]
         bf16 = {"seconds": bf_s, "tokens_per_s": tokens / bf_s, "speedup_vs_fp32_effort": eff_s / bf_s,
                 "spearman_vs_fp32": spearman(bf_values, values),
                 "max_rel_diff_vs_fp32": float(np.max(np.abs(bf_values - values) / values))}
@@ -268,7 +273,7 @@ def markdown(r: dict) -> str:
         f"| naive loop, batch 1, full backward ({n['samples']} samples) | {n['seconds']:.1f} | "
         f"{n['tokens_per_s']:.0f} | {n['samples_per_s']:.2f} |",
         "",
-        f"- **effort / forward = {ratios['effort_over_forward']:.3f}** (timed alternately, batch by batch); "
+        f"- **effort / forward = {ratios['effort_over_forward']:.3f}** (runs interleaved batch by batch); "
         f"effort / forward trunk only = {ratios['effort_over_forward_trunk']:.3f}.",
         f"- effort is **{ratios['naive_over_effort_per_token']:.1f}x** the naive loop's tokens/s; "
         f"largest relative difference between the two on the naive samples: {n['max_rel_diff_vs_effort']:.1e}.",

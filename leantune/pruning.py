@@ -185,6 +185,8 @@ def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, pro
     _check_budget_early(cfg.budget, len(pool), selector)
     scorers = list(dict.fromkeys([*method.scorers, *selector.columns()]))
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, cfg)
+    if process.is_main:  # a selection left by an earlier run must not pass for this run's
+        (out / SELECTION_FILE).unlink(missing_ok=True)
     timings["pool"] = time.perf_counter() - began
 
     pool_samples = [samples[i] for i in pool]
@@ -235,11 +237,11 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
     from .scoring.scorefile import ChunkStore, ScoringStage, fingerprint, merge_chunks, score_chunks
 
     sample_ids = np.array([s.sample_id for s in samples], dtype=np.int64)
-    options = {"model": cfg.model, **cfg.options}
+    options = {"model": cfg.model, "progress": progress, **cfg.options}
     key = {
         "samples": len(samples),
         "seed": cfg.seed,
-        "options": {k: v for k, v in options.items() if k != "device"},  # the device changes no score
+        "options": {k: v for k, v in options.items() if k not in ("device", "progress")},  # change no score
         "data": _dataset_fingerprint(dataset),
         "pool": fingerprint(sample_ids.tolist()),
     }

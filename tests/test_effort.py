@@ -67,6 +67,20 @@ def test_batched_equals_one_at_a_time(tiny_model, encoded):
     assert rel(batched, single) < REL
 
 
+def test_layers_below_the_chosen_one_run_without_grad(tiny_model, encoded):
+    _, enc = encoded
+    seen = []
+    handles = [layer.register_forward_hook(lambda m, a, out, i=i: seen.append((i, torch.is_grad_enabled())))
+               for i, layer in enumerate(tiny_model.trunk.layers)]
+    try:
+        tiny_model.batch_effort(enc[:2])
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == [(0, False), (1, True)]
+    assert torch.is_grad_enabled()
+
+
 def test_equals_full_autograd_reference(tiny_model, encoded):
     _, enc = encoded
     tiny_model.config = replace(TINY, batch_size=4)

@@ -84,6 +84,8 @@ def test_manifest_refuses_other_settings_but_adopts_chunk_size(tiny_rec, tmp_pat
     store = ChunkStore(tmp_path, "hash", KEY, 100)
     store.check_manifest()
     assert store.chunk_size == 7
+    ChunkStore(tmp_path / "t", "hash", {"options": {"layers": (-1, -2)}}, 7).check_manifest()
+    ChunkStore(tmp_path / "t", "hash", {"options": {"layers": (-1, -2)}}, 7).check_manifest()  # tuple == list
 
 
 def test_merge_reports_missing_and_foreign_chunks(tiny_rec, tmp_path):

@@ -42,7 +42,7 @@ def _semantic_ids(dataset, ids: Optional[Path], seed: int, progress: bool):
 def semantic_ids_cmd(
     data: str = typer.Option("games", "--data", help=DATA_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/tiger-<data>/)."),
-    epochs: int = typer.Option(300, "--epochs", help="RQ-VAE passes over all items."),
+    epochs: int = typer.Option(50, "--epochs", help="RQ-VAE passes over all items."),
     levels: int = typer.Option(3, "--levels", help="Residual quantisation levels (a collision token is added after them)."),
     codebook_size: int = typer.Option(256, "--codebook-size", help="Codes per level."),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),

@@ -40,13 +40,13 @@ class RQVAEConfig:
     levels: int = 3
     codebook_size: int = 256
     commitment: float = 0.25
-    epochs: int = 300  # passes over all items (Games: 17 batches each)
+    epochs: int = 50  # passes over all items (Games: 17 batches each; TIGER ran 20k, far beyond a CPU budget)
     batch_size: int = 1024
     lr: float = 1e-3
     kmeans_iters: int = 25
     dead_code_reset: bool = True
     reset_every: int = 10  # steps per dead-code window: codes unused over a window are reset
-    checkpoint_every: int = 50  # epochs between resumable checkpoints
+    checkpoint_every: int = 10  # epochs between resumable checkpoints
     # A level using fewer than this fraction of min(codebook_size, items) codes is reported as collapsed.
     collapse_fraction: float = 0.25
 

@@ -7,7 +7,7 @@ import importlib
 
 from .base import SCORERS, Scorer, ScoringContext
 
-for _module in ("random_score", "embedding", "influence", "surrogate_scores", "effort", "ccs"):
+for _module in ("random_score", "embedding", "influence", "surrogate_scores", "effort", "ccs", "tiger_effort"):
     try:
         importlib.import_module(f"{__name__}.{_module}")
     except ModuleNotFoundError as _exc:  # a scorer module not written yet

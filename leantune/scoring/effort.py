@@ -163,6 +163,13 @@ class EffortModel:
         self._inputs, self._grads = {}, {}
         for key, lora_b in self.targets.items():
             lora_b.register_forward_hook(self._hook(key))
+        # The trunk runs under no_grad; autograd is switched on at the first chosen layer, so the
+        # layers below it cost exactly a no-grad forward.
+        self._switch_on_grad = False
+        decoder_layers = getattr(self.trunk, "layers", None)
+        self._trunk_no_grad = decoder_layers is not None and len(decoder_layers) == n_layers
+        if self._trunk_no_grad:
+            decoder_layers[layers[0]].register_forward_pre_hook(self._enable_grad)
 
     def _find_targets(self, model) -> dict:
         from peft.tuners.lora import LoraLayer
@@ -180,6 +187,12 @@ class EffortModel:
             missing = ", ".join(f"layer {layer} {m}" for layer, m in sorted(wanted - set(found)))
             raise LeantuneError(f"effort: no LoRA adapter on {missing} of model {self.config.model!r}")
         return found
+
+    def _enable_grad(self, module, args):
+        if self._switch_on_grad:
+            import torch
+
+            torch.set_grad_enabled(True)
 
     def _hook(self, key):
         def hook(module, args, output):
@@ -204,13 +217,18 @@ class EffortModel:
         """Effort of each encoded sample of one batch (exact per sample, independent of the batch)."""
         import torch
 
-        timer = _Timer(timings, self.device)
+        timer = StageTimer(timings, self.device)
         ids, mask, positions, weights = self._collate(batch)
         self._inputs.clear()
         self._grads.clear()
-        with timer("trunk"), self._autocast():
-            hidden = self.trunk(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            hidden = hidden.last_hidden_state
+        no_grad = torch.no_grad() if self._trunk_no_grad else contextlib.nullcontext()
+        with timer("trunk"), self._autocast(), no_grad:
+            self._switch_on_grad = True
+            try:
+                out = self.trunk(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            finally:
+                self._switch_on_grad = False
+            hidden = out.last_hidden_state
         with timer("head"):
             grad_hidden = self._head_grad(hidden.detach(), ids, weights)
         with timer("backward"):
@@ -292,7 +310,7 @@ class EffortModel:
         return values
 
 
-class _Timer:
+class StageTimer:
     """Adds wall time per named stage to ``timings`` (synchronising CUDA); a no-op without it."""
 
     def __init__(self, timings: dict | None, device):

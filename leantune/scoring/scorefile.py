@@ -141,7 +141,8 @@ class ChunkStore:
     def __init__(self, folder: str | os.PathLike, scorer: str, key: dict, chunk_size: int):
         self.folder = Path(folder)
         self.scorer = scorer
-        self.key = {"scorer": scorer, **key}
+        # Through JSON once, so a tuple option compares equal to the list read back from the manifest.
+        self.key = json.loads(json.dumps({"scorer": scorer, **key}, default=str))
         self.chunk_size = chunk_size
 
     def check_manifest(self) -> None:

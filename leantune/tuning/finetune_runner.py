@@ -34,6 +34,7 @@ class FinetuneRunner:
     fixed: dict[str, Any] = field(default_factory=dict)  # other FinetuneConfig fields (cutoff_len, target_modules, ...)
     task_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
+    device: str = "auto"  # for scoring; training follows FinetuneConfig.device
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -78,8 +79,6 @@ class FinetuneRunner:
         values = {**self.fixed, **params, "seed": self.seed}
         if "train_on_inputs" in names and "train_on_inputs" not in self.fixed and hasattr(self._task, "train_on_inputs"):
             values["train_on_inputs"] = self._task.train_on_inputs
-        if "batch_size" in values:
-            values["micro_batch_size"] = min(int(values.get("micro_batch_size", 4)), int(values["batch_size"]))
         return FinetuneConfig(**values)
 
     def run(self, params: dict[str, Any], out_dir: Path, fraction: float | None, test: bool = False) -> RunResult:
@@ -98,23 +97,35 @@ class FinetuneRunner:
         if self.objective == "valid_loss":
             out.score = math.exp(-valid_loss) if valid_loss is not None and math.isfinite(valid_loss) else 0.0
         if self.objective == "metric" or test:
-            model, tokenizer = load_finetuned(self.model, res.adapter_dir)
-            model.eval()
+            model, tokenizer = load_finetuned(self.model, res.adapter_dir, device=self._device())
             if self.objective == "metric":
-                out.metrics = self._task.evaluate(model, tokenizer, split="valid", limit=self.eval_limit, seed=self.seed)
-                out.score = float(self._metric(out.metrics))
+                metrics = self._task.evaluate(model, tokenizer, split="valid", limit=self.eval_limit, seed=self.seed)
+                out.metrics = _headline(metrics)
+                out.score = float(self._metric(metrics))
             if test:
                 test_metrics = self._task.evaluate(model, tokenizer, split="test", limit=self.eval_limit, seed=self.seed)
-                out.metrics.update({f"test/{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+                out.metrics.update({f"test_{k}": v for k, v in _headline(test_metrics).items()})
                 out.test_score = float(self._metric(test_metrics))
         out.wall_s = time.perf_counter() - start
         return out
+
+    def _device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def _metric(self, metrics: dict) -> float:
         name = self._task.primary_metric if self.objective == "valid_loss" else self.metric
         if name not in metrics:
             raise LeantuneError(f"--metric {name!r}: {self.task} reports {', '.join(sorted(k for k in metrics if '/' not in k))}")
         return metrics[name]
+
+
+def _headline(metrics: dict) -> dict:
+    """The overall figures only (per-attribute breakdowns would bloat every trial's user attrs)."""
+    return {k: float(v) for k, v in metrics.items() if "/" not in k and isinstance(v, (int, float))}
 
 
 def _last_valid_loss(history: list[dict], res) -> float | None:

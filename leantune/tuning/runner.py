@@ -64,6 +64,8 @@ def failure_reason(result: RunResult) -> str | None:
         return f"valid_loss {result.valid_loss}"
     if not _finite(result.score):
         return f"score {result.score}"
+    if result.metrics.get("invalid_rate") == 1.0:
+        return "no parseable answer (invalid_rate 1.0)"
     if result.score <= 0:
         return "score 0 (no usable output)"
     return None

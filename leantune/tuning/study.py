@@ -111,35 +111,47 @@ def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
         try:
             storage = RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
             if url.startswith("sqlite:"):
-                _fast_sqlite(storage)
+                _serialised_sqlite(storage)
             return storage
         except ImportError as exc:
             raise LeantuneError(f"--storage {url!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
         except Exception as exc:  # noqa: BLE001 - a bad URL, a server that is down, or a race (below)
-            # Workers started together on a fresh database race to create Optuna's tables
-            # ("table ... already exists"); the loser simply opens it again.
-            if attempt == 3 or "already exists" not in str(exc):
+            # Workers started together on a fresh database race to create Optuna's tables and
+            # version row; the loser simply opens it again.
+            if attempt == 3 or not any(m in str(exc) for m in SCHEMA_RACE):
                 first = str(exc).splitlines()[0][:200] if str(exc) else ""
                 raise LeantuneError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {first})") from None
             time.sleep(0.5 + attempt)
 
 
-def _fast_sqlite(storage) -> None:
-    """WAL journal + synchronous=NORMAL: a commit no longer waits for fsync (each user attr is a commit).
+SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
 
-    The file stays consistent if a worker is killed; only a power cut may lose the last commits.
-    WAL needs a local disk: share a study across machines through PostgreSQL/MySQL, not SQLite on NFS.
+
+def _serialised_sqlite(storage) -> None:
+    """Make SQLite safe and quick for several worker processes.
+
+    pysqlite starts transactions lazily, so Optuna's SELECT ... FOR UPDATE (which SQLite ignores)
+    does not stop two workers from popping the same enqueued trial. ``BEGIN IMMEDIATE`` takes the
+    write lock at the start of every transaction, which serialises them. WAL + synchronous=NORMAL
+    keeps each commit from waiting for fsync (every user attr is a commit); the file stays
+    consistent when a worker is killed. WAL needs a local disk: share a study across machines
+    through PostgreSQL/MySQL, not SQLite on NFS.
     """
     from sqlalchemy import event
 
     def on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    def on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     event.listen(storage.engine, "connect", on_connect)
-    storage.engine.dispose()  # reconnect, so every pooled connection gets the pragmas
+    event.listen(storage.engine, "begin", on_begin)
+    storage.engine.dispose()  # reconnect, so every pooled connection gets the settings
 
 
 def make_sampler(name: str, seed: int):

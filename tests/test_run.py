@@ -1,0 +1,107 @@
+"""`leantune run` end to end on tiny data with the tiny model: stages, reuse, interruption, report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from leantune.errors import LeantuneError
+from leantune.train import FinetuneConfig
+from leantune.train.pipeline import BigrecRunConfig, run_bigrec
+
+
+def tiny_run_cfg(folder, **kw) -> BigrecRunConfig:
+    ft = FinetuneConfig(batch_size=4, micro_batch_size=2, epochs=1, lr=1e-3)
+    base = dict(data=str(folder), budget=8, method="random", pool=None, model="tiny", test_users=4,
+                device="cpu", finetune=ft, num_beams=2, max_new_tokens=4, gen_batch_size=4)
+    base.update(kw)
+    return BigrecRunConfig(**base)
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_run_twice_reuses_finished_stages(tiny_rec_folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = tiny_run_cfg(tiny_rec_folder)
+    run = run_bigrec(cfg, out, progress=False, log=quiet)
+    record = json.loads((out / "run.json").read_text())
+    for stage in ("prune", "finetune", "evaluate", "evaluate_base", "report"):
+        assert record["stages"][stage]["status"] == "finished", stage
+        assert record["stages"][stage]["wall_s"] >= 0
+    selection = json.loads((out / "prune" / "selection.json").read_text())
+    assert len(selection["sample_ids"]) == 8
+    assert (out / "finetune" / "adapter" / "adapter_model.safetensors").exists()
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
+    assert set(metrics) >= {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
+    report = (out / "report.md").read_text()
+    assert "fine-tuned" in report and "base (no fine-tuning)" in report and "| finetune | finished |" in report
+    assert (out / "report.png").stat().st_size > 1000
+    assert run.outputs("evaluate_base")["n_users"] == run.outputs("evaluate")["n_users"] == 4
+
+    # Second run: nothing is recomputed (any call to a stage's work would raise).
+    import leantune.evaluation.bigrec as bigrec
+    import leantune.pruning as pruning
+    import leantune.train.lora as lora
+
+    def boom(*a, **k):
+        raise AssertionError("stage was recomputed")
+
+    monkeypatch.setattr(pruning, "prune", boom)
+    monkeypatch.setattr(lora, "finetune", boom)
+    monkeypatch.setattr(bigrec, "evaluate_bigrec", boom)
+    run_bigrec(cfg, out, progress=False, log=quiet)
+    again = json.loads((out / "run.json").read_text())
+    for stage in ("prune", "finetune", "evaluate", "evaluate_base"):
+        assert again["stages"][stage] == record["stages"][stage]
+
+
+def test_interrupted_run_keeps_finished_stages_and_resumes(tiny_rec_folder, tmp_path, monkeypatch):
+    import leantune.evaluation.bigrec as bigrec
+
+    out = tmp_path / "run"
+    cfg = tiny_run_cfg(tiny_rec_folder, base=False)
+    real = bigrec.evaluate_bigrec
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bigrec, "evaluate_bigrec", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_bigrec(cfg, out, progress=False, log=quiet)
+    record = json.loads((out / "run.json").read_text())
+    assert record["stages"]["prune"]["status"] == "finished"
+    assert record["stages"]["finetune"]["status"] == "finished"
+    assert record["stages"]["evaluate"]["status"] == "interrupted"
+
+    monkeypatch.setattr(bigrec, "evaluate_bigrec", real)
+    run = run_bigrec(cfg, out, progress=False, log=quiet)
+    assert run.stages["evaluate"]["status"] == "finished" and run.stages["evaluate"]["attempts"] == 2
+    assert run.stages["finetune"]["attempts"] == 1
+    assert "evaluate_base" not in run.stages
+
+
+def test_run_folder_refuses_other_settings(tiny_rec_folder, tmp_path):
+    from leantune.runs import RunFolder
+
+    RunFolder(tmp_path / "r", "bigrec", tiny_run_cfg(tiny_rec_folder).settings())
+    with pytest.raises(LeantuneError, match="other settings.*budget"):
+        RunFolder(tmp_path / "r", "bigrec", tiny_run_cfg(tiny_rec_folder, budget=6).settings())
+    # The device changes speed only, so it may differ.
+    RunFolder(tmp_path / "r", "bigrec", tiny_run_cfg(tiny_rec_folder, device="cuda").settings(), ignore=("device", "gen_batch_size"))
+
+
+def test_cli_help_and_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    runner = CliRunner()
+    for command in ("run", "evaluate", "finetune"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+    assert "--epochs" in runner.invoke(app, ["run", "--help"]).output
+    result = runner.invoke(app, ["evaluate", "--adapter", str(tmp_path), "--model", "tiny", "--data", "nowhere"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, LeantuneError)

@@ -1,0 +1,139 @@
+"""LoRA fine-tuning on the tiny model: steps, pause/resume, divergence, reuse, validation."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from leantune.errors import LeantuneError
+from leantune.tasks.base import TextExample
+from leantune.train import FinetuneConfig, finetune, latest_checkpoint, load_finetuned
+from leantune.train.data import IGNORE_INDEX, tokenize_example
+
+EXAMPLES = [
+    TextExample(f"### Input:\nThe user bought game {i}.\n\n### Response:\n", f"Game number {i + 1}", str(i))
+    for i in range(10)
+]
+VALID = EXAMPLES[:3]
+
+
+def small_cfg(**kw) -> FinetuneConfig:
+    base = dict(batch_size=4, micro_batch_size=2, epochs=2, lr=1e-3, eval_every=1, device="cpu")
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def adapter_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from leantune.models.llm import load_tokenizer
+
+    return load_tokenizer("tiny")
+
+
+def test_tokenize_appends_eos_and_masks_prompt(tokenizer):
+    ex = EXAMPLES[0]
+    full = tokenize_example(tokenizer, ex, cutoff_len=512, train_on_inputs=True)
+    assert full["input_ids"][-1] == tokenizer.eos_token_id
+    assert full["labels"] == full["input_ids"]
+    masked = tokenize_example(tokenizer, ex, cutoff_len=512, train_on_inputs=False)
+    n_prompt = len(tokenizer(ex.prompt)["input_ids"])
+    assert masked["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert masked["labels"][n_prompt:] == full["input_ids"][n_prompt:]
+    cut = tokenize_example(tokenizer, ex, cutoff_len=8)
+    assert len(cut["input_ids"]) == 8  # no room left for EOS: the text is cut, as the reference does
+
+
+def test_pause_then_resume_matches_one_run(tmp_path):
+    cfg = small_cfg()
+    one = finetune("tiny", EXAMPLES, VALID, tmp_path / "one", cfg, progress=False)
+    assert one.status == "finished"
+    assert one.steps == one.total_steps == cfg.total_steps(len(EXAMPLES)) == 6  # ceil(5 micro / 2) per epoch
+    assert one.tokens_seen > 0 and one.best_valid_loss is not None
+    assert [h["step"] for h in one.history] == list(range(1, 7))
+
+    part = finetune("tiny", EXAMPLES, VALID, tmp_path / "two", cfg, stop_after_fraction=0.5, progress=False)
+    assert part.status == "paused" and part.steps == 3 and part.total_steps == 6
+    assert latest_checkpoint(tmp_path / "two" / "checkpoints").name == "checkpoint-3"
+    rest = finetune("tiny", EXAMPLES, VALID, tmp_path / "two", cfg, progress=False)
+    assert rest.status == "finished" and rest.steps == one.steps
+    assert [h["step"] for h in rest.history] == list(range(1, 7))
+    # Same schedule, data order and dropout draws: the resumed run ends where the single run does.
+    for step in range(6):
+        assert rest.history[step]["train_loss"] == pytest.approx(one.history[step]["train_loss"], rel=1e-4)
+    a, b = adapter_tensors(one.adapter_dir), adapter_tensors(rest.adapter_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] - b[key]).abs().max().item() < 1e-5
+
+    # A finished folder is reused, not retrained.
+    mtime = (rest.adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns
+    again = finetune("tiny", EXAMPLES, VALID, tmp_path / "two", cfg, progress=False)
+    assert again.status == "finished" and again.steps == 6
+    assert (rest.adapter_dir / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+
+    model, _ = load_finetuned("tiny", one.adapter_dir)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path):
+    import torch
+    from transformers import TrainerCallback
+
+    class PoisonAfterStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        if "lora_B" in name:
+                            p.fill_(float("nan"))
+
+    result = finetune("tiny", EXAMPLES, VALID, tmp_path / "nan", small_cfg(), progress=False, callbacks=[PoisonAfterStep2()])
+    assert result.status == "diverged"
+    assert "non-finite" in result.reason
+    assert result.steps == 2  # the step-2 validation saw the NaN, before step 2 was checkpointed
+    assert latest_checkpoint(tmp_path / "nan" / "checkpoints").name == "checkpoint-1"
+    kept = adapter_tensors(result.adapter_dir)
+    good = adapter_tensors(tmp_path / "nan" / "checkpoints" / "checkpoint-1")
+    assert all(torch.isfinite(t).all() for t in kept.values())
+    assert all(torch.equal(kept[k], good[k]) for k in good)
+    saved = json.loads((tmp_path / "nan" / "result.json").read_text())
+    assert saved["status"] == "diverged"
+
+
+def test_huge_learning_rate_diverges_without_crashing(tmp_path):
+    result = finetune("tiny", EXAMPLES, None, tmp_path / "lr", small_cfg(lr=1e9, max_steps=6), progress=False)
+    assert result.status == "diverged"
+    assert "learning rate" in result.reason
+    assert result.steps < 6
+
+
+def test_folder_with_other_settings_is_refused(tmp_path):
+    cfg = small_cfg(max_steps=1)
+    finetune("tiny", EXAMPLES, None, tmp_path / "f", cfg, progress=False)
+    with pytest.raises(LeantuneError, match="other settings.*config.lr"):
+        finetune("tiny", EXAMPLES, None, tmp_path / "f", small_cfg(max_steps=1, lr=5e-4), progress=False)
+    with pytest.raises(LeantuneError, match="train"):
+        finetune("tiny", EXAMPLES[:5], None, tmp_path / "f", cfg, progress=False)
+
+
+def test_config_validation_and_schedule():
+    with pytest.raises(LeantuneError, match="lr must be positive"):
+        FinetuneConfig(lr=0)
+    with pytest.raises(LeantuneError, match="unknown keys"):
+        FinetuneConfig.from_dict({"rank": 4})
+    cfg = FinetuneConfig()  # the reference recipe
+    assert (cfg.r, cfg.alpha, cfg.dropout, cfg.target_modules) == (8, 16, 0.05, ("q_proj", "v_proj"))
+    assert (cfg.lr, cfg.batch_size, cfg.cutoff_len, cfg.train_on_inputs, cfg.early_stopping_patience) == (1e-4, 128, 512, True, 5)
+    assert cfg.accumulation == 32
+    assert cfg.steps_per_epoch(1024) == 8 and cfg.total_steps(1024) == 400
+    assert cfg.steps_per_epoch(64) == 1  # fewer examples than one batch: one (smaller) step per epoch
+    assert FinetuneConfig(epochs=0.5).total_steps(1024) == 4
+    assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
+    assert math.isclose(FinetuneConfig(max_steps=7).total_steps(10), 7)
