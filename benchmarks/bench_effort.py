@@ -119,10 +119,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--head-chunk", type=int, default=None)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast run")
     parser.add_argument("--out", default=None, help="results stem (default benchmarks/results/effort[.<device>])")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batch_size = args.batch_size or (32 if device.type == "cuda" else 4)
 
     data = load_dataset("games")

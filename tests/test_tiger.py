@@ -209,7 +209,7 @@ def test_effort_scorer_trains_its_warmup_model_when_none_is_given(tiny_rec, tmp_
     ids_dir = tmp_path / "ids"
     sids.save(ids_dir / "semantic_ids.json")
     small = {k: v for k, v in TINY.__dict__.items() if k not in ("max_epochs", "val_metric")}
-    monkeypatch.setattr(tiger, "TigerConfig", lambda **kw: TigerConfig(**{**small, **kw}))
+    monkeypatch.setattr(tiger, "tiger_config", lambda preset, **kw: TigerConfig(**{**small, **kw}))
     ctx = ScoringContext(tiny_rec, work_dir=tmp_path / "work", options={"tiger_ids": str(ids_dir)})
     out = TigerEffortScorer().score(tiny_rec.train_samples[:5], ctx)
     assert (tmp_path / "work" / "tiger-effort-warmup" / "model.safetensors").exists()

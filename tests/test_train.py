@@ -107,11 +107,24 @@ def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path)
     assert saved["status"] == "diverged"
 
 
-def test_huge_learning_rate_diverges_without_crashing(tmp_path):
-    result = finetune("tiny", EXAMPLES, None, tmp_path / "lr", small_cfg(lr=1e9, max_steps=6), progress=False)
+def test_nan_training_loss_without_validation_is_caught_before_the_step(tmp_path):
+    """(A huge learning rate does not make this tiny Llama's loss NaN — RMSNorm keeps it finite —
+    so the NaN is injected: weights poisoned at the start of step 3 make step 3's loss NaN.)"""
+    import torch
+    from transformers import TrainerCallback
+
+    class PoisonBeforeStep3(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
+
+    result = finetune("tiny", EXAMPLES, None, tmp_path / "loss", small_cfg(max_steps=6), progress=False,
+                      callbacks=[PoisonBeforeStep3()])
     assert result.status == "diverged"
-    assert "learning rate" in result.reason
-    assert result.steps < 6
+    assert "non-finite training loss" in result.reason and "step 3" in result.reason
+    assert latest_checkpoint(tmp_path / "loss" / "checkpoints").name == "checkpoint-2"
+    assert all(torch.isfinite(t).all() for t in adapter_tensors(result.adapter_dir).values())
 
 
 def test_folder_with_other_settings_is_refused(tmp_path):

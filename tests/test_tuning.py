@@ -329,19 +329,19 @@ def test_real_finetune_path_with_the_tiny_model(tmp_path):
     runner = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=1, valid_loss_size=2, objective="valid_loss",
                             fixed={"cutoff_len": 64, "train_on_inputs": True},  # short: the CPU is slow
                             task_options={"progress": False, "max_new_tokens": 8})
-    cfg = _cfg(tmp_path, trials=2, top_k=1, early_fraction=0.5)
+    cfg = _cfg(tmp_path, trials=1, top_k=1, early_fraction=0.5)  # the baseline trial alone: the CPU is slow
     EarlySearch(cfg, runner, load_space(space_file), settings=runner.settings(), log=lambda _: None).run()
     study, final = _studies(cfg)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
     for t in study.trials:
         early = t.user_attrs["early"]
         assert (early["status"], early["steps"], early["total_steps"]) == ("paused", 1, 2), t.user_attrs
         assert 0 < t.value == pytest.approx(math.exp(-early["valid_loss"]))
     done = [t for t in final.trials if t.state.name == "COMPLETE"]
-    assert {t.user_attrs["source_trial"] for t in done} >= {0}
+    assert [t.user_attrs["source_trial"] for t in done] == [0]
     for t in done:
         fin = t.user_attrs["final"]
         assert (fin["status"], fin["steps"], fin["added_steps"]) == ("finished", 2, 1), t.user_attrs
-        assert fin["test_score"] is not None and "test_accuracy" in fin["metrics"]
+        assert 0 < fin["test_score"] == pytest.approx(math.exp(-fin["metrics"]["heldout_loss"]))
         folder = cfg.work_dir / study.trials[t.user_attrs["source_trial"]].user_attrs["checkpoint"]
         assert (folder / "adapter" / "adapter_config.json").exists()

@@ -16,7 +16,16 @@ tiger_app = typer.Typer(
 app.add_typer(tiger_app, name="tiger")
 
 IDS_HELP = "Semantic-IDs folder (default: runs/tiger-<data>/; built there if missing)."
+DEVICE_HELP = "'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'."
 PRESET_HELP = "Model size: 'paper' (TIGER: 4+4 layers, d_model 128, FFN 1024) or 'small' (2+2, d_model 64, FFN 256; ~20x cheaper on CPU)."
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _print_stats(stats) -> None:
@@ -80,6 +89,7 @@ def train_cmd(
     val_users: Optional[int] = typer.Option(None, "--val-users", help="Seeded validation subset size (default 1000; 0 = all)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Validations without improvement before stopping (default 3)."),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train TIGER from scratch on all training samples or a selection; early stopping on validation.
@@ -98,7 +108,7 @@ def train_cmd(
         out = default_dir(dataset.name) / name
     cfg = tiger_config(preset, max_epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr,
                        val_metric=val_metric, val_users=val_users, patience=patience)
-    run = train_tiger(dataset, sids, sample_ids, out, cfg, seed=seed, progress=not quiet)
+    run = train_tiger(dataset, sids, sample_ids, out, cfg, seed=seed, progress=not quiet, device=_device(device))
     print(f"trained on {run.n_samples} samples: {run.epochs} epochs, {run.steps} steps, {run.wall_s:.0f}s; "
           f"best val {run.val_metric} {run.best_val:.4f} at epoch {run.best_epoch} ({run.stopped}) -> {out}")
 
@@ -112,6 +122,7 @@ def evaluate_cmd(
     users: int = typer.Option(0, "--users", help="Evaluate a seeded random subset of this many users (0 = all)."),
     beam: int = typer.Option(20, "--beam", help="Beam width (at least 20, the largest K)."),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Recall/NDCG@5/10/20 of constrained beam search; writes evaluation-<split>.json into the run folder."""
@@ -127,6 +138,7 @@ def evaluate_cmd(
         raise LeantuneError(f"--beam {beam}: must be at least 20 to rank 20 items")
     dataset = load_dataset(data)
     sids = _semantic_ids(dataset, ids, seed, not quiet)
-    result = evaluate_tiger(dataset, sids, model, split=split, users=users, seed=seed, beam_size=beam, progress=not quiet)
+    result = evaluate_tiger(dataset, sids, model, split=split, users=users, seed=seed, beam_size=beam, progress=not quiet,
+                            device=_device(device))
     write_json(model / f"evaluation-{split}.json", result)
     print(f"{split}: {result['users']} users, {result['wall_s']:.0f}s  {format_metrics(result['metrics'])}")

@@ -34,12 +34,15 @@ def learning_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[
     task = task or make_task(cfg.task, cfg.task_options)
     metric = cfg.metric or task.primary_metric
     run = run_curve(cfg, out, task=task, log=log)
-    missing = [r for r in run.rows if metric not in r["metrics"]]
-    if missing:
+    evaluated = [r for r in run.rows if r["metrics"]]
+    if evaluated and metric not in evaluated[0]["metrics"]:
         from ..errors import LeantuneError
 
-        have = ", ".join(sorted(k for k in missing[0]["metrics"] if "/" not in k))
+        have = ", ".join(sorted(k for k in evaluated[0]["metrics"] if "/" not in k))
         raise LeantuneError(f"--metric {metric!r}: not among the task's metrics ({have})")
+    failed = [r for r in run.rows if not r["metrics"]]
+    for r in failed:
+        log(f"size {r['size']} seed {r['seed']}: {r['status']} ({(r.get('train') or {}).get('reason', '')}); left out of the fit")
     analysis = analyse(run.rows, metric, cfg.gain_threshold, cfg.bootstrap, seed=cfg.seed)
     csv_path, json_path = write_table(out, run.rows, analysis, {"config": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds})
     files = {"csv": csv_path, "json": json_path}

@@ -68,7 +68,10 @@ class CurveConfig:
             raise LeantuneError(f"--eval-limit {self.eval_limit}: must be at least 1 (or omitted for the whole test split)")
 
     def run_settings(self) -> dict:
-        return {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
+        settings = {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
+        # Progress bars do not change results.
+        settings["task_options"] = {k: v for k, v in self.task_options.items() if k != "progress"}
+        return settings
 
     def steps_for(self, size: int) -> int:
         return max(math.ceil(self.epochs * size / self.batch_size), self.min_steps)
@@ -131,8 +134,18 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
         train_on_inputs=train_on_inputs, seed=seed,
     )
     if "device" in FinetuneConfig.__dataclass_fields__:
-        wanted["device"] = cfg.device
+        wanted["device"] = resolve_device(cfg.device)
     return replace(base, **{k: v for k, v in wanted.items() if k in FinetuneConfig.__dataclass_fields__})
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise LeantuneError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+    return device
 
 
 def _evaluate(task, model, tokenizer, cfg: CurveConfig) -> tuple[dict, float]:
@@ -144,7 +157,7 @@ def _evaluate(task, model, tokenizer, cfg: CurveConfig) -> tuple[dict, float]:
 def run_zero_shot(task, cfg: CurveConfig, out: Path) -> dict:
     from ..models.llm import load_model
 
-    model, tokenizer = load_model(cfg.model, device=cfg.device)
+    model, tokenizer = load_model(cfg.model, device=resolve_device(cfg.device))
     metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
     return {"size": 0, "seed": None, "status": "zero-shot", "metrics": metrics, "eval_s": eval_s, "train": None}
 
@@ -162,13 +175,14 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
         valid = task.valid_examples(tokenizer, limit=cfg.valid_limit, seed=cfg.eval_seed) if _takes_limit(task) else task.valid_examples(tokenizer)
     ft_cfg = finetune_config(cfg, task, size, seed)
     result = finetune(cfg.model, train, valid, folder / "train", ft_cfg, progress=cfg.progress)
-    model, tokenizer = load_finetuned(cfg.model, result.adapter_dir)
-    if cfg.device != "cpu":
-        model.to(cfg.device)
-    metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
     train_info = {k: _plain(getattr(result, k, None)) for k in ("status", "steps", "total_steps", "tokens_seen", "best_valid_loss", "wall_s", "reason")}
-    train_info["adapter_dir"] = str(result.adapter_dir)
-    return {"size": size, "seed": seed, "status": "done", "metrics": metrics, "eval_s": eval_s, "train": train_info, "finetune": asdict(ft_cfg)}
+    train_info["adapter_dir"] = str(result.adapter_dir) if result.adapter_dir else None
+    row = {"size": size, "seed": seed, "status": result.status, "train": train_info, "finetune": ft_cfg.to_dict()}
+    if result.adapter_dir is None:  # diverged before any usable checkpoint: nothing to evaluate
+        return {**row, "metrics": {}, "eval_s": 0.0}
+    model, tokenizer = load_finetuned(cfg.model, result.adapter_dir, device=resolve_device(cfg.device))
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
+    return {**row, "metrics": metrics, "eval_s": eval_s}
 
 
 def _takes_limit(task) -> bool:
@@ -227,6 +241,9 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
         row["wall_s"] = time.perf_counter() - start
         row["method"] = cfg.method
         write_json(path, row)
+        if row["metrics"] and metric not in row["metrics"]:  # fail at the first run, not after all of them
+            have = ", ".join(sorted(k for k in row["metrics"] if "/" not in k))
+            raise LeantuneError(f"--metric {metric!r}: not among the {task.name} task's metrics ({have})")
         trained += 1
         log(f"{label}: {metric} {row['metrics'].get(metric, float('nan')):.4f} ({row['wall_s']:.0f} s)")
         rows.append(row)

@@ -152,11 +152,11 @@ def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.opt
             aliases[k] = seen[ptr]
         else:
             seen[ptr] = k
-            tensors[f"model.{k}"] = v.detach().contiguous()
+            tensors[f"model.{k}"] = v.detach().cpu().contiguous()
     opt = optimizer.state_dict()
     for pid, slots in opt["state"].items():
         for name, value in slots.items():
-            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).contiguous()
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"]), "aliases": json.dumps(aliases)}
     with atomic_path(path) as tmp:

@@ -475,6 +475,7 @@ def train_surrogate(
         "num_items": dataset.num_items,
         "epochs_run": state["epoch"],
         "best_epoch": state["best_epoch"],
+        "kept_epoch": state["best_epoch"] if cfg.restore_best else state["epoch"],
         f"best_valid_{VALID_METRIC}": state["best"],
         "stopped_early": bool(done and state["epoch"] < cfg.max_epochs),
         "train_seconds": round(state["train_seconds"], 1),

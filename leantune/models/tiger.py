@@ -144,7 +144,7 @@ class TigerEncoder:
             toks += self.item_tokens[item]
         return toks + [EOS]
 
-    def batch(self, samples, with_labels: bool = True) -> dict[str, torch.Tensor]:
+    def batch(self, samples, with_labels: bool = True, device=None) -> dict[str, torch.Tensor]:
         seqs = [self.input_ids(s.user, s.history) for s in samples]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
@@ -153,7 +153,7 @@ class TigerEncoder:
         out = {"input_ids": ids, "attention_mask": (ids != PAD).long()}
         if with_labels:
             out["labels"] = torch.tensor([self.item_tokens[s.targets[0]] for s in samples], dtype=torch.long)
-        return out
+        return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
     def check_items(self, samples) -> None:
         for s in samples:
@@ -217,7 +217,7 @@ def recommend(model, encoder: TigerEncoder, samples, k: int, trie=None, beam_siz
     out: list[list[int]] = []
     for start in tqdm(range(0, len(samples), batch_size), desc="generate", disable=not progress):
         chunk = samples[start : start + batch_size]
-        batch = encoder.batch(chunk, with_labels=False)
+        batch = encoder.batch(chunk, with_labels=False, device=model.device)
         gen = model.generate(
             **batch,
             num_beams=beam,
@@ -247,7 +247,7 @@ def mean_loss(model, encoder: TigerEncoder, samples, batch_size: int = 256) -> f
     with torch.no_grad():
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
-            total += float(model(**encoder.batch(chunk)).loss) * len(chunk)
+            total += float(model(**encoder.batch(chunk, device=model.device)).loss) * len(chunk)
     return total / len(samples)
 
 
@@ -322,6 +322,7 @@ def train_tiger(
     cfg: TigerConfig | None = None,
     seed: int = 0,
     progress: bool = True,
+    device: str = "cpu",
 ) -> TigerRun:
     """Train TIGER on the given training samples (all when ``sample_ids`` is None).
 
@@ -349,7 +350,7 @@ def train_tiger(
 
     val = validation_samples(dataset, cfg.val_users, seed)
     torch.manual_seed(seed)
-    model = build_model(encoder.vocab, cfg)
+    model = build_model(encoder.vocab, cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = np.array([min(len(s.history), cfg.max_history) for s in samples])
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
@@ -374,7 +375,7 @@ def train_tiger(
         rng = np.random.default_rng([seed, state["epoch"]])
         epoch_loss = 0.0
         for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
-            loss = model(**encoder.batch([samples[i] for i in idx])).loss
+            loss = model(**encoder.batch([samples[i] for i in idx], device=device)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -407,7 +408,8 @@ def train_tiger(
         state["wall_s"] += time.perf_counter() - t0
         row["wall_s"] = round(state["wall_s"], 2)
         state["history"].append(row)
-        bar.write(_row_text(row))
+        if progress:
+            bar.write(_row_text(row))
         save_training_state(state_path, model, optimizer, state)
         if state["bad"] >= cfg.patience:
             stopped = "early-stopping"
@@ -436,7 +438,7 @@ def _save_weights(model, path: Path, key: str) -> None:
         save_model(model, str(tmp), metadata={"key": key})
 
 
-def load_tiger(model_dir: str | Path, semantic_ids: SemanticIDs):
+def load_tiger(model_dir: str | Path, semantic_ids: SemanticIDs, device: str = "cpu"):
     """The best weights of a ``train_tiger`` folder, with its encoder."""
     from safetensors.torch import load_model
 
@@ -450,7 +452,7 @@ def load_tiger(model_dir: str | Path, semantic_ids: SemanticIDs):
     encoder = TigerEncoder(semantic_ids, cfg)
     model = build_model(encoder.vocab, cfg)
     load_model(model, str(model_dir / MODEL_FILE))
-    return model.eval(), encoder
+    return model.to(device).eval(), encoder
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -467,9 +469,10 @@ def evaluate_tiger(
     beam_size: int | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Recall/NDCG@K of constrained beam search; ``users`` > 0 evaluates a seeded subset."""
-    model, encoder = load_tiger(model_dir, semantic_ids)
+    model, encoder = load_tiger(model_dir, semantic_ids, device)
     samples = list(dataset.samples(split))
     if users and users < len(samples):
         rng = np.random.default_rng(seed)

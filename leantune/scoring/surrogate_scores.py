@@ -167,12 +167,6 @@ def grad_norms(model, samples: Sequence[Sample], batch_size: int = 256) -> np.nd
     return out
 
 
-def _train_samples_only(samples, ctx, name):
-    for s in samples:
-        if len(s.targets) != 1:
-            raise LeantuneError(f"{name}: sample {s.sample_id} has {len(s.targets)} targets; score training samples")
-
-
 @SCORERS.register("grand")
 class GraNdScorer:
     """GraNd: mean per-sample gradient norm over early-trained surrogates (``grand_<field>`` options)."""
@@ -183,7 +177,6 @@ class GraNdScorer:
         self.config = config or EarlyConfig()
 
     def score(self, samples, ctx) -> dict[str, np.ndarray]:
-        _train_samples_only(samples, ctx, self.name)
         cfg = EarlyConfig.from_options(ctx.options, "grand", self.config)
         models = early_surrogates(ctx, cfg)
         scores = np.mean([grad_norms(m, samples, cfg.batch_size) for m in models], axis=0)
@@ -201,7 +194,6 @@ class EL2NScorer:
         self.config = config or EarlyConfig()
 
     def score(self, samples, ctx) -> dict[str, np.ndarray]:
-        _train_samples_only(samples, ctx, self.name)
         cfg = EarlyConfig.from_options(ctx.options, "el2n", self.config)
         models = early_surrogates(ctx, cfg)
         early = np.mean([el2n_scores(m, samples, cfg.batch_size) for m in models], axis=0)

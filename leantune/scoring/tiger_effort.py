@@ -19,6 +19,7 @@ samples (``tiger_warmup_epochs``, 1) and caches it; options (``ScoringContext.op
 * ``tiger_ids``: semantic-IDs folder or file (default ``runs/tiger-<data>/``, built if missing);
 * ``tiger_model_dir``: a ``train_tiger`` folder to use instead of the warm-up model;
 * ``tiger_warmup_epochs``: epochs of the warm-up training (default 1);
+* ``tiger_preset``: model size of the warm-up model (``paper`` or ``small``, default ``paper``);
 * ``tiger_batch``: samples per vmap batch (default 64).
 
 ``ctx.extras['tiger_model']`` may hold a ready ``(model, encoder)`` pair (tests, benchmarks).
@@ -93,7 +94,7 @@ def per_sample_grad_norms(model, encoder, samples, batch_size: int = 64) -> np.n
     try:
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
-            batch = encoder.batch(chunk)
+            batch = encoder.batch(chunk, device=model.device)
             args = _capture_block_inputs(model, batch)
             n = len(chunk)
             # Tensors shared by the batch (position biases) are expanded so every sample gets its row.
@@ -102,7 +103,7 @@ def per_sample_grad_norms(model, encoder, samples, batch_size: int = 64) -> np.n
                 params, args, batch["labels"]
             )
             sq = sum(g.reshape(n, -1).pow(2).sum(1) for g in grads.values())
-            out[start : start + n] = sq.sqrt().double().numpy()
+            out[start : start + n] = sq.sqrt().double().cpu().numpy()
     finally:
         model.set_attn_implementation(previous)
     return out
@@ -125,7 +126,7 @@ class TigerEffortScorer:
     def _model(ctx):
         if "tiger_model" not in ctx.extras:
             from ..models.rqvae import SemanticIDs, build_semantic_ids
-            from ..models.tiger import TigerConfig, default_dir, load_tiger, train_tiger
+            from ..models.tiger import default_dir, load_tiger, tiger_config, train_tiger
 
             ids = Path(ctx.options.get("tiger_ids") or default_dir(ctx.dataset.name))
             if ids.is_file():
@@ -138,7 +139,8 @@ class TigerEffortScorer:
             if not model_dir:
                 work = Path(ctx.work_dir) if ctx.work_dir is not None else default_dir(ctx.dataset.name)
                 model_dir = work / "tiger-effort-warmup"
-                cfg = TigerConfig(max_epochs=int(ctx.options.get("tiger_warmup_epochs", 1)), val_metric="loss")
-                train_tiger(ctx.dataset, sids, None, model_dir, cfg, seed=ctx.seed)
-            ctx.extras["tiger_model"] = load_tiger(model_dir, sids)
+                cfg = tiger_config(ctx.options.get("tiger_preset", "paper"),
+                                   max_epochs=int(ctx.options.get("tiger_warmup_epochs", 1)), val_metric="loss")
+                train_tiger(ctx.dataset, sids, None, model_dir, cfg, seed=ctx.seed, device=ctx.device)
+            ctx.extras["tiger_model"] = load_tiger(model_dir, sids, ctx.device)
         return ctx.extras["tiger_model"]

@@ -14,6 +14,7 @@ from typing import Sequence
 from ..errors import LeantuneError
 from ..io import write_jsonl
 from .attributes_data import AttributeData, Product, load_attribute_data, question_id, split_question_id
+from .attributes_generate import greedy_generate, json_object_closed, line_ended
 from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
 from .attributes_scoring import INVALID, judge, parse_product_answer, parse_question_answer, summarise
 from .base import TASKS, TextExample
@@ -106,7 +107,7 @@ class AttributeTask:
         judged, rows, status = [], [], []
         if self.unit == "product":
             prompts = [product_prompt(p, tokenizer) for p in products]
-            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 192, ("}",))
+            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 192, json_object_closed)
             for p, text in zip(products, raw):
                 answers, st = parse_product_answer(text, list(p.attributes), strict=cfg.strict_json)
                 status.append(st)
@@ -117,7 +118,7 @@ class AttributeTask:
         else:
             pairs = [(p, a) for p in products for a in p.attributes]
             prompts = [question_prompt(p, a, tokenizer) for p, a in pairs]
-            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 32, ("\n",))
+            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 32, line_ended)
             for (p, a), text in zip(pairs, raw):
                 answer = parse_question_answer(text)
                 status.append("failed" if answer is INVALID else "ok")
@@ -129,14 +130,8 @@ class AttributeTask:
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         return self.predict(model, tokenizer, split, limit, seed)[0]
 
-    def _generate(self, model, tokenizer, prompts, max_new_tokens, stops):
-        return generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stops, self.config.progress)
-
-
-def generate(model, tokenizer, prompts, max_new_tokens, batch_size, stop_strings, progress) -> list[str]:
-    from .attributes_generate import greedy_generate
-
-    return greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size, stop_strings, progress, "attributes")
+    def _generate(self, model, tokenizer, prompts, max_new_tokens, stop):
+        return greedy_generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stop, self.config.progress, "attributes")
 
 
 def write_predictions(path: str | Path, rows: list[dict]) -> None:

@@ -1,12 +1,56 @@
 """Greedy batched generation for attribute answers.
 
-Uses ``leantune.evaluation.generation`` when it provides ``generate_texts``; otherwise this small
-fallback: prompts sorted by length (less padding), left-padded batches, ``model.generate`` greedy,
-optional stop strings so a rambling zero-shot model stops after its JSON object.
+Nothing shared provided batched generation when this was written, so this is a small one: prompts
+sorted by length (less padding), left-padded batches, ``model.generate`` greedy, and a per-sequence
+stop rule on the decoded text, so a rambling zero-shot model stops once its JSON object is closed
+(or its one-line answer ended) instead of running to ``max_new_tokens``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
+
+
+def json_object_closed(text: str) -> bool:
+    """True once the first ``{`` in ``text`` has its matching ``}`` (braces in strings ignored)."""
+    start = text.find("{")
+    if start < 0:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for ch in text[start:]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
+
+
+def line_ended(text: str) -> bool:
+    """True once a non-empty first line is followed by a newline."""
+    stripped = text.lstrip()
+    return "\n" in stripped and bool(stripped.split("\n", 1)[0].strip())
+
+
+def _stop_criteria(tokenizer, prompt_len: int, done: Callable[[str], bool]):
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class TextStop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            return torch.tensor([done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([TextStop()])
 
 
 def greedy_generate(
@@ -15,7 +59,7 @@ def greedy_generate(
     prompts: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 16,
-    stop_strings: Sequence[str] = (),
+    stop: Callable[[str], bool] | None = None,
     progress: bool = True,
     desc: str = "generating",
 ) -> list[str]:
@@ -29,12 +73,15 @@ def greedy_generate(
     tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
-    extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     try:
         with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                # Training tokenises prompt + response with the tokenizer's defaults; SmolLM2 adds no
+                # BOS, and the chat template already carries its special tokens.
+                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+                prompt_len = enc["input_ids"].shape[1]
+                extra = {"stopping_criteria": _stop_criteria(tokenizer, prompt_len, stop)} if stop else {}
                 out = model.generate(
                     **enc,
                     max_new_tokens=max_new_tokens,
@@ -44,7 +91,7 @@ def greedy_generate(
                     eos_token_id=tokenizer.eos_token_id,
                     **extra,
                 )
-                texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                texts = tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
                 for i, text in zip(idx, texts):
                     outputs[i] = text
                 bar.update(len(idx))

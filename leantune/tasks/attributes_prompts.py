@@ -11,10 +11,8 @@ from .attributes_data import Product
 from .attributes_scoring import NA
 
 SYSTEM = "You extract product attribute values from product titles."
-PRODUCT_INSTRUCTION = (
-    'Answer with a JSON object that has exactly these attributes as keys. '
-    'Each value is copied from the title, or "n/a" if the title does not state it.'
-)
+PRODUCT_INSTRUCTION = 'Fill in this JSON object: copy each value from the title, or write "n/a" if the title does not state it.'
+
 QUESTION_INSTRUCTION = 'Answer with the value copied from the title, or "n/a" if the title does not state it.'
 
 
@@ -26,10 +24,9 @@ def _chat(user: str, tokenizer) -> str:
 
 
 def product_prompt(product: Product, tokenizer=None) -> str:
-    user = (
-        f"Product category: {product.category}\nTitle: {product.text}\n"
-        f"Attributes: {', '.join(product.attributes)}\n{PRODUCT_INSTRUCTION}"
-    )
+    # A key skeleton rather than a list of names: the zero-shot model then sees the answer's shape.
+    skeleton = json.dumps({a: "?" for a in product.attributes}, ensure_ascii=False)
+    user = f"Product category: {product.category}\nTitle: {product.text}\n{PRODUCT_INSTRUCTION}\n{skeleton}"
     return _chat(user, tokenizer)
 
 

@@ -12,6 +12,7 @@ wrong for accuracy even when the gold is n/a, while P/R/F1 read it as "n/a" like
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -20,7 +21,14 @@ NA = "n/a"
 # Spellings of "no value" a model may use; none of them is a gold value in OA-Mine.
 NA_WORDS = frozenset({"n/a", "n a", "na", "none", "null", "nil", "not available", "not applicable", "unknown", "not mentioned", "not stated", "not specified"})
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
-INVALID = object()  # an answer that is missing or could not be parsed
+
+
+class _Invalid:
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID = _Invalid()  # an answer that is missing or could not be parsed
 
 
 def normalise(text: str) -> str:
@@ -49,14 +57,22 @@ def _value(raw):
     return None if is_na(raw) else raw.strip()
 
 
+def _first_wins(pairs):
+    """JSON object hook: with a repeated key keep the first answer (a looping model repeats keys)."""
+    obj = {}
+    for key, value in pairs:
+        obj.setdefault(key, value)
+    return obj
+
+
 def _first_object(text: str):
     """The first JSON object in ``text`` (after code fences or chatter), or None."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_first_wins)
     start = text.find("{")
     while start != -1:
         try:
             obj, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             start = text.find("{", start + 1)
             continue
         if isinstance(obj, dict):
@@ -65,29 +81,49 @@ def _first_object(text: str):
     return None
 
 
-def parse_product_answer(text: str, attributes: Sequence[str], strict: bool = False) -> tuple[dict, str]:
-    """Model output -> ({attribute: str | None | INVALID}, status) with status ok | recovered | failed.
+_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*("(?:[^"\\]|\\.)*"|null)')
 
-    The whole output must be one JSON object (``ok``). Unless ``strict``, a JSON object inside extra
-    text or code fences is taken too (``recovered``). Keys match attribute names ignoring case and
-    punctuation; a missing key, a non-string value or unparseable output makes that attribute INVALID.
+
+def _salvage_pairs(text: str) -> dict:
+    """``"key": "value"`` pairs from broken JSON (cut off, unbalanced), first occurrence per key."""
+    obj = {}
+    for key, value in _PAIR.findall(text):
+        try:
+            obj.setdefault(json.loads(f'"{key}"'), json.loads(value))
+        except json.JSONDecodeError:
+            continue
+    return obj
+
+
+def parse_product_answer(text: str, attributes: Sequence[str], strict: bool = False) -> tuple[dict, str]:
+    """Model output -> ({attribute: str | None | INVALID}, status).
+
+    ``ok``: the whole output is one JSON object. Unless ``strict``: ``recovered`` takes the first
+    JSON object inside extra text or code fences, and ``salvaged`` the ``"key": "value"`` pairs of
+    broken JSON (e.g. cut off at the token limit); otherwise ``failed``. Keys match attribute names
+    ignoring case and punctuation; a repeated key keeps its first value; a missing key, a
+    non-string value or unparseable output makes that attribute INVALID.
     """
     stripped = text.strip()
     obj, status = None, "failed"
     try:
-        candidate = json.loads(stripped)
+        candidate = json.loads(stripped, object_pairs_hook=_first_wins)
         if isinstance(candidate, dict):
             obj, status = candidate, "ok"
     except (json.JSONDecodeError, RecursionError):
         pass
     if obj is None and not strict:
         obj = _first_object(stripped)
-        if obj is not None:
-            status = "recovered"
+        status = "recovered"
+        if obj is None:
+            obj = _salvage_pairs(stripped) or None
+            status = "salvaged"
     answers = {a: INVALID for a in attributes}
     if obj is None:
         return answers, "failed"
-    by_key = {normalise(str(k)): v for k, v in obj.items()}
+    by_key = {}
+    for k, v in obj.items():
+        by_key.setdefault(normalise(str(k)), v)
     for attribute in attributes:
         key = normalise(attribute)
         if key in by_key:
@@ -195,7 +231,7 @@ def summarise(judged: Iterable[Judged], parse_status: Iterable[str] = ()) -> dic
     }
     status = list(parse_status)
     if status:
-        for s in ("ok", "recovered", "failed"):
+        for s in ("ok", "recovered", "salvaged", "failed"):
             out[f"parse/{s}"] = status.count(s) / len(status)
     for attribute in sorted(per_attr):
         right, total = per_attr[attribute]

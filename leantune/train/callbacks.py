@@ -26,6 +26,19 @@ class GuardedTrainer(Trainer):
         return output
 
 
+class FiniteWeightsCallback(TrainerCallback):
+    """Raise ``DivergedError`` when an optimizer step left non-finite trainable weights (e.g. from
+    overflowing gradients), so such weights are never validated as "good" or checkpointed.
+    Checks only the trainable (LoRA) parameters: cheap next to a training step."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            return
+        for name, param in model.named_parameters():
+            if param.requires_grad and not torch.isfinite(param.detach()).all():
+                raise DivergedError(f"non-finite weights in {name} after step {state.global_step}; try a lower learning rate")
+
+
 class ScheduleCallback(TrainerCallback):
     """Stop at step ``target`` (a pause when below ``total``) and always validate and save there,
     and at the last step, so every stopping point leaves a scored, resumable checkpoint."""

@@ -171,7 +171,7 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgressCallback
 
     from ..models.llm import load_model
-    from .callbacks import GuardedTrainer, ProgressCallback, ScheduleCallback
+    from .callbacks import FiniteWeightsCallback, GuardedTrainer, ProgressCallback, ScheduleCallback
 
     transformers.set_seed(cfg.seed)
     device = cfg.device
@@ -230,17 +230,18 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
         bf16=bf16,
         dataloader_num_workers=0,
     )
-    cbs = [ScheduleCallback(target=target, total=total, validate=has_valid)]
+    # User callbacks first and the weight check last, so it sees a step's final weights before any save.
+    cbs = [*callbacks, ScheduleCallback(target=target, total=total, validate=has_valid)]
     if has_valid and cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    cbs.append(ProgressCallback(total=total, enabled=progress))
+    cbs += [ProgressCallback(total=total, enabled=progress), FiniteWeightsCallback()]
     trainer = GuardedTrainer(
         model=model,
         args=args,
         train_dataset=train_rows,
         eval_dataset=valid_rows or None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, padding=True, return_tensors="pt"),
-        callbacks=[*cbs, *callbacks],
+        callbacks=cbs,
     )
     for unwanted in (PrinterCallback, HFProgressCallback):
         trainer.remove_callback(unwanted)

@@ -4,7 +4,9 @@ One trial = ``finetune(...)`` on a fixed, seeded training subset, paused at the 
 (``stop_after_fraction``) and later continued in the same folder, then scored with the task's
 ``evaluate`` on a seeded validation subset (and the test split when asked). With
 ``objective='valid_loss'`` the score is ``exp(-validation loss)`` (the geometric-mean probability
-of the answer tokens), which needs no generation and works for the random tiny test model.
+of the answer tokens), which needs no generation and works for the random tiny test model; its
+held-out score is then ``exp(-loss)`` on validation examples disjoint from those the trainer
+validates on (the task interface has no test *examples*).
 """
 from __future__ import annotations
 
@@ -63,10 +65,11 @@ class FinetuneRunner:
                 raise LeantuneError(f"--train-size {self.train_size} is larger than the {self.task} training pool ({len(pool)})")
             ids = pool if self.train_size is None else random.Random(self.seed).sample(pool, self.train_size)
             train = self._task.train_examples(ids, tokenizer)
-            valid = self._task.valid_examples(tokenizer)
-            if len(valid) > self.valid_loss_size:
-                valid = random.Random(self.seed).sample(valid, self.valid_loss_size)
-            self._data = (train, valid)
+            valid = list(self._task.valid_examples(tokenizer))
+            random.Random(self.seed).shuffle(valid)
+            # First part: the trainer's validation loss; a disjoint part: the held-out loss score.
+            self._heldout = valid[self.valid_loss_size: 2 * self.valid_loss_size]
+            self._data = (train, valid[: self.valid_loss_size])
         return self._data
 
     def _config(self, params: dict):
@@ -96,18 +99,42 @@ class FinetuneRunner:
             return out
         if self.objective == "valid_loss":
             out.score = math.exp(-valid_loss) if valid_loss is not None and math.isfinite(valid_loss) else 0.0
-        if self.objective == "metric" or test:
+            if test:
+                model, tokenizer = load_finetuned(self.model, res.adapter_dir, device=self._device())
+                loss = self._heldout_loss(model, tokenizer, self._config(params))
+                out.metrics["heldout_loss"] = loss
+                out.test_score = math.exp(-loss) if math.isfinite(loss) else 0.0
+        else:
             model, tokenizer = load_finetuned(self.model, res.adapter_dir, device=self._device())
-            if self.objective == "metric":
-                metrics = self._task.evaluate(model, tokenizer, split="valid", limit=self.eval_limit, seed=self.seed)
-                out.metrics = _headline(metrics)
-                out.score = float(self._metric(metrics))
+            metrics = self._task.evaluate(model, tokenizer, split="valid", limit=self.eval_limit, seed=self.seed)
+            out.metrics = _headline(metrics)
+            out.score = float(self._metric(metrics))
             if test:
                 test_metrics = self._task.evaluate(model, tokenizer, split="test", limit=self.eval_limit, seed=self.seed)
                 out.metrics.update({f"test_{k}": v for k, v in _headline(test_metrics).items()})
                 out.test_score = float(self._metric(test_metrics))
         out.wall_s = time.perf_counter() - start
         return out
+
+    def _heldout_loss(self, model, tokenizer, cfg) -> float:
+        """Mean token loss on the held-out validation examples (the trainer's own tokenisation)."""
+        import torch
+
+        from ..train.data import tokenize_examples
+
+        if not self._heldout:
+            raise LeantuneError(f"--objective valid_loss: the {self.task} validation split has no examples left for a held-out score")
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for row in tokenize_examples(tokenizer, self._heldout, cfg.cutoff_len, cfg.train_on_inputs):
+                labels = torch.tensor([row["labels"]], device=model.device)
+                n = int((labels[:, 1:] != -100).sum())
+                if n == 0:
+                    continue
+                out = model(input_ids=torch.tensor([row["input_ids"]], device=model.device), labels=labels)
+                total += float(out.loss) * n
+                count += n
+        return total / count if count else float("nan")
 
     def _device(self) -> str:
         if self.device != "auto":
@@ -117,7 +144,7 @@ class FinetuneRunner:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def _metric(self, metrics: dict) -> float:
-        name = self._task.primary_metric if self.objective == "valid_loss" else self.metric
+        name = self.metric
         if name not in metrics:
             raise LeantuneError(f"--metric {name!r}: {self.task} reports {', '.join(sorted(k for k in metrics if '/' not in k))}")
         return metrics[name]

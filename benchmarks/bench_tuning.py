@@ -1,0 +1,308 @@
+"""Early-performance BO vs full-fidelity TPE, random search and Optuna's SHA/Hyperband pruners.
+
+Every strategy searches the same space with the same trial runner; compute is counted in optimizer
+steps (tokens are recorded too). Early BO (leantune.tuning.EarlySearch) runs ``--trials`` trials to
+``--early-fraction`` and continues its ``--top-k``; it is run with validate-all so the rank agreement
+between early and final scores can be measured, but only phase 1 + the top-k continuations are
+counted as its compute. Full-fidelity TPE trains ``--trials`` trials to the end. Random search and
+the SHA/Hyperband pruners (TPE sampler, rungs at 1/9, 1/3 and all of the schedule, capped by the
+objective) get early BO's compute as their budget. Each strategy picks its best trial by final
+*validation* score and we report that trial's held-out test score.
+
+    python3 benchmarks/bench_tuning.py                                   # synthetic runner, 30 trials, 5 seeds
+    python3 benchmarks/bench_tuning.py --runner finetune --model tiny --task attributes \\
+        --objective valid_loss --train-size 16 --trials 12 --seeds 0 1 --cutoff-len 64
+
+Writes benchmarks/results/tuning[-NAME].json/.md/.png.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from leantune.io import atomic_path, write_json  # noqa: E402
+from leantune.tuning import EarlySearch, SyntheticRunner, TuneConfig, load_records, load_space, rank_agreement  # noqa: E402
+from leantune.tuning.runner import failure_reason, safe_run  # noqa: E402
+from leantune.tuning.study import make_sampler, quiet_optuna  # noqa: E402
+
+RUNGS = (1 / 9, 1 / 3, 1.0)  # SHA/Hyperband: report at these fractions of the schedule (percent steps 11, 33, 100)
+STRATEGIES = ("early_bo", "full_tpe", "random", "sha", "hyperband")
+
+
+def make_runner(args):
+    if args.runner == "synthetic":
+        return SyntheticRunner(train_size=args.train_size, seed=0, noise=args.noise)
+    from leantune.tuning.finetune_runner import FinetuneRunner
+
+    return FinetuneRunner(task=args.task, model=args.model, train_size=args.train_size, eval_limit=args.eval_limit,
+                          valid_loss_size=args.valid_size, objective=args.objective, seed=0,
+                          fixed={"cutoff_len": args.cutoff_len, "train_on_inputs": True} if args.cutoff_len else {},
+                          task_options={"progress": False})
+
+
+# ----------------------------------------------------------------------------- early BO
+
+
+def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
+    cfg = TuneConfig(study=f"early-{seed}", storage=f"sqlite:///{work / 'early.db'}", work_dir=work / "early", trials=args.trials,
+                     early_fraction=args.early_fraction, top_k=args.top_k, validate_all=True, seed=seed, heartbeat_interval=600)
+    start = time.perf_counter()
+    EarlySearch(cfg, runner, space, log=lambda _: None).run()
+    wall = time.perf_counter() - start
+    rec = load_records(cfg.study, cfg.storage_url)
+    phase1 = sum(t.early_steps for t in rec.trials)
+    ranked = sorted((t for t in rec.trials if t.status == "ok" and t.final_status is not None), key=lambda t: (-t.early_score, t.number))
+    top = ranked[: args.top_k]
+    # The method's own compute: phase 1, then the top-k continued in early-rank order.
+    compute, curve, best = phase1, [], None
+    for t in top:
+        compute += t.final_steps - t.early_steps
+        if t.final_status == "ok" and (best is None or t.final_score > best.final_score):
+            best = t
+        curve.append((compute, best.test_score if best else None))
+    resumable = [t for t in rec.trials if t.final_status is not None]
+    agreement = rank_agreement([t.early_score for t in resumable], [t.final_score for t in resumable], args.top_k)
+    return {"compute": compute, "tokens": sum(t.early_tokens for t in rec.trials) + sum((t.final_tokens or 0) - t.early_tokens for t in top),
+            "best_test": best.test_score if best else None, "best_valid": best.final_score if best else None,
+            "trials": len(rec.trials), "failed_early": sum(t.status == "failed" for t in rec.trials), "curve": curve,
+            "phase1_compute": phase1, "agreement": agreement, "wall_s": wall,
+            "validate_all_compute": phase1 + sum(t.final_steps - t.early_steps for t in resumable)}
+
+
+# ----------------------------------------------------------------------------- full fidelity, random, pruners
+
+
+def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner: str | None, budget: int | None) -> dict:
+    """Full-schedule trials (or rung-by-rung with a pruner) until ``--trials`` or the step budget."""
+    import optuna
+
+    pr = {"sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=11, reduction_factor=3),
+          "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=11, max_resource=100, reduction_factor=3),
+          None: lambda: optuna.pruners.NopPruner()}[pruner]()
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed), pruner=pr)
+    study.enqueue_trial(space.baseline_params())  # every strategy starts from the default, like early BO
+    state = {"compute": 0, "tokens": 0, "best": None, "curve": [], "failed": 0, "pruned": 0, "complete": 0}
+
+    def objective(trial):
+        params = space.suggest(trial)
+        out = work / f"t{trial.number:04d}"
+        fractions = RUNGS if pruner else (1.0,)
+        done_steps, done_tokens = 0, 0
+        for f in fractions:
+            res = safe_run(runner, params, out, None if f >= 1 else f)
+            state["compute"] += max(0, res.steps - done_steps)
+            state["tokens"] += max(0, res.tokens - done_tokens)
+            done_steps, done_tokens = max(done_steps, res.steps), max(done_tokens, res.tokens)
+            reason = failure_reason(res)
+            score = 0.0 if reason else res.score
+            if reason or res.status in ("finished", "early_stopped", "diverged") or f >= 1:
+                break
+            trial.report(score, step=int(round(f * 100)))
+            if trial.should_prune():
+                state["pruned"] += 1
+                state["curve"].append((state["compute"], state["best"][1] if state["best"] else None))
+                raise optuna.TrialPruned()
+        if reason:
+            state["failed"] += 1
+        else:
+            state["complete"] += 1
+            if state["best"] is None or score > state["best"][0]:
+                test = safe_run(runner, params, out, None, test=True).test_score  # no training: the run is finished
+                state["best"] = (score, test, trial.number)
+        state["curve"].append((state["compute"], state["best"][1] if state["best"] else None))
+        return score
+
+    def stop(study, _trial):
+        if budget is not None and state["compute"] >= budget:
+            study.stop()
+
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=args.trials if budget is None else 50 * args.trials, callbacks=[stop])
+    best = state["best"]
+    return {"compute": state["compute"], "tokens": state["tokens"], "best_test": best[1] if best else None,
+            "best_valid": best[0] if best else None, "trials": len(study.trials), "failed": state["failed"],
+            "pruned": state["pruned"], "curve": state["curve"], "wall_s": time.perf_counter() - start}
+
+
+def best_at(curve: list, budget: float):
+    """The best-so-far test score once ``budget`` steps were spent (None before the first full trial)."""
+    value = None
+    for compute, score in curve:
+        if compute > budget + 1e-9:
+            break
+        value = score
+    return value
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def _pts(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def summarise(results: dict, args) -> dict:
+    out = {}
+    for name in STRATEGIES:
+        rows = [results[s][name] for s in results]
+        out[name] = {
+            "best_test": _mean_sd([r["best_test"] for r in rows]),
+            "compute": _mean_sd([r["compute"] for r in rows]),
+            "trials": _mean_sd([r["trials"] for r in rows]),
+            "wall_s": _mean_sd([r["wall_s"] for r in rows]),
+        }
+    seeds = list(results)
+    ratio = [results[s]["early_bo"]["compute"] / results[s]["full_tpe"]["compute"] for s in seeds]
+    gap = [(results[s]["early_bo"]["best_test"] or 0) - (results[s]["full_tpe"]["best_test"] or 0) for s in seeds]
+    tpe_at_budget = [best_at(results[s]["full_tpe"]["curve"], results[s]["early_bo"]["compute"]) for s in seeds]
+    out["early_bo"]["compute_ratio"] = _mean_sd(ratio)
+    out["early_bo"]["gap_to_full_tpe"] = _mean_sd(gap)
+    out["full_tpe"]["best_test_at_early_bo_budget"] = _mean_sd(tpe_at_budget)
+    for key in ("spearman", "kendall", "topk_overlap"):
+        out["early_bo"][key] = _mean_sd([results[s]["early_bo"]["agreement"][key] for s in seeds])
+    return out
+
+
+def render(results: dict, summary: dict, args, command: str, png: str) -> str:
+    e = summary["early_bo"]
+    unit = "score points (score × 100)"
+    lines = [f"# Early-performance BO vs other searches ({args.runner} runner)", "",
+             f"Command: `{command}`", "",
+             f"Runner: {describe_runner(args)}. Seeds: {', '.join(map(str, args.seeds))}. "
+             f"Compute = optimizer steps. Scores in {unit}; test = held-out score of the trial each strategy picks by final validation score.",
+             "Machine: 2 shared CPU cores (other jobs were running); wall times are indicative only.", "",
+             "| strategy | trials | compute (steps) | % of full TPE | best final test | wall s |", "|---|---|---|---|---|---|"]
+    full_compute = summary["full_tpe"]["compute"][0]
+    for name in STRATEGIES:
+        s = summary[name]
+        m, sd, n = s["best_test"]
+        lines.append(f"| {name} | {s['trials'][0]:.1f} | {s['compute'][0]:.0f} | {100 * s['compute'][0] / full_compute:.0f}% | "
+                     f"{_pts(m)} ± {_pts(sd)} (n={n}) | {s['wall_s'][0]:.1f} |")
+    tb = summary["full_tpe"]["best_test_at_early_bo_budget"]
+    lines += ["", f"Full-fidelity TPE's best-so-far at early BO's compute: {_pts(tb[0])} ± {_pts(tb[1])} (n={tb[2]} seeds with a finished trial by then).", ""]
+    gap, ratio = e["gap_to_full_tpe"], e["compute_ratio"]
+    sp, kt, ov = e["spearman"], e["kendall"], e["topk_overlap"]
+    lines += ["## Goals", "",
+              "| goal | measured (mean ± sd over seeds) | met |", "|---|---|---|",
+              f"| early BO within 1 point of full TPE's best | {100 * gap[0]:+.2f} ± {100 * gap[1]:.2f} points | {'yes' if gap[0] >= -0.01 else 'no'} |",
+              f"| ... at ≤ 35% of its compute | {100 * ratio[0]:.1f}% ± {100 * ratio[1]:.1f}% | {'yes' if ratio[0] <= 0.35 else 'no'} |",
+              f"| Spearman(early, final) ≥ 0.8 | {_f(sp[0])} ± {_f(sp[1])} (Kendall {_f(kt[0])}) | {'yes' if sp[0] is not None and sp[0] >= 0.8 else 'no'} |",
+              f"| ≥ 4 of the early top-{args.top_k} in the final top-{args.top_k} | {_f(ov[0])} ± {_f(ov[1])} | {'yes' if ov[0] is not None and ov[0] >= 4 else 'no'} |",
+              "", "Rank agreement is over every trial of the early-BO study continued to the end (validate-all, not counted as its compute).", "",
+              "## Per seed", "", "| seed | strategy | trials | compute | best valid | best test | notes |", "|---|---|---|---|---|---|---|"]
+    for seed, by in results.items():
+        for name in STRATEGIES:
+            r = by[name]
+            note = (f"Spearman {_f(r['agreement']['spearman'])}, Kendall {_f(r['agreement']['kendall'])}, top-{args.top_k} overlap "
+                    f"{r['agreement']['topk_overlap']}, {r['failed_early']} failed early" if name == "early_bo"
+                    else f"{r.get('pruned', 0)} pruned, {r.get('failed', 0)} failed")
+            lines.append(f"| {seed} | {name} | {r['trials']} | {r['compute']} | {_pts(r['best_valid'])} | {_pts(r['best_test'])} | {note} |")
+    lines += ["", f"![best final test vs compute]({png})", ""]
+    return "\n".join(lines)
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def describe_runner(args) -> str:
+    if args.runner == "synthetic":
+        return (f"synthetic (leantune.tuning.SyntheticRunner: simulated LoRA curves with divergence and collapse regions, "
+                f"train size {args.train_size}, evaluation noise {args.noise}) — a simulation, not a real model")
+    return (f"real LoRA fine-tuning: model {args.model}, task {args.task}, train size {args.train_size}, objective {args.objective}, "
+            f"eval limit {args.eval_limit}, cutoff {args.cutoff_len or 'default'}")
+
+
+def plot(results: dict, args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colors = dict(zip(STRATEGIES, ("tab:red", "tab:blue", "tab:grey", "tab:green", "tab:purple")))
+    for name in STRATEGIES:
+        for i, (seed, by) in enumerate(results.items()):
+            curve = [(c, s) for c, s in by[name]["curve"] if s is not None]
+            if not curve:
+                continue
+            xs, ys = zip(*curve)
+            ax.step(xs, [100 * y for y in ys], where="post", color=colors[name], alpha=0.7, lw=1.2, label=name if i == 0 else None)
+            ax.plot(xs[-1], 100 * ys[-1], "o", color=colors[name], ms=4)
+    ax.set_xlabel("compute spent (optimizer steps)")
+    ax.set_ylabel("best final test score (× 100), picked by validation")
+    ax.set_title(f"best final test vs compute, {len(results)} seeds ({args.runner})")
+    ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runner", choices=("synthetic", "finetune"), default="synthetic")
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--task", default="attributes")
+    ap.add_argument("--objective", choices=("metric", "valid_loss"), default="valid_loss")
+    ap.add_argument("--train-size", type=int, default=256)
+    ap.add_argument("--eval-limit", type=int, default=20)
+    ap.add_argument("--valid-size", type=int, default=16, help="validation examples for the trainer's loss (and as many held out)")
+    ap.add_argument("--cutoff-len", type=int, default=0, help="token cut-off for real runs (0: FinetuneConfig default)")
+    ap.add_argument("--noise", type=float, default=0.01, help="synthetic runner: evaluation noise")
+    ap.add_argument("--space", type=Path, default=None, help="search-space TOML/YAML override")
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--early-fraction", type=float, default=0.2)
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--name", default="", help="suffix of the result files: tuning-NAME.*")
+    args = ap.parse_args(argv)
+    quiet_optuna()
+    command = "python3 benchmarks/bench_tuning.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    runner, space = make_runner(args), load_space(args.space)
+    results: dict = {}
+    scratch = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
+    try:
+        for seed in args.seeds:
+            by: dict = {}
+            t0 = time.perf_counter()
+            by["early_bo"] = run_early_bo(runner, space, args, seed, scratch / f"s{seed}" / "early")
+            budget = by["early_bo"]["compute"]
+            by["full_tpe"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "full", "tpe", None, None)
+            by["random"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "random", "random", None, budget)
+            by["sha"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "sha", "tpe", "sha", budget)
+            by["hyperband"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "hb", "tpe", "hyperband", budget)
+            results[str(seed)] = by
+            print(f"seed {seed}: " + ", ".join(f"{k} test {_pts(v['best_test'])} @ {v['compute']} steps" for k, v in by.items())
+                  + f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary = summarise(results, args)
+    stem = "tuning" + (f"-{args.name}" if args.name else "")
+    out_dir = ROOT / "benchmarks" / "results"
+    plot(results, args, out_dir / f"{stem}.png")
+    write_json(out_dir / f"{stem}.json", {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                                           "runner": describe_runner(args), "summary": summary, "per_seed": results})
+    md = render(results, summary, args, command, f"{stem}.png")
+    with atomic_path(out_dir / f"{stem}.md") as tmp:
+        tmp.write_text(md)
+    print(md)
+    print(f"reproduce: {command}")
+
+
+if __name__ == "__main__":
+    main()

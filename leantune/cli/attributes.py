@@ -1,0 +1,134 @@
+"""``leantune attributes ...``: product attribute extraction (OA-Mine): fine-tune and evaluate."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import SEED_HELP, app
+
+attributes_app = typer.Typer(help="Product attribute-value extraction from titles (OA-Mine): LoRA fine-tuning and evaluation.", no_args_is_help=True)
+app.add_typer(attributes_app, name="attributes")
+
+ATTR_DATA_HELP = "Attribute data: 'oa-mine' (shipped) or a folder with train/valid/test .jsonl(.gz) (+ schema.json) in the same format."
+UNIT_HELP = "'product': one sample per product, the answer is a JSON object of every attribute; 'question': one sample per (product, attribute)."
+LIMIT_HELP = "Evaluate a seeded subset of N test products (all their attributes); default: all 500."
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    overall = Table(title=title, show_header=False)
+    for key in ("accuracy", "strict_accuracy", "valued_accuracy", "na_accuracy", "precision", "recall", "f1", "strict_f1", "invalid_rate"):
+        overall.add_row(key, f"{metrics[key]:.4f}")
+    counts = " ".join(f"{k[6:]}={metrics[k]}" for k in metrics if k.startswith("count/"))
+    parse = " ".join(f"{k[6:]}={metrics[k]:.2f}" for k in metrics if k.startswith("parse/"))
+    overall.add_row("questions", f"{metrics['n_questions']} ({metrics['n_valued']} with a value) in {metrics['n_products']} products")
+    overall.add_row("outcomes", counts)
+    overall.add_row("parse", parse)
+    console.print(overall)
+    per = Table(title="per attribute (by number of questions)")
+    per.add_column("attribute")
+    per.add_column("questions", justify="right")
+    per.add_column("accuracy", justify="right")
+    names = [k.split("/", 1)[1] for k in metrics if k.startswith("attribute_accuracy/")]
+    for name in sorted(names, key=lambda n: -metrics[f"attribute_support/{n}"]):
+        per.add_row(name, str(metrics[f"attribute_support/{name}"]), f"{metrics[f'attribute_accuracy/{name}']:.3f}")
+    console.print(per)
+
+
+@attributes_app.command("evaluate")
+def evaluate(
+    data: str = typer.Option("oa-mine", "--data", help=ATTR_DATA_HELP),
+    model: str = typer.Option("smollm2", "--model", help="Base model: 'smollm2', 'tiny' or a local transformers folder."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder (from `attributes finetune`); omit for the zero-shot base model."),
+    unit: str = typer.Option("product", "--unit", help=UNIT_HELP),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: test or valid."),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generation batch."),
+    strict_json: bool = typer.Option(False, "--strict-json", help="Only a reply that is exactly one JSON object counts (no recovery from extra text or cut-off JSON)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default: runs/attributes-eval-<adapter name or zero-shot>-<unit>)."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Picks the --limit subset."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Generate answers for every attribute of the test products and score them (accuracy, P/R/F1, per attribute)."""
+    from ..curves.runner import resolve_device
+    from ..io import write_json
+    from ..models.llm import load_model
+    from ..tasks.attributes import AttributeTask, write_predictions
+
+    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, progress=not quiet)
+    dev = resolve_device(device)
+    if adapter is not None:
+        from ..train import load_finetuned
+
+        lm, tokenizer = load_finetuned(model, adapter, device=dev)
+    else:
+        lm, tokenizer = load_model(model, device=dev)
+    start = time.perf_counter()
+    metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed)
+    wall = time.perf_counter() - start
+    name = adapter.parent.name if adapter is not None and adapter.name == "adapter" else (adapter.name if adapter else "zero-shot")
+    out = out or Path("runs") / f"attributes-eval-{name}-{unit}"
+    settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
+                "seed": seed, "strict_json": strict_json, "device": dev, "wall_s": wall}
+    write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
+    write_predictions(out / "predictions.jsonl", rows)
+    _print_metrics(metrics, f"{name} on {data} {split} ({unit} prompts)")
+    print(f"{len(rows)} questions in {wall:.0f} s; wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+
+
+@attributes_app.command("finetune")
+def finetune_cmd(
+    data: str = typer.Option("oa-mine", "--data", help=ATTR_DATA_HELP),
+    model: str = typer.Option("smollm2", "--model", help="Base model: 'smollm2', 'tiny' or a local transformers folder."),
+    unit: str = typer.Option("product", "--unit", help=UNIT_HELP),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on a seeded random subset of N units (products or questions)."),
+    valid_limit: Optional[int] = typer.Option(50, "--valid-limit", help="Validation products for early stopping (0: no validation)."),
+    epochs: float = typer.Option(3.0, "--epochs", help="Passes over the training units (early stopping may end sooner)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
+    lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches)."),
+    micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
+    r: int = typer.Option(8, "--r", help="LoRA rank."),
+    alpha: int = typer.Option(16, "--alpha", help="LoRA alpha."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/attributes-<unit>-n<units>-s<seed>); re-running resumes."),
+    evaluate_limit: Optional[int] = typer.Option(100, "--eval-limit", help="Then evaluate on N seeded test products (0: skip)."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """LoRA fine-tune on the training products (shared trainer, loss on the answers), then evaluate."""
+    import random
+
+    from ..curves.runner import resolve_device
+    from ..io import write_json
+    from ..models.llm import load_tokenizer
+    from ..tasks.attributes import AttributeTask
+    from ..train import FinetuneConfig, finetune, load_finetuned
+
+    task = AttributeTask(data=data, unit=unit, progress=not quiet)
+    pool = task.train_pool()
+    units = pool if train_limit is None or train_limit >= len(pool) else random.Random(seed).sample(pool, train_limit)
+    out = out or Path("runs") / f"attributes-{unit}-n{len(units)}-s{seed}"
+    tokenizer = load_tokenizer(model)
+    train = task.train_examples(units, tokenizer)
+    valid = task.valid_examples(tokenizer, limit=valid_limit, seed=seed) if valid_limit else None
+    dev = resolve_device(device)
+    cfg = FinetuneConfig(r=r, alpha=alpha, lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, epochs=epochs,
+                         max_steps=max_steps, train_on_inputs=task.train_on_inputs, seed=seed, device=dev)
+    result = finetune(model, train, valid, out / "train", cfg, progress=not quiet)
+    print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen} tokens in {result.wall_s:.0f} s"
+          + (f", best valid loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "")
+          + f"; adapter {result.adapter_dir}")
+    if evaluate_limit and result.adapter_dir is not None:
+        lm, tok = load_finetuned(model, result.adapter_dir, device=dev)
+        metrics, rows = task.predict(lm, tok, "test", limit=evaluate_limit, seed=0)
+        write_json(out / "metrics.json", {"settings": {"data": data, "model": model, "unit": unit, "limit": evaluate_limit, "seed": 0}, "metrics": metrics})
+        _print_metrics(metrics, f"fine-tuned ({len(units)} {unit}s) on {data} test")
+        print(f"wrote {out / 'metrics.json'}")

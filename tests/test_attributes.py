@@ -1,0 +1,233 @@
+"""Attribute extraction: data loading, answer parsing, scoring (literature P/R/F1) and the task wiring."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from leantune.errors import DataError, LeantuneError
+from leantune.tasks.attributes_data import load_attribute_data
+from leantune.tasks.attributes_scoring import (
+    INVALID,
+    judge,
+    normalise,
+    parse_product_answer,
+    parse_question_answer,
+    prf,
+    summarise,
+)
+
+from .attributes_fixtures import write_attribute_folder
+
+ATTRS = ["Brand", "Flavor", "Net content", "Roast type"]
+
+
+@pytest.fixture
+def attr_folder(tmp_path):
+    return write_attribute_folder(tmp_path / "attrs")
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+def test_parse_valid_json_and_na_spellings():
+    answers, status = parse_product_answer('{"Brand": "Acme", "Flavor": "n/a", "Net content": null, "Roast type": "None"}', ATTRS)
+    assert status == "ok"
+    assert answers == {"Brand": "Acme", "Flavor": None, "Net content": None, "Roast type": None}
+
+
+def test_parse_missing_keys_extra_keys_and_bad_values_are_invalid_not_errors():
+    answers, status = parse_product_answer('{"brand": "Acme", "Colour": "red", "Flavor": ["a", "b"], "Net content": {"x": 1}}', ATTRS)
+    assert status == "ok"
+    assert answers["Brand"] == "Acme"  # key matched ignoring case
+    assert answers["Flavor"] is INVALID and answers["Net content"] is INVALID
+    assert answers["Roast type"] is INVALID  # missing key
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "I don't know", "{", "{{{{", '{"Brand": ', "[1, 2, 3]", "null", '"just a string"', "}{", "\x00\xff"],
+)
+def test_parse_garbage_never_raises(text):
+    answers, status = parse_product_answer(text, ATTRS)
+    assert set(answers) == set(ATTRS)
+    assert status in ("failed", "salvaged", "recovered")
+    if status == "failed":
+        assert all(v is INVALID for v in answers.values())
+
+
+def test_parse_extra_text_recovered_unless_strict():
+    text = 'Sure! ```json\n{"Brand": "Acme", "Flavor": "Mint", "Net content": "n/a", "Roast type": "n/a"}\n``` Hope it helps.'
+    answers, status = parse_product_answer(text, ATTRS)
+    assert status == "recovered" and answers["Flavor"] == "Mint"
+    strict, status = parse_product_answer(text, ATTRS, strict=True)
+    assert status == "failed" and all(v is INVALID for v in strict.values())
+
+
+def test_parse_cut_off_json_salvages_pairs_first_occurrence_wins():
+    text = '{\n "Brand": "Acme",\n "Brand": "Other",\n "Flavor": "Mint \\"X\\"",\n "Net con'
+    answers, status = parse_product_answer(text, ATTRS)
+    assert status == "salvaged"
+    assert answers["Brand"] == "Acme" and answers["Flavor"] == 'Mint "X"'
+    assert answers["Net content"] is INVALID and answers["Roast type"] is INVALID
+
+
+def test_parse_question_answers():
+    assert parse_question_answer('  "Acme"\nmore text') == "Acme"
+    assert parse_question_answer("N/A") is None
+    assert parse_question_answer("   \n ") is INVALID
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+def test_normalise_case_whitespace_punctuation():
+    assert normalise("  12 Fl. oz ") == normalise("12 fl oz") == "12 fl oz"
+    assert normalise("Cameron's  Coffee") == normalise("cameron's coffee")
+
+
+def test_judge_outcomes_alt_values_and_strict():
+    assert judge("p", "c", "a", ("12 Fl. oz",), "12 fl oz").outcome == "VC"
+    assert not judge("p", "c", "a", ("12 Fl. oz",), "12 fl oz").strict_correct
+    assert judge("p", "c", "a", ("12 Fl. oz",), "12 Fl. oz").strict_correct
+    alt = judge("p", "c", "a", ("Colour Safe", "Color-Safe"), "color safe")
+    assert alt.outcome == "VC" and alt.correct
+    assert judge("p", "c", "a", ("Acme",), "Bolt").outcome == "VW"
+    assert judge("p", "c", "a", ("Acme",), None).outcome == "VN"
+    assert judge("p", "c", "a", (), None).outcome == "NN"
+    assert judge("p", "c", "a", (), "Acme").outcome == "NV"
+    # Unparseable: wrong for accuracy even on a gold n/a, but n/a for P/R/F1 (as the literature).
+    bad = judge("p", "c", "a", (), INVALID)
+    assert bad.outcome == "NN" and not bad.correct and not bad.valid
+
+
+def test_prf_literature_definition():
+    counts = {"NN": 10, "NV": 2, "VN": 3, "VC": 5, "VW": 1}
+    p, r, f1 = prf(counts)
+    assert p == pytest.approx(5 / 8) and r == pytest.approx(5 / 9)
+    assert f1 == pytest.approx(2 * p * r / (p + r))
+
+
+def _gold():
+    """(accepted values) per question: half valued, half n/a."""
+    return [("Acme",), (), ("Mint",), (), ("12 Ounce",), ()]
+
+
+def test_all_na_answers_do_not_look_good():
+    judged = [judge(f"p{i}", "c", f"a{i}", acc, None) for i, acc in enumerate(_gold())]
+    m = summarise(judged)
+    assert m["f1"] == 0 and m["precision"] == 0 and m["recall"] == 0
+    assert m["valued_accuracy"] == 0 and m["na_accuracy"] == 1
+    assert m["accuracy"] == pytest.approx(0.5)  # only the n/a share: reported next to F1 for that reason
+
+
+def test_perfect_and_mixed_answers():
+    gold = _gold()
+    perfect = summarise(judge(f"p{i}", "c", "a", acc, acc[0] if acc else None) for i, acc in enumerate(gold))
+    assert perfect["accuracy"] == perfect["f1"] == perfect["strict_f1"] == 1
+    answers = ["acme", "Bolt", "Vanilla", None, INVALID, INVALID]  # VC(norm), NV, VW, NN, VN(invalid), NN(invalid)
+    m = summarise(judge(f"p{i}", "c", "a", acc, ans) for i, (acc, ans) in enumerate(zip(gold, answers)))
+    assert (m["count/VC"], m["count/NV"], m["count/VW"], m["count/NN"], m["count/VN"]) == (1, 1, 1, 2, 1)
+    assert m["accuracy"] == pytest.approx(2 / 6)  # acme (normalised) and the valid n/a
+    assert m["strict_accuracy"] == pytest.approx(1 / 6)
+    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(1 / 3)
+    assert m["strict_f1"] == 0  # 'acme' only matches after normalisation
+    assert m["invalid_rate"] == pytest.approx(2 / 6)
+
+
+# -- data ------------------------------------------------------------------------------------------
+def test_load_folder_plain_and_gz(tmp_path):
+    for gz in (False, True):
+        data = load_attribute_data(write_attribute_folder(tmp_path / f"d{gz}", gz=gz))
+        assert len(data.products("train")) == 12 and len(data.products("test")) == 6
+        assert data.schema["Tea"] == ["Brand", "Flavor", "Tea variety"]
+
+
+def test_shipped_oa_mine_counts():
+    data = load_attribute_data("oa-mine")
+    assert [len(data.products(s)) for s in ("train", "valid", "test")] == [1288, 150, 500]
+    assert sum(len(p.attributes) for p in data.products("test")) == 5352
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.pop("text"), "missing field 'text'"),
+        (lambda r: r["attributes"].pop("Brand"), "differ from schema.json"),
+        (lambda r: r.update(category="Shoes"), "not in schema.json"),
+        (lambda r: r["attributes"].update(Brand=7), r"'attributes'\['Brand'\] must be a non-empty string"),
+        (lambda r: r.update(alt_values={"Brand": [1]}), "must be a list of strings"),
+    ],
+)
+def test_bad_records_give_one_line_errors(tmp_path, mutate, message):
+    folder = write_attribute_folder(tmp_path / "bad")
+    rows = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    mutate(rows[2])
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=message) as err:
+        load_attribute_data(folder)
+    assert "test.jsonl:3" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_data_name():
+    with pytest.raises(LeantuneError, match="not a known attribute dataset"):
+        load_attribute_data("no-such-data")
+
+
+# -- task ------------------------------------------------------------------------------------------
+def test_task_units_and_examples(attr_folder):
+    from leantune.models.llm import load_tokenizer
+    from leantune.tasks.attributes import AttributeTask
+
+    tok = load_tokenizer("tiny")
+    product = AttributeTask(data=str(attr_folder))
+    question = AttributeTask(data=str(attr_folder), unit="question")
+    assert len(product.train_pool()) == 12
+    assert len(question.train_pool()) == sum(len(p.attributes) for p in product.data.products("train"))
+    ex = product.train_examples(product.train_pool()[:1], tok)[0]
+    answer = json.loads(ex.response)
+    assert list(answer) == list(product.data.products("train")[0].attributes)
+    assert "<|im_start|>assistant" in ex.prompt  # the instruct model's chat template
+    qex = question.train_examples(question.train_pool()[:2], tok)
+    assert qex[0].example_id == question.train_pool()[0] and "What is the Brand" in qex[0].prompt
+    with pytest.raises(LeantuneError, match="not in the train split"):
+        product.train_examples(["nope"], tok)
+    with pytest.raises(LeantuneError, match="--unit"):
+        AttributeTask(data=str(attr_folder), unit="word")
+
+
+@pytest.mark.parametrize("unit", ["product", "question"])
+def test_predict_wiring_with_oracle_and_broken_generators(attr_folder, monkeypatch, unit):
+    """Answers go back to the right product/attribute: an oracle scores 1, garbage scores 0 without crashing."""
+    from leantune.tasks.attributes import AttributeTask
+    from leantune.tasks.attributes_prompts import product_answer, question_answer
+
+    task = AttributeTask(data=str(attr_folder), unit=unit, progress=False)
+    products = task.data.products("test")
+    if unit == "product":
+        gold = [product_answer(p) for p in products]
+    else:
+        gold = [question_answer(p, a) for p in products for a in p.attributes]
+    monkeypatch.setattr(task, "_generate", lambda *a, **k: gold)
+    m, rows = task.predict(None, None, "test")
+    assert m["accuracy"] == 1 and m["f1"] == 1 and m["n_products"] == 6
+    assert len(rows) == m["n_questions"] == sum(len(p.attributes) for p in products)
+    monkeypatch.setattr(task, "_generate", lambda *a, **k: ["{broken"] * len(gold))
+    m, _ = task.predict(None, None, "test")
+    assert m["accuracy"] == 0 and m["f1"] == 0
+    # --limit: a seeded subset of products, the same for the same seed
+    monkeypatch.setattr(task, "_generate", lambda model, tok, prompts, *a: ["n/a"] * len(prompts))
+    assert task.predict(None, None, "test", limit=2, seed=5)[1] == task.predict(None, None, "test", limit=2, seed=5)[1]
+    assert task.evaluate(None, None, "test", limit=2)["n_products"] == 2
+
+
+def test_evaluate_tiny_model_end_to_end(attr_folder, tmp_path):
+    """Real generation with the random tiny Llama: nonsense output is scored, never a crash; CLI writes files."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["attributes", "evaluate", "--data", str(attr_folder), "--model", "tiny", "--limit", "3", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["n_products"] == 3 and 0 <= metrics["accuracy"] <= 1
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == metrics["n_questions"] and "raw" in json.loads(lines[0])
+    assert "per attribute" in result.output

@@ -1,0 +1,147 @@
+"""Learning curves: the saturating fit, the saturation point, subsets, and the cached runner on tiny data."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from leantune.curves.fit import CurveFit, bootstrap_saturation, fit_curve
+from leantune.curves.subsets import method_subsets, random_subsets
+from leantune.errors import LeantuneError
+
+from .attributes_fixtures import write_attribute_folder
+
+SIZES = [25, 50, 100, 200, 400, 800, 1288]
+
+
+def synthetic(a=0.9, b=0.8, c=0.5, noise=0.003, seeds=3, rng_seed=1):
+    rng = np.random.default_rng(rng_seed)
+    sizes, values, seed_ids = [], [], []
+    for s in range(seeds):
+        for n in SIZES:
+            sizes.append(n)
+            seed_ids.append(s)
+            values.append(a - b * n ** (-c) + rng.normal(0, noise))
+    return sizes, values, seed_ids
+
+
+def test_fit_recovers_known_parameters():
+    fit = fit_curve(*synthetic()[:2])
+    assert fit.kind == "power" and fit.fallback_reason == ""
+    assert fit.params["a"] == pytest.approx(0.9, abs=0.02)
+    assert fit.params["c"] == pytest.approx(0.5, abs=0.1)
+    assert fit.rmse < 0.01
+
+
+def test_saturation_point_matches_closed_form_and_bootstrap_covers_it():
+    a, b, c, t = 0.9, 0.8, 0.5, 0.01
+    exact = CurveFit("power", {"a": a, "b": b, "c": c}, 0, 0.0).saturation_point(t)
+    assert exact == pytest.approx((b * (1 - 2 ** -c) / t) ** (1 / c))
+    # gain per doubling at n* equals the threshold
+    fit = CurveFit("power", {"a": a, "b": b, "c": c}, 0, 0.0)
+    assert float(fit.gain_per_doubling(exact)) == pytest.approx(t)
+    sizes, values, seeds = synthetic(a, b, c)
+    sat = bootstrap_saturation(sizes, values, seeds, threshold=t, resamples=200, rng=np.random.default_rng(0))
+    assert sat.low <= sat.point <= sat.high
+    assert sat.low < exact * 1.3 and sat.high > exact / 1.3
+    assert sat.bootstrap_power == 200 and not sat.beyond_data
+
+
+def test_fallbacks_are_reported():
+    two = fit_curve([10, 10, 20, 20], [0.5, 0.52, 0.6, 0.61])
+    assert two.kind == "loglinear" and "3 distinct sizes" in two.fallback_reason
+    assert two.params["s"] == pytest.approx(0.095, abs=0.01)
+    assert two.saturation_point(0.01) == math.inf and two.saturation_point(0.2) == 1.0
+    noisy = fit_curve([1, 2, 4, 8, 16], [0.9, 0.1, 0.8, 0.2, 0.85])  # no curve to see: must not raise
+    assert noisy.kind in ("power", "loglinear")
+    with pytest.raises(ValueError):
+        fit_curve([0, 0], [0.1, 0.2])
+
+
+def test_random_subsets_nested_per_seed():
+    pool = [f"u{i}" for i in range(100)]
+    subsets = random_subsets(pool, [5, 20, 60], seed=3)
+    assert set(subsets[5]) < set(subsets[20]) < set(subsets[60])
+    assert len(set(subsets[60])) == 60
+    assert random_subsets(pool, [5], seed=3)[5] == subsets[5]
+    assert random_subsets(pool, [5], seed=4)[5] != subsets[5]
+
+
+class _Task:
+    name = "fake"
+
+
+def test_selector_methods_and_unavailable_ones():
+    pool = [f"u{i}" for i in range(30)]
+    emb = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    subsets = method_subsets("kcenter", _Task(), pool, [3, 10], 0, lambda cols: {"embedding": emb})
+    assert len(set(subsets[10])) == 10 and set(subsets[3]) <= set(subsets[10])  # greedy k-center is nested
+    with pytest.raises(LeantuneError, match="method 'nonsense' not available for task 'fake'"):
+        method_subsets("nonsense", _Task(), pool, [3], 0, lambda cols: {})
+
+
+def test_effort_needs_scores_the_attribute_task_lacks(tmp_path):
+    from leantune.curves.scores import curve_scores
+    from leantune.curves.subsets import resolve_selector
+    from leantune.tasks.attributes import AttributeTask
+
+    task = AttributeTask(data=str(write_attribute_folder(tmp_path / "d")))
+    pool = task.train_pool()
+    with pytest.raises(LeantuneError, match="method 'effort' not available for task 'attributes'"):
+        selector = resolve_selector("effort", task.name)  # no effort scorer registered: same error
+        curve_scores(task, selector.columns(), pool, tmp_path, "tiny", 0, "cpu", "effort")
+
+
+def _tiny_config(folder, **over):
+    from leantune.curves import CurveConfig
+
+    base = dict(
+        task="attributes", task_options={"data": str(folder), "max_new_tokens": 6, "progress": False}, model="tiny",
+        sizes=(0, 2, 4), seeds=2, eval_limit=2, min_steps=1, batch_size=2, micro_batch_size=2, bootstrap=20, progress=False,
+    )
+    base.update(over)
+    return CurveConfig(**base)
+
+
+def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
+    from leantune.curves import learning_curve
+
+    folder = write_attribute_folder(tmp_path / "data")
+    out = tmp_path / "curve"
+    logs: list[str] = []
+    first = learning_curve(_tiny_config(folder), out, log=logs.append)
+    assert (first.run.trained, first.run.cached) == (5, 0)  # zero-shot + 2 sizes x 2 seeds
+    for seed in (0, 1):
+        small = json.loads((out / "runs" / f"size00002-seed{seed}" / "subset.json").read_text())["units"]
+        large = json.loads((out / "runs" / f"size00004-seed{seed}" / "subset.json").read_text())["units"]
+        assert set(small) < set(large)
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["size"], r["seed"]) for r in rows] == [("0", ""), ("2", "0"), ("2", "1"), ("4", "0"), ("4", "1")]
+    assert "accuracy" in rows[0] and "attribute_accuracy/Brand" in rows[0]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["analysis"]["fit"]["kind"] in ("power", "loglinear") and "saturation" in saved["analysis"]
+    assert (out / "curve.png").stat().st_size > 0 and (out / "per_attribute.png").stat().st_size > 0
+
+    # Second run: nothing trained; one more seed: only its runs.
+    import leantune.train as train
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached run was trained again")
+
+    original = train.finetune
+    train.finetune = no_training
+    try:
+        again = learning_curve(_tiny_config(folder), out, log=logs.append)
+    finally:
+        train.finetune = original
+    assert (again.run.trained, again.run.cached) == (0, 5)
+    more = learning_curve(_tiny_config(folder, seeds=3), out, log=logs.append)
+    assert (more.run.trained, more.run.cached) == (2, 5)
+    with pytest.raises(LeantuneError, match="lr"):
+        learning_curve(_tiny_config(folder, lr=1e-2), out)
+    with pytest.raises(LeantuneError, match="larger than the attributes training pool"):
+        learning_curve(_tiny_config(folder, sizes=(0, 50)), tmp_path / "other")
