@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
 
     # Every run advances batch by batch in turn, so load from other processes hits all alike.
     seconds = {"forward": 0.0, "effort": 0.0, "bf16": 0.0, "naive": 0.0}
-    eff_t, fwd_t = {}, {}
+    eff_t, fwd_t, bf_t = {}, {}, {}
     values, bf_values, naive_values = np.empty(len(encoded)), np.empty(len(encoded)), np.empty(naive_n)
     naive_done = 0
 
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
         timed("forward", lambda: forward_losses(effort, batch, fwd_t))
         values[g] = timed("effort", lambda: effort.batch_effort(batch, eff_t))
         if bf16_config:
-            bf_values[g] = timed("bf16", lambda: effort_bf16(batch))
+            bf_values[g] = timed("bf16", lambda: effort_bf16(batch, bf_t))
         while naive_done < naive_n * (step + 1) / len(groups):
             naive_values[naive_done] = timed("naive", lambda: naive_effort(model, weight, encoded[naive_done], device))
             naive_done += 1
@@ -199,7 +199,7 @@ def main(argv=None) -> dict:
         bf_s = seconds["bf16"]
         bf16 = {"seconds": bf_s, "tokens_per_s": tokens / bf_s, "speedup_vs_fp32_effort": eff_s / bf_s,
                 "spearman_vs_fp32": spearman(bf_values, values),
-                "max_rel_diff_vs_fp32": float(np.max(np.abs(bf_values - values) / values))}
+                "max_rel_diff_vs_fp32": float(np.max(np.abs(bf_values - values) / values)), "profile_s": bf_t}
 
     n_full = len(pool)
     full_tokens = lengths.mean() * n_full
@@ -243,7 +243,7 @@ def main(argv=None) -> dict:
     }
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / ("effort" if device.type == "cpu" else f"effort.{device.type}")
     stem.parent.mkdir(parents=True, exist_ok=True)
-    write_json(stem.with_suffix(".json") if stem.suffix != ".json" else stem, result)
+    write_json(str(stem) + ".json", result)
     with atomic_path(str(stem) + ".md") as tmp:
         tmp.write_text(markdown(result))
     print(markdown(result))
@@ -287,7 +287,9 @@ def markdown(r: dict) -> str:
     if r["bf16"]:
         b = r["bf16"]
         lines.append(f"- bf16 autocast: {b['speedup_vs_fp32_effort']:.2f}x the fp32 effort speed, Spearman "
-                     f"{b['spearman_vs_fp32']:.4f} against fp32 (largest relative difference {b['max_rel_diff_vs_fp32']:.1e}).")
+                     f"{b['spearman_vs_fp32']:.4f} against fp32 (largest relative difference {b['max_rel_diff_vs_fp32']:.1e}); "
+                     f"its time: trunk {b['profile_s'].get('trunk', 0):.1f} s, LM head {b['profile_s'].get('head', 0):.1f} s, "
+                     f"backward {b['profile_s'].get('backward', 0):.1f} s.")
     lines += [
         f"- Full Games ({full['samples']} samples, ≈{full['tokens_estimate'] / 1e6:.2f} M tokens at this subset's mean "
         f"length): effort ≈ {full['effort_hours']:.2f} h, forward ≈ {full['forward_hours']:.2f} h, naive ≈ "

@@ -53,13 +53,26 @@ def parse_args():
     p.add_argument("--full-epochs", type=int, default=8, help="max epochs of the full-data model")
     p.add_argument("--pruned-epochs", type=int, default=60, help="max epochs of a pruned model")
     p.add_argument("--pruned-batch", type=int, default=64)
-    p.add_argument("--val-users", type=int, default=500, help="seeded validation users for early stopping")
+    p.add_argument("--val-users", type=int, default=2000, help="seeded validation users for early stopping (on loss)")
     p.add_argument("--test-users", type=int, default=1000, help="seeded test-user subset (0 = all)")
     p.add_argument("--warmup-epochs", type=int, default=1, help="epochs of the TIGER model behind the effort score")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra scorer option (JSON value), e.g. influence_solver=cg")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "tiger")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tiger")
     return p.parse_args()
+
+
+def parse_options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def register_method():
@@ -79,7 +92,7 @@ def dealrec_selections(ds, args, ids_dir) -> tuple[dict[int, list[int]], dict]:
 
     register_method()
     options = {"tiger_ids": str(ids_dir), "tiger_preset": args.preset, "tiger_warmup_epochs": args.warmup_epochs,
-               "device": args.device}
+               "device": args.device, **parse_options(args.opt)}
     t0 = time.perf_counter()
     first = prune(ds, args.budget, "dealrec-tiger", args.work / "prune-dealrec", seed=args.seeds[0], lam=args.lam,
                   options=options)
@@ -108,7 +121,7 @@ def train_and_eval(ds, sids, sample_ids, name, cfg, seed, args) -> dict:
     wall = time.perf_counter() - t0
     ev = evaluate_tiger(ds, sids, args.work / name, users=args.test_users, seed=0, ks=KS, device=args.device)
     row = {"run": name, "seed": seed, "samples": run.n_samples, "epochs": run.epochs, "steps": run.steps,
-           "best_epoch": run.best_epoch, "best_val_recall@10": run.best_val, "stopped": run.stopped,
+           "best_epoch": run.best_epoch, "best_val_loss": run.best_val, "stopped": run.stopped,
            "train_wall_s": run.wall_s, "train_wall_s_this_run": round(wall, 1), "eval_wall_s": ev["wall_s"],
            "test_users": ev["users"], **ev["metrics"]}
     print(f"{name}: {run.n_samples} samples, {run.epochs} epochs ({run.stopped}), train {run.wall_s:.0f}s, "
@@ -180,7 +193,7 @@ def main():
     sid_wall = time.perf_counter() - t0
     print("\n".join(sids.stats.lines()), flush=True)
 
-    common = dict(val_users=args.val_users, val_metric="recall@10", patience=3)
+    common = dict(val_users=args.val_users, val_metric="loss", patience=3)
     full_cfg = tiger_config(args.preset, max_epochs=args.full_epochs, eval_every_steps=1, **common)
     pruned_cfg = tiger_config(args.preset, max_epochs=args.pruned_epochs, batch_size=args.pruned_batch,
                               warmup_steps=50, eval_every_steps=5 * -(-args.budget // args.pruned_batch), **common)

@@ -24,7 +24,7 @@ def tiny_model():
 
 @pytest.fixture
 def encoded(tiny_rec, tiny_model):
-    samples = tiny_rec.train_samples[:12]
+    samples = tiny_rec.train_samples[:8]
     return samples, tiny_model.encode(tiny_rec, samples)
 
 
@@ -59,7 +59,7 @@ def test_registered():
 
 def test_batched_equals_one_at_a_time(tiny_model, encoded):
     _, enc = encoded
-    tiny_model.config = replace(TINY, batch_size=5)
+    tiny_model.config = replace(TINY, batch_size=3)
     batched = tiny_model.scores(enc)
     single = np.array([tiny_model.batch_effort([e])[0] for e in enc])
     assert np.all(batched > 0)
@@ -91,9 +91,9 @@ def test_equals_full_autograd_reference(tiny_model, encoded):
 
 def test_padding_side_and_order_do_not_matter(tiny_model, encoded):
     _, enc = encoded
-    tiny_model.config = replace(TINY, batch_size=6, padding_side="right", sort_by_length=True)
+    tiny_model.config = replace(TINY, batch_size=4, padding_side="right", sort_by_length=True)
     base = tiny_model.scores(enc)
-    tiny_model.config = replace(TINY, batch_size=6, padding_side="left", sort_by_length=False)
+    tiny_model.config = replace(TINY, batch_size=4, padding_side="left", sort_by_length=False)
     left_unsorted = tiny_model.scores(enc)
     perm = np.random.default_rng(1).permutation(len(enc))
     tiny_model.config = replace(TINY, batch_size=3, padding_side="left", sort_by_length=True)
@@ -124,12 +124,12 @@ def test_empty_history_and_short_cut(tiny_rec, tiny_model):
 
 
 def test_scorer_is_chunk_independent(tiny_rec):
-    samples = tiny_rec.train_samples[:10]
+    samples = tiny_rec.train_samples[:8]
     ctx = ScoringContext(tiny_rec, seed=3, options={"model": "tiny", "effort_batch_size": 3, "effort_progress": False})
     scorer = EffortScorer()
     whole = scorer.score(samples, ctx)["effort"]
     parts = np.concatenate([scorer.score(samples[:4], ctx)["effort"], scorer.score(samples[4:], ctx)["effort"]])
-    assert whole.shape == (10,) and rel(parts, whole) < REL
+    assert whole.shape == (8,) and rel(parts, whole) < REL
     # A fresh context with the same seed rebuilds the same adapter, hence the same values.
     again = EffortScorer().score(samples[4:], ScoringContext(tiny_rec, seed=3, options=dict(ctx.options)))["effort"]
     assert rel(again, whole[4:]) < REL
@@ -140,7 +140,7 @@ def test_scorer_is_chunk_independent(tiny_rec):
 def test_query_and_value_modules(tiny_rec):
     cfg = replace(TINY, modules=("q_proj", "v_proj"), layers=(0, -1))
     effort = EffortModel(cfg, "cpu", seed=0)
-    enc = effort.encode(tiny_rec, tiny_rec.train_samples[:5])
+    enc = effort.encode(tiny_rec, tiny_rec.train_samples[:4])
     assert rel(effort.scores(enc), [autograd_effort(effort, e) for e in enc]) < REL
 
 
@@ -160,6 +160,15 @@ def test_trained_adapter_folder(tiny_rec, tmp_path):
     effort = EffortModel(replace(TINY, adapter=str(tmp_path / "adapter")), "cpu", seed=0)
     enc = effort.encode(tiny_rec, tiny_rec.train_samples[:4])
     assert rel(effort.scores(enc), [autograd_effort(effort, e) for e in enc]) < REL
+
+
+def test_options_from_the_command_line():
+    cfg = EffortConfig.from_options({"model": "tiny", "effort_modules": "q_proj, v_proj", "effort_layers": "0,-1",
+                                     "effort_batch_size": "8", "effort_mask_prompt": "true"})
+    assert (cfg.model, cfg.modules, cfg.layers, cfg.batch_size, cfg.mask_prompt) == \
+        ("tiny", ("q_proj", "v_proj"), (0, -1), 8, True)
+    with pytest.raises(LeantuneError, match="effort_layers"):
+        EffortConfig.from_options({"effort_layers": "last"})
 
 
 def test_bad_settings_are_one_line_errors(tiny_rec):

@@ -27,7 +27,7 @@ from leantune.models.tiger import (
 
 TINY = TigerConfig(
     d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32, dropout=0.1, user_buckets=8,
-    batch_size=8, lr=3e-3, warmup_steps=2, max_epochs=3, eval_every_steps=1, patience=5, val_users=0, beam_size=12,
+    batch_size=8, lr=3e-3, warmup_steps=2, max_epochs=3, eval_every_steps=1, patience=5, val_metric="recall@10", val_users=0, beam_size=12,
     eval_batch_size=16,
 )
 

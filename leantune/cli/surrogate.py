@@ -40,13 +40,11 @@ def train(
 
     console = Console()
     test = meta["test"]
-    keys = [k for k in test["sasrec"]]
     table = Table(title=f"test metrics on {dataset.name} ({len(dataset.test_samples):,} users)")
-    table.add_column("model")
-    for key in keys:
-        table.add_column(key, justify="right")
-    for name, label in (("sasrec", "SASRec"), ("most_popular", "most-popular")):
-        table.add_row(label, *(f"{test[name][k]:.4f}" for k in keys))
+    for column in ("metric", "SASRec", "most-popular"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key in test["sasrec"]:
+        table.add_row(key, f"{test['sasrec'][key]:.4f}", f"{test['most_popular'][key]:.4f}")
     console.print(table)
     console.print(
         f"best epoch {meta['best_epoch']} of {meta['epochs_run']} (valid NDCG@10 {meta['best_valid_ndcg@10']:.4f}), "

@@ -56,8 +56,11 @@ def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64
     import torch
 
     device = next(model.parameters()).device
-    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    # An empty text (a model that generated only special tokens) has no token of its own here,
+    # since SmolLM2's tokenizer adds no BOS; it is embedded as the BOS (or EOS) token alone.
+    filler = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    token_ids = [ids or [filler] for ids in tokenizer(list(texts))["input_ids"]] if texts else []
+    order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
     hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else None
     out = torch.empty(len(texts), hidden or 0)
     old_side = tokenizer.padding_side
@@ -69,7 +72,7 @@ def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64
             decoder = _decoder(model)
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+                enc = tokenizer.pad({"input_ids": [token_ids[i] for i in idx]}, return_tensors="pt", padding=True).to(device)
                 mask = enc["attention_mask"]
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 states = decoder(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions).last_hidden_state

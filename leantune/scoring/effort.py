@@ -62,7 +62,7 @@ class EffortConfig:
     layers: tuple[int, ...] = (-1,)  # decoder layers (negative: from the end)
     batch_size: int = 4  # length-sorted batches of 4 were fastest on 2 CPU cores
     max_tokens: int = 512
-    dtype: str = "float32"  # "bfloat16": autocast, ~2x faster on CPU, not exact
+    dtype: str = "float32"  # "bfloat16": autocast, not exact (see benchmarks/results/effort*.md for speed)
     mask_prompt: bool = False  # loss on response + EOS only (BIGRec train_on_inputs=False)
     head_chunk: int = 512  # loss positions per LM-head chunk (bounds the logits memory)
     padding_side: str = "right"
@@ -93,9 +93,28 @@ class EffortConfig:
         for f in fields(cls):
             key = f"effort_{f.name}"
             if key in options:
-                value = options[key]
-                changes[f.name] = tuple(value) if isinstance(getattr(base, f.name), tuple) else value
+                changes[f.name] = _coerce(key, options[key], getattr(base, f.name))
         return replace(base, **changes)
+
+
+def _coerce(key: str, value, default):
+    """Option values may come from a command line as text: ``"q_proj,v_proj"``, ``"-1"``, ``"true"``."""
+    try:
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            kind = type(default[0]) if default else str
+            return tuple(kind(str(v).strip()) if kind is not str else str(v).strip() for v in items)
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+    except (TypeError, ValueError):
+        raise LeantuneError(f"option {key}={value!r}: expected a value like {default!r}") from None
+    return value
 
 
 # --------------------------------------------------------------------------- tokens
@@ -134,10 +153,9 @@ class EffortModel:
         self.device = torch.device(device)
         base, self.tokenizer = load_model(config.model, "float32", "cpu")
         n_layers = base.config.num_hidden_layers
-        layers = sorted({i % n_layers for i in config.layers if -n_layers <= i < n_layers})
-        if len(layers) != len(set(config.layers)):
+        if any(not -n_layers <= i < n_layers for i in config.layers):
             raise LeantuneError(f"effort layers {list(config.layers)}: the model has {n_layers} layers (0..{n_layers - 1} or -1..-{n_layers})")
-        self.layers = layers
+        self.layers = layers = sorted({i % n_layers for i in config.layers})
         base.config.use_cache = False
         # Seeded, so that every chunk and every process draws the same LoRA A.
         with torch.random.fork_rng(devices=[]):

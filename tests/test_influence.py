@@ -1,0 +1,152 @@
+"""Influence (LiSSA, CG, batched products), GraNd and EL2N on a tiny trained surrogate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from leantune.data import Sample
+from leantune.errors import LeantuneError
+from leantune.models.sasrec import SASRecConfig, load_surrogate, pad_histories, sample_loss, train_surrogate
+from leantune.scoring import SCORERS, ScoringContext
+from leantune.scoring.ihvp import CGConfig, LissaConfig, conjugate_gradient, lissa
+from leantune.scoring.influence import InfluenceConfig, SurrogateObjective, compute_influence, frozen, select_params
+from leantune.scoring.surrogate_scores import el2n_scores, grad_norms
+
+TINY = SASRecConfig(hidden=16, heads=2, blocks=2, dropout=0.1, max_len=10, lr=1e-2, batch_size=16, patience=0, max_epochs=15)
+# The tiny model's Hessian has negative eigenvalues near -1; λ = 2 keeps H + λI positive definite.
+DAMPING = 2.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def trained(tiny_rec, tmp_path):
+    train_surrogate(tiny_rec, tmp_path / "surrogate", TINY, seed=0, progress=False)
+    return load_surrogate(tmp_path / "surrogate")
+
+
+def test_batched_products_equal_one_sample_loop(tiny_rec, trained):
+    sample = tiny_rec.train_samples[3]
+    loss = sample_loss(trained.eval(), pad_histories([sample.history], 10), torch.tensor(sample.targets))
+    expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss.sum(), list(trained.parameters()))])
+    with frozen(trained):
+        obj = SurrogateObjective(trained, tiny_rec.train_samples, "all", batch_size=7)
+        assert torch.allclose(obj.sample_grad(3), expected, atol=1e-6)  # the loop's gradients are autograd's
+        v = torch.randn(obj.theta.shape, generator=torch.Generator().manual_seed(0))
+        loop = np.array([float(obj.sample_grad(i) @ v) for i in range(obj.n)])
+        assert np.allclose(obj.products(v), loop, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_grad_and_hvp_match_autograd(tiny_rec, trained):
+    model = trained.double()
+    with frozen(model):
+        obj = SurrogateObjective(model, tiny_rec.train_samples, "all", batch_size=7)
+        g = obj.mean_grad()
+        assert torch.allclose(g, sum(obj.sample_grad(i) for i in range(obj.n)) / obj.n, atol=1e-10)
+        gen = torch.Generator().manual_seed(0)
+        u, v = (torch.randn(obj.theta.shape, dtype=torch.float64, generator=gen) * obj.free for _ in range(2))
+        everyone = np.arange(obj.n)
+        # Reverse-over-reverse (double backward) as the independent reference; ReLU kinks make
+        # finite differences unreliable here.
+        theta = obj.theta.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(obj.losses(theta, everyone).mean(), theta, create_graph=True)
+        (expected,) = torch.autograd.grad(grad @ v, theta)
+        hv = obj.full_hvp(v)
+        assert torch.allclose(hv, expected, atol=1e-9)
+        assert torch.allclose(obj.hvp(v, everyone), expected, atol=1e-9)
+        assert float(u @ hv) == pytest.approx(float(v @ obj.full_hvp(u)), rel=1e-8)  # symmetric
+
+
+def test_cg_solves_the_damped_system(tiny_rec, trained):
+    with frozen(trained):
+        obj = SurrogateObjective(trained.double(), tiny_rec.train_samples, "all", batch_size=16)
+        v = obj.mean_grad()
+        result = conjugate_gradient(obj.full_hvp, v, CGConfig(damping=DAMPING, max_iter=300, tol=1e-7))
+        assert result.converged
+        residual = obj.full_hvp(result.x) + DAMPING * result.x - v
+        assert float(residual.norm() / v.norm()) < 1e-5
+        with pytest.raises(LeantuneError, match="non-positive curvature"):
+            conjugate_gradient(lambda x: -x, v, CGConfig(damping=0.5))
+
+
+def test_lissa_converges_to_the_damped_inverse():
+    # Deterministic quadratic: LiSSA with exact Hessians must reach (H + damp·scale·I)^-1 v.
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(20, 20, generator=gen, dtype=torch.float64))
+    hessian = q @ torch.diag(torch.linspace(-0.1, 30, 20, dtype=torch.float64)) @ q.T
+    v = torch.randn(20, generator=gen, dtype=torch.float64)
+    cfg = LissaConfig(depth=3000, damp=0.01, scale=25)
+    out = lissa(lambda x, idx: hessian @ x, v, num_samples=5, cfg=cfg)
+    exact = torch.linalg.solve(hessian + cfg.effective_damping * torch.eye(20, dtype=torch.float64), v)
+    assert torch.allclose(out, exact, rtol=1e-6, atol=1e-8)
+    with pytest.raises(LeantuneError, match="diverged"):
+        lissa(lambda x, idx: 100 * x, v, 5, LissaConfig(depth=300, scale=25))
+
+
+def test_lissa_matches_cg_on_a_tiny_surrogate(tiny_rec, trained):
+    common = dict(params="all", batch_size=16, damp=0.1, scale=DAMPING / 0.1)
+    via_cg = compute_influence(trained, tiny_rec.train_samples, InfluenceConfig(solver="cg", cg_tol=1e-8, **common))
+    via_lissa = compute_influence(trained, tiny_rec.train_samples,
+                                  InfluenceConfig(solver="lissa", depth=300, lissa_batch=16, **common), seed=0)
+    assert via_cg.solver_info["converged"] and via_cg.solver_info["damping"] == pytest.approx(DAMPING)
+    assert spearmanr(via_lissa.influence, via_cg.influence)[0] > 0.95
+    assert np.allclose(via_lissa.grad_product, via_cg.grad_product)
+    assert spearmanr(via_cg.influence, via_cg.grad_product)[0] > 0.5  # related, yet not the same score
+
+
+def test_param_selection():
+    from leantune.models.sasrec import SASRec
+
+    model = SASRec(10, SASRecConfig(hidden=8, blocks=2))
+    assert select_params(model, "reference") == ["blocks.1.out.weight"]
+    assert select_params(model, "item_emb") == ["item_emb.weight"]
+    assert len(select_params(model, "all")) == len(list(model.parameters()))
+    with pytest.raises(LeantuneError, match="matches no surrogate parameter"):
+        select_params(model, "nope")
+
+
+def test_grand_equals_per_sample_autograd_norm(tiny_rec, trained):
+    samples = tiny_rec.train_samples
+    fast = grad_norms(trained, samples, batch_size=6)
+    slow = []
+    for s in samples:
+        trained.zero_grad()
+        sample_loss(trained, pad_histories([s.history], 10), torch.tensor(s.targets)).sum().backward()
+        slow.append(float(torch.sqrt(sum(p.grad.pow(2).sum() for p in trained.parameters()))))
+    assert np.allclose(fast, slow, rtol=1e-4)
+    probs = trained.logits(pad_histories([s.history for s in samples], 10)).softmax(-1).detach()
+    onehot = torch.nn.functional.one_hot(torch.tensor([s.targets[0] for s in samples]), probs.shape[1])
+    assert np.allclose(el2n_scores(trained, samples), (probs - onehot).norm(dim=1).numpy(), atol=1e-5)
+
+
+def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
+    options = {"progress": False, "influence_depth": 200, "influence_lissa_batch": 8, "influence_scale": 20.0,
+               "influence_damp": 0.1, "grand_models": 2, "grand_epochs": 1, "el2n_models": 2, "el2n_epochs": 1}
+    ctx = ScoringContext(tiny_rec, seed=0, options=options, extras={"surrogate": trained, "surrogate_config": TINY})
+    samples = tiny_rec.train_samples
+    subset = samples[::-3]
+    for name, columns in (("influence", {"influence", "grad_product"}), ("grand", {"grand"}),
+                          ("el2n", {"el2n", "el2n_trained"})):
+        scorer = SCORERS.get(name)()
+        full = scorer.score(samples, ctx)
+        assert set(full) == columns
+        for column, values in full.items():
+            assert values.shape == (len(samples),) and np.isfinite(values).all(), (name, column)
+            assert np.unique(values).size > len(samples) // 2, (name, column)
+        part = scorer.score(subset, ctx)
+        for column in columns:
+            assert np.allclose(part[column], full[column][[s.sample_id for s in subset]]), (name, column)
+    assert ctx.extras["surrogate"] is trained
+    # GraNd and EL2N share the two early models, trained once into the cache.
+    assert len(list((tmp_path / "home" / "surrogate").iterdir())) == 2
+    with pytest.raises(LeantuneError, match="exactly one target"):
+        SCORERS.get("el2n")().score([Sample(0, 1, (1,), (2, 3))], ctx)
