@@ -180,7 +180,9 @@ def main(argv=None) -> dict:
         seconds[name] += time.perf_counter() - t0
         return out
 
-    for step, g in enumerate(groups):
+    from tqdm.auto import tqdm
+
+    for step, g in enumerate(tqdm(groups, desc="batches", unit="batch")):
         batch = [encoded[i] for i in g]
         timed("forward", lambda: forward_losses(effort, batch, fwd_t))
         values[g] = timed("effort", lambda: effort.batch_effort(batch, eff_t))
@@ -284,6 +286,10 @@ def markdown(r: dict) -> str:
         f"∂ℓ/∂h) {ep.get('head', 0):.1f} s, backward through the chosen layer(s) + per-sample einsum "
         f"{ep.get('backward', 0):.1f} s; forward: trunk {fp.get('trunk', 0):.1f} s, LM head + loss {fp.get('head', 0):.1f} s.",
     ]
+    head_share = fp.get("head", 0) / f["seconds"]
+    lines.append(f"- The LM head is {head_share:.0%} of the forward pass. Exact effort needs ∂ℓ/∂h = Wᵀ(softmax − onehot) "
+                 f"at every position, a second matmul as large as the logits, so effort / forward cannot go much "
+                 f"below ≈ {1 + head_share:.2f} here; the rest is the backward through the chosen layer.")
     if r["bf16"]:
         b = r["bf16"]
         lines.append(f"- bf16 autocast: {b['speedup_vs_fp32_effort']:.2f}x the fp32 effort speed, Spearman "

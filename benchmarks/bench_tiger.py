@@ -123,7 +123,7 @@ def train_and_eval(ds, sids, sample_ids, name, cfg, seed, args) -> dict:
     row = {"run": name, "seed": seed, "samples": run.n_samples, "epochs": run.epochs, "steps": run.steps,
            "best_epoch": run.best_epoch, "best_val_loss": run.best_val, "stopped": run.stopped,
            "train_wall_s": run.wall_s, "train_wall_s_this_run": round(wall, 1), "eval_wall_s": ev["wall_s"],
-           "test_users": ev["users"], **ev["metrics"]}
+           "test_users": ev["users"], **ev["metrics"], "stderr": ev["stderr"]}
     print(f"{name}: {run.n_samples} samples, {run.epochs} epochs ({run.stopped}), train {run.wall_s:.0f}s, "
           + "  ".join(f"{k} {row[k]:.4f}" for k in METRICS), flush=True)
     return row
@@ -140,7 +140,7 @@ def summarise(rows: list[dict]) -> dict:
 def markdown(result: dict, command: str) -> str:
     s = result["summary"]
     lines = [
-        "# TIGER on Games: DEALRec vs Random vs full data",
+        f"# TIGER on {result['settings']['data']}: DEALRec vs Random vs full data",
         "",
         f"Reproduce: `{command}`",
         "",
@@ -156,6 +156,13 @@ def markdown(result: dict, command: str) -> str:
         n = result["runs"][method][0]["samples"]
         cells = [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f}" if method != "full" else f"{m[k]['mean']:.4f}" for k in METRICS]
         lines.append(f"| {method} | {n} | " + " | ".join(cells) + f" | {m['train_wall_s']['mean']:.0f} |")
+    full = result["runs"]["full"][0]
+    lines += [
+        "",
+        "± is the standard deviation over seeds (selection draw and training seed). Sampling error of one run on "
+        f"this test subset (standard error over users), full-data model: recall@10 ± {full['stderr']['recall@10']:.4f}, "
+        f"ndcg@10 ± {full['stderr']['ndcg@10']:.4f}; a pruned run's is of the same order.",
+    ]
     c = result["cost"]
     sid = result["semantic_ids"]
     lines += [

@@ -195,9 +195,11 @@ def test_task_units_and_examples(attr_folder):
 @pytest.mark.parametrize("unit", ["product", "question"])
 def test_predict_wiring_with_oracle_and_broken_generators(attr_folder, monkeypatch, unit):
     """Answers go back to the right product/attribute: an oracle scores 1, garbage scores 0 without crashing."""
+    from leantune.models.llm import load_tokenizer
     from leantune.tasks.attributes import AttributeTask
     from leantune.tasks.attributes_prompts import product_answer, question_answer
 
+    tok = load_tokenizer("tiny")
     task = AttributeTask(data=str(attr_folder), unit=unit, progress=False)
     products = task.data.products("test")
     if unit == "product":
@@ -205,16 +207,16 @@ def test_predict_wiring_with_oracle_and_broken_generators(attr_folder, monkeypat
     else:
         gold = [question_answer(p, a) for p in products for a in p.attributes]
     monkeypatch.setattr(task, "_generate", lambda *a, **k: gold)
-    m, rows = task.predict(None, None, "test")
+    m, rows = task.predict(None, tok, "test")
     assert m["accuracy"] == 1 and m["f1"] == 1 and m["n_products"] == 6
     assert len(rows) == m["n_questions"] == sum(len(p.attributes) for p in products)
     monkeypatch.setattr(task, "_generate", lambda *a, **k: ["{broken"] * len(gold))
-    m, _ = task.predict(None, None, "test")
+    m, _ = task.predict(None, tok, "test")
     assert m["accuracy"] == 0 and m["f1"] == 0
     # --limit: a seeded subset of products, the same for the same seed
     monkeypatch.setattr(task, "_generate", lambda model, tok, prompts, *a: ["n/a"] * len(prompts))
-    assert task.predict(None, None, "test", limit=2, seed=5)[1] == task.predict(None, None, "test", limit=2, seed=5)[1]
-    assert task.evaluate(None, None, "test", limit=2)["n_products"] == 2
+    assert task.predict(None, tok, "test", limit=2, seed=5)[1] == task.predict(None, tok, "test", limit=2, seed=5)[1]
+    assert task.evaluate(None, tok, "test", limit=2)["n_products"] == 2
 
 
 def test_evaluate_tiny_model_end_to_end(attr_folder, tmp_path):

@@ -83,16 +83,21 @@ def test_selector_methods_and_unavailable_ones():
         method_subsets("nonsense", _Task(), pool, [3], 0, lambda cols: {})
 
 
-def test_effort_needs_scores_the_attribute_task_lacks(tmp_path):
+def test_generic_scores_for_text_tasks_and_unavailable_columns(tmp_path):
+    """effort and embedding come from the task's training texts; influence needs a surrogate it lacks."""
     from leantune.curves.scores import curve_scores
     from leantune.curves.subsets import resolve_selector
     from leantune.tasks.attributes import AttributeTask
 
     task = AttributeTask(data=str(write_attribute_folder(tmp_path / "d")))
     pool = task.train_pool()
-    with pytest.raises(LeantuneError, match="method 'effort' not available for task 'attributes'"):
-        selector = resolve_selector("effort", task.name)  # no effort scorer registered: same error
-        curve_scores(task, selector.columns(), pool, tmp_path, "tiny", 0, "cpu", "effort")
+    scores = curve_scores(task, ("effort", "embedding"), pool, tmp_path, "tiny", 0, "cpu", "test")
+    assert scores["effort"].shape == (12,) and np.isfinite(scores["effort"]).all() and (scores["effort"] > 0).all()
+    assert scores["embedding"].shape == (12, 64)
+    assert (tmp_path / "scores-effort-seed0.safetensors").exists()
+    selector = resolve_selector("coverage", task.name)
+    with pytest.raises(LeantuneError, match="method 'coverage' not available for task 'attributes'"):
+        curve_scores(task, selector.columns(), pool, tmp_path, "tiny", 0, "cpu", "coverage")
 
 
 def _tiny_config(folder, **over):

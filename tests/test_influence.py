@@ -92,8 +92,8 @@ def test_lissa_converges_to_the_damped_inverse():
 
 
 def test_lissa_matches_cg_on_a_tiny_surrogate(tiny_rec, trained):
-    common = dict(params="all", batch_size=16, damp=0.1, scale=DAMPING / 0.1)
-    via_cg = compute_influence(trained, tiny_rec.train_samples, InfluenceConfig(solver="cg", cg_tol=1e-8, **common))
+    common = dict(params="all", batch_size=16, damp=0.04, scale=DAMPING / 0.04)
+    via_cg = compute_influence(trained, tiny_rec.train_samples, InfluenceConfig(solver="cg", cg_tol=1e-5, **common))
     via_lissa = compute_influence(trained, tiny_rec.train_samples,
                                   InfluenceConfig(solver="lissa", depth=300, lissa_batch=16, **common), seed=0)
     assert via_cg.solver_info["converged"] and via_cg.solver_info["damping"] == pytest.approx(DAMPING)
@@ -129,8 +129,8 @@ def test_grand_equals_per_sample_autograd_norm(tiny_rec, trained):
 
 def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
     monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
-    options = {"progress": False, "influence_depth": 200, "influence_lissa_batch": 8, "influence_scale": 20.0,
-               "influence_damp": 0.1, "grand_models": 2, "grand_epochs": 1, "el2n_models": 2, "el2n_epochs": 1}
+    options = {"progress": False, "influence_depth": 200, "influence_lissa_batch": 8, "influence_scale": 50.0,
+               "influence_damp": 0.04, "grand_models": 2, "grand_epochs": 1, "el2n_models": 2, "el2n_epochs": 1}
     ctx = ScoringContext(tiny_rec, seed=0, options=options, extras={"surrogate": trained, "surrogate_config": TINY})
     samples = tiny_rec.train_samples
     subset = samples[::-3]

@@ -14,6 +14,7 @@ from leantune.models.rqvae import SemanticIDs, assign_collision_tokens
 from leantune.models.tiger import (
     PAD,
     TigerConfig,
+    TrieConstraint,
     TigerEncoder,
     TigerVocab,
     build_model,
@@ -73,12 +74,36 @@ def test_constrained_generation_never_emits_an_invalid_item():
     batch = enc.batch(samples, with_labels=False)
     common = dict(num_beams=12, num_return_sequences=12, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     constrained = model.generate(**batch, prefix_allowed_tokens_fn=prefix_fn(build_trie(enc)), **common)
+    from transformers import LogitsProcessorList
+
+    vectorised = model.generate(**batch, logits_processor=LogitsProcessorList([TrieConstraint(enc)]), **common)
+    assert torch.equal(vectorised, constrained)
     free = model.generate(**batch, **common)
     valid = lambda seqs: [sids.item_of(enc.vocab.tokens_to_codes(s[1:]) or [-1]) is not None for s in seqs.tolist()]
     assert all(valid(constrained))
     assert not all(valid(free))  # without the trie the same model does produce non-items
     ranked = recommend(model, enc, samples, k=10, beam_size=12)
     assert all(len(r) == 10 and len(set(r)) == 10 and set(r) <= set(sids.item_ids) for r in ranked)
+
+
+def test_vectorised_trie_masks_exactly_like_the_prefix_function():
+    torch.manual_seed(0)
+    sids = tiny_sids()
+    enc = TigerEncoder(sids, TINY)
+    trie, constraint = build_trie(enc), TrieConstraint(enc)
+    fn = prefix_fn(trie)
+    # every real prefix at every level, plus prefixes that leave the trie
+    prefixes = sorted({p for p in trie}) + [(PAD,), (enc.item_tokens[1][0], PAD), (2, 5, 8 + 2)]
+    for prefix in prefixes:
+        ids = torch.tensor([[PAD, *prefix]])
+        scores = torch.randn(1, enc.vocab.size)
+        masked = constraint(ids, scores.clone())
+        assert torch.isfinite(masked[0]).nonzero().flatten().tolist() == sorted(fn(0, ids[0])), prefix
+    model = build_model(enc.vocab, TINY).eval()
+    from leantune.data import Sample
+
+    samples = [Sample(i, 7 * i, tuple(range(2 + i, 6 + 2 * i)), (1,)) for i in range(5)]
+    assert recommend(model, enc, samples, 10, beam_size=12) == recommend(model, enc, samples, 10, beam_size=12, vectorised=False)
 
 
 def test_fewer_items_than_beams_still_returns_only_real_items():

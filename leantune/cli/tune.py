@@ -46,6 +46,8 @@ def tune(
     eval_limit: Optional[int] = typer.Option(20, help="Validation/test units each score is computed on; 0 = all."),
     objective: str = typer.Option("metric", help="'metric' (the task metric on validation, by generation) or 'valid_loss' (exp(-loss); no generation)."),
     metric: Optional[str] = typer.Option(None, help="Key of the task's metrics to optimise (default: the task's primary metric)."),
+    valid_size: int = typer.Option(32, help="Validation examples the trainer computes its loss on (as many more give the held-out loss)."),
+    cutoff_len: Optional[int] = typer.Option(None, help="Token cut-off of training examples (default: FinetuneConfig's 512)."),
     baseline: bool = typer.Option(True, help="Enqueue a baseline trial with the default hyperparameters and continue it too."),
     worker: int = typer.Option(0, help="Worker index: offsets the sampler seed so parallel workers propose different points."),
     heartbeat: int = typer.Option(60, help="Seconds between trial heartbeats; a trial silent for 2x this is failed and retried."),
@@ -76,7 +78,8 @@ def tune(
 
         seed_everything(seed)  # imports torch: only for real runs
         trial_runner = FinetuneRunner(task=task, model=model, train_size=train_size or None, eval_limit=eval_limit or None,
-                                      objective=objective, metric_name=metric, seed=seed, progress=progress)
+                                      valid_loss_size=valid_size, objective=objective, metric_name=metric, seed=seed, progress=progress,
+                                      fixed={"cutoff_len": cutoff_len} if cutoff_len else {})
         settings = {"runner": "finetune", **trial_runner.settings()}
     else:
         raise LeantuneError(f"--runner {runner!r}: choose 'finetune' or 'synthetic'")

@@ -145,7 +145,9 @@ def describe(analysis: CurveAnalysis) -> list[str]:
         if g["measured"] is not None:
             parts.append(f"measured {g['measured']:+.4f}")
         if g["fitted"] is not None:
-            parts.append(f"fitted {g['fitted']:+.4f}")
+            trained = [n for n in analysis.by_size if n > 0]
+            inside = bool(trained) and min(trained) <= size <= max(trained)
+            parts.append(f"fitted {g['fitted']:+.4f}" + ("" if inside else " (extrapolated)"))
         if parts:
             lines.append(f"gain at n={size} over zero-shot: " + ", ".join(parts))
     if analysis.note:

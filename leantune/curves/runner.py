@@ -170,9 +170,7 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
     write_json(folder / "subset.json", {"size": size, "seed": seed, "method": cfg.method, "units": units})
     tokenizer = load_tokenizer(cfg.model)
     train = task.train_examples(units, tokenizer)
-    valid = None
-    if cfg.valid_limit:
-        valid = task.valid_examples(tokenizer, limit=cfg.valid_limit, seed=cfg.eval_seed) if _takes_limit(task) else task.valid_examples(tokenizer)
+    valid = _valid_examples(task, tokenizer, cfg, units) if cfg.valid_limit else None
     ft_cfg = finetune_config(cfg, task, size, seed)
     result = finetune(cfg.model, train, valid, folder / "train", ft_cfg, progress=cfg.progress)
     train_info = {k: _plain(getattr(result, k, None)) for k in ("status", "steps", "total_steps", "tokens_seen", "best_valid_loss", "wall_s", "reason")}
@@ -185,10 +183,21 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
     return {**row, "metrics": metrics, "eval_s": eval_s}
 
 
-def _takes_limit(task) -> bool:
+def _valid_examples(task, tokenizer, cfg: CurveConfig, units: list[str]):
+    """The task's validation examples: of the subset's own units where the task ties them (DEALRec
+    validates on the selected users), else a seeded sample of ``valid_limit``."""
     import inspect
 
-    return "limit" in inspect.signature(task.valid_examples).parameters
+    params = inspect.signature(task.valid_examples).parameters
+    kwargs = {}
+    if "unit_ids" in params:
+        kwargs["unit_ids"] = units
+    elif "limit" in params:
+        kwargs["limit"] = cfg.valid_limit
+        if "seed" in params:
+            kwargs["seed"] = cfg.eval_seed
+    examples = task.valid_examples(tokenizer, **kwargs)
+    return examples[: cfg.valid_limit]
 
 
 @dataclass

@@ -1,9 +1,14 @@
 """Score columns for selection methods in a learning curve, for any task.
 
 A task may supply its own columns (``task.selection_scores(columns, seed=, work_dir=, model=, device=)``).
-Otherwise the curve computes what needs no task-specific surrogate: ``embedding`` = the base LLM's
-mean-pooled last hidden state over each training prompt. Columns are cached as safetensors in the
-curve folder, keyed by column name.
+Otherwise the curve computes what needs no task-specific surrogate, from the task's training texts:
+
+* ``embedding``: the base LLM's mean-pooled last hidden state over each training prompt (k-center,
+  cluster);
+* ``effort``: DEALRec's effort (``leantune.scoring.effort``: gradient norm of the last layer's
+  LoRA-B on prompt + response), the loss on the answer only when the task trains that way.
+
+Columns are cached as safetensors in the curve folder, keyed by column name.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy as np
 from ..errors import LeantuneError
 from ..io import atomic_path
 
-GENERIC_COLUMNS = ("embedding",)
+GENERIC_COLUMNS = ("embedding", "effort")
 
 
 def prompt_embeddings(model_spec: str, prompts: Sequence[str], device: str = "cpu", batch_size: int = 16, progress: bool = True) -> np.ndarray:
@@ -40,6 +45,22 @@ def prompt_embeddings(model_spec: str, prompts: Sequence[str], device: str = "cp
     return out
 
 
+def text_effort(model_spec: str, examples, device: str, seed: int, mask_prompt: bool, progress: bool = True) -> np.ndarray:
+    from ..scoring.effort import EffortConfig, EffortModel, Encoded
+
+    cfg = EffortConfig(model=model_spec, mask_prompt=mask_prompt, progress=progress)
+    scorer = EffortModel(cfg, device, seed)
+    tok = scorer.tokenizer
+    encoded = []
+    for ex in examples:  # the trainer's tokenisation: prompt + response, EOS appended
+        ids = list(tok(ex.prompt + ex.response)["input_ids"][: cfg.max_tokens])
+        if len(ids) < cfg.max_tokens and (not ids or ids[-1] != tok.eos_token_id):
+            ids.append(tok.eos_token_id)
+        loss_from = max(1, len(tok(ex.prompt)["input_ids"])) if mask_prompt else 1
+        encoded.append(Encoded(tuple(ids), loss_from))
+    return scorer.scores(encoded)
+
+
 def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Path, model_spec: str, seed: int, device: str, method: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file, save_file
 
@@ -53,14 +74,18 @@ def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Pa
         )
     scores = {}
     for name in columns:
-        path = Path(work_dir) / f"scores-{name}.safetensors"
+        path = Path(work_dir) / f"scores-{name}-seed{seed}.safetensors"
         if path.exists():
             scores[name] = load_file(path)[name]
             continue
         from ..models.llm import load_tokenizer
 
         examples = task.train_examples(list(pool), load_tokenizer(model_spec))
-        scores[name] = prompt_embeddings(model_spec, [e.prompt for e in examples], device)
+        if name == "embedding":
+            scores[name] = prompt_embeddings(model_spec, [e.prompt for e in examples], device)
+        else:
+            mask = not getattr(task, "train_on_inputs", True)
+            scores[name] = text_effort(model_spec, examples, device, seed, mask).astype(np.float32)
         with atomic_path(path) as tmp:
             save_file({name: scores[name]}, str(tmp))
     return scores

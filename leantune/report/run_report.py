@@ -62,7 +62,8 @@ def write_run_report(run) -> dict[str, Path]:
     for name, stage in run.stages.items():
         if name == "report":
             continue
-        lines.append(f"| {name} | {stage.get('status')} | {_duration(stage.get('wall_s'))} |")
+        note = " (reused from cache)" if stage.get("outputs", {}).get("reused") else ""
+        lines.append(f"| {name} | {stage.get('status')} | {_duration(stage.get('wall_s'))}{note} |")
     lines += _examples(out, run)
     if "png" in files:
         lines += ["", "![loss and metrics](report.png)"]

@@ -6,6 +6,7 @@ The metric is the same in both: every (product, attribute) question is judged on
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ class AttributeConfig:
     data: str = "oa-mine"
     unit: str = "product"  # what one training sample is: a product (JSON answer) or one question
     batch_size: int = 16  # generation batch
-    max_new_tokens: int | None = None  # None: 192 for a product's JSON, 32 for one answer
+    max_new_tokens: int | None = None  # None: per prompt, the longest answer it could need (see _budget)
     strict_json: bool = False  # True: text around the JSON object makes every answer invalid
     progress: bool = True
 
@@ -107,7 +108,8 @@ class AttributeTask:
         judged, rows, status = [], [], []
         if self.unit == "product":
             prompts = [product_prompt(p, tokenizer) for p in products]
-            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 192, json_object_closed)
+            budgets = cfg.max_new_tokens or [self._budget(tokenizer, p) for p in products]
+            raw = self._generate(model, tokenizer, prompts, budgets, json_object_closed)
             for p, text in zip(products, raw):
                 answers, st = parse_product_answer(text, list(p.attributes), strict=cfg.strict_json)
                 status.append(st)
@@ -118,7 +120,8 @@ class AttributeTask:
         else:
             pairs = [(p, a) for p in products for a in p.attributes]
             prompts = [question_prompt(p, a, tokenizer) for p, a in pairs]
-            raw = self._generate(model, tokenizer, prompts, cfg.max_new_tokens or 32, line_ended)
+            budgets = cfg.max_new_tokens or [self._budget(tokenizer, p, a) for p, a in pairs]
+            raw = self._generate(model, tokenizer, prompts, budgets, line_ended)
             for (p, a), text in zip(pairs, raw):
                 answer = parse_question_answer(text)
                 status.append("failed" if answer is INVALID else "ok")
@@ -129,6 +132,18 @@ class AttributeTask:
 
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         return self.predict(model, tokenizer, split, limit, seed)[0]
+
+    @staticmethod
+    def _budget(tokenizer, product: Product, attribute: str | None = None) -> int:
+        """Token budget for one answer: values are spans of the title, so a correct answer fits in
+        the all-"n/a" answer plus the title (on OA-Mine every gold answer does, with 5 tokens to
+        spare); the margin lets a wrong-but-closed answer finish. Saves most of the time a looping
+        zero-shot model would spend running to a fixed limit."""
+        title = len(tokenizer(product.text)["input_ids"])
+        if attribute is not None:
+            return title + 8
+        empty = json.dumps({a: "n/a" for a in product.attributes}, ensure_ascii=False)
+        return len(tokenizer(empty)["input_ids"]) + title + 16
 
     def _generate(self, model, tokenizer, prompts, max_new_tokens, stop):
         return greedy_generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stop, self.config.progress, "attributes")

@@ -57,7 +57,7 @@ def greedy_generate(
     model,
     tokenizer,
     prompts: Sequence[str],
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 16,
     stop: Callable[[str], bool] | None = None,
     progress: bool = True,
@@ -66,6 +66,9 @@ def greedy_generate(
     import torch
     from tqdm.auto import tqdm
 
+    """Greedy continuations of ``prompts``; ``max_new_tokens`` may be one budget per prompt (a batch
+    gets the largest of its members')."""
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
@@ -84,7 +87,7 @@ def greedy_generate(
                 extra = {"stopping_criteria": _stop_criteria(tokenizer, prompt_len, stop)} if stop else {}
                 out = model.generate(
                     **enc,
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=max(budgets[i] for i in idx),
                     do_sample=False,
                     num_beams=1,
                     pad_token_id=tokenizer.pad_token_id,

@@ -117,8 +117,9 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
         base_dir = base_eval_dir(cfg.model, dataset, eval_cfg)
         log(f"[evaluate_base] base model on the same users -> {base_dir}")
         with run.stage("evaluate_base") as stage:
+            reused = (base_dir / "metrics.json").exists()
             result = evaluate_bigrec(cfg.model, dataset, None, eval_cfg, base_dir, progress=progress)
-            stage.outputs = result.to_dict()
+            stage.outputs = {**result.to_dict(), "reused": reused}
 
     with run.stage("report") as stage:
         from ..report.run_report import write_run_report

@@ -285,7 +285,7 @@ class EarlySearch:
             trial.set_user_attr("fail_reason", reason)
         done = len([t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]) + 1
         tag = " (baseline)" if frozen.user_attrs.get("baseline") else (f" (retry of {retried_from})" if retried_from is not None else "")
-        outcome = f"FAILED: {reason}" if reason else f"early {self.runner.metric}={result.score:.4f}"
+        outcome = f"FAILED: {reason}" if reason else f"early {self.runner.metric}={result.score:.4g}"
         self.log(f"[phase 1] trial {trial.number:3d}{tag} ({done}/{self.cfg.trials})  {_fmt_params(params)}  ->  {outcome}  "
                  f"(step {result.steps}/{result.total_steps}, {result.wall_s:.1f}s)")
         return 0.0 if reason else float(result.score)
@@ -393,7 +393,7 @@ class EarlySearch:
             trial.set_user_attr("fail_reason", reason)
         role = trial.user_attrs.get("role")
         outcome = (f"FAILED: {reason}" if reason else
-                   f"final valid {self.runner.metric}={result.score:.4f}  test={result.test_score if result.test_score is None else round(result.test_score, 4)}")
+                   f"final valid {self.runner.metric}={result.score:.4g}  test={'-' if result.test_score is None else format(result.test_score, '.4g')}")
         self.log(f"[phase 2] trial {source_number:3d} ({role}) continued {early_steps} -> "
                  f"{result.steps}/{result.total_steps} steps  ->  {outcome}  ({result.wall_s:.1f}s)")
         return 0.0 if reason else float(result.score)

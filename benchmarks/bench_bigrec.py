@@ -1,0 +1,190 @@
+"""BIGRec on Games at reduced scale: DEALRec vs Random at the same budget, several seeds, plus the
+base model without fine-tuning. Reports Recall/NDCG@10/20 and the wall time of every stage.
+
+Each (method, seed) is a `leantune run` folder under --work; finished runs are reused, so the table
+can be completed over several sittings (--max-new-runs limits how many runs one sitting starts).
+The base model is evaluated once on the same test users (its result is cached by content).
+
+    python3 benchmarks/bench_bigrec.py                       # CPU defaults (see --help)
+    python3 benchmarks/bench_bigrec.py --device cuda --test-users 1000 --pool 8192 --budget 1024 --epochs 50
+
+Writes benchmarks/results/bigrec.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from leantune.io import write_json  # noqa: E402
+from leantune.paths import cache_dir  # noqa: E402
+
+KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+STAGES = ("prune", "finetune", "evaluate", "evaluate_base")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="games")
+    p.add_argument("--methods", nargs="+", default=["dealrec", "random"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=64, help="selected training samples per run (default 64)")
+    p.add_argument("--pool", type=int, default=1024, help="seeded pool of training samples that pruning scores (default 1024)")
+    p.add_argument("--test-users", type=int, default=100, help="seeded test users, the same for every run (default 100)")
+    p.add_argument("--epochs", type=float, default=2, help="maximum epochs (default 2; reference 50)")
+    p.add_argument("--batch-size", type=int, default=16, help="effective batch (default 16: 4 steps per epoch at budget 64)")
+    p.add_argument("--micro-batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3: few steps on CPU)")
+    p.add_argument("--beams", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--gen-batch-size", type=int, default=8)
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--work", type=Path, default=None, help="run folders (default $LEANTUNE_HOME/bench-bigrec/<sizes>)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bigrec")
+    p.add_argument("--max-new-runs", type=int, default=None, help="start at most this many unfinished runs in this sitting")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def run_config(args, method: str, seed: int):
+    from leantune.train import FinetuneConfig
+    from leantune.train.pipeline import BigrecRunConfig
+
+    ft = FinetuneConfig(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+                        epochs=args.epochs, seed=seed)
+    return BigrecRunConfig(data=args.data, budget=args.budget, method=method, pool=args.pool, seed=seed,
+                           model=args.model, test_users=args.test_users, eval_seed=0, base=True, device=args.device,
+                           finetune=ft, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
+                           gen_batch_size=args.gen_batch_size)
+
+
+def sizes_tag(args) -> str:
+    return (f"{args.data}-b{args.budget}-p{args.pool}-u{args.test_users}-e{args.epochs:g}-bs{args.batch_size}"
+            f"-lr{args.lr:g}-beam{args.beams}-t{args.max_new_tokens}-{args.model}")
+
+
+def finished(folder: Path) -> dict | None:
+    path = folder / "run.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    stages = record["stages"]
+    if not all(stages.get(s, {}).get("status") == "finished" for s in STAGES):
+        return None
+    return record
+
+
+def main(argv=None) -> int:
+    from leantune.train.pipeline import run_bigrec
+
+    args = parse_args(argv)
+    work = args.work or cache_dir("bench-bigrec") / sizes_tag(args)
+    started = 0
+    for seed in args.seeds:
+        for method in args.methods:
+            folder = work / f"run-{method}-s{seed}"
+            if finished(folder):
+                continue
+            if args.max_new_runs is not None and started >= args.max_new_runs:
+                continue
+            started += 1
+            print(f"== {method} seed {seed} -> {folder}", flush=True)
+            t0 = time.perf_counter()
+            run_bigrec(run_config(args, method, seed), folder, progress=not args.quiet)
+            print(f"== {method} seed {seed} done in {time.perf_counter() - t0:.0f}s", flush=True)
+    write_results(args, work)
+    return 0
+
+
+def write_results(args, work: Path) -> None:
+    runs, pending = [], []
+    base = None
+    for seed in args.seeds:
+        for method in args.methods:
+            record = finished(work / f"run-{method}-s{seed}")
+            if record is None:
+                pending.append(f"{method}/s{seed}")
+                continue
+            st = record["stages"]
+            runs.append({
+                "method": method, "seed": seed,
+                "metrics": {k: st["evaluate"]["outputs"]["metrics"][k] for k in KEYS},
+                "wall_s": {s: st[s]["wall_s"] for s in ("prune", "finetune", "evaluate")},
+                "eval_timings": st["evaluate"]["outputs"]["timings"],
+                "finetune": {k: st["finetune"]["outputs"][k] for k in ("status", "steps", "total_steps", "tokens_seen", "best_valid_loss", "wall_s")},
+                "n_users": st["evaluate"]["outputs"]["n_users"],
+            })
+            if base is None:
+                b = st["evaluate_base"]["outputs"]
+                base = {"metrics": {k: b["metrics"][k] for k in KEYS}, "timings": b["timings"], "n_users": b["n_users"]}
+    command = "python3 benchmarks/bench_bigrec.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = {"command": command.strip(), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "work": str(work), "runs": runs, "base": base, "pending": pending,
+              "note": "CPU timings were taken on a 2-core machine shared with other jobs; compare within one table only."}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out.with_suffix(".json"), result)
+    args.out.with_suffix(".md").write_text(markdown(result, args))
+    print(args.out.with_suffix(".md").read_text())
+
+
+def _mean_std(values):
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def markdown(result: dict, args) -> str:
+    s = result["settings"]
+    lines = [
+        "# BIGRec on Games, reduced scale (SmolLM2-135M)",
+        "",
+        f"Budget {s['budget']} samples selected from a seeded pool of {s['pool']} training users; LoRA r 8/alpha 16 on "
+        f"q,v; lr {s['lr']:g}, batch {s['batch_size']}, ≤{s['epochs']:g} epochs with early stopping on the selected users' "
+        f"validation samples; evaluation on {s['test_users']} seeded test users (the same for every run), beam {s['beams']}, "
+        f"≤{s['max_new_tokens']} new tokens, grounding by L2 distance of base-model last-token states over all items. "
+        f"Device: {s['device']}.",
+        "",
+        f"Reproduce: `{result['command']}`",
+        "",
+        "| method | seeds | " + " | ".join(k.replace("recall", "R").replace("ndcg", "N") for k in KEYS) + " |",
+        "|---|---|" + "---|" * len(KEYS),
+    ]
+    for method in s["methods"]:
+        rows = [r for r in result["runs"] if r["method"] == method]
+        cells = [_mean_std([r["metrics"][k] for r in rows]) for k in KEYS]
+        lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells) + " |")
+    if result["base"]:
+        lines.append("| base model (no fine-tuning) | - | " + " | ".join(f"{result['base']['metrics'][k]:.4f}" for k in KEYS) + " |")
+    lines += ["", "Per run (wall time in seconds):", "",
+              "| method | seed | " + " | ".join(k.replace("recall", "R").replace("ndcg", "N") for k in KEYS)
+              + " | prune | fine-tune | evaluate (generate / item emb. / ground) | fine-tune status |",
+              "|---|---|" + "---|" * (len(KEYS) + 4)]
+    for r in result["runs"]:
+        t, e, f = r["wall_s"], r["eval_timings"], r["finetune"]
+        lines.append(
+            f"| {r['method']} | {r['seed']} | " + " | ".join(f"{r['metrics'][k]:.4f}" for k in KEYS)
+            + f" | {t['prune']:.0f} | {t['finetune']:.0f} | {t['evaluate']:.0f} ({e['generate_s']:.0f} / {e['item_embed_s']:.0f} / {e['ground_s']:.0f})"
+            + f" | {f['status']} {f['steps']}/{f['total_steps']} steps, {f['tokens_seen']:,} tokens |"
+        )
+    if result["base"]:
+        b = result["base"]["timings"]
+        lines.append(f"\nBase model evaluation: generate {b['generate_s']:.0f} s, item embeddings {b['item_embed_s']:.0f} s "
+                     f"(0 when cached), grounding {b['ground_s']:.0f} s for {result['base']['n_users']} users.")
+    if result["pending"]:
+        lines.append(f"\nNot run yet: {', '.join(result['pending'])} (run the command again to continue).")
+    lines += ["", result["note"], ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

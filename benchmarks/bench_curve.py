@@ -1,0 +1,134 @@
+"""Learning curve of SmolLM2-135M on OA-Mine attribute extraction (the ``leantune curve`` defaults).
+
+Runs (or resumes) the curve in ``--work`` (adapters and checkpoints; not for the repository), then
+copies the table and plots to ``benchmarks/results/<name>.{json,md,csv}``, ``<name>.png`` and
+``<name>_per_attribute.png``, with the exact settings, wall times, the machine's load while it ran,
+and the command that reproduces it. The default is the full curve (hours on CPU); reduce it with
+``--sizes``, ``--seeds`` and ``--eval-limit``:
+
+    python3 benchmarks/bench_curve.py                                        # full default curve
+    python3 benchmarks/bench_curve.py --sizes 0,25,50,100 --seeds 1 --eval-limit 30 --name curve-cpu-reduced
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from leantune.curves import CurveConfig, learning_curve  # noqa: E402
+from leantune.curves.analysis import _finite  # noqa: E402
+from leantune.io import atomic_path, write_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="0,25,50,100,200,400,800,1288")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--eval-limit", type=int, default=100, help="test products per evaluation (0: all 500)")
+    p.add_argument("--unit", default="product", choices=["product", "question"])
+    p.add_argument("--method", default="random")
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--min-steps", type=int, default=25)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--micro-batch-size", type=int, default=4)
+    p.add_argument("--gain-threshold", type=float, default=0.01)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed CPU")
+    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
+    p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
+    return p.parse_args(argv)
+
+
+def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> str:
+    a = result.analysis
+    lines = [
+        f"# {name}: learning curve, {cfg.task} ({cfg.task_options.get('unit', 'product')} units), {cfg.model}, method {cfg.method}",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        f"Machine: {info['machine']}; torch threads {info['threads']}; load average before/after {info['load_before']} / {info['load_after']}"
+        " (a CPU shared with other jobs: absolute times are inflated).",
+        f"Wall time of this call: {info['wall_s']:.0f} s ({result.run.trained} runs trained now, {result.run.cached} read from the cache).",
+        "",
+        f"Settings: sizes {list(cfg.sizes)}, seeds {cfg.seeds}, eval on {cfg.eval_limit or 'all'} seeded test products (the same for every run), "
+        f"training max(ceil({cfg.epochs}·n/{cfg.batch_size}), {cfg.min_steps}) steps of {cfg.batch_size} (micro-batch {cfg.micro_batch_size}), "
+        f"lr {cfg.lr}, LoRA r {cfg.r} / alpha {cfg.alpha} on q_proj, v_proj, loss on the answer only, no validation/early stopping.",
+        "",
+        "| size | seed | status | steps | train s | eval s | accuracy | strict acc | valued acc | n/a acc | P | R | F1 | invalid |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(result.run.rows, key=lambda r: (r["size"], -1 if r["seed"] is None else r["seed"])):
+        m, t = r["metrics"], r.get("train") or {}
+        if not m:
+            lines.append(f"| {r['size']} | {r['seed']} | {r['status']} | {t.get('steps', '')} | | | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['size']} | {'' if r['seed'] is None else r['seed']} | {r['status']} | {t.get('steps', '')} | "
+            f"{t.get('wall_s', 0) or 0:.0f} | {r.get('eval_s', 0):.0f} | {m['accuracy']:.3f} | {m['strict_accuracy']:.3f} | "
+            f"{m['valued_accuracy']:.3f} | {m['na_accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['invalid_rate']:.3f} |"
+        )
+    lines += ["", "```", *result.lines, "```", ""]
+    if a.fit is None:
+        lines.append("No fit: no trained runs.")
+    lines.append(f"Plots: `{name}.png` (accuracy vs size), `{name}_per_attribute.png` (per-attribute accuracy, 12 most frequent attributes).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    import torch
+
+    cfg = CurveConfig(
+        task="attributes", task_options={"data": "oa-mine", "unit": args.unit}, model=args.model,
+        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, method=args.method,
+        eval_limit=args.eval_limit or None, epochs=args.epochs, min_steps=args.min_steps, lr=args.lr,
+        batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, gain_threshold=args.gain_threshold,
+        device=args.device,
+    )
+    command = "python3 benchmarks/bench_curve.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    load_before = [round(x, 1) for x in os.getloadavg()]
+    start = time.perf_counter()
+    result = learning_curve(cfg, args.work)
+    info = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": [round(x, 1) for x in os.getloadavg()],
+        "wall_s": time.perf_counter() - start,
+    }
+    name = args.name
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / f"{name}.json", _finite({
+        "command": command, "info": info, "settings": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds,
+        "analysis": result.analysis.as_dict(), "summary": result.lines,
+        "runs": [{k: r.get(k) for k in ("size", "seed", "status", "metrics", "train", "eval_s", "wall_s")} for r in result.run.rows],
+    }))
+    with atomic_path(RESULTS / f"{name}.md") as tmp:
+        tmp.write_text(markdown(name, command, cfg, result, info))
+    shutil.copyfile(result.files["csv"], RESULTS / f"{name}.csv")
+    shutil.copyfile(result.files["curve_png"], RESULTS / f"{name}.png")
+    if "breakdown_png" in result.files:
+        shutil.copyfile(result.files["breakdown_png"], RESULTS / f"{name}_per_attribute.png")
+    print("\n".join(result.lines))
+    print(f"wrote {RESULTS / name}.{{json,md,csv,png}}; reproduce: {command}")
+
+
+if __name__ == "__main__":
+    main()
