@@ -121,6 +121,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast run")
+    parser.add_argument("--note", default="", help="a remark stored with the results (e.g. where the weights came from)")
     parser.add_argument("--out", default=None, help="results stem (default benchmarks/results/effort[.<device>])")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -214,6 +215,7 @@ def main(argv=None) -> dict:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "model": args.model,
+        "note": args.note,
         "config": {k: getattr(config, k) for k in ("modules", "layers", "lora_targets", "lora_r", "lora_alpha",
                                                    "batch_size", "head_chunk", "dtype", "mask_prompt", "max_tokens")},
         "samples": len(encoded),
@@ -265,6 +267,7 @@ def markdown(r: dict) -> str:
         f"grads of {', '.join(r['config']['modules'])} LoRA-B in layers {list(r['config']['layers'])}, "
         f"torch {r['torch']}, {r['torch_threads']} threads.",
         "",
+        *([f"Note: {r['note']}", ""] if r.get("note") else []),
         "| run | seconds | tokens/s | samples/s |",
         "|---|---:|---:|---:|",
         f"| no-grad forward (HF logits + loss) | {f['seconds']:.1f} | {f['tokens_per_s']:.0f} | {f['samples_per_s']:.2f} |",

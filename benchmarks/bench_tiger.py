@@ -50,13 +50,17 @@ def parse_args():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lam", type=float, default=0.3, help="effort weight λ (reference Games run: 0.3)")
     p.add_argument("--preset", default="small", help="TIGER size for every model here (paper|small)")
-    p.add_argument("--full-epochs", type=int, default=8, help="max epochs of the full-data model")
+    p.add_argument("--full-epochs", type=int, default=5, help="max epochs of the full-data model (batch 256, lr 1e-3)")
     p.add_argument("--pruned-epochs", type=int, default=60, help="max epochs of a pruned model")
-    p.add_argument("--pruned-batch", type=int, default=64)
-    p.add_argument("--val-users", type=int, default=2000, help="seeded validation users for early stopping (on loss)")
-    p.add_argument("--test-users", type=int, default=1000, help="seeded test-user subset (0 = all)")
+    p.add_argument("--pruned-batch", type=int, default=128)
+    p.add_argument("--pruned-lr", type=float, default=3e-3, help="peak lr of pruned runs (a brief check on one random subset)")
+    p.add_argument("--val-users", type=int, default=1000, help="seeded validation users for early stopping (on loss)")
+    p.add_argument("--test-users", type=int, default=2000, help="seeded test-user subset (0 = all)")
+    p.add_argument("--surrogate-dir", type=Path, default=None,
+                   help="a trained SASRec surrogate (`leantune surrogate train`) for influence; default: trained or cached by the scorer")
     p.add_argument("--warmup-epochs", type=int, default=1, help="epochs of the TIGER model behind the effort score")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="extra scorer option (JSON value), e.g. influence_solver=cg")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "tiger")
@@ -93,6 +97,8 @@ def dealrec_selections(ds, args, ids_dir) -> tuple[dict[int, list[int]], dict]:
     register_method()
     options = {"tiger_ids": str(ids_dir), "tiger_preset": args.preset, "tiger_warmup_epochs": args.warmup_epochs,
                "device": args.device, **parse_options(args.opt)}
+    if args.surrogate_dir is not None:
+        options["surrogate_dir"] = str(args.surrogate_dir)
     t0 = time.perf_counter()
     first = prune(ds, args.budget, "dealrec-tiger", args.work / "prune-dealrec", seed=args.seeds[0], lam=args.lam,
                   options=options)
@@ -172,6 +178,7 @@ def markdown(result: dict, command: str) -> str:
         f"- full-data training: {c['full_train_s']:.0f} s",
         f"- DEALRec scoring (influence incl. surrogate, tiger_effort incl. warm-up model): {c['dealrec_scoring_s']:.0f} s "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in c['dealrec_scoring_by_scorer_s'].items())})",
+        f"- SASRec surrogate training, when given by --surrogate-dir (its recorded train_seconds): {c['surrogate_train_s']:.0f} s",
         f"- DEALRec training (mean per seed): {c['dealrec_train_s']:.0f} s; total DEALRec = {c['dealrec_total_s']:.0f} s "
         f"= {c['dealrec_total_s'] / c['full_train_s']:.2f}x the full-data training",
         f"- Random training (mean per seed): {c['random_train_s']:.0f} s",
@@ -191,6 +198,10 @@ def markdown(result: dict, command: str) -> str:
 
 def main():
     args = parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     command = "python3 benchmarks/bench_tiger.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     ds = load_dataset(args.data)
     ids_dir = args.work / "ids"
@@ -202,8 +213,8 @@ def main():
 
     common = dict(val_users=args.val_users, val_metric="loss", patience=3)
     full_cfg = tiger_config(args.preset, max_epochs=args.full_epochs, eval_every_steps=1, **common)
-    pruned_cfg = tiger_config(args.preset, max_epochs=args.pruned_epochs, batch_size=args.pruned_batch,
-                              warmup_steps=50, eval_every_steps=5 * -(-args.budget // args.pruned_batch), **common)
+    pruned_cfg = tiger_config(args.preset, max_epochs=args.pruned_epochs, batch_size=args.pruned_batch, lr=args.pruned_lr,
+                              warmup_steps=50, eval_every_steps=3 * -(-args.budget // args.pruned_batch), **common)
 
     runs = {"full": [train_and_eval(ds, sids, None, "full", full_cfg, 0, args)]}
     dealrec, dealrec_info = dealrec_selections(ds, args, ids_dir)
@@ -216,12 +227,16 @@ def main():
     # includes training the SASRec surrogate (unless cached) and the warm-up TIGER behind effort.
     scoring = {name: stage["compute_seconds"] for name, stage in dealrec_info["timings"]["scoring"].items()}
     dealrec_scoring = float(sum(scoring.values()))
+    surrogate_s = 0.0
+    if args.surrogate_dir is not None:  # trained by a separate command: add its recorded training time
+        surrogate_s = float(json.loads((args.surrogate_dir / "surrogate.json").read_text()).get("train_seconds", 0.0))
     cost = {
         "full_train_s": summary["full"]["train_wall_s"]["mean"],
         "dealrec_scoring_s": dealrec_scoring,
         "dealrec_scoring_by_scorer_s": scoring,
         "dealrec_train_s": summary["dealrec"]["train_wall_s"]["mean"],
-        "dealrec_total_s": dealrec_scoring + summary["dealrec"]["train_wall_s"]["mean"],
+        "surrogate_train_s": surrogate_s,
+        "dealrec_total_s": dealrec_scoring + surrogate_s + summary["dealrec"]["train_wall_s"]["mean"],
         "random_train_s": summary["random"]["train_wall_s"]["mean"],
     }
     result = {

@@ -4,7 +4,9 @@ Every strategy searches the same space with the same trial runner; compute is co
 steps (tokens are recorded too). Early BO (leantune.tuning.EarlySearch) runs ``--trials`` trials to
 ``--early-fraction`` and continues its ``--top-k``; it is run with validate-all so the rank agreement
 between early and final scores can be measured, but only phase 1 + the top-k continuations are
-counted as its compute. Full-fidelity TPE trains ``--trials`` trials to the end. Random search and
+counted as its compute. Its pick is the best final validation score among the top-k and the
+baseline (which phase 2 always continues, and whose compute is counted). Full-fidelity TPE trains
+``--trials`` trials to the end. Random search and
 the SHA/Hyperband pruners (TPE sampler, rungs at 1/9, 1/3 and all of the schedule, capped by the
 objective) get early BO's compute as their budget. Each strategy picks its best trial by final
 *validation* score and we report that trial's held-out test score.
@@ -18,6 +20,7 @@ Writes benchmarks/results/tuning[-NAME].json/.md/.png.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import sys
@@ -60,8 +63,16 @@ def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
     rec = load_records(cfg.study, cfg.storage_url)
     phase1 = sum(t.early_steps for t in rec.trials)
     ranked = sorted((t for t in rec.trials if t.status == "ok" and t.final_status is not None), key=lambda t: (-t.early_score, t.number))
-    top = ranked[: args.top_k]
-    # The method's own compute: phase 1, then the top-k continued in early-rank order.
+    # What EarlySearch does without validate-all: continue in early rank until k finish usable
+    # (backfill replaces late failures), plus the baseline.
+    top, usable = [], 0
+    for t in ranked:
+        if usable >= args.top_k:
+            break
+        top.append(t)
+        usable += t.final_status == "ok"
+    top += [t for t in rec.trials if t.baseline and t.final_status is not None and t not in top]
+    # The method's own compute: phase 1, then the top-k (and the baseline) continued in early-rank order.
     compute, curve, best = phase1, [], None
     for t in top:
         compute += t.final_steps - t.early_steps
@@ -152,8 +163,20 @@ def _mean_sd(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
+LOSS_SCALE = False  # set in main(): scores are exp(-loss), shown as the loss itself (lower is better)
+
+
+def disp(x):
+    """A score in the unit the report shows: points (x100), or the loss behind exp(-loss)."""
+    if x is None:
+        return None
+    if LOSS_SCALE:
+        return -math.log(x) if x > 0 else math.inf
+    return 100 * x
+
+
 def _pts(x) -> str:
-    return "–" if x is None else f"{100 * x:.2f}"
+    return "–" if x is None else f"{x:.4f}" if LOSS_SCALE else f"{x:.2f}"
 
 
 def summarise(results: dict, args) -> dict:
@@ -161,15 +184,15 @@ def summarise(results: dict, args) -> dict:
     for name in STRATEGIES:
         rows = [results[s][name] for s in results]
         out[name] = {
-            "best_test": _mean_sd([r["best_test"] for r in rows]),
+            "best_test": _mean_sd([disp(r["best_test"]) for r in rows]),
             "compute": _mean_sd([r["compute"] for r in rows]),
             "trials": _mean_sd([r["trials"] for r in rows]),
             "wall_s": _mean_sd([r["wall_s"] for r in rows]),
         }
     seeds = list(results)
     ratio = [results[s]["early_bo"]["compute"] / results[s]["full_tpe"]["compute"] for s in seeds]
-    gap = [(results[s]["early_bo"]["best_test"] or 0) - (results[s]["full_tpe"]["best_test"] or 0) for s in seeds]
-    tpe_at_budget = [best_at(results[s]["full_tpe"]["curve"], results[s]["early_bo"]["compute"]) for s in seeds]
+    gap = [disp(results[s]["early_bo"]["best_test"] or 0) - disp(results[s]["full_tpe"]["best_test"] or 0) for s in seeds]
+    tpe_at_budget = [disp(best_at(results[s]["full_tpe"]["curve"], results[s]["early_bo"]["compute"])) for s in seeds]
     out["early_bo"]["compute_ratio"] = _mean_sd(ratio)
     out["early_bo"]["gap_to_full_tpe"] = _mean_sd(gap)
     out["full_tpe"]["best_test_at_early_bo_budget"] = _mean_sd(tpe_at_budget)
@@ -180,7 +203,8 @@ def summarise(results: dict, args) -> dict:
 
 def render(results: dict, summary: dict, args, command: str, png: str) -> str:
     e = summary["early_bo"]
-    unit = "score points (score × 100)"
+    unit = ("held-out loss (lower is better; the score optimised is exp(-validation loss))" if LOSS_SCALE
+            else "score points (score × 100)")
     lines = [f"# Early-performance BO vs other searches ({args.runner} runner)", "",
              f"Command: `{command}`", "",
              f"Runner: {describe_runner(args)}. Seeds: {', '.join(map(str, args.seeds))}. "
@@ -199,7 +223,9 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
     sp, kt, ov = e["spearman"], e["kendall"], e["topk_overlap"]
     lines += ["## Goals", "",
               "| goal | measured (mean ± sd over seeds) | met |", "|---|---|---|",
-              f"| early BO within 1 point of full TPE's best | {100 * gap[0]:+.2f} ± {100 * gap[1]:.2f} points | {'yes' if gap[0] >= -0.01 else 'no'} |",
+              (f"| early BO's best vs full TPE's (held-out loss difference, negative = early BO better) | {gap[0]:+.4f} ± {gap[1]:.4f} | n/a |"
+               if LOSS_SCALE else
+               f"| early BO within 1 point of full TPE's best | {gap[0]:+.2f} ± {gap[1]:.2f} points | {'yes' if gap[0] >= -1 else 'no'} |"),
               f"| ... at ≤ 35% of its compute | {100 * ratio[0]:.1f}% ± {100 * ratio[1]:.1f}% | {'yes' if ratio[0] <= 0.35 else 'no'} |",
               f"| Spearman(early, final) ≥ 0.8 | {_f(sp[0])} ± {_f(sp[1])} (Kendall {_f(kt[0])}) | {'yes' if sp[0] is not None and sp[0] >= 0.8 else 'no'} |",
               f"| ≥ 4 of the early top-{args.top_k} in the final top-{args.top_k} | {_f(ov[0])} ± {_f(ov[1])} | {'yes' if ov[0] is not None and ov[0] >= 4 else 'no'} |",
@@ -211,7 +237,7 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
             note = (f"Spearman {_f(r['agreement']['spearman'])}, Kendall {_f(r['agreement']['kendall'])}, top-{args.top_k} overlap "
                     f"{r['agreement']['topk_overlap']}, {r['failed_early']} failed early" if name == "early_bo"
                     else f"{r.get('pruned', 0)} pruned, {r.get('failed', 0)} failed")
-            lines.append(f"| {seed} | {name} | {r['trials']} | {r['compute']} | {_pts(r['best_valid'])} | {_pts(r['best_test'])} | {note} |")
+            lines.append(f"| {seed} | {name} | {r['trials']} | {r['compute']} | {_pts(disp(r['best_valid']))} | {_pts(disp(r['best_test']))} | {note} |")
     lines += ["", f"![best final test vs compute]({png})", ""]
     return "\n".join(lines)
 
@@ -242,10 +268,10 @@ def plot(results: dict, args, path: Path) -> None:
             if not curve:
                 continue
             xs, ys = zip(*curve)
-            ax.step(xs, [100 * y for y in ys], where="post", color=colors[name], alpha=0.7, lw=1.2, label=name if i == 0 else None)
-            ax.plot(xs[-1], 100 * ys[-1], "o", color=colors[name], ms=4)
+            ax.step(xs, [disp(y) for y in ys], where="post", color=colors[name], alpha=0.7, lw=1.2, label=name if i == 0 else None)
+            ax.plot(xs[-1], disp(ys[-1]), "o", color=colors[name], ms=4)
     ax.set_xlabel("compute spent (optimizer steps)")
-    ax.set_ylabel("best final test score (× 100), picked by validation")
+    ax.set_ylabel("held-out loss of the pick (lower is better)" if LOSS_SCALE else "best final test score (× 100), picked by validation")
     ax.set_title(f"best final test vs compute, {len(results)} seeds ({args.runner})")
     ax.legend(fontsize=8)
     with atomic_path(path) as tmp:
@@ -271,6 +297,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--name", default="", help="suffix of the result files: tuning-NAME.*")
     args = ap.parse_args(argv)
+    global LOSS_SCALE
+    LOSS_SCALE = args.runner == "finetune" and args.objective == "valid_loss"
     quiet_optuna()
     command = "python3 benchmarks/bench_tuning.py " + " ".join(argv if argv is not None else sys.argv[1:])
     runner, space = make_runner(args), load_space(args.space)
@@ -287,7 +315,7 @@ def main(argv=None) -> None:
             by["sha"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "sha", "tpe", "sha", budget)
             by["hyperband"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "hb", "tpe", "hyperband", budget)
             results[str(seed)] = by
-            print(f"seed {seed}: " + ", ".join(f"{k} test {_pts(v['best_test'])} @ {v['compute']} steps" for k, v in by.items())
+            print(f"seed {seed}: " + ", ".join(f"{k} test {_pts(disp(v['best_test']))} @ {v['compute']} steps" for k, v in by.items())
                   + f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -111,7 +111,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_rqvae(x, cfg, seed=3, checkpoint=ckpt, progress=False, checkpoint_key="k")
     monkeypatch.setattr(rqvae, "save_training_state", original)
-    assert rqvae._checkpoint_state(ckpt)["epoch"] == 2
+    assert rqvae.checkpoint_state(ckpt)["epoch"] == 2
     resumed, history = train_rqvae(x, cfg, seed=3, checkpoint=ckpt, progress=False, checkpoint_key="k")
     assert len(history) == cfg.epochs
     for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):

@@ -135,11 +135,19 @@ def test_phase2_continues_the_top_k_and_baseline_from_their_checkpoints(searched
     cfg, lines, _ = searched
     study, final = _studies(cfg)
     phase1 = [t for t in study.trials if t.state.name == "COMPLETE"]
-    ok = sorted((t for t in phase1 if t.user_attrs["status"] == "ok"), key=lambda t: (-t.value, t.number))
-    expected = {t.number for t in ok[:3]} | {study.trials[0].number}
     done = [t for t in final.trials if t.state.name == "COMPLETE"]
-    assert {t.user_attrs["source_trial"] for t in done} == expected and len(done) == len(expected)
-    assert sum(line.startswith("[phase 2]") for line in lines) == len(expected)
+    status = {t.user_attrs["source_trial"]: t.user_attrs["status"] for t in done}
+    # Early rank order; a continuation that fails is replaced by the next trial (backfill) until 3 are usable.
+    ranked = sorted((t for t in phase1 if t.user_attrs["status"] == "ok"), key=lambda t: (-t.value, t.number))
+    expected, usable = [], 0
+    for t in ranked:
+        if usable == 3:
+            break
+        expected.append(t.number)
+        usable += status.get(t.number) == "ok"
+    assert set(status) == set(expected) | {study.trials[0].number} and len(done) == len(status)
+    assert {t.user_attrs["role"] for t in done if t.user_attrs["source_trial"] in expected[:3]} == {"top_k"}
+    assert sum(line.startswith("[phase 2]") for line in lines) == len(done)
     for t in done:  # continued, not retrained: exactly one more segment, from the early step on
         source = study.trials[t.user_attrs["source_trial"]]
         e = source.user_attrs["early"]["steps"]
@@ -147,8 +155,31 @@ def test_phase2_continues_the_top_k_and_baseline_from_their_checkpoints(searched
         assert t.user_attrs["final"]["added_steps"] == t.user_attrs["final"]["steps"] - e
         assert t.params == source.params
     for t in phase1:
-        if t.number not in expected:
+        if t.number not in status:
             assert len(_segments(cfg.work_dir, t)) == 1
+
+
+class LateDivergence(SyntheticRunner):
+    """Every run with lr above 1e-3 diverges after its early point."""
+
+    def run(self, params, out_dir, fraction, test=False):
+        result = super().run(params, out_dir, fraction, test)
+        if fraction is None and params["lr"] > 1e-3:
+            result.status, result.reason, result.score = "diverged", "loss nan (late)", 0.0
+        return result
+
+
+def test_failed_top_k_continuations_are_backfilled(tmp_path):
+    space = tmp_path / "space.toml"  # large learning rates look best early, then blow up
+    space.write_text("[params.lr]\nlow = 1e-4\nhigh = 5e-3\nlog = true\n[params.alpha]\nvalue = 16\n")
+    cfg = _cfg(tmp_path, trials=10, top_k=2, sampler="random", baseline=False)
+    EarlySearch(cfg, LateDivergence(train_size=64, instability=1.0), load_space(space), log=lambda _: None).run()
+    study, final = _studies(cfg)
+    done = sorted((t for t in final.trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    ok = [t for t in done if t.user_attrs["status"] == "ok"]
+    assert len(ok) == 2 and any(t.user_attrs["role"] == "backfill" for t in done)
+    assert all(study.trials[t.user_attrs["source_trial"]].params["lr"] <= 1e-3 for t in ok)
+    assert all(t.user_attrs["fail_reason"].startswith("diverged") for t in done if t not in ok)
 
 
 def test_report_files_and_figures(searched):

@@ -109,7 +109,7 @@ def finetune_cmd(
     from ..curves.runner import resolve_device
     from ..io import write_json
     from ..models.llm import load_tokenizer
-    from ..tasks.attributes import AttributeTask
+    from ..tasks.attributes import AttributeTask, write_predictions
     from ..train import FinetuneConfig, finetune, load_finetuned
 
     task = AttributeTask(data=data, unit=unit, progress=not quiet)
@@ -130,5 +130,6 @@ def finetune_cmd(
         lm, tok = load_finetuned(model, result.adapter_dir, device=dev)
         metrics, rows = task.predict(lm, tok, "test", limit=evaluate_limit, seed=0)
         write_json(out / "metrics.json", {"settings": {"data": data, "model": model, "unit": unit, "limit": evaluate_limit, "seed": 0}, "metrics": metrics})
+        write_predictions(out / "predictions.jsonl", rows)
         _print_metrics(metrics, f"fine-tuned ({len(units)} {unit}s) on {data} test")
-        print(f"wrote {out / 'metrics.json'}")
+        print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")

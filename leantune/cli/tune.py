@@ -49,6 +49,7 @@ def tune(
     valid_size: int = typer.Option(32, help="Validation examples the trainer computes its loss on (as many more give the held-out loss)."),
     cutoff_len: Optional[int] = typer.Option(None, help="Token cut-off of training examples (default: FinetuneConfig's 512)."),
     baseline: bool = typer.Option(True, help="Enqueue a baseline trial with the default hyperparameters and continue it too."),
+    backfill: bool = typer.Option(True, help="Replace a top-k trial that fails after the early point by the next one in early rank."),
     worker: int = typer.Option(0, help="Worker index: offsets the sampler seed so parallel workers propose different points."),
     heartbeat: int = typer.Option(60, help="Seconds between trial heartbeats; a trial silent for 2x this is failed and retried."),
     max_retry: int = typer.Option(2, help="How often a trial of a killed worker is retried."),
@@ -62,10 +63,11 @@ def tune(
         return
     from ..errors import LeantuneError
     from ..tuning import EarlySearch, SyntheticRunner, TuneConfig, load_space, write_report
+    from ..tuning.study import public_url
 
     work = _work_dir(work_dir, study)
     cfg = TuneConfig(study=study, storage=storage, work_dir=work, trials=trials, early_fraction=early_fraction, top_k=top_k,
-                     validate_all=validate_all, sampler=sampler, seed=seed, worker=worker, baseline=baseline,
+                     validate_all=validate_all, sampler=sampler, seed=seed, worker=worker, baseline=baseline, backfill=backfill,
                      heartbeat_interval=heartbeat, max_retry=max_retry)
     search_space = load_space(space)
     if runner == "synthetic":
@@ -83,7 +85,7 @@ def tune(
         settings = {"runner": "finetune", **trial_runner.settings()}
     else:
         raise LeantuneError(f"--runner {runner!r}: choose 'finetune' or 'synthetic'")
-    print(f"study {study!r} in {cfg.storage_url} (work dir {work}); worker {worker}; {trials} trials to "
+    print(f"study {study!r} in {public_url(cfg.storage_url)} (work dir {work}); worker {worker}; {trials} trials to "
           f"{early_fraction:.0%} of their schedule, then the top {top_k}{' (all: --validate-all)' if validate_all else ''} to the end", flush=True)
     print("search space: " + "; ".join(search_space.describe()), flush=True)
     search = EarlySearch(cfg, trial_runner, search_space, settings=settings, log=lambda line: print(line, flush=True))
@@ -91,7 +93,7 @@ def tune(
     if report:
         md = write_report(study, cfg.storage_url, work / "report", top_k=top_k)
         print(f"report: {md}")
-    print(f"view the study: optuna-dashboard {cfg.storage_url}")
+    print(f"view the study: optuna-dashboard {public_url(cfg.storage_url)}")
 
 
 @tune_app.command("report")

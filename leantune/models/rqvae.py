@@ -51,7 +51,9 @@ class RQVAEConfig:
     collapse_fraction: float = 0.25
 
     def key(self, embeddings_key: str, seed: int) -> str:
-        blob = json.dumps({"cfg": asdict(self), "emb": embeddings_key, "seed": seed}, sort_keys=True)
+        # Only settings that change the codes: checkpointing and the collapse threshold do not.
+        settings = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "collapse_fraction")}
+        blob = json.dumps({"cfg": settings, "emb": embeddings_key, "seed": seed}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -163,7 +165,7 @@ def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.opt
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _checkpoint_state(path: str | Path) -> dict:
+def checkpoint_state(path: str | Path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
@@ -218,7 +220,7 @@ def train_rqvae(
     gen = torch.Generator()
     history: list[dict] = []
     start = 0
-    if checkpoint is not None and checkpoint.exists() and _checkpoint_state(checkpoint).get("key") == checkpoint_key:
+    if checkpoint is not None and checkpoint.exists() and checkpoint_state(checkpoint).get("key") == checkpoint_key:
         state = load_training_state(checkpoint, model, optimizer)
         start, history = state["epoch"], state["history"]
     bar = tqdm(range(start, cfg.epochs), desc="rq-vae", disable=not progress, initial=start, total=cfg.epochs)

@@ -29,7 +29,7 @@ import torch
 from ..errors import DataError, LeantuneError
 from ..evaluation.metrics import ranking_metrics
 from ..io import atomic_path, read_json, write_json
-from .rqvae import SemanticIDs, load_training_state, save_training_state, _checkpoint_state
+from .rqvae import SemanticIDs, checkpoint_state, load_training_state, save_training_state
 
 PAD, EOS = 0, 1
 MODEL_FILE = "model.safetensors"
@@ -71,10 +71,6 @@ class TigerConfig:
     # generation
     beam_size: int = 20
     eval_batch_size: int = 64
-
-    def model_key(self) -> dict:
-        names = ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff", "dropout", "user_buckets", "max_history")
-        return {n: getattr(self, n) for n in names}
 
 
 # Model sizes by name. "paper" is TIGER's; "small" is ~20x cheaper per token, for CPU-only runs.
@@ -437,7 +433,7 @@ def train_tiger(
     max_epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad": 0, "last_eval_step": 0, "history": [], "wall_s": 0.0, "key": key}
     state_path = out_dir / STATE_FILE
-    if state_path.exists() and _checkpoint_state(state_path).get("key") == key:
+    if state_path.exists() and checkpoint_state(state_path).get("key") == key:
         state = load_training_state(state_path, model, optimizer)
     # Linear warm-up, then inverse-square-root decay; last_epoch restores the position on resume.
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -446,9 +442,16 @@ def train_tiger(
         last_epoch=state["step"] - 1,
     )
     higher_better = cfg.val_metric != "loss"
-    stopped = "max-epochs"
+
+    def stop_reason() -> str | None:
+        if state["bad"] >= cfg.patience:
+            return "early-stopping"
+        if cfg.max_steps and state["step"] >= cfg.max_steps:
+            return "max-steps"
+        return "max-epochs" if state["epoch"] >= max_epochs else None
+
     bar = tqdm(total=max_epochs * steps_per_epoch, initial=state["step"], desc=f"tiger ({len(samples)} samples)", disable=not progress)
-    while state["epoch"] < max_epochs:
+    while stop_reason() is None:
         t0 = time.perf_counter()
         model.train()
         rng = np.random.default_rng([seed, state["epoch"]])
@@ -468,15 +471,10 @@ def train_tiger(
                 break
         state["epoch"] += 1
         row = {"epoch": state["epoch"], "step": state["step"], "train_loss": epoch_loss / len(samples)}
-        hit_cap = bool(cfg.max_steps and state["step"] >= cfg.max_steps)
-        last = state["epoch"] >= max_epochs or hit_cap
+        last = state["epoch"] >= max_epochs or bool(cfg.max_steps and state["step"] >= cfg.max_steps)
         if state["step"] - state["last_eval_step"] >= cfg.eval_every_steps or last:
             state["last_eval_step"] = state["step"]
-            if cfg.val_metric == "loss":
-                value = mean_loss(model, encoder, val)
-            else:
-                ranked = recommend(model, encoder, val, 10, beam_size=cfg.beam_size, batch_size=cfg.eval_batch_size)
-                value = ranking_metrics(ranked, [s.targets for s in val], ks=(10,))["recall@10"]
+            value = _validate(model, encoder, val, cfg)
             row["val_" + cfg.val_metric] = value
             improved = state["best"] is None or (value > state["best"] if higher_better else value < state["best"])
             if improved:
@@ -490,20 +488,21 @@ def train_tiger(
         if progress:
             bar.write(_row_text(row))
         save_training_state(state_path, model, optimizer, state)
-        if state["bad"] >= cfg.patience:
-            stopped = "early-stopping"
-            break
-        if hit_cap:
-            stopped = "max-steps"
-            break
     bar.close()
     run = TigerRun(
         str(out_dir), len(samples), state["epoch"], state["step"], state["best_epoch"], float(state["best"]),
-        cfg.val_metric, round(state["wall_s"], 2), stopped, state["history"], key,
+        cfg.val_metric, round(state["wall_s"], 2), stop_reason(), state["history"], key,
     )
     write_json(summary_path, {"status": "done", "key": key, "run": asdict(run)})
     state_path.unlink(missing_ok=True)
     return run
+
+
+def _validate(model, encoder: TigerEncoder, val, cfg: TigerConfig) -> float:
+    if cfg.val_metric == "loss":
+        return mean_loss(model, encoder, val)
+    ranked = recommend(model, encoder, val, 10, beam_size=cfg.beam_size, batch_size=cfg.eval_batch_size)
+    return ranking_metrics(ranked, [s.targets for s in val], ks=(10,))["recall@10"]
 
 
 def _row_text(row: dict) -> str:

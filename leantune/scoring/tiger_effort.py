@@ -14,7 +14,8 @@ every sample of the batch at once. Dropout is off (eval mode).
 
 Effort needs a trained model: a model that has never seen the data gives gradient norms that
 say nothing about the samples. By default the scorer trains TIGER briefly on all training
-samples (``tiger_warmup_epochs``, 1) and caches it; options (``ScoringContext.options``):
+samples (``tiger_warmup_epochs``, 1) into ``<work_dir>/tiger-effort-warmup/`` (reused when
+scoring resumes); options (``ScoringContext.options``):
 
 * ``tiger_ids``: semantic-IDs folder or file (default ``runs/tiger-<data>/``, built if missing);
 * ``tiger_model_dir``: a ``train_tiger`` folder to use instead of the warm-up model;
@@ -33,8 +34,6 @@ import torch
 from torch import nn
 
 from .base import SCORERS
-
-EFFORT_PARAMS = "decoder.block[-1] + decoder.final_layer_norm + lm_head (output role)"
 
 
 class _Head(nn.Module):

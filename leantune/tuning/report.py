@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..io import atomic_path, write_json
 from .analysis import SearchRecords, TrialRecord, early_vs_final, load_records
+from .study import public_url
 
 PLOTS = ("score_vs_trial.png", "lr_vs_alpha.png", "valid_loss.png", "early_vs_final.png")
 
@@ -128,16 +129,6 @@ def _fmt(x, digits: int = 4) -> str:
 
 def _params_cell(t: TrialRecord) -> str:
     return ", ".join(f"{k}={_fmt(v, 3)}" for k, v in t.params.items())
-
-
-def public_url(url: str) -> str:
-    """The storage URL with any password masked, fit to print in a report."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: print it as given
-        return url
 
 
 def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: str) -> str:

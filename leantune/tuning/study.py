@@ -51,6 +51,7 @@ class TuneConfig:
     seed: int = 0
     worker: int = 0  # offsets the sampler seed so parallel workers don't propose the same points
     baseline: bool = True
+    backfill: bool = True  # a failed top-k continuation is replaced by the next trial in early rank
     heartbeat_interval: int = 60
     grace_period: int | None = None  # default: 2 x heartbeat_interval
     max_retry: int = 2
@@ -114,17 +115,27 @@ def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
                 _serialised_sqlite(storage)
             return storage
         except ImportError as exc:
-            raise LeantuneError(f"--storage {url!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
+            raise LeantuneError(f"--storage {public_url(url)!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
         except Exception as exc:  # noqa: BLE001 - a bad URL, a server that is down, or a race (below)
             # Workers started together on a fresh database race to create Optuna's tables and
             # version row; the loser simply opens it again.
             if attempt == 3 or not any(m in str(exc) for m in SCHEMA_RACE):
                 first = str(exc).splitlines()[0][:200] if str(exc) else ""
-                raise LeantuneError(f"--storage {url!r}: cannot open ({type(exc).__name__}: {first})") from None
+                raise LeantuneError(f"--storage {public_url(url)!r}: cannot open ({type(exc).__name__}: {first})") from None
             time.sleep(0.5 + attempt)
 
 
 SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value", "database is locked")
+
+
+def public_url(url: str) -> str:
+    """The storage URL with any password masked, fit to print in a report."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: print it as given
+        return url
 
 
 def _serialised_sqlite(storage) -> None:
@@ -331,15 +342,19 @@ class EarlySearch:
 
     # -- phase 2
 
-    def candidates(self) -> list[tuple[int, str]]:
-        """(trial number, role) to continue: top-k by early score (or all), plus the baseline."""
+    def _resumable(self) -> list:
+        """Phase-1 trials with a checkpoint that can be continued, best early score first."""
         trials = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.user_attrs.get("status") in ("ok", "failed")]
         resumable = [t for t in trials if t.user_attrs.get("early", {}).get("status") in OK_STATUSES]
-        ranked = sorted(resumable, key=lambda t: (-float(t.value), t.number))
+        return sorted(resumable, key=lambda t: (-float(t.value), t.number))
+
+    def candidates(self) -> list[tuple[int, str]]:
+        """(trial number, role) to continue: top-k by early score (or all), plus the baseline."""
+        resumable = self._resumable()
         if self.cfg.validate_all:
-            chosen = [(t.number, "all") for t in ranked]
+            chosen = [(t.number, "all") for t in resumable]
         else:
-            chosen = [(t.number, "top_k") for t in ranked if t.user_attrs.get("status") == "ok"][: self.cfg.top_k]
+            chosen = [(t.number, "top_k") for t in resumable if t.user_attrs.get("status") == "ok"][: self.cfg.top_k]
         for t in resumable:
             if t.user_attrs.get("baseline") and t.number not in {n for n, _ in chosen}:
                 chosen.append((t.number, "baseline"))
@@ -409,8 +424,27 @@ class EarlySearch:
                 final.optimize(lambda tr: self._phase2_objective(final, tr), n_trials=1, catch=(SurplusTrial,), gc_after_trial=self.gc)
             elif any(t.state == TrialState.RUNNING for t in trials):
                 time.sleep(self.cfg.poll_s)
-            else:
+            elif not self._backfill(final):
                 return final
+
+    def _backfill(self, final) -> bool:
+        """Replace top-k continuations that failed (e.g. diverged late) by the next trials in early rank.
+
+        A trial that looks best early can blow up later (a learning rate at the edge of divergence);
+        without this the search could end with fewer than k usable models, or none.
+        """
+        if self.cfg.validate_all or not self.cfg.backfill:
+            return False
+        trials = final.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("role") in ("top_k", "backfill")]
+        missing = self.cfg.top_k - sum(t.user_attrs.get("status") == "ok" for t in done)
+        if missing <= 0:
+            return False
+        present = {t.user_attrs.get("source_trial") for t in trials if t.state.name != "FAIL"}
+        nxt = [t for t in self._resumable() if t.user_attrs.get("status") == "ok" and t.number not in present][:missing]
+        for t in nxt:
+            final.enqueue_trial(t.params, user_attrs={"source_trial": t.number, "role": "backfill", "baseline": bool(t.user_attrs.get("baseline"))})
+        return bool(nxt)
 
     def run(self):
         self.run_phase1()
