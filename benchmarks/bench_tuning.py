@@ -300,7 +300,7 @@ def main(argv=None) -> None:
     global LOSS_SCALE
     LOSS_SCALE = args.runner == "finetune" and args.objective == "valid_loss"
     quiet_optuna()
-    command = "python3 benchmarks/bench_tuning.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python3 benchmarks/bench_tuning.py", *(argv if argv is not None else sys.argv[1:])])
     runner, space = make_runner(args), load_space(args.space)
     results: dict = {}
     scratch = Path(tempfile.mkdtemp(prefix="bench-tuning-"))

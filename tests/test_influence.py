@@ -131,7 +131,7 @@ def test_grand_equals_per_sample_autograd_norm(tiny_rec, trained):
 
 def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
     monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
-    options = {"progress": False, "influence_depth": 200, "influence_lissa_batch": 8, "influence_scale": 50.0,
+    options = {"progress": False, "influence_depth": 100, "influence_lissa_batch": 40, "influence_scale": 50.0,
                "influence_damp": 0.04, "grand_models": 2, "grand_epochs": 1, "el2n_models": 2, "el2n_epochs": 1}
     ctx = ScoringContext(tiny_rec, seed=0, options=options, extras={"surrogate": trained, "surrogate_config": TINY})
     samples = tiny_rec.train_samples

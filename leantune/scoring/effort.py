@@ -8,9 +8,9 @@ EOS only with ``mask_prompt``.
 
 How it stays close to the cost of a forward pass:
 
-* Only the chosen ``lora_B`` weights require gradients, so the layers below the first chosen layer
-  build no autograd graph: they run as a plain no-grad forward, and the backward pass goes through
-  the last layer(s) only.
+* The layers below the first chosen layer run under ``no_grad`` (a pre-hook on that layer turns
+  autograd on), and only the chosen ``lora_B`` weights require gradients, so the backward pass
+  goes through the chosen layer(s), the final norm and nothing else.
 * The LM head never materialises a batch × length × vocabulary tensor. For chunks of the positions
   that carry loss, ``∂ℓ/∂h = Wᵀ(softmax(Wh) − onehot(y)) / n_i`` is formed directly and handed to
   ``backward`` at the final hidden state.
