@@ -45,6 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=InfluenceConfig.depth)
     p.add_argument("--lissa-batch", type=int, default=InfluenceConfig.lissa_batch)
     p.add_argument("--cg-iters", type=int, default=100)
+    p.add_argument("--cg-tol", type=float, default=InfluenceConfig.cg_tol)
+    p.add_argument("--cg-samples", type=int, default=0, help="CG's Hessian on a fixed subsample of this size (0: all)")
     p.add_argument("--loop-samples", type=int, default=300, help="samples timed in the one-at-a-time loop")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--skip-reference-params", action="store_true", help="skip the single-layer comparison")
@@ -138,7 +140,8 @@ def main() -> None:
     print(f"surrogate {folder}: test recall@20 {meta['test']['sasrec']['recall@20']:.4f} "
           f"(most-popular {meta['test']['most_popular']['recall@20']:.4f})", flush=True)
 
-    base = InfluenceConfig(depth=args.depth, lissa_batch=args.lissa_batch, cg_iters=args.cg_iters)
+    base = InfluenceConfig(depth=args.depth, lissa_batch=args.lissa_batch, cg_iters=args.cg_iters, cg_tol=args.cg_tol,
+                           cg_samples=args.cg_samples)
     start = time.perf_counter()
     lissa_run = compute_influence(model, samples, base, seed=args.seed, progress=True)
     total = time.perf_counter() - start
@@ -215,7 +218,8 @@ def write_markdown(path: Path, r: dict) -> None:
         f"| **influence total (after training)** | **{r['influence_seconds']:.1f}** |",
         f"| one-at-a-time gradient loop, {r['loop']['samples']} samples | {r['loop']['seconds']:.1f} |",
         f"| that loop extrapolated to all samples | {r['loop']['extrapolated_seconds']:.0f} |",
-        f"| CG iHVP + products ({r['cg']['iterations']} iterations, λ {r['cg']['damping']}, converged {r['cg']['converged']}) | {r['cg']['seconds']:.1f} |",
+        f"| CG iHVP + products ({r['cg']['iterations']} iterations, λ {r['cg']['damping']}, Hessian over "
+        f"{r['cg']['hessian_samples']:,} samples, relative residual {r['cg']['relative_residual']:.1e}) | {r['cg']['seconds']:.1f} |",
         "",
         f"Speed-up of the batched products over the loop: **{r['speedup_products_vs_loop']:.0f}×** "
         f"(whole computation vs loop + same gradient and iHVP: {r['speedup_total_vs_loop_plus_ihvp']:.1f}×); "

@@ -32,6 +32,8 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model):
     batched = generate_texts(model, tokenizer, prompts, settings, progress=False)
     single = [generate_texts(model, tokenizer, [p], GenerationSettings(2, 6, 1), progress=False)[0] for p in prompts]
     assert batched == single
+    plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 4, prefill_once=False), progress=False)
+    assert plain == batched  # encoding each prompt once for all beams changes nothing
     assert sum(bool(t) for t in batched) >= 2  # the random model also emits special tokens, decoded as ""
     assert tokenizer.padding_side == "right"  # restored
 

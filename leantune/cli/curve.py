@@ -8,15 +8,18 @@ import typer
 
 from .app import SEED_HELP, app
 
-CURVE_HELP = """Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the
-same test subset, fit metric(n) = a - b*n^(-c) and report the saturation point.
-
-Cost on CPU (defaults, SmolLM2-135M, OA-Mine products at ~230 tokens each, ~150-180 tokens/s on 2 idle
-cores): each run trains max(epochs*n/batch, min-steps) = max(n/8, 25) steps of 8 products; the default
-sizes and 3 seeds train ~9.9k products (~2.3M tokens, ~4 h) plus 22 evaluations of 100 test products
-(~20-30 min). Use --sizes/--seeds/--eval-limit to shrink it, --device cuda for the full one
-(e.g. --eval-limit 0 --epochs 3). Every run is cached in --out; re-running finishes only what is missing.
-"""
+CURVE_HELP = (
+    "Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the same "
+    "test subset, fit metric(n) = a - b*n^(-c) and report the saturation point (with a bootstrap interval "
+    "over seeds), the results table (CSV + JSON) and plots (PNG). Every run is cached in --out; re-running "
+    "finishes only what is missing.\n\n"
+    "CPU cost of the defaults (SmolLM2-135M, OA-Mine products at ~220 tokens each): a run trains "
+    "max(ceil(epochs*n/batch), min-steps) = max(ceil(n/8), 25) steps of 8 products, so the default sizes "
+    "and 3 seeds train ~9.9k products (~2.2M tokens): ~4 h at the ~150-180 tokens/s of 2 idle cores, plus "
+    "22 evaluations of 100 test products. On a CPU shared with other jobs it is several times slower "
+    "(set OMP_NUM_THREADS=1 there). Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
+    "for the full one (e.g. --eval-limit 0)."
+)
 
 
 def _parse_sizes(text: str) -> list[int]:

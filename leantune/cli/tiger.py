@@ -29,7 +29,7 @@ def _device(name: str) -> str:
 
 
 def _print_stats(stats) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)
     for line in stats.lines():
         console.print(f"[yellow]{line}[/yellow]" if line.startswith("warning") else line, highlight=False)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -127,15 +127,11 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
     train_on_inputs = cfg.train_on_inputs
     if train_on_inputs is None:
         train_on_inputs = getattr(task, "train_on_inputs", True)
-    base = FinetuneConfig()
-    wanted = dict(
+    # max_steps overrides epochs; no validation set means no early stopping.
+    return FinetuneConfig(
         r=cfg.r, alpha=cfg.alpha, lr=cfg.lr, batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
-        max_steps=cfg.steps_for(size), epochs=max(1, math.ceil(cfg.steps_for(size) * cfg.batch_size / max(size, 1))),
-        train_on_inputs=train_on_inputs, seed=seed,
+        max_steps=cfg.steps_for(size), train_on_inputs=train_on_inputs, seed=seed, device=resolve_device(cfg.device),
     )
-    if "device" in FinetuneConfig.__dataclass_fields__:
-        wanted["device"] = resolve_device(cfg.device)
-    return replace(base, **{k: v for k, v in wanted.items() if k in FinetuneConfig.__dataclass_fields__})
 
 
 def resolve_device(device: str) -> str:

@@ -62,6 +62,7 @@ class InfluenceConfig:
     cg_iters: int = 100
     cg_tol: float = 1e-5
     cg_damping: float | None = None  # None = LiSSA's effective damping damp·scale, for a like-for-like check
+    cg_samples: int = 0  # CG's Hessian over a fixed random subsample of this size (0 = all samples)
     batch_size: int = 1024  # samples per batch for gradients and products
 
     @classmethod
@@ -173,10 +174,14 @@ class SurrogateObjective:
         seqs = trim_left(self.seqs[idx])
         return torch.func.functional_call(self.wrapper, self._params(theta), (seqs, self.targets[idx]))
 
-    def batches(self) -> list[np.ndarray]:
+    def batches(self, subset: np.ndarray | None = None) -> list[np.ndarray]:
+        """Length-sorted batches of sample positions (of all samples, or of ``subset``)."""
         from ..models.sasrec import length_batches
 
-        return length_batches(self.lengths, self.batch_size, None)
+        if subset is None:
+            return length_batches(self.lengths, self.batch_size, None)
+        subset = np.asarray(subset)
+        return [subset[b] for b in length_batches(self.lengths[subset], self.batch_size, None)]
 
     def mean_grad(self) -> torch.Tensor:
         """g = (1/n) Σ_i ∇ℓ_i over all samples."""
@@ -197,11 +202,13 @@ class SurrogateObjective:
         theta = self.theta.detach().requires_grad_(True)
         return self._hvp_sum(theta, v * self.free, idx) / len(idx)
 
-    def full_hvp(self, v: torch.Tensor) -> torch.Tensor:
-        """Hessian of the mean loss over all samples, times ``v``."""
+    def full_hvp(self, v: torch.Tensor, subset: np.ndarray | None = None) -> torch.Tensor:
+        """Hessian of the mean loss over all samples (or the positions ``subset``), times ``v``."""
         theta = self.theta.detach().requires_grad_(True)
         v = v * self.free
-        return sum(self._hvp_sum(theta, v, idx) for idx in self.batches()) / self.n
+        batches = self.batches() if subset is None else self.batches(subset)
+        count = self.n if subset is None else len(subset)
+        return sum(self._hvp_sum(theta, v, idx) for idx in batches) / count
 
     def products(self, v: torch.Tensor) -> np.ndarray:
         """v·∇ℓ_i for every sample i: one forward-mode pass of the loss vector per batch."""
@@ -243,10 +250,13 @@ def compute_influence(model, train_samples: Sequence[Sample], cfg: InfluenceConf
             s = lissa(obj.hvp, g, obj.n, cfg.lissa, seed=seed, progress=progress)
             info = {"solver": "lissa", **vars(cfg.lissa), "effective_damping": cfg.lissa.effective_damping}
         else:
-            res = conjugate_gradient(obj.full_hvp, g, cfg.cg)
+            subset = None
+            if 0 < cfg.cg_samples < obj.n:
+                subset = np.sort(np.random.default_rng(seed).choice(obj.n, cfg.cg_samples, replace=False))
+            res = conjugate_gradient(lambda v: obj.full_hvp(v, subset), g, cfg.cg)
             s = res.x
-            info = {"solver": "cg", **vars(cfg.cg), "iterations": res.iterations,
-                    "relative_residual": res.relative_residual, "converged": res.converged}
+            info = {"solver": "cg", **vars(cfg.cg), "hessian_samples": obj.n if subset is None else len(subset),
+                    "iterations": res.iterations, "relative_residual": res.relative_residual, "converged": res.converged}
         timings["ihvp_s"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -1,9 +1,10 @@
 """Greedy batched generation for attribute answers.
 
-Nothing shared provided batched generation when this was written, so this is a small one: prompts
-sorted by length (less padding), left-padded batches, ``model.generate`` greedy, and a per-sequence
-stop rule on the decoded text, so a rambling zero-shot model stops once its JSON object is closed
-(or its one-line answer ended) instead of running to ``max_new_tokens``.
+``leantune.evaluation.generation.generate_texts`` (BIGRec's beam search) has one fixed token limit
+and no stop rule; attribute answers need both, so this is a small greedy one: prompts sorted by
+length (less padding), left-padded batches, ``model.generate``, a token budget per prompt, and a
+per-sequence stop rule on the decoded text, so a rambling zero-shot model stops once its JSON
+object is closed (or its one-line answer ended) instead of running to the limit.
 """
 from __future__ import annotations
 
