@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="smollm2")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--min-steps", type=int, default=25)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--micro-batch-size", type=int, default=4)
     p.add_argument("--gain-threshold", type=float, default=0.01)

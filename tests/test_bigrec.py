@@ -136,3 +136,28 @@ def test_recommendation_task(tiny_rec, tiny_model):
         task.train_examples(["999"], tokenizer)
     metrics = task.evaluate(model, tokenizer, split="valid", limit=3)
     assert 0.0 <= metrics["recall@20"] <= 1.0
+
+
+def test_adapter_is_used_in_generation_but_not_in_grounding():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from leantune.models.llm import load_model
+
+    base, tokenizer = load_model("tiny")
+    texts = ["Halo", "Anno 2070"]
+    base_vectors = text_embeddings(base, tokenizer, texts)
+    prompts = ["Titles: Halo\n### Response:\n", "Titles: Anno 2070; Mass Effect\n### Response:\n"]
+    base_out = generate_texts(base, tokenizer, prompts, GenerationSettings(2, 6, 2), progress=False)
+
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 2.0)
+    model.eval()
+    tuned = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 2), progress=False)
+    plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 2, prefill_once=False), progress=False)
+    assert tuned == plain and tuned != base_out
+    assert (text_embeddings(model, tokenizer, texts) - base_vectors).abs().max().item() < 1e-5

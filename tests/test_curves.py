@@ -55,6 +55,8 @@ def test_fallbacks_are_reported():
     assert two.kind == "loglinear" and "3 distinct sizes" in two.fallback_reason
     assert two.params["s"] == pytest.approx(0.095, abs=0.01)
     assert two.saturation_point(0.01) == math.inf and two.saturation_point(0.2) == 1.0
+    exact = fit_curve([25, 50, 100], [0.5, 0.6, 0.65])  # 3 points, 3 parameters
+    assert exact.kind == "loglinear" and "degree of freedom" in exact.fallback_reason
     noisy = fit_curve([1, 2, 4, 8, 16], [0.9, 0.1, 0.8, 0.2, 0.85])  # no curve to see: must not raise
     assert noisy.kind in ("power", "loglinear")
     with pytest.raises(ValueError):

@@ -136,8 +136,7 @@ def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
     ctx = ScoringContext(tiny_rec, seed=0, options=options, extras={"surrogate": trained, "surrogate_config": TINY})
     samples = tiny_rec.train_samples
     subset = samples[::-3]
-    for name, columns in (("influence", {"influence", "grad_product"}), ("grand", {"grand"}),
-                          ("el2n", {"el2n", "el2n_trained"})):
+    for name, columns in (("influence", {"influence", "grad_product"}), ("grand", {"grand"}), ("el2n", {"el2n"})):
         scorer = SCORERS.get(name)()
         full = scorer.score(samples, ctx)
         assert set(full) == columns
@@ -148,6 +147,9 @@ def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
         for column in columns:
             assert np.allclose(part[column], full[column][[s.sample_id for s in subset]]), (name, column)
     assert ctx.extras["surrogate"] is trained
+    on_trained = SCORERS.get("el2n")().score(samples, ScoringContext(tiny_rec, options={"el2n_model": "trained"},
+                                                                     extras={"surrogate": trained}))
+    assert np.allclose(on_trained["el2n"], el2n_scores(trained, samples))
     # GraNd and EL2N share the two early models, trained once into the cache.
     assert len(list((tmp_path / "home" / "surrogate").iterdir())) == 2
     with pytest.raises(LeantuneError, match="exactly one target"):

@@ -105,3 +105,23 @@ def test_cli_help_and_one_line_errors(tmp_path):
     result = runner.invoke(app, ["evaluate", "--adapter", str(tmp_path), "--model", "tiny", "--data", "nowhere"])
     assert result.exit_code != 0
     assert isinstance(result.exception, LeantuneError)
+
+
+def test_cli_finetune_then_evaluate(tiny_rec_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    runner = CliRunner()
+    ft = tmp_path / "ft"
+    args = ["finetune", "--data", str(tiny_rec_folder), "--model", "tiny", "--budget", "6", "--max-steps", "2",
+            "--batch-size", "2", "--micro-batch-size", "2", "--lr", "1e-3", "--out", str(ft), "--device", "cpu", "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "finished: 2/2 steps" in result.output
+    ev = tmp_path / "ev"
+    result = runner.invoke(app, ["evaluate", "--adapter", str(ft / "adapter"), "--data", str(tiny_rec_folder), "--model", "tiny",
+                                 "--users", "3", "--beams", "2", "--max-new-tokens", "3", "--out", str(ev), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "3 users: recall@5" in result.output
+    assert json.loads((ev / "metrics.json").read_text())["adapter"] == str(ft / "adapter")

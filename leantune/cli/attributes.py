@@ -92,7 +92,7 @@ def finetune_cmd(
     valid_limit: Optional[int] = typer.Option(50, "--valid-limit", help="Validation products for early stopping (0: no validation)."),
     epochs: float = typer.Option(3.0, "--epochs", help="Passes over the training units (early stopping may end sooner)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
-    lr: float = typer.Option(3e-4, "--lr", help="Learning rate."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(8, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches)."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
     r: int = typer.Option(8, "--r", help="LoRA rank."),

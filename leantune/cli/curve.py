@@ -47,7 +47,7 @@ def curve(
     eval_limit: int = typer.Option(100, "--eval-limit", help="Test products/users evaluated per run (the same seeded subset for all runs); 0 = the whole test split."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over each subset ..."),
     min_steps: int = typer.Option(25, "--min-steps", help="... but at least this many optimizer steps, so small subsets still learn the answer format."),
-    lr: float = typer.Option(3e-4, "--lr", help="LoRA learning rate."),
+    lr: float = typer.Option(1e-3, "--lr", help="LoRA learning rate (1e-3 suits these short runs; the BIGRec recipe uses 1e-4 over many epochs)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Effective batch size."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
     valid_limit: int = typer.Option(0, "--valid-limit", help="Validation units for early stopping (0: none, a fixed budget; cheaper)."),

@@ -44,15 +44,11 @@ def _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, 
 
 RUN_HELP = """Prune -> LoRA fine-tune -> evaluate, in one run folder.
 
-Chains `leantune prune` (--method, --budget, --pool), LoRA fine-tuning on the selected users' training
-samples with early stopping on their validation samples, and BIGRec evaluation (beam-search generation,
-grounding by L2 distance of base-model last-token states, Recall/NDCG@5/10/20/50) of the fine-tuned and
-the base model on the same seeded --test-users. Writes OUT/run.json (settings, stage status and wall
-time), OUT/prune/selection.json, OUT/finetune/adapter/, OUT/eval/metrics.json, OUT/report.md and
-OUT/report.png. Re-running the same command skips finished stages and resumes unfinished ones.
+Chains `leantune prune` (--method, --budget, --pool), LoRA fine-tuning on the selected users' training samples with early stopping on their validation samples, and BIGRec evaluation (beam-search generation, grounding by L2 distance of base-model last-token states, Recall/NDCG@5/10/20/50) of the fine-tuned and the base model on the same seeded --test-users.
 
-CPU defaults: --epochs 2 (the reference recipe trains up to 50 epochs with early stopping; pass
---epochs 50 on a GPU). Everything else defaults to the reference recipe.
+Writes OUT/run.json (settings, stage status and wall time), OUT/prune/selection.json, OUT/finetune/adapter/, OUT/eval/metrics.json, OUT/report.md and OUT/report.png. Re-running the same command skips finished stages and resumes unfinished ones.
+
+CPU defaults: --epochs 2 (the reference recipe trains up to 50 epochs with early stopping; pass --epochs 50 on a GPU). Everything else defaults to the reference recipe.
 """
 
 

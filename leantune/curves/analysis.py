@@ -139,6 +139,7 @@ def describe(analysis: CurveAnalysis) -> list[str]:
             f"saturation (gain per doubling < {s['threshold']}): n* = {_fmt(s['point'])}, {int(s['level'] * 100)}% bootstrap "
             f"interval [{_fmt(s['low'])}, {_fmt(s['high'])}] over {s['bootstrap']} resamples of seeds "
             f"({s['bootstrap_power']} power-law fits, {s['bootstrap_infinite']} never saturate); {where}"
+            + ("; one seed per size, so the interval is degenerate" if s.get("min_seeds", 2) < 2 else "")
         )
     for size, g in analysis.gain_at.items():
         parts = []

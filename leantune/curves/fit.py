@@ -1,9 +1,9 @@
 """Saturating learning-curve fit and the saturation point.
 
 Model: ``metric(n) = a - b * n**(-c)`` (a: the plateau, c: how fast it is approached), fitted with
-``scipy.optimize.curve_fit`` on every (size, seed) point with n > 0. When that fails (too few sizes,
-no convergence, a non-increasing curve), a log-linear fit ``metric = a + s * log2(n)`` stands in and
-the reason is reported.
+``scipy.optimize.curve_fit`` on every (size, seed) point with n > 0. When that cannot work (fewer
+than 3 sizes or 4 points, no convergence, the exponent stuck at its bound), a log-linear fit
+``metric = a + s * log2(n)`` stands in and the reason is reported.
 
 The saturation point is the size beyond which one more doubling of the data gains less than
 ``threshold``: for the power law, gain(n) = metric(2n) - metric(n) = b * n**(-c) * (1 - 2**(-c)),
@@ -70,7 +70,7 @@ def _loglinear(n: np.ndarray, y: np.ndarray, reason: str) -> CurveFit:
 
 def fit_curve(sizes, values, max_c: float = 3.0) -> CurveFit:
     """Fit ``a - b n^-c`` to (size, value) points with size > 0 (repeated sizes = seeds)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     n = np.asarray(sizes, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
@@ -80,15 +80,18 @@ def fit_curve(sizes, values, max_c: float = 3.0) -> CurveFit:
         raise ValueError("no points with size > 0 to fit")
     if len(np.unique(n)) < 3:
         return _loglinear(n, y, f"power law needs 3 distinct sizes > 0, got {len(np.unique(n))}")
+    if len(n) <= 3:
+        return _loglinear(n, y, f"power law has 3 parameters: {len(n)} points leave no degree of freedom (add seeds or sizes)")
     span = float(y.max() - y.min()) or 1e-3
     # Start from a plateau a little above the best point and a moderate decay.
     p0 = (float(y.max()) + 0.1 * span, span * float(n.min()) ** 0.5, 0.5)
     bounds = ([-np.inf, 0.0, 1e-3], [np.inf, np.inf, max_c])
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # OptimizeWarning (covariance not estimated) is a failure too
+            # "covariance could not be estimated" says nothing about the parameters we use
+            warnings.simplefilter("ignore", OptimizeWarning)
             params, _ = curve_fit(power_law, n, y, p0=p0, bounds=bounds, maxfev=20000)
-    except (RuntimeError, ValueError, Warning) as exc:
+    except (RuntimeError, ValueError) as exc:
         return _loglinear(n, y, f"curve_fit failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
     a, b, c = (float(v) for v in params)
     if not all(math.isfinite(v) for v in (a, b, c)):
@@ -112,6 +115,7 @@ class Saturation:
     bootstrap_power: int  # of which the power law was fitted (the rest fell back)
     bootstrap_infinite: int  # of which never saturate
     beyond_data: bool  # point larger than the largest size measured (an extrapolation)
+    min_seeds: int  # fewest runs at any size: with 1 the bootstrap has nothing to resample
     per_size_gain: dict = field(default_factory=dict)  # fitted gain per doubling at each measured size
 
     def as_dict(self) -> dict:
@@ -163,6 +167,7 @@ def bootstrap_saturation(
         bootstrap_power=int(power),
         bootstrap_infinite=int(np.isinf(points).sum()) if resamples else 0,
         beyond_data=bool(point > max(measured)),
+        min_seeds=int(min(len(g) for g in groups)),
         per_size_gain={int(s): float(fit.gain_per_doubling(s)) for s in measured},
     )
 

@@ -33,9 +33,10 @@ where most of a sample's target-specific gradient lives.
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -282,7 +283,10 @@ class InfluenceScorer:
         cfg = InfluenceConfig.from_options(ctx.options, self.config)
         model = context_surrogate(ctx)
         train = ctx.dataset.train_samples
-        result = compute_influence(model, train, cfg, seed=ctx.seed, progress=ctx.options.get("progress", True))
+        key = ("influence", json.dumps(asdict(cfg), sort_keys=True), id(model))
+        if key not in ctx.extras:  # scoring several subsets reuses one computation over all samples
+            ctx.extras[key] = compute_influence(model, train, cfg, seed=ctx.seed, progress=ctx.options.get("progress", True))
+        result = ctx.extras[key]
         ctx.extras["influence_info"] = {**result.solver_info, **result.timings}
         position = {s.sample_id: i for i, s in enumerate(train)}
         try:

@@ -8,7 +8,8 @@ Both scores are defined early in training, averaged over a few independently see
 
 The early models are SASRecs trained for ``epochs`` epochs (kept at that epoch, not at their best
 validation epoch) with seeds ctx.seed, ctx.seed + 1, ...; they are cached like the surrogate.
-``el2n_trained`` is EL2N on the fully trained surrogate, for reference.
+With option ``<name>_model = "trained"`` the score comes from the one fully trained surrogate instead
+(the one influence uses), which costs no extra training when that surrogate exists anyway.
 
 Per-sample gradient norms without per-sample gradients of the 17k×64 item table: the tied table's
 gradient for sample i is (p - y) ⊗ h (output side, dense) plus the gradients g_t of its history's
@@ -60,8 +61,12 @@ def finite_column(values: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
+MODEL_CHOICES = ("early", "trained")
+
+
 @dataclass
 class EarlyConfig:
+    model: str = "early"  # early: averaged over early-training models; trained: the trained surrogate
     models: int = 3  # independently seeded early models averaged
     epochs: int = 2  # training epochs of each (0 = at initialisation)
     batch_size: int = 256
@@ -71,9 +76,18 @@ class EarlyConfig:
         base = base or cls()
         changes = {f.name: options[f"{prefix}_{f.name}"] for f in fields(cls) if f"{prefix}_{f.name}" in options}
         cfg = replace(base, **changes)
+        if cfg.model not in MODEL_CHOICES:
+            raise LeantuneError(f"{prefix}_model {cfg.model!r}: choose one of {', '.join(MODEL_CHOICES)}")
         if cfg.models < 1 or cfg.epochs < 0:
             raise LeantuneError(f"{prefix}_models must be >= 1 and {prefix}_epochs >= 0 (got {cfg.models}, {cfg.epochs})")
         return cfg
+
+
+def scoring_models(ctx, cfg: EarlyConfig) -> list:
+    """The models a GraNd/EL2N score averages over: early ones, or the trained surrogate."""
+    if cfg.model == "trained":
+        return [context_surrogate(ctx)]
+    return early_surrogates(ctx, cfg)
 
 
 def early_surrogates(ctx, cfg: EarlyConfig) -> list:
@@ -178,15 +192,13 @@ class GraNdScorer:
 
     def score(self, samples, ctx) -> dict[str, np.ndarray]:
         cfg = EarlyConfig.from_options(ctx.options, "grand", self.config)
-        models = early_surrogates(ctx, cfg)
-        scores = np.mean([grad_norms(m, samples, cfg.batch_size) for m in models], axis=0)
+        scores = np.mean([grad_norms(m, samples, cfg.batch_size) for m in scoring_models(ctx, cfg)], axis=0)
         return {"grand": finite_column(scores, "grand")}
 
 
 @SCORERS.register("el2n")
 class EL2NScorer:
-    """EL2N: mean error-vector norm over early-trained surrogates (``el2n_<field>`` options), plus
-    ``el2n_trained`` on the trained surrogate."""
+    """EL2N: mean error-vector norm over early-trained surrogates (``el2n_<field>`` options)."""
 
     name = "el2n"
 
@@ -195,7 +207,5 @@ class EL2NScorer:
 
     def score(self, samples, ctx) -> dict[str, np.ndarray]:
         cfg = EarlyConfig.from_options(ctx.options, "el2n", self.config)
-        models = early_surrogates(ctx, cfg)
-        early = np.mean([el2n_scores(m, samples, cfg.batch_size) for m in models], axis=0)
-        trained = el2n_scores(context_surrogate(ctx), samples, cfg.batch_size)
-        return {"el2n": finite_column(early, "el2n"), "el2n_trained": finite_column(trained, "el2n_trained")}
+        scores = np.mean([el2n_scores(m, samples, cfg.batch_size) for m in scoring_models(ctx, cfg)], axis=0)
+        return {"el2n": finite_column(scores, "el2n")}

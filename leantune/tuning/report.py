@@ -164,7 +164,7 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
             lines.append(f"Baseline (default hyperparameters, trial {base.number}): final validation {_fmt(base.final_score)}, "
                          f"test {_fmt(base.test_score)}" + (f" — FAILED: {base.reason}" if base.failed else "") + ".")
             if best.test_score is not None and base.test_score is not None:
-                lines.append(f"Test gain over the baseline: {best.test_score - base.test_score:+.4f}.")
+                lines.append(f"Test gain over the baseline: {best.test_score - base.test_score:+.4g}.")
         lines.append("")
     lines += ["## Do early ranks predict final ranks?", ""]
     if agreement["spearman"] is None:
