@@ -86,8 +86,13 @@ def test_lissa_converges_to_the_damped_inverse():
     out = lissa(lambda x, idx: hessian @ x, v, num_samples=5, cfg=cfg)
     exact = torch.linalg.solve(hessian + cfg.effective_damping * torch.eye(20, dtype=torch.float64), v)
     assert torch.allclose(out, exact, rtol=1e-6, atol=1e-8)
+    # H = 120·I: scale 25 and 50 diverge, so LiSSA restarts twice and lands on scale 100, same λ.
+    info = {}
+    out = lissa(lambda x, idx: 120 * x, v, 5, LissaConfig(depth=300, damp=0.01, scale=25), info=info)
+    assert info == {"scale_used": 100, "damp_used": 0.0025, "restarts": 2}
+    assert torch.allclose(out, v / 120.25)
     with pytest.raises(LeantuneError, match="diverged"):
-        lissa(lambda x, idx: 100 * x, v, 5, LissaConfig(depth=300, scale=25))
+        lissa(lambda x, idx: 120 * x, v, 5, LissaConfig(depth=300, damp=0.01, scale=25, max_restarts=1))
 
 
 def test_lissa_matches_cg_on_a_tiny_surrogate(tiny_rec, trained):

@@ -111,7 +111,7 @@ def test_synthetic_runner_pauses_and_continues_without_retraining(tmp_path):
 def searched(tmp_path_factory):
     """One two-phase search with a report, shared by the tests that only read it."""
     tmp_path = tmp_path_factory.mktemp("search")
-    cfg = _cfg(tmp_path, trials=12, top_k=3)
+    cfg = _cfg(tmp_path, trials=10, top_k=3)
     lines: list[str] = []
     EarlySearch(cfg, SyntheticRunner(train_size=64), load_space(None), log=lines.append).run()
     md = write_report(cfg.study, cfg.storage_url, tmp_path / "report", top_k=3)
@@ -122,8 +122,8 @@ def test_phase1_trains_every_trial_to_the_early_point_and_keeps_it(searched):
     cfg, lines, _ = searched
     study, _ = _studies(cfg)
     phase1 = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(phase1) == 12 and len(study.trials) == 12
-    assert sum(line.startswith("[phase 1]") for line in lines) == 12
+    assert len(phase1) == 10 and len(study.trials) == 10
+    assert sum(line.startswith("[phase 1]") for line in lines) == 10
     baseline = study.trials[0]
     assert baseline.user_attrs["baseline"] and baseline.params == load_space(None).baseline_params()
     for t in phase1:
@@ -210,11 +210,11 @@ class FlakyRunner(SyntheticRunner):
 
 
 def test_failed_runs_are_recorded_with_reasons_and_never_crash(tmp_path):
-    cfg = _cfg(tmp_path, trials=12, sampler="random", baseline=False)
+    cfg = _cfg(tmp_path, trials=10, sampler="random", baseline=False)
     space = load_space(None)
     EarlySearch(cfg, FlakyRunner(train_size=64, instability=0.02), space, log=lambda _: None).run()
     study, _ = _studies(cfg)
-    assert all(t.state.name == "COMPLETE" for t in study.trials) and len(study.trials) == 12
+    assert all(t.state.name == "COMPLETE" for t in study.trials) and len(study.trials) == 10
     failed = [t for t in study.trials if t.user_attrs["status"] == "failed"]
     reasons = " | ".join(t.user_attrs["fail_reason"] for t in failed)
     assert all(t.value == 0.0 for t in failed)
@@ -228,7 +228,7 @@ def test_failed_runs_are_recorded_with_reasons_and_never_crash(tmp_path):
 
 
 def test_validate_all_measures_rank_agreement(tmp_path):
-    cfg = _cfg(tmp_path, trials=8, validate_all=True)
+    cfg = _cfg(tmp_path, trials=6, validate_all=True)
     EarlySearch(cfg, SyntheticRunner(train_size=64), load_space(None), log=lambda _: None).run()
     records = load_records(cfg.study, cfg.storage_url)
     resumable = [t for t in records.trials if t.early_status == "paused"]

@@ -403,8 +403,9 @@ def train_surrogate(
     if not dataset.valid_samples:
         raise LeantuneError(f"dataset {dataset.name!r} has no validation targets for early stopping")
 
-    torch.manual_seed(seed)
-    model = SASRec(dataset.num_items, cfg)
+    with torch.random.fork_rng():  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = SASRec(dataset.num_items, cfg)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     inputs, targets, widths = training_arrays(dataset.train, cfg)
     keep = np.flatnonzero((targets > 0).any(1).numpy())  # users with at least one target

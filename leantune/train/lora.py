@@ -173,6 +173,10 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     from ..models.llm import load_model
     from .callbacks import FiniteWeightsCallback, GuardedTrainer, ProgressCallback, ScheduleCallback
 
+    import warnings
+
+    # Emitted by transformers' own Trainer/peft plumbing in every run; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     transformers.set_seed(cfg.seed)
     device = cfg.device
     if device == "auto":
