@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed CPU")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
     p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
+    p.add_argument("--note", default="", help="a paragraph added to the markdown (what the numbers mean, conditions)")
     return p.parse_args(argv)
 
 
@@ -61,7 +62,8 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         "",
         f"Machine: {info['machine']}; torch threads {info['threads']}; load average before/after {info['load_before']} / {info['load_after']}"
         " (a CPU shared with other jobs: absolute times are inflated).",
-        f"Wall time of this call: {info['wall_s']:.0f} s ({result.run.trained} runs trained now, {result.run.cached} read from the cache).",
+        f"Wall time of this call: {info['wall_s']:.0f} s ({result.run.trained} runs trained now, {result.run.cached} read from the cache); "
+        f"sum of the runs' own wall times (training + evaluation, whenever they ran): {sum(r.get('wall_s') or 0 for r in result.run.rows):.0f} s.",
         "",
         f"Settings: sizes {list(cfg.sizes)}, seeds {cfg.seeds}, eval on {cfg.eval_limit or 'all'} seeded test products (the same for every run), "
         f"training max(ceil({cfg.epochs}·n/{cfg.batch_size}), {cfg.min_steps}) steps of {cfg.batch_size} (micro-batch {cfg.micro_batch_size}), "
@@ -81,6 +83,8 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
             f"{m['valued_accuracy']:.3f} | {m['na_accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['invalid_rate']:.3f} |"
         )
     lines += ["", "```", *result.lines, "```", ""]
+    if info.get("note"):
+        lines += [info["note"], ""]
     if a.fit is None:
         lines.append("No fit: no trained runs.")
     lines.append(f"Plots: `{name}.png` (accuracy vs size), `{name}_per_attribute.png` (per-attribute accuracy, 12 most frequent attributes).")
@@ -112,6 +116,7 @@ def main(argv=None) -> None:
         "load_before": load_before,
         "load_after": [round(x, 1) for x in os.getloadavg()],
         "wall_s": time.perf_counter() - start,
+        "note": args.note,
     }
     name = args.name
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
             grid = np.geomspace(min(sizes), max(sizes) * 2, 200)
             ax.plot(grid, fit.predict(grid), "--", color="C1", label=f"fit ({fit.kind})")
         sat = analysis.saturation
-        if sat and math.isfinite(sat["point"]) and sat["point"] <= max(sizes) * 2:
+        if sat and math.isfinite(sat["point"]) and min(sizes) / 2 <= sat["point"] <= max(sizes) * 2:
             ax.axvline(sat["point"], color="C2", ls=":", label=f"saturation n*≈{sat['point']:.0f}")
         ax.set_xscale("log")
     if analysis.zero_shot is not None:

@@ -11,6 +11,7 @@ Folder layout (every file written atomically; re-running finishes only what is m
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,6 +246,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             row = run_one(task, cfg, out, size, seed, subsets[seed][size])
         row["wall_s"] = time.perf_counter() - start
         row["method"] = cfg.method
+        row["load_avg"] = [round(x, 1) for x in os.getloadavg()]  # timings on a shared CPU need this context
         write_json(path, row)
         if row["metrics"] and metric not in row["metrics"]:  # fail at the first run, not after all of them
             have = ", ".join(sorted(k for k in row["metrics"] if "/" not in k))
