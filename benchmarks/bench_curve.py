@@ -91,6 +91,19 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
     return "\n".join(lines) + "\n"
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The reproducing command: the --note text is commentary, not a setting."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -106,7 +119,7 @@ def main(argv=None) -> None:
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, gain_threshold=args.gain_threshold,
         device=args.device,
     )
-    command = "python3 benchmarks/bench_curve.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
     load_before = [round(x, 1) for x in os.getloadavg()]
     start = time.perf_counter()
     result = learning_curve(cfg, args.work)

@@ -233,3 +233,22 @@ def test_evaluate_tiny_model_end_to_end(attr_folder, tmp_path):
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == metrics["n_questions"] and "raw" in json.loads(lines[0])
     assert "per attribute" in result.output
+
+
+def test_finetune_cli_tiny_question_unit(attr_folder, tmp_path):
+    """`attributes finetune` trains through the shared trainer and evaluates; re-running reuses the run."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    out = tmp_path / "ft"
+    args = ["attributes", "finetune", "--data", str(attr_folder), "--model", "tiny", "--unit", "question", "--train-limit", "6",
+            "--max-steps", "2", "--batch-size", "2", "--micro-batch-size", "2", "--valid-limit", "2", "--eval-limit", "2",
+            "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "2/2 steps" in result.output and (out / "train" / "adapter" / "adapter_config.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["n_products"] == 2 and metrics["n_questions"] >= 6
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "2/2 steps" in again.output

@@ -100,6 +100,12 @@ def test_generic_scores_for_text_tasks_and_unavailable_columns(tmp_path):
     selector = resolve_selector("coverage", task.name)
     with pytest.raises(LeantuneError, match="method 'coverage' not available for task 'attributes'"):
         curve_scores(task, selector.columns(), pool, tmp_path, "tiny", 0, "cpu", "coverage")
+    from leantune.curves.scores import check_method
+
+    check_method(task, "kcenter")
+    check_method(task, "effort")
+    with pytest.raises(LeantuneError, match="method 'coverage' not available for task 'attributes'"):
+        check_method(task, "coverage")  # refused before any run starts
 
 
 def _tiny_config(folder, **over):

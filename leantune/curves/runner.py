@@ -207,7 +207,7 @@ class CurveRun:
 
 def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print) -> CurveRun:
     """Train and evaluate every missing (size, seed) run; cached runs are read back."""
-    from .scores import curve_scores
+    from .scores import check_method, curve_scores
     from .subsets import method_subsets
 
     out = Path(out)
@@ -217,6 +217,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     too_big = [n for n in cfg.sizes if n > len(pool)]
     if too_big:
         raise LeantuneError(f"--sizes {too_big}: larger than the {task.name} training pool ({len(pool)} units)")
+    check_method(task, cfg.method)
     _check_settings(out, cfg)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     plan = [(0, None)] if 0 in cfg.sizes else []

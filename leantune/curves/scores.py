@@ -61,6 +61,21 @@ def text_effort(model_spec: str, examples, device: str, seed: int, mask_prompt: 
     return scorer.scores(encoded)
 
 
+def check_method(task, method: str) -> None:
+    """Refuse an unusable --method before any run starts (not hours later, at its first subset)."""
+    if method == "random":
+        return
+    from .subsets import resolve_selector
+
+    columns = resolve_selector(method, task.name).columns()
+    missing = [c for c in columns if c not in GENERIC_COLUMNS]
+    if missing and not hasattr(task, "selection_scores"):
+        raise LeantuneError(
+            f"method {method!r} not available for task {task.name!r}: it needs score column(s) {missing} that this task "
+            f"does not provide (generic columns: {', '.join(GENERIC_COLUMNS)}; method 'random' always works)"
+        )
+
+
 def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Path, model_spec: str, seed: int, device: str, method: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file, save_file
 
@@ -68,10 +83,7 @@ def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Pa
         return task.selection_scores(tuple(columns), seed=seed, work_dir=work_dir, model=model_spec, device=device)
     missing = [c for c in columns if c not in GENERIC_COLUMNS]
     if missing:
-        raise LeantuneError(
-            f"method {method!r} not available for task {task.name!r}: it needs score column(s) {missing} that this task "
-            f"does not provide (generic columns: {', '.join(GENERIC_COLUMNS)}; method 'random' always works)"
-        )
+        raise LeantuneError(f"method {method!r} not available for task {task.name!r}: no score column(s) {missing}")
     scores = {}
     for name in columns:
         path = Path(work_dir) / f"scores-{name}-seed{seed}.safetensors"

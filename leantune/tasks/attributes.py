@@ -59,6 +59,9 @@ class AttributeTask:
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
+        unknown = sorted(set(options) - set(AttributeConfig.__dataclass_fields__))
+        if unknown:
+            raise LeantuneError(f"attributes task: unknown option(s) {unknown} (known: {', '.join(AttributeConfig.__dataclass_fields__)})")
         self.config = AttributeConfig(data=data, unit=unit, **options)
         self.data: AttributeData = load_attribute_data(data)
         self.unit = unit
