@@ -67,6 +67,7 @@ def parse_args():
                    help="extra scorer option (JSON value), e.g. influence_solver=cg")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "tiger")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tiger")
+    p.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json and stop")
     return p.parse_args()
 
 
@@ -168,6 +169,23 @@ def surrogate_note(result: dict) -> str:
     return "none separate: inside the influence scoring time"
 
 
+def caveats(result: dict) -> list[str]:
+    st, full = result["settings"], result["runs"]["full"][0]
+    out = []
+    if full["stopped"] == "max-epochs":
+        out.append(f"The full-data model stopped at its {full['epochs']}-epoch cap (best validation loss at epoch "
+                   f"{full['best_epoch']}), so it is not converged: more epochs would raise its accuracy and its cost.")
+    if st["surrogate_epochs"]:
+        out.append(f"The SASRec surrogate was trained for {st['surrogate_epochs']} epochs only (DEALRec trains it to "
+                   "convergence); a CPU shared with other jobs made full training too slow here.")
+    if st["opt"]:
+        why = " (at the reference scale 25 LiSSA diverged on this surrogate)" if any("influence_scale" in o for o in st["opt"]) else ""
+        out.append(f"Scorer options changed from the reference: {', '.join(st['opt'])}{why}.")
+    out.append(f"Pruned runs: batch {st['pruned_batch']}, lr {st['pruned_lr']:g}, early stopping on validation loss "
+               f"({st['val_users']} seeded users); full data: batch 256, lr 1e-3. Same model preset for all.")
+    return out
+
+
 def markdown(result: dict, command: str) -> str:
     s = result["summary"]
     lines = [
@@ -201,12 +219,17 @@ def markdown(result: dict, command: str) -> str:
         "## Cost (wall seconds)",
         "",
         f"- full-data training: {c['full_train_s']:.0f} s",
-        f"- DEALRec scoring (influence incl. surrogate, tiger_effort incl. warm-up model): {c['dealrec_scoring_s']:.0f} s "
+        f"- DEALRec scoring (influence: surrogate gradients + LiSSA; tiger_effort incl. its {result['settings']['warmup_epochs']}-epoch "
+        f"warm-up TIGER): {c['dealrec_scoring_s']:.0f} s "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in c['dealrec_scoring_by_scorer_s'].items())})",
         f"- SASRec surrogate training ({surrogate_note(result)}; its recorded train_seconds): {c['surrogate_train_s']:.0f} s",
         f"- DEALRec training (mean per seed): {c['dealrec_train_s']:.0f} s; total DEALRec = {c['dealrec_total_s']:.0f} s "
         f"= {c['dealrec_total_s'] / c['full_train_s']:.2f}x the full-data training",
         f"- Random training (mean per seed): {c['random_train_s']:.0f} s",
+        "",
+        "## Caveats",
+        "",
+        *[f"- {line}" for line in caveats(result)],
         "",
         "## Semantic IDs",
         "",
@@ -223,6 +246,10 @@ def markdown(result: dict, command: str) -> str:
 
 def main():
     args = parse_args()
+    if args.report_only:
+        result = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(markdown(result, result["command"]))
+        return
     if args.threads:
         import torch
 

@@ -30,7 +30,7 @@ class BigrecEvalConfig:
     num_beams: int = 4
     max_new_tokens: int = 64
     batch_size: int = 8  # prompts per generate() call
-    embed_batch_size: int = 64
+    embed_batch_size: int = 512  # texts per embedding batch (also capped at 4096 padded tokens)
     cutoff_len: int = 512
     ks: tuple[int, ...] = DEFAULT_KS
     device: str = "cpu"

@@ -51,8 +51,13 @@ def _decoder(model):
     return inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
 
 
-def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64, progress: bool = False, desc: str = "embed"):
-    """Last-layer, last-token hidden states of ``texts`` under the base model -> (n, hidden) float32 CPU tensor."""
+def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 512, progress: bool = False,
+                    desc: str = "embed", batch_tokens: int = 4096):
+    """Last-layer, last-token hidden states of ``texts`` under the base model -> (n, hidden) float32 CPU tensor.
+
+    Texts are sorted by length and batched up to ``batch_size`` texts or ``batch_tokens`` padded
+    tokens, whichever comes first: item titles are short (13 tokens on average on Games), and
+    batches of a few thousand tokens run about twice as fast on CPU as batches of 64 titles."""
     import torch
 
     device = next(model.parameters()).device
@@ -70,8 +75,7 @@ def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64
     try:
         with torch.inference_mode(), base_model_of(model), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
             decoder = _decoder(model)
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in _length_batches(order, [len(ids) for ids in token_ids], batch_size, batch_tokens):
                 enc = tokenizer.pad({"input_ids": [token_ids[i] for i in idx]}, return_tensors="pt", padding=True).to(device)
                 mask = enc["attention_mask"]
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -85,6 +89,18 @@ def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64
         tokenizer.padding_side = old_side
         model.train(was_training)
     return out
+
+
+def _length_batches(order: list[int], lengths: list[int], max_texts: int, max_tokens: int):
+    """Consecutive slices of ``order`` (sorted by length) within both limits (padded tokens)."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) >= max_texts or lengths[i] * (len(batch) + 1) > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def rank_items(query_vectors, item_vectors, item_ids, k: int = 50, chunk: int = 256):
@@ -127,7 +143,7 @@ def model_folder(model) -> Path:
     return Path(inner.config._name_or_path)
 
 
-def item_embeddings(model, tokenizer, dataset, batch_size: int = 64, progress: bool = True, use_cache: bool = True):
+def item_embeddings(model, tokenizer, dataset, batch_size: int = 512, progress: bool = True, use_cache: bool = True):
     """(item_ids, vectors) for every item of ``dataset`` under the base model, cached by content."""
     import numpy as np
     import torch
