@@ -97,6 +97,9 @@ _method(Method("ccs", (), "stratified", lambda c: {c.difficulty: 1.0},
 _method(Method("tfdcon", ("embedding",), "cluster",
                help="TF-DCon-style: k-means on sample embeddings, samples nearest each centroid."))
 _method(Method("kcenter", ("embedding",), "kcenter", help="k-center greedy on sample embeddings."))
+_method(Method("dealrec-tiger", ("influence", "tiger_effort"), "coverage",
+               lambda c: {"influence": 1.0, "tiger_effort": c.lam},
+               "DEALRec for TIGER: effort is the gradient norm of a briefly trained TIGER model (see `leantune tiger`)."))
 
 
 def methods_help() -> str:
