@@ -86,7 +86,7 @@ def test_methods_pick_their_scorers(tiny_rec, tmp_path, fake_scorers):
     g = read_scores(tmp_path / "grand" / "scores.parquet")
     res = load_selection(tmp_path / "grand")
     assert set(res.sample_ids) == set(g["sample_id"][np.argsort(-g["grand"])[:8]].tolist())
-    assert set(METHODS.names()) == {"dealrec", "influence", "effort", "random", "grand", "el2n", "ccs", "tfdcon", "kcenter"}
+    assert set(METHODS.names()) == {"dealrec", "influence", "effort", "random", "grand", "el2n", "ccs", "tfdcon", "kcenter", "dealrec-tiger"}
 
 
 def test_pool_and_budget_errors(tiny_rec, tmp_path, fake_scorers):
