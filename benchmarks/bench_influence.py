@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--loop-samples", type=int, default=300, help="samples timed in the one-at-a-time loop")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--skip-reference-params", action="store_true", help="skip the single-layer comparison")
+    p.add_argument("--surrogate-only", action="store_true", help="only (re)write the surrogate results")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     return p.parse_args()
 
@@ -91,8 +92,9 @@ def surrogate_results(meta: dict, command: str, wall: float | None, out: Path) -
         "train_seconds": meta["train_seconds"],
         "eval_seconds": meta.get("eval_seconds"),
         "wall_seconds": wall,
+        "threads": meta.get("threads"),
         "test": test,
-        "machine": machine(),
+        "machine": surrogate_machine(meta),
     }
     write_json(out / "surrogate.json", record)
     keys = list(test["sasrec"])
@@ -113,6 +115,12 @@ def surrogate_results(meta: dict, command: str, wall: float | None, out: Path) -
     lines.append("")
     lines.append("Per-epoch seconds: " + ", ".join(f"{r['seconds']:.0f}" for r in meta["history"]))
     (out / "surrogate.md").write_text("\n".join(lines) + "\n")
+
+
+def surrogate_machine(meta: dict) -> str:
+    loads = [r["load_average"] for r in meta["history"] if "load_average" in r]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f} during training" if loads else "load not recorded"
+    return f"{os.cpu_count()} CPU cores ({load}), torch {torch.__version__}, {meta.get('threads', '?')} threads"
 
 
 def machine() -> str:
@@ -137,6 +145,9 @@ def main() -> None:
     meta = read_json(folder / META_FILE)
     surrogate_command = meta.get("command") or f"leantune surrogate train --data {args.data} --out {folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}"
     surrogate_results(meta, surrogate_command, wall or meta.get("wall_seconds"), args.out)
+    if args.surrogate_only:
+        print((args.out / "surrogate.md").read_text())
+        return
     model = load_surrogate(folder)
     samples = dataset.train_samples
     print(f"surrogate {folder}: test recall@20 {meta['test']['sasrec']['recall@20']:.4f} "

@@ -43,6 +43,11 @@ def test_batched_products_equal_one_sample_loop(tiny_rec, trained):
         v = torch.randn(obj.theta.shape, generator=torch.Generator().manual_seed(0))
         loop = np.array([float(obj.sample_grad(i) @ v) for i in range(obj.n)])
         assert np.allclose(obj.products(v), loop, rtol=1e-4, atol=1e-5)
+        for spec in ("reference", "item_emb", "blocks.0,pos_emb"):  # the closed-form output layer with and without E
+            part = SurrogateObjective(trained, tiny_rec.train_samples, spec, batch_size=7)
+            w = torch.randn(part.theta.shape, generator=torch.Generator().manual_seed(1)) * part.free
+            loop = np.array([float(part.sample_grad(i) @ w) for i in range(part.n)])
+            assert np.allclose(part.products(w), loop, rtol=1e-4, atol=1e-5), spec
 
 
 def test_mean_grad_and_hvp_match_autograd(tiny_rec, trained):

@@ -151,5 +151,6 @@ def test_cli_surrogate_train(tiny_rec_folder, tmp_path):
     assert "most-popular" in result.output and "recall@20" in result.output
     meta = json.loads((out / "surrogate.json").read_text())
     assert meta["epochs_run"] == 2 and meta["seed"] == 1 and meta["config"]["hidden"] == 8
+    assert meta["command"].startswith("leantune surrogate train --data ") and "--hidden 8" in meta["command"]
     again = CliRunner().invoke(app, args)  # reuses the finished model
     assert again.exit_code == 0 and json.loads((out / "surrogate.json").read_text()) == meta

@@ -1,6 +1,7 @@
 """``leantune surrogate ...``: the SASRec surrogate that influence, GraNd and EL2N score with."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +37,10 @@ def train(
     out = out or Path("runs") / f"surrogate-{dataset.name}"
     cfg = SASRecConfig(hidden=hidden, dropout=dropout, max_len=max_len, lr=lr, batch_size=batch_size,
                        max_epochs=epochs, patience=patience)
-    meta = train_surrogate(dataset, out, cfg, seed=seed, progress=True)
+    command = shlex.join(["leantune", "surrogate", "train", "--data", data, "--out", str(out), "--epochs", str(epochs),
+                          "--patience", str(patience), "--lr", str(lr), "--batch-size", str(batch_size), "--hidden",
+                          str(hidden), "--dropout", str(dropout), "--max-len", str(max_len), "--seed", str(seed)])
+    meta = train_surrogate(dataset, out, cfg, seed=seed, progress=True, note={"command": command})
 
     console = Console()
     test = meta["test"]

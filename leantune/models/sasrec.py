@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -378,6 +379,7 @@ def train_surrogate(
     seed: int = 0,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    note: dict | None = None,
 ) -> dict:
     """Train SASRec on ``dataset``'s training sequences, early-stopped on validation NDCG@10.
 
@@ -385,9 +387,11 @@ def train_surrogate(
     (config, seed, data fingerprint, test metrics of SASRec and most-popular, epoch history,
     wall time), and a checkpoint after every epoch. A finished folder is reused as it is; an
     interrupted one resumes from its last epoch (per-epoch seeds make the result the same).
-    Returns the contents of ``surrogate.json``.
+    Returns the contents of ``surrogate.json``; ``note`` (e.g. the command) is stored in it.
     """
     from safetensors.torch import save_file
+
+    session_start = time.perf_counter()
 
     from .popularity import MostPopular
 
@@ -443,7 +447,9 @@ def train_surrogate(
             state["steps"] += 1
             total += loss.item() * int(where.sum())
             count += int(where.sum())
-        row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": round(time.perf_counter() - start, 2)}
+        # The machine's load average says how far the epoch time reflects other jobs on the CPU.
+        row = {"epoch": epoch, "loss": total / max(count, 1), "seconds": round(time.perf_counter() - start, 2),
+               "load_average": round(os.getloadavg()[0], 1)}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
             row[f"valid_{VALID_METRIC}"] = evaluate(model, dataset, "valid")[VALID_METRIC]
             if row[f"valid_{VALID_METRIC}"] > state["best"]:
@@ -485,6 +491,9 @@ def train_surrogate(
         "history": state["history"],
     }
     meta["eval_seconds"] = round(time.perf_counter() - start, 1)
+    meta["wall_seconds"] = round(time.perf_counter() - session_start, 1)  # of the session that finished
+    meta["threads"] = torch.get_num_threads()
+    meta.update(note or {})
     with atomic_path(out_dir / MODEL_FILE) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     write_json(meta_path, meta)

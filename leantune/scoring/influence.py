@@ -20,9 +20,9 @@ How it is computed (all 49,156 Games samples in seconds rather than minutes):
 * s = (H + λI)^-1 g once (LiSSA by default: the reference's depth, mini-batch and effective damping
   λ = 0.25, with a larger scale for stability, see ``ihvp``; or CG), with Hessian-vector
   products by double backward of the mean mini-batch loss;
-* every sample's s·∇ℓ_i at once: the per-sample loss vector of a batch differentiated in forward
-  mode along s (one ``torch.func.jvp`` per batch), so no per-sample gradient is ever materialised,
-  not even for the 1.1M-entry item-embedding table.
+* every sample's s·∇ℓ_i at once: per batch, forward mode along s through the encoder and the
+  output layer's directional derivative in closed form (``SurrogateObjective.products``), so no
+  per-sample gradient is ever materialised, not even for the 1.1M-entry item-embedding table.
 
 The loss is the surrogate's per-sample cross-entropy of the sample's target over all items, in eval
 mode (no dropout), as the reference computes it. Parameters (option ``influence_params``): ``all``
@@ -111,9 +111,12 @@ class _SampleLoss(nn.Module):
         super().__init__()
         self.sasrec = sasrec
 
-    def forward(self, seqs, targets):
+    def forward(self, seqs, targets=None):
+        """The per-sample loss, or with no targets the representation h = sasrec(seqs)."""
         from ..models.sasrec import sample_loss
 
+        if targets is None:
+            return self.sasrec(seqs)
         return sample_loss(self.sasrec, seqs, targets)
 
 
@@ -215,12 +218,37 @@ class SurrogateObjective:
         return sum(self._hvp_sum(theta, v, idx) for idx in batches) / count
 
     def products(self, v: torch.Tensor) -> np.ndarray:
-        """v·∇ℓ_i for every sample i: one forward-mode pass of the loss vector per batch."""
+        """v·∇ℓ_i for every sample i, a batch at a time, without forming any per-sample gradient.
+
+        Forward mode through the encoder gives h and its tangent δh (the input rows of the item
+        table included); the output layer is done by hand, since for ℓ = logsumexp(h·E) - h·E_t
+
+            δℓ = (pE - E_t)·δh + (p·δE - δE_t)·h        (p = softmax(h·E), rows of E = items)
+
+        which costs two [B, items] x [items, H] products instead of forward-mode autograd's pass
+        through the [B, items] log-softmax (about 2x faster; equal to the per-sample loop).
+        """
         out = np.zeros(self.n, dtype=np.float64)
         v = v * self.free
         for idx in self.batches():
-            _, tangent = torch.func.jvp(lambda th: self.losses(th, idx), (self.theta,), (v,))
-            out[idx] = tangent.double().cpu().numpy()
+            out[idx] = self._batch_products(v, idx).double().cpu().numpy()
+        return out
+
+    def _batch_products(self, v: torch.Tensor, idx) -> torch.Tensor:
+        from ..models.sasrec import trim_left
+
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.seqs.device)
+        seqs, targets = trim_left(self.seqs[idx]), self.targets[idx]
+        h, dh = torch.func.jvp(lambda th: torch.func.functional_call(self.wrapper, self._params(th), (seqs,)),
+                               (self.theta,), (v,))
+        key = "sasrec.item_emb.weight"
+        emb = self._params(self.theta).get(key, self.wrapper.sasrec.item_emb.weight.detach())
+        demb = self._params(v).get(key)
+        with torch.no_grad():
+            probs = (h @ emb[1:].T).softmax(-1)
+            out = ((probs @ emb[1:] - emb[targets]) * dh).sum(1)
+            if demb is not None:
+                out += ((probs @ demb[1:] - demb[targets]) * h).sum(1)
         return out
 
     def sample_grad(self, i: int) -> torch.Tensor:
