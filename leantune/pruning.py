@@ -27,6 +27,11 @@ from .registry import Registry
 
 SELECTION_FILE = "selection.json"
 SCORE_FORMATS = ("parquet", "jsonl")
+RECOMMENDERS = ("bigrec", "tiger")
+# Scorers that read the LLM, and what takes their place when TIGER is the recommender: the
+# effort of the model that will be trained on the selection. Every other scorer reads the data
+# or the SASRec surrogate only, so it serves both recommenders unchanged.
+TIGER_SUBSTITUTES = {"effort": "tiger_effort"}
 
 
 @dataclass
@@ -44,6 +49,9 @@ class PruneConfig:
     difficulty: str = "el2n"  # the score CCS stratifies
     pool: int | None = None  # score a seeded random sub-pool of this many samples
     model: str = "smollm2"  # LLM for LLM-based scorers (effort)
+    # The model trained on the selection: "bigrec" (LLM effort), "tiger" (TIGER effort in place
+    # of LLM effort), or None: the method's scorers exactly as registered (e.g. dealrec-tiger).
+    recommender: str | None = None
     chunk_size: int = 1024  # samples per checkpointed chunk
     scores_format: str = "parquet"
     options: dict = field(default_factory=dict)  # extra scorer options (ScoringContext.options)
@@ -63,6 +71,27 @@ class PruneConfig:
             raise LeantuneError(f"--clusters {self.clusters}: must be at least 1")
         if self.scores_format not in SCORE_FORMATS:
             raise LeantuneError(f"--scores-format {self.scores_format!r}: choose one of {', '.join(SCORE_FORMATS)}")
+        resolve_method(self)  # unknown method or recommender, or a method for another recommender
+
+
+def resolve_method(cfg: PruneConfig) -> "Method":
+    """The method as run for ``cfg.recommender``: with TIGER, LLM scorers become their TIGER
+    counterparts (dealrec = influence + λ·tiger_effort, i.e. dealrec-tiger)."""
+    method = METHODS.get(cfg.method)
+    if cfg.recommender is None:
+        return method
+    if cfg.recommender not in RECOMMENDERS:
+        raise LeantuneError(f"--recommender {cfg.recommender!r}: choose one of {', '.join(RECOMMENDERS)}")
+    if cfg.recommender == "tiger":
+        swap = lambda name: TIGER_SUBSTITUTES.get(name, name)  # noqa: E731
+        return dataclasses.replace(method, scorers=tuple(map(swap, method.scorers)),
+                                   weights=lambda c: {swap(k): v for k, v in method.weights(c).items()})
+    tiger_only = sorted(set(method.scorers) & set(TIGER_SUBSTITUTES.values()))
+    if tiger_only:
+        plain = cfg.method.removesuffix("-tiger")
+        raise LeantuneError(f"--method {cfg.method} scores with a TIGER model ({', '.join(tiger_only)}), not with "
+                            f"--recommender {cfg.recommender}: use --recommender tiger --method {plain}")
+    return method
 
 
 @dataclass(frozen=True)
@@ -139,7 +168,7 @@ def build_selector(cfg: PruneConfig):
     """The selector object for a config: the method's (or ``cfg.selector``) with its settings."""
     from .selection import SELECTORS
 
-    method = METHODS.get(cfg.method)
+    method = resolve_method(cfg)
     name = cfg.selector or method.selector
     cls = SELECTORS.get(name)
     settings = {"weights": method.weights(cfg), "hard_prune": cfg.hard_prune, "ranges": cfg.ranges,
@@ -152,7 +181,10 @@ def build_selector(cfg: PruneConfig):
 
 def default_out_dir(data_name: str, cfg: PruneConfig) -> Path:
     pool = f"-p{cfg.pool}" if cfg.pool else ""
-    return Path("runs") / f"prune-{data_name}-{cfg.method}-b{cfg.budget}-s{cfg.seed}{pool}"
+    method, run, registered = cfg.method, resolve_method(cfg), METHODS.get(cfg.method)
+    if (run.scorers, set(run.weights(cfg))) != (registered.scorers, set(registered.weights(cfg))):
+        method = f"{method}-{cfg.recommender}"  # e.g. dealrec with TIGER effort: its own folder
+    return Path("runs") / f"prune-{data_name}-{method}-b{cfg.budget}-s{cfg.seed}{pool}"
 
 
 def prune(data, budget: int, method: str = "dealrec", out_dir: str | Path | None = None, *,
@@ -182,7 +214,7 @@ def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, pro
     timings["load_data"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    method = METHODS.get(cfg.method)
+    method = resolve_method(cfg)
     selector = build_selector(cfg)
     pool = _pool(len(samples), cfg)
     _check_budget_early(cfg.budget, len(pool), selector)
@@ -333,6 +365,7 @@ def _record(dataset, cfg, selector, scorers, scores, chosen, timings, scores_pat
         "data": dataset.name,
         "data_source": dataset.source,
         "method": cfg.method,
+        "recommender": cfg.recommender,
         "budget": cfg.budget,
         "pool_size": int(len(scores["sample_id"])),
         "dataset_samples": len(dataset.train_samples),

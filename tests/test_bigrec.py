@@ -7,7 +7,7 @@ import pytest
 
 from leantune.errors import LeantuneError
 from leantune.evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec, evaluate_loaded, select_samples
-from leantune.evaluation.generation import GenerationSettings, generate_texts
+from leantune.evaluation.generation import GenerationSettings, first_line, generate_texts, newline_token_ids
 from leantune.evaluation.grounding import clean_prediction, item_embeddings, rank_items, text_embeddings
 
 
@@ -161,3 +161,39 @@ def test_adapter_is_used_in_generation_but_not_in_grounding():
     plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 2, prefill_once=False), progress=False)
     assert tuned == plain and tuned != base_out
     assert (text_embeddings(model, tokenizer, texts) - base_vectors).abs().max().item() < 1e-5
+
+
+def test_newline_token_ids_cover_line_breaks(tiny_model):
+    _, tokenizer = tiny_model
+    ids = set(newline_token_ids(tokenizer))
+    assert ids and all("\n" in tokenizer.decode([i]) for i in ids)
+    assert set(tokenizer("Halo 3\n\n### Response:\n")["input_ids"]) & ids
+    assert not set(tokenizer("Halo 3 - Xbox 360")["input_ids"]) & ids
+
+
+def test_generation_stops_at_the_first_line_break(tiny_model):
+    import copy
+
+    import torch
+
+    model, tokenizer = tiny_model
+    prompt = "A much longer prompt that lists many products: Game 1; Game 2"
+    enc = tokenizer([prompt], return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)
+    new = out[0, enc["input_ids"].shape[1]:].tolist()
+    later = next(t for t in new if t != new[0])  # the random model writes "2 2 2 St St ..."
+    # Give a line break the output row of that later token, a little larger: the model then writes
+    # "2 2 2" and line breaks where it wrote " St".
+    model = copy.deepcopy(model)
+    newline = tokenizer.convert_tokens_to_ids("Ċ")
+    with torch.no_grad():
+        rows = model.get_output_embeddings().weight
+        rows[newline] = 1.01 * rows[later]
+    lengths = []
+    generate = model.generate
+    model.generate = lambda *a, **k: (lambda o: lengths.append(o.shape[1] - enc["input_ids"].shape[1]) or o)(generate(*a, **k))
+    free = generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1, stop_at_newline=False), progress=False)
+    stopped = generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1), progress=False)
+    assert free == stopped == [tokenizer.decode(new[: new.index(later)])]
+    assert lengths == [8, new.index(later) + 1]  # generation itself ended at the first line break

@@ -18,6 +18,8 @@ Writes OUT/scores.parquet (sample id, user id, one column per score, merged from
 Methods (--method):
 {methods_help()}
 
+Recommender (--recommender, the model that will be trained on the selection): 'bigrec' (default) scores effort with the LLM (--model). 'tiger' scores it with a TIGER model instead (the gradient norm of TIGER's loss on each sample, after a short warm-up training on all samples): --method dealrec is then influence + λ·tiger_effort (= dealrec-tiger) and --method effort is tiger_effort only. Methods that do not read the LLM (random, influence, grand, el2n, ccs, tfdcon, kcenter) are the same for both. TIGER effort options: --opt tiger_preset=small|paper (default paper, as `leantune tiger train`), tiger_warmup_epochs=N (default 1), tiger_ids=FOLDER (semantic IDs; default runs/tiger-<data>/, built there if missing), tiger_model_dir=FOLDER (a trained `leantune tiger train` folder instead of the warm-up model). Train on the selection with `leantune tiger train --selection OUT`, or run everything with `leantune run --recommender tiger`.
+
 Selectors (--selector replaces the method's own, e.g. dealrec without coverage = --selector topk):
 coverage: DEALRec's coverage-enhanced sampling over --ranges equal-width score ranges after --hard-prune.
 stratified: the same on one difficulty score (CCS).
@@ -55,7 +57,8 @@ def prune_cmd(
     method: str = typer.Option("dealrec", "--method", help="Pruning method (see the list above)."),
     lam: float = typer.Option(0.3, "--lambda", help="Effort weight λ in DEALRec's overall score (reference Games run: 0.3)."),
     pool: Optional[int] = typer.Option(None, "--pool", help="Score only a seeded random sub-pool of N samples (users)."),
-    model: str = typer.Option("smollm2", "--model", help="LLM used by LLM-based scorers (effort)."),
+    model: str = typer.Option("smollm2", "--model", help="LLM used by LLM-based scorers (effort); unused with --recommender tiger."),
+    recommender: str = typer.Option("bigrec", "--recommender", help="'bigrec' (LLM effort) or 'tiger' (TIGER effort; see above)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/prune-<data>-<method>-b<budget>-s<seed>, plus -p<N> with --pool)."),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     selector: Optional[str] = typer.Option(None, "--selector", help="Use this selector instead of the method's (ablations)."),
@@ -73,7 +76,7 @@ def prune_cmd(
     result = prune(
         data, budget, method, out, progress=not quiet, seed=seed, lam=lam, selector=selector,
         hard_prune=hard_prune, ranges=ranges, clusters=clusters, difficulty=difficulty, pool=pool,
-        model=model, chunk_size=chunk_size, scores_format=scores_format, options=_parse_options(opt),
+        model=model, recommender=recommender, chunk_size=chunk_size, scores_format=scores_format, options=_parse_options(opt),
     )
     from ..scoring.scorefile import current_process
 
@@ -84,7 +87,8 @@ def prune_cmd(
 def print_summary(result) -> None:
     rec = result.record
     console = Console()
-    table = Table(title=f"prune {rec['data']} · {rec['method']} ({rec['selector']})", show_header=False)
+    for_tiger = " for TIGER" if rec.get("recommender") == "tiger" else ""
+    table = Table(title=f"prune {rec['data']} · {rec['method']}{for_tiger} ({rec['selector']})", show_header=False)
     table.add_row("pool size", f"{rec['pool_size']:,} of {rec['dataset_samples']:,} samples")
     table.add_row("budget", f"{rec['budget']:,} selected ({len(rec['sample_ids']):,} distinct)")
     table.add_row("seed", str(rec["seed"]))

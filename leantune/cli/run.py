@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -42,28 +42,41 @@ def _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, 
     )
 
 
-RUN_HELP = """Prune -> LoRA fine-tune -> evaluate, in one run folder.
+RUN_HELP = """Prune -> train -> evaluate, in one run folder, for one of two recommenders (--recommender):
+
+bigrec (default): LoRA fine-tuning of an LLM that generates the next item's title (BIGRec).
+
+tiger: TIGER, a small T5 trained from scratch that generates the next item's semantic ID (see `leantune tiger`). Its stages: semantic IDs (built once per dataset in runs/tiger-<data>/ or --ids, shared by every run), prune (--method dealrec = influence + λ·TIGER effort, effort = TIGER effort only, other methods as for bigrec; --pool defaults to all samples), train TIGER on the selected samples (--preset, --epochs; batch 128, lr 3e-3, early stopping on validation loss), evaluate (constrained beam search, Recall/NDCG@5/10/20 on the seeded --test-users), report. Writes OUT/run.json, OUT/prune/selection.json, OUT/train/model.safetensors, OUT/eval/metrics.json and OUT/report.md. The LLM and LoRA options (--model, --lora-*, --lr, --batch-size, --micro-batch-size, --cutoff-len, --beams, --base, ...) do not apply to tiger and are ignored.
+
+With bigrec:
 
 Chains `leantune prune` (--method, --budget, --pool), LoRA fine-tuning on the selected users' training samples with early stopping on their validation samples, and BIGRec evaluation (beam-search generation, grounding by L2 distance of base-model last-token states, Recall/NDCG@5/10/20/50) of the fine-tuned and the base model on the same seeded --test-users.
 
 Writes OUT/run.json (settings, stage status and wall time), OUT/prune/selection.json, OUT/finetune/adapter/, OUT/eval/metrics.json, OUT/report.md and OUT/report.png. Re-running the same command skips finished stages and resumes unfinished ones.
 
 CPU defaults: --epochs 2 (the reference recipe trains up to 50 epochs with early stopping; pass --epochs 50 on a GPU). Everything else defaults to the reference recipe.
+
+Re-running the same command (either recommender) reuses finished stages.
 """
 
 
 @app.command("run", help=RUN_HELP)
 def run_cmd(
     data: str = typer.Option("games", "--data", help=DATA_HELP),
-    budget: int = typer.Option(256, "--budget", help="Training samples (users) to select and fine-tune on."),
+    recommender: str = typer.Option("bigrec", "--recommender", help="'bigrec' (LoRA fine-tuned LLM) or 'tiger' (semantic-ID T5 trained from scratch); see above."),
+    budget: int = typer.Option(256, "--budget", help="Training samples (users) to select and train on."),
     method: str = typer.Option("dealrec", "--method", help="Pruning method (see `leantune prune --help`)."),
-    pool: Optional[int] = typer.Option(4096, "--pool", help="Score a seeded random sub-pool of N training samples (0 = all)."),
+    pool: Optional[int] = typer.Option(None, "--pool", help="Score a seeded random sub-pool of N training samples (default: 4096 for bigrec, all for tiger; 0 = all)."),
     test_users: int = typer.Option(500, "--test-users", help="Seeded sub-sample of test users to evaluate (0 = all)."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/run-<data>-<method>-b<budget>-s<seed>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/run-<data>-<method>-b<budget>-s<seed>; runs/run-<data>-<method>-tiger-b<budget>-s<seed> for tiger)."),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Selection and training; test users use --eval-seed."),
     eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of the test-user sample (same users across runs)."),
-    epochs: float = typer.Option(2, "--epochs", help="Maximum epochs (CPU default 2; the reference uses 50 with early stopping)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Maximum epochs (bigrec: default 2 on CPU, the reference uses 50 with early stopping; tiger: default 60, early-stopped on validation loss)."),
+    preset: str = typer.Option("small", "--preset", help="tiger only: model size 'small' (2+2 layers, d_model 64; CPU default) or 'paper' (TIGER's 4+4 layers, d_model 128); also the size of the model behind TIGER effort."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="tiger only: semantic-IDs folder (default runs/tiger-<data>/, built there once if missing)."),
+    opt: List[str] = typer.Option([], "--opt", help="Extra scorer option KEY=VALUE for the prune stage (repeatable), as in `leantune prune --opt`, e.g. influence_solver=cg."),
+    effort_epochs: int = typer.Option(1, "--effort-epochs", help="tiger only: epochs of the full-data TIGER model whose gradient norms are the effort score (dealrec, effort)."),
     base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model on the same users (cached across runs)."),
     beams: int = typer.Option(4, "--beams", help="Beam width of generation."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Generation length limit."),
@@ -73,16 +86,54 @@ def run_cmd(
     cutoff: int = CUTOFF, mask_prompt: bool = MASK, patience: int = PATIENCE, eval_every: Optional[int] = EVAL_EVERY,
     group: bool = GROUP, device: str = DEVICE, quiet: bool = QUIET,
 ) -> None:
+    from ..errors import LeantuneError
+    from ..pruning import RECOMMENDERS, PruneConfig, resolve_method
+    from .prune import _parse_options
+
+    prune_options = {"options": _parse_options(opt)} if opt else {}  # none: the settings of earlier runs
+    if recommender not in RECOMMENDERS:
+        raise LeantuneError(f"--recommender {recommender!r}: choose one of {', '.join(RECOMMENDERS)}")
+    if pool is None:
+        pool = 4096 if recommender == "bigrec" else 0
+    if recommender == "tiger":
+        _run_tiger(data, budget, method, pool, test_users, out, seed, eval_seed, epochs, preset, ids, effort_epochs,
+                   prune_options, device, quiet)
+        return
+    resolve_method(PruneConfig(budget=budget, method=method, recommender=recommender))  # e.g. dealrec-tiger: fail now
+    epochs = 2 if epochs is None else epochs
     from ..train.pipeline import BigrecRunConfig, default_run_dir, run_bigrec
 
     ft = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
                           mask_prompt, patience, eval_every, group, seed, "auto")
     cfg = BigrecRunConfig(data=data, budget=budget, method=method, pool=pool or None, seed=seed, model=model,
                           test_users=test_users or None, eval_seed=eval_seed, base=base, device=device, finetune=ft,
-                          num_beams=beams, max_new_tokens=max_new_tokens, gen_batch_size=gen_batch_size)
+                          num_beams=beams, max_new_tokens=max_new_tokens, gen_batch_size=gen_batch_size,
+                          prune_options=prune_options)
     folder = out or default_run_dir(cfg)
     run = run_bigrec(cfg, folder, progress=not quiet)
     _print_summary(run)
+
+
+def _run_tiger(data, budget, method, pool, test_users, out, seed, eval_seed, epochs, preset, ids, effort_epochs,
+               prune_options, device, quiet) -> None:
+    from ..errors import LeantuneError
+    from ..evaluation.metrics import format_metrics
+    from ..train.tiger_pipeline import TigerRunConfig, default_run_dir, run_tiger
+
+    if epochs is not None and epochs != int(epochs):
+        raise LeantuneError(f"--epochs {epochs:g}: TIGER trains whole epochs")
+    cfg = TigerRunConfig(data=data, budget=budget, method=method, pool=pool or None, seed=seed,
+                         test_users=test_users or None, eval_seed=eval_seed, ids=str(ids) if ids else None, preset=preset,
+                         epochs=60 if epochs is None else int(epochs), effort_warmup_epochs=effort_epochs,
+                         prune_options=prune_options, device=device)
+    run = run_tiger(cfg, out or default_run_dir(cfg), progress=not quiet)
+    metrics = run.outputs("evaluate").get("metrics")
+    if metrics:
+        print(f"TIGER ({run.outputs('evaluate')['users']} test users): "
+              f"{format_metrics(metrics, ['recall@10', 'recall@20', 'ndcg@10', 'ndcg@20'])}")
+    times = "  ".join(f"{k} {v:.0f}s" for k, v in run.wall_times().items() if k != "report")
+    print(f"wall time: {times}")
+    print(f"report: {run.path / 'report.md'}")
 
 
 def _print_summary(run) -> None:

@@ -16,7 +16,7 @@ app.add_typer(surrogate_app, name="surrogate")
 @surrogate_app.command("train")
 def train(
     data: str = typer.Option("games", "--data", help=DATA_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/surrogate-<data>). Re-running reuses a finished model or resumes."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the leantune cache folder that `leantune prune` looks in for this data, settings and seed, so pruning reuses the model). Re-running reuses a finished model or resumes."),
     epochs: int = typer.Option(200, "--epochs", min=0, help="Maximum training epochs."),
     patience: int = typer.Option(5, "--patience", min=0, help="Stop after this many validations without a better NDCG@10 (0: never)."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
@@ -31,12 +31,13 @@ def train(
     from rich.table import Table
 
     from ..data import load_dataset
-    from ..models.sasrec import SASRecConfig, train_surrogate
+    from ..models.sasrec import SASRecConfig, surrogate_key, train_surrogate
+    from ..paths import cache_dir
 
     dataset = load_dataset(data)
-    out = out or Path("runs") / f"surrogate-{dataset.name}"
     cfg = SASRecConfig(hidden=hidden, dropout=dropout, max_len=max_len, lr=lr, batch_size=batch_size,
                        max_epochs=epochs, patience=patience)
+    out = out or cache_dir("surrogate", surrogate_key(dataset, cfg, seed))
     command = shlex.join(["leantune", "surrogate", "train", "--data", data, "--out", str(out), "--epochs", str(epochs),
                           "--patience", str(patience), "--lr", str(lr), "--batch-size", str(batch_size), "--hidden",
                           str(hidden), "--dropout", str(dropout), "--max-len", str(max_len), "--seed", str(seed)])

@@ -35,6 +35,7 @@ class BigrecEvalConfig:
     ks: tuple[int, ...] = DEFAULT_KS
     device: str = "cpu"
     dtype: str = "float32"
+    stop_at_newline: bool = True  # the response is the first line of the generated text
 
     def __post_init__(self):
         self.ks = tuple(self.ks)
@@ -138,7 +139,8 @@ def evaluate_loaded(model, tokenizer, dataset, samples: Sequence, cfg: BigrecEva
             for i, text in zip(indices, texts):
                 fh.write(json.dumps({"sample_id": todo[i].sample_id, "prediction": text}) + "\n")
 
-    gen = GenerationSettings(cfg.num_beams, cfg.max_new_tokens, cfg.batch_size)
+    gen = GenerationSettings(cfg.num_beams, cfg.max_new_tokens, cfg.batch_size,
+                             stop_at_newline=cfg.stop_at_newline)
     start = time.perf_counter()
     for sample, text in zip(todo, generate_texts(model, tokenizer, prompts, gen, progress, save_batch)):
         done[sample.sample_id] = text

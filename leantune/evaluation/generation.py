@@ -3,6 +3,11 @@
 Prompts are left-padded so every sequence in a batch ends where generation starts, and batches
 are formed from prompts of similar length (then put back in input order) to waste little compute
 on padding. Only the new tokens are decoded (special tokens dropped, whitespace stripped).
+
+A response is one line (an item title), so by default every token that contains a line break ends
+a beam as the end-of-sequence token does: a briefly fine-tuned model that has not yet learned to
+emit EOS would otherwise repeat its title until ``max_new_tokens``, which costs time and blurs the
+text that grounding embeds. The text after the first line break is dropped.
 """
 from __future__ import annotations
 
@@ -20,6 +25,19 @@ class GenerationSettings:
     # Encode each prompt once and copy its key/value cache to the beams; plain ``generate`` encodes
     # it once per beam. Same output, 1.7-3x faster with 4 beams on CPU (Games prompts, SmolLM2).
     prefill_once: bool = True
+    stop_at_newline: bool = True  # a line break ends the response (see the module docstring)
+
+
+def newline_token_ids(tokenizer) -> list[int]:
+    """Ids of every vocabulary token whose text contains a line break."""
+    vocab = tokenizer.get_vocab()
+    ids = tokenizer.convert_tokens_to_ids(list(vocab))
+    texts = tokenizer.batch_decode([[i] for i in ids])
+    return sorted(i for i, text in zip(ids, texts) if "\n" in text)
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()
 
 
 def generate_texts(
@@ -36,13 +54,16 @@ def generate_texts(
     from transformers import GenerationConfig
 
     settings = settings or GenerationSettings()
+    stop_ids = [tokenizer.eos_token_id]
+    if settings.stop_at_newline:
+        stop_ids += newline_token_ids(tokenizer)
     config = GenerationConfig(
         num_beams=settings.num_beams,
         num_return_sequences=1,
         do_sample=False,
         max_new_tokens=settings.max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stop_ids if len(stop_ids) > 1 else tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
     device = next(model.parameters()).device
@@ -64,7 +85,7 @@ def generate_texts(
                 else:
                     out = model.generate(**enc, generation_config=config)
                 texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                texts = [t.strip() for t in texts]
+                texts = [first_line(t) if settings.stop_at_newline else t.strip() for t in texts]
                 for i, text in zip(idx, texts):
                     outputs[i] = text
                 if on_batch is not None:
