@@ -47,6 +47,8 @@ class FinetuneRunner:
 
         _import_tasks()
         self._task = TASKS.get(self.task)(**self.task_options)
+        if hasattr(getattr(self._task, "config", None), "progress"):  # the study prints one line per trial instead
+            self._task.config.progress = self.progress
         self.metric = "exp(-valid_loss)" if self.objective == "valid_loss" else (self.metric_name or self._task.primary_metric)
         self._data = None
 
