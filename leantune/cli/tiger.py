@@ -35,15 +35,16 @@ def _print_stats(stats) -> None:
 
 
 def _semantic_ids(dataset, ids: Optional[Path], seed: int, progress: bool):
-    from ..models.rqvae import IDS_FILE, SemanticIDs, build_semantic_ids
+    from ..models.rqvae import IDS_FILE
     from ..models.tiger import default_dir
+    from ..train.tiger_pipeline import semantic_ids_for
 
     folder = ids or default_dir(dataset.name)
-    if (folder / IDS_FILE).exists():
-        return SemanticIDs.load(folder / IDS_FILE)
-    Console().print(f"no semantic IDs in {folder}: building them", highlight=False)
-    sids = build_semantic_ids(dataset, folder, seed=seed, progress=progress)
-    _print_stats(sids.stats)
+    if not folder.is_file() and not (folder / IDS_FILE).exists():
+        Console().print(f"no semantic IDs in {folder}: building them", highlight=False)
+    sids, _, built = semantic_ids_for(dataset, folder, seed=seed, progress=progress)
+    if built:
+        _print_stats(sids.stats)
     return sids
 
 
