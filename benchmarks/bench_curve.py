@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="0,25,50,100,200,400,800,1288")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="first run seed (runs use seed, seed+1, ...): lets processes fill one --work folder side by side")
     p.add_argument("--eval-limit", type=int, default=100, help="test products per evaluation (0: all 500)")
     p.add_argument("--unit", default="product", choices=["product", "question"])
     p.add_argument("--method", default="random")
@@ -46,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch-size", type=int, default=4)
     p.add_argument("--gain-threshold", type=float, default=0.01)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for training and effort scores (evaluation stays fp32)")
+    p.add_argument("--cached-only", action="store_true", help="train nothing; report the runs already in --work")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed CPU")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
     p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
@@ -67,7 +70,7 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         "",
         f"Settings: sizes {list(cfg.sizes)}, seeds {cfg.seeds}, eval on {cfg.eval_limit or 'all'} seeded test products (the same for every run), "
         f"training max(ceil({cfg.epochs}·n/{cfg.batch_size}), {cfg.min_steps}) steps of {cfg.batch_size} (micro-batch {cfg.micro_batch_size}), "
-        f"lr {cfg.lr}, LoRA r {cfg.r} / alpha {cfg.alpha} on q_proj, v_proj, loss on the answer only, no validation/early stopping.",
+        f"lr {cfg.lr}, bf16 autocast in training {cfg.bf16}, LoRA r {cfg.r} / alpha {cfg.alpha} on q_proj, v_proj, loss on the answer only, no validation/early stopping.",
         "",
         "| size | seed | status | steps | train s | eval s | accuracy | strict acc | valued acc | n/a acc | P | R | F1 | invalid |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -114,15 +117,15 @@ def main(argv=None) -> None:
 
     cfg = CurveConfig(
         task="attributes", task_options={"data": "oa-mine", "unit": args.unit}, model=args.model,
-        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, method=args.method,
+        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method,
         eval_limit=args.eval_limit or None, epochs=args.epochs, min_steps=args.min_steps, lr=args.lr,
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, gain_threshold=args.gain_threshold,
-        device=args.device,
+        device=args.device, bf16=args.bf16,
     )
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
     load_before = [round(x, 1) for x in os.getloadavg()]
     start = time.perf_counter()
-    result = learning_curve(cfg, args.work)
+    result = learning_curve(cfg, args.work, cached_only=args.cached_only)
     info = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "threads": torch.get_num_threads(),

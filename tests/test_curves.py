@@ -156,5 +156,38 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     assert (more.run.trained, more.run.cached) == (2, 5)
     with pytest.raises(LeantuneError, match="lr"):
         learning_curve(_tiny_config(folder, lr=1e-2), out)
+
+    # --cached-only: a fourth seed is reported missing, not trained; the fit uses the 7 cached runs.
+    train.finetune = no_training
+    try:
+        partial = learning_curve(_tiny_config(folder, seeds=4), out, log=logs.append, cached_only=True)
+    finally:
+        train.finetune = original
+    assert (partial.run.trained, partial.run.cached, len(partial.run.rows)) == (0, 7, 7)
+    assert any("size 4 seed 3: not in" in line for line in logs)
+    with pytest.raises(LeantuneError, match="no finished runs"):
+        learning_curve(_tiny_config(folder, sizes=(3,)), out, cached_only=True)
+
+    # bf16 changes the weights: refused in an fp32 folder, also one written before the setting existed.
+    with pytest.raises(LeantuneError, match="bf16=False"):
+        learning_curve(_tiny_config(folder, bf16=True), out)
+    settings = json.loads((out / "curve.json").read_text())
+    del settings["run_settings"]["bf16"]
+    (out / "curve.json").write_text(json.dumps(settings))
+    with pytest.raises(LeantuneError, match="bf16=False"):
+        learning_curve(_tiny_config(folder, bf16=True), out)
     with pytest.raises(LeantuneError, match="larger than the attributes training pool"):
         learning_curve(_tiny_config(folder, sizes=(0, 50)), tmp_path / "other")
+
+
+def test_curve_bf16_trains_evaluates_and_keeps_its_own_effort_scores(tmp_path):
+    from leantune.curves import learning_curve
+
+    folder = write_attribute_folder(tmp_path / "data")
+    out = tmp_path / "curve-bf16"
+    result = learning_curve(_tiny_config(folder, sizes=(0, 4), seeds=1, bf16=True, method="effort"), out, log=lambda _: None)
+    assert (result.run.trained, result.run.cached) == (2, 0)
+    trained = [r for r in result.run.rows if r["seed"] is not None][0]
+    assert trained["status"] == "finished" and trained["finetune"]["bf16"] is True
+    assert all(0 <= r["metrics"]["accuracy"] <= 1 for r in result.run.rows)
+    assert (out / "scores-effort-bf16-seed0.safetensors").exists() and not (out / "scores-effort-seed0.safetensors").exists()

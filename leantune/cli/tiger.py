@@ -37,7 +37,7 @@ def _print_stats(stats) -> None:
 def _semantic_ids(dataset, ids: Optional[Path], seed: int, progress: bool):
     from ..models.rqvae import IDS_FILE
     from ..models.tiger import default_dir
-    from ..train.tiger_pipeline import semantic_ids_for
+    from ..models.tiger import semantic_ids_for
 
     folder = ids or default_dir(dataset.name)
     if not folder.is_file() and not (folder / IDS_FILE).exists():

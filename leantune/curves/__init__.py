@@ -27,13 +27,19 @@ class CurveResult:
     lines: list  # the printed summary
 
 
-def learning_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print) -> CurveResult:
+def learning_curve(
+    cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print, cached_only: bool = False
+) -> CurveResult:
     from .plots import plot_breakdown, plot_curve
 
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
     metric = cfg.metric or task.primary_metric
-    run = run_curve(cfg, out, task=task, log=log)
+    run = run_curve(cfg, out, task=task, log=log, cached_only=cached_only)
+    if not run.rows:
+        from ..errors import LeantuneError
+
+        raise LeantuneError(f"{out}: no finished runs for these sizes and seeds yet (--cached-only trains nothing)")
     evaluated = [r for r in run.rows if r["metrics"]]
     if evaluated and metric not in evaluated[0]["metrics"]:
         from ..errors import LeantuneError

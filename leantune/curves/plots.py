@@ -25,6 +25,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _label_sizes(ax, sizes) -> None:
+    """Ticks at the measured sizes (a log axis alone labels only powers of ten)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xticks(list(sizes))
+    ax.set_xticklabels([str(s) for s in sizes], fontsize=8)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
     """Metric vs training size: every seed, the mean with its min-max band, the fit and n*."""
     from .fit import CurveFit
@@ -47,6 +57,7 @@ def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
         if sat and math.isfinite(sat["point"]) and min(sizes) / 2 <= sat["point"] <= max(sizes) * 2:
             ax.axvline(sat["point"], color="C2", ls=":", label=f"saturation n*≈{sat['point']:.0f}")
         ax.set_xscale("log")
+        _label_sizes(ax, sizes)
     if analysis.zero_shot is not None:
         ax.axhline(analysis.zero_shot, color="gray", ls="--", label=f"zero-shot {analysis.zero_shot:.3f}")
     ax.set_xlabel("training units (log scale)")
@@ -75,8 +86,9 @@ def plot_breakdown(rows: list[dict], prefix: str, path: Path, top: int = 12, sup
         ys = [np.nanmean([r["metrics"].get(key, np.nan) for r in rows if r["size"] == s]) for s in sizes]
         ax.plot(sizes, ys, "o-", ms=3, color=plt.cm.tab20(i % 20), label=key[len(prefix):])
     ax.set_xscale("symlog", linthresh=max(1, min((s for s in sizes if s > 0), default=1)))
+    _label_sizes(ax, sizes)
     ax.set_xlabel("training units (symlog; 0 = zero-shot)")
-    ax.set_ylabel(prefix.rstrip("/"))
+    ax.set_ylabel(prefix.rstrip("/").replace("_", " "))
     ax.set_title(title or f"{prefix.rstrip('/')} vs training size (top {len(keys)} by support)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")

@@ -47,6 +47,9 @@ class CurveConfig:
     alpha: int = 16
     train_on_inputs: bool | None = None  # None: the task's preference (answers only for attributes)
     device: str = "cpu"
+    # bf16 autocast for training and effort scoring: ~1.7x faster training on CPUs with AMX. Evaluation
+    # stays fp32: greedy generation under CPU autocast took 45 s where fp32 took 25 s (3 products).
+    bf16: bool = False
     gain_threshold: float = 0.01
     bootstrap: int = 1000
     progress: bool = True
@@ -54,8 +57,10 @@ class CurveConfig:
     # Settings that change what a run produces; sizes/seeds may grow and the analysis may change.
     RUN_KEYS = (
         "task", "task_options", "model", "method", "eval_limit", "eval_seed", "valid_limit", "epochs",
-        "min_steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs",
+        "min_steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs", "bf16",
     )
+    # Keys added after curve folders already existed: their value there is this default.
+    RUN_KEY_DEFAULTS = {"bf16": False}
 
     def __post_init__(self):
         self.sizes = tuple(sorted({int(s) for s in self.sizes}))
@@ -112,6 +117,7 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
     settings = cfg.run_settings()
     if path.exists():
         old = read_json(path).get("run_settings", {})
+        old = {**cfg.RUN_KEY_DEFAULTS, **old}
         diff = [k for k in settings if k in old and old[k] != settings[k]]
         if diff:
             k = diff[0]
@@ -132,6 +138,7 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
     return FinetuneConfig(
         r=cfg.r, alpha=cfg.alpha, lr=cfg.lr, batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
         max_steps=cfg.steps_for(size), train_on_inputs=train_on_inputs, seed=seed, device=resolve_device(cfg.device),
+        bf16=True if cfg.bf16 else None,
     )
 
 
@@ -205,8 +212,10 @@ class CurveRun:
     cached: int  # runs read from the folder
 
 
-def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print) -> CurveRun:
-    """Train and evaluate every missing (size, seed) run; cached runs are read back."""
+def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print, cached_only: bool = False) -> CurveRun:
+    """Train and evaluate every missing (size, seed) run; cached runs are read back. With
+    ``cached_only`` nothing is trained: the curve is what the folder holds so far (e.g. while
+    another process is still filling it)."""
     from .scores import check_method, curve_scores
     from .subsets import method_subsets
 
@@ -233,6 +242,9 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             log(f"{label}: cached, {metric} {row['metrics'].get(metric, float('nan')):.4f}")
             rows.append(row)
             continue
+        if cached_only:
+            log(f"{label}: not in {out} yet; left out (--cached-only)")
+            continue
         start = time.perf_counter()
         if seed is None:
             log(f"{label}: zero-shot evaluation of {cfg.model}")
@@ -241,7 +253,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             if seed not in subsets:
                 subsets[seed] = method_subsets(
                     cfg.method, task, pool, [n for n in cfg.sizes if n > 0], seed,
-                    lambda cols: curve_scores(task, cols, pool, out, cfg.model, cfg.seed, cfg.device, cfg.method),
+                    lambda cols: curve_scores(task, cols, pool, out, cfg.model, cfg.seed, cfg.device, cfg.method, bf16=cfg.bf16),
                 )
             log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
             row = run_one(task, cfg, out, size, seed, subsets[seed][size])

@@ -45,10 +45,10 @@ def prompt_embeddings(model_spec: str, prompts: Sequence[str], device: str = "cp
     return out
 
 
-def text_effort(model_spec: str, examples, device: str, seed: int, mask_prompt: bool, progress: bool = True) -> np.ndarray:
+def text_effort(model_spec: str, examples, device: str, seed: int, mask_prompt: bool, progress: bool = True, bf16: bool = False) -> np.ndarray:
     from ..scoring.effort import EffortConfig, EffortModel, Encoded
 
-    cfg = EffortConfig(model=model_spec, mask_prompt=mask_prompt, progress=progress)
+    cfg = EffortConfig(model=model_spec, mask_prompt=mask_prompt, progress=progress, dtype="bfloat16" if bf16 else "float32")
     scorer = EffortModel(cfg, device, seed)
     tok = scorer.tokenizer
     encoded = []
@@ -76,7 +76,9 @@ def check_method(task, method: str) -> None:
         )
 
 
-def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Path, model_spec: str, seed: int, device: str, method: str) -> dict[str, np.ndarray]:
+def curve_scores(
+    task, columns: Sequence[str], pool: Sequence[str], work_dir: Path, model_spec: str, seed: int, device: str, method: str, bf16: bool = False
+) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file, save_file
 
     if hasattr(task, "selection_scores"):
@@ -86,7 +88,7 @@ def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Pa
         raise LeantuneError(f"method {method!r} not available for task {task.name!r}: no score column(s) {missing}")
     scores = {}
     for name in columns:
-        path = Path(work_dir) / f"scores-{name}-seed{seed}.safetensors"
+        path = Path(work_dir) / f"scores-{name}{'-bf16' if bf16 and name == 'effort' else ''}-seed{seed}.safetensors"
         if path.exists():
             scores[name] = load_file(path)[name]
             continue
@@ -97,7 +99,7 @@ def curve_scores(task, columns: Sequence[str], pool: Sequence[str], work_dir: Pa
             scores[name] = prompt_embeddings(model_spec, [e.prompt for e in examples], device)
         else:
             mask = not getattr(task, "train_on_inputs", True)
-            scores[name] = text_effort(model_spec, examples, device, seed, mask).astype(np.float32)
+            scores[name] = text_effort(model_spec, examples, device, seed, mask, bf16=bf16).astype(np.float32)
         with atomic_path(path) as tmp:
             save_file({name: scores[name]}, str(tmp))
     return scores

@@ -42,6 +42,19 @@ def default_dir(data_name: str) -> Path:
     return Path("runs") / f"tiger-{data_name}"
 
 
+def semantic_ids_for(dataset, folder: str | Path | None = None, seed: int = 0, progress: bool = True):
+    """The dataset's semantic IDs: read from ``folder`` (default ``runs/tiger-<data>/``, the folder
+    ``leantune tiger`` uses) or, when it holds none, built there. Returns ``(ids, folder, built)``."""
+    from .rqvae import IDS_FILE, SemanticIDs, build_semantic_ids
+
+    folder = Path(folder) if folder is not None else default_dir(dataset.name)
+    if folder.is_file():
+        return SemanticIDs.load(folder), folder, False
+    if (folder / IDS_FILE).exists():
+        return SemanticIDs.load(folder / IDS_FILE), folder, False
+    return build_semantic_ids(dataset, folder, seed=seed, progress=progress), folder, True
+
+
 @dataclass
 class TigerConfig:
     # model (TIGER paper sizes: 4+4 layers, d_model 128, 6 heads of 64, FFN 1024, dropout 0.1)

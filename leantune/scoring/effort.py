@@ -381,4 +381,4 @@ class EffortScorer:
     def score(self, samples, ctx) -> dict[str, np.ndarray]:
         model = self.model(ctx)
         encoded = model.encode(ctx.dataset, samples)
-        return {"effort": model.scores(encoded)}
+        return {"effort": model.scores(encoded, progress=ctx.options.get("progress"))}

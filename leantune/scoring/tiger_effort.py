@@ -124,22 +124,16 @@ class TigerEffortScorer:
     @staticmethod
     def _model(ctx):
         if "tiger_model" not in ctx.extras:
-            from ..models.rqvae import SemanticIDs, build_semantic_ids
-            from ..models.tiger import default_dir, load_tiger, tiger_config, train_tiger
+            from ..models.tiger import default_dir, load_tiger, semantic_ids_for, tiger_config, train_tiger
 
-            ids = Path(ctx.options.get("tiger_ids") or default_dir(ctx.dataset.name))
-            if ids.is_file():
-                sids = SemanticIDs.load(ids)
-            elif (ids / "semantic_ids.json").exists():
-                sids = SemanticIDs.load(ids / "semantic_ids.json")
-            else:
-                sids = build_semantic_ids(ctx.dataset, ids, seed=ctx.seed)
+            progress = ctx.options.get("progress", True)
+            sids, _, _ = semantic_ids_for(ctx.dataset, ctx.options.get("tiger_ids"), seed=ctx.seed, progress=progress)
             model_dir = ctx.options.get("tiger_model_dir")
             if not model_dir:
                 work = Path(ctx.work_dir) if ctx.work_dir is not None else default_dir(ctx.dataset.name)
                 model_dir = work / "tiger-effort-warmup"
                 cfg = tiger_config(ctx.options.get("tiger_preset", "paper"),
                                    max_epochs=int(ctx.options.get("tiger_warmup_epochs", 1)), val_metric="loss")
-                train_tiger(ctx.dataset, sids, None, model_dir, cfg, seed=ctx.seed, device=ctx.device)
+                train_tiger(ctx.dataset, sids, None, model_dir, cfg, seed=ctx.seed, device=ctx.device, progress=progress)
             ctx.extras["tiger_model"] = load_tiger(model_dir, sids, ctx.device)
         return ctx.extras["tiger_model"]

@@ -83,24 +83,10 @@ def default_run_dir(cfg: TigerRunConfig) -> Path:
     return Path("runs") / f"run-{name}-{cfg.method}-tiger-b{cfg.budget}-s{cfg.seed}"
 
 
-def semantic_ids_for(dataset, folder: str | Path | None = None, seed: int = 0, progress: bool = True):
-    """The dataset's semantic IDs: read from ``folder`` (default ``runs/tiger-<data>/``, the folder
-    ``leantune tiger`` uses) or, when it holds none, built there. Returns ``(ids, folder, built)``."""
-    from ..models.rqvae import IDS_FILE, SemanticIDs, build_semantic_ids
-    from ..models.tiger import default_dir
-
-    folder = Path(folder) if folder is not None else default_dir(dataset.name)
-    if folder.is_file():
-        return SemanticIDs.load(folder), folder, False
-    if (folder / IDS_FILE).exists():
-        return SemanticIDs.load(folder / IDS_FILE), folder, False
-    return build_semantic_ids(dataset, folder, seed=seed, progress=progress), folder, True
-
-
 def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=print) -> RunFolder:
     """Run (or resume) the whole TIGER job; returns the run folder."""
     from ..data import load_dataset
-    from ..models.tiger import evaluate_tiger, train_tiger
+    from ..models.tiger import evaluate_tiger, semantic_ids_for, train_tiger
     from .pipeline import resolve_device
 
     cfg.validate()
