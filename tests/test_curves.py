@@ -63,6 +63,23 @@ def test_fallbacks_are_reported():
         fit_curve([0, 0], [0.1, 0.2])
 
 
+def test_ceiling_keeps_a_bounded_plateau_and_refuses_a_line_in_disguise():
+    # A saturating curve below the ceiling is fitted as before.
+    bent = fit_curve(*synthetic()[:2], ceiling=1.0)
+    assert bent.kind == "power" and bent.params["a"] == pytest.approx(0.9, abs=0.02)
+    # Straight in log2(n): unbounded, the plateau flies off far above 1 (a line in disguise) ...
+    rng = np.random.default_rng(3)
+    sizes = SIZES * 2
+    values = [0.43 + 0.0132 * math.log2(n) + rng.normal(0, 0.002) for n in sizes]
+    free = fit_curve(sizes, values)
+    assert free.kind == "loglinear" or free.params["a"] > 1.0
+    # ... bounded by 1 it would run into the bound: reported as log-linear with that reason.
+    bounded = fit_curve(sizes, values, ceiling=1.0)
+    assert bounded.kind == "loglinear" and "ceiling" in bounded.fallback_reason
+    assert bounded.params["s"] == pytest.approx(0.0132, abs=0.002)
+    assert bounded.saturation_point(0.01) == math.inf
+
+
 def test_random_subsets_nested_per_seed():
     pool = [f"u{i}" for i in range(100)]
     subsets = random_subsets(pool, [5, 20, 60], seed=3)

@@ -52,6 +52,7 @@ def curve(
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
     valid_limit: int = typer.Option(0, "--valid-limit", help="Validation units for early stopping (0: none, a fixed budget; cheaper)."),
     gain_threshold: float = typer.Option(0.01, "--gain-threshold", help="Saturation: the size beyond which one doubling of the data gains less than this."),
+    ceiling: float = typer.Option(1.0, "--ceiling", help="Upper bound of the fitted plateau a (accuracy, F1 and recall cannot pass 1.0); 0 = unbounded (e.g. a loss)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples over seeds for the saturation interval."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     bf16: bool = typer.Option(
@@ -76,7 +77,7 @@ def curve(
         task=task, task_options=options, model=model, sizes=tuple(_parse_sizes(sizes)), seeds=seeds, seed=seed,
         method=method, metric=metric, eval_limit=eval_limit or None, epochs=epochs, min_steps=min_steps, lr=lr,
         batch_size=batch_size, micro_batch_size=micro_batch_size, valid_limit=valid_limit, gain_threshold=gain_threshold,
-        bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,
+        ceiling=ceiling or None, bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,
     )
     out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}-{Path(model).name}"
     result = learning_curve(cfg, out, cached_only=cached_only)

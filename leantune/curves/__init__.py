@@ -49,7 +49,7 @@ def learning_curve(
     failed = [r for r in run.rows if not r["metrics"]]
     for r in failed:
         log(f"size {r['size']} seed {r['seed']}: {r['status']} ({(r.get('train') or {}).get('reason', '')}); left out of the fit")
-    analysis = analyse(run.rows, metric, cfg.gain_threshold, cfg.bootstrap, seed=cfg.seed)
+    analysis = analyse(run.rows, metric, cfg.gain_threshold, cfg.bootstrap, seed=cfg.seed, ceiling=cfg.ceiling)
     csv_path, json_path = write_table(out, run.rows, analysis, {"config": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds})
     files = {"csv": csv_path, "json": json_path}
     label = f"{task.name} ({cfg.method}, {cfg.model})"

@@ -55,7 +55,10 @@ def metric_keys(rows: list[dict]) -> list[str]:
     return keys
 
 
-def analyse(rows: list[dict], metric: str, gain_threshold: float = 0.01, bootstrap: int = 1000, gain_sizes=(200,), seed: int = 0) -> CurveAnalysis:
+def analyse(
+    rows: list[dict], metric: str, gain_threshold: float = 0.01, bootstrap: int = 1000, gain_sizes=(200,), seed: int = 0,
+    ceiling: float | None = 1.0,
+) -> CurveAnalysis:
     zero = [r["metrics"][metric] for r in rows if r["size"] == 0 and metric in r["metrics"]]
     zero_shot = float(zero[0]) if zero else None
     trained = [r for r in rows if r["size"] > 0 and metric in r["metrics"]]
@@ -71,9 +74,9 @@ def analyse(rows: list[dict], metric: str, gain_threshold: float = 0.01, bootstr
         sizes = [r["size"] for r in trained]
         values = [r["metrics"][metric] for r in trained]
         seeds = [r["seed"] for r in trained]
-        fitted = fit_curve(sizes, values)
+        fitted = fit_curve(sizes, values, ceiling=ceiling)
         fit = fitted.as_dict()
-        saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted).as_dict()
+        saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted, ceiling=ceiling).as_dict()
     else:
         note = "no trained runs: nothing to fit"
     gain_at = {}

@@ -3,7 +3,10 @@
 Model: ``metric(n) = a - b * n**(-c)`` (a: the plateau, c: how fast it is approached), fitted with
 ``scipy.optimize.curve_fit`` on every (size, seed) point with n > 0. When that cannot work (fewer
 than 3 sizes or 4 points, no convergence, the exponent stuck at its bound), a log-linear fit
-``metric = a + s * log2(n)`` stands in and the reason is reported.
+``metric = a + s * log2(n)`` stands in and the reason is reported. For bounded metrics (accuracy,
+F1, recall) the plateau is bounded by ``ceiling``: a curve still straight in log(n) would otherwise
+be fitted with a plateau far above 1 and an exponent near 0 (a line in disguise); one that runs into
+the bound, or an exponent at its lower bound, also falls back to the log-linear fit.
 
 The saturation point is the size beyond which one more doubling of the data gains less than
 ``threshold``: for the power law, gain(n) = metric(2n) - metric(n) = b * n**(-c) * (1 - 2**(-c)),
@@ -68,8 +71,12 @@ def _loglinear(n: np.ndarray, y: np.ndarray, reason: str) -> CurveFit:
     return fit
 
 
-def fit_curve(sizes, values, max_c: float = 3.0) -> CurveFit:
-    """Fit ``a - b n^-c`` to (size, value) points with size > 0 (repeated sizes = seeds)."""
+MIN_C = 1e-3
+
+
+def fit_curve(sizes, values, max_c: float = 3.0, ceiling: float | None = None) -> CurveFit:
+    """Fit ``a - b n^-c`` to (size, value) points with size > 0 (repeated sizes = seeds); with
+    ``ceiling``, the plateau ``a`` is at most that (1.0 for accuracy-like metrics)."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
     n = np.asarray(sizes, dtype=np.float64)
@@ -84,8 +91,11 @@ def fit_curve(sizes, values, max_c: float = 3.0) -> CurveFit:
         return _loglinear(n, y, f"power law has 3 parameters: {len(n)} points leave no degree of freedom (add seeds or sizes)")
     span = float(y.max() - y.min()) or 1e-3
     # Start from a plateau a little above the best point and a moderate decay.
-    p0 = (float(y.max()) + 0.1 * span, span * float(n.min()) ** 0.5, 0.5)
-    bounds = ([-np.inf, 0.0, 1e-3], [np.inf, np.inf, max_c])
+    a0 = float(y.max()) + 0.1 * span
+    if ceiling is not None:
+        a0 = min(a0, ceiling)
+    p0 = (a0, span * float(n.min()) ** 0.5, 0.5)
+    bounds = ([-np.inf, 0.0, MIN_C], [np.inf if ceiling is None else ceiling + 1e-9, np.inf, max_c])
     try:
         with warnings.catch_warnings():
             # "covariance could not be estimated" says nothing about the parameters we use
@@ -99,6 +109,10 @@ def fit_curve(sizes, values, max_c: float = 3.0) -> CurveFit:
     if c >= max_c * 0.999:
         # c at its bound: the curve jumps to the plateau at once, which the data cannot pin down.
         return _loglinear(n, y, f"power-law exponent hit its bound (c = {max_c})")
+    if ceiling is not None and a >= ceiling - 0.01:  # within a point of it: no plateau the data can place
+        return _loglinear(n, y, f"the plateau went to the ceiling ({ceiling:g}): the data shows no bend toward a plateau")
+    if c <= MIN_C * 1.01:
+        return _loglinear(n, y, f"power-law exponent at its lower bound (c = {MIN_C}): no curvature in the data")
     fit = CurveFit("power", {"a": a, "b": b, "c": c}, len(n), 0.0)
     fit.rmse = float(np.sqrt(np.mean((fit.predict(n) - y) ** 2)))
     return fit
@@ -131,6 +145,7 @@ def bootstrap_saturation(
     level: float = 0.95,
     rng: np.random.Generator | None = None,
     fit: CurveFit | None = None,
+    ceiling: float | None = None,
 ) -> Saturation:
     """Saturation point of the fit plus a bootstrap interval over seeds.
 
@@ -142,13 +157,13 @@ def bootstrap_saturation(
     y = np.asarray(values, dtype=np.float64)
     keep = (n > 0) & np.isfinite(y)
     n, y, seeds = n[keep], y[keep], np.asarray(seeds)[keep]
-    fit = fit or fit_curve(n, y)
+    fit = fit or fit_curve(n, y, ceiling=ceiling)
     point = fit.saturation_point(threshold)
     groups = [np.flatnonzero(n == s) for s in np.unique(n)]
     points, power = [], 0
     for _ in range(resamples):
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        boot = fit_curve(n[idx], y[idx])
+        boot = fit_curve(n[idx], y[idx], ceiling=ceiling)
         power += boot.kind == "power"
         points.append(boot.saturation_point(threshold))
     points = np.asarray(points) if points else np.asarray([point])

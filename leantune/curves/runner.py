@@ -51,6 +51,7 @@ class CurveConfig:
     # stays fp32: greedy generation under CPU autocast took 45 s where fp32 took 25 s (3 products).
     bf16: bool = False
     gain_threshold: float = 0.01
+    ceiling: float | None = 1.0  # the fitted plateau's upper bound (accuracy, F1, recall <= 1); None: unbounded
     bootstrap: int = 1000
     progress: bool = True
 
