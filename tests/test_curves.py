@@ -43,6 +43,8 @@ def test_saturation_point_matches_closed_form_and_bootstrap_covers_it():
     # gain per doubling at n* equals the threshold
     fit = CurveFit("power", {"a": a, "b": b, "c": c}, 0, 0.0)
     assert float(fit.gain_per_doubling(exact)) == pytest.approx(t)
+    # A tiny exponent puts n* beyond any float (10^419 here): infinite, not an OverflowError.
+    assert CurveFit("power", {"a": 0.9, "b": 0.5, "c": 0.002}, 0, 0.0).saturation_point(1e-4) == math.inf
     sizes, values, seeds = synthetic(a, b, c)
     sat = bootstrap_saturation(sizes, values, seeds, threshold=t, resamples=200, rng=np.random.default_rng(0))
     assert sat.low <= sat.point <= sat.high

@@ -14,10 +14,13 @@ CURVE_HELP = (
     "over seeds), the results table (CSV + JSON) and plots (PNG). Every run is cached in --out; re-running "
     "finishes only what is missing.\n\n"
     "CPU cost of the defaults (SmolLM2-135M, OA-Mine products at ~220 tokens each): a run trains "
-    "max(ceil(epochs*n/batch), min-steps) = max(ceil(n/8), 25) steps of 8 products, so the default sizes "
-    "and 3 seeds train ~9.9k products (~2.2M tokens): ~4 h at the ~150-180 tokens/s of 2 idle cores, plus "
-    "22 evaluations of 100 test products. On a CPU shared with other jobs it is several times slower "
-    "(set OMP_NUM_THREADS=1 there). Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
+    "max(ceil(epochs*n/batch), min-steps) = max(ceil(n/8), 25) steps of 8 products, 411 steps per seed over "
+    "the default sizes. Measured on a 2-core CPU with --bf16 and one thread per process, two processes side "
+    "by side: 11-13 s per step and ~2 min per evaluation of 50 test products (benchmarks/results/curve-random.md), "
+    "so one seed of the default sizes is ~1.5 h of training per core and the default 3 seeds with 100 test "
+    "products ~6 core-hours. To use both cores, run two processes into one --out with different "
+    "--seed/--seeds (e.g. --seed 0 --seeds 2 and --seed 2 --seeds 1), then the full command with "
+    "--cached-only for the joint fit. Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
     "for the full one (e.g. --eval-limit 0)."
 )
 

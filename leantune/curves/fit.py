@@ -48,7 +48,9 @@ class CurveFit:
             first = b * (1 - 2.0 ** (-c))  # gain per doubling at n = 1
             if first <= threshold:
                 return 1.0
-            return float((first / threshold) ** (1.0 / c))
+            # In log space: with a small exponent c, (first / threshold) ** (1 / c) overflows a float.
+            log_point = math.log(first / threshold) / c
+            return math.inf if log_point > 700 else math.exp(log_point)
         return 1.0 if self.params["s"] < threshold else math.inf
 
     def as_dict(self) -> dict:
