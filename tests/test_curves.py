@@ -197,6 +197,13 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
         learning_curve(_tiny_config(folder, bf16=True), out)
     with pytest.raises(LeantuneError, match="larger than the attributes training pool"):
         learning_curve(_tiny_config(folder, sizes=(0, 50)), tmp_path / "other")
+    # Options equal to the task's defaults (as a script spells them out) and progress switches do
+    # not split curve folders.
+    from leantune.curves import CurveConfig
+
+    spelled = CurveConfig(task_options={"data": "oa-mine", "unit": "product", "progress": False}).run_settings()
+    assert spelled["task_options"] == {} == CurveConfig().run_settings()["task_options"]
+    assert CurveConfig(task_options={"unit": "question"}).run_settings()["task_options"] == {"unit": "question"}
 
 
 def test_curve_bf16_trains_evaluates_and_keeps_its_own_effort_scores(tmp_path):

@@ -76,8 +76,7 @@ class CurveConfig:
 
     def run_settings(self) -> dict:
         settings = {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
-        # Progress bars do not change results.
-        settings["task_options"] = {k: v for k, v in self.task_options.items() if k != "progress"}
+        settings["task_options"] = task_options_key(self.task, self.task_options)
         return settings
 
     def steps_for(self, size: int) -> int:
@@ -88,10 +87,8 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def make_task(name: str, options: dict):
-    """Instantiate a registered task with the options its constructor accepts."""
+def task_class(name: str):
     import importlib
-    import inspect
     import pkgutil
 
     from .. import tasks
@@ -100,7 +97,27 @@ def make_task(name: str, options: dict):
     if name not in TASKS:  # task modules register themselves on import
         for info in pkgutil.iter_modules(tasks.__path__):
             importlib.import_module(f"{tasks.__name__}.{info.name}")
-    cls = TASKS.get(name)
+    return TASKS.get(name)
+
+
+def task_options_key(name: str, options: dict) -> dict:
+    """The task options that change results: without progress switches and without values equal to
+    the task's defaults, so ``--data oa-mine`` and no ``--data`` share a curve folder."""
+    import inspect
+
+    try:
+        params = inspect.signature(task_class(name)).parameters
+    except LeantuneError:  # unknown task: refused later, where it is built
+        params = {}
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    return {k: v for k, v in options.items() if k != "progress" and not (k in defaults and defaults[k] == v)}
+
+
+def make_task(name: str, options: dict):
+    """Instantiate a registered task with the options its constructor accepts."""
+    import inspect
+
+    cls = task_class(name)
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = [k for k in options if k not in params and not takes_any]
@@ -119,6 +136,8 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
     if path.exists():
         old = read_json(path).get("run_settings", {})
         old = {**cfg.RUN_KEY_DEFAULTS, **old}
+        if "task_options" in old:
+            old["task_options"] = task_options_key(cfg.task, old["task_options"])
         diff = [k for k in settings if k in old and old[k] != settings[k]]
         if diff:
             k = diff[0]
