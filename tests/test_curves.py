@@ -217,3 +217,14 @@ def test_curve_bf16_trains_evaluates_and_keeps_its_own_effort_scores(tmp_path):
     assert trained["status"] == "finished" and trained["finetune"]["bf16"] is True
     assert all(0 <= r["metrics"]["accuracy"] <= 1 for r in result.run.rows)
     assert (out / "scores-effort-bf16-seed0.safetensors").exists() and not (out / "scores-effort-seed0.safetensors").exists()
+
+
+def test_plot_marks_sizes_trained_with_the_same_step_floor():
+    from leantune.curves.plots import _step_floor
+
+    def row(size, steps):
+        return {"size": size, "seed": 0, "train": {"steps": steps}}
+
+    assert _step_floor([row(25, 25), row(50, 25), row(100, 25), row(400, 50), row(800, 100)]) == (100, 25)
+    assert _step_floor([row(25, 4), row(50, 7), row(100, 13)]) is None  # every size its own budget
+    assert _step_floor([row(25, 25), row(50, 30), row(100, 25)]) is None  # not the smallest sizes in a row

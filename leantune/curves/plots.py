@@ -35,6 +35,21 @@ def _label_sizes(ax, sizes) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _step_floor(trained: list[dict]) -> tuple[int, int] | None:
+    """(largest size, steps) of the smallest sizes that all trained the same number of steps, when
+    more than one did: there the curve varies the data at a fixed compute budget."""
+    steps = {}
+    for r in trained:
+        steps.setdefault(r["size"], set()).add((r.get("train") or {}).get("steps"))
+    sizes = sorted(steps)
+    first = steps[sizes[0]]
+    if len(first) != 1 or None in first:
+        return None
+    same = [n for n in sizes if steps[n] == first]
+    contiguous = [n for i, n in enumerate(same) if n == sizes[i]]
+    return (contiguous[-1], next(iter(first))) if len(contiguous) > 1 else None
+
+
 def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
     """Metric vs training size: every seed, the mean with its min-max band, the fit and n*."""
     from .fit import CurveFit
@@ -56,6 +71,10 @@ def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
         sat = analysis.saturation
         if sat and math.isfinite(sat["point"]) and min(sizes) / 2 <= sat["point"] <= max(sizes) * 2:
             ax.axvline(sat["point"], color="C2", ls=":", label=f"saturation n*≈{sat['point']:.0f}")
+        floor = _step_floor(trained)
+        if floor:
+            ax.axvspan(min(sizes) / 1.15, floor[0] * 1.15, color="gray", alpha=0.08,
+                       label=f"same {floor[1]} optimizer steps (min-steps): data varies, compute does not")
         ax.set_xscale("log")
         _label_sizes(ax, sizes)
     if analysis.zero_shot is not None:
