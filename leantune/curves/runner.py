@@ -47,8 +47,8 @@ class CurveConfig:
     alpha: int = 16
     train_on_inputs: bool | None = None  # None: the task's preference (answers only for attributes)
     device: str = "cpu"
-    # bf16 autocast for training and effort scoring: ~1.7x faster training on CPUs with AMX. Evaluation
-    # stays fp32: greedy generation under CPU autocast took 45 s where fp32 took 25 s (3 products).
+    # bf16 autocast for training and effort scoring: 1.7x faster training on this AMX CPU. Evaluation
+    # stays fp32: greedy generation under CPU autocast was slower (benchmarks/results/bf16-train.md).
     bf16: bool = False
     gain_threshold: float = 0.01
     ceiling: float | None = 1.0  # the fitted plateau's upper bound (accuracy, F1, recall <= 1); None: unbounded
