@@ -228,3 +228,11 @@ def test_plot_marks_sizes_trained_with_the_same_step_floor():
     assert _step_floor([row(25, 25), row(50, 25), row(100, 25), row(400, 50), row(800, 100)]) == (100, 25)
     assert _step_floor([row(25, 4), row(50, 7), row(100, 13)]) is None  # every size its own budget
     assert _step_floor([row(25, 25), row(50, 30), row(100, 25)]) is None  # not the smallest sizes in a row
+
+
+def test_saturation_line_names_sizes_with_a_single_seed():
+    from leantune.curves.analysis import _single_seed_note
+
+    assert _single_seed_note({0: {"n": 1}, 25: {"n": 3}, 800: {"n": 1}}) == "; size(s) 800 have one seed and add no spread"
+    assert "degenerate" in _single_seed_note({0: {"n": 1}, 25: {"n": 1}, 50: {"n": 1}})
+    assert _single_seed_note({0: {"n": 1}, 25: {"n": 2}}) == ""

@@ -142,7 +142,7 @@ def describe(analysis: CurveAnalysis) -> list[str]:
             f"saturation (gain per doubling < {s['threshold']}): n* = {_fmt(s['point'])}, {int(s['level'] * 100)}% bootstrap "
             f"interval [{_fmt(s['low'])}, {_fmt(s['high'])}] over {s['bootstrap']} resamples of seeds "
             f"({s['bootstrap_power']} power-law fits, {s['bootstrap_infinite']} never saturate); {where}"
-            + ("; one seed per size, so the interval is degenerate" if s.get("min_seeds", 2) < 2 else "")
+            + _single_seed_note(analysis.by_size)
         )
     for size, g in analysis.gain_at.items():
         parts = []
@@ -157,6 +157,15 @@ def describe(analysis: CurveAnalysis) -> list[str]:
     if analysis.note:
         lines.append(analysis.note)
     return lines
+
+
+def _single_seed_note(by_size: dict) -> str:
+    single = [n for n, s in by_size.items() if n and s["n"] < 2]
+    if not single:
+        return ""
+    if len(single) == len([n for n in by_size if n]):
+        return "; one seed per size, so the interval is degenerate"
+    return f"; size(s) {', '.join(map(str, single))} have one seed and add no spread"
 
 
 def _fmt(v) -> str:
