@@ -35,12 +35,10 @@ def _print_stats(stats) -> None:
 
 
 def _semantic_ids(dataset, ids: Optional[Path], seed: int, progress: bool):
-    from ..models.rqvae import IDS_FILE
-    from ..models.tiger import default_dir
-    from ..models.tiger import semantic_ids_for
+    from ..models.tiger import default_dir, semantic_ids_for, stored_semantic_ids
 
     folder = ids or default_dir(dataset.name)
-    if not folder.is_file() and not (folder / IDS_FILE).exists():
+    if stored_semantic_ids(folder) is None:  # said before the build, which takes minutes
         Console().print(f"no semantic IDs in {folder}: building them", highlight=False)
     sids, _, built = semantic_ids_for(dataset, folder, seed=seed, progress=progress)
     if built:

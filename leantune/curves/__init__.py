@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import LeantuneError
 from .analysis import CurveAnalysis, analyse, describe, write_table
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
 from .runner import DEFAULT_SIZES, CurveConfig, CurveRun, make_task, run_curve
@@ -37,13 +38,9 @@ def learning_curve(
     metric = cfg.metric or task.primary_metric
     run = run_curve(cfg, out, task=task, log=log, cached_only=cached_only)
     if not run.rows:
-        from ..errors import LeantuneError
-
         raise LeantuneError(f"{out}: no finished runs for these sizes and seeds yet (--cached-only trains nothing)")
     evaluated = [r for r in run.rows if r["metrics"]]
     if evaluated and metric not in evaluated[0]["metrics"]:
-        from ..errors import LeantuneError
-
         have = ", ".join(sorted(k for k in evaluated[0]["metrics"] if "/" not in k))
         raise LeantuneError(f"--metric {metric!r}: not among the task's metrics ({have})")
     failed = [r for r in run.rows if not r["metrics"]]

@@ -42,16 +42,24 @@ def default_dir(data_name: str) -> Path:
     return Path("runs") / f"tiger-{data_name}"
 
 
+def stored_semantic_ids(folder: Path) -> Path | None:
+    """The semantic-IDs file that ``folder`` names or holds, or None when it holds none."""
+    from .rqvae import IDS_FILE
+
+    if folder.is_file():
+        return folder
+    return folder / IDS_FILE if (folder / IDS_FILE).exists() else None
+
+
 def semantic_ids_for(dataset, folder: str | Path | None = None, seed: int = 0, progress: bool = True):
     """The dataset's semantic IDs: read from ``folder`` (default ``runs/tiger-<data>/``, the folder
     ``leantune tiger`` uses) or, when it holds none, built there. Returns ``(ids, folder, built)``."""
-    from .rqvae import IDS_FILE, SemanticIDs, build_semantic_ids
+    from .rqvae import SemanticIDs, build_semantic_ids
 
     folder = Path(folder) if folder is not None else default_dir(dataset.name)
-    if folder.is_file():
-        return SemanticIDs.load(folder), folder, False
-    if (folder / IDS_FILE).exists():
-        return SemanticIDs.load(folder / IDS_FILE), folder, False
+    stored = stored_semantic_ids(folder)
+    if stored is not None:
+        return SemanticIDs.load(stored), folder, False
     return build_semantic_ids(dataset, folder, seed=seed, progress=progress), folder, True
 
 
