@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .units import ranking_unit_rows
+
 DEFAULT_KS = (5, 10, 20, 50)
 
 
@@ -25,19 +27,10 @@ def ranking_metrics(
         raise ValueError(f"{len(topk)} rankings but {len(targets)} target lists")
     if len(targets) == 0:
         raise ValueError("no users to evaluate")
-    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
-    idcg_prefix = np.cumsum(discounts)
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
-    for ranking, tgt in zip(topk, targets):
-        tgt_set = set(int(t) for t in tgt)
-        if not tgt_set:
-            raise ValueError("a user has no targets")
-        hits = np.array([int(i) in tgt_set for i in list(ranking)[: max(ks)]], dtype=float)
-        for k in ks:
-            h = hits[:k]
-            sums[f"recall@{k}"] += float(h.sum()) / len(tgt_set)
-            sums[f"ndcg@{k}"] += float((h * discounts[: len(h)]).sum()) / idcg_prefix[min(len(tgt_set), k) - 1]
-    return {key: float(value) / len(targets) for key, value in sums.items()}
+    if any(len(t) == 0 for t in targets):
+        raise ValueError("a user has no targets")
+    rows = ranking_unit_rows(range(len(targets)), topk, targets, ks)
+    return {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in rows])) for k in ks for m in ("recall", "ndcg")}
 
 
 def topk_from_scores(scores, k: int, exclude: Sequence[Sequence[int]] | None = None) -> np.ndarray:

@@ -1,0 +1,80 @@
+"""``leantune compare`` (paired comparison of evaluation runs) and ``leantune power`` (test-set sizing)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import app
+
+COMPARE_HELP = """Paired statistical comparison of evaluation runs on the same test units.
+
+Each RUN is a run folder (with eval/per_unit.jsonl), an evaluation folder (with per_unit.jsonl) or a glob of them (quote it). Runs are grouped by method (settings.method in run.json, else --name, else the folder name); several runs of a method are its seeds and are averaged. Every run must have been evaluated on the identical units (same --test-users and --eval-seed).
+
+For each method against the baseline: the difference, a 95% paired bootstrap interval over units (over products for attribute metrics), a two-sided paired permutation p-value, the spread from units and from seeds, and the minimum detectable effect at 80% power.
+
+Writes OUT/comparison.md, OUT/comparison.json and OUT/forest.png.
+
+Example: leantune compare 'runs/run-games-*-b256-s*' --baseline random --metric recall@20 --with-base --out runs/compare-b256
+"""
+
+POWER_HELP = """Minimum detectable effect of a test set: the smallest absolute difference of a 0/1-like per-unit metric (rate --rate) that two unpaired runs on --units units tell apart from zero (two-sided --alpha) with probability --power. Paired comparisons of correlated runs detect less; use this to size --test-users conservatively.
+
+Example: leantune power --rate 0.015 --units 2000
+"""
+
+
+@app.command("compare", help=COMPARE_HELP)
+def compare_cmd(
+    runs: List[str] = typer.Argument(..., help="Run folders, evaluation folders or globs (quoted) of them."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other method is compared to (default: 'random' if present, else the first method)."),
+    metric: str = typer.Option("recall@20", "--metric", help="Per-unit column to compare (e.g. recall@20, ndcg@10, hits@20, correct), or micro f1/precision/recall for attribute runs."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for comparison.md/.json and forest.png (default: runs/compare-<metric>)."),
+    with_base: bool = typer.Option(False, "--with-base", help="Add the base model's evaluation recorded in the first run's run.json as method 'base'."),
+    names: List[str] = typer.Option([], "--name", help="Method name of each run, in order (repeat once per run after glob expansion; default: from run.json)."),
+    boot: int = typer.Option(10000, "--boot", help="Bootstrap resamples for the confidence interval."),
+    perm: int = typer.Option(10000, "--perm", help="Random permutations for the p-value (exact enumeration when 2^clusters is smaller)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and permutation draws (same seed, same numbers)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level (the interval is 1-alpha)."),
+    power: float = typer.Option(0.8, "--power", help="Power of the minimum detectable effect."),
+) -> None:
+    from ..errors import LeantuneError
+    from ..evaluation.compare import base_evaluation, compare, expand_paths, load_evaluation
+
+    paths = expand_paths(runs)
+    if names and len(names) != len(paths):
+        raise LeantuneError(f"--name given {len(names)} times for {len(paths)} runs ({', '.join(map(str, paths))}); give one per run or none")
+    evaluations = [load_evaluation(p, name=names[i] if names else None) for i, p in enumerate(paths)]
+    if with_base:
+        evaluations.append(base_evaluation(_run_folder(paths[0])))
+    result = compare(evaluations, baseline=baseline, metric=metric, n_boot=boot, n_perm=perm, seed=seed,
+                     alpha=alpha, power=power)
+    folder = out or Path("runs") / f"compare-{metric}"
+    files = result.write(folder)
+    typer.echo(result.to_markdown())
+    typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+def _run_folder(path: Path) -> Path:
+    """The run folder of a path given to compare (a run folder, or its eval/ subfolder)."""
+    if (path / "run.json").is_file() or not (path.parent / "run.json").is_file():
+        return path
+    return path.parent
+
+
+@app.command("power", help=POWER_HELP)
+def power_cmd(
+    rate: float = typer.Option(..., "--rate", help="Baseline rate of the metric (e.g. recall@20 = 0.015)."),
+    units: int = typer.Option(..., "--units", help="Test units per run."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level."),
+    power: float = typer.Option(0.8, "--power", help="Probability of detecting an effect of the reported size."),
+    sd: Optional[float] = typer.Option(None, "--sd", help="Per-unit standard deviation (default: sqrt(rate*(1-rate)), a 0/1 metric)."),
+) -> None:
+    from ..evaluation.compare import minimum_detectable_effect
+
+    mde = minimum_detectable_effect(rate, units, alpha=alpha, power=power, per_unit_sd=sd)
+    rel = f" ({100 * mde / rate:.1f}% relative)" if rate else ""
+    typer.echo(f"minimum detectable effect: {mde:.4f} absolute{rel}")
+    typer.echo(f"with {units} units a difference smaller than {mde:.4f} cannot be told apart from zero at "
+               f"{100 * power:g}% power (two-sided alpha {alpha:g}, two unpaired runs)")

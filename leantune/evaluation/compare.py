@@ -1,0 +1,590 @@
+"""Paired statistical comparison of evaluation runs over the same test units.
+
+Every evaluation writes ``per_unit.jsonl`` (see ``leantune.evaluation.units``): one row per test
+unit with the unit's id, its cluster (the group resampled as a whole) and metric columns. Runs
+evaluated on the same units can be compared *paired*: unit by unit, which removes the spread of
+unit difficulty from the comparison.
+
+``compare(evaluations)`` groups runs by method name (several seeds per method), picks a baseline
+and reports, for every other method, the difference of the metric to the baseline with
+
+* a 95% paired bootstrap interval over clusters (every resample draws the same clusters for all
+  runs of all methods, and seeds are averaged inside each resample);
+* a two-sided paired permutation p-value (per cluster, the method's and the baseline's
+  seed-averaged data are swapped at random; exact enumeration when the clusters are few);
+* the spread from the units (``unit_se``, bootstrap SD of the difference) and, separately, from the
+  training seeds (``seed_sd`` per method, ``seed_se_diff``);
+* the minimum detectable effect at 80% power: paired (from the observed per-cluster differences)
+  and a planning figure that needs only the baseline (unpaired, conservative).
+
+Mean-type metrics are the mean of a numeric column over units. Micro metrics ``f1``,
+``precision`` and ``recall`` of attribute rows (those with an ``outcome``) come from the outcome
+counts: P = VC/(NV+VC+VW), R = VC/(VN+VC+VW), F1 = 2PR/(P+R), 0 where undefined.
+"""
+from __future__ import annotations
+
+import glob
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import DataError, LeantuneError
+from ..io import read_json, read_jsonl, write_json
+from .units import PER_UNIT_FILE
+
+MICRO_METRICS = ("f1", "precision", "recall")
+OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
+_CHUNK_CELLS = 2_000_000  # resample-matrix cells per chunk (bounds memory for many clusters)
+_TIE_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Evaluation:
+    """One evaluation run: its per-unit rows, method name and seed."""
+
+    path: Path  # the folder holding per_unit.jsonl
+    name: str
+    seed: int
+    rows: list[dict] = field(repr=False)
+    label: str = ""  # how the run is named in messages (the path the user gave)
+
+    @property
+    def units(self) -> list[str]:
+        return [r["unit"] for r in self.rows]
+
+
+def _per_unit_folder(path: Path) -> Path:
+    if path.is_file() and path.name == PER_UNIT_FILE:
+        return path.parent
+    for folder in (path, path / "eval"):
+        if (folder / PER_UNIT_FILE).is_file():
+            return folder
+    raise DataError(path, f"no {PER_UNIT_FILE} here or in {path / 'eval'} (not an evaluation or run folder, "
+                          "or evaluated before per-unit results were written)")
+
+
+def _nearest_run_json(folder: Path) -> dict | None:
+    for candidate in (folder / "run.json", folder.parent / "run.json"):
+        if candidate.is_file():
+            record = read_json(candidate)
+            if not isinstance(record, dict):
+                raise DataError(candidate, "expected a JSON object")
+            return record
+    return None
+
+
+def load_evaluation(path, name: str | None = None) -> Evaluation:
+    """Read an evaluation: ``path`` is a folder with ``per_unit.jsonl`` or a run folder with ``eval/per_unit.jsonl``.
+
+    The method name is ``name`` if given, else ``settings["method"]`` of the nearest ``run.json``
+    (next to ``per_unit.jsonl`` or one folder up), else the folder's name; the seed is
+    ``settings["seed"]`` of that ``run.json``, else 0. A missing or malformed file raises a
+    ``LeantuneError`` naming it.
+    """
+    path = Path(path)
+    folder = _per_unit_folder(path)
+    file = folder / PER_UNIT_FILE
+    rows = read_jsonl(file)
+    if not rows:
+        raise DataError(file, "no units")
+    seen = set()
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or "unit" not in row:
+            raise DataError(file, "expected an object with a 'unit' field", i)
+        row["unit"] = str(row["unit"])
+        row["cluster"] = str(row.get("cluster", row["unit"]))
+        if row["unit"] in seen:
+            raise DataError(file, f"unit {row['unit']!r} appears twice", i)
+        seen.add(row["unit"])
+    record = _nearest_run_json(folder) or {}
+    settings = record.get("settings") or {}
+    if not isinstance(settings, dict):
+        settings = {}
+    if name is None:
+        name = settings.get("method") or (path.name or path.resolve().name)
+    try:
+        seed = int(settings.get("seed", 0) or 0)
+    except (TypeError, ValueError):
+        seed = 0
+    return Evaluation(path=folder, name=str(name), seed=seed, rows=rows, label=str(path))
+
+
+def base_evaluation(run_path) -> Evaluation:
+    """The base (not fine-tuned) model's evaluation recorded by a run's ``evaluate_base`` stage, named "base"."""
+    run_path = Path(run_path)
+    file = run_path / "run.json"
+    record = read_json(file)
+    stage = (record.get("stages") or {}).get("evaluate_base") or {}
+    out_dir = (stage.get("outputs") or {}).get("out_dir")
+    if stage.get("status") != "finished" or not out_dir:
+        raise DataError(file, "no finished evaluate_base stage with an out_dir (run it with --base)")
+    evaluation = load_evaluation(out_dir, name="base")
+    evaluation.label = f"{run_path} (base)"
+    return evaluation
+
+
+def expand_paths(patterns: Iterable[str]) -> list[Path]:
+    """Expand shell-style globs (existing paths pass as they are); a pattern matching nothing is an error."""
+    found: list[Path] = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise LeantuneError(f"{pattern}: matches no file or folder")
+            found.extend(Path(m) for m in matches)
+        else:
+            if not Path(pattern).exists():
+                raise LeantuneError(f"{pattern}: no such file or folder")
+            found.append(Path(pattern))
+    unique, seen = [], set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _z(alpha: float, power: float) -> float:
+    from scipy.stats import norm
+
+    if not 0 < alpha < 1:
+        raise LeantuneError(f"alpha {alpha}: must be between 0 and 1")
+    if not 0 < power < 1:
+        raise LeantuneError(f"power {power}: must be between 0 and 1")
+    return float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
+
+
+def minimum_detectable_effect(baseline_rate: float, n_units: int, alpha: float = 0.05, power: float = 0.8,
+                              per_unit_sd: float | None = None) -> float:
+    """Smallest absolute difference of a per-unit mean that a two-sided test at ``alpha`` detects with ``power``.
+
+    Unpaired two-sample normal approximation for two runs on ``n_units`` units each:
+    ``(z_{1-alpha/2} + z_power) * sd * sqrt(2 / n_units)`` with ``sd = sqrt(p (1 - p))`` for a 0/1-like
+    metric with rate ``baseline_rate`` unless ``per_unit_sd`` is given. Paired comparisons of
+    correlated runs detect less; this figure sizes a test set conservatively.
+    """
+    if n_units < 1:
+        raise LeantuneError(f"units {n_units}: need at least one")
+    if per_unit_sd is None:
+        if not 0 <= baseline_rate <= 1:
+            raise LeantuneError(f"rate {baseline_rate}: must be between 0 and 1 (or give a per-unit SD)")
+        per_unit_sd = math.sqrt(baseline_rate * (1 - baseline_rate))
+    elif per_unit_sd < 0:
+        raise LeantuneError(f"per-unit SD {per_unit_sd}: must be >= 0")
+    return _z(alpha, power) * per_unit_sd * math.sqrt(2.0 / n_units)
+
+
+# --------------------------------------------------------------------------- metric data
+
+
+def _micro(tp, pred, gold, metric: str):
+    """Micro precision/recall/F1 from totals (arrays of the same shape); 0 where undefined."""
+    tp, pred, gold = (np.asarray(a, dtype=float) for a in (tp, pred, gold))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(pred > 0, tp / np.where(pred > 0, pred, 1), 0.0)
+        r = np.where(gold > 0, tp / np.where(gold > 0, gold, 1), 0.0)
+        if metric == "precision":
+            return p
+        if metric == "recall":
+            return r
+        s = p + r
+        return np.where(s > 0, 2 * p * r / np.where(s > 0, s, 1), 0.0)
+
+
+class _Metric:
+    """How per-unit rows become per-cluster totals (k columns) and totals become the metric."""
+
+    def __init__(self, name: str, micro: bool):
+        self.name, self.micro = name, micro
+
+    @property
+    def kind(self) -> str:
+        return "micro" if self.micro else "mean"
+
+    def unit_columns(self, ev: Evaluation, order: Sequence[int]) -> np.ndarray:
+        """(n_units, k) per-unit contributions in the aligned order."""
+        rows = [ev.rows[i] for i in order]
+        if self.micro:
+            out = np.zeros((len(rows), 3))
+            for j, row in enumerate(rows):
+                o = row.get("outcome")
+                if o not in OUTCOMES:
+                    raise DataError(ev.path / PER_UNIT_FILE, f"unit {row['unit']!r}: outcome {o!r} is not one of {', '.join(OUTCOMES)}")
+                out[j] = (o == "VC", o in ("NV", "VC", "VW"), o in ("VN", "VC", "VW"))
+            return out
+        vals = np.empty(len(rows))
+        for j, row in enumerate(rows):
+            v = row.get(self.name)
+            if isinstance(v, bool):
+                v = int(v)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise DataError(ev.path / PER_UNIT_FILE, f"unit {row['unit']!r}: {self.name} is {v!r}, expected a finite number")
+            vals[j] = v
+        return np.stack([vals, np.ones(len(rows))], axis=1)
+
+    def stat(self, totals: np.ndarray) -> np.ndarray:
+        """Metric from totals (..., k)."""
+        if self.micro:
+            return _micro(totals[..., 0], totals[..., 1], totals[..., 2], self.name)
+        return totals[..., 0] / totals[..., 1]
+
+
+def _resolve_metric(metric: str, evaluations: Sequence[Evaluation]) -> _Metric:
+    first = evaluations[0].rows
+    has_outcome = all("outcome" in r for ev in evaluations for r in ev.rows)
+    if metric in MICRO_METRICS and has_outcome:
+        return _Metric(metric, micro=True)
+    numeric = [k for k, v in first[0].items() if k not in ("unit", "cluster") and isinstance(v, (int, float))]
+    if metric not in numeric or not all(metric in r for ev in evaluations for r in ev.rows):
+        available = numeric + (list(MICRO_METRICS) if has_outcome else [])
+        raise LeantuneError(f"metric {metric!r} is not in every per-unit row; available: {', '.join(available) or 'none'}")
+    return _Metric(metric, micro=False)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class GroupSummary:
+    """One method: its runs (seeds), each run's metric and the seed-averaged value."""
+
+    name: str
+    seeds: list[int]
+    values: list[float]
+    value: float
+    seed_sd: float | None
+    paths: list[str]
+
+
+@dataclass
+class ComparisonRow:
+    """One method against the baseline."""
+
+    name: str
+    n_seeds: int
+    value: float
+    diff: float
+    rel: float | None
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_exact: bool
+    unit_se: float
+    seed_sd: float | None
+    seed_se_diff: float | None
+    mde_paired: float
+    mde_paired_rel: float | None
+    mde_planning: float
+    mde_planning_rel: float | None
+
+
+@dataclass
+class Comparison:
+    """The result of ``compare``: per-method rows against ``baseline`` plus the settings used."""
+
+    metric: str
+    metric_kind: str  # "mean" or "micro"
+    baseline: str
+    baseline_value: float
+    n_units: int
+    n_clusters: int
+    groups: dict[str, GroupSummary]
+    rows: list[ComparisonRow]
+    mde_planning: float
+    mde_planning_rel: float | None
+    settings: dict
+
+    def row(self, name: str) -> ComparisonRow:
+        """The row of method ``name``."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return {
+            "metric": self.metric, "metric_kind": self.metric_kind, "baseline": self.baseline,
+            "baseline_value": self.baseline_value, "n_units": self.n_units, "n_clusters": self.n_clusters,
+            "groups": {k: asdict(g) for k, g in self.groups.items()},
+            "rows": [asdict(r) for r in self.rows],
+            "mde_planning": self.mde_planning, "mde_planning_rel": self.mde_planning_rel,
+            "settings": dict(self.settings),
+        }
+
+    def to_markdown(self) -> str:
+        """A markdown table (one row per method) with a line on units, baseline, resamples and the MDE."""
+        s = self.settings
+        level = round(100 * (1 - s["alpha"]))
+        base = self.groups[self.baseline]
+        lines = [
+            f"| method | seeds | {self.metric} | Δ vs {self.baseline} | relative | {level}% CI | p | unit SE | seed SE | MDE |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+            f"| {self.baseline} (baseline) | {len(base.seeds)} | {_f(base.value)} | | | | | | | |",
+        ]
+        for r in self.rows:
+            p = f"{r.p_value:.4g}"
+            lines.append(
+                f"| {r.name} | {r.n_seeds} | {_f(r.value)} | {_f(r.diff, sign=True)} | {_pct(r.rel)} | "
+                f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {p} | {_f(r.unit_se)} | "
+                f"{_f(r.seed_se_diff) if r.seed_se_diff is not None else '–'} | {_f(r.mde_paired)} |"
+            )
+        units = f"{self.n_units} units" + (f" in {self.n_clusters} clusters" if self.n_clusters != self.n_units else "")
+        kind = "micro-averaged over units" if self.metric_kind == "micro" else "mean over units"
+        lines += [
+            "",
+            f"{units}; baseline `{self.baseline}` {self.metric} = {_f(self.baseline_value)} ({kind}, averaged over "
+            f"{len(base.seeds)} seed(s)). CI: paired bootstrap over {'clusters' if self.n_clusters != self.n_units else 'units'} "
+            f"({s['n_boot']} resamples, seed {s['seed']}); p: two-sided paired permutation test "
+            f"({'exact, all sign swaps' if self.rows and all(r.p_exact for r in self.rows) else str(s['n_perm']) + ' random swaps'}). "
+            "Unit SE: bootstrap SD of Δ (test-unit sampling); seed SE: SE of Δ from the spread over training seeds "
+            "(– with fewer than 2 seeds per method); MDE: paired minimum detectable Δ at "
+            f"{round(100 * s['power'])}% power, two-sided α = {s['alpha']:g}.",
+            "",
+            f"With {self.n_units} units a difference smaller than {_f(self.mde_planning)} ({_pct(self.mde_planning_rel, sign=False)} relative) "
+            f"cannot be told apart from zero at {round(100 * s['power'])}% power (two unpaired runs, from the baseline's "
+            "per-unit spread; paired runs detect the smaller MDE in the table).",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir) -> dict[str, Path]:
+        """Write ``comparison.md``, ``comparison.json`` and ``forest.png`` into ``out_dir``; return their paths."""
+        from ..io import atomic_path
+        from ..report.forest import forest_plot
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"markdown": out / "comparison.md", "json": out / "comparison.json", "plot": out / "forest.png"}
+        with atomic_path(files["markdown"]) as tmp:
+            tmp.write_text(f"# Paired comparison: {self.metric} vs {self.baseline}\n\n" + self.to_markdown())
+        write_json(files["json"], self.to_dict())
+        forest_plot(self, files["plot"])
+        return files
+
+
+def _f(x: float | None, sign: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.4f}" if sign else f"{x:.4f}"
+
+
+def _pct(x: float | None, sign: bool = True) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:+.1f}%" if sign else f"{100 * x:.1f}%"
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _check_same_units(evaluations: Sequence[Evaluation]) -> None:
+    ref = evaluations[0]
+    ref_units = set(ref.units)
+    ref_clusters = {r["unit"]: r["cluster"] for r in ref.rows}
+    for ev in evaluations[1:]:
+        units = set(ev.units)
+        if units != ref_units:
+            raise LeantuneError(
+                f"{ref.label} ({len(ref_units)} units) and {ev.label} ({len(units)} units) were evaluated on different "
+                f"units ({len(ref_units ^ units)} not shared); evaluate with the same --test-users and --eval-seed"
+            )
+        for r in ev.rows:
+            if ref_clusters[r["unit"]] != r["cluster"]:
+                raise LeantuneError(
+                    f"{ref.label} and {ev.label} put unit {r['unit']!r} in different clusters "
+                    f"({ref_clusters[r['unit']]!r} vs {r['cluster']!r})"
+                )
+
+
+def _resample_chunks(n_clusters: int, n: int, rng: np.random.Generator):
+    """Yield (chunk, n_clusters) count matrices: how often each cluster is drawn in each bootstrap resample."""
+    size = max(1, _CHUNK_CELLS // max(n_clusters, 1))
+    done = 0
+    while done < n:
+        b = min(size, n - done)
+        idx = rng.integers(0, n_clusters, size=(b, n_clusters))
+        flat = (idx + (np.arange(b) * n_clusters)[:, None]).ravel()
+        yield np.bincount(flat, minlength=b * n_clusters).reshape(b, n_clusters).astype(float)
+        done += b
+
+
+def _swap_chunks(n_clusters: int, n_perm: int, rng: np.random.Generator):
+    """Yield (exact, (chunk, n_clusters) 0/1 swap masks): all 2**n assignments when that is ≤ n_perm, else random."""
+    if n_clusters < 63 and 2 ** n_clusters <= n_perm:
+        total = 2 ** n_clusters
+        size = max(1, _CHUNK_CELLS // max(n_clusters, 1))
+        bits = np.arange(n_clusters, dtype=np.int64)
+        for start in range(0, total, size):
+            codes = np.arange(start, min(start + size, total), dtype=np.int64)
+            yield True, ((codes[:, None] >> bits) & 1).astype(float)
+        return
+    size = max(1, _CHUNK_CELLS // max(n_clusters, 1))
+    done = 0
+    while done < n_perm:
+        b = min(size, n_perm - done)
+        yield False, rng.integers(0, 2, size=(b, n_clusters)).astype(float)
+        done += b
+
+
+def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metric: str = "recall@20",
+            n_boot: int = 10000, n_perm: int = 10000, seed: int = 0, alpha: float = 0.05,
+            power: float = 0.8) -> Comparison:
+    """Paired comparison of methods (groups of runs by name, one run per seed) against a baseline method.
+
+    All evaluations must cover the identical set of units (rows are aligned by unit id). The
+    baseline defaults to "random" when present, else the first method. See the module docstring for
+    the statistics; the same ``seed`` gives identical numbers.
+    """
+    evaluations = list(evaluations)
+    if not evaluations:
+        raise LeantuneError("nothing to compare: no evaluations given")
+    if n_boot < 2:
+        raise LeantuneError(f"bootstrap resamples {n_boot}: need at least 2")
+    if n_perm < 1:
+        raise LeantuneError(f"permutations {n_perm}: need at least 1")
+    z = _z(alpha, power)
+    groups_evs: dict[str, list[Evaluation]] = {}
+    for ev in evaluations:
+        groups_evs.setdefault(ev.name, []).append(ev)
+    if len(groups_evs) < 2:
+        raise LeantuneError(f"only one method ({next(iter(groups_evs))}) among {len(evaluations)} run(s): "
+                            "need at least two methods to compare (name runs with --name or use --with-base)")
+    if baseline is None:
+        baseline = "random" if "random" in groups_evs else next(iter(groups_evs))
+    elif baseline not in groups_evs:
+        raise LeantuneError(f"baseline {baseline!r} is not among the methods: {', '.join(groups_evs)}")
+    _check_same_units(evaluations)
+    m = _resolve_metric(metric, evaluations)
+
+    # Align every run to the first run's unit order; clusters in order of first appearance.
+    ref_units = evaluations[0].units
+    position = {u: i for i, u in enumerate(ref_units)}
+    clusters = [r["cluster"] for r in evaluations[0].rows]
+    cluster_ids = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    cl = np.array([cluster_ids[c] for c in clusters])
+    n_units, n_clusters = len(ref_units), len(cluster_ids)
+
+    # Per group: (R, C, k) per-seed cluster totals, and (R, n_units, k) per-unit columns.
+    unit_data: dict[str, np.ndarray] = {}
+    cluster_data: dict[str, np.ndarray] = {}
+    for name, evs in groups_evs.items():
+        per_run = []
+        for ev in evs:
+            order = [0] * n_units
+            for i, r in enumerate(ev.rows):
+                order[position[r["unit"]]] = i
+            per_run.append(m.unit_columns(ev, order))
+        u = np.stack(per_run)  # (R, N, k)
+        unit_data[name] = u
+        c = np.zeros((u.shape[0], n_clusters, u.shape[2]))
+        for r in range(u.shape[0]):
+            for j in range(u.shape[2]):
+                c[r, :, j] = np.bincount(cl, weights=u[r, :, j], minlength=n_clusters)
+        cluster_data[name] = c
+
+    # Observed values.
+    groups: dict[str, GroupSummary] = {}
+    for name, evs in groups_evs.items():
+        per_seed = m.stat(cluster_data[name].sum(axis=1))  # (R,)
+        values = [float(v) for v in per_seed]
+        sd = float(np.std(per_seed, ddof=1)) if len(values) > 1 else None
+        groups[name] = GroupSummary(name=name, seeds=[ev.seed for ev in evs], values=values,
+                                    value=float(np.mean(per_seed)), seed_sd=sd, paths=[str(ev.path) for ev in evs])
+    names = list(groups_evs)
+    others = [n for n in names if n != baseline]
+
+    # Bootstrap: the same cluster draws for every run of every method.
+    boot_rng = np.random.default_rng([seed, 0])
+    boot = {name: [] for name in names}
+    for w in _resample_chunks(n_clusters, n_boot, boot_rng):
+        for name in names:
+            totals = np.einsum("bc,rck->brk", w, cluster_data[name])
+            boot[name].append(m.stat(totals).mean(axis=1))
+    boot = {k: np.concatenate(v) for k, v in boot.items()}
+
+    # Permutation: swap the method's and the baseline's seed-averaged cluster data.
+    mean_c = {name: cluster_data[name].mean(axis=0) for name in names}  # (C, k)
+    b_tot = mean_c[baseline].sum(axis=0)
+    t_obs, exceed, n_drawn, exact = {}, {}, 0, False
+    for name in others:
+        t_obs[name] = float(m.stat(mean_c[name].sum(axis=0)) - m.stat(b_tot))
+        exceed[name] = 0
+    perm_rng = np.random.default_rng([seed, 1])
+    for exact, mask in _swap_chunks(n_clusters, n_perm, perm_rng):
+        n_drawn += mask.shape[0]
+        for name in others:
+            delta = mean_c[baseline] - mean_c[name]
+            shift = mask @ delta  # (P, k)
+            t = m.stat(mean_c[name].sum(axis=0) + shift) - m.stat(b_tot - shift)
+            tol = _TIE_TOL * max(1.0, abs(t_obs[name]))
+            exceed[name] += int(np.count_nonzero(np.abs(t) >= abs(t_obs[name]) - tol))
+
+    # Planning MDE from the baseline alone (unpaired): (z + z) * sqrt(2) * SE of one baseline run's value.
+    base_value = groups[baseline].value
+    if m.micro:
+        se_b = float(np.std(boot[baseline], ddof=1))
+    else:
+        variances = [_cluster_var(cluster_data[baseline][r], groups[baseline].values[r], n_units)
+                     for r in range(cluster_data[baseline].shape[0])]
+        se_b = math.sqrt(float(np.mean(variances)) / n_units)
+    mde_planning = z * math.sqrt(2.0) * se_b
+
+    rows = []
+    b_group = groups[baseline]
+    for name in others:
+        g = groups[name]
+        diff = g.value - b_group.value
+        d_boot = boot[name] - boot[baseline]
+        lo, hi = np.quantile(d_boot, [alpha / 2, 1 - alpha / 2])
+        unit_se = float(np.std(d_boot, ddof=1))
+        if m.micro:
+            mde_paired = z * unit_se
+        else:
+            d_c = mean_c[name] - mean_c[baseline]  # (C, 2): summed differences, unit counts
+            var = _cluster_var(np.stack([d_c[:, 0], mean_c[name][:, 1]], axis=1), diff, n_units)
+            mde_paired = z * math.sqrt(var / n_units)
+        seed_se = None
+        if g.seed_sd is not None and b_group.seed_sd is not None:
+            seed_se = math.sqrt(g.seed_sd ** 2 / len(g.values) + b_group.seed_sd ** 2 / len(b_group.values))
+        p = exceed[name] / n_drawn if exact else (1 + exceed[name]) / (1 + n_drawn)
+        rows.append(ComparisonRow(
+            name=name, n_seeds=len(g.values), value=g.value, diff=diff, rel=_rel(diff, b_group.value),
+            ci_low=float(lo), ci_high=float(hi), p_value=float(min(1.0, p)), p_exact=exact, unit_se=unit_se,
+            seed_sd=g.seed_sd, seed_se_diff=seed_se, mde_paired=float(mde_paired),
+            mde_paired_rel=_rel(mde_paired, b_group.value), mde_planning=mde_planning,
+            mde_planning_rel=_rel(mde_planning, b_group.value),
+        ))
+    return Comparison(
+        metric=metric, metric_kind=m.kind, baseline=baseline, baseline_value=base_value, n_units=n_units,
+        n_clusters=n_clusters, groups=groups, rows=rows, mde_planning=mde_planning,
+        mde_planning_rel=_rel(mde_planning, base_value),
+        settings={"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "alpha": alpha, "power": power},
+    )
+
+
+def _cluster_var(totals: np.ndarray, mean: float, n_units: int) -> float:
+    """Per-unit variance for a ratio mean over clusters: n * Var(mean), cluster-robust.
+
+    ``totals`` (C, 2) holds per-cluster sums and unit counts. With one unit per cluster this is the
+    sample variance (ddof 1) of the unit values.
+    """
+    c = totals.shape[0]
+    if c < 2:
+        return 0.0
+    resid = totals[:, 0] - mean * totals[:, 1]
+    return float(c / (c - 1) * np.sum(resid ** 2) / n_units)
+
+
+def _rel(x: float, base: float) -> float | None:
+    return None if base == 0 else float(x / base)

@@ -1,0 +1,47 @@
+"""Forest plot of a paired comparison: one row per method, its difference to the baseline and the CI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def forest_plot(comparison, path) -> Path:
+    """Write a PNG forest plot of ``comparison`` (``leantune.evaluation.compare.Comparison``) to ``path``.
+
+    One row per non-baseline method: the point is the difference to the baseline, the bar its
+    paired bootstrap interval; a vertical line marks zero (no difference).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    path = Path(path)
+    rows = list(comparison.rows)
+    level = round(100 * (1 - comparison.settings.get("alpha", 0.05)))
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.45 * max(len(rows), 1)))
+    try:
+        ys = list(range(len(rows)))[::-1]  # first method on top
+        for y, r in zip(ys, rows):
+            significant = r.ci_low > 0 or r.ci_high < 0
+            color = "tab:blue" if significant else "tab:gray"
+            ax.errorbar([r.diff], [y], xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="o", color=color,
+                        ecolor=color, capsize=4, markersize=6)
+        ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"{r.name} ({r.n_seeds} seed{'s' if r.n_seeds != 1 else ''})" for r in rows])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(f"Δ {comparison.metric} vs {comparison.baseline} ({level}% paired bootstrap CI)")
+        units = f"{comparison.n_units} units"
+        if comparison.n_clusters != comparison.n_units:
+            units += f", {comparison.n_clusters} clusters"
+        ax.set_title(f"{comparison.metric}: methods vs {comparison.baseline} "
+                     f"({comparison.baseline_value:.4f}), {units}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    return path
