@@ -41,8 +41,10 @@ def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file not found")
+    with open_text(path) as fh:
+        text = fh.read()
     try:
-        return json.loads(path.read_text())
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"invalid JSON ({exc.msg})", exc.lineno) from None
 
@@ -72,11 +74,127 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def open_text(path: str | os.PathLike):
-    """Open a text file that may be gzip-compressed (by its ``.gz`` suffix)."""
+    """Open a UTF-8 text file that may be gzip-compressed (by its ``.gz`` suffix).
+
+    The returned file reads and iterates like a text file (and is a context manager); a file that
+    cannot be opened, is not UTF-8, or is a truncated or corrupt ``.gz`` raises a one-line
+    :class:`~leantune.errors.DataError` naming the file (and the line, where it can be known)
+    instead of ``UnicodeDecodeError``, ``EOFError`` or ``OSError``.
+    """
+    from .errors import DataError
+
     path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    try:
+        if path.suffix == ".gz":
+            fh = gzip.open(path, "rt", encoding="utf-8")
+        else:
+            fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot open ({exc.strerror or exc})") from None
+    return _TextFile(fh, path)
+
+
+class _TextFile:
+    """A text file whose read errors become :class:`DataError` (see :func:`open_text`)."""
+
+    def __init__(self, fh, path: Path):
+        self._fh = fh
+        self.path = path
+        self._lines = 0  # lines handed out by iteration/readline so far
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._fh.close()
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self._fh)
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a read error
+            self._raise(exc)
+        self._lines += 1
+        return line
+
+    def readline(self, *args) -> str:
+        try:
+            line = self._fh.readline(*args)
+        except Exception as exc:  # noqa: BLE001
+            self._raise(exc)
+        if line:
+            self._lines += 1
+        return line
+
+    def read(self, *args) -> str:
+        try:
+            return self._fh.read(*args)
+        except Exception as exc:  # noqa: BLE001
+            self._raise(exc)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __getattr__(self, name):  # name, encoding, closed, ... of the underlying file
+        if name == "_fh":
+            raise AttributeError(name)
+        return getattr(self._fh, name)
+
+    def _raise(self, exc: Exception):
+        import zlib
+
+        from .errors import DataError
+
+        path = self.path
+        if isinstance(exc, UnicodeDecodeError):
+            line, byte = _first_undecodable_line(path)
+            what = f"byte 0x{byte:02x} " if byte is not None else ""
+            raise DataError(path, f"not UTF-8 text ({what}cannot be decoded; binary file or another encoding such as Latin-1?)",
+                            line) from None
+        if isinstance(exc, EOFError):
+            raise DataError(path, "truncated gzip file (the compressed data ends early)") from None
+        if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+            raise DataError(path, f"not a valid gzip file ({exc})") from None
+        if isinstance(exc, IsADirectoryError):
+            raise DataError(path, "is a folder, not a file") from None
+        if isinstance(exc, OSError):
+            raise DataError(path, f"cannot read ({exc.strerror or exc})") from None
+        raise exc
+
+
+def _first_undecodable_line(path: Path) -> tuple[int | None, int | None]:
+    """(1-based line, offending byte) of the first line of ``path`` that is not UTF-8, as far as it can be read."""
+    import codecs
+    import zlib
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        with raw:
+            for chunk in iter(lambda: raw.read(1 << 16), b""):
+                for piece in chunk.splitlines(keepends=True):
+                    try:
+                        decoder.decode(piece)
+                    except UnicodeDecodeError as exc:
+                        return line, exc.object[exc.start]
+                    if piece.endswith((b"\n", b"\r")):
+                        line += 1
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        return line, exc.object[exc.start] if exc.object[exc.start:] else None
+    except (OSError, EOFError, zlib.error):
+        pass
+    return None, None
 
 
 def _jsonable(obj: Any):

@@ -1,13 +1,33 @@
 """Shared fixtures: small data written in code, so tests never depend on ../shared."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _session_home() -> str:
+    """A fresh ``LEANTUNE_HOME`` per test session (models, embeddings, evaluation caches), removed
+    at exit, so tests neither read nor fill ``~/.cache/leantune``. ``LEANTUNE_TEST_HOME=DIR``
+    keeps one folder across sessions instead (faster reruns: the tiny model is built once)."""
+    keep = os.environ.get("LEANTUNE_TEST_HOME")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return keep
+    home = tempfile.mkdtemp(prefix="leantune-test-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home
+
+
+# Set at import, before any test (or module-level code) resolves a cache path.
+os.environ["LEANTUNE_HOME"] = _session_home()
 
 
 def write_sequence_folder(folder: Path, train: dict, valid: dict, test: dict, n_items: int) -> Path:

@@ -100,3 +100,91 @@ def test_prompt_text_matches_reference_template():
     text = render(["A", "B"], "game products", "C")
     assert "### Instruction:\nGiven the game products that the user purchased before, please recommend a new game product" in text
     assert "with titles as: A; B\n\n### Response:\nC" in text
+
+
+def test_duplicate_user_ids_are_refused_with_file_line_and_id(tmp_path):
+    folder = _valid_dirs(tmp_path)
+    (folder / "sequential_train.txt").write_text("1 1 2\n2 3\n1 2\n")
+    with pytest.raises(DataError) as err:
+        load_sequence_folder(folder)
+    assert "sequential_train.txt:3: user 1 appears twice (first on line 1)" in str(err.value)
+
+
+def test_users_without_training_items_are_validation_and_test_users(tmp_path):
+    # user 2: no training items but a validation and a test item; user 3: a test item only
+    folder = write_sequence_folder(tmp_path / "d", {1: [1, 2], 2: [], 3: []}, {1: [3], 2: [1], 3: []},
+                                   {1: [1], 2: [2, 3], 3: [2]}, 3)
+    ds = load_sequence_folder(folder)
+    assert ds.users == [1, 2, 3]
+    assert [(s.sample_id, s.user) for s in ds.train_samples] == [(0, 1)]  # no training sample for 2 and 3
+    assert [(s.user, s.history, s.targets) for s in ds.valid_samples] == [(1, (1, 2), (3,)), (2, (), (1,))]
+    assert [(s.user, s.history, s.targets) for s in ds.test_samples] == [
+        (1, (1, 2, 3), (1,)), (2, (1,), (2, 3)), (3, (), (2,))]
+    st = dataset_stats(ds)
+    assert (st.users, st.train_samples, st.no_train_users, st.empty_history) == (3, 1, 2, 0)
+    assert st.history_percentiles["max"] == 2  # lengths of the users with training items only
+    assert ("users without training items (validation/test only)", "2") in st.rows()
+
+
+def test_user_without_any_item_or_no_training_at_all_is_refused(tmp_path):
+    folder = write_sequence_folder(tmp_path / "a", {1: [1, 2], 2: []}, {1: [], 2: []}, {1: [3], 2: []}, 3)
+    with pytest.raises(DataError, match=r"sequential_train.txt:2: user 2 has no items in any split"):
+        load_sequence_folder(folder)
+    folder = write_sequence_folder(tmp_path / "b", {1: [], 2: []}, {1: [1], 2: []}, {1: [3], 2: [2]}, 3)
+    with pytest.raises(DataError, match=r"sequential_train.txt: no user has training items"):
+        load_sequence_folder(folder)
+
+
+@pytest.mark.parametrize(
+    "file,content,expect",
+    [
+        ("sequential_train.txt", b"1 1 2\n2 \xe9\n", "sequential_train.txt:2: not UTF-8 text (byte 0xe9"),
+        ("sequential_valid.txt", b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "sequential_valid.txt:1: not UTF-8 text (byte 0x89"),
+        ("items.tsv", "seq_id\titem_id\ttitle\n1\tA\tCaf\u00e9\n".encode("latin-1"), "items.tsv:2: not UTF-8 text (byte 0xe9"),
+        ("items.tsv", b"seq_id\titem_id\ttitle\n1\tA\t\"x\n", "items.tsv:2: unbalanced '\"'"),  # EOF inside quotes
+        # an unclosed quote used to swallow the following lines (items 2 and 3) into item 1's title
+        ("items.tsv", b"seq_id\titem_id\ttitle\n1\tA\t\"x\n2\tB\ty\n3\tC\tz\n", "items.tsv:2: unbalanced '\"'"),
+    ],
+)
+def test_undecodable_or_unparsable_bytes_give_one_line_errors(tmp_path, file, content, expect):
+    folder = _valid_dirs(tmp_path)
+    (folder / file).write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_sequence_folder(folder)
+    assert expect in str(err.value) and "\n" not in str(err.value)
+
+
+def test_gzip_files_load_and_truncated_or_fake_gzip_is_refused(tmp_path):
+    import gzip
+
+    folder = _valid_dirs(tmp_path)
+    train = folder / "sequential_train.txt"
+    text = train.read_bytes()
+    train.unlink()
+    gz = folder / "sequential_train.txt.gz"
+    gz.write_bytes(gzip.compress(text))
+    assert len(load_sequence_folder(folder).train_samples) == 2
+    gz.write_bytes(gzip.compress(text * 1)[:-12])
+    with pytest.raises(DataError, match=r"sequential_train.txt.gz: truncated gzip file"):
+        load_sequence_folder(folder)
+    gz.write_bytes(text)
+    with pytest.raises(DataError, match=r"sequential_train.txt.gz: not a valid gzip file"):
+        load_sequence_folder(folder)
+
+
+def test_read_helpers_turn_read_errors_into_data_errors(tmp_path):
+    from leantune.io import open_text, read_json, read_jsonl
+
+    (tmp_path / "a.json").write_bytes(b'{"title": "caf\xe9"}')
+    with pytest.raises(DataError, match=r"a.json:1: not UTF-8 text \(byte 0xe9"):
+        read_json(tmp_path / "a.json")
+    (tmp_path / "b.jsonl").write_bytes(b'{"a": 1}\n' * 3000 + b'{"a": "\xff"}\n')
+    with pytest.raises(DataError, match=r"b.jsonl:3001: not UTF-8"):  # the exact line, not the decoded chunk's
+        read_jsonl(tmp_path / "b.jsonl")
+    with pytest.raises(DataError, match="is a folder"):
+        open_text(tmp_path)
+    with pytest.raises(DataError, match="file not found"):
+        open_text(tmp_path / "nope.txt")
+    (tmp_path / "ok.txt").write_text("x\ny\n")
+    with open_text(tmp_path / "ok.txt") as fh:
+        assert fh.readline() == "x\n" and fh.read() == "y\n"

@@ -2,6 +2,10 @@
 
 Each command group lives in its own module and registers itself on ``app``; this module only
 assembles them and turns user errors into one-line messages.
+
+Exit codes: 0 done, 2 user error (one ``error: ...`` line on stderr; a usage error adds a
+``try: leantune CMD --help`` line; a file-system error on a named path counts as one), 130
+interrupted (Ctrl-C), 1 a broken pipe. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -13,26 +17,113 @@ from .app import app
 from . import data as _data  # noqa: F401,E402
 from . import _optional  # noqa: F401,E402
 
+INTERRUPTED = "interrupted: finished stages are kept; re-run the same command to resume"
+PROG = "leantune"
 
-def main() -> None:
+
+def _click_classes(name: str) -> tuple[type, ...]:
+    """``name`` (ClickException, UsageError, NoArgsIsHelpError, Exit, Abort) as defined by every
+    click the installed typer may raise: its vendored copy (``typer._click``, e.g. typer 0.29), its
+    own ``typer.exceptions`` and the plain ``click`` package (older typer, e.g. 0.18)."""
+    import importlib
+
+    found = []
+    for module in ("typer.exceptions", "typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _error(message: str, code: int = 2, hint: str | None = None) -> None:
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    if hint:
+        print(hint, file=sys.stderr)
+    sys.exit(code)
+
+
+def _interrupted() -> None:
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI on ``args`` (default ``sys.argv[1:]``); always ends in ``SystemExit``."""
+    import errno
+
+    import typer.main
+
     from ..errors import LeantuneError
 
-    try:
-        app(standalone_mode=False)
-    except LeantuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; re-run the same command to resume", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and aborts
-        import click
+    exits = _click_classes("Exit")
+    aborts = _click_classes("Abort")
+    usage_errors = _click_classes("UsageError")
+    click_errors = _click_classes("ClickException")
+    no_args_help = _click_classes("NoArgsIsHelpError")
 
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+    args = list(sys.argv[1:] if args is None else args)
+    command = typer.main.get_command(app)
+    try:
+        # Parse and invoke directly rather than through ``app()``: in non-standalone mode typer
+        # turns Ctrl-C into a *returned* 130 and usage errors into tracebacks.
+        with command.make_context(PROG, args) as ctx:
+            command.invoke(ctx)
+    except KeyboardInterrupt:
+        _interrupted()
+    except LeantuneError as exc:
+        _error(str(exc))
+    except exits as exc:  # --help, or a command ending early with typer.Exit(code)
+        sys.exit(getattr(exc, "exit_code", 0))
+    except aborts:  # click's own translation of Ctrl-C / EOF at a prompt
+        _interrupted()
+    except no_args_help as exc:  # `leantune` or `leantune data` alone: the help, as click prints it
+        exc.show()
+        sys.exit(2)
+    except usage_errors as exc:
+        ctx = getattr(exc, "ctx", None)
+        path = getattr(ctx, "command_path", None) or _command_path(command, args)
+        _error(exc.format_message(), hint=f"try: {path} --help")
+    except click_errors as exc:
+        _error(exc.format_message())
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # `leantune data stats | head -1`: a closed pipe is no error of ours
+            _quiet_pipe()
             sys.exit(1)
-        raise
+        if exc.filename is None:
+            raise
+        # A path the user named (or one below it) that cannot be used: --out naming a file, a
+        # folder without write permission, a full disk. Bugs surface as other exceptions.
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        _error(f"{where}: {exc.strerror or exc}")
+    sys.exit(0)
+
+
+def _command_path(command, args: list[str]) -> str:
+    """``leantune data stats`` for ``args`` naming that command (some usage errors carry no context)."""
+    path = [PROG]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is not None:
+            path.append(arg)
+            command = sub
+        elif not arg.startswith("-"):
+            break
+    return " ".join(path)
+
+
+def _quiet_pipe() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -5,15 +5,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .app import DATA_HELP, app
+from .app import DATA_HELP, SEED_HELP, app
 
 data_app = typer.Typer(help="Inspect recommendation datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("stats")
-def stats(data: str = typer.Option("games", "--data", help=DATA_HELP)) -> None:
-    """Print users, items, samples, history-length percentiles and users with targets."""
+def stats(
+    data: str = typer.Option("games", "--data", help=DATA_HELP),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " The counts themselves draw nothing at random."),
+) -> None:
+    """Print users, items, samples (and users with validation/test items only), history-length
+    percentiles and users with targets."""
     from ..data import load_dataset
     from ..data.stats import dataset_stats
 

@@ -20,6 +20,7 @@ class DatasetStats:
     test_users: int
     test_targets: int
     history_percentiles: dict[str, float]
+    no_train_users: int = 0  # users with validation/test items only: no training sample
 
     def rows(self) -> list[tuple[str, str]]:
         pct = ", ".join(f"{k} {v:g}" for k, v in self.history_percentiles.items())
@@ -27,8 +28,9 @@ class DatasetStats:
             ("users", f"{self.users:,}"),
             ("items", f"{self.items:,}"),
             ("interactions", f"{self.interactions:,}"),
-            ("training samples (one per user)", f"{self.train_samples:,}"),
+            ("training samples (one per user with training items)", f"{self.train_samples:,}"),
             ("  of which empty history (single training item)", f"{self.empty_history:,}"),
+            ("users without training items (validation/test only)", f"{self.no_train_users:,}"),
             ("users with validation target", f"{self.valid_users:,}"),
             ("users with test targets", f"{self.test_users:,}"),
             ("test target items", f"{self.test_targets:,}"),
@@ -37,7 +39,7 @@ class DatasetStats:
 
 
 def dataset_stats(ds: SequenceDataset) -> DatasetStats:
-    lengths = np.array([len(seq) for seq in ds.train])
+    lengths = np.array([len(seq) for seq in ds.train if seq])  # of the users with training samples
     return DatasetStats(
         name=ds.name,
         users=len(ds.users),
@@ -52,4 +54,5 @@ def dataset_stats(ds: SequenceDataset) -> DatasetStats:
             f"p{q}": float(np.percentile(lengths, q)) for q in (10, 25, 50, 75, 90, 99)
         }
         | {"max": float(lengths.max())},
+        no_train_users=sum(1 for seq in ds.train if not seq),
     )
