@@ -37,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import write_json  # noqa: E402
 from leantune.models.rqvae import build_semantic_ids  # noqa: E402
+from leantune.evaluation.units import write_per_unit  # noqa: E402
 from leantune.models.tiger import evaluate_tiger, tiger_config, train_tiger  # noqa: E402
 
 KS = (10, 20)
@@ -142,6 +143,7 @@ def train_and_eval(ds, sids, sample_ids, name, cfg, seed, args) -> dict:
     ev = json.loads(cached.read_text()) if cached.exists() else {}
     if ev.get("for") != want:
         ev = evaluate_tiger(ds, sids, args.work / name, users=args.test_users, seed=0, ks=KS, device=args.device)
+        write_per_unit(args.work / name / "eval", ev.pop("per_unit"))
         write_json(cached, {**ev, "for": want})
     row = {"run": name, "seed": seed, "samples": run.n_samples, "epochs": run.epochs, "steps": run.steps,
            "best_epoch": run.best_epoch, "best_val_loss": run.best_val, "stopped": run.stopped,

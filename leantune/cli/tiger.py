@@ -124,10 +124,12 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Recall/NDCG@5/10/20 of constrained beam search; writes evaluation-<split>.json into the run folder."""
+    """Recall/NDCG@5/10/20 of constrained beam search; writes evaluation-<split>.json and the per-user
+    results evaluation-<split>/per_unit.jsonl (for `leantune compare`) into the model folder."""
     from ..data import load_dataset
     from ..errors import LeantuneError
     from ..evaluation.metrics import format_metrics
+    from ..evaluation.units import write_per_unit
     from ..io import write_json
     from ..models.tiger import evaluate_tiger
 
@@ -139,5 +141,6 @@ def evaluate_cmd(
     sids = _semantic_ids(dataset, ids, seed, not quiet)
     result = evaluate_tiger(dataset, sids, model, split=split, users=users, seed=seed, beam_size=beam, progress=not quiet,
                             device=_device(device))
+    write_per_unit(model / f"evaluation-{split}", result.pop("per_unit"))
     write_json(model / f"evaluation-{split}.json", result)
     print(f"{split}: {result['users']} users, {result['wall_s']:.0f}s  {format_metrics(result['metrics'])}")

@@ -588,3 +588,14 @@ def _cluster_var(totals: np.ndarray, mean: float, n_units: int) -> float:
 
 def _rel(x: float, base: float) -> float | None:
     return None if base == 0 else float(x / base)
+
+
+def mean_interval(values: Sequence[float], alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-unit ``values`` with a percentile bootstrap interval (1 − alpha)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise LeantuneError("no units to average")
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([counts @ x / x.size for counts in _resample_chunks(x.size, n_boot, rng)])
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(x.mean()), float(low), float(high)

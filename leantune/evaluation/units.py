@@ -47,11 +47,11 @@ def ranking_unit_rows(unit_ids: Sequence, topk, targets: Sequence[Sequence[int]]
     return rows
 
 
-def attribute_unit_rows(judged: Iterable) -> list[dict]:
-    """One row per judged (product, attribute) question (``tasks.attributes_scoring.Judged``)."""
+def attribute_unit_rows(judged: Iterable[dict]) -> list[dict]:
+    """One row per judged (product, attribute) question, from ``Judged.as_dict()``-style rows."""
     return [
-        {"unit": f"{j.product_id}::{j.attribute}", "cluster": str(j.product_id), "outcome": j.outcome,
-         "correct": int(j.correct), "valued": int(j.gold is not None)}
+        {"unit": f"{j['product_id']}::{j['attribute']}", "cluster": str(j["product_id"]), "outcome": j["outcome"],
+         "correct": int(j["correct"]), "valued": int(j["gold"] is not None)}
         for j in judged
     ]
 

@@ -570,20 +570,22 @@ def evaluate_tiger(
     progress: bool = True,
     device: str = "cpu",
 ) -> dict:
-    """Recall/NDCG@K of constrained beam search; ``users`` > 0 evaluates a seeded subset."""
+    """Recall/NDCG@K of constrained beam search; ``users`` > 0 evaluates a seeded subset (the same
+    users as every other evaluation with that seed and count). ``per_unit`` holds the per-user rows
+    (``leantune.evaluation.units``)."""
+    from ..data.units import seeded_sample
+    from ..evaluation.units import ranking_unit_rows
+
     model, encoder = load_tiger(model_dir, semantic_ids, device)
-    samples = list(dataset.samples(split))
-    if users and users < len(samples):
-        rng = np.random.default_rng(seed)
-        samples = [samples[i] for i in sorted(rng.choice(len(samples), users, replace=False))]
+    samples = seeded_sample(list(dataset.samples(split)), users or None, seed, name="users")
     encoder.check_items(samples)
     t0 = time.perf_counter()
     ranked = recommend(model, encoder, samples, max(ks), None, beam_size or max(ks), batch_size, progress)
     targets = [s.targets for s in samples]
-    metrics = ranking_metrics(ranked, targets, ks=ks)
+    rows = ranking_unit_rows([s.sample_id for s in samples], ranked, targets, ks)
+    metrics = {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in rows])) for k in ks for m in ("recall", "ndcg")}
     # Standard error of each mean over users: a subset of a few thousand users has a wide one.
-    per_user = [ranking_metrics([r], [t], ks=ks) for r, t in zip(ranked, targets)]
-    stderr = {k: float(np.std([u[k] for u in per_user], ddof=1) / math.sqrt(len(per_user))) if len(per_user) > 1 else 0.0
+    stderr = {k: float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(len(rows))) if len(rows) > 1 else 0.0
               for k in metrics}
-    return {"split": split, "users": len(samples), "metrics": metrics, "stderr": stderr,
+    return {"split": split, "users": len(samples), "metrics": metrics, "stderr": stderr, "per_unit": rows,
             "wall_s": round(time.perf_counter() - t0, 2)}

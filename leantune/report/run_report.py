@@ -19,9 +19,13 @@ def write_run_report(run) -> dict[str, Path]:
     base = run.outputs("evaluate_base").get("metrics")
     ft = run.outputs("finetune")
     history = _history(out)
+    units = {"fine-tuned": _per_unit(out / "eval")}
+    base_dir = run.outputs("evaluate_base").get("out_dir")
+    if base_dir:
+        units["base"] = _per_unit(Path(base_dir))
     files = {}
     png = out / "report.png"
-    if _plot(png, history, tuned, base):
+    if _plot(png, history, tuned, base, units):
         files["png"] = png
 
     lines = [f"# BIGRec run: {settings['method']} on {settings['data']}, budget {settings['budget']}, seed {settings['seed']}", ""]
@@ -45,6 +49,7 @@ def write_run_report(run) -> dict[str, Path]:
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if not base:
             lines.append("\n(base model not evaluated in this run)")
+        lines += _intervals(units)
     else:
         lines.append("not evaluated yet")
     lines += ["", "## Fine-tuning", ""]
@@ -72,6 +77,38 @@ def write_run_report(run) -> dict[str, Path]:
         tmp.write_text("\n".join(lines) + "\n")
     files["markdown"] = md
     return files
+
+
+def _per_unit(folder: Path) -> list[dict] | None:
+    from ..evaluation.units import PER_UNIT_FILE
+
+    return read_jsonl(folder / PER_UNIT_FILE) if (folder / PER_UNIT_FILE).exists() else None
+
+
+def _intervals(units: dict) -> list[str]:
+    """R@20 and N@20 with 95% bootstrap intervals over users, and the paired fine-tuned − base difference."""
+    from ..evaluation.compare import Evaluation, compare, mean_interval
+
+    present = {name: rows for name, rows in units.items() if rows}
+    if not present:
+        return []
+    n = len(next(iter(present.values())))
+    lines = ["", f"With 95% bootstrap intervals over the {n} test users:", ""]
+    for name, rows in present.items():
+        cells = []
+        for metric in ("recall@20", "ndcg@20"):
+            mean, low, high = mean_interval([r[metric] for r in rows])
+            cells.append(f"{metric} {mean:.4f} [{low:.4f}, {high:.4f}]")
+        lines.append(f"- {name}: " + "; ".join(cells))
+    if len(present) == 2 and {r["unit"] for r in present["fine-tuned"]} == {r["unit"] for r in present["base"]}:
+        evaluations = [Evaluation(Path(name), name, 0, rows) for name, rows in present.items()]
+        for metric in ("recall@20", "ndcg@20"):
+            row = compare(evaluations, baseline="base", metric=metric, n_boot=2000, n_perm=2000).rows[0]
+            lines.append(f"- fine-tuned − base, {metric}: {row.diff:+.4f} (95% paired CI {row.ci_low:+.4f} … "
+                         f"{row.ci_high:+.4f}, permutation p = {row.p_value:.3g}); a difference below "
+                         f"{row.mde_planning:.4f} is not detectable at 80% power with {n} users")
+    lines.append("\nCompare runs with `leantune compare RUN... --with-base` (paired intervals over the same users).")
+    return lines
 
 
 def _history(out: Path) -> list[dict]:
@@ -108,7 +145,7 @@ def _duration(seconds) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None) -> bool:
+def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None, units: dict | None = None) -> bool:
     if not history and not tuned:
         return False
     import matplotlib
@@ -118,7 +155,7 @@ def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None
 
     from ..io import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
     train = [(h["step"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
     valid = [(h["step"], h["valid_loss"]) for h in history if h.get("valid_loss") is not None]
@@ -128,18 +165,33 @@ def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None
         ax.plot(*zip(*valid), label="validation", marker="o")
     ax.set(xlabel="optimizer step", ylabel="loss", title="fine-tuning loss")
     if train or valid:
+        # From zero: an axis zoomed to the last digits makes noise look like a trend.
+        ax.set_ylim(0, 1.1 * max(v for _, v in train + valid))
         ax.legend()
     ax = axes[1]
     if tuned:
         import numpy as np
 
+        from ..evaluation.compare import mean_interval
+
+        units = units or {}
         x = np.arange(len(KS))
         width = 0.38
-        ax.bar(x - width / 2, [tuned[f"recall@{k}"] for k in KS], width, label="fine-tuned")
-        if base:
-            ax.bar(x + width / 2, [base[f"recall@{k}"] for k in KS], width, label="base")
+        n_users = None
+        for offset, name, metrics in ((-width / 2, "fine-tuned", tuned), (width / 2, "base", base)):
+            if not metrics:
+                continue
+            rows = units.get(name)
+            heights = [metrics[f"recall@{k}"] for k in KS]
+            err = None
+            if rows:
+                n_users = len(rows)
+                bounds = [mean_interval([r[f"recall@{k}"] for r in rows]) for k in KS]
+                err = np.array([[m - lo for m, lo, _ in bounds], [hi - m for m, _, hi in bounds]])
+            ax.bar(x + offset, heights, width, yerr=err, capsize=3, label=name)
         ax.set_xticks(x, [f"R@{k}" for k in KS])
-        ax.set(title="Recall@K on the test users")
+        users = f"{n_users} test users" if n_users else "test users"
+        ax.set(ylabel="Recall@K (mean over users)", title=f"Recall@K, {users}, 95% bootstrap intervals")
         ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -7,7 +7,6 @@ The metric is the same in both: every (product, attribute) question is judged on
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,12 +40,9 @@ class AttributeConfig:
 
 def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> list[Product]:
     """``limit`` products drawn with ``seed`` (in data order, so prompts stay comparable); all if None."""
-    if limit is None or limit >= len(products):
-        return list(products)
-    if limit < 1:
-        raise LeantuneError(f"--limit {limit}: must be at least 1")
-    keep = set(random.Random(seed).sample(range(len(products)), limit))
-    return [p for i, p in enumerate(products) if i in keep]
+    from ..data.units import seeded_sample
+
+    return seeded_sample(products, limit, seed, name="limit")
 
 
 @TASKS.register("attributes")
@@ -153,4 +149,9 @@ class AttributeTask:
 
 
 def write_predictions(path: str | Path, rows: list[dict]) -> None:
+    """Write the judged rows of ``predict`` and, beside them, ``per_unit.jsonl`` (one row per
+    question, for ``leantune compare``)."""
+    from ..evaluation.units import attribute_unit_rows, write_per_unit
+
     write_jsonl(path, rows)
+    write_per_unit(Path(path).parent, attribute_unit_rows(rows))

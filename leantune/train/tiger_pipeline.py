@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import LeantuneError
+from ..evaluation.units import write_per_unit
 from ..io import read_json, write_json
 from ..runs import RunFolder
 
@@ -134,6 +135,7 @@ def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=prin
         with run.stage("evaluate") as stage:
             result = evaluate_tiger(dataset, sids, out / "train", split="test", users=cfg.test_users or 0,
                                     seed=cfg.eval_seed, ks=KS, progress=progress, device=device)
+            write_per_unit(out / "eval", result.pop("per_unit"))
             write_json(out / "eval" / "metrics.json", result)
             stage.outputs = {**result, "metrics_file": str(out / "eval" / "metrics.json")}
 
