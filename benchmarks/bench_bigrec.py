@@ -43,7 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=64, help="selected training samples per run (default 64)")
     p.add_argument("--pool", type=int, default=512, help="seeded pool of training samples that pruning scores (default 512)")
-    p.add_argument("--test-users", type=int, default=100, help="seeded test users, the same for every run (default 100)")
+    p.add_argument("--test-users", type=int, default=0,
+                   help="seeded test users, the same for every run (default 0 = all 8,696: at R@20 ≈ 0.015 even all "
+                        "users only detect about 34%% relative at 80%% power unpaired; `leantune power` gives the "
+                        "figure for another count)")
+    p.add_argument("--expected-rate", type=float, default=0.015, help="R@20 assumed for the minimum-detectable-effect line printed before running")
     p.add_argument("--epochs", type=float, default=2, help="maximum epochs (default 2; reference 50)")
     p.add_argument("--batch-size", type=int, default=16, help="effective batch (default 16: 4 steps per epoch at budget 64)")
     p.add_argument("--micro-batch-size", type=int, default=4)
@@ -55,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3: few steps on CPU)")
     p.add_argument("--beams", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--gen-batch-size", type=int, default=8)
+    p.add_argument("--gen-batch-size", type=int, default=None, help="prompts per generation batch (default: by prompt tokens)")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--work", type=Path, default=None, help="run folders (default $LEANTUNE_HOME/bench-bigrec/<sizes>)")
@@ -75,7 +79,7 @@ def run_config(args, method: str, seed: int):
     if method == "dealrec" and not args.own_surrogates:
         prune_options = {"options": {"surrogate_dir": str(shared_surrogate(args))}}
     return BigrecRunConfig(data=args.data, budget=args.budget, method=method, pool=args.pool, seed=seed,
-                           model=args.model, test_users=args.test_users, eval_seed=0, base=True, device=args.device,
+                           model=args.model, test_users=args.test_users or None, eval_seed=0, base=True, device=args.device,
                            finetune=ft, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
                            gen_batch_size=args.gen_batch_size, prune_options=prune_options)
 
@@ -97,6 +101,37 @@ def sizes_tag(args) -> str:
             f"-beam{args.beams}-t{args.max_new_tokens}-{args.model}")
 
 
+def plan_line(args) -> str:
+    from leantune.evaluation.compare import minimum_detectable_effect
+
+    users = args.test_users or 8696
+    mde = minimum_detectable_effect(args.expected_rate, users)
+    return (f"plan: {users} test users at R@20 ≈ {args.expected_rate:g}: a difference below {mde:.4f} "
+            f"({100 * mde / args.expected_rate:.0f}% relative) is not detectable at 80% power (unpaired; pairing and seeds help)")
+
+
+def comparisons(args, work: Path) -> tuple[list[str], dict]:
+    """Paired comparison of every method against random (and the base model) over the same test users."""
+    from leantune.errors import LeantuneError
+    from leantune.evaluation.compare import base_evaluation, compare, load_evaluation
+
+    folders = [work / f"run-{m}-s{s}" for s in args.seeds for m in args.methods if finished(work / f"run-{m}-s{s}")]
+    try:
+        evaluations = [load_evaluation(f) for f in folders]
+    except LeantuneError as exc:  # runs evaluated before per-unit results were written
+        return [f"No paired comparison: {exc}"], {}
+    if len({e.name for e in evaluations}) < 2:
+        return ["No paired comparison yet: fewer than two methods finished."], {}
+    evaluations.append(base_evaluation(folders[0]))
+    lines, data = [], {}
+    for metric in ("recall@20", "ndcg@20"):
+        result = compare(evaluations, baseline="random" if "random" in args.methods else None, metric=metric)
+        result.write(args.out.parent / f"{args.out.name}-compare-{metric.replace('@', '')}")
+        lines += [f"### {metric}", "", result.to_markdown(), ""]
+        data[metric] = result.to_dict()
+    return lines, data
+
+
 def finished(folder: Path) -> dict | None:
     path = folder / "run.json"
     if not path.exists():
@@ -113,6 +148,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     work = args.work or cache_dir("bench-bigrec") / sizes_tag(args)
+    print(plan_line(args), flush=True)
     started = 0
     for seed in args.seeds:
         for method in args.methods:
@@ -156,8 +192,11 @@ def write_results(args, work: Path) -> None:
               "work": str(work), "runs": runs, "base": base, "pending": pending,
               "note": "CPU timings were taken on a 2-core machine shared with other jobs; compare within one table only."}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    compare_lines, result["comparisons"] = comparisons(args, work)
+    result["plan"] = plan_line(args)
     write_json(args.out.with_suffix(".json"), result)
-    args.out.with_suffix(".md").write_text(markdown(result, args))
+    args.out.with_suffix(".md").write_text(markdown(result, args) + "\n## Paired comparisons (leantune compare)\n\n"
+                                           + result["plan"] + "\n\n" + "\n".join(compare_lines) + "\n")
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -71,7 +71,46 @@ class PruneConfig:
             raise LeantuneError(f"--clusters {self.clusters}: must be at least 1")
         if self.scores_format not in SCORE_FORMATS:
             raise LeantuneError(f"--scores-format {self.scores_format!r}: choose one of {', '.join(SCORE_FORMATS)}")
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not math.isfinite(self.lam) or self.lam < 0:
+            raise LeantuneError(f"--lambda {self.lam}: the effort weight λ must be a finite number >= 0")
+        if not isinstance(self.options, dict):
+            raise LeantuneError(f"options {self.options!r}: must be a dict of scorer options")
+        if self.options:
+            check_options(self.options)
         resolve_method(self)  # unknown method or recommender, or a method for another recommender
+
+
+# Options read outside the scorers' own prefixed settings: ``model`` (as --model), ``device`` (the
+# scoring device), ``surrogate_dir`` (a trained SASRec for influence/GraNd/EL2N/embeddings) and
+# ``embedding_source``; ``progress`` is set by prune itself.
+GENERAL_OPTIONS = ("model", "device", "surrogate_dir", "embedding_source")
+
+
+def scorer_options() -> list[str]:
+    """Every key a scorer reads from ``PruneConfig.options`` (``--opt KEY=VALUE``), sorted.
+
+    Imports the scorer modules (torch): called only when options are given.
+    """
+    from dataclasses import fields
+
+    from .scoring.effort import EffortConfig
+    from .scoring.influence import InfluenceConfig
+    from .scoring.surrogate_scores import EarlyConfig
+    from .scoring.tiger_effort import OPTIONS as TIGER_OPTIONS
+
+    keys = set(GENERAL_OPTIONS) | set(TIGER_OPTIONS)
+    keys |= {f"effort_{f.name}" for f in fields(EffortConfig)}
+    keys |= {f"influence_{f.name}" for f in fields(InfluenceConfig)}
+    keys |= {f"{prefix}_{f.name}" for prefix in ("grand", "el2n") for f in fields(EarlyConfig)}
+    return sorted(keys)
+
+
+def check_options(options: dict) -> None:
+    """Refuse an option no scorer reads (a typo would otherwise be ignored without a word)."""
+    known = scorer_options()
+    unknown = [key for key in options if key not in known and key != "progress"]
+    if unknown:
+        raise LeantuneError(f"--opt {unknown[0]}: unknown option; known: {', '.join(known)}")
 
 
 def resolve_method(cfg: PruneConfig) -> "Method":

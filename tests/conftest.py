@@ -64,3 +64,18 @@ def tiny_rec(tiny_rec_folder):
     from leantune.data import load_sequence_folder
 
     return load_sequence_folder(tiny_rec_folder, name="tiny", item_noun="game products")
+
+
+@pytest.fixture
+def gappy_rec(tiny_rec_folder):
+    """``tiny_rec`` where users 5, 10, 15, 20, 25, 35 and 40 have no training items (validation/test
+    users only): training samples are then not numbered 0..n-1 by position."""
+    from leantune.data import load_sequence_folder
+
+    path = tiny_rec_folder / "sequential_train.txt"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(line.split()[0] if int(line.split()[0]) % 5 == 0 and line.split()[0] != "30" else line
+                              for line in lines) + "\n")
+    ds = load_sequence_folder(tiny_rec_folder, name="gappy", item_noun="game products")
+    assert len(ds.train_samples) == 33 and ds.train_samples[4].sample_id == 5
+    return ds

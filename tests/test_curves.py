@@ -157,6 +157,15 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["analysis"]["fit"]["kind"] in ("power", "loglinear") and "saturation" in saved["analysis"]
     assert (out / "curve.png").stat().st_size > 0 and (out / "per_attribute.png").stat().st_size > 0
+    # Every run wrote its per-question results, on the same questions, so sizes compare paired.
+    from leantune.evaluation.compare import compare, load_evaluation
+
+    runs = [load_evaluation(out / "runs" / name, name=name.split("-")[0])
+            for name in ("size00002-seed0", "size00002-seed1", "size00004-seed0", "size00004-seed1")]
+    assert len({tuple(r.units) for r in runs}) == 1 and "::" in runs[0].units[0]
+    acc = compare(runs, baseline="size00002", metric="correct", n_boot=200, n_perm=200).row("size00004")
+    mean = lambda name: sum(float(r["accuracy"]) for r in rows if r["size"] == name) / 2  # noqa: E731
+    assert acc.diff == pytest.approx(mean("4") - mean("2"))
 
     # Second run: nothing trained; one more seed: only its runs.
     import leantune.train as train

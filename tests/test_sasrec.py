@@ -19,6 +19,7 @@ from leantune.models.sasrec import (
     pad_histories,
     sample_loss,
     train_surrogate,
+    training_arrays,
     trim_left,
 )
 
@@ -116,6 +117,15 @@ def test_get_surrogate_caches_by_content(tiny_rec, tmp_path, monkeypatch):
     assert all(torch.equal(p, q) for p, q in zip(first.parameters(), again.parameters()))
     get_surrogate(tiny_rec, cfg, seed=1, progress=False)
     assert len(list((tmp_path / "home" / "surrogate").iterdir())) == 2
+
+
+def test_users_without_training_items_give_no_training_rows(gappy_rec, tmp_path):
+    cfg = SASRecConfig(**TINY, max_epochs=2)
+    inputs, targets, widths = training_arrays([[1, 2, 3], [], [4]], cfg)
+    assert targets[1].tolist() == [0] * 10 and inputs[1].tolist() == [0] * 10
+    assert targets[0, -3:].tolist() == [1, 2, 3] and targets[2, -1].item() == 4 and widths.tolist() == [3, 1, 1]
+    meta = train_surrogate(gappy_rec, tmp_path / "s", cfg, seed=0, progress=False)
+    assert meta["epochs_run"] == 2 and all(np.isfinite(row["loss"]) for row in meta["history"])
 
 
 def test_most_popular_ranks_by_training_count(tmp_path):

@@ -140,6 +140,20 @@ def test_train_evaluate_reuse_and_subsets(tiny_rec, tmp_path, monkeypatch):
         evaluate_tiger(tiny_rec, other, tmp_path / "full", progress=False)
 
 
+def test_selection_ids_are_sample_ids_not_positions(gappy_rec):
+    # Users 5, 10, ... (sample ids 4, 9, ...) have no training items: sample id 6 is the 6th training sample.
+    picked = tiger.select_train_samples(gappy_rec, [6, 0, 38])
+    assert [s.sample_id for s in picked] == [6, 0, 38] and gappy_rec.train_samples[5] is picked[0]
+    assert picked[0] is next(s for s in gappy_rec.train_samples if s.sample_id == 6)
+    assert [s.sample_id for s in tiger.select_train_samples(gappy_rec, None)] == [s.sample_id for s in gappy_rec.train_samples]
+    with pytest.raises(LeantuneError, match="sample id 4 is not a training sample of gappy: user 5 has no training items"):
+        tiger.select_train_samples(gappy_rec, [1, 4])
+    with pytest.raises(LeantuneError, match="sample id 40 out of range"):
+        tiger.select_train_samples(gappy_rec, [40])
+    with pytest.raises(LeantuneError, match="duplicates"):
+        tiger.select_train_samples(gappy_rec, [1, 1])
+
+
 def test_min_steps_repeats_epochs_for_small_subsets(tiny_rec, tmp_path):
     cfg = TigerConfig(**{**TINY.__dict__, "max_epochs": 1, "min_steps": 6, "eval_every_steps": 100, "val_metric": "loss"})
     run = train_tiger(tiny_rec, tiny_sids(), [0, 1, 2, 3, 4, 5, 6, 7, 8], tmp_path / "r", cfg, progress=False)

@@ -62,8 +62,15 @@ def evaluate(
     from ..models.llm import load_model
     from ..tasks.attributes import AttributeTask, write_predictions
 
+    from ..errors import LeantuneError
+
+    if limit is not None and limit < 1:
+        raise LeantuneError(f"--limit {limit}: must be at least 1 (omit it for every test product)")
     task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, progress=not quiet)
+    task.data.products(split)  # an unknown split is refused before the model loads
     dev = resolve_device(device)
+    if adapter is not None and not (adapter / "adapter_config.json").exists():
+        raise LeantuneError(f"--adapter {adapter}: not a LoRA adapter folder (no adapter_config.json)")
     if adapter is not None:
         from ..train import load_finetuned
 

@@ -159,7 +159,7 @@ def evaluate_cmd(
     users: int = typer.Option(500, "--users", help="Seeded sub-sample of users with targets (0 = all)."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     split: str = typer.Option("test", "--split", help="'test' (targets: all test items) or 'valid' (the first validation item)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for predictions.jsonl and metrics.json (default: runs/eval-<data>-<adapter|base>-u<users>-s<seed>); re-running reuses it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for predictions.jsonl, per_unit.jsonl and metrics.json (default: runs/eval-<data>-<adapter>-u<users>-s<seed>; for the base model the shared cache that `leantune run` also reuses); re-running reuses it, an interrupted evaluation resumes at the next batch of users."),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Picks the users."),
     beams: int = typer.Option(4, "--beams", help="Beam width of generation."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Generation length limit."),
@@ -177,9 +177,15 @@ def evaluate_cmd(
 
     cfg = BigrecEvalConfig(users=users or None, seed=seed, split=split, num_beams=beams, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, cutoff_len=cutoff, device=resolve_device(device), gen_dtype=gen_dtype)
-    if out is None:
-        tag = "base" if adapter is None else _adapter_tag(adapter)
-        out = Path("runs") / f"eval-{Path(data).name}-{tag}-u{users or 'all'}-s{seed}"
+    if out is None and adapter is None:
+        # The base model's results for these users and settings are shared with every `leantune run`.
+        from ..data import load_dataset
+        from ..train.pipeline import base_eval_dir
+
+        data = load_dataset(data)
+        out = base_eval_dir(model, data, cfg)
+    elif out is None:
+        out = Path("runs") / f"eval-{Path(data).name}-{_adapter_tag(adapter)}-u{users or 'all'}-s{seed}"
     result = evaluate_bigrec(model, data, adapter, cfg, out, progress=not quiet)
     print(f"{result.n_users} users: {format_metrics(result.metrics)}")
     print("time: " + "  ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()) + f"  -> {out}")

@@ -65,9 +65,9 @@ def semantic_ids_cmd(
     from ..models.rqvae import RQVAEConfig, build_semantic_ids
     from ..models.tiger import default_dir
 
+    cfg = RQVAEConfig(epochs=epochs, levels=levels, codebook_size=codebook_size)  # refuses bad sizes before any work
     dataset = load_dataset(data)
     folder = out or default_dir(dataset.name)
-    cfg = RQVAEConfig(epochs=epochs, levels=levels, codebook_size=codebook_size)
     sids = build_semantic_ids(dataset, folder, cfg, seed=seed, progress=not quiet)
     _print_stats(sids.stats)
     print(f"wrote {folder}/semantic_ids.json and {folder}/rqvae.safetensors")
@@ -97,16 +97,17 @@ def train_cmd(
     Re-running the same command reuses a finished folder and resumes an interrupted one.
     """
     from ..data import load_dataset
-    from ..models.tiger import default_dir, read_selection, tiger_config, train_tiger
+    from ..models.tiger import default_dir, read_selection, select_train_samples, tiger_config, train_tiger
 
     dataset = load_dataset(data)
     sample_ids = read_selection(selection) if selection else None
+    select_train_samples(dataset, sample_ids)  # bad ids are refused before the semantic IDs are built
+    cfg = tiger_config(preset, max_epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr,
+                       val_metric=val_metric, val_users=val_users, patience=patience)
     sids = _semantic_ids(dataset, ids, seed, not quiet)
     if out is None:
         name = "full" if selection is None else (selection if selection.is_dir() else selection.parent).name
         out = default_dir(dataset.name) / name
-    cfg = tiger_config(preset, max_epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr,
-                       val_metric=val_metric, val_users=val_users, patience=patience)
     run = train_tiger(dataset, sids, sample_ids, out, cfg, seed=seed, progress=not quiet, device=_device(device))
     print(f"trained on {run.n_samples} samples: {run.epochs} epochs, {run.steps} steps, {run.wall_s:.0f}s; "
           f"best val {run.val_metric} {run.best_val:.4f} at epoch {run.best_epoch} ({run.stopped}) -> {out}")

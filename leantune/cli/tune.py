@@ -24,7 +24,10 @@ WORK_HELP = "Folder for checkpoints and the default SQLite file (default: runs/t
 
 
 def _work_dir(work_dir: Optional[Path], study: str) -> Path:
-    return work_dir if work_dir is not None else Path("runs") / "tune" / study.replace("/", "_")
+    from ..tuning.study import check_study_name
+
+    check_study_name(study)  # also with --work-dir: the name is the report's and the phase-2 study's too
+    return work_dir if work_dir is not None else Path("runs") / "tune" / study
 
 
 @tune_app.callback()

@@ -73,6 +73,10 @@ class CurveConfig:
             raise LeantuneError(f"--gain-threshold {self.gain_threshold}: must be positive")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise LeantuneError(f"--eval-limit {self.eval_limit}: must be at least 1 (or omitted for the whole test split)")
+        if self.ceiling is not None and not (math.isfinite(self.ceiling) and self.ceiling > 0):
+            raise LeantuneError(f"--ceiling {self.ceiling}: must be a positive upper bound of the metric (0: unbounded)")
+        if not math.isfinite(self.gain_threshold):
+            raise LeantuneError(f"--gain-threshold {self.gain_threshold}: must be a finite number")
 
     def run_settings(self) -> dict:
         settings = {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
@@ -126,6 +130,18 @@ def make_task(name: str, options: dict):
     return cls(**options)
 
 
+def check_metric(task, metric: str) -> None:
+    """Refuse a ``--metric`` the task's evaluation never returns, before anything is trained.
+    Per-unit-group keys (``attribute_accuracy/<name>``) depend on the data and are checked after
+    the first evaluation instead."""
+    names = getattr(task, "metric_names", None)
+    if names is None or "/" in metric:
+        return
+    known = list(names())
+    if metric not in known:
+        raise LeantuneError(f"--metric {metric!r}: not among the {task.name} task's metrics ({', '.join(known)})")
+
+
 def run_dir(out: Path, size: int, seed: int | None) -> Path:
     return out / "runs" / (f"size{size:05d}" if seed is None else f"size{size:05d}-seed{seed}")
 
@@ -172,9 +188,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _evaluate(task, model, tokenizer, cfg: CurveConfig) -> tuple[dict, float]:
+def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path) -> tuple[dict, float]:
+    """Test metrics; the per-unit results go to ``folder/per_unit.jsonl`` (for ``leantune compare``)."""
+    from ..evaluation.units import write_per_unit
+
     start = time.perf_counter()
-    metrics = task.evaluate(model, tokenizer, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)
+    metrics, rows = task.evaluate_units(model, tokenizer, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)
+    write_per_unit(folder, rows)
     return metrics, time.perf_counter() - start
 
 
@@ -182,7 +202,7 @@ def run_zero_shot(task, cfg: CurveConfig, out: Path) -> dict:
     from ..models.llm import load_model
 
     model, tokenizer = load_model(cfg.model, device=resolve_device(cfg.device))
-    metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg, run_dir(out, 0, None))
     return {"size": 0, "seed": None, "status": "zero-shot", "metrics": metrics, "eval_s": eval_s, "train": None}
 
 
@@ -203,7 +223,7 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
     if result.adapter_dir is None:  # diverged before any usable checkpoint: nothing to evaluate
         return {**row, "metrics": {}, "eval_s": 0.0}
     model, tokenizer = load_finetuned(cfg.model, result.adapter_dir, device=resolve_device(cfg.device))
-    metrics, eval_s = _evaluate(task, model, tokenizer, cfg)
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg, folder)
     return {**row, "metrics": metrics, "eval_s": eval_s}
 
 
@@ -242,6 +262,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
     metric = cfg.metric or task.primary_metric
+    check_metric(task, metric)
     pool = task.train_pool()
     too_big = [n for n in cfg.sizes if n > len(pool)]
     if too_big:

@@ -75,9 +75,12 @@ class EvalResult:
     out_dir: str | None = None
     model: str = ""
     adapter: str | None = None
+    per_unit: list[dict] | None = field(default=None, repr=False)  # written to per_unit.jsonl, not metrics.json
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("per_unit")
+        return data
 
 
 def select_samples(dataset, split: str, users: int | None, seed: int) -> list:
@@ -189,6 +192,7 @@ def evaluate_loaded(model, tokenizer, dataset, samples: Sequence, cfg: BigrecEva
         n_users=len(samples),
         timings={"generate_s": generate_s, "item_embed_s": item_embed_s, "ground_s": ground_s},
         out_dir=str(out) if out else None,
+        per_unit=unit_rows,
     )
 
 

@@ -50,6 +50,18 @@ class RQVAEConfig:
     # A level using fewer than this fraction of min(codebook_size, items) codes is reported as collapsed.
     collapse_fraction: float = 0.25
 
+    def __post_init__(self):
+        # The sizes `leantune tiger semantic-ids` takes as options, named as there; checked before any work.
+        for flag, value in (("--levels", self.levels), ("--codebook-size", self.codebook_size), ("--epochs", self.epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LeantuneError(f"{flag} {value!r}: must be a positive integer")
+        for name in ("latent_dim", "batch_size", "kmeans_iters", "reset_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LeantuneError(f"RQ-VAE {name} {value!r}: must be a positive integer")
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.hidden_dims):
+            raise LeantuneError(f"RQ-VAE hidden_dims {self.hidden_dims!r}: must be positive integers")
+
     def key(self, embeddings_key: str, seed: int) -> str:
         # Only settings that change the codes: checkpointing and the collapse threshold do not.
         settings = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "collapse_fraction")}

@@ -254,15 +254,17 @@ def training_arrays(train: Sequence[Sequence[int]], cfg: SASRecConfig) -> tuple[
 
     Input row = training items but the last; target at a column = the item that follows it. With
     ``train_empty_prefix`` the padding column just before the first item targets the first item.
+    A user without training items (validation/test only) gets a row without targets, i.e. no
+    training sample.
     """
     max_len = cfg.max_len
     inputs = pad_histories([seq[:-1] for seq in train], max_len)
     targets = pad_histories([seq[1:] for seq in train], max_len)
-    widths = np.array([min(len(seq) - 1, max_len) for seq in train])
+    widths = np.array([max(min(len(seq) - 1, max_len), 0) for seq in train], dtype=np.int64)
     if cfg.train_empty_prefix:
         for row, seq in enumerate(train):
             col = max_len - len(seq)  # the column before the first input item
-            if col >= 0:
+            if seq and col >= 0:
                 targets[row, col] = seq[0]
         widths = np.minimum(widths + 1, max_len)
     return inputs, targets, np.maximum(widths, 1)

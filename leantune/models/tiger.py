@@ -367,18 +367,26 @@ class TigerRun:
 
 
 def select_train_samples(dataset, sample_ids: Sequence[int] | None):
+    """The training samples with these ``sample_id``s (the user's line index, as ``leantune prune``
+    writes them), in the given order; all of them when ``sample_ids`` is None. A user without
+    training items has no training sample, so ids are looked up, not used as list positions."""
     samples = dataset.train_samples
     if sample_ids is None:
         return list(samples)
     ids = [int(i) for i in sample_ids]
-    bad = [i for i in ids if not 0 <= i < len(samples)]
-    if bad:
-        raise LeantuneError(f"sample id {bad[0]} out of range: {dataset.name} has training samples 0..{len(samples) - 1}")
-    if len(set(ids)) != len(ids):
-        raise LeantuneError("sample ids contain duplicates")
     if not ids:
         raise LeantuneError("no training samples selected")
-    return [samples[i] for i in ids]
+    by_id = {s.sample_id: s for s in samples}
+    bad = [i for i in ids if i not in by_id]
+    if bad:
+        users = len(dataset.users)
+        if 0 <= bad[0] < users:
+            raise LeantuneError(f"sample id {bad[0]} is not a training sample of {dataset.name}: "
+                                f"user {dataset.users[bad[0]]} has no training items")
+        raise LeantuneError(f"sample id {bad[0]} out of range: {dataset.name} has sample ids 0..{users - 1}")
+    if len(set(ids)) != len(ids):
+        raise LeantuneError("sample ids contain duplicates")
+    return [by_id[i] for i in ids]
 
 
 def validation_samples(dataset, n: int, seed: int):

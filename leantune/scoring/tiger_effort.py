@@ -35,6 +35,9 @@ from torch import nn
 
 from .base import SCORERS
 
+# The ScoringContext.options this scorer reads (listed in the module docstring).
+OPTIONS = ("tiger_ids", "tiger_model_dir", "tiger_warmup_epochs", "tiger_preset", "tiger_batch")
+
 
 class _Head(nn.Module):
     """Decoder last block -> final norm -> output projection -> per-sample loss."""

@@ -16,7 +16,7 @@ from ..io import write_jsonl
 from .attributes_data import AttributeData, Product, load_attribute_data, question_id, split_question_id
 from .attributes_generate import greedy_generate, json_object_closed, line_ended
 from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
-from .attributes_scoring import INVALID, judge, parse_product_answer, parse_question_answer, summarise
+from .attributes_scoring import INVALID, SUMMARY_METRICS, judge, parse_product_answer, parse_question_answer, summarise
 from .base import TASKS, TextExample
 
 UNITS = ("product", "question")
@@ -131,6 +131,16 @@ class AttributeTask:
 
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         return self.predict(model, tokenizer, split, limit, seed)[0]
+
+    def evaluate_units(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0):
+        from ..evaluation.units import attribute_unit_rows
+
+        metrics, rows = self.predict(model, tokenizer, split, limit, seed)
+        return metrics, attribute_unit_rows(rows)
+
+    def metric_names(self) -> list[str]:
+        """The scalar keys ``evaluate`` always returns (per-attribute ones, ``attribute_accuracy/<name>``, besides)."""
+        return list(SUMMARY_METRICS)
 
     @staticmethod
     def _budget(tokenizer, product: Product, attribute: str | None = None) -> int:

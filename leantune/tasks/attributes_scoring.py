@@ -21,6 +21,9 @@ NA = "n/a"
 # Spellings of "no value" a model may use; none of them is a gold value in OA-Mine.
 NA_WORDS = frozenset({"n/a", "n a", "na", "none", "null", "nil", "not available", "not applicable", "unknown", "not mentioned", "not stated", "not specified"})
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
+# The keys ``summarise`` always writes (besides count/*, parse/* and the per-attribute ones).
+SUMMARY_METRICS = ("accuracy", "strict_accuracy", "valued_accuracy", "na_accuracy", "precision", "recall", "f1",
+                   "strict_precision", "strict_recall", "strict_f1", "invalid_rate", "n_questions", "n_valued", "n_products")
 
 
 class _Invalid:

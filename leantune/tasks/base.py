@@ -36,5 +36,10 @@ class Task(Protocol):
         """Metrics of ``model`` (base or with adapter) on ``split``; ``limit`` evaluates a seeded subset."""
         ...
 
+    def evaluate_units(self, model, tokenizer, split: str = "test", limit: int | None = None,
+                       seed: int = 0) -> tuple[dict[str, float], list[dict]]:
+        """``evaluate``'s metrics and the per-unit rows behind them (``leantune.evaluation.units``)."""
+        ...
+
 
 TASKS: Registry[type] = Registry("task")

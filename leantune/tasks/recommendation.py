@@ -79,7 +79,14 @@ class RecommendationTask:
                 samples = sorted(random.Random(self.seed + 1).sample(samples, self.valid_limit), key=lambda s: s.sample_id)
         return self._examples(samples, tokenizer)
 
-    def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
+    def metric_names(self) -> list[str]:
+        """The keys ``evaluate`` returns: recall@K and ndcg@K for the evaluation's K values."""
+        from ..evaluation.bigrec import BigrecEvalConfig
+
+        ks = (self.eval_config or BigrecEvalConfig(cutoff_len=self.cutoff_len)).ks
+        return [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+
+    def _evaluate(self, model, tokenizer, split: str, limit: int | None, seed: int):
         from dataclasses import replace
 
         from ..evaluation.bigrec import BigrecEvalConfig, evaluate_loaded, select_samples
@@ -89,4 +96,11 @@ class RecommendationTask:
         device = str(next(model.parameters()).device)
         cfg = replace(cfg, users=users, seed=seed, split=split, device=device)
         samples = select_samples(self.dataset, split, cfg.users, cfg.seed)
-        return evaluate_loaded(model, tokenizer, self.dataset, samples, cfg, progress=False).metrics
+        return evaluate_loaded(model, tokenizer, self.dataset, samples, cfg, progress=False)
+
+    def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
+        return self._evaluate(model, tokenizer, split, limit, seed).metrics
+
+    def evaluate_units(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0):
+        result = self._evaluate(model, tokenizer, split, limit, seed)
+        return result.metrics, result.per_unit

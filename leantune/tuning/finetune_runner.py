@@ -50,6 +50,10 @@ class FinetuneRunner:
         if hasattr(getattr(self._task, "config", None), "progress"):  # the study prints one line per trial instead
             self._task.config.progress = self.progress
         self.metric = "exp(-valid_loss)" if self.objective == "valid_loss" else (self.metric_name or self._task.primary_metric)
+        if self.objective == "metric":
+            from ..curves.runner import check_metric
+
+            check_metric(self._task, self.metric)  # a typo is refused before the first trial trains
         self._data = None
 
     def settings(self) -> dict:

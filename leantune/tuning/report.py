@@ -203,8 +203,8 @@ def write_report(study: str, storage_url: str, out_dir: str | Path, top_k: int =
 
     matplotlib.use("Agg")
     out_dir = Path(out_dir)
+    rec = load_records(study, storage_url)  # a missing study or storage is refused before any folder is made
     out_dir.mkdir(parents=True, exist_ok=True)
-    rec = load_records(study, storage_url)
     agreement = early_vs_final(rec, top_k)
     _plot_scores(rec, out_dir / PLOTS[0])
     _plot_lr_alpha(rec, out_dir / PLOTS[1])

@@ -181,7 +181,10 @@ def load_space(path: str | Path | None) -> SearchSpace:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "search-space file not found")
-    text = path.read_text()
+    from ..io import open_text
+
+    with open_text(path) as fh:  # not UTF-8, a folder, unreadable: one line naming the file
+        text = fh.read()
     if path.suffix == ".toml":
         import tomllib
 

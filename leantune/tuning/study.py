@@ -22,6 +22,7 @@ a copy that another worker runs. The number of trials is capped exactly by count
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 import warnings
@@ -36,6 +37,17 @@ from .space import SearchSpace
 
 SAMPLERS = ("tpe", "gp", "random")
 FINAL_SUFFIX = "/final"
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is one safe path component (it names the default work dir runs/tune/<study>
+    and, with ``/final``, the phase-2 study): letters, digits, '.', '_' and '-', starting with a
+    letter or digit, at most 100 characters; so no '..', '/' or empty name."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        raise LeantuneError(f"--study {name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit, "
+                            "at most 100 characters); the name becomes a folder runs/tune/<study>")
+    return name
 
 
 @dataclass
@@ -59,6 +71,7 @@ class TuneConfig:
     orphan_after_s: float = 600.0  # a RUNNING trial whose objective never started is failed after this
 
     def __post_init__(self):
+        check_study_name(self.study)
         self.work_dir = Path(self.work_dir)
         if self.trials < 1:
             raise LeantuneError(f"--trials {self.trials}: must be at least 1")
