@@ -106,11 +106,67 @@ def scorer_options() -> list[str]:
 
 
 def check_options(options: dict) -> None:
-    """Refuse an option no scorer reads (a typo would otherwise be ignored without a word)."""
+    """Refuse an option no scorer reads (a typo would otherwise be ignored without a word), and a
+    value a scorer would refuse or choke on, before any folder is made or any model trained."""
+    from dataclasses import fields
+
+    from .scoring.effort import EffortConfig
+    from .scoring.embedding import SOURCES
+    from .scoring.influence import InfluenceConfig
+    from .scoring.surrogate_scores import EarlyConfig
+
     known = scorer_options()
     unknown = [key for key in options if key not in known and key != "progress"]
     if unknown:
         raise LeantuneError(f"--opt {unknown[0]}: unknown option; known: {', '.join(known)}")
+
+    def typed(prefix: str, cls) -> None:  # values of the scorers that take options as given (no text coercion)
+        for f in fields(cls):
+            key = f"{prefix}_{f.name}"
+            if key in options:
+                _check_option_type(key, options[key], getattr(cls(), f.name))
+
+    typed("influence", InfluenceConfig)
+    InfluenceConfig.from_options(options)
+    for prefix in ("grand", "el2n"):
+        typed(prefix, EarlyConfig)
+        EarlyConfig.from_options(options, prefix)
+    if any(key.startswith("effort_") for key in options):
+        EffortConfig.from_options(options).validate()
+    if "embedding_source" in options and options["embedding_source"] not in SOURCES:
+        raise LeantuneError(f"--opt embedding_source={options['embedding_source']!r}: choose one of {', '.join(SOURCES)}")
+    if "tiger_preset" in options:
+        from .models.tiger import PRESETS
+
+        if options["tiger_preset"] not in PRESETS:
+            raise LeantuneError(f"--opt tiger_preset={options['tiger_preset']!r}: choose one of {', '.join(PRESETS)}")
+    for key, least in (("tiger_warmup_epochs", 1), ("tiger_batch", 1)):
+        if key in options:
+            _check_option_type(key, options[key], least)
+            if options[key] < least:
+                raise LeantuneError(f"--opt {key}={options[key]!r}: must be at least {least}")
+    for key in ("surrogate_dir", "tiger_ids", "tiger_model_dir"):
+        if key in options and not isinstance(options[key], (str, Path)):
+            raise LeantuneError(f"--opt {key}={options[key]!r}: expected a path")
+    if "surrogate_dir" in options and not Path(options["surrogate_dir"]).is_dir():
+        raise LeantuneError(f"--opt surrogate_dir={options['surrogate_dir']}: no such folder (a `leantune surrogate train` --out)")
+
+
+def _check_option_type(key: str, value, default) -> None:
+    """``value`` must be of ``default``'s kind: an integer for an int, a number for a float, text for a string."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float) or default is None:  # None: an optional number (influence_cg_damping)
+        ok = (value is None and default is None) or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                     and math.isfinite(value))
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise LeantuneError(f"--opt {key}={value!r}: expected a value like {default!r}")
 
 
 def resolve_method(cfg: PruneConfig) -> "Method":

@@ -1,7 +1,8 @@
 """The bad-input corpus (tests/bad_inputs/cases.json): each case runs ``python -m leantune ARGV``
 in a fresh folder holding the case's files and must end in exit code 2 with one ``error: ...``
-line on stderr (usage errors may add ``try: leantune CMD --help``), no traceback, and every file
-that was there before unchanged."""
+line on stderr (usage errors may add ``try: leantune CMD --help``), no traceback, every file
+that was there before unchanged, and no new file or folder left behind (an --out folder, a
+report folder, a run.json of a command that was refused)."""
 from __future__ import annotations
 
 import base64
@@ -58,8 +59,9 @@ def write_case_files(folder: Path, case: dict) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every path below ``folder``: a file's SHA-256, a folder as "dir"."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
 
 
 def test_corpus_is_well_formed():
@@ -96,4 +98,6 @@ def test_bad_input(case, tmp_path):
     after = snapshot(work)
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"changed or removed: {changed}\n{shown}"
+    left = sorted(set(after) - set(before))
+    assert not left, f"left behind by a refused command: {left}\n{shown}"
     assert seconds < SLOW_S, f"took {seconds:.1f} s (a bad input must be refused before any real work)\n{shown}"

@@ -59,9 +59,11 @@ def test_hand_computed_exact_permutation(tmp_path):
     assert r.p_exact and r.p_value == pytest.approx(0.25, abs=1e-12)
     # Paired MDE: sd(d) with ddof 1 = sqrt(6 * 0.25 / 5) = sqrt(0.3); MDE = (z + z) * sd / sqrt(6).
     assert r.mde_paired == pytest.approx(Z * math.sqrt(0.3) / math.sqrt(6), rel=1e-6)
-    # Planning MDE: baseline per-unit variance (ddof 1) = (5/6) / 5 = 1/6; (z + z) * sqrt(2 * var / n).
-    assert r.mde_planning == pytest.approx(Z * math.sqrt(2 * (1 / 6) / 6), rel=1e-6)
+    # Planning MDE (unpaired): per-unit variances (ddof 1) baseline (5/6) / 5 = 1/6, method
+    # (4 * 1/9 + 2 * 4/9) / 5 = 4/15; row: (z + z) * sqrt((var_b + var_m) / n); table: the baseline twice.
+    assert r.mde_planning == pytest.approx(Z * math.sqrt((1 / 6 + 4 / 15) / 6), rel=1e-6)
     assert r.mde_planning_rel == pytest.approx(r.mde_planning / (1 / 6))
+    assert c.mde_planning == pytest.approx(Z * math.sqrt(2 * (1 / 6) / 6), rel=1e-6)
     # The CI is a percentile interval of resampled diffs: within the possible range, around 0.5.
     assert 0 <= r.ci_low <= 0.5 <= r.ci_high <= 1
     assert r.unit_se > 0 and r.seed_se_diff is None and r.seed_sd is None

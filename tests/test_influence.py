@@ -164,3 +164,20 @@ def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
     assert len(list((tmp_path / "home" / "surrogate").iterdir())) == 2
     with pytest.raises(LeantuneError, match="exactly one target"):
         SCORERS.get("el2n")().score([Sample(0, 1, (1,), (2, 3))], ctx)
+
+
+def test_scorers_on_users_without_training_items(gappy_rec, tmp_path, monkeypatch):
+    # Sample ids skip the users without training items; scores follow the samples, not the ids.
+    monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
+    train_surrogate(gappy_rec, tmp_path / "surrogate", TINY, seed=0, progress=False)
+    model = load_surrogate(tmp_path / "surrogate")
+    options = {"progress": False, "influence_depth": 100, "influence_lissa_batch": 33, "influence_scale": 50.0,
+               "influence_damp": 0.04, "grand_models": 1, "grand_epochs": 1, "el2n_models": 1, "el2n_epochs": 1}
+    ctx = ScoringContext(gappy_rec, seed=0, options=options, extras={"surrogate": model, "surrogate_config": TINY})
+    samples = gappy_rec.train_samples
+    positions = list(range(len(samples)))[::-4]
+    for name, column in (("influence", "influence"), ("grand", "grand"), ("el2n", "el2n")):
+        full = SCORERS.get(name)().score(samples, ctx)[column]
+        assert full.shape == (len(samples),) and np.isfinite(full).all(), name
+        part = SCORERS.get(name)().score([samples[i] for i in positions], ctx)[column]
+        assert np.allclose(part, full[positions]), name

@@ -109,6 +109,33 @@ def test_pool_and_budget_errors(tiny_rec, tmp_path, fake_scorers):
         prune(tiny_rec, 5, "random", tmp_path / "e", selector="coverage", progress=False)
 
 
+def test_options_and_lambda_are_checked_before_any_folder(tiny_rec, tmp_path):
+    from leantune.pruning import scorer_options
+
+    known = scorer_options()
+    assert {"influence_depth", "grand_models", "el2n_epochs", "effort_batch_size", "embedding_source", "surrogate_dir",
+            "tiger_preset", "tiger_ids", "device", "model"} <= set(known)
+    bad = [({"unknown_key": 1}, "--opt unknown_key: unknown option; known: device, effort_adapter"),
+           ({"influence_depth": "abc"}, "--opt influence_depth='abc': expected a value like 5000"),
+           ({"influence_solver": "newton"}, "influence_solver 'newton'"),
+           ({"grand_models": 0}, "grand_models must be >= 1"),
+           ({"effort_dtype": "float8"}, "effort dtype 'float8'"),
+           ({"embedding_source": "pixels"}, "embedding_source='pixels'"),
+           ({"tiger_preset": "huge"}, "tiger_preset='huge'"),
+           ({"surrogate_dir": str(tmp_path / "none")}, "no such folder")]
+    for options, message in bad:
+        with pytest.raises(LeantuneError) as err:
+            prune(tiny_rec, 5, "random", tmp_path / "o", options=options, progress=False)
+        assert message in str(err.value), (options, str(err.value))
+    for lam in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(LeantuneError, match="--lambda .*: the effort weight λ must be a finite number >= 0"):
+            prune(tiny_rec, 5, "random", tmp_path / "o", lam=lam, progress=False)
+    assert not (tmp_path / "o").exists()
+    ok = prune(tiny_rec, 5, "random", tmp_path / "ok", lam=0.0, progress=False,
+               options={"influence_depth": 50, "influence_scale": 100, "grand_model": "trained", "effort_layers": "-1"})
+    assert len(ok.sample_ids) == 5
+
+
 def test_killed_scoring_resumes_to_identical_scores(tiny_rec, tmp_path, fake_scorers, monkeypatch):
     full = prune(tiny_rec, 6, "el2n", tmp_path / "full", chunk_size=8, progress=False)
 

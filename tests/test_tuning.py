@@ -81,6 +81,31 @@ def test_bad_space_file_is_a_one_line_error(tmp_path, text, needle):
 # ----------------------------------------------------------------------------- runs and failures
 
 
+def test_space_file_not_utf8_or_a_folder_is_a_one_line_error(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_bytes(b"[params.lr]\nlow = 1e-5 # \xff\n")
+    with pytest.raises(DataError, match=r"space.toml:2: not UTF-8 text \(byte 0xff"):
+        load_space(path)
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is a folder, not a file"):
+        load_space(folder)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../x", "x/final", "/abs", "a b", "-x", "x" * 101])
+def test_study_names_must_be_one_safe_path_component(tmp_path, name):
+    with pytest.raises(LeantuneError, match="--study"):
+        _cfg(tmp_path, study=name)
+
+
+def test_report_of_a_missing_study_or_storage_makes_no_folder(tmp_path):
+    with pytest.raises(LeantuneError, match="no such SQLite file"):
+        write_report("t", f"sqlite:///{tmp_path / 'none' / 'optuna.db'}", tmp_path / "r1")
+    with pytest.raises(LeantuneError, match="cannot open"):
+        write_report("t", "nothing://x", tmp_path / "r2")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists() and not (tmp_path / "none").exists()
+
+
 def test_failure_reasons():
     ok = RunResult(score=0.4, status="paused", steps=2, total_steps=10, history=[{"step": 2, "train_loss": 1.0, "valid_loss": 1.1}])
     assert failure_reason(ok) is None

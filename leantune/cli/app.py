@@ -13,6 +13,8 @@ app = typer.Typer(
 
 DATA_HELP = "Dataset: 'games' (shipped Amazon Games), 'ml-100k' (MovieLens-100K from recbole), or a folder in the DEALRec format."
 SEED_HELP = "Random seed (every random choice derives from it)."
+# numpy seeds must lie in [0, 2**32); derived seeds add small offsets (seed + 1, seed + 1000 * worker).
+SEED_MAX = 2**31 - 1
 
 
 def seed_everything(seed: int) -> None:

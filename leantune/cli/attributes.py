@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .app import SEED_HELP, app
+from .app import SEED_HELP, SEED_MAX, app
 
 attributes_app = typer.Typer(help="Product attribute-value extraction from titles (OA-Mine): LoRA fine-tuning and evaluation.", no_args_is_help=True)
 app.add_typer(attributes_app, name="attributes")
@@ -53,7 +53,7 @@ def evaluate(
     strict_json: bool = typer.Option(False, "--strict-json", help="Only a reply that is exactly one JSON object counts (no recovery from extra text or cut-off JSON)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default: runs/attributes-eval-<adapter name or zero-shot>-<unit>)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Picks the --limit subset."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Picks the --limit subset."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate answers for every attribute of the test products and score them (accuracy, P/R/F1, per attribute)."""
@@ -64,11 +64,12 @@ def evaluate(
 
     from ..errors import LeantuneError
 
+    if split not in ("test", "valid"):
+        raise LeantuneError(f"--split {split!r}: choose 'test' or 'valid'")
     if limit is not None and limit < 1:
         raise LeantuneError(f"--limit {limit}: must be at least 1 (omit it for every test product)")
-    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, progress=not quiet)
-    task.data.products(split)  # an unknown split is refused before the model loads
     dev = resolve_device(device)
+    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, progress=not quiet)
     if adapter is not None and not (adapter / "adapter_config.json").exists():
         raise LeantuneError(f"--adapter {adapter}: not a LoRA adapter folder (no adapter_config.json)")
     if adapter is not None:
@@ -107,7 +108,7 @@ def finetune_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/attributes-<unit>-n<units>-s<seed>); re-running resumes."),
     evaluate_limit: Optional[int] = typer.Option(100, "--eval-limit", help="Then evaluate on N seeded test products (0: skip)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """LoRA fine-tune on the training products (shared trainer, loss on the answers), then evaluate."""
@@ -119,6 +120,15 @@ def finetune_cmd(
     from ..tasks.attributes import AttributeTask, write_predictions
     from ..train import FinetuneConfig, finetune, load_finetuned
 
+    from ..errors import LeantuneError
+
+    # Every setting is checked before the data, the tokenizer or the model is loaded.
+    for flag, value, least in (("--train-limit", train_limit, 1), ("--valid-limit", valid_limit, 0), ("--eval-limit", evaluate_limit, 0)):
+        if value is not None and value < least:
+            raise LeantuneError(f"{flag} {value}: must be at least {least}")
+    dev = resolve_device(device)
+    cfg = FinetuneConfig(r=r, alpha=alpha, lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, epochs=epochs,
+                         max_steps=max_steps, train_on_inputs=AttributeTask.train_on_inputs, seed=seed, device=dev)
     task = AttributeTask(data=data, unit=unit, progress=not quiet)
     pool = task.train_pool()
     units = pool if train_limit is None or train_limit >= len(pool) else random.Random(seed).sample(pool, train_limit)
@@ -126,9 +136,6 @@ def finetune_cmd(
     tokenizer = load_tokenizer(model)
     train = task.train_examples(units, tokenizer)
     valid = task.valid_examples(tokenizer, limit=valid_limit, seed=seed) if valid_limit else None
-    dev = resolve_device(device)
-    cfg = FinetuneConfig(r=r, alpha=alpha, lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, epochs=epochs,
-                         max_steps=max_steps, train_on_inputs=task.train_on_inputs, seed=seed, device=dev)
     result = finetune(model, train, valid, out / "train", cfg, progress=not quiet)
     print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen} tokens in {result.wall_s:.0f} s"
           + (f", best valid loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "")

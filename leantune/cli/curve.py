@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import SEED_HELP, app
+from .app import SEED_HELP, SEED_MAX, app
 
 CURVE_HELP = (
     "Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the same "
@@ -64,7 +64,7 @@ def curve(
     ),
     cached_only: bool = typer.Option(False, "--cached-only", help="Train nothing: fit and plot the runs already in --out (e.g. while another process fills it)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Curve folder (default: runs/curve-<task>-<unit>-<method>-<model>)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     from ..curves import CurveConfig, learning_curve

@@ -5,7 +5,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .app import DATA_HELP, SEED_HELP, app
+from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
 
 data_app = typer.Typer(help="Inspect recommendation datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -14,7 +14,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("stats")
 def stats(
     data: str = typer.Option("games", "--data", help=DATA_HELP),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " The counts themselves draw nothing at random."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " The counts themselves draw nothing at random."),
 ) -> None:
     """Print users, items, samples (and users with validation/test items only), history-length
     percentiles and users with targets."""

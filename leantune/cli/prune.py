@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..pruning import methods_help
-from .app import DATA_HELP, SEED_HELP, app
+from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
 
 PRUNE_HELP = f"""Score the training samples and keep --budget of them.
 
@@ -60,7 +60,7 @@ def prune_cmd(
     model: str = typer.Option("smollm2", "--model", help="LLM used by LLM-based scorers (effort); unused with --recommender tiger."),
     recommender: str = typer.Option("bigrec", "--recommender", help="'bigrec' (LLM effort) or 'tiger' (TIGER effort; see above)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/prune-<data>-<method>-b<budget>-s<seed>, plus -p<N> with --pool)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     selector: Optional[str] = typer.Option(None, "--selector", help="Use this selector instead of the method's (ablations)."),
     hard_prune: Optional[float] = typer.Option(None, "--hard-prune", help="Fraction of highest-scored samples dropped first by coverage/stratified (default 0.1)."),
     ranges: Optional[int] = typer.Option(None, "--ranges", help="Equal-width score ranges for coverage/stratified (default 50)."),

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import DATA_HELP, SEED_HELP, app
+from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
 
 MODEL_HELP = "Causal LM: 'smollm2' (SmolLM2-135M-Instruct, shipped), 'tiny' (random 2-layer test model) or a local transformers folder."
 DEVICE_HELP = "'auto' (cuda when available), 'cpu' or 'cuda'."
@@ -68,20 +68,20 @@ def run_cmd(
     recommender: str = typer.Option("bigrec", "--recommender", help="'bigrec' (LoRA fine-tuned LLM) or 'tiger' (semantic-ID T5 trained from scratch); see above."),
     budget: int = typer.Option(256, "--budget", help="Training samples (users) to select and train on."),
     method: str = typer.Option("dealrec", "--method", help="Pruning method (see `leantune prune --help`)."),
-    pool: Optional[int] = typer.Option(None, "--pool", help="Score a seeded random sub-pool of N training samples (default: 4096 for bigrec, all for tiger; 0 = all)."),
-    test_users: int = typer.Option(500, "--test-users", help="Seeded sub-sample of test users to evaluate (0 = all)."),
+    pool: Optional[int] = typer.Option(None, "--pool", help="Score a seeded random sub-pool of N training samples (default: 4096 for bigrec, or all samples of a smaller dataset; all for tiger; 0 = all)."),
+    test_users: int = typer.Option(500, "--test-users", min=0, help="Seeded sub-sample of test users to evaluate (0 = all)."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/run-<data>-<method>-b<budget>-s<seed>; runs/run-<data>-<method>-tiger-b<budget>-s<seed> for tiger)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Selection and training; test users use --eval-seed."),
-    eval_seed: int = typer.Option(0, "--eval-seed", help="Seed of the test-user sample (same users across runs)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Selection and training; test users use --eval-seed."),
+    eval_seed: int = typer.Option(0, "--eval-seed", min=0, max=SEED_MAX, help="Seed of the test-user sample (same users across runs)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Maximum epochs (bigrec: default 2 on CPU, the reference uses 50 with early stopping; tiger: default 60, early-stopped on validation loss)."),
     preset: str = typer.Option("small", "--preset", help="tiger only: model size 'small' (2+2 layers, d_model 64; CPU default) or 'paper' (TIGER's 4+4 layers, d_model 128); also the size of the model behind TIGER effort."),
     ids: Optional[Path] = typer.Option(None, "--ids", help="tiger only: semantic-IDs folder (default runs/tiger-<data>/, built there once if missing)."),
     opt: List[str] = typer.Option([], "--opt", help="Extra scorer option KEY=VALUE for the prune stage (repeatable), as in `leantune prune --opt`, e.g. influence_solver=cg."),
     effort_epochs: int = typer.Option(1, "--effort-epochs", help="tiger only: epochs of the full-data TIGER model whose gradient norms are the effort score (dealrec, effort)."),
     base: bool = typer.Option(True, "--base/--no-base", help="Also evaluate the base model on the same users (cached across runs)."),
-    beams: int = typer.Option(4, "--beams", help="Beam width of generation."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Generation length limit."),
+    beams: int = typer.Option(4, "--beams", min=1, help="Beam width of generation."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Generation length limit."),
     gen_batch_size: Optional[int] = typer.Option(None, "--gen-batch-size", help="Prompts per generation batch (default: chosen from the prompt lengths)."),
     gen_dtype: str = typer.Option("float32", "--gen-dtype", help=GEN_DTYPE_HELP),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, modules: str = MODULES, lr: float = LR,
@@ -96,8 +96,12 @@ def run_cmd(
     prune_options = {"options": _parse_options(opt)} if opt else {}  # none: the settings of earlier runs
     if recommender not in RECOMMENDERS:
         raise LeantuneError(f"--recommender {recommender!r}: choose one of {', '.join(RECOMMENDERS)}")
-    if pool is None:
-        pool = 4096 if recommender == "bigrec" else 0
+    if pool is None and recommender == "bigrec":  # 4096, or every sample of a smaller dataset
+        from ..data import load_dataset
+
+        pool = min(4096, len(load_dataset(data).train_samples))
+    elif pool is None:
+        pool = 0
     if recommender == "tiger":
         _run_tiger(data, budget, method, pool, test_users, out, seed, eval_seed, epochs, preset, ids, effort_epochs,
                    prune_options, device, quiet)
@@ -156,13 +160,13 @@ def _print_summary(run) -> None:
 def evaluate_cmd(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder (e.g. RUN/finetune/adapter); without it the base model is evaluated."),
     data: str = typer.Option("games", "--data", help=DATA_HELP),
-    users: int = typer.Option(500, "--users", help="Seeded sub-sample of users with targets (0 = all)."),
+    users: int = typer.Option(500, "--users", min=0, help="Seeded sub-sample of users with targets (0 = all)."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     split: str = typer.Option("test", "--split", help="'test' (targets: all test items) or 'valid' (the first validation item)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for predictions.jsonl, per_unit.jsonl and metrics.json (default: runs/eval-<data>-<adapter>-u<users>-s<seed>; for the base model the shared cache that `leantune run` also reuses); re-running reuses it, an interrupted evaluation resumes at the next batch of users."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP + " Picks the users."),
-    beams: int = typer.Option(4, "--beams", help="Beam width of generation."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Generation length limit."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Picks the users."),
+    beams: int = typer.Option(4, "--beams", min=1, help="Beam width of generation."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Generation length limit."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts per generation batch (default: chosen from the prompt lengths)."),
     gen_dtype: str = typer.Option("float32", "--gen-dtype", help=GEN_DTYPE_HELP),
     cutoff: int = CUTOFF,
@@ -175,6 +179,10 @@ def evaluate_cmd(
     from ..evaluation.metrics import format_metrics
     from ..train.pipeline import resolve_device
 
+    if adapter is not None and not (adapter / "adapter_config.json").exists():
+        from ..errors import LeantuneError
+
+        raise LeantuneError(f"--adapter {adapter}: not a LoRA adapter folder (no adapter_config.json)")
     cfg = BigrecEvalConfig(users=users or None, seed=seed, split=split, num_beams=beams, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, cutoff_len=cutoff, device=resolve_device(device), gen_dtype=gen_dtype)
     if out is None and adapter is None:
@@ -203,7 +211,7 @@ def finetune_cmd(
     budget: Optional[int] = typer.Option(None, "--budget", help="Without --selection: a seeded random sample of this many training samples."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/finetune-<data>-n<samples>-s<seed>); re-running resumes or reuses it."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     epochs: float = typer.Option(50, "--epochs", help="Maximum epochs (early stopping on validation loss usually ends sooner)."),
     stop_after_fraction: Optional[float] = typer.Option(None, "--stop-after-fraction", help="Train this fraction of the schedule and pause (resume by running again without it)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, modules: str = MODULES, lr: float = LR,
@@ -226,7 +234,10 @@ def finetune_cmd(
 
         units = [str(i) for i in load_selection(selection).sample_ids]
     elif budget:
-        units = sorted(random.Random(seed).sample(task.train_pool(), budget), key=int)
+        pool = task.train_pool()
+        if not 0 < budget <= len(pool):
+            raise LeantuneError(f"--budget {budget}: must be between 1 and {len(pool)} (training samples of {data})")
+        units = sorted(random.Random(seed).sample(pool, budget), key=int)
     else:
         raise LeantuneError("finetune needs --selection FILE or --budget N")
     cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,

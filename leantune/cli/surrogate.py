@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .app import DATA_HELP, SEED_HELP, app
+from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
 
 surrogate_app = typer.Typer(help="Train and evaluate the SASRec surrogate model.", no_args_is_help=True)
 app.add_typer(surrogate_app, name="surrogate")
@@ -24,7 +24,7 @@ def train(
     hidden: int = typer.Option(64, "--hidden", min=1, help="Hidden size."),
     dropout: float = typer.Option(0.5, "--dropout", min=0.0, max=0.99, help="Dropout rate."),
     max_len: int = typer.Option(50, "--max-len", min=1, help="Most recent items kept per history."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
 ) -> None:
     """Train SASRec with early stopping on validation NDCG@10; print test metrics against most-popular."""
     from rich.console import Console
@@ -34,9 +34,13 @@ def train(
     from ..models.sasrec import SASRecConfig, surrogate_key, train_surrogate
     from ..paths import cache_dir
 
-    dataset = load_dataset(data)
+    from ..errors import LeantuneError
+
     cfg = SASRecConfig(hidden=hidden, dropout=dropout, max_len=max_len, lr=lr, batch_size=batch_size,
-                       max_epochs=epochs, patience=patience)
+                       max_epochs=epochs, patience=patience)  # bad settings are refused before the data loads
+    if out is not None and out.exists() and not out.is_dir():
+        raise LeantuneError(f"--out {out}: is a file, not a folder")
+    dataset = load_dataset(data)
     out = out or cache_dir("surrogate", surrogate_key(dataset, cfg, seed))
     command = shlex.join(["leantune", "surrogate", "train", "--data", data, "--out", str(out), "--epochs", str(epochs),
                           "--patience", str(patience), "--lr", str(lr), "--batch-size", str(batch_size), "--hidden",

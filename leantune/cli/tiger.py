@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .app import DATA_HELP, SEED_HELP, app
+from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
 
 tiger_app = typer.Typer(
     help="TIGER: items as semantic-ID tuples (RQ-VAE), a small T5 generating the next item's tuple.",
@@ -21,11 +21,35 @@ PRESET_HELP = "Model size: 'paper' (TIGER: 4+4 layers, d_model 128, FFN 1024) or
 
 
 def _device(name: str) -> str:
+    _check_device(name)
     if name != "auto":
         return name
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_device(name: str) -> None:
+    from ..errors import LeantuneError
+
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise LeantuneError(f"--device {name!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _check_train_config(cfg) -> None:
+    """The `tiger train` settings, checked before the semantic IDs are built (which takes minutes)."""
+    import math
+
+    from ..errors import LeantuneError
+
+    if cfg.val_metric not in ("loss", "recall@10"):
+        raise LeantuneError(f"--val-metric {cfg.val_metric!r}: choose 'loss' or 'recall@10'")
+    for flag, value, least in (("--epochs", cfg.max_epochs, 1), ("--min-steps", cfg.min_steps, 0), ("--batch-size", cfg.batch_size, 1),
+                               ("--val-users", cfg.val_users, 0), ("--patience", cfg.patience, 1)):
+        if value < least:
+            raise LeantuneError(f"{flag} {value}: must be at least {least}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise LeantuneError(f"--lr {cfg.lr}: must be a positive number")
 
 
 def _print_stats(stats) -> None:
@@ -53,7 +77,7 @@ def semantic_ids_cmd(
     epochs: int = typer.Option(50, "--epochs", help="RQ-VAE passes over all items."),
     levels: int = typer.Option(3, "--levels", help="Residual quantisation levels (a collision token is added after them)."),
     codebook_size: int = typer.Option(256, "--codebook-size", help="Codes per level."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Embed item text (all-MiniLM-L6-v2), train the RQ-VAE, write semantic_ids.json and rqvae.safetensors.
@@ -87,7 +111,7 @@ def train_cmd(
     val_metric: Optional[str] = typer.Option(None, "--val-metric", help="Early stopping on 'loss' (default) or 'recall@10' (constrained beam search) of the validation subset."),
     val_users: Optional[int] = typer.Option(None, "--val-users", help="Seeded validation subset size (default 2000; 0 = all)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Validations without improvement before stopping (default 3)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -104,6 +128,8 @@ def train_cmd(
     select_train_samples(dataset, sample_ids)  # bad ids are refused before the semantic IDs are built
     cfg = tiger_config(preset, max_epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr,
                        val_metric=val_metric, val_users=val_users, patience=patience)
+    _check_train_config(cfg)
+    _check_device(device)
     sids = _semantic_ids(dataset, ids, seed, not quiet)
     if out is None:
         name = "full" if selection is None else (selection if selection.is_dir() else selection.parent).name
@@ -121,7 +147,7 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="'test' (history = train + valid items) or 'valid'."),
     users: int = typer.Option(0, "--users", help="Evaluate a seeded random subset of this many users (0 = all)."),
     beam: int = typer.Option(20, "--beam", help="Beam width (at least 20, the largest K)."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -138,6 +164,13 @@ def evaluate_cmd(
         raise LeantuneError(f"--split {split!r}: choose 'test' or 'valid'")
     if beam < 20:
         raise LeantuneError(f"--beam {beam}: must be at least 20 to rank 20 items")
+    if users < 0:
+        raise LeantuneError(f"--users {users}: must be at least 0 (0 = all)")
+    _check_device(device)
+    from ..models.tiger import MODEL_FILE
+
+    if not (model / MODEL_FILE).is_file():  # before the semantic IDs are built
+        raise LeantuneError(f"{model / MODEL_FILE}: no trained weights (run `leantune tiger train` first)")
     dataset = load_dataset(data)
     sids = _semantic_ids(dataset, ids, seed, not quiet)
     result = evaluate_tiger(dataset, sids, model, split=split, users=users, seed=seed, beam_size=beam, progress=not quiet,

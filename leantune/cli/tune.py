@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import SEED_HELP, app, seed_everything
+from .app import SEED_HELP, SEED_MAX, app, seed_everything
 
 tune_app = typer.Typer(
     help="Early-performance Bayesian search over LoRA hyperparameters: score every trial early, continue the top-k.",
@@ -18,7 +18,7 @@ tune_app = typer.Typer(
 )
 app.add_typer(tune_app, name="tune")
 
-STUDY_HELP = "Study name (one study per search; workers started with the same name and storage share it)."
+STUDY_HELP = "Study name (one study per search; workers started with the same name and storage share it): letters, digits, '.', '_' and '-', at most 100 characters, as it names the folder runs/tune/<study>."
 STORAGE_HELP = "Optuna storage URL, e.g. sqlite:///tune.db or postgresql://user@host/db (default: sqlite in --work-dir)."
 WORK_HELP = "Folder for checkpoints and the default SQLite file (default: runs/tune/<study>); shared by all workers."
 
@@ -58,7 +58,7 @@ def tune(
     max_retry: int = typer.Option(2, help="How often a trial of a killed worker is retried."),
     report: bool = typer.Option(True, help="Write the report (markdown + PNGs) into <work-dir>/report when done."),
     progress: bool = typer.Option(False, help="Show the trainer's progress bars inside each trial."),
-    seed: int = typer.Option(0, help=SEED_HELP),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help=SEED_HELP),
     synthetic_step_s: float = typer.Option(0.0, hidden=True, help="Seconds per simulated step (tests of concurrency)."),
 ) -> None:
     """Run a search worker: phase 1 (early-scored trials), then phase 2 (continue the top-k), then the report."""
@@ -88,10 +88,11 @@ def tune(
         settings = {"runner": "finetune", **trial_runner.settings()}
     else:
         raise LeantuneError(f"--runner {runner!r}: choose 'finetune' or 'synthetic'")
+    # Opens (or creates) the study first: a storage that cannot be opened is refused before anything is printed.
+    search = EarlySearch(cfg, trial_runner, search_space, settings=settings, log=lambda line: print(line, flush=True))
     print(f"study {study!r} in {public_url(cfg.storage_url)} (work dir {work}); worker {worker}; {trials} trials to "
           f"{early_fraction:.0%} of their schedule, then the top {top_k}{' (all: --validate-all)' if validate_all else ''} to the end", flush=True)
     print("search space: " + "; ".join(search_space.describe()), flush=True)
-    search = EarlySearch(cfg, trial_runner, search_space, settings=settings, log=lambda line: print(line, flush=True))
     search.run()
     if report:
         md = write_report(study, cfg.storage_url, work / "report", top_k=top_k)
@@ -108,8 +109,11 @@ def report_cmd(
     top_k: int = typer.Option(5, help="k of the early-vs-final top-k overlap."),
 ) -> None:
     """Write markdown + PNGs for a study: scores per trial, lr vs alpha, validation loss, early vs final ranks."""
+    from ..errors import LeantuneError
     from ..tuning import default_storage, write_report
 
+    if top_k < 1:
+        raise LeantuneError(f"--top-k {top_k}: must be at least 1")
     work = _work_dir(work_dir, study)
     url = storage or default_storage(work)
     md = write_report(study, url, out or work / "report", top_k=top_k)

@@ -530,15 +530,21 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
             tol = _TIE_TOL * max(1.0, abs(t_obs[name]))
             exceed[name] += int(np.count_nonzero(np.abs(t) >= abs(t_obs[name]) - tol))
 
-    # Planning MDE from the baseline alone (unpaired): (z + z) * sqrt(2) * SE of one baseline run's value.
+    # Planning MDE (unpaired): (z + z) * sqrt(se_b² + se_m²), with se_x the SE of one run's value from
+    # its per-unit spread; the table-level figure assumes the method spreads like the baseline.
+    def run_se(name: str) -> float:
+        if m.micro:
+            return float(np.std(boot[name], ddof=1))
+        variances = [_cluster_var(cluster_data[name][r], groups[name].values[r], n_units)
+                     for r in range(cluster_data[name].shape[0])]
+        return math.sqrt(float(np.mean(variances)) / n_units)
+
     base_value = groups[baseline].value
-    if m.micro:
-        se_b = float(np.std(boot[baseline], ddof=1))
-    else:
-        variances = [_cluster_var(cluster_data[baseline][r], groups[baseline].values[r], n_units)
-                     for r in range(cluster_data[baseline].shape[0])]
-        se_b = math.sqrt(float(np.mean(variances)) / n_units)
+    se_b = run_se(baseline)
+    se_m = {name: run_se(name) for name in others}
     mde_planning = z * math.sqrt(2.0) * se_b
+    if se_b == 0.0 and others:  # a baseline without any spread (e.g. no hits at all) says nothing alone
+        mde_planning = max(z * se_m[name] for name in others)
 
     rows = []
     b_group = groups[baseline]
@@ -562,8 +568,8 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
             name=name, n_seeds=len(g.values), value=g.value, diff=diff, rel=_rel(diff, b_group.value),
             ci_low=float(lo), ci_high=float(hi), p_value=float(min(1.0, p)), p_exact=exact, unit_se=unit_se,
             seed_sd=g.seed_sd, seed_se_diff=seed_se, mde_paired=float(mde_paired),
-            mde_paired_rel=_rel(mde_paired, b_group.value), mde_planning=mde_planning,
-            mde_planning_rel=_rel(mde_planning, b_group.value),
+            mde_paired_rel=_rel(mde_paired, b_group.value), mde_planning=z * math.sqrt(se_b ** 2 + se_m[name] ** 2),
+            mde_planning_rel=_rel(z * math.sqrt(se_b ** 2 + se_m[name] ** 2), b_group.value),
         ))
     return Comparison(
         metric=metric, metric_kind=m.kind, baseline=baseline, baseline_value=base_value, n_units=n_units,

@@ -61,6 +61,22 @@ class SASRecConfig:
     restore_best: bool = True  # keep the best validation epoch (False: the last epoch, e.g. early-training models)
     init_std: float = 0.02
 
+    def __post_init__(self):
+        # Named as `leantune surrogate train`'s options where it has one; checked before any work.
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise LeantuneError(f"--lr {self.lr}: must be a positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise LeantuneError(f"SASRec weight_decay {self.weight_decay}: must be a finite number >= 0")
+        if not 0 <= self.dropout < 1:
+            raise LeantuneError(f"--dropout {self.dropout}: must be in [0, 1)")
+        for flag, value, least in (("--hidden", self.hidden, 1), ("--max-len", self.max_len, 1), ("--batch-size", self.batch_size, 1),
+                                   ("--epochs", self.max_epochs, 0), ("--patience", self.patience, 0),
+                                   ("SASRec blocks", self.blocks, 1), ("SASRec heads", self.heads, 1), ("SASRec eval_every", self.eval_every, 1)):
+            if value < least:
+                raise LeantuneError(f"{flag} {value}: must be at least {least}")
+        if self.hidden % self.heads:
+            raise LeantuneError(f"--hidden {self.hidden}: must be a multiple of the {self.heads} attention heads")
+
     @classmethod
     def from_dict(cls, data: dict) -> "SASRecConfig":
         known = {f.name for f in fields(cls)}

@@ -105,8 +105,8 @@ def _intervals(units: dict) -> list[str]:
         for metric in ("recall@20", "ndcg@20"):
             row = compare(evaluations, baseline="base", metric=metric, n_boot=2000, n_perm=2000).rows[0]
             lines.append(f"- fine-tuned − base, {metric}: {row.diff:+.4f} (95% paired CI {row.ci_low:+.4f} … "
-                         f"{row.ci_high:+.4f}, permutation p = {row.p_value:.3g}); a difference below "
-                         f"{row.mde_planning:.4f} is not detectable at 80% power with {n} users")
+                         f"{row.ci_high:+.4f}, permutation p = {row.p_value:.3g}); with {n} users a difference below "
+                         f"{row.mde_planning:.4f} is not detectable at 80% power")
     lines.append("\nCompare runs with `leantune compare RUN... --with-base` (paired intervals over the same users).")
     return lines
 

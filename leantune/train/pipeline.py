@@ -52,11 +52,29 @@ def default_run_dir(cfg: BigrecRunConfig) -> Path:
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+    if device == "auto":
+        import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise LeantuneError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def _check_run(cfg: BigrecRunConfig, dataset) -> None:
+    """Settings of every stage that can be checked without work."""
+    from ..models.llm import resolve_model
+    from ..pruning import PruneConfig
+
+    n = len(dataset.train_samples)
+    if cfg.pool is not None and not 0 < cfg.pool <= n:
+        raise LeantuneError(f"--pool {cfg.pool}: must be between 1 and {n} (training samples of {dataset.name})")
+    if not 0 < cfg.budget <= (cfg.pool or n):
+        raise LeantuneError(f"--budget {cfg.budget}: must be between 1 and {cfg.pool or n} (the pool)")
+    fields = {k: v for k, v in cfg.prune_options.items() if k != "options"}
+    PruneConfig(budget=cfg.budget, method=cfg.method, seed=cfg.seed, pool=cfg.pool,
+                options=dict(cfg.prune_options.get("options", {})), **fields).validate()
+    resolve_model(cfg.model)
 
 
 def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=print) -> RunFolder:
@@ -68,11 +86,17 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
     from .lora import finetune
 
     out = Path(out_dir) if out_dir else default_run_dir(cfg)
-    # The device changes speed, not results; a run may be continued on another machine.
-    run = RunFolder(out, "bigrec", cfg.settings(), ignore=("device", "gen_batch_size"))
+    # Everything that can be checked is checked before the run folder exists: a refused command
+    # leaves nothing behind, and no bad setting surfaces after pruning and fine-tuning.
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.data)
     task = RecommendationTask(dataset, cutoff_len=cfg.finetune.cutoff_len)
+    eval_cfg = BigrecEvalConfig(users=cfg.test_users, seed=cfg.eval_seed, num_beams=cfg.num_beams,
+                                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
+                                cutoff_len=cfg.finetune.cutoff_len, device=device, gen_dtype=cfg.gen_dtype)
+    _check_run(cfg, dataset)
+    # The device changes speed, not results; a run may be continued on another machine.
+    run = RunFolder(out, "bigrec", cfg.settings(), ignore=("device", "gen_batch_size"))
 
     if not run.done("prune"):
         log(f"[prune] {cfg.method}, budget {cfg.budget}, pool {cfg.pool} -> {out / 'prune'}")
@@ -105,9 +129,6 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
     ft_out = run.outputs("finetune")
     adapter = ft_out.get("adapter_dir")
 
-    eval_cfg = BigrecEvalConfig(users=cfg.test_users, seed=cfg.eval_seed, num_beams=cfg.num_beams,
-                                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size,
-                                cutoff_len=cfg.finetune.cutoff_len, device=device, gen_dtype=cfg.gen_dtype)
     if not run.done("evaluate"):
         if adapter is None:
             raise LeantuneError(f"{out}: fine-tuning diverged before any checkpoint ({ft_out.get('reason')}); nothing to evaluate")

@@ -43,6 +43,10 @@ class FinetuneRunner:
             raise LeantuneError(f"--objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if self.train_size is not None and self.train_size < 1:
             raise LeantuneError(f"--train-size {self.train_size}: must be at least 1")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise LeantuneError(f"--eval-limit {self.eval_limit}: must be at least 1 (0: all)")
+        if self.valid_loss_size < 1:
+            raise LeantuneError(f"--valid-size {self.valid_loss_size}: must be at least 1")
         from ..tasks.base import TASKS
 
         _import_tasks()

@@ -83,6 +83,10 @@ class TuneConfig:
             raise LeantuneError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if self.heartbeat_interval < 1:
             raise LeantuneError(f"--heartbeat {self.heartbeat_interval}: must be at least 1 second")
+        if self.max_retry < 0:
+            raise LeantuneError(f"--max-retry {self.max_retry}: must be at least 0")
+        if self.worker < 0:
+            raise LeantuneError(f"--worker {self.worker}: must be at least 0")
 
     @property
     def storage_url(self) -> str:
