@@ -21,3 +21,20 @@ def cache_dir(*parts: str) -> Path:
     path = leantune_home().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def display_path(path) -> str:
+    """``path`` as written into reports: relative to the working folder when inside it, else
+    ``$LEANTUNE_HOME/...`` when inside the cache, else as it is (no machine paths in shared results)."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return str(path)
+    for root, label in ((Path.cwd().resolve(), None), (leantune_home().resolve(), "$LEANTUNE_HOME")):
+        try:
+            rel = resolved.relative_to(root)
+        except ValueError:
+            continue
+        return str(rel) if label is None else f"{label}/{rel}"
+    return str(path)

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import DataError, LeantuneError
 from ..io import read_json, read_jsonl, write_json
+from ..paths import display_path
 from .units import PER_UNIT_FILE
 
 MICRO_METRICS = ("f1", "precision", "recall")
@@ -500,7 +501,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         values = [float(v) for v in per_seed]
         sd = float(np.std(per_seed, ddof=1)) if len(values) > 1 else None
         groups[name] = GroupSummary(name=name, seeds=[ev.seed for ev in evs], values=values,
-                                    value=float(np.mean(per_seed)), seed_sd=sd, paths=[str(ev.path) for ev in evs])
+                                    value=float(np.mean(per_seed)), seed_sd=sd, paths=[display_path(ev.path) for ev in evs])
     names = list(groups_evs)
     others = [n for n in names if n != baseline]
 
