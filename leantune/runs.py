@@ -69,6 +69,9 @@ class RunFolder:
         previous = self.stages.get(name, {})
         entry = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "attempts": previous.get("attempts", 0) + 1}
+        # A stage resumed after an interruption or failure keeps the time its earlier attempts spent:
+        # ``wall_s`` is the total over attempts, ``last_attempt_s`` the latest one.
+        earlier = previous.get("wall_s", 0.0) if previous.get("status") not in (None, "finished") else 0.0
         self.stages[name] = entry
         self.save()
         handle = StageHandle(name)
@@ -76,14 +79,17 @@ class RunFolder:
         try:
             yield handle
         except KeyboardInterrupt:
-            entry.update(status="interrupted", wall_s=time.perf_counter() - start)
+            last = time.perf_counter() - start
+            entry.update(status="interrupted", wall_s=earlier + last, last_attempt_s=last)
             self.save()
             raise
         except BaseException as exc:
-            entry.update(status="failed", wall_s=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
+            last = time.perf_counter() - start
+            entry.update(status="failed", wall_s=earlier + last, last_attempt_s=last, error=f"{type(exc).__name__}: {exc}")
             self.save()
             raise
-        entry.update(status="finished", wall_s=time.perf_counter() - start, outputs=_plain(handle.outputs))
+        last = time.perf_counter() - start
+        entry.update(status="finished", wall_s=earlier + last, last_attempt_s=last, outputs=_plain(handle.outputs))
         self.save()
 
     def wall_times(self) -> dict[str, float]:
