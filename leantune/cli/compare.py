@@ -27,7 +27,7 @@ Example: leantune power --rate 0.015 --units 2000
 
 @app.command("compare", help=COMPARE_HELP)
 def compare_cmd(
-    runs: List[str] = typer.Argument(..., metavar="RUN_OR_GLOB...", help="Run folders, evaluation folders or globs (quoted) of them."),
+    runs: List[str] = typer.Argument(..., help="Run folders, evaluation folders or globs (quoted) of them."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other method is compared to (default: 'random' if present, else the first method)."),
     metric: str = typer.Option("recall@20", "--metric", help="Per-unit column to compare (e.g. recall@20, ndcg@10, hits@20, correct), or micro f1/precision/recall for attribute runs."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for comparison.md/.json and forest.png (default: runs/compare-<metric>)."),
