@@ -56,6 +56,14 @@ def test_shared_prefix_generation_equals_whole_prompts(tiny_model):
     assert shared == whole == auto == single
 
 
+def test_identical_prompts_share_all_but_their_last_token(tiny_model):
+    model, tokenizer = tiny_model
+    prompt = "Below is an instruction. ### Input: Halo\n### Response:\n"
+    alone = generate_texts(model, tokenizer, [prompt], GenerationSettings(2, 4, 1), progress=False)
+    together = generate_texts(model, tokenizer, [prompt, prompt], GenerationSettings(2, 4, 2), progress=False)
+    assert together == alone * 2
+
+
 def test_shared_prefix_cache_gives_the_same_next_token_logits(tiny_model):
     """The text test above is weak with a random model that repeats one token, so compare the
     next-token logits after prefilling with and without the shared prefix cache."""

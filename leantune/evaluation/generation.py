@@ -183,9 +183,10 @@ def _prefill(model, input_ids, attention_mask, num_beams: int, prefix_cache=None
             cache.update(entry.keys.expand(batch, -1, -1, -1).contiguous(),
                          entry.values.expand(batch, -1, -1, -1).contiguous(), layer)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    _decoder(model)(
-        input_ids=input_ids[:, shared:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, shared:-1],
-        cache=cache, use_cache=True,
-    )
+    if input_ids.shape[1] - 1 > shared:  # else every row's own part is its last token (identical prompts)
+        _decoder(model)(
+            input_ids=input_ids[:, shared:-1], attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, shared:-1], cache=cache, use_cache=True,
+        )
     cache.batch_repeat_interleave(num_beams)
     return cache
