@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..errors import LeantuneError
 from ..io import read_json, write_json
+from ..train.pipeline import resolve_device
 
 DEFAULT_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
 
@@ -176,16 +177,6 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
         max_steps=cfg.steps_for(size), train_on_inputs=train_on_inputs, seed=seed, device=resolve_device(cfg.device),
         bf16=True if cfg.bf16 else None,
     )
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise LeantuneError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
-    return device
 
 
 def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path) -> tuple[dict, float]:

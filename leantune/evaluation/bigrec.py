@@ -14,14 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..errors import LeantuneError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from .generation import GenerationSettings, generate_texts
 from .grounding import clean_prediction, item_embeddings, rank_items, text_embeddings, weights_fingerprint
 from .metrics import DEFAULT_KS
-from .units import PER_UNIT_FILE, ranking_unit_rows, write_per_unit
+from .units import PER_UNIT_FILE, mean_ranking_metrics, ranking_unit_rows, write_per_unit
 
 
 GEN_DTYPES = ("float32", "bfloat16")
@@ -175,7 +173,7 @@ def evaluate_loaded(model, tokenizer, dataset, samples: Sequence, cfg: BigrecEva
     topk = rank_items(query, item_vectors, item_ids, k=max(cfg.ks))
     targets = [list(s.targets) for s in samples]
     unit_rows = ranking_unit_rows([s.sample_id for s in samples], topk, targets, cfg.ks)
-    metrics = {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in unit_rows])) for k in cfg.ks for m in ("recall", "ndcg")}
+    metrics = mean_ranking_metrics(unit_rows, cfg.ks)
     ground_s = time.perf_counter() - start
 
     if out is not None:

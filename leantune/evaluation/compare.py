@@ -476,8 +476,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
     cl = np.array([cluster_ids[c] for c in clusters])
     n_units, n_clusters = len(ref_units), len(cluster_ids)
 
-    # Per group: (R, C, k) per-seed cluster totals, and (R, n_units, k) per-unit columns.
-    unit_data: dict[str, np.ndarray] = {}
+    # Per group: (R, C, k) per-seed cluster totals.
     cluster_data: dict[str, np.ndarray] = {}
     for name, evs in groups_evs.items():
         per_run = []
@@ -487,7 +486,6 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
                 order[position[r["unit"]]] = i
             per_run.append(m.unit_columns(ev, order))
         u = np.stack(per_run)  # (R, N, k)
-        unit_data[name] = u
         c = np.zeros((u.shape[0], n_clusters, u.shape[2]))
         for r in range(u.shape[0]):
             for j in range(u.shape[2]):

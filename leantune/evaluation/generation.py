@@ -150,15 +150,20 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device):
     return ids.to(device), mask.to(device)
 
 
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return DynamicCache(config=inner.config)
+
+
 def _encode_prefix(model, prefix: Sequence[int], device):
     """Key/value cache of the shared prompt prefix, for one sequence."""
     import torch
-    from transformers import DynamicCache
 
     from .grounding import _decoder
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache = DynamicCache(config=inner.config)
+    cache = _new_cache(model)
     ids = torch.tensor([list(prefix)], device=device)
     _decoder(model)(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None], cache=cache,
                     use_cache=True)
@@ -171,12 +176,9 @@ def _prefill(model, input_ids, attention_mask, num_beams: int, prefix_cache=None
     as ``generate`` computes them for left-padded prompts. With ``prefix_cache`` (the first
     ``shared`` tokens of every row, encoded once), only the rest of each prompt is encoded: the
     batch is laid out as [shared prefix][padding][own tokens], the padding masked out."""
-    from transformers import DynamicCache
-
     from .grounding import _decoder
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache = DynamicCache(config=inner.config)
+    cache = _new_cache(model)
     batch = input_ids.shape[0]
     if prefix_cache is not None:
         for layer, entry in enumerate(prefix_cache.layers):

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .units import ranking_unit_rows
+from .units import mean_ranking_metrics, ranking_unit_rows
 
 DEFAULT_KS = (5, 10, 20, 50)
 
@@ -29,8 +29,7 @@ def ranking_metrics(
         raise ValueError("no users to evaluate")
     if any(len(t) == 0 for t in targets):
         raise ValueError("a user has no targets")
-    rows = ranking_unit_rows(range(len(targets)), topk, targets, ks)
-    return {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in rows])) for k in ks for m in ("recall", "ndcg")}
+    return mean_ranking_metrics(ranking_unit_rows(range(len(targets)), topk, targets, ks), ks)
 
 
 def topk_from_scores(scores, k: int, exclude: Sequence[Sequence[int]] | None = None) -> np.ndarray:

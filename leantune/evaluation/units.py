@@ -47,6 +47,11 @@ def ranking_unit_rows(unit_ids: Sequence, topk, targets: Sequence[Sequence[int]]
     return rows
 
 
+def mean_ranking_metrics(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, float]:
+    """Recall@K and NDCG@K averaged over the per-user rows of ``ranking_unit_rows``."""
+    return {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in rows])) for k in ks for m in ("recall", "ndcg")}
+
+
 def attribute_unit_rows(judged: Iterable[dict]) -> list[dict]:
     """One row per judged (product, attribute) question, from ``Judged.as_dict()``-style rows."""
     return [

@@ -582,7 +582,7 @@ def evaluate_tiger(
     users as every other evaluation with that seed and count). ``per_unit`` holds the per-user rows
     (``leantune.evaluation.units``)."""
     from ..data.units import seeded_sample
-    from ..evaluation.units import ranking_unit_rows
+    from ..evaluation.units import mean_ranking_metrics, ranking_unit_rows
 
     model, encoder = load_tiger(model_dir, semantic_ids, device)
     samples = seeded_sample(list(dataset.samples(split)), users or None, seed, name="users")
@@ -591,7 +591,7 @@ def evaluate_tiger(
     ranked = recommend(model, encoder, samples, max(ks), None, beam_size or max(ks), batch_size, progress)
     targets = [s.targets for s in samples]
     rows = ranking_unit_rows([s.sample_id for s in samples], ranked, targets, ks)
-    metrics = {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in rows])) for k in ks for m in ("recall", "ndcg")}
+    metrics = mean_ranking_metrics(rows, ks)
     # Standard error of each mean over users: a subset of a few thousand users has a wide one.
     stderr = {k: float(np.std([r[k] for r in rows], ddof=1) / math.sqrt(len(rows))) if len(rows) > 1 else 0.0
               for k in metrics}
