@@ -11,7 +11,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
+
+from .errors import LeantuneError
 
 
 @contextmanager
@@ -217,3 +219,49 @@ def _jsonable(obj: Any):
 
         return asdict(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+_MISSING = object()
+
+
+def refuse_other_settings(stored: Mapping, current: Mapping, what: str, folder, advice: str = "use another folder") -> None:
+    """Refuse to reuse ``folder`` when the settings stored in it differ from the current ones.
+
+    ``stored`` is what the folder's settings file holds (read back from JSON), ``current`` what this
+    job would write there, as plain JSON values too (lists, not tuples: ``==`` tells them apart);
+    nested dicts are compared field by field. When they differ, raises :class:`LeantuneError` naming the folder (its display path), ``what`` it holds
+    (e.g. ``"a fine-tuning run"``), the first differing field with its stored and current values,
+    the other differing fields, and ``advice``. Fields are taken in ``current``'s order, then the
+    ones only ``stored`` has; a field missing on one side differs from any value. Returns quietly
+    when the two are equal (``stored == current``).
+    """
+    changed = _differing_fields(stored, current)
+    if not changed:
+        return
+    from .paths import display_path
+
+    field_name, was, now = changed[0]
+    also = f" (also {', '.join(name for name, _, _ in changed[1:])})" if len(changed) > 1 else ""
+    raise LeantuneError(
+        f"{display_path(folder)}: holds {what} made with other settings: "
+        f"{field_name}={_shown(was)} there, {_shown(now)} now{also}; {advice}"
+    )
+
+
+def _differing_fields(stored, current, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted name, stored value, current value)`` of every field that differs, recursing into dicts."""
+    out = []
+    names = [*current, *(k for k in stored if k not in current)]
+    for name in names:
+        was, now = stored.get(name, _MISSING), current.get(name, _MISSING)
+        path = f"{prefix}{name}"
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            out += _differing_fields(was, now, f"{path}.")
+        elif was is not now and (was is _MISSING or now is _MISSING or was != now):
+            out.append((path, was, now))
+    return out
+
+
+def _shown(value, limit: int = 120) -> str:
+    text = "(not set)" if value is _MISSING else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

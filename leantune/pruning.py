@@ -363,6 +363,7 @@ def _check_budget_early(budget: int, pool: int, selector) -> None:
 
 def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
     """Run each scorer over the chunks (resuming), then merge all chunks into columns."""
+    from .data import dataset_fingerprint
     from .scoring import SCORERS, ScoringContext
     from .scoring.scorefile import ChunkStore, ScoringStage, fingerprint, merge_chunks, score_chunks
 
@@ -372,7 +373,7 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
         "samples": len(samples),
         "seed": cfg.seed,
         "options": {k: v for k, v in options.items() if k not in ("device", "progress")},  # change no score
-        "data": _dataset_fingerprint(dataset),
+        "data": dataset_fingerprint(dataset, "scoring"),
         "pool": fingerprint(sample_ids.tolist()),
     }
     classes = {name: SCORERS.get(name) for name in scorers}  # unknown names fail before any work
@@ -408,13 +409,6 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dataset_fingerprint(dataset) -> str:
-    from .scoring.scorefile import fingerprint
-
-    titles = [dataset.items[i].title for i in sorted(dataset.items)]
-    return fingerprint([dataset.users, dataset.train, titles])
 
 
 def _check_selection(chosen: np.ndarray, budget: int, pool: int) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import LeantuneError
-from .io import read_json, write_json
+from .io import read_json, refuse_other_settings, write_json
 
 RUN_FILE = "run.json"
 
@@ -34,12 +34,9 @@ class RunFolder:
             self.record = read_json(self.file)
             old = {k: v for k, v in self.record.get("settings", {}).items() if k not in ignore}
             new = {k: v for k, v in _plain(settings).items() if k not in ignore}
-            if self.record.get("kind") != kind or old != new:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise LeantuneError(
-                    f"{self.path}: run folder has other settings ({', '.join(changed) or 'kind'}); "
-                    "use another --out or delete the folder"
-                )
+            advice = "use another --out or delete the folder"
+            refuse_other_settings({"kind": self.record.get("kind")}, {"kind": kind}, "a run", self.path, advice)
+            refuse_other_settings(old, new, "a run", self.path, advice)
             self.record["settings"] = _plain(settings)
         else:
             self.record = {

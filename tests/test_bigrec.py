@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from leantune.data import dataset_fingerprint
 from leantune.errors import LeantuneError
 from leantune.evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec, evaluate_loaded, select_samples
 from leantune.evaluation.generation import GenerationSettings, first_line, generate_texts, newline_token_ids
@@ -100,6 +101,7 @@ def test_evaluate_bigrec_end_to_end_and_reuse(tiny_rec, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
     assert result.metrics["recall@50"] == 1.0  # 30 items: every target is within the top 50
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 5
+    assert json.loads((out / "eval_settings.json").read_text())["data"] == dataset_fingerprint(tiny_rec, "evaluation")
     again = evaluate_bigrec("tiny", tiny_rec, None, cfg, out, progress=False)
     assert again.metrics == result.metrics and again.timings == result.timings  # read back, not recomputed
     with pytest.raises(LeantuneError, match="other settings"):

@@ -40,3 +40,23 @@ def test_resumed_stage_records_the_total_wall_time(tmp_path):
     with run.stage("train"):  # a finished stage run again starts from zero
         pass
     assert run.stages["train"]["wall_s"] == pytest.approx(run.stages["train"]["last_attempt_s"])
+
+
+def test_refuse_other_settings_names_the_folder_and_first_field(tmp_path, monkeypatch):
+    import pytest
+
+    from leantune.errors import LeantuneError
+    from leantune.io import refuse_other_settings
+
+    stored = {"model": "m", "config": {"lr": 1e-4, "epochs": 3}, "seed": 0, "old_only": 1}
+    refuse_other_settings(stored, dict(stored), "a fine-tuning run", tmp_path)  # equal: no error
+    monkeypatch.chdir(tmp_path)
+    current = {"model": "m", "config": {"lr": 5e-4, "epochs": 3}, "seed": 1}
+    with pytest.raises(LeantuneError) as info:
+        refuse_other_settings(stored, current, "a fine-tuning run", tmp_path / "ft", "use another --out")
+    assert str(info.value) == ("ft: holds a fine-tuning run made with other settings: config.lr=0.0001 there, "
+                               "0.0005 now (also seed, old_only); use another --out")
+    with pytest.raises(LeantuneError, match=r"new=\(not set\) there, 2 now"):
+        refuse_other_settings({}, {"new": 2}, "a run", tmp_path)
+    with pytest.raises(LeantuneError, match=r"x=\[1, 2\] there, \(1, 2\) now"):  # a tuple is not its JSON list
+        refuse_other_settings({"x": [1, 2]}, {"x": (1, 2)}, "a run", tmp_path)

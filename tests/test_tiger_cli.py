@@ -124,7 +124,7 @@ def test_run_tiger_end_to_end_then_reuse(tiny_rec_folder, ids_dir, tmp_path, mon
 
     # Other settings into the same folder: refused, nothing overwritten.
     result = invoke(*[a if a != 12 else 10 for a in args])
-    assert isinstance(result.exception, LeantuneError) and "other settings (budget)" in str(result.exception)
+    assert isinstance(result.exception, LeantuneError) and "other settings: budget=12 there, 10 now;" in str(result.exception)
 
 
 def test_run_tiger_dealrec_scores_with_the_run_settings(tiny_rec_folder, ids_dir, tmp_path, tiny_surrogate, monkeypatch):

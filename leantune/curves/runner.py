@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..errors import LeantuneError
 from ..io import read_json, write_json
+from ..io import refuse_other_settings
 from ..train.pipeline import resolve_device
 
 DEFAULT_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
@@ -155,13 +156,9 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
         old = {**cfg.RUN_KEY_DEFAULTS, **old}
         if "task_options" in old:
             old["task_options"] = task_options_key(cfg.task, old["task_options"])
-        diff = [k for k in settings if k in old and old[k] != settings[k]]
-        if diff:
-            k = diff[0]
-            raise LeantuneError(
-                f"{path}: this curve folder was made with {k}={old[k]!r}, not {settings[k]!r}; "
-                "use another --out (or the same settings) so cached runs stay comparable"
-            )
+        shared = [k for k in settings if k in old]  # a setting the folder predates is not compared
+        refuse_other_settings({k: old[k] for k in shared}, {k: settings[k] for k in shared}, "a learning curve", out,
+                              "use another --out (or the same settings) so cached runs stay comparable")
     write_json(path, {"run_settings": settings, "config": asdict(cfg)})
 
 

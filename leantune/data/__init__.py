@@ -5,9 +5,10 @@ from pathlib import Path
 
 from ..errors import LeantuneError
 from ..paths import SHIPPED_DATA
+from .fingerprint import dataset_fingerprint
 from .sequences import Item, Sample, SequenceDataset, load_sequence_folder
 
-__all__ = ["Item", "Sample", "SequenceDataset", "load_dataset", "load_sequence_folder", "DATASET_NAMES"]
+__all__ = ["Item", "Sample", "SequenceDataset", "dataset_fingerprint", "load_dataset", "load_sequence_folder", "DATASET_NAMES"]
 
 DATASET_NAMES = ("games", "ml-100k")
 _ITEM_NOUNS = {"games": "game products", "ml-100k": "movies"}

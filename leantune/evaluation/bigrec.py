@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ..errors import LeantuneError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
+from ..io import refuse_other_settings
 from .generation import GenerationSettings, generate_texts
 from .grounding import clean_prediction, item_embeddings, rank_items, text_embeddings, weights_fingerprint
 from .metrics import DEFAULT_KS
@@ -100,7 +101,7 @@ def evaluate_bigrec(
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate ``model_spec`` (+ the adapter in ``adapter_dir``) on ``data`` (name, folder or dataset)."""
-    from ..data import SequenceDataset, load_dataset
+    from ..data import SequenceDataset, dataset_fingerprint, load_dataset
     from ..models.llm import load_model, resolve_model
 
     cfg = cfg or BigrecEvalConfig()
@@ -109,7 +110,7 @@ def evaluate_bigrec(
     identity = {
         "model": weights_fingerprint(resolve_model(model_spec)),
         "adapter": _adapter_fingerprint(adapter_dir),
-        "data": _dataset_fingerprint(dataset),
+        "data": dataset_fingerprint(dataset, "evaluation"),
         "users": _ids_fingerprint(s.sample_id for s in samples),
         "settings": cfg.identity(),
     }
@@ -222,10 +223,7 @@ def _reuse(out: Path, identity: dict) -> EvalResult | None:
     settings_path = out / "eval_settings.json"
     if not settings_path.exists():
         return None
-    old = read_json(settings_path)
-    if old != identity:
-        changed = ", ".join(sorted(k for k in identity if old.get(k) != identity[k]))
-        raise LeantuneError(f"{out}: holds an evaluation with other settings ({changed}); use another folder")
+    refuse_other_settings(read_json(settings_path), identity, "an evaluation", out)
     metrics_path = out / "metrics.json"
     # An evaluation finished before per-unit results existed is completed from its predictions
     # (grounding only, no generation).
@@ -241,14 +239,6 @@ def _adapter_fingerprint(adapter_dir) -> str | None:
     if not path.exists():
         raise LeantuneError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_model.safetensors)")
     return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
-
-
-def _dataset_fingerprint(dataset) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(sorted((i, dataset.title(i)) for i in dataset.items)).encode())
-    for split in (dataset.train, dataset.valid, dataset.test):
-        digest.update(json.dumps(split).encode())
-    return digest.hexdigest()[:20]
 
 
 def _ids_fingerprint(ids) -> str:

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..errors import LeantuneError
 from ..io import read_json, write_json
+from ..io import refuse_other_settings
 from ..tasks.base import TextExample
 from .config import FinetuneConfig, FinetuneResult
 from .data import examples_fingerprint, tokenize_examples
@@ -143,12 +144,7 @@ def _check_manifest(out: Path, model_spec: str, cfg: FinetuneConfig, train, vali
     }
     path = out / "manifest.json"
     if path.exists():
-        old = read_json(path)
-        if old != manifest:
-            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
-            if "config" in diff:
-                diff += [f"config.{k}" for k in manifest["config"] if old.get("config", {}).get(k) != manifest["config"][k]]
-            raise LeantuneError(f"{out}: holds a fine-tuning run with other settings ({', '.join(diff)}); use another folder")
+        refuse_other_settings(read_json(path), manifest, "a fine-tuning run", out)
         return
     write_json(path, manifest)
 

@@ -154,10 +154,10 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
 
 def base_eval_dir(model_spec: str, dataset, eval_cfg) -> Path:
     """Shared cache folder of a base-model evaluation (same model, data, users and settings)."""
-    from ..evaluation.bigrec import _dataset_fingerprint
+    from ..data import dataset_fingerprint
     from ..evaluation.grounding import weights_fingerprint
     from ..models.llm import resolve_model
     from ..paths import cache_dir
 
-    key = json.dumps([weights_fingerprint(resolve_model(model_spec)), _dataset_fingerprint(dataset), eval_cfg.identity()])
+    key = json.dumps([weights_fingerprint(resolve_model(model_spec)), dataset_fingerprint(dataset, "evaluation"), eval_cfg.identity()])
     return cache_dir("bigrec-base") / hashlib.sha256(key.encode()).hexdigest()[:20]
