@@ -386,7 +386,8 @@ def test_real_finetune_path_with_the_tiny_model(tmp_path):
     space_file = tmp_path / "space.toml"  # 4 examples, batch 4, 2 epochs: 2 steps, paused after 1
     space_file.write_text("[params.epochs]\nvalue = 2\n[params.batch_size]\nvalue = 4\n")
     runner = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=1, valid_loss_size=2, objective="valid_loss",
-                            fixed={"cutoff_len": 64, "train_on_inputs": True},  # short: the CPU is slow
+                            # short (the CPU is slow), but past the longest prompt (180 tokens): answers must fit
+                            fixed={"cutoff_len": 192, "train_on_inputs": True},
                             task_options={"progress": False, "max_new_tokens": 8})
     cfg = _cfg(tmp_path, trials=1, top_k=1, early_fraction=0.5)  # the baseline trial alone: the CPU is slow
     EarlySearch(cfg, runner, load_space(space_file), settings=runner.settings(), log=lambda _: None).run()

@@ -118,3 +118,25 @@ def test_two_workers_share_one_study_and_run_every_trial_once(postgres_url, tmp_
         assert segments == ([[0, 1], [1, end[t.number]]] if t.number in end else [[0, 1]])
     printed = [line for out in outputs for line in out.splitlines() if line.startswith("[phase 1]")]
     assert len(printed) == trials
+
+
+def test_the_readmes_bare_postgresql_url_works(postgres_url, tmp_path, capsys):
+    """`--storage postgresql://user@host:port/db`, as the README writes it. SQLAlchemy 2.1 reads a
+    bare postgresql:// as psycopg 3; with psycopg2 installed and psycopg 3 not, both commands
+    failed with 'missing database driver' until the URL was given the installed driver."""
+    from leantune.cli import main
+
+    bare = postgres_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    assert bare.startswith("postgresql://leantune@127.0.0.1:")
+    work = tmp_path / "w"
+    for args in (["tune", "--runner", "synthetic", "--study", "bare", "--storage", bare, "--work-dir", str(work), "--trials", "3",
+                  "--top-k", "1", "--train-size", "16", "--no-report"],
+                 ["tune", "report", "--study", "bare", "--storage", bare, "--work-dir", str(work), "--top-k", "1"]):
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        out, err = capsys.readouterr()
+        assert done.value.code in (0, None), err
+        assert "missing database driver" not in out + err
+    assert (work / "report" / "report.md").exists()
+    study = optuna.load_study(study_name="bare", storage=optuna.storages.RDBStorage(postgres_url))
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3

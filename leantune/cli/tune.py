@@ -19,7 +19,7 @@ tune_app = typer.Typer(
 app.add_typer(tune_app, name="tune")
 
 STUDY_HELP = "Study name (one study per search; workers started with the same name and storage share it): letters, digits, '.', '_' and '-', at most 100 characters, as it names the folder runs/tune/<study>."
-STORAGE_HELP = "Optuna storage URL, e.g. sqlite:///tune.db or postgresql://user@host/db (default: sqlite in --work-dir)."
+STORAGE_HELP = "Optuna storage URL, e.g. sqlite:///tune.db or postgresql://user@host/db (psycopg 3 if installed, else psycopg2; default: sqlite in --work-dir)."
 WORK_HELP = "Folder for checkpoints and the default SQLite file (default: runs/tune/<study>); shared by all workers."
 
 
@@ -53,7 +53,7 @@ def tune(
     cutoff_len: Optional[int] = typer.Option(None, help="Token cut-off of training examples (default: FinetuneConfig's 512)."),
     baseline: bool = typer.Option(True, help="Enqueue a baseline trial with the default hyperparameters and continue it too."),
     backfill: bool = typer.Option(True, help="Replace a top-k trial that fails after the early point by the next one in early rank."),
-    worker: int = typer.Option(0, help="Worker index: offsets the sampler seed so parallel workers propose different points."),
+    worker: int = typer.Option(0, help="Worker index: offsets the sampler seed so parallel workers propose different points (a worker restarted on a study that has trials draws from a new, deterministic seed, so it does not repeat them)."),
     heartbeat: int = typer.Option(60, help="Seconds between trial heartbeats; a trial silent for 2x this is failed and retried."),
     max_retry: int = typer.Option(2, help="How often a trial of a killed worker is retried."),
     report: bool = typer.Option(True, help="Write the report (markdown + PNGs) into <work-dir>/report when done."),
@@ -84,7 +84,7 @@ def tune(
         seed_everything(seed)  # imports torch: only for real runs
         trial_runner = FinetuneRunner(task=task, model=model, train_size=train_size or None, eval_limit=eval_limit or None,
                                       valid_loss_size=valid_size, objective=objective, metric_name=metric, seed=seed, progress=progress,
-                                      fixed={"cutoff_len": cutoff_len} if cutoff_len else {})
+                                      fixed={} if cutoff_len is None else {"cutoff_len": cutoff_len})
         settings = {"runner": "finetune", **trial_runner.settings()}
     else:
         raise LeantuneError(f"--runner {runner!r}: choose 'finetune' or 'synthetic'")

@@ -59,6 +59,34 @@ class FinetuneRunner:
 
             check_metric(self._task, self.metric)  # a typo is refused before the first trial trains
         self._data = None
+        self._config({})  # fixed settings FinetuneConfig refuses (cutoff_len 4, a misspelt key) fail here, not in trial 0
+
+    def preflight(self) -> None:
+        """Refuse, before any training, a ``cutoff_len`` that cuts the answers off.
+
+        Examples are cut at ``cutoff_len`` tokens, prompt first. An example whose prompt fills the
+        cut keeps no answer token: with the loss on answers only (``train_on_inputs`` false, as in
+        the attributes task) it has no loss at all, and a batch of such examples gives a NaN loss
+        that the trainer reports as divergence ("try a lower learning rate"); with the loss on the
+        whole text it teaches (or scores) the prompt only. Refused, for the training examples and
+        the trainer's validation examples alike: any such example when the loss is on answers
+        only, and all of them otherwise (no trial could learn to answer).
+        """
+        from ..train.data import IGNORE_INDEX, tokenize_examples
+
+        cfg = self._config({})
+        train, valid = self._examples()
+        for split, examples in (("training", train), ("validation", valid)):
+            rows = tokenize_examples(self._tokenizer, examples, cfg.cutoff_len, train_on_inputs=False)
+            cut = sum(all(label == IGNORE_INDEX for label in row["labels"]) for row in rows)
+            if not cut or (cfg.train_on_inputs and cut < len(rows)):
+                continue
+            prompts = [len(self._tokenizer(ex.prompt)["input_ids"]) for ex in examples]
+            which = f"all {len(rows)}" if cut == len(rows) else f"{cut} of the {len(rows)}"
+            raise LeantuneError(
+                f"--cutoff-len {cfg.cutoff_len} (cutoff_len) cuts the answer off: {which} {split} examples keep no answer "
+                f"token within {cfg.cutoff_len} tokens (prompts take {min(prompts)}-{max(prompts)} tokens"
+                f"{'' if cut == len(rows) else '; the loss is on the answers only'}); raise --cutoff-len above {max(prompts)}")
 
     def settings(self) -> dict:
         """What makes two runs comparable (stored with the study; a joining worker must match)."""
@@ -69,7 +97,7 @@ class FinetuneRunner:
         if self._data is None:
             from ..models.llm import load_tokenizer
 
-            tokenizer = load_tokenizer(self.model)
+            tokenizer = self._tokenizer = load_tokenizer(self.model)
             pool = self._task.train_pool()
             if self.train_size is not None and self.train_size > len(pool):
                 raise LeantuneError(f"--train-size {self.train_size} is larger than the {self.task} training pool ({len(pool)})")
@@ -89,6 +117,9 @@ class FinetuneRunner:
         unknown = set(params) - names
         if unknown:
             raise LeantuneError(f"search space: {sorted(unknown)} are not FinetuneConfig fields ({', '.join(sorted(names))})")
+        unknown = set(self.fixed) - names
+        if unknown:
+            raise LeantuneError(f"fixed fine-tuning settings: {sorted(unknown)} are not FinetuneConfig fields ({', '.join(sorted(names))})")
         values = {**self.fixed, **params, "seed": self.seed}
         if "train_on_inputs" in names and "train_on_inputs" not in self.fixed and hasattr(self._task, "train_on_inputs"):
             values["train_on_inputs"] = self._task.train_on_inputs

@@ -39,6 +39,9 @@ class RunResult:
 
 
 class TrialRunner(Protocol):
+    """Trains one configuration. A runner may also define ``preflight()``: ``EarlySearch`` calls it
+    once, before the study is opened, to refuse settings that would fail every trial."""
+
     metric: str  # the name of ``score`` (for progress lines and the report)
 
     def run(self, params: dict[str, Any], out_dir: Path, fraction: float | None, test: bool = False) -> RunResult:

@@ -119,6 +119,50 @@ class SearchSpace:
     def describe(self) -> list[str]:
         return [f"{n} {s.describe()}" for n, s in self.params.items()]
 
+    def check(self, where: str = "search space") -> None:
+        """Refuse a space that can propose a value no fine-tune accepts (``DataError`` naming it).
+
+        Every value the space holds is put through ``FinetuneConfig``'s own checks (the trainer
+        refuses the same values; the synthetic runner would turn them into failed trials): a pinned
+        value, each choice, and both ends of a range. Each check is an interval (``lr > 0``,
+        ``0 <= dropout < 1``, ...) and Optuna's ranges include their ends, so the ends being valid
+        means the whole range is; a range whose whole extent is invalid is refused by name too.
+        """
+        for name, spec in self.params.items():
+            if spec.kind == "fixed":
+                problem = _setting_error(self, name, spec.value)
+                if problem:
+                    raise DataError(where, f"params.{name} = {spec.value!r}: {problem}")
+                continue
+            if spec.kind == "categorical":
+                labelled = [(f"params.{name}.choices holds {v!r}", v) for v in spec.choices]
+            else:
+                labelled = [(f"params.{name}.low = {spec.low!r}", spec.low), (f"params.{name}.high = {spec.high!r}", spec.high)]
+            problems = [(label, _setting_error(self, name, v)) for label, v in labelled]
+            if spec.kind != "categorical" and all(problem for _, problem in problems):
+                raise DataError(where, f"params.{name} = [{spec.low!r}, {spec.high!r}]: no value in the range is valid ({problems[0][1]})")
+            for label, problem in problems:
+                if problem:
+                    raise DataError(where, f"{label}: {problem}; every value the space can propose must be valid")
+
+
+def _setting_error(space: SearchSpace, name: str, value: Any) -> str | None:
+    """Why ``FinetuneConfig`` refuses ``name = value`` (other settings at their defaults), or None."""
+    from ..train.config import FinetuneConfig
+
+    if isinstance(value, bool):
+        return "must be a number, got a boolean"
+    others = {}
+    if name == "epochs" and "max_steps" in space.params:
+        others["max_steps"] = 1  # a step budget overrides epochs (FinetuneConfig accepts any epochs then)
+    try:
+        FinetuneConfig(**others, **{name: value})
+    except LeantuneError as exc:
+        return str(exc).removeprefix("fine-tuning setting: ")
+    except TypeError:  # a string, a list, ... compared with a number
+        return f"must be a number, got {type(value).__name__}"
+    return None
+
 
 def _spec_from_mapping(name: str, raw: Any, where: str) -> ParamSpec:
     if not isinstance(raw, Mapping):
@@ -164,6 +208,7 @@ def space_from_dict(raw: Mapping, where: str = "search space") -> SearchSpace:
             raise DataError(where, f"baseline.{name}: unknown parameter; known: {', '.join(KNOWN_PARAMS)}")
         baseline[name] = value
     space = SearchSpace(params=params, baseline=baseline)
+    space.check(where)  # first: a baseline outside a range that cannot work is the lesser problem
     for name, spec in space.params.items():
         if spec.kind == "fixed":
             continue

@@ -21,6 +21,8 @@ a copy that another worker runs. The number of trials is capped exactly by count
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import shutil
@@ -109,11 +111,37 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
 
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:  # not installed, or installed without what it needs (psycopg 3 without libpq)
+        return False
+    return True
+
+
+def driver_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver that is installed, so ``postgresql://...`` works with either.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3 (``postgresql+psycopg://``); when
+    psycopg 3 cannot be imported but psycopg2 can, the URL becomes ``postgresql+psycopg2://``.
+    A URL naming its driver (``postgresql+DRIVER://``), and every other database, is left as given.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme == "postgresql" and not _importable("psycopg") and _importable("psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: int | None = None, max_retry: int = 2):
-    """An RDB storage with heartbeats and stale-trial retries (any SQLAlchemy URL Optuna accepts)."""
+    """An RDB storage with heartbeats and stale-trial retries (any SQLAlchemy URL Optuna accepts).
+
+    A bare ``postgresql://`` URL uses whichever PostgreSQL driver is installed (``driver_url``);
+    errors name the URL as the user gave it.
+    """
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     quiet_optuna()
+    given, url = url, driver_url(url)
     engine_kwargs = {}
     if url.startswith("sqlite:"):
         # Several worker processes on one SQLite file: wait for the lock instead of failing at once.
@@ -132,13 +160,13 @@ def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
                 _serialised_sqlite(storage)
             return storage
         except ImportError as exc:
-            raise LeantuneError(f"--storage {public_url(url)!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
+            raise LeantuneError(f"--storage {public_url(given)!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
         except Exception as exc:  # noqa: BLE001 - a bad URL, a server that is down, or a race (below)
             # Workers started together on a fresh database race to create Optuna's tables and
             # version row; the loser simply opens it again.
             if attempt == 3 or not any(m in str(exc) for m in SCHEMA_RACE):
                 first = str(exc).splitlines()[0][:200] if str(exc) else ""
-                raise LeantuneError(f"--storage {public_url(url)!r}: cannot open ({type(exc).__name__}: {first})") from None
+                raise LeantuneError(f"--storage {public_url(given)!r}: cannot open ({type(exc).__name__}: {first})") from None
             time.sleep(0.5 + attempt)
 
 
@@ -180,6 +208,24 @@ def _serialised_sqlite(storage) -> None:
     event.listen(storage.engine, "connect", on_connect)
     event.listen(storage.engine, "begin", on_begin)
     storage.engine.dispose()  # reconnect, so every pooled connection gets the settings
+
+
+def sampler_seed(seed: int, worker: int, trials_before: int) -> int:
+    """The sampler seed of worker ``worker`` opening a study that already holds ``trials_before`` trials.
+
+    A fresh study (no trials yet) keeps ``seed + 1000 * worker``, so a search is reproducible. A
+    worker that joins or resumes a study (restarted after a crash or kill -9, or started again)
+    gets a seed derived from (seed, worker, trials_before): the same worker started again with the
+    same ``--seed`` would otherwise replay its random stream and propose the configurations it
+    already tried. ``trials_before`` only grows (every trial, finished, failed or waiting, stays in
+    the storage, and a trial exists before its parameters are drawn), so each start that draws
+    anything draws from a stream no earlier start used; the seed stays a function of the storage's
+    state, i.e. deterministic.
+    """
+    if trials_before == 0:
+        return seed + 1000 * worker
+    key = json.dumps(["leantune-sampler", seed, worker, trials_before]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
 
 def make_sampler(name: str, seed: int):
@@ -251,6 +297,13 @@ class EarlySearch:
     def __init__(self, cfg: TuneConfig, runner: TrialRunner, space: SearchSpace, settings: dict | None = None,
                  log: Callable[[str], None] = print):
         self.cfg, self.runner, self.space, self.log = cfg, runner, space, log
+        # Settings that would fail every trial are refused here, before the storage is created
+        # or anything trains: values the space can propose that no fine-tune accepts, and (for a
+        # runner that can tell, e.g. a cutoff_len too short for the answers) the runner's own.
+        space.check()
+        preflight = getattr(runner, "preflight", None)
+        if preflight is not None:
+            preflight()
         # What makes trials comparable; a worker joining an existing study must match it.
         self.settings = {"early_fraction": cfg.early_fraction, "space": space.to_dict(), "metric": runner.metric, **(settings or {})}
         self.storage = make_storage(cfg.storage_url, cfg.heartbeat_interval, cfg.grace_period, cfg.max_retry)
@@ -263,7 +316,12 @@ class EarlySearch:
     def _open_phase1(self):
         import optuna
 
-        sampler = make_sampler(self.cfg.sampler, self.cfg.seed + 1000 * self.cfg.worker)
+        try:  # trials already there: a restarted worker must not replay its sampler's stream
+            before = self.storage.get_n_trials(self.storage.get_study_id_from_name(self.cfg.study))
+        except KeyError:  # no such study yet
+            before = 0
+        self.sampler_seed = sampler_seed(self.cfg.seed, self.cfg.worker, before)
+        sampler = make_sampler(self.cfg.sampler, self.sampler_seed)
         try:
             study = optuna.create_study(study_name=self.cfg.study, storage=self.storage, sampler=sampler, direction="maximize")
         except optuna.exceptions.DuplicatedStudyError:
