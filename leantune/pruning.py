@@ -398,6 +398,7 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
             columns, seconds = merge_chunks(stores[name], sample_ids)
             stages[name].compute_seconds = seconds
             stages[name].columns = list(columns)
+            stages[name].info = stores[name].info()
             for col, values in columns.items():
                 if col in scores:
                     raise LeantuneError(f"score column {col!r} is produced by two scorers")

@@ -116,7 +116,7 @@ def test_options_and_lambda_are_checked_before_any_folder(tiny_rec, tmp_path):
     assert {"influence_depth", "grand_models", "el2n_epochs", "effort_batch_size", "embedding_source", "surrogate_dir",
             "tiger_preset", "tiger_ids", "device", "model"} <= set(known)
     bad = [({"unknown_key": 1}, "--opt unknown_key: unknown option; known: device, effort_adapter"),
-           ({"influence_depth": "abc"}, "--opt influence_depth='abc': expected a value like 5000"),
+           ({"influence_depth": "abc"}, "--opt influence_depth='abc': expected a value like 600"),
            ({"influence_solver": "newton"}, "influence_solver 'newton'"),
            ({"grand_models": 0}, "grand_models must be >= 1"),
            ({"effort_dtype": "float8"}, "effort dtype 'float8'"),

@@ -170,8 +170,16 @@ class ChunkStore:
     def done(self, index: int) -> bool:
         return self.path(index).exists()
 
-    def write(self, index: int, sample_ids: np.ndarray, columns: Mapping[str, np.ndarray], seconds: float) -> None:
-        _write_parquet(self.path(index), {"sample_id": sample_ids, **columns}, {"seconds": seconds})
+    def write(self, index: int, sample_ids: np.ndarray, columns: Mapping[str, np.ndarray], seconds: float,
+              info: dict | None = None) -> None:
+        meta = {"seconds": seconds} if info is None else {"seconds": seconds, "info": info}
+        _write_parquet(self.path(index), {"sample_id": sample_ids, **columns}, meta)
+
+    def info(self) -> dict | None:
+        """What the scorer reported about its computation (e.g. influence's damping) when it scored the
+        first chunk; None when it reported nothing or that chunk is missing."""
+        path = self.path(0)
+        return _read_parquet(path)[1].get("info") if path.exists() else None
 
     def read(self, index: int, sample_ids: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
         path = self.path(index)
@@ -205,6 +213,7 @@ class ScoringStage:
     seconds_this_run: float = 0.0
     compute_seconds: float = 0.0
     columns: list[str] = field(default_factory=list)
+    info: dict | None = None  # what the scorer reported (``ctx.extras['<scorer>_info']``), e.g. influence's damping
 
 
 def score_chunks(
@@ -228,7 +237,8 @@ def score_chunks(
         part = samples[start:stop]
         began = time.perf_counter()
         columns = _check_output(name, scorer.score(part, ctx), len(part))
-        store.write(i, np.array([s.sample_id for s in part], dtype=np.int64), columns, time.perf_counter() - began)
+        store.write(i, np.array([s.sample_id for s in part], dtype=np.int64), columns, time.perf_counter() - began,
+                    ctx.extras.get(f"{name}_info"))
     return len(mine) - len(todo)
 
 
