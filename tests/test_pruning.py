@@ -222,3 +222,15 @@ def test_cli_prune_and_one_line_errors(tiny_rec_folder, tmp_path):
     assert len(load_selection(tmp_path / "cli").sample_ids) == 5
     bad = subprocess.run([*cmd, "--budget", "50"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --budget 50 is larger than the pool (40 samples)"
+
+
+def test_influence_records_its_damping_in_the_selection(tiny_rec, tmp_path, tiny_surrogate):
+    # The real influence scorer with its defaults on a 40-sample surrogate: the chosen λ and the
+    # spectrum estimate land in selection.json, and a re-run that reuses the chunks still reports them.
+    res = prune(tiny_rec, 8, "influence", tmp_path / "i", chunk_size=16, progress=False)
+    info = res.record["timings"]["scoring"]["influence"]["info"]
+    assert info["solver"] == "lissa" and info["damping"] > 0 and info["damping_source"] == "2·|Lanczos λ_min|"
+    assert info["damping"] >= -info["spectrum"]["smallest"] and info["spectrum"]["samples"] == 40
+    again = prune(tiny_rec, 8, "influence", tmp_path / "i", chunk_size=16, progress=False)
+    assert again.record["timings"]["scoring"]["influence"]["reused"] == 3
+    assert again.record["timings"]["scoring"]["influence"]["info"] == info
