@@ -13,7 +13,7 @@ objective) get early BO's compute as their budget. Each strategy picks its best 
 
     python3 benchmarks/bench_tuning.py                                   # synthetic runner, 30 trials, 5 seeds
     python3 benchmarks/bench_tuning.py --runner finetune --model tiny --task attributes \\
-        --objective valid_loss --train-size 16 --trials 12 --seeds 0 1 --cutoff-len 64
+        --objective valid_loss --train-size 16 --trials 12 --seeds 0 1 --cutoff-len 256
 
 Writes benchmarks/results/tuning[-NAME].json/.md/.png.
 """
