@@ -336,6 +336,7 @@ def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, pro
         timings["select"] = time.perf_counter() - began
         _check_selection(chosen, cfg.budget, len(pool))
         record = _record(dataset, cfg, selector, scorers, scores, chosen, timings, scores_path)
+        record["processes"] = process.count  # scoring processes of this run (accelerate launch)
         write_json(out / SELECTION_FILE, record)
     process.barrier()  # the other processes read what the main process wrote
     return load_selection(out)

@@ -1,5 +1,6 @@
 """The pruning pipeline and ``leantune prune`` with the random scorer and fake scorers."""
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -234,3 +235,38 @@ def test_influence_records_its_damping_in_the_selection(tiny_rec, tmp_path, tiny
     again = prune(tiny_rec, 8, "influence", tmp_path / "i", chunk_size=16, progress=False)
     assert again.record["timings"]["scoring"]["influence"]["reused"] == 3
     assert again.record["timings"]["scoring"]["influence"]["info"] == info
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_real_processes_equal_one(tiny_rec_folder, tmp_path):
+    # Real processes, as a user scales scoring out on a CPU-only machine: `accelerate launch --multi_gpu
+    # --num_processes 2 -m leantune prune ...` (torchrun underneath; `--cpu` would start one process) splits
+    # the chunks between two processes; the merged scores and the selection must equal a one-process run's.
+    pytest.importorskip("accelerate")
+    args = ["prune", "--data", str(tiny_rec_folder), "--method", "dealrec", "--model", "tiny", "--budget", "10",
+            "--chunk-size", "8", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "leantune", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--main_process_port", str(_free_port()), "-m", "leantune", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = read_scores(tmp_path / "one" / "scores.parquet"), read_scores(tmp_path / "two" / "scores.parquet")
+    assert set(a) == set(b) == {"sample_id", "user_id", "influence", "effort"}
+    for column in a:
+        assert np.allclose(a[column], b[column], rtol=1e-5, atol=1e-8), column
+    assert load_selection(tmp_path / "one").sample_ids == load_selection(tmp_path / "two").sample_ids
+    assert load_selection(tmp_path / "one").record["processes"] == 1
+    assert load_selection(tmp_path / "two").record["processes"] == 2
+    assert two.stdout.count("wrote ") == 1  # one summary, from the main process

@@ -13,7 +13,7 @@ from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
 
 PRUNE_HELP = f"""Score the training samples and keep --budget of them.
 
-Writes OUT/scores.parquet (sample id, user id, one column per score, merged from resumable chunks in OUT/scores.chunks/) and OUT/selection.json (chosen sample and user ids, settings, seed, versions, time per stage). Re-running with the same --out reuses finished scores. `accelerate launch -m leantune prune ...` splits the chunks over processes.
+Writes OUT/scores.parquet (sample id, user id, one column per score, merged from resumable chunks in OUT/scores.chunks/) and OUT/selection.json (chosen sample and user ids, settings, seed, versions, time per stage). Re-running with the same --out reuses finished scores. `torchrun --nproc_per_node 2 -m leantune prune ...` (or `accelerate launch --multi_gpu --num_processes 2 -m leantune prune ...`, also without a GPU) splits the chunks over processes.
 
 Methods (--method):
 {methods_help()}

@@ -44,13 +44,25 @@ class ProcessInfo:
 
 
 def current_process() -> ProcessInfo:
-    """One process unless launched by ``accelerate launch``/torchrun with several."""
+    """One process unless launched by torchrun or ``accelerate launch --multi_gpu`` with several.
+
+    Without a GPU, accelerate's default state ignores the launcher's WORLD_SIZE (every process would
+    believe it is the only one and score every chunk), so on a CPU-only machine the state is asked
+    for CPU processes explicitly (gloo). Note that ``accelerate launch --cpu --num_processes N``
+    starts a single process (accelerate expects MPI for several CPU processes); use
+    ``accelerate launch --multi_gpu --num_processes N`` or ``torchrun --nproc_per_node N`` instead.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return ProcessInfo()
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return ProcessInfo(state.process_index, state.num_processes, state.wait_for_everyone, str(state.device))
+    cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    if state.num_processes <= 1:
+        raise LeantuneError(f"launched as one of WORLD_SIZE={os.environ['WORLD_SIZE']} processes, but accelerate "
+                            "set up a single process; launch with torchrun or accelerate launch --multi_gpu")
+    return ProcessInfo(state.process_index, state.num_processes, state.wait_for_everyone, "cpu" if cpu else str(state.device))
 
 
 def shard_chunks(n_chunks: int, index: int, count: int) -> list[int]:
