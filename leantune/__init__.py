@@ -1,2 +1,67 @@
-"""leantune: data- and compute-efficient LoRA fine-tuning of LLMs."""
+"""leantune: data- and compute-efficient LoRA fine-tuning of LLMs.
+
+The names below are the Python API of the ``leantune`` commands (load data, prune, fine-tune,
+evaluate, run, curve, tune, compare). They are imported on first use, so ``import leantune``
+stays cheap (no torch, no transformers)::
+
+    import leantune
+
+    games = leantune.load_dataset("games")
+    selection = leantune.prune(games, budget=64, method="random", pool=512)
+"""
+import importlib as _importlib
+
 __version__ = "0.1.0"
+
+# public name -> "module:attribute"; resolved lazily by __getattr__ below.
+_LAZY = {
+    # data
+    "load_dataset": "leantune.data:load_dataset",
+    # prune (`leantune prune`)
+    "prune": "leantune.pruning:prune",
+    "PruneConfig": "leantune.pruning:PruneConfig",
+    "load_selection": "leantune.pruning:load_selection",
+    # fine-tune (`leantune finetune`)
+    "finetune": "leantune.train:finetune",
+    "FinetuneConfig": "leantune.train:FinetuneConfig",
+    "RecommendationTask": "leantune.tasks.recommendation:RecommendationTask",
+    "load_tokenizer": "leantune.models.llm:load_tokenizer",
+    # evaluate (`leantune evaluate`)
+    "evaluate_bigrec": "leantune.evaluation.bigrec:evaluate_bigrec",
+    "BigrecEvalConfig": "leantune.evaluation.bigrec:BigrecEvalConfig",
+    # prune -> train -> evaluate in one run folder (`leantune run`, `leantune run --recommender tiger`)
+    "run_bigrec": "leantune.train.pipeline:run_bigrec",
+    "BigrecRunConfig": "leantune.train.pipeline:BigrecRunConfig",
+    "run_tiger": "leantune.train.tiger_pipeline:run_tiger",
+    "TigerRunConfig": "leantune.train.tiger_pipeline:TigerRunConfig",
+    # learning curves (`leantune curve`)
+    "learning_curve": "leantune.curves:learning_curve",
+    "CurveConfig": "leantune.curves:CurveConfig",
+    # hyperparameter search (`leantune tune`, `leantune tune report`)
+    "EarlySearch": "leantune.tuning:EarlySearch",
+    "TuneConfig": "leantune.tuning:TuneConfig",
+    "FinetuneRunner": "leantune.tuning.finetune_runner:FinetuneRunner",
+    "load_space": "leantune.tuning:load_space",
+    "write_tune_report": "leantune.tuning:write_report",
+    # paired comparison of runs and test-set sizing (`leantune compare`, `leantune power`)
+    "compare": "leantune.evaluation.compare:compare",
+    "load_evaluation": "leantune.evaluation.compare:load_evaluation",
+    "base_evaluation": "leantune.evaluation.compare:base_evaluation",
+    "minimum_detectable_effect": "leantune.evaluation.compare:minimum_detectable_effect",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(_importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

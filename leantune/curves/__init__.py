@@ -31,6 +31,7 @@ class CurveResult:
 def learning_curve(
     cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print, cached_only: bool = False
 ) -> CurveResult:
+    """Run (or resume) every (size, seed) adapter of ``cfg`` in ``out``, fit the curve and write table, fit and plots."""
     from .plots import plot_breakdown, plot_curve
 
     out = Path(out)

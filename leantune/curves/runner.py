@@ -27,6 +27,8 @@ DEFAULT_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
 
 @dataclass
 class CurveConfig:
+    """Settings of a learning curve (``learning_curve``): task, model, subset sizes and seeds, training, fit."""
+
     task: str = "attributes"
     task_options: dict = field(default_factory=dict)  # passed to the task class, e.g. {"data": "oa-mine", "unit": "product"}
     model: str = "smollm2"

@@ -28,6 +28,8 @@ GEN_DTYPES = ("float32", "bfloat16")
 
 @dataclass
 class BigrecEvalConfig:
+    """Settings of a BIGRec evaluation (``evaluate_bigrec``): which users, beam search, grounding, metrics."""
+
     users: int | None = 500  # seeded sub-sample of users with targets; None = all
     seed: int = 0
     split: str = "test"  # "test" (all test items are targets) or "valid" (first validation item)

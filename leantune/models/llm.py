@@ -158,6 +158,7 @@ def _configure_tokenizer(tokenizer):
 
 
 def load_tokenizer(spec: str):
+    """Load the tokenizer of a model name ('smollm2', 'tiny') or folder, with a pad token; never downloads."""
     from transformers import AutoTokenizer
 
     return _configure_tokenizer(AutoTokenizer.from_pretrained(resolve_model(spec), local_files_only=True))

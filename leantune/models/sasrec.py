@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import SequenceDataset
+from ..data.batching import length_batches  # noqa: F401  (also re-exported: leantune.models.sasrec.length_batches)
 from ..errors import LeantuneError
 from ..evaluation.metrics import DEFAULT_KS, ranking_metrics
 from ..io import atomic_path, read_json, write_json
@@ -246,23 +247,6 @@ def trim_left(seqs: torch.Tensor, keep: int = 1) -> torch.Tensor:
     real = (seqs > 0).any(0).nonzero()
     first = int(real[0]) if len(real) else seqs.shape[1] - 1
     return seqs[:, min(first, seqs.shape[1] - keep):]
-
-
-def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Batches of similar length (so trimming pays off). With ``rng``: shuffled, bucketed within
-    chunks of 50 batches, batch order shuffled; without: sorted by length (for evaluation)."""
-    if rng is None:
-        order = np.argsort(lengths, kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    perm = rng.permutation(len(lengths))
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(perm), chunk):
-        part = perm[start:start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def training_arrays(train: Sequence[Sequence[int]], cfg: SASRecConfig) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.batching import length_batches
 from ..errors import DataError, LeantuneError
 from ..evaluation.metrics import ranking_metrics
 from ..io import atomic_path, read_json, write_json
@@ -399,17 +400,6 @@ def validation_samples(dataset, n: int, seed: int):
     return list(samples)
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group: int = 50) -> list[np.ndarray]:
-    """Shuffled batches of similar input length (less padding), as HF's group_by_length does."""
-    perm = rng.permutation(len(lengths))
-    batches = []
-    for start in range(0, len(perm), batch_size * group):
-        chunk = perm[start : start + batch_size * group]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
 def run_key(dataset, sids: SemanticIDs, samples, cfg: TigerConfig, seed: int) -> str:
     blob = json.dumps(
         {"data": [dataset.name, len(dataset.train_samples)], "sids": sids.key, "cfg": asdict(cfg), "seed": seed,
@@ -485,7 +475,7 @@ def train_tiger(
         model.train()
         rng = np.random.default_rng([seed, state["epoch"]])
         epoch_loss = 0.0
-        for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+        for idx in length_batches(lengths, cfg.batch_size, rng):
             loss = model(**encoder.batch([samples[i] for i in idx], device=device)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

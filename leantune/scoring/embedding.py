@@ -50,6 +50,7 @@ class EmbeddingScorer:
     def _surrogate(self, samples, ctx) -> np.ndarray:
         import torch
 
+        from ..data.batching import length_batches
         from ..models import sasrec
         from .surrogate_scores import context_surrogate
 
@@ -61,7 +62,7 @@ class EmbeddingScorer:
         out = np.zeros((len(samples), model.cfg.hidden), dtype=np.float32)
         with torch.no_grad():
             # Length-sorted batches trimmed of shared padding: the same vectors, far less work.
-            for idx in sasrec.length_batches(lengths, self.config.batch_size, None):
+            for idx in length_batches(lengths, self.config.batch_size, None):
                 batch = sasrec.trim_left(seqs[idx]).to(device)
                 out[idx] = model(batch).float().cpu().numpy()
         return _finite(out, "surrogate")

@@ -127,7 +127,7 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
 
     Each pass shuffles, groups samples of similar length (so a batch is padded to little more than
     its own length) and shuffles the batches; every sample appears once per pass."""
-    from ..models.sasrec import length_batches
+    from ..data.batching import length_batches
 
     batch_size = max(1, min(batch_size, len(lengths)))
     first = length_batches(lengths, batch_size, rng)

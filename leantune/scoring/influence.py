@@ -276,7 +276,7 @@ class SurrogateObjective:
 
     def batches(self, subset: np.ndarray | None = None, batch_size: int | None = None) -> list[np.ndarray]:
         """Length-sorted batches of sample positions (of all samples, or of ``subset``)."""
-        from ..models.sasrec import length_batches
+        from ..data.batching import length_batches
 
         batch_size = batch_size or self.batch_size
         if subset is None:

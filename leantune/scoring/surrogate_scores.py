@@ -120,7 +120,8 @@ def _sample_tensors(model, samples: Sequence[Sample]):
 @torch.no_grad()
 def el2n_scores(model, samples: Sequence[Sample], batch_size: int = 256) -> np.ndarray:
     """||softmax(logits) - onehot(target)||₂ over items 1..num_items, per sample."""
-    from ..models.sasrec import length_batches, trim_left
+    from ..data.batching import length_batches
+    from ..models.sasrec import trim_left
 
     model.eval()
     seqs, targets, lengths = _sample_tensors(model, samples)
@@ -145,7 +146,8 @@ class _Encoder(nn.Module):
 
 def grad_norms(model, samples: Sequence[Sample], batch_size: int = 256) -> np.ndarray:
     """||∇_θ ℓ_i||₂ over all parameters of ``model`` for every sample (exact; see module docstring)."""
-    from ..models.sasrec import length_batches, trim_left
+    from ..data.batching import length_batches
+    from ..models.sasrec import trim_left
 
     model.eval()
     seqs_all, targets_all, lengths = _sample_tensors(model, samples)

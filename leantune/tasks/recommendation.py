@@ -16,6 +16,8 @@ from .base import TASKS, TextExample
 
 @TASKS.register("recommendation")
 class RecommendationTask:
+    """BIGRec sequential recommendation as a task: prompt/response examples for fine-tuning, evaluation by generation + grounding."""
+
     name = "recommendation"
     primary_metric = "recall@20"
 

@@ -18,6 +18,8 @@ STATUSES = ("finished", "early_stopped", "paused", "diverged")
 
 @dataclass
 class FinetuneConfig:
+    """Settings of one LoRA fine-tune (defaults: the BIGRec/DEALRec recipe: rank 8, alpha 16, lr 1e-4, batch 128)."""
+
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05

@@ -21,6 +21,8 @@ STAGES = ("prune", "finetune", "evaluate", "evaluate_base", "report")
 
 @dataclass
 class BigrecRunConfig:
+    """Settings of a BIGRec run (``run_bigrec``): prune, LoRA fine-tune, evaluate, report."""
+
     data: str = "games"
     budget: int = 256
     method: str = "dealrec"
@@ -78,7 +80,7 @@ def _check_run(cfg: BigrecRunConfig, dataset) -> None:
 
 
 def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=print) -> RunFolder:
-    """Run (or resume) the whole job; returns the run folder."""
+    """Run (or resume) a BIGRec job: prune -> LoRA fine-tune -> evaluate (and the base model) -> report; returns the run folder."""
     from ..data import load_dataset
     from ..evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec
     from ..models.llm import load_tokenizer

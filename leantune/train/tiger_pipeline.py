@@ -28,6 +28,8 @@ KS = (5, 10, 20)
 
 @dataclass
 class TigerRunConfig:
+    """Settings of a TIGER run (``run_tiger``): semantic IDs, prune, train TIGER, evaluate, report."""
+
     data: str = "games"
     budget: int = 1024
     method: str = "dealrec"  # with TIGER: dealrec = influence + λ·tiger_effort (see leantune.pruning)
@@ -85,7 +87,7 @@ def default_run_dir(cfg: TigerRunConfig) -> Path:
 
 
 def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=print) -> RunFolder:
-    """Run (or resume) the whole TIGER job; returns the run folder."""
+    """Run (or resume) a TIGER job: semantic IDs -> prune -> train TIGER -> evaluate -> report; returns the run folder."""
     from ..data import load_dataset
     from ..models.tiger import evaluate_tiger, semantic_ids_for, train_tiger
     from .pipeline import resolve_device

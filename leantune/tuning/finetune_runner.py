@@ -25,6 +25,9 @@ OBJECTIVES = ("metric", "valid_loss")
 
 @dataclass
 class FinetuneRunner:
+    """Trial runner that LoRA-fine-tunes a real model on a task's seeded training subset and scores the
+    trial on its validation split, with checkpoints so that continued trials resume where they stopped."""
+
     task: str = "attributes"
     model: str = "smollm2"
     train_size: int | None = 64  # units drawn (seeded) from the task's training pool; None: all

@@ -54,6 +54,9 @@ def check_study_name(name: str) -> str:
 
 @dataclass
 class TuneConfig:
+    """Settings of an early-performance search: the study and its storage, trial counts, the early
+    fraction at which trials are scored, how many continue, and the seed (``leantune tune``'s options)."""
+
     study: str = "leantune-tune"
     storage: str | None = None  # any Optuna RDB URL; None -> sqlite:///<work_dir>/optuna.db
     work_dir: Path = Path("runs/tune")  # checkpoints; must be shared by all workers of a study

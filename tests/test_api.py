@@ -1,0 +1,54 @@
+"""The flat public API at the package top level (``leantune.prune``, ``leantune.compare``, ...)."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import leantune
+
+ROOT = Path(__file__).resolve().parents[1]
+# Public dataclasses allowed to keep only the docstring dataclasses generate (none).
+GENERATED_DOC_OK: set[str] = set()
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_import_is_cheap():
+    done = _python("import leantune, sys; assert 'torch' not in sys.modules; assert 'transformers' not in sys.modules")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", leantune.__all__)
+def test_every_public_name_resolves_and_has_a_docstring(name):
+    obj = getattr(leantune, name)
+    module, _, attr = leantune._LAZY[name].partition(":")
+    assert obj is getattr(sys.modules[module], attr)
+    doc = inspect.getdoc(obj)
+    assert doc and doc.strip(), f"leantune.{name} has no docstring"
+    generated = inspect.isclass(obj) and dataclasses.is_dataclass(obj) and (obj.__dict__.get("__doc__") or "").startswith(f"{obj.__name__}(")
+    assert not generated or name in GENERATED_DOC_OK, f"leantune.{name}: only the dataclass-generated docstring"
+
+
+def test_all_and_dir():
+    assert len(set(leantune.__all__)) == len(leantune.__all__) == len(leantune._LAZY)
+    for name in ("load_dataset", "prune", "PruneConfig", "finetune", "evaluate_bigrec", "run_bigrec", "learning_curve",
+                 "EarlySearch", "compare", "minimum_detectable_effect"):
+        assert name in leantune.__all__
+    assert set(leantune.__all__) <= set(dir(leantune))
+    assert "__version__" in dir(leantune)
+
+
+def test_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no_such_name"):
+        leantune.no_such_name  # noqa: B018
+    assert not hasattr(leantune, "no_such_name")
+    from leantune import minimum_detectable_effect, prune  # noqa: F401  (from-imports work too)
