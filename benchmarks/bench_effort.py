@@ -10,6 +10,8 @@ On SmolLM2-135M-Instruct with Games prompts (a seeded subset of the training sam
   reference: all LoRA layers present, input embeddings requiring grad), read the last layer's
   v_proj LoRA-B gradient. Run on the first ``--naive-samples`` samples; its rate is per token.
 * ``effort bf16`` (optional): the same with bfloat16 autocast; Spearman against fp32.
+* ``effort bf16 weights`` (optional): a second copy of the model held in bfloat16 (its fresh LoRA
+  adapter in float32; ``--opt effort_dtype=bfloat16-weights``); Spearman against fp32.
 
 All runs are timed batch by batch in turn (forward, effort, effort bf16, a share of the naive
 samples), so that load from other processes on a shared machine hits them alike; the ratios are
@@ -144,6 +146,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast run")
+    parser.add_argument("--no-bf16-weights", action="store_true", help="skip the run with the model held in bfloat16")
     parser.add_argument("--random-weights", action="store_true",
                         help="time random weights of --model's architecture (a folder holding its config and tokenizer "
                              "is enough): for machines without the converted checkpoint; effort values are meaningless")
@@ -186,8 +189,12 @@ def main(argv=None) -> dict:
         finally:
             effort.config = config
 
+    weights_model = None if args.no_bf16_weights else EffortModel(replace(config, dtype="bfloat16-weights"), args.device, seed=args.seed)
+
     # Warm-up (allocator, kernels), not timed.
     warm = [encoded[i] for i in groups[-1]]
+    if weights_model:
+        weights_model.batch_effort(warm)
     effort.batch_effort(warm)
     forward_losses(effort, warm, {})
     naive_effort(model, weight, encoded[0], device)
@@ -195,9 +202,10 @@ def main(argv=None) -> dict:
         effort_bf16(warm)
 
     # Every run advances batch by batch in turn, so load from other processes hits all alike.
-    seconds = {"forward": 0.0, "effort": 0.0, "bf16": 0.0, "naive": 0.0}
-    eff_t, fwd_t, bf_t = {}, {}, {}
+    seconds = {"forward": 0.0, "effort": 0.0, "bf16": 0.0, "bf16_weights": 0.0, "naive": 0.0}
+    eff_t, fwd_t, bf_t, bw_t = {}, {}, {}, {}
     values, bf_values, naive_values = np.empty(len(encoded)), np.empty(len(encoded)), np.empty(naive_n)
+    bw_values = np.empty(len(encoded))
     naive_done = 0
 
     def timed(name, fn):
@@ -216,6 +224,8 @@ def main(argv=None) -> dict:
         values[g] = timed("effort", lambda: effort.batch_effort(batch, eff_t))
         if bf16_config:
             bf_values[g] = timed("bf16", lambda: effort_bf16(batch, bf_t))
+        if weights_model:
+            bw_values[g] = timed("bf16_weights", lambda: weights_model.batch_effort(batch, bw_t))
         while naive_done < naive_n * (step + 1) / len(groups):
             naive_values[naive_done] = timed("naive", lambda: naive_effort(model, weight, encoded[naive_done], device))
             naive_done += 1
@@ -230,6 +240,13 @@ def main(argv=None) -> dict:
         bf16 = {"seconds": bf_s, "tokens_per_s": tokens / bf_s, "speedup_vs_fp32_effort": eff_s / bf_s,
                 "spearman_vs_fp32": spearman(bf_values, values),
                 "max_rel_diff_vs_fp32": float(np.max(np.abs(bf_values - values) / values)), "profile_s": bf_t}
+
+    bf16_weights = None
+    if weights_model:
+        bw_s = seconds["bf16_weights"]
+        bf16_weights = {"seconds": bw_s, "tokens_per_s": tokens / bw_s, "samples_per_s": len(encoded) / bw_s,
+                        "speedup_vs_fp32_effort": eff_s / bw_s, "spearman_vs_fp32": spearman(bw_values, values),
+                        "max_rel_diff_vs_fp32": float(np.max(np.abs(bw_values - values) / values)), "profile_s": bw_t}
 
     n_full = len(pool)
     full_tokens = lengths.mean() * n_full
@@ -263,6 +280,8 @@ def main(argv=None) -> dict:
             "naive_over_effort_per_token": (tokens / eff_s) / naive_tok_s,
         },
         "bf16": bf16,
+        "bf16_weights": bf16_weights,
+        "load_average": os.getloadavg()[0],
         "full_games": {
             "samples": n_full,
             "tokens_estimate": float(full_tokens),
@@ -270,6 +289,7 @@ def main(argv=None) -> dict:
             "forward_hours": full_tokens / (tokens / fwd_s) / 3600,
             "naive_hours": full_tokens / naive_tok_s / 3600,
             "effort_bf16_hours": full_tokens / bf16["tokens_per_s"] / 3600 if bf16 else None,
+            "effort_bf16_weights_hours": full_tokens / bf16_weights["tokens_per_s"] / 3600 if bf16_weights else None,
         },
     }
     if args.random_weights:
@@ -308,6 +328,9 @@ def markdown(r: dict) -> str:
         b = r["bf16"]
         lines.append(f"| effort (bf16 autocast) | {b['seconds']:.1f} | {b['tokens_per_s']:.0f} | "
                      f"{r['samples'] / b['seconds']:.2f} |")
+    if r.get("bf16_weights"):
+        w = r["bf16_weights"]
+        lines.append(f"| effort (model held in bf16) | {w['seconds']:.1f} | {w['tokens_per_s']:.0f} | {w['samples_per_s']:.2f} |")
     lines += [
         f"| naive loop, batch 1, full backward ({n['samples']} samples) | {n['seconds']:.1f} | "
         f"{n['tokens_per_s']:.0f} | {n['samples_per_s']:.2f} |",
@@ -331,10 +354,20 @@ def markdown(r: dict) -> str:
                      f"{b['spearman_vs_fp32']:.4f} against fp32 (largest relative difference {b['max_rel_diff_vs_fp32']:.1e}); "
                      f"its time: trunk {b['profile_s'].get('trunk', 0):.1f} s, LM head {b['profile_s'].get('head', 0):.1f} s, "
                      f"backward {b['profile_s'].get('backward', 0):.1f} s.")
+    if r.get("bf16_weights"):
+        w = r["bf16_weights"]
+        lines.append(f"- **model held in bf16** (`--opt effort_dtype=bfloat16-weights`): **{w['speedup_vs_fp32_effort']:.2f}x** "
+                     f"the fp32 effort speed (goal ≥ 2x), Spearman **{w['spearman_vs_fp32']:.4f}** against fp32 (goal ≥ 0.99; "
+                     f"largest relative difference {w['max_rel_diff_vs_fp32']:.1e}); its time: trunk "
+                     f"{w['profile_s'].get('trunk', 0):.1f} s, LM head {w['profile_s'].get('head', 0):.1f} s, backward "
+                     f"{w['profile_s'].get('backward', 0):.1f} s.")
+    if "load_average" in r:
+        lines.append(f"- 1-min load average {r['load_average']:.1f} at the end (this benchmark's own threads count).")
     lines += [
         f"- Full Games ({full['samples']} samples, ≈{full['tokens_estimate'] / 1e6:.2f} M tokens at this subset's mean "
         f"length): effort ≈ {full['effort_hours']:.2f} h, forward ≈ {full['forward_hours']:.2f} h, naive ≈ "
-        f"{full['naive_hours']:.2f} h" + (f", effort bf16 ≈ {full['effort_bf16_hours']:.2f} h." if full["effort_bf16_hours"] else "."),
+        f"{full['naive_hours']:.2f} h" + (f", effort bf16 ≈ {full['effort_bf16_hours']:.2f} h" if full["effort_bf16_hours"] else "")
+        + (f", model in bf16 ≈ {full['effort_bf16_weights_hours']:.2f} h" if full.get("effort_bf16_weights_hours") else "") + ".",
         f"- Model load {r['model_load_s']:.1f} s, tokenisation {r['encode_s']:.1f} s (not in the rates).",
         "",
     ]

@@ -181,3 +181,22 @@ def test_bad_settings_are_one_line_errors(tiny_rec):
     ctx = ScoringContext(tiny_rec, options={"model": "tiny", "effort_batch_size": 0})
     with pytest.raises(LeantuneError, match="batch_size"):
         EffortScorer().score(tiny_rec.train_samples[:2], ctx)
+
+
+def test_bf16_weights_track_fp32_and_keep_the_adapter_in_fp32(tiny_rec, tiny_model, encoded):
+    # The model held in bfloat16 (the fast path on AMX CPUs): scores close to the exact fp32 ones, ranks
+    # nearly equal, and peft's fresh LoRA B matrices (whose gradients are the score) stay float32.
+    samples, enc = encoded
+    exact = tiny_model.scores(enc, progress=False)
+    fast = EffortModel(replace(TINY, dtype="bfloat16-weights"), "cpu", seed=0)
+    assert next(fast.lm.parameters()).dtype == torch.bfloat16
+    assert all(b.weight.dtype == torch.float32 for b in fast.targets.values())
+    values = fast.scores(fast.encode(tiny_rec, samples), progress=False)
+    assert rel(values, exact) < 0.05
+    from scipy.stats import spearmanr
+
+    assert spearmanr(values, exact)[0] > 0.9
+    ctx = ScoringContext(tiny_rec, options={"model": "tiny", "effort_dtype": "bfloat16-weights", "progress": False})
+    scorer = EffortScorer()
+    assert scorer.model(ctx) is not scorer.model(ScoringContext(tiny_rec, options={"model": "tiny", "progress": False},
+                                                                 extras=ctx.extras))  # other weights, other model

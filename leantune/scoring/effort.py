@@ -47,7 +47,7 @@ import numpy as np
 from ..errors import LeantuneError
 from .base import SCORERS
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "bfloat16-weights")
 PADDING_SIDES = ("right", "left")
 
 
@@ -62,7 +62,7 @@ class EffortConfig:
     layers: tuple[int, ...] = (-1,)  # decoder layers (negative: from the end)
     batch_size: int = 4  # length-sorted batches of 4 were fastest on 2 CPU cores
     max_tokens: int = 512
-    dtype: str = "float32"  # "bfloat16": autocast, not exact (see benchmarks/results/effort*.md for speed)
+    dtype: str = "float32"  # "bfloat16": autocast; "bfloat16-weights": the model held in bf16 (LoRA in fp32); neither exact
     mask_prompt: bool = False  # loss on response + EOS only (BIGRec train_on_inputs=False)
     head_chunk: int = 512  # loss positions per LM-head chunk (bounds the logits memory)
     padding_side: str = "right"
@@ -151,7 +151,7 @@ class EffortModel:
         config.validate()
         self.config = config
         self.device = torch.device(device)
-        base, self.tokenizer = load_model(config.model, "float32", "cpu")
+        base, self.tokenizer = load_model(config.model, self.weights_dtype(config), "cpu")
         n_layers = base.config.num_hidden_layers
         if any(not -n_layers <= i < n_layers for i in config.layers):
             raise LeantuneError(f"effort layers {list(config.layers)}: the model has {n_layers} layers (0..{n_layers - 1} or -1..-{n_layers})")
@@ -224,10 +224,15 @@ class EffortModel:
         c = self.config
         return [encode_sample(dataset, s, self.tokenizer, c.max_tokens, c.mask_prompt) for s in samples]
 
+    @staticmethod
+    def weights_dtype(config: EffortConfig) -> str:
+        """The dtype the model's weights are loaded in (peft keeps a fresh LoRA adapter in float32)."""
+        return "bfloat16" if config.dtype == "bfloat16-weights" else "float32"
+
     def _autocast(self):
         import torch
 
-        if self.config.dtype == "float32":
+        if self.config.dtype != "bfloat16":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=getattr(torch, self.config.dtype))
 
@@ -310,7 +315,7 @@ class EffortModel:
     def compute_dtype(self):
         import torch
 
-        return getattr(torch, self.config.dtype)
+        return torch.float32 if self.config.dtype == "float32" else torch.bfloat16
 
     def scores(self, encoded: Sequence[Encoded], progress: bool | None = None, timings: dict | None = None) -> np.ndarray:
         """Effort for every encoded sample, in the given order."""
@@ -371,7 +376,7 @@ class EffortScorer:
         """The scoring model for this context, built once and shared through ``ctx.extras``."""
         config = self.resolve_config(ctx)
         key = ("effort", config.model, config.adapter, config.lora_targets, config.lora_r, config.lora_alpha,
-               config.modules, tuple(config.layers), ctx.seed, str(ctx.device))
+               config.modules, tuple(config.layers), EffortModel.weights_dtype(config), ctx.seed, str(ctx.device))
         cached = ctx.extras.get(key)
         if cached is None:
             cached = ctx.extras[key] = EffortModel(config, ctx.device, ctx.seed)
