@@ -44,6 +44,8 @@ BatchHVP = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
 
 @dataclass
 class LissaConfig:
+    """One LiSSA solve of (H + λI)^-1 v: λ, the scale, the number of steps and the averaged tail."""
+
     damping: float  # λ of (H + λI)^-1 v
     scale: float  # > (largest mini-batch Hessian eigenvalue + λ) / 2 for stability
     depth: int = 600  # recursion steps
@@ -59,6 +61,8 @@ class LissaConfig:
 
 @dataclass
 class CGConfig:
+    """One conjugate-gradient solve of (H + λI) x = v: λ, the iteration cap and the relative tolerance."""
+
     damping: float = 0.25  # λ
     max_iter: int = 100
     tol: float = 1e-5  # stop when ||residual|| <= tol·||v||

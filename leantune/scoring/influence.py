@@ -63,6 +63,11 @@ SOLVERS = ("lissa", "cg")
 
 @dataclass
 class InfluenceConfig:
+    """Settings of the influence scorer (``--opt influence_<field>=...``); see the module docstring.
+
+    The defaults need no tuning per dataset: λ comes from the Lanczos estimate of the Hessian's
+    smallest eigenvalue, LiSSA's scale from its largest."""
+
     params: str = "all"  # all | reference | comma-separated parameter-name prefixes
     solver: str = "lissa"  # lissa | cg
     damping: float | None = None  # λ; None = damping_margin·|λ_min| from Lanczos
