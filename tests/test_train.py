@@ -139,6 +139,9 @@ def test_folder_with_other_settings_is_refused(tmp_path):
 def test_config_validation_and_schedule():
     with pytest.raises(LeantuneError, match="lr must be positive"):
         FinetuneConfig(lr=0)
+    for bad in ({"lr": float("inf")}, {"alpha": float("inf")}):
+        with pytest.raises(LeantuneError, match="lr and alpha must be finite"):
+            FinetuneConfig(**bad)
     with pytest.raises(LeantuneError, match="unknown keys"):
         FinetuneConfig.from_dict({"rank": 4})
     cfg = FinetuneConfig()  # the reference recipe

@@ -49,6 +49,7 @@ class FinetuneConfig:
             (self.alpha > 0, "alpha must be positive"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.lr > 0, "lr must be positive"),
+            (math.isfinite(self.lr) and math.isfinite(self.alpha), f"lr and alpha must be finite (lr {self.lr}, alpha {self.alpha})"),
             (self.batch_size > 0 and self.micro_batch_size > 0, "batch sizes must be positive"),
             (self.epochs > 0 or (self.max_steps or 0) > 0, "epochs or max_steps must be positive"),
             (self.max_steps is None or self.max_steps > 0, "max_steps must be positive"),
