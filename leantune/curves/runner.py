@@ -138,10 +138,9 @@ def check_metric(task, metric: str) -> None:
     """Refuse a ``--metric`` the task's evaluation never returns, before anything is trained.
     Per-unit-group keys (``attribute_accuracy/<name>``) depend on the data and are checked after
     the first evaluation instead."""
-    names = getattr(task, "metric_names", None)
-    if names is None or "/" in metric:
+    if "/" in metric:
         return
-    known = list(names())
+    known = list(task.metric_names())
     if metric not in known:
         raise LeantuneError(f"--metric {metric!r}: not among the {task.name} task's metrics ({', '.join(known)})")
 

@@ -41,5 +41,9 @@ class Task(Protocol):
         """``evaluate``'s metrics and the per-unit rows behind them (``leantune.evaluation.units``)."""
         ...
 
+    def metric_names(self) -> list[str]:
+        """The scalar keys ``evaluate`` always returns (checked before any training, e.g. ``curve --metric``)."""
+        ...
+
 
 TASKS: Registry[type] = Registry("task")
