@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import typer
 
+from ..models.llm import models_help
+
 app = typer.Typer(
     name="leantune",
     help="Data- and compute-efficient LoRA fine-tuning of LLMs: which samples, how many, which hyperparameters.",
@@ -12,6 +14,8 @@ app = typer.Typer(
 )
 
 DATA_HELP = "Dataset: 'games' (shipped Amazon Games), 'ml-100k' (MovieLens-100K from recbole), or a folder in the DEALRec format."
+# Every model name --model accepts (from leantune.models.llm, so a new shipped model shows up in every help text).
+MODEL_NAMES_HELP = models_help()
 SEED_HELP = "Random seed (every random choice derives from it)."
 # numpy seeds must lie in [0, 2**32); derived seeds add small offsets (seed + 1, seed + 1000 * worker).
 SEED_MAX = 2**31 - 1

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .app import SEED_HELP, SEED_MAX, app
+from .app import MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 
 attributes_app = typer.Typer(help="Product attribute-value extraction from titles (OA-Mine): LoRA fine-tuning and evaluation.", no_args_is_help=True)
 app.add_typer(attributes_app, name="attributes")
@@ -44,7 +44,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 @attributes_app.command("evaluate")
 def evaluate(
     data: str = typer.Option("oa-mine", "--data", help=ATTR_DATA_HELP),
-    model: str = typer.Option("smollm2", "--model", help="Base model: 'smollm2', 'tiny' or a local transformers folder."),
+    model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local transformers folder."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder (from `attributes finetune`); omit for the zero-shot base model."),
     unit: str = typer.Option("product", "--unit", help=UNIT_HELP),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test or valid."),
@@ -94,7 +94,7 @@ def evaluate(
 @attributes_app.command("finetune")
 def finetune_cmd(
     data: str = typer.Option("oa-mine", "--data", help=ATTR_DATA_HELP),
-    model: str = typer.Option("smollm2", "--model", help="Base model: 'smollm2', 'tiny' or a local transformers folder."),
+    model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local transformers folder."),
     unit: str = typer.Option("product", "--unit", help=UNIT_HELP),
     train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on a seeded random subset of N units (products or questions)."),
     valid_limit: Optional[int] = typer.Option(50, "--valid-limit", help="Validation products for early stopping (0: no validation)."),

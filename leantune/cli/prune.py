@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..pruning import methods_help
-from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
+from .app import DATA_HELP, MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 
 PRUNE_HELP = f"""Score the training samples and keep --budget of them.
 
@@ -57,7 +57,7 @@ def prune_cmd(
     method: str = typer.Option("dealrec", "--method", help="Pruning method (see the list above)."),
     lam: float = typer.Option(0.3, "--lambda", help="Effort weight λ in DEALRec's overall score (reference Games run: 0.3)."),
     pool: Optional[int] = typer.Option(None, "--pool", help="Score only a seeded random sub-pool of N samples (users)."),
-    model: str = typer.Option("smollm2", "--model", help="LLM used by LLM-based scorers (effort); unused with --recommender tiger."),
+    model: str = typer.Option("smollm2", "--model", help=f"LLM used by LLM-based scorers (effort): {MODEL_NAMES_HELP} or a local folder; unused with --recommender tiger."),
     recommender: str = typer.Option("bigrec", "--recommender", help="'bigrec' (LLM effort) or 'tiger' (TIGER effort; see above)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/prune-<data>-<method>-b<budget>-s<seed>, plus -p<N> with --pool)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),

@@ -6,9 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from .app import DATA_HELP, SEED_HELP, SEED_MAX, app
+from .app import DATA_HELP, MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 
-MODEL_HELP = "Causal LM: 'smollm2' (SmolLM2-135M-Instruct, shipped), 'tiny' (random 2-layer test model) or a local transformers folder."
+MODEL_HELP = f"Causal LM: {MODEL_NAMES_HELP} or a local transformers folder."
 DEVICE_HELP = "'auto' (cuda when available), 'cpu' or 'cuda'."
 GEN_DTYPE_HELP = ("Weights of beam-search generation: 'float32' (default) or 'bfloat16' (about 2x faster on a CPU with "
                   "AMX; some responses differ, see benchmarks/results/generation.md). Grounding stays float32.")

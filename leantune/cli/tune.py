@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import SEED_HELP, SEED_MAX, app, seed_everything
+from .app import MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app, seed_everything
 
 tune_app = typer.Typer(
     help="Early-performance Bayesian search over LoRA hyperparameters: score every trial early, continue the top-k.",
@@ -34,7 +34,7 @@ def _work_dir(work_dir: Optional[Path], study: str) -> Path:
 def tune(
     ctx: typer.Context,
     task: Optional[str] = typer.Option(None, help="Task to tune on: 'attributes' or 'recommendation' (required unless --runner synthetic)."),
-    model: str = typer.Option("smollm2", help="Model: 'smollm2', 'tiny' (random 2-layer Llama, for dry runs) or a local folder."),
+    model: str = typer.Option("smollm2", help=f"Model: {MODEL_NAMES_HELP} or a local folder."),
     runner: str = typer.Option("finetune", help="'finetune' (real LoRA training) or 'synthetic' (a simulated run, seconds; for trying the machinery)."),
     study: str = typer.Option("leantune-tune", help=STUDY_HELP),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
