@@ -140,7 +140,7 @@ def check_options(options: dict) -> None:
 
         if options["tiger_preset"] not in PRESETS:
             raise LeantuneError(f"--opt tiger_preset={options['tiger_preset']!r}: choose one of {', '.join(PRESETS)}")
-    for key, least in (("tiger_warmup_epochs", 1), ("tiger_batch", 1)):
+    for key, least in (("tiger_warmup_epochs", 1), ("tiger_batch", 1), ("tiger_warmup_samples", 0)):
         if key in options:
             _check_option_type(key, options[key], least)
             if options[key] < least:

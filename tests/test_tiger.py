@@ -281,3 +281,17 @@ def test_cli_train_and_evaluate(tiny_rec_folder, tmp_path):
     bad.write_text("{}")
     result = runner.invoke(app, ["tiger", "train", "--data", str(tiny_rec_folder), "--ids", str(ids), "--selection", str(bad)])
     assert isinstance(result.exception, DataError) and "sample_ids" in str(result.exception)
+
+
+def test_tiger_effort_warmup_subset_is_seeded_and_checked(tiny_rec):
+    from leantune.pruning import check_options
+    from leantune.scoring.tiger_effort import warmup_subset
+
+    ids = [s.sample_id for s in tiny_rec.train_samples]
+    assert warmup_subset(tiny_rec, 0, 0) is None and warmup_subset(tiny_rec, len(ids), 0) is None  # all samples
+    part = warmup_subset(tiny_rec, 10, 0)
+    assert len(part) == 10 and set(part) <= set(ids) and part == sorted(part)
+    assert part == warmup_subset(tiny_rec, 10, 0) and part != warmup_subset(tiny_rec, 10, 1)
+    check_options({"tiger_warmup_samples": 10})
+    with pytest.raises(LeantuneError, match="tiger_warmup_samples"):
+        check_options({"tiger_warmup_samples": -1})

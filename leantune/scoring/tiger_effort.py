@@ -20,6 +20,9 @@ scoring resumes); options (``ScoringContext.options``):
 * ``tiger_ids``: semantic-IDs folder or file (default ``runs/tiger-<data>/``, built if missing);
 * ``tiger_model_dir``: a ``train_tiger`` folder to use instead of the warm-up model;
 * ``tiger_warmup_epochs``: epochs of the warm-up training (default 1);
+* ``tiger_warmup_samples``: warm up on a seeded subset of this many training samples instead of all
+  (0, the default: all) — a cheaper model state; ``benchmarks/bench_tiger_warmup.py`` measures how
+  closely its effort ranks samples like the full warm-up's;
 * ``tiger_preset``: model size of the warm-up model (``paper`` or ``small``, default ``paper``);
 * ``tiger_batch``: samples per vmap batch (default 64).
 
@@ -36,7 +39,7 @@ from torch import nn
 from .base import SCORERS
 
 # The ScoringContext.options this scorer reads (listed in the module docstring).
-OPTIONS = ("tiger_ids", "tiger_model_dir", "tiger_warmup_epochs", "tiger_preset", "tiger_batch")
+OPTIONS = ("tiger_ids", "tiger_model_dir", "tiger_warmup_epochs", "tiger_warmup_samples", "tiger_preset", "tiger_batch")
 
 
 class _Head(nn.Module):
@@ -111,6 +114,16 @@ def per_sample_grad_norms(model, encoder, samples, batch_size: int = 64) -> np.n
     return out
 
 
+def warmup_subset(dataset, n: int, seed: int) -> list[int] | None:
+    """Sample ids of the warm-up subset: ``n`` training samples by the shared seeded rule (None = all)."""
+    from ..data.units import seeded_sample
+
+    ids = [s.sample_id for s in dataset.train_samples]
+    if not 0 < n < len(ids):
+        return None
+    return sorted(seeded_sample(ids, n, seed, "tiger effort warm-up"))
+
+
 @SCORERS.register("tiger_effort")
 class TigerEffortScorer:
     name = "tiger_effort"
@@ -134,9 +147,11 @@ class TigerEffortScorer:
             model_dir = ctx.options.get("tiger_model_dir")
             if not model_dir:
                 work = Path(ctx.work_dir) if ctx.work_dir is not None else default_dir(ctx.dataset.name)
-                model_dir = work / "tiger-effort-warmup"
+                n = int(ctx.options.get("tiger_warmup_samples", 0))
+                subset = warmup_subset(ctx.dataset, n, ctx.seed)
+                model_dir = work / ("tiger-effort-warmup" if subset is None else f"tiger-effort-warmup-n{n}")
                 cfg = tiger_config(ctx.options.get("tiger_preset", "paper"),
                                    max_epochs=int(ctx.options.get("tiger_warmup_epochs", 1)), val_metric="loss")
-                train_tiger(ctx.dataset, sids, None, model_dir, cfg, seed=ctx.seed, device=ctx.device, progress=progress)
+                train_tiger(ctx.dataset, sids, subset, model_dir, cfg, seed=ctx.seed, device=ctx.device, progress=progress)
             ctx.extras["tiger_model"] = load_tiger(model_dir, sids, ctx.device)
         return ctx.extras["tiger_model"]
