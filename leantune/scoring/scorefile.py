@@ -112,9 +112,23 @@ def _read_parquet(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise DataError(path, f"unreadable parquet file ({exc})") from None
-    raw = (table.schema.metadata or {}).get(b"leantune")
-    meta = json.loads(raw) if raw else {}
-    return {name: _from_arrow(table.column(name)) for name in table.column_names}, meta
+    return {name: _from_arrow(table.column(name)) for name in table.column_names}, _leantune_meta(table.schema)
+
+
+def _read_parquet_meta(path: Path) -> dict:
+    """Only the ``leantune`` metadata of a parquet file (its footer; the columns are not read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise DataError(path, f"unreadable parquet file ({exc})") from None
+    return _leantune_meta(schema)
+
+
+def _leantune_meta(schema) -> dict:
+    raw = (schema.metadata or {}).get(b"leantune")
+    return json.loads(raw) if raw else {}
 
 
 def write_scores(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
@@ -191,7 +205,7 @@ class ChunkStore:
         """What the scorer reported about its computation (e.g. influence's damping) when it scored the
         first chunk; None when it reported nothing or that chunk is missing."""
         path = self.path(0)
-        return _read_parquet(path)[1].get("info") if path.exists() else None
+        return _read_parquet_meta(path).get("info") if path.exists() else None
 
     def read(self, index: int, sample_ids: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
         path = self.path(index)
