@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,8 @@ sys.path.insert(0, str(ROOT))
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import write_json  # noqa: E402
 from leantune.models.sasrec import load_surrogate  # noqa: E402
-from leantune.scoring.ihvp import (CGConfig, LissaConfig, auto_damping, conjugate_gradient, lanczos_extremes,  # noqa: E402
-                                   length_bucketed_batches, lissa)
-from leantune.scoring.influence import InfluenceConfig, SurrogateObjective, _subsample, frozen  # noqa: E402
+from leantune.scoring.ihvp import CGConfig, auto_damping, conjugate_gradient  # noqa: E402
+from leantune.scoring.influence import InfluenceConfig, SurrogateObjective, estimate_spectrum, frozen, lissa_ihvp  # noqa: E402
 
 DEFAULT_GRID = ["300,32,1", "600,32,1", "300,64,1", "300,128,1", "200,256,1", "400,32,2", "600,32,2", "400,64,2", "600,64,2"]
 
@@ -57,8 +57,7 @@ def main() -> None:
     with frozen(model):
         obj = SurrogateObjective(model, dataset.train_samples, "all", defaults.batch_size)
         g = obj.mean_grad()
-        subset = _subsample(obj.n, defaults.lanczos_samples, 0)
-        spectrum = lanczos_extremes(lambda v: obj.full_hvp(v, subset, defaults.hvp_batch), g, defaults.lanczos_steps, 0, obj.free)
+        spectrum = estimate_spectrum(obj, g, defaults, 0)
         lam = auto_damping(spectrum, defaults.damping_margin)
         print(f"λ {lam:.3g} (Lanczos {spectrum.smallest:.3g} .. {spectrum.largest:.3g})", flush=True)
         start = time.perf_counter()
@@ -69,13 +68,11 @@ def main() -> None:
         for depth, batch, factor in cells:
             scale = factor * (spectrum.largest + lam)
             runs = []
+            cell = replace(defaults, depth=depth, lissa_batch=batch)
             for seed in (0, 1):
-                batches, per_pass = length_bucketed_batches(obj.lengths, batch, np.random.default_rng(seed))
-                weight = per_pass / obj.n
                 info = {}
                 start = time.perf_counter()
-                s = lissa(lambda v, idx: obj.hvp_sum(v, idx).mul_(weight), g, batches,
-                          LissaConfig(damping=lam, scale=scale, depth=depth, tail=defaults.tail), info=info)
+                s = lissa_ihvp(obj, g, lam, scale, cell, seed, info=info)
                 seconds = time.perf_counter() - start
                 values = obj.products(s)
                 runs.append({"seconds": seconds, "spearman_vs_cg": float(spearmanr(values, reference)[0]),

@@ -388,6 +388,25 @@ def _subsample(n: int, size: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def estimate_spectrum(obj: SurrogateObjective, g: torch.Tensor, cfg: InfluenceConfig, seed: int):
+    """Lanczos estimate of the Hessian's extreme eigenvalues on a seeded subsample of
+    ``cfg.lanczos_samples`` samples (all when 0), started from a seeded random direction."""
+    subset = _subsample(obj.n, cfg.lanczos_samples, seed)
+    return lanczos_extremes(lambda v: obj.full_hvp(v, subset, cfg.hvp_batch), g, cfg.lanczos_steps, seed=seed, mask=obj.free)
+
+
+def lissa_ihvp(obj: SurrogateObjective, v: torch.Tensor, damping: float, scale: float, cfg: InfluenceConfig, seed: int,
+               progress: bool = False, info: dict | None = None) -> torch.Tensor:
+    """(H + damping·I)^-1 v by LiSSA over length-bucketed mini-batches of ``cfg.lissa_batch`` samples
+    (``cfg.depth`` steps, tail-averaged over ``cfg.tail``), the batches drawn with ``seed``."""
+    lcfg = LissaConfig(damping=damping, scale=scale, depth=cfg.depth, tail=cfg.tail, max_restarts=cfg.lissa_restarts)
+    batches, per_pass = length_bucketed_batches(obj.lengths, cfg.lissa_batch, np.random.default_rng(seed))
+    # Each pass visits every sample once in ``per_pass`` batches of unequal size; weighting a
+    # batch's summed Hessian by per_pass / n makes a pass's steps average to the full H exactly.
+    weight = per_pass / obj.n
+    return lissa(lambda x, idx: obj.hvp_sum(x, idx).mul_(weight), v, batches, lcfg, progress=progress, info=info)
+
+
 def compute_influence(model, train_samples: Sequence[Sample], cfg: InfluenceConfig | None = None, seed: int = 0,
                       progress: bool = False) -> InfluenceResult:
     """Influence and gradient product of every sample in ``train_samples`` (the empirical risk's samples)."""
@@ -404,11 +423,9 @@ def compute_influence(model, train_samples: Sequence[Sample], cfg: InfluenceConf
         start = time.perf_counter()
         damping, scale = cfg.damping, cfg.scale
         if damping is None or (cfg.solver == "lissa" and scale is None):
-            subset = _subsample(obj.n, cfg.lanczos_samples, seed)
-            spectrum = lanczos_extremes(lambda v: obj.full_hvp(v, subset, cfg.hvp_batch), g, cfg.lanczos_steps, seed=seed,
-                                        mask=obj.free)
+            spectrum = estimate_spectrum(obj, g, cfg, seed)
             info["spectrum"] = {"smallest": spectrum.smallest, "largest": spectrum.largest, "steps": spectrum.steps,
-                                "samples": obj.n if subset is None else len(subset)}
+                                "samples": min(cfg.lanczos_samples, obj.n) or obj.n}
             if damping is None:
                 damping = auto_damping(spectrum, cfg.damping_margin)
             if scale is None:
@@ -419,13 +436,8 @@ def compute_influence(model, train_samples: Sequence[Sample], cfg: InfluenceConf
 
         start = time.perf_counter()
         if cfg.solver == "lissa":
-            lcfg = LissaConfig(damping=damping, scale=scale, depth=cfg.depth, tail=cfg.tail, max_restarts=cfg.lissa_restarts)
             info.update(depth=cfg.depth, batch_size=cfg.lissa_batch, tail=cfg.tail, scale=scale)
-            batches, per_pass = length_bucketed_batches(obj.lengths, cfg.lissa_batch, np.random.default_rng(seed))
-            # Each pass visits every sample once in ``per_pass`` batches of unequal size; weighting a
-            # batch's summed Hessian by per_pass / n makes a pass's steps average to the full H exactly.
-            weight = per_pass / obj.n
-            s = lissa(lambda v, idx: obj.hvp_sum(v, idx).mul_(weight), g, batches, lcfg, progress=progress, info=info)
+            s = lissa_ihvp(obj, g, damping, scale, cfg, seed, progress=progress, info=info)
         else:
             subset = _subsample(obj.n, cfg.cg_samples, seed)
             res = conjugate_gradient(lambda v: obj.full_hvp(v, subset, cfg.hvp_batch), g, CGConfig(damping, cfg.cg_iters, cfg.cg_tol))
