@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from leantune.data import load_dataset  # noqa: E402
 from leantune.data.units import seeded_sample  # noqa: E402
 from leantune.io import write_json  # noqa: E402
-from leantune.models.tiger import load_tiger, semantic_ids_for, tiger_config, train_tiger  # noqa: E402
-from leantune.scoring.tiger_effort import per_sample_grad_norms, warmup_subset  # noqa: E402
+from leantune.models.tiger import load_tiger, semantic_ids_for  # noqa: E402
+from leantune.scoring.tiger_effort import per_sample_grad_norms, train_warmup  # noqa: E402
 
 
 def main() -> None:
@@ -54,10 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = [(n, args.seed) for n in sorted(args.sizes)] + ([] if args.no_noise_floor else [(0, args.seed + 1)])
         for n, seed in runs:
-            subset = warmup_subset(dataset, n, seed)
-            cfg = tiger_config(args.preset, max_epochs=1, val_metric="loss")
             start = time.perf_counter()
-            train_tiger(dataset, sids, subset, Path(tmp) / f"n{n}-s{seed}", cfg, seed=seed, progress=True)
+            train_warmup(dataset, sids, Path(tmp) / f"n{n}-s{seed}", n, seed, args.preset, epochs=1)
             warm = time.perf_counter() - start
             model, encoder = load_tiger(Path(tmp) / f"n{n}-s{seed}", sids)
             start = time.perf_counter()

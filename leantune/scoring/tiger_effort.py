@@ -124,6 +124,17 @@ def warmup_subset(dataset, n: int, seed: int) -> list[int] | None:
     return sorted(seeded_sample(ids, n, seed, "tiger effort warm-up"))
 
 
+def train_warmup(dataset, semantic_ids, out_dir, samples: int = 0, seed: int = 0, preset: str = "paper", epochs: int = 1,
+                 device: str = "cpu", progress: bool = True):
+    """The warm-up TIGER effort is measured on: ``epochs`` of training (validation loss for early
+    stopping) on all training samples, or on ``samples`` seeded ones (see :func:`warmup_subset`)."""
+    from ..models.tiger import tiger_config, train_tiger
+
+    cfg = tiger_config(preset, max_epochs=epochs, val_metric="loss")
+    return train_tiger(dataset, semantic_ids, warmup_subset(dataset, samples, seed), out_dir, cfg, seed=seed,
+                       device=device, progress=progress)
+
+
 @SCORERS.register("tiger_effort")
 class TigerEffortScorer:
     name = "tiger_effort"
@@ -140,7 +151,7 @@ class TigerEffortScorer:
     @staticmethod
     def _model(ctx):
         if "tiger_model" not in ctx.extras:
-            from ..models.tiger import default_dir, load_tiger, semantic_ids_for, tiger_config, train_tiger
+            from ..models.tiger import default_dir, load_tiger, semantic_ids_for
 
             progress = ctx.options.get("progress", True)
             sids, _, _ = semantic_ids_for(ctx.dataset, ctx.options.get("tiger_ids"), seed=ctx.seed, progress=progress)
@@ -148,10 +159,9 @@ class TigerEffortScorer:
             if not model_dir:
                 work = Path(ctx.work_dir) if ctx.work_dir is not None else default_dir(ctx.dataset.name)
                 n = int(ctx.options.get("tiger_warmup_samples", 0))
-                subset = warmup_subset(ctx.dataset, n, ctx.seed)
-                model_dir = work / ("tiger-effort-warmup" if subset is None else f"tiger-effort-warmup-n{n}")
-                cfg = tiger_config(ctx.options.get("tiger_preset", "paper"),
-                                   max_epochs=int(ctx.options.get("tiger_warmup_epochs", 1)), val_metric="loss")
-                train_tiger(ctx.dataset, sids, subset, model_dir, cfg, seed=ctx.seed, device=ctx.device, progress=progress)
+                whole = not 0 < n < len(ctx.dataset.train_samples)  # as warmup_subset decides
+                model_dir = work / ("tiger-effort-warmup" if whole else f"tiger-effort-warmup-n{n}")
+                train_warmup(ctx.dataset, sids, model_dir, n, ctx.seed, ctx.options.get("tiger_preset", "paper"),
+                             int(ctx.options.get("tiger_warmup_epochs", 1)), ctx.device, progress)
             ctx.extras["tiger_model"] = load_tiger(model_dir, sids, ctx.device)
         return ctx.extras["tiger_model"]
