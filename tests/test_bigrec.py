@@ -33,8 +33,9 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model):
     batched = generate_texts(model, tokenizer, prompts, settings, progress=False)
     single = [generate_texts(model, tokenizer, [p], GenerationSettings(2, 6, 1), progress=False)[0] for p in prompts]
     assert batched == single
-    plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 4, prefill_once=False), progress=False)
-    assert plain == batched  # encoding each prompt once for all beams changes nothing
+    plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 4, prefill_once=False, search="transformers"),
+                           progress=False)
+    assert plain == batched  # leantune's pooled search gives what plain ``generate`` gives
     assert sum(bool(t) for t in batched) >= 2  # the random model also emits special tokens, decoded as ""
     assert tokenizer.padding_side == "right"  # restored
 
@@ -160,8 +161,9 @@ def test_adapter_is_used_in_generation_but_not_in_grounding():
                 p.normal_(0, 2.0)
     model.eval()
     tuned = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 2), progress=False)
-    plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 2, prefill_once=False), progress=False)
-    assert tuned == plain and tuned != base_out
+    plain = generate_texts(model, tokenizer, prompts, GenerationSettings(2, 6, 2, prefill_once=False, search="transformers"),
+                           progress=False)
+    assert tuned == plain and tuned != base_out  # the pooled search runs the adapter as generate does
     assert (text_embeddings(model, tokenizer, texts) - base_vectors).abs().max().item() < 1e-5
 
 
@@ -195,7 +197,12 @@ def test_generation_stops_at_the_first_line_break(tiny_model):
     lengths = []
     generate = model.generate
     model.generate = lambda *a, **k: (lambda o: lengths.append(o.shape[1] - enc["input_ids"].shape[1]) or o)(generate(*a, **k))
-    free = generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1, stop_at_newline=False), progress=False)
-    stopped = generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1), progress=False)
+    hf = dict(search="transformers")
+    free = generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1, stop_at_newline=False, **hf), progress=False)
+    stopped = generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1, **hf), progress=False)
     assert free == stopped == [tokenizer.decode(new[: new.index(later)])]
     assert lengths == [8, new.index(later) + 1]  # generation itself ended at the first line break
+    # leantune's own search stops there too
+    assert generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1), progress=False) == stopped
+    assert generate_texts(model, tokenizer, [prompt], GenerationSettings(1, 8, 1, stop_at_newline=False),
+                          progress=False) == free

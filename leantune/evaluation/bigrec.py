@@ -35,7 +35,7 @@ class BigrecEvalConfig:
     split: str = "test"  # "test" (all test items are targets) or "valid" (first validation item)
     num_beams: int = 4
     max_new_tokens: int = 64
-    batch_size: int | None = None  # prompts per generate() call; None: chosen from the prompt lengths
+    batch_size: int | None = None  # prompts generated at once; None: the generation default (32 in flight)
     embed_batch_size: int = 512  # texts per embedding batch (also capped at 4096 padded tokens)
     cutoff_len: int = 512
     ks: tuple[int, ...] = DEFAULT_KS

@@ -1,8 +1,11 @@
-"""Batched beam-search generation of one response per prompt (BIGRec: 4 beams, one sequence).
+"""Beam-search generation of one response per prompt (BIGRec: 4 beams, one sequence).
 
-Prompts are left-padded so every sequence in a batch ends where generation starts, and batches
-are formed from prompts of similar length (then put back in input order) to waste little compute
-on padding. Only the new tokens are decoded (special tokens dropped, whitespace stripped).
+By default prompts go through ``beam.pooled_beam_search``: a pool of prompts in flight, each leaving
+as soon as its result is final. With ``search="transformers"`` (and for models the pool does not
+support) batches go through ``model.generate``: prompts are left-padded so every sequence in a batch
+ends where generation starts. Either way prompts are taken shortest first (and results put back in
+input order) to waste little compute on padding, the token prefix all prompts share is encoded
+once, and only the new tokens are decoded (special tokens dropped, whitespace stripped).
 
 A response is one line (an item title), so by default every token that contains a line break ends
 a beam as the end-of-sequence token does: a briefly fine-tuned model that has not yet learned to
@@ -16,13 +19,20 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from .beam import pooled_beam_search, supports_pool
+
+# Prompts in flight in the pooled beam search when ``batch_size`` is not given.
+POOL_PROMPTS = 32
+
 
 @dataclass
 class GenerationSettings:
     num_beams: int = 4
     max_new_tokens: int = 64
-    batch_size: int | None = None  # prompts per batch; None: by padded prompt tokens (batch_tokens)
-    batch_tokens: int = 1024
+    # Prompts in flight (search "leantune": POOL_PROMPTS when None; "transformers": prompts per
+    # ``generate`` call, by padded prompt tokens when None).
+    batch_size: int | None = None
+    batch_tokens: int = 1024  # padded prompt tokens encoded at once
     # Encode each prompt once and copy its key/value cache to the beams; plain ``generate`` encodes
     # it once per beam. Same output, 1.7-3x faster with 4 beams on CPU (Games prompts, SmolLM2).
     prefill_once: bool = True
@@ -30,6 +40,19 @@ class GenerationSettings:
     # Encode the token prefix that every prompt shares (the instruction template, ~75 of ~170
     # tokens on Games) once, and only each prompt's own tokens per batch.
     share_prefix: bool = True
+    # "leantune": ``beam.pooled_beam_search``, in which a prompt leaves as soon as its result is final
+    # and a waiting one takes its place; "transformers": ``model.generate`` over batches, which
+    # computes every prompt of a batch until the last one ends. Same rules, same responses (up to
+    # floating-point ties). Models with sliding-window attention always use "transformers".
+    search: str = "leantune"
+    length_penalty: float = 1.0
+
+    def __post_init__(self):
+        if self.search not in SEARCHES:
+            raise ValueError(f"search {self.search!r}: choose one of {', '.join(SEARCHES)}")
+
+
+SEARCHES = ("leantune", "transformers")
 
 
 def newline_token_ids(tokenizer) -> list[int]:
@@ -69,18 +92,38 @@ def generate_texts(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stop_ids if len(stop_ids) > 1 else tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        length_penalty=settings.length_penalty,
     )
     device = next(model.parameters()).device
     token_ids = tokenizer(list(prompts))["input_ids"] if prompts else []
     order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
+    pooled = settings.search == "leantune" and supports_pool(model)
     # Tokens every prompt starts with (the instruction template): encoded once, shared by all.
-    shared = common_prefix(token_ids) if settings.share_prefix and settings.prefill_once else []
+    shared = common_prefix(token_ids) if settings.share_prefix and (settings.prefill_once or pooled) else []
     outputs: list[str | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), tqdm(total=len(prompts), desc="generate", unit="user", disable=not progress) as bar:
             prefix_cache = _encode_prefix(model, shared, device) if shared else None
+
+            def done(idx: list[int], texts: list[str]) -> None:
+                texts = [first_line(t) if settings.stop_at_newline else t.strip() for t in texts]
+                for i, text in zip(idx, texts):
+                    outputs[i] = text
+                if on_batch is not None:
+                    on_batch(idx, texts)
+                bar.update(len(idx))
+
+            if pooled:
+                pooled_beam_search(
+                    model, [token_ids[i][len(shared):] for i in order], num_beams=settings.num_beams,
+                    max_new_tokens=settings.max_new_tokens, stop_ids=stop_ids, pad_id=_pad_id(tokenizer),
+                    slots=settings.batch_size or POOL_PROMPTS, prefix_cache=prefix_cache, shared=len(shared),
+                    length_penalty=settings.length_penalty, admit_tokens=settings.batch_tokens,
+                    on_done=lambda js, tokens: done([order[j] for j in js],
+                                                    tokenizer.batch_decode(tokens, skip_special_tokens=True)))
+                return outputs  # type: ignore[return-value]
             for idx in _batches(order, token_ids, len(shared), settings):
                 input_ids, mask = _left_pad([token_ids[i][len(shared):] for i in idx], tokenizer.pad_token_id, device)
                 if shared:
@@ -93,13 +136,7 @@ def generate_texts(
                                          generation_config=config)
                 else:
                     out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
-                texts = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
-                texts = [first_line(t) if settings.stop_at_newline else t.strip() for t in texts]
-                for i, text in zip(idx, texts):
-                    outputs[i] = text
-                if on_batch is not None:
-                    on_batch(idx, texts)
-                bar.update(len(idx))
+                done(idx, tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True))
     finally:
         model.train(was_training)
     return outputs  # type: ignore[return-value]
@@ -135,6 +172,13 @@ def _batches(order: list[int], token_ids, shared: int, settings: GenerationSetti
         batch.append(i)
     if batch:
         yield batch
+
+
+def _pad_id(tokenizer) -> int:
+    for token in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token is not None:
+            return int(token)
+    return 0
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device):
@@ -192,3 +236,4 @@ def _prefill(model, input_ids, attention_mask, num_beams: int, prefix_cache=None
         )
     cache.batch_repeat_interleave(num_beams)
     return cache
+
