@@ -3,20 +3,25 @@ old path vs new path, side by side in one process on the same inputs.
 
 BIGRec (SmolLM2-135M, the fine-tuned adapter given with ``--adapter`` or the base model):
 
-* ``old``: the generation path as it was before this benchmark (fixed batches of 8 prompts, every
-  prompt encoded whole);
-* ``new``: the current defaults (the token prefix all prompts share is encoded once; batches sized
-  by padded prompt tokens), float32 weights, so its responses should equal ``old``'s;
-* ``new-bf16``: the same with bfloat16 weights (``--gen-dtype bfloat16``), which changes numerics: it
-  is reported with the number of responses that differ and, after grounding every response to an
-  item, the paired difference of Recall/NDCG@20 to float32 with a bootstrap interval.
+* ``old``: the generation path as it was when the evaluation issue was filed (``transformers``'
+  ``generate`` over fixed batches of 8 prompts, every prompt encoded whole);
+* ``generate, shared prefix``: ``generate`` over batches sized by padded prompt tokens, the token
+  prefix all prompts share encoded once (``GenerationSettings(search="transformers")``);
+* ``pooled``: the default, leantune's pooled beam search (``leantune.evaluation.beam``: a prompt
+  leaves as soon as it is final and a waiting one takes its slot; the beams of a prompt read its
+  prompt once), float32 weights, so its responses should equal ``old``'s;
+* ``pooled, bf16``: the same with bfloat16 weights (``--gen-dtype bfloat16``), which changes numerics:
+  it is reported with the number of responses that differ.
+
+After grounding every response to an item, each path's Recall/NDCG@20 is compared with ``old``'s
+user by user (paired bootstrap interval).
 
 Attribute extraction (OA-Mine test products, greedy JSON answers, zero-shot SmolLM2): one product
 at a time vs the task's batched default (float32), and batched with bfloat16 weights.
 
 Writes ``benchmarks/results/generation.{json,md}`` with the machine load beside every timing.
 
-    python3 benchmarks/bench_generation.py --adapter runs/run-games-random-b64-s0/finetune/adapter --users 64
+    python3 benchmarks/bench_generation.py --adapter runs/run-games-random-b64-s0/finetune/adapter --users 128
 """
 from __future__ import annotations
 
@@ -85,11 +90,13 @@ def bigrec_part(args, rows: list[dict], notes: list[str]) -> dict:
     samples = select_samples(ds, "test", args.users, args.seed)
     prompts = [sample_prompt(ds, s, tok, 512, with_response=False).prompt for s in samples]
     paths = {
-        "old (batches of 8, whole prompts)": (model, GenerationSettings(batch_size=8, share_prefix=False)),
-        "new (shared prefix, token-sized batches)": (model, GenerationSettings()),
+        "old (generate, batches of 8, whole prompts)": (
+            model, GenerationSettings(batch_size=8, share_prefix=False, search="transformers")),
+        "generate, shared prefix, token-sized batches": (model, GenerationSettings(search="transformers")),
+        "pooled beam search (default)": (model, GenerationSettings()),
     }
     if not args.skip_bf16:
-        paths["new, bfloat16 weights"] = (with_dtype(model, "bfloat16"), GenerationSettings())
+        paths["pooled beam search, bfloat16 weights"] = (with_dtype(model, "bfloat16"), GenerationSettings())
     texts, result = {}, {}
     reference = None
     for name, (m, settings) in paths.items():
