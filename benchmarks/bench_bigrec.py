@@ -71,7 +71,7 @@ def parse_args(argv=None):
 
 def run_config(args, method: str, seed: int):
     from leantune.train import FinetuneConfig
-    from leantune.train.pipeline import BigrecRunConfig
+    from leantune.pipelines.bigrec import BigrecRunConfig
 
     ft = FinetuneConfig(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                         epochs=args.epochs, seed=seed, train_on_inputs=args.train_on_inputs)
@@ -144,7 +144,7 @@ def finished(folder: Path) -> dict | None:
 
 
 def main(argv=None) -> int:
-    from leantune.train.pipeline import run_bigrec
+    from leantune.pipelines.bigrec import run_bigrec
 
     args = parse_args(argv)
     work = args.work or cache_dir("bench-bigrec") / sizes_tag(args)

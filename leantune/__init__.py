@@ -30,10 +30,10 @@ _LAZY = {
     "evaluate_bigrec": "leantune.evaluation.bigrec:evaluate_bigrec",
     "BigrecEvalConfig": "leantune.evaluation.bigrec:BigrecEvalConfig",
     # prune -> train -> evaluate in one run folder (`leantune run`, `leantune run --recommender tiger`)
-    "run_bigrec": "leantune.train.pipeline:run_bigrec",
-    "BigrecRunConfig": "leantune.train.pipeline:BigrecRunConfig",
-    "run_tiger": "leantune.train.tiger_pipeline:run_tiger",
-    "TigerRunConfig": "leantune.train.tiger_pipeline:TigerRunConfig",
+    "run_bigrec": "leantune.pipelines.bigrec:run_bigrec",
+    "BigrecRunConfig": "leantune.pipelines.bigrec:BigrecRunConfig",
+    "run_tiger": "leantune.pipelines.tiger:run_tiger",
+    "TigerRunConfig": "leantune.pipelines.tiger:TigerRunConfig",
     # learning curves (`leantune curve`)
     "learning_curve": "leantune.curves:learning_curve",
     "CurveConfig": "leantune.curves:CurveConfig",

@@ -7,7 +7,7 @@ import pytest
 
 from leantune.errors import LeantuneError
 from leantune.train import FinetuneConfig
-from leantune.train.pipeline import BigrecRunConfig, run_bigrec
+from leantune.pipelines.bigrec import BigrecRunConfig, run_bigrec
 
 
 def tiny_run_cfg(folder, **kw) -> BigrecRunConfig:

@@ -57,7 +57,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate answers for every attribute of the test products and score them (accuracy, P/R/F1, per attribute)."""
-    from ..train.pipeline import resolve_device
+    from ..device import resolve_device
     from ..io import write_json
     from ..models.llm import load_model
     from ..tasks.attributes import AttributeTask, write_predictions
@@ -114,7 +114,7 @@ def finetune_cmd(
     """LoRA fine-tune on the training products (shared trainer, loss on the answers), then evaluate."""
     import random
 
-    from ..train.pipeline import resolve_device
+    from ..device import resolve_device
     from ..io import write_json
     from ..models.llm import load_tokenizer
     from ..tasks.attributes import AttributeTask, write_predictions

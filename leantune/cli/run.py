@@ -108,7 +108,7 @@ def run_cmd(
         return
     resolve_method(PruneConfig(budget=budget, method=method, recommender=recommender))  # e.g. dealrec-tiger: fail now
     epochs = 2 if epochs is None else epochs
-    from ..train.pipeline import BigrecRunConfig, default_run_dir, run_bigrec
+    from ..pipelines.bigrec import BigrecRunConfig, default_run_dir, run_bigrec
 
     ft = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
                           mask_prompt, patience, eval_every, group, seed, "auto")
@@ -125,7 +125,7 @@ def _run_tiger(data, budget, method, pool, test_users, out, seed, eval_seed, epo
                prune_options, device, quiet) -> None:
     from ..errors import LeantuneError
     from ..evaluation.metrics import format_metrics
-    from ..train.tiger_pipeline import TigerRunConfig, default_run_dir, run_tiger
+    from ..pipelines.tiger import TigerRunConfig, default_run_dir, run_tiger
 
     if epochs is not None and epochs != int(epochs):
         raise LeantuneError(f"--epochs {epochs:g}: TIGER trains whole epochs")
@@ -177,7 +177,7 @@ def evaluate_cmd(
     base-model last-token states, and report Recall/NDCG@5/10/20/50 over all target items."""
     from ..evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec
     from ..evaluation.metrics import format_metrics
-    from ..train.pipeline import resolve_device
+    from ..device import resolve_device
 
     if adapter is not None and not (adapter / "adapter_config.json").exists():
         from ..errors import LeantuneError
@@ -188,7 +188,7 @@ def evaluate_cmd(
     if out is None and adapter is None:
         # The base model's results for these users and settings are shared with every `leantune run`.
         from ..data import load_dataset
-        from ..train.pipeline import base_eval_dir
+        from ..pipelines.bigrec import base_eval_dir
 
         data = load_dataset(data)
         out = base_eval_dir(model, data, cfg)

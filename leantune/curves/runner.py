@@ -20,7 +20,7 @@ from typing import Callable
 from ..errors import LeantuneError
 from ..io import read_json, write_json
 from ..io import refuse_other_settings
-from ..train.pipeline import resolve_device
+from ..device import resolve_device
 
 DEFAULT_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
 

@@ -12,9 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..device import resolve_device
 from ..errors import LeantuneError
 from ..runs import RunFolder
-from .config import FinetuneConfig
+from ..train.config import FinetuneConfig
 
 STAGES = ("prune", "finetune", "evaluate", "evaluate_base", "report")
 
@@ -53,16 +54,6 @@ def default_run_dir(cfg: BigrecRunConfig) -> Path:
     return Path("runs") / f"run-{name}-{cfg.method}-b{cfg.budget}-s{cfg.seed}"
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise LeantuneError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
-    return device
-
-
 def _check_run(cfg: BigrecRunConfig, dataset) -> None:
     """Settings of every stage that can be checked without work."""
     from ..models.llm import resolve_model
@@ -85,7 +76,7 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
     from ..evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec
     from ..models.llm import load_tokenizer
     from ..tasks.recommendation import RecommendationTask
-    from .lora import finetune
+    from ..train.lora import finetune
 
     out = Path(out_dir) if out_dir else default_run_dir(cfg)
     # Everything that can be checked is checked before the run folder exists: a refused command

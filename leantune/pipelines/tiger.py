@@ -1,7 +1,7 @@
 """The TIGER job end to end: semantic IDs -> prune -> train TIGER on the selection -> evaluate -> report.
 
 ``leantune run --recommender tiger`` calls :func:`run_tiger`. The run folder and its ``run.json``
-work as for BIGRec (:mod:`leantune.train.pipeline`): every stage records its status, wall time and
+work as for BIGRec (:mod:`leantune.pipelines.bigrec`): every stage records its status, wall time and
 outputs; re-running the same job skips finished stages, and an interrupted TIGER training resumes
 from its last finished epoch. Semantic IDs are built once per dataset into the folder
 ``leantune tiger`` uses (``runs/tiger-<data>/`` unless ``ids`` names another) and shared by every
@@ -90,7 +90,7 @@ def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=prin
     """Run (or resume) a TIGER job: semantic IDs -> prune -> train TIGER -> evaluate -> report; returns the run folder."""
     from ..data import load_dataset
     from ..models.tiger import evaluate_tiger, semantic_ids_for, train_tiger
-    from .pipeline import resolve_device
+    from ..device import resolve_device
 
     cfg.validate()
     out = Path(out_dir) if out_dir else default_run_dir(cfg)
