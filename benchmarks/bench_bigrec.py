@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--train-on-inputs", action="store_true",
                    help="loss on prompt and response as the reference (default here: response only, which teaches "
                         "the output format in the few steps a CPU run affords)")
+    p.add_argument("--surrogate-dir", type=Path, default=None,
+                   help="a trained SASRec surrogate folder (`leantune surrogate train --out DIR`) for every DEALRec run, "
+                        "instead of the cached seed-0 one (which is trained first when missing)")
     p.add_argument("--own-surrogates", action="store_true",
                    help="train DEALRec's SASRec surrogate per seed (default: the seed-0 surrogate serves every seed)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3: few steps on CPU)")
@@ -76,7 +79,9 @@ def run_config(args, method: str, seed: int):
     ft = FinetuneConfig(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                         epochs=args.epochs, seed=seed, train_on_inputs=args.train_on_inputs)
     prune_options = {}
-    if method == "dealrec" and not args.own_surrogates:
+    if method == "dealrec" and args.surrogate_dir:
+        prune_options = {"options": {"surrogate_dir": str(args.surrogate_dir)}}
+    elif method == "dealrec" and not args.own_surrogates:
         prune_options = {"options": {"surrogate_dir": str(shared_surrogate(args))}}
     return BigrecRunConfig(data=args.data, budget=args.budget, method=method, pool=args.pool, seed=seed,
                            model=args.model, test_users=args.test_users or None, eval_seed=0, base=True, device=args.device,
@@ -98,6 +103,7 @@ def shared_surrogate(args) -> Path:
 def sizes_tag(args) -> str:
     return (f"{args.data}-b{args.budget}-p{args.pool}-u{args.test_users}-e{args.epochs:g}-bs{args.batch_size}"
             f"-lr{args.lr:g}{'-inputs' if args.train_on_inputs else '-masked'}{'-ownsur' if args.own_surrogates else ''}"
+            f"{'-sur-' + Path(args.surrogate_dir).name if args.surrogate_dir else ''}"
             f"-beam{args.beams}-t{args.max_new_tokens}-{args.model}")
 
 
@@ -214,7 +220,7 @@ def markdown(result: dict, args) -> str:
         "# BIGRec on Games, reduced scale (SmolLM2-135M)",
         "",
         f"Budget {s['budget']} samples selected from a seeded pool of {s['pool']} training users "
-        f"({'a SASRec surrogate per seed' if s['own_surrogates'] else 'one SASRec surrogate (seed 0) for every seed'}); "
+        f"({'the SASRec surrogate in ' + s['surrogate_dir'] + ' for every seed' if s.get('surrogate_dir') else 'a SASRec surrogate per seed' if s['own_surrogates'] else 'one SASRec surrogate (seed 0) for every seed'}); "
         f"LoRA r 8/alpha 16 on q,v; loss on {'prompt and response' if s['train_on_inputs'] else 'the response only'}; "
         f"lr {s['lr']:g}, batch {s['batch_size']}, ≤{s['epochs']:g} epochs with early stopping on the selected users' "
         f"validation samples; evaluation on {s['test_users']} seeded test users (the same for every run), beam {s['beams']}, "

@@ -33,8 +33,9 @@ class GenerationSettings:
     # ``generate`` call, by padded prompt tokens when None).
     batch_size: int | None = None
     batch_tokens: int = 1024  # padded prompt tokens encoded at once
-    # Encode each prompt once and copy its key/value cache to the beams; plain ``generate`` encodes
-    # it once per beam. Same output, 1.7-3x faster with 4 beams on CPU (Games prompts, SmolLM2).
+    # search "transformers" only (the pooled search always does this): encode each prompt once and
+    # copy its key/value cache to the beams; plain ``generate`` encodes it once per beam. Same
+    # output, 1.7-3x faster with 4 beams on CPU (Games prompts, SmolLM2).
     prefill_once: bool = True
     stop_at_newline: bool = True  # a line break ends the response (see the module docstring)
     # Encode the token prefix that every prompt shares (the instruction template, ~75 of ~170
