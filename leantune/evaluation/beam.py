@@ -201,7 +201,7 @@ def pooled_beam_search(
     import torch
     from transformers.cache_utils import Cache
 
-    from .generation import _new_cache
+    from .generation import prefix_cache_for
 
     device = next(model.parameters()).device
     nb, max_new = num_beams, max_new_tokens
@@ -255,11 +255,7 @@ def pooled_beam_search(
             row = own_ids[i]
             ids[j, width - len(row):] = torch.tensor(row, dtype=torch.long)
             own_mask[j, width - len(row):] = 1
-        temp = _new_cache(model)
-        if prefix_cache is not None:
-            for layer, entry in enumerate(prefix_cache.layers):
-                temp.update(entry.keys.expand(m, -1, -1, -1).contiguous(),
-                            entry.values.expand(m, -1, -1, -1).contiguous(), layer)
+        temp = prefix_cache_for(model, prefix_cache, m)
         prompt_mask = torch.cat([torch.ones(m, shared, dtype=torch.long, device=device), own_mask], dim=1)
         pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=prompt_mask, position_ids=pos[:, shared:], cache=temp,

@@ -50,7 +50,9 @@ class GenerationSettings:
 
     def __post_init__(self):
         if self.search not in SEARCHES:
-            raise ValueError(f"search {self.search!r}: choose one of {', '.join(SEARCHES)}")
+            from ..errors import LeantuneError
+
+            raise LeantuneError(f"generation search {self.search!r}: choose one of {', '.join(SEARCHES)}")
 
 
 SEARCHES = ("leantune", "transformers")
@@ -215,6 +217,16 @@ def _encode_prefix(model, prefix: Sequence[int], device):
     return cache
 
 
+def prefix_cache_for(model, prefix_cache, batch: int):
+    """A new cache holding ``prefix_cache`` (one sequence) for each of ``batch`` rows (empty without one)."""
+    cache = _new_cache(model)
+    if prefix_cache is not None:
+        for layer, entry in enumerate(prefix_cache.layers):
+            cache.update(entry.keys.expand(batch, -1, -1, -1).contiguous(),
+                         entry.values.expand(batch, -1, -1, -1).contiguous(), layer)
+    return cache
+
+
 def _prefill(model, input_ids, attention_mask, num_beams: int, prefix_cache=None, shared: int = 0):
     """Key/value cache of all but the last prompt token, computed once per prompt and repeated for
     each beam (``generate`` then feeds the last token itself). Positions follow the attention mask,
@@ -223,12 +235,7 @@ def _prefill(model, input_ids, attention_mask, num_beams: int, prefix_cache=None
     batch is laid out as [shared prefix][padding][own tokens], the padding masked out."""
     from .grounding import _decoder
 
-    cache = _new_cache(model)
-    batch = input_ids.shape[0]
-    if prefix_cache is not None:
-        for layer, entry in enumerate(prefix_cache.layers):
-            cache.update(entry.keys.expand(batch, -1, -1, -1).contiguous(),
-                         entry.values.expand(batch, -1, -1, -1).contiguous(), layer)
+    cache = prefix_cache_for(model, prefix_cache, input_ids.shape[0])
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     if input_ids.shape[1] - 1 > shared:  # else every row's own part is its last token (identical prompts)
         _decoder(model)(
@@ -237,4 +244,3 @@ def _prefill(model, input_ids, attention_mask, num_beams: int, prefix_cache=None
         )
     cache.batch_repeat_interleave(num_beams)
     return cache
-
