@@ -172,6 +172,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def _shown(path: Path) -> str:
+    """A path as results files show it: under $LEANTUNE_HOME or the repo, never the machine's own."""
+    from leantune.paths import leantune_home
+
+    for root, name in ((leantune_home(), "$LEANTUNE_HOME"), (ROOT, ".")):
+        try:
+            return f"{name}/{Path(path).resolve().relative_to(Path(root).resolve())}"
+        except ValueError:
+            continue
+    return Path(path).name
+
+
 def write_results(args, work: Path) -> None:
     runs, pending = [], []
     base = None
@@ -195,7 +207,7 @@ def write_results(args, work: Path) -> None:
                 base = {"metrics": {k: b["metrics"][k] for k in KEYS}, "timings": b["timings"], "n_users": b["n_users"]}
     command = "python3 benchmarks/bench_bigrec.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command.strip(), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "work": str(work), "runs": runs, "base": base, "pending": pending,
+              "work": _shown(work), "runs": runs, "base": base, "pending": pending,
               "note": "CPU timings were taken on a 2-core machine shared with other jobs; compare within one table only."}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     compare_lines, result["comparisons"] = comparisons(args, work)
