@@ -38,8 +38,9 @@ _ACTIVE: dict = {}  # the pool whose decoding step is running (read by _pool_att
 def supports_pool(model) -> bool:
     """Whether ``pooled_beam_search`` can run ``model``: a Llama-style decoder (its attention goes through
     the ``transformers`` attention interface) whose every layer attends to all earlier tokens."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = inner.config
+    from .grounding import inner_model
+
+    config = inner_model(model).config
     if getattr(config, "model_type", None) not in ("llama", "qwen2", "mistral"):
         return False
     types = getattr(config, "layer_types", None)
@@ -85,9 +86,10 @@ def _register_attention() -> None:
 @contextmanager
 def _pool_step(model, pool):
     """Run the model's attention through ``_pool_attention`` for one decoding step."""
+    from .grounding import inner_model
+
     _register_attention()
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = inner.config
+    config = inner_model(model).config
     before = config._attn_implementation
     config._attn_implementation = ATTENTION_NAME
     _ACTIVE["pool"] = pool

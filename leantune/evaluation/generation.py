@@ -200,8 +200,9 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device):
 def _new_cache(model):
     from transformers import DynamicCache
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return DynamicCache(config=inner.config)
+    from .grounding import inner_model
+
+    return DynamicCache(config=inner_model(model).config)
 
 
 def _encode_prefix(model, prefix: Sequence[int], device):

@@ -46,8 +46,13 @@ def base_model_of(model):
     return contextlib.nullcontext()
 
 
+def inner_model(model):
+    """The transformers model inside a peft wrapper (the model itself when it is not wrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _decoder(model):
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = inner_model(model)
     return inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
 
 
@@ -139,8 +144,7 @@ def weights_fingerprint(folder: str | os.PathLike) -> str:
 
 
 def model_folder(model) -> Path:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return Path(inner.config._name_or_path)
+    return Path(inner_model(model).config._name_or_path)
 
 
 def item_embeddings(model, tokenizer, dataset, batch_size: int = 512, progress: bool = True, use_cache: bool = True):
