@@ -323,11 +323,12 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
         while time.monotonic() < deadline:  # read the file directly: opening it with Optuna would race its set-up
             try:
                 with sqlite3.connect(db, timeout=5) as con:
-                    # Mid-trial: running with a heartbeat and its parameters already drawn (a worker killed
-                    # before drawing them leaves nothing to rerun; that case is the orphan test below).
+                    # Mid-trial: running with a heartbeat and all its parameters drawn (the objective sets
+                    # `checkpoint` right after drawing them; a worker killed while drawing leaves only some,
+                    # and one killed before drawing leaves nothing to rerun: that case is the orphan test below).
                     running = con.execute("SELECT COUNT(*) FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-                                          "WHERE t.state = 'RUNNING' AND EXISTS (SELECT 1 FROM trial_params p "
-                                          "WHERE p.trial_id = t.trial_id)").fetchone()[0]
+                                          "WHERE t.state = 'RUNNING' AND EXISTS (SELECT 1 FROM trial_user_attributes u "
+                                          "WHERE u.trial_id = t.trial_id AND u.key = 'checkpoint')").fetchone()[0]
             except sqlite3.OperationalError:  # no file or no tables yet
                 running = 0
             if running:
