@@ -146,6 +146,10 @@ def test_most_popular_ranks_by_training_count(tmp_path):
     assert metrics["recall@2"] == pytest.approx((1 / 2 + 0 + 0) / 3)
     assert metrics["recall@3"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert metrics == ranking_metrics([[3, 2, 1]] * 3, [[2, 4], [1], [5]], (1, 2, 3))
+    # Recent popularity counts the validation period only: item 1 (one validation interaction) first.
+    assert MostPopular.fit(ds, period="valid").ranking(3).tolist() == [1, 2, 3]
+    with pytest.raises(LeantuneError, match="period 'test'"):
+        MostPopular.fit(ds, period="test")
 
 
 def test_cli_surrogate_train(tiny_rec_folder, tmp_path):

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data import SequenceDataset
+from ..errors import LeantuneError
 from ..evaluation.metrics import DEFAULT_KS, ranking_metrics
 
 
@@ -15,10 +16,16 @@ class MostPopular:
     counts: np.ndarray  # counts[item] = training interactions; index 0 (padding) is never ranked
 
     @classmethod
-    def fit(cls, dataset: SequenceDataset) -> "MostPopular":
+    def fit(cls, dataset: SequenceDataset, period: str = "train") -> "MostPopular":
+        """Count interactions of the training period (``period="train"``) or of the validation period
+        only (``"valid"``: the most recent interactions a system may see before the test period; on a
+        global-time split popularity drifts, and recent popularity is the stronger baseline)."""
+        if period not in ("train", "valid"):
+            raise LeantuneError(f"period {period!r}: choose train or valid")
         counts = np.zeros(dataset.num_items + 1, dtype=np.int64)
-        for seq in dataset.train:
-            np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+        for seq in dataset.train if period == "train" else dataset.valid:
+            if len(seq):
+                np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
         return cls(counts)
 
     def ranking(self, k: int) -> np.ndarray:

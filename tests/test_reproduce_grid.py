@@ -1,0 +1,48 @@
+"""The reproduction grid's bookkeeping (benchmarks/reproduce_dealrec.py): cells and the claim lock."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import reproduce_dealrec as grid  # noqa: E402
+
+
+def test_cells_are_unique_and_come_after_what_they_need():
+    cells = grid.grid_cells(grid.parse_args([]))
+    names = [c.name for c in cells]
+    assert len(names) == len(set(names))
+    position = {n: i for i, n in enumerate(names)}
+    for c in cells:
+        assert all(position[d] < position[c.name] for d in c.needs), c.name
+    main = [c for c in cells if c.kind == "train" and c.table == "main"]
+    assert {c.method for c in main} == set(grid.MAIN_METHODS) | set(grid.CONTROLS)
+    assert {c.seed for c in main} == {0, 1, 2, 3, 4}
+    assert len([c for c in cells if c.kind == "full"]) == 1
+    # A second process starts with the long all-data model; nothing else changes.
+    second = grid.grid_cells(grid.parse_args(["--order", "full-first"]))
+    assert second[0].kind == "full" and sorted(c.name for c in second) == sorted(names)
+    only_main = grid.grid_cells(grid.parse_args(["--grid", "main", "--seeds", "0"]))
+    assert all(c.table == "main" for c in only_main) and {c.seed for c in only_main if c.kind == "train"} == {0}
+
+
+def test_claim_is_exclusive_and_a_dead_owner_is_taken_over(tmp_path):
+    first, second = grid.Claim(tmp_path / "cell"), grid.Claim(tmp_path / "cell")
+    assert first.acquire()
+    assert not second.acquire()  # held by a live process (this one)
+    first.release()
+    assert second.acquire()
+    second.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # that process has exited
+    (tmp_path / "cell" / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+    assert first.acquire() and json.loads((tmp_path / "cell" / ".claim").read_text())["pid"] == os.getpid()
+    first.release()
+    (tmp_path / "cell" / ".claim").write_text(json.dumps({"host": "another-machine", "pid": pid}))
+    assert not first.acquire()  # cannot tell whether another machine's process lives: leave it
