@@ -67,7 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--surrogate-dir", type=Path, default=Path("runs/surrogate-games"),
                    help="the SASRec surrogate `leantune surrogate train --data games` wrote (its defaults)")
     p.add_argument("--ids", type=Path, default=Path("runs/tiger-games"), help="semantic-ID folder (built there if missing)")
-    p.add_argument("--full-epochs", type=int, default=40, help="epoch cap of the all-data model (early stopping ends it)")
+    p.add_argument("--full-epochs", type=int, default=150,
+                   help="epoch cap of the all-data model (validation-loss early stopping, patience 3, ends it; a higher cap extends a capped run)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of this process (run one process per core)")
     p.add_argument("--work", type=Path, default=None, help="cell cache (default $LEANTUNE_HOME/reproduce-dealrec/<data>-tiger)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dealrec")

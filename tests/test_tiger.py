@@ -121,7 +121,9 @@ def test_train_evaluate_reuse_and_subsets(tiny_rec, tmp_path, monkeypatch):
     run = train_tiger(tiny_rec, sids, None, tmp_path / "full", TINY, seed=0, progress=False)
     assert run.n_samples == 40 and run.epochs == 3 and run.steps == 15
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
-    assert (tmp_path / "full" / "model.safetensors").exists() and not (tmp_path / "full" / "train_state.safetensors").exists()
+    # Stopped by its epoch cap: the training state stays, so a higher cap can continue the run.
+    assert (tmp_path / "full" / "model.safetensors").exists() and (tmp_path / "full" / "train_state.safetensors").exists()
+    assert run.stopped == "max-epochs"
     result = evaluate_tiger(tiny_rec, sids, tmp_path / "full", ks=(5, 10), progress=False)
     assert result["users"] == len(tiny_rec.test_samples)
     assert 0.0 <= result["metrics"]["recall@5"] <= result["metrics"]["recall@10"] <= 1.0
@@ -181,6 +183,35 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_rec, tmp_path, mon
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in ref.history]
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_capped_run_extends_to_a_higher_cap_as_if_trained_with_it(tiny_rec, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    sids = tiny_sids()
+    longer = TigerConfig(**{**TINY.__dict__, "max_epochs": 5})
+    ref = train_tiger(tiny_rec, sids, None, tmp_path / "ref", longer, seed=2, progress=False)
+    first = train_tiger(tiny_rec, sids, None, tmp_path / "ext", TINY, seed=2, progress=False)
+    assert first.epochs == 3 and first.key == ref.key  # the cap is not part of the run's identity
+    extended = train_tiger(tiny_rec, sids, None, tmp_path / "ext", longer, seed=2, progress=False)
+    assert extended.epochs == 5 and len(extended.history) == 5
+    assert [r["train_loss"] for r in extended.history] == [r["train_loss"] for r in ref.history]
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "ext" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The same cap again: reused, nothing trained.
+    monkeypatch.setattr(tiger, "build_model", lambda *a: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert train_tiger(tiny_rec, sids, None, tmp_path / "ext", longer, seed=2, progress=False).epochs == 5
+    monkeypatch.undo()
+    # A lower cap than what ran is a different model: trained again from the start.
+    again = train_tiger(tiny_rec, sids, None, tmp_path / "ext", TINY, seed=2, progress=False)
+    assert again.epochs == 3 and [r["train_loss"] for r in again.history] == [r["train_loss"] for r in first.history]
+    # Early stopping ends a run for any cap above where it stopped.
+    patient = TigerConfig(**{**TINY.__dict__, "max_epochs": 50, "patience": 1})  # recall@10 plateaus at once
+    stopped = train_tiger(tiny_rec, sids, None, tmp_path / "es", patient, seed=2, progress=False)
+    assert stopped.stopped == "early-stopping" and not (tmp_path / "es" / "train_state.safetensors").exists()
+    monkeypatch.setattr(tiger, "build_model", lambda *a: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert train_tiger(tiny_rec, sids, None, tmp_path / "es", TigerConfig(**{**patient.__dict__, "max_epochs": 60}),
+                       seed=2, progress=False).epochs == stopped.epochs
 
 
 def test_read_selection_accepts_prune_output_and_rejects_bad_files(tmp_path):

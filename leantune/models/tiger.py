@@ -401,8 +401,11 @@ def validation_samples(dataset, n: int, seed: int):
 
 
 def run_key(dataset, sids: SemanticIDs, samples, cfg: TigerConfig, seed: int) -> str:
+    """Identity of a training run. The epoch cap is not part of it: a run stopped by its cap can be
+    extended by training again with a higher one (see :func:`train_tiger`)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k != "max_epochs"}
     blob = json.dumps(
-        {"data": [dataset.name, len(dataset.train_samples)], "sids": sids.key, "cfg": asdict(cfg), "seed": seed,
+        {"data": [dataset.name, len(dataset.train_samples)], "sids": sids.key, "cfg": settings, "seed": seed,
          "samples": hashlib.sha256(",".join(str(s.sample_id) for s in samples).encode()).hexdigest()},
         sort_keys=True,
     )
@@ -423,7 +426,11 @@ def train_tiger(
 
     Early stopping on a seeded validation subset (Recall@10 by constrained beam search, or loss);
     the best weights go to ``model.safetensors``. A finished folder with the same inputs is reused;
-    an interrupted one resumes from ``train_state.safetensors`` at the last finished epoch.
+    an interrupted one resumes from ``train_state.safetensors`` at the last finished epoch. A run
+    that stopped at its epoch cap keeps that state, so training it again with a higher
+    ``max_epochs`` continues where it stopped (the same weights as a run started with the higher cap:
+    batches and the learning-rate schedule do not depend on the cap; the old cap's final validation
+    stays in the history). A cap below the epochs a finished run already trained retrains it.
     """
     from tqdm.auto import tqdm
 
@@ -435,11 +442,19 @@ def train_tiger(
     encoder = TigerEncoder(semantic_ids, cfg)
     encoder.check_items(samples)
     key = run_key(dataset, semantic_ids, samples, cfg, seed)
-    summary_path = out_dir / SUMMARY_FILE
+    summary_path, state_path = out_dir / SUMMARY_FILE, out_dir / STATE_FILE
+    steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    max_epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     if summary_path.exists() and (out_dir / MODEL_FILE).exists():
         done = read_json(summary_path)
         if done.get("key") == key and done.get("status") == "done":
-            return TigerRun(**done["run"])
+            finished = TigerRun(**done["run"])
+            capped = finished.stopped == "max-epochs"
+            if finished.epochs == max_epochs or (not capped and finished.epochs < max_epochs):
+                return finished  # what training with this cap gives
+            if not (capped and finished.epochs < max_epochs and state_path.exists()):
+                state_path.unlink(missing_ok=True)  # the cap is below what ran: train again from the start
+            summary_path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "tiger_config.json", {"config": asdict(cfg), "level_sizes": semantic_ids.level_sizes, "ids_key": semantic_ids.key, "seed": seed, "key": key})
 
@@ -448,10 +463,7 @@ def train_tiger(
     model = build_model(encoder.vocab, cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = np.array([min(len(s.history), cfg.max_history) for s in samples])
-    steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
-    max_epochs = max(cfg.max_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad": 0, "last_eval_step": 0, "history": [], "wall_s": 0.0, "key": key}
-    state_path = out_dir / STATE_FILE
     if state_path.exists() and checkpoint_state(state_path).get("key") == key:
         state = load_training_state(state_path, model, optimizer)
     # Linear warm-up, then inverse-square-root decay; last_epoch restores the position on resume.
@@ -513,7 +525,8 @@ def train_tiger(
         cfg.val_metric, round(state["wall_s"], 2), stop_reason(), state["history"], key,
     )
     write_json(summary_path, {"status": "done", "key": key, "run": asdict(run)})
-    state_path.unlink(missing_ok=True)
+    if run.stopped != "max-epochs":  # kept otherwise: a higher cap continues from it
+        state_path.unlink(missing_ok=True)
     return run
 
 
