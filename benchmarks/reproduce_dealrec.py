@@ -100,29 +100,37 @@ class Cell:
 
 
 def grid_cells(args) -> list[Cell]:
+    """Every cell in the order a process takes them: the main table seed by seed (after each round
+    every method has one more seed), then the ablations seed by seed."""
     main, abl = args.grid in ("main", "all"), args.grid in ("ablations", "all")
     cells: list[Cell] = [Cell("popular", "popular")]
     if main:
         cells.append(Cell("full-s0", "full", 0))
-    seeds = sorted(set(args.seeds if main else []) | set(args.ablation_seeds if abl else []))
-    for s in seeds:  # seed-major: after each round every method has one more seed
-        cells.append(Cell(f"scores-s{s}", "scores", s))
-        if main and s in args.seeds:
-            for m in MAIN_METHODS + CONTROLS:
-                cells.append(Cell(f"{m}-b{args.budget}-s{s}", "train", s, m, args.budget, args.lam, needs=[f"scores-s{s}"]))
-        if abl and s in args.ablation_seeds:
-            extra = [Cell(f"dealrec-topk-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, args.lam, "topk", table="ablations")]
-            extra += [Cell(f"dealrec-lam{lam:g}-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, lam, table="ablations")
-                      for lam in LAMBDAS]
-            for b in BUDGET_SHARES:
-                if b != args.budget:
-                    extra += [Cell(f"{m}-b{b}-s{s}", "train", s, m, b, args.lam, table="ablations") for m in ("dealrec", "random")]
-            cells.append(Cell(f"scores-ref-s{s}", "scores", s, "influence", influence_from="scores-ref"))
-            extra.append(Cell(f"dealrec-reflayer-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, args.lam,
-                              influence_from="scores-ref", table="ablations"))
-            for c in extra:
-                c.needs = [f"scores-s{s}"] + ([f"scores-ref-s{s}"] if c.influence_from == "scores-ref" else [])
-            cells += extra
+    scored: set[int] = set()
+
+    def scores(s: int) -> None:
+        if s not in scored:
+            cells.append(Cell(f"scores-s{s}", "scores", s))
+            scored.add(s)
+
+    for s in (args.seeds if main else []):
+        scores(s)
+        for m in MAIN_METHODS + CONTROLS:
+            cells.append(Cell(f"{m}-b{args.budget}-s{s}", "train", s, m, args.budget, args.lam, needs=[f"scores-s{s}"]))
+    for s in (args.ablation_seeds if abl else []):
+        scores(s)
+        extra = [Cell(f"dealrec-topk-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, args.lam, "topk", table="ablations")]
+        extra += [Cell(f"dealrec-lam{lam:g}-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, lam, table="ablations")
+                  for lam in LAMBDAS]
+        for b in BUDGET_SHARES:
+            if b != args.budget:
+                extra += [Cell(f"{m}-b{b}-s{s}", "train", s, m, b, args.lam, table="ablations") for m in ("dealrec", "random")]
+        cells.append(Cell(f"scores-ref-s{s}", "scores", s, "influence", influence_from="scores-ref"))
+        extra.append(Cell(f"dealrec-reflayer-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, args.lam,
+                          influence_from="scores-ref", table="ablations"))
+        for c in extra:
+            c.needs = [f"scores-s{s}"] + ([f"scores-ref-s{s}"] if c.influence_from == "scores-ref" else [])
+        cells += extra
     if args.order == "full-first":
         cells.sort(key=lambda c: c.kind != "full")
     return cells
