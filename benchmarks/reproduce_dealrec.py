@@ -360,7 +360,7 @@ def finished(cells, work) -> dict[str, dict]:
     return {c.name: read_json(c.folder(work) / "cell.json") for c in cells if is_done(c, work)}
 
 
-def evaluations(cells, work, done, row_name, seeds=None) -> list:
+def evaluations(cells, work, done, row_name, seeds=None, sanity=False) -> list:
     """``leantune compare`` inputs: one Evaluation per finished cell, named by its table row (only
     ``seeds`` when given: an ablation compares variants over the same seeds)."""
     from leantune.evaluation.compare import load_evaluation
@@ -369,7 +369,7 @@ def evaluations(cells, work, done, row_name, seeds=None) -> list:
     for c in cells:
         if c.name not in done:
             continue
-        if c.kind == "popular":
+        if c.kind == "popular" and sanity:
             for period, label in (("train", "popular (training period)"), ("valid", "popular (recent: validation period)")):
                 evs.append(load_evaluation(c.folder(work) / period / "eval", name=label))
         elif c.kind in ("train", "full") and (seeds is None or c.seed in seeds):
@@ -422,6 +422,51 @@ def selection_profile(args, cells, work, done) -> list[str]:
     lines += ["", "A training sample's target is the last item of the user's training sequence; counts are interactions "
               "in the training period and in the validation period (the recent popularity that wins on this split).", ""]
     return lines
+
+
+def popularity_link(args, cells, work, done) -> list[str]:
+    """Across every finished model at the main budget: does the selection's target popularity predict R@20?"""
+    from scipy.stats import spearmanr
+
+    from leantune.data import load_dataset
+    from leantune.models.popularity import MostPopular
+
+    rows = [c for c in cells if c.kind == "train" and c.budget == args.budget and c.name in done]
+    if len(rows) < 4:
+        return []
+    ds = load_dataset(args.data)
+    by_id = {s.sample_id: s for s in ds.train_samples}
+    train_pop, recent_pop = MostPopular.fit(ds).counts, MostPopular.fit(ds, period="valid").counts
+    points = []
+    for c in rows:
+        ids = read_json(c.folder(work) / "selection.json")["sample_ids"]
+        prof = _profile([by_id[i] for i in ids], train_pop, recent_pop)
+        points.append((c, prof[2], prof[1], done[c.name]["metrics"]["recall@20"]))
+    rho_recent = spearmanr([p[1] for p in points], [p[3] for p in points]).statistic
+    rho_train = spearmanr([p[2] for p in points], [p[3] for p in points]).statistic
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    methods = sorted({p[0].method if p[0].table == "main" else "ablation" for p in points})
+    for i, m in enumerate(methods):
+        sel = [p for p in points if (p[0].method if p[0].table == "main" else "ablation") == m]
+        ax.scatter([p[1] for p in sel], [p[3] for p in sel], label=m, s=22, marker="os^vD<>"[i % 7], alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean validation-period count of the selected samples' targets")
+    ax.set_ylabel("TIGER R@20 on all test users")
+    ax.set_title(f"{len(points)} models at budget {args.budget}: Spearman {rho_recent:.2f}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(args.out / "popularity.png", dpi=120)
+    plt.close(fig)
+    return ["## Does target popularity explain the differences?", "",
+            f"Across all {len(points)} finished models at budget {args.budget} (main methods, controls and λ/coverage "
+            f"ablations, every seed), R@20 against the mean recent (validation-period) count of the selected samples' "
+            f"targets: Spearman {rho_recent:.2f}; against their training-period count: {rho_train:.2f}. "
+            "Plot: `popularity.png`.", ""]
 
 
 def _profile(samples, train_pop, recent_pop) -> list[float]:
@@ -505,7 +550,7 @@ def report(args, cells, work) -> str:
     out.mkdir(parents=True, exist_ok=True)
     missing = [c.name for c in cells if c.name not in done]
     command = "python3 benchmarks/reproduce_dealrec.py --recommender tiger"
-    evs = evaluations(cells, work, done, main_row(args.budget))
+    evs = evaluations(cells, work, done, main_row(args.budget), sanity=True)
     lines = [f"# DEALRec reproduction at reduced scale: TIGER on {args.data}", "",
              f"Fill and report: `{command}` (cells cached under `$LEANTUNE_HOME/reproduce-dealrec/`; "
              f"`--report-only` rewrites this from finished cells).", "",
@@ -528,7 +573,7 @@ def report(args, cells, work) -> str:
             result["comparisons"][tag] = cmp.to_dict()
             detail += [f"### {metric}, paired against {baseline}", "", cmp.to_markdown(), f"Forest plot: `{tag}/forest.png`.", ""]
     lines += summary_table(cmps) + ["## Every comparison", "", *detail]
-    lines += selection_profile(args, cells, work, done)
+    lines += selection_profile(args, cells, work, done) + popularity_link(args, cells, work, done)
     lines += ["## Cost (wall seconds, mean over seeds; one torch thread)", "", *cost_table(cells, done, surrogate_s), "",
               "Surrogate: the SASRec surrogate's recorded training time, charged to the methods that read it "
               "(influence and the surrogate embeddings; GraNd/EL2N train their own early models inside their scoring time). "
