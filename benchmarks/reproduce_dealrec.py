@@ -492,14 +492,16 @@ def summary_table(cmps: dict) -> list[str]:
     known = ("all data", *MAIN_METHODS, *CONTROLS)
     order = [n for n in known if n in names] + [n for n in names if n not in known]
     lines = ["## Main table", "",
-             "| method | seeds | R@10 | N@10 | R@20 | N@20 | Δ R@20 vs random [95% CI] | Δ N@20 vs random | Δ R@20 vs all data |",
-             "|---|---:|---:|---:|---:|---:|---|---|---|"]
+             "| method | seeds | R@10 | N@10 | R@20 | N@20 | Δ R@20 vs random [95% CI] | Δ N@20 vs random | "
+             "Δ R@20 vs random-popular | Δ R@20 vs all data |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
     for name in order:
         vals = [cmps[(m, "random")].groups[name].value if (m, "random") in cmps and name in cmps[(m, "random")].groups else float("nan")
                 for m in METRICS]
         seeds = len(any_cmp.groups[name].seeds)
         lines.append(f"| {name} | {seeds} | " + " | ".join(f"{v:.4f}" for v in vals) + " | "
-                     + " | ".join(delta(m, b, name) for m, b in (("recall@20", "random"), ("ndcg@20", "random"), ("recall@20", "all data")))
+                     + " | ".join(delta(m, b, name) for m, b in (("recall@20", "random"), ("ndcg@20", "random"),
+                                                                   ("recall@20", "random-popular"), ("recall@20", "all data")))
                      + " |")
     n = any_cmp.n_units
     mde = cmps.get(("recall@20", "random"))
@@ -563,7 +565,7 @@ def report(args, cells, work) -> str:
     result = {"done": sorted(done), "missing": missing, "comparisons": {}}
     detail, cmps = [], {}
     for metric in METRICS:
-        for baseline in ("random", "all data"):
+        for baseline in ("random", "all data") + (("random-popular",) if metric in ("recall@20", "ndcg@20") else ()):
             cmp = compare_block(evs, baseline, metric)
             if cmp is None:
                 continue
