@@ -261,7 +261,8 @@ def train_config(args, cell: Cell):
 
 def run_train(ds, sids, args, cell: Cell, work: Path) -> dict:
     from leantune.evaluation.units import write_per_unit
-    from leantune.models.tiger import evaluate_tiger, train_tiger
+    from leantune.evaluation.tiger import evaluate_tiger
+    from leantune.models.tiger import train_tiger
 
     folder = cell.folder(work)
     timings = {}

@@ -28,8 +28,7 @@ LAYER = {
 KNOWN = {
     ("leantune.models.popularity", "leantune.evaluation.metrics"): "popularity baseline scores itself (#19)",
     ("leantune.models.sasrec", "leantune.evaluation.metrics"): "SASRec's validation loop lives in models/ (#19)",
-    ("leantune.models.tiger", "leantune.evaluation.metrics"): "TIGER's evaluation loop lives in models/ (#19)",
-    ("leantune.models.tiger", "leantune.evaluation.units"): "TIGER's evaluation loop lives in models/ (#19)",
+    ("leantune.models.tiger", "leantune.evaluation.metrics"): "TIGER's validation inside its training loop (#19)",
 }
 
 

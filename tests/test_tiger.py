@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from leantune.errors import DataError, LeantuneError
+from leantune.evaluation.tiger import evaluate_tiger
 from leantune.models import tiger
 from leantune.models.rqvae import SemanticIDs, assign_collision_tokens
 from leantune.models.tiger import (
@@ -19,7 +20,6 @@ from leantune.models.tiger import (
     TigerVocab,
     build_model,
     build_trie,
-    evaluate_tiger,
     prefix_fn,
     read_selection,
     recommend,

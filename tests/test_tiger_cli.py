@@ -105,6 +105,7 @@ def test_run_tiger_end_to_end_then_reuse(tiny_rec_folder, ids_dir, tmp_path, mon
     assert "# TIGER run: random" in report and "| train | finished |" in report and "recall@20" in report
 
     # Second invocation: every finished stage is reused (any call to a stage's work raises).
+    import leantune.evaluation.tiger as tiger_eval
     import leantune.models.rqvae as rqvae
     import leantune.models.tiger as tiger
     import leantune.pruning as pruning
@@ -112,7 +113,7 @@ def test_run_tiger_end_to_end_then_reuse(tiny_rec_folder, ids_dir, tmp_path, mon
     def boom(*a, **k):
         raise AssertionError("stage was recomputed")
 
-    for module, name in ((pruning, "prune_with_config"), (tiger, "train_tiger"), (tiger, "evaluate_tiger"),
+    for module, name in ((pruning, "prune_with_config"), (tiger, "train_tiger"), (tiger_eval, "evaluate_tiger"),
                          (rqvae, "build_semantic_ids")):
         monkeypatch.setattr(module, name, boom)
     result = invoke(*args)

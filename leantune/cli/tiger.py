@@ -158,7 +158,7 @@ def evaluate_cmd(
     from ..evaluation.metrics import format_metrics
     from ..evaluation.units import write_per_unit
     from ..io import write_json
-    from ..models.tiger import evaluate_tiger
+    from ..evaluation.tiger import evaluate_tiger
 
     if split not in ("test", "valid"):
         raise LeantuneError(f"--split {split!r}: choose 'test' or 'valid'")

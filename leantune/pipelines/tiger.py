@@ -89,7 +89,8 @@ def default_run_dir(cfg: TigerRunConfig) -> Path:
 def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=print) -> RunFolder:
     """Run (or resume) a TIGER job: semantic IDs -> prune -> train TIGER -> evaluate -> report; returns the run folder."""
     from ..data import load_dataset
-    from ..models.tiger import evaluate_tiger, semantic_ids_for, train_tiger
+    from ..evaluation.tiger import evaluate_tiger
+    from ..models.tiger import semantic_ids_for, train_tiger
     from ..device import resolve_device
 
     cfg.validate()
