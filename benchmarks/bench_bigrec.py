@@ -201,6 +201,7 @@ def write_results(args, work: Path) -> None:
                 "eval_timings": st["evaluate"]["outputs"]["timings"],
                 "finetune": {k: st["finetune"]["outputs"][k] for k in ("status", "steps", "total_steps", "tokens_seen", "best_valid_loss", "wall_s")},
                 "n_users": st["evaluate"]["outputs"]["n_users"],
+                "target_popularity": kept_popularity(args, work / f"run-{method}-s{seed}"),
             })
             if base is None:
                 b = st["evaluate_base"]["outputs"]
@@ -209,6 +210,11 @@ def write_results(args, work: Path) -> None:
     result = {"command": command.strip(), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "work": _shown(work), "runs": runs, "base": base, "pending": pending,
               "note": "CPU timings were taken on a 2-core machine shared with other jobs; compare within one table only."}
+    if runs:
+        ds = _DATASETS[args.data]
+        from leantune.models.popularity import target_popularity
+
+        result["target_popularity_all"] = target_popularity(ds, [x.sample_id for x in ds.train_samples])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     compare_lines, result["comparisons"] = comparisons(args, work)
     result["plan"] = plan_line(args)
@@ -216,6 +222,20 @@ def write_results(args, work: Path) -> None:
     args.out.with_suffix(".md").write_text(markdown(result, args) + "\n## Paired comparisons (leantune compare)\n\n"
                                            + result["plan"] + "\n\n" + "\n".join(compare_lines) + "\n")
     print(args.out.with_suffix(".md").read_text())
+
+
+def kept_popularity(args, folder: Path) -> dict:
+    """Mean training-period / validation-period interactions of the kept samples' target items."""
+    from leantune.data import load_dataset
+    from leantune.models.popularity import target_popularity
+    from leantune.pruning import load_selection
+
+    if args.data not in _DATASETS:
+        _DATASETS[args.data] = load_dataset(args.data)
+    return target_popularity(_DATASETS[args.data], load_selection(folder / "prune").sample_ids)
+
+
+_DATASETS: dict = {}
 
 
 def _mean_std(values):
@@ -252,15 +272,21 @@ def markdown(result: dict, args) -> str:
         lines.append("| base model (no fine-tuning) | - | " + " | ".join(f"{result['base']['metrics'][k]:.4f}" for k in KEYS) + " |")
     lines += ["", "Per run (wall time in seconds):", "",
               "| method | seed | " + " | ".join(k.replace("recall", "R").replace("ndcg", "N") for k in KEYS)
-              + " | prune | fine-tune | evaluate (generate / item emb. / ground) | fine-tune status |",
-              "|---|---|" + "---|" * (len(KEYS) + 4)]
+              + " | prune | fine-tune | evaluate (generate / item emb. / ground) | fine-tune status | kept targets' interactions (train / recent) |",
+              "|---|---|" + "---|" * (len(KEYS) + 5)]
     for r in result["runs"]:
         t, e, f = r["wall_s"], r["eval_timings"], r["finetune"]
         lines.append(
             f"| {r['method']} | {r['seed']} | " + " | ".join(f"{r['metrics'][k]:.4f}" for k in KEYS)
             + f" | {t['prune']:.0f} | {t['finetune']:.0f} | {t['evaluate']:.0f} ({e['generate_s']:.0f} / {e['item_embed_s']:.0f} / {e['ground_s']:.0f})"
-            + f" | {f['status']} {f['steps']}/{f['total_steps']} steps, {f['tokens_seen']:,} tokens |"
+            + f" | {f['status']} {f['steps']}/{f['total_steps']} steps, {f['tokens_seen']:,} tokens"
+            + f" | {r['target_popularity']['train']:.1f} / {r['target_popularity']['recent']:.1f} |"
         )
+    pops = {m: [r["target_popularity"] for r in result["runs"] if r["method"] == m] for m in s["methods"]}
+    lines.append("\nKept targets' interactions, mean over seeds (training period / validation period): " + "; ".join(
+        f"{m} {statistics.mean(p['train'] for p in v):.1f} / {statistics.mean(p['recent'] for p in v):.1f}"
+        for m, v in pops.items() if v) + f"; every training sample {result['target_popularity_all']['train']:.1f} / "
+        f"{result['target_popularity_all']['recent']:.1f} (`leantune.models.popularity.target_popularity`).")
     if result["base"]:
         b = result["base"]["timings"]
         lines.append(f"\nBase model evaluation: generate {b['generate_s']:.0f} s, item embeddings {b['item_embed_s']:.0f} s "

@@ -398,28 +398,22 @@ def compare_block(evs, baseline, metric):
 def selection_profile(args, cells, work, done) -> list[str]:
     """What each method keeps: history length, target popularity (all-time and recent), distinct targets."""
     from leantune.data import load_dataset
-    from leantune.models.popularity import MostPopular
 
     rows = [c for c in cells if c.kind == "train" and c.table == "main" and c.name in done]
     if not rows:
         return []
     ds = load_dataset(args.data)
-    by_id = {s.sample_id: s for s in ds.train_samples}
-    train_pop, recent_pop = MostPopular.fit(ds).counts, MostPopular.fit(ds, period="valid").counts
-    everyone = list(by_id)
     stats = {}
     for c in rows:
-        ids = read_json(c.folder(work) / "selection.json")["sample_ids"]
-        stats.setdefault(c.method, []).append(_profile([by_id[i] for i in ids], train_pop, recent_pop))
+        stats.setdefault(c.method, []).append(_profile(ds, read_json(c.folder(work) / "selection.json")["sample_ids"]))
+    fmt = lambda values: " | ".join(f"{v:.1f}" if i < 3 else f"{v:.0f}" for i, v in enumerate(values))  # noqa: E731
     lines = ["## What each method keeps (mean over seeds)", "",
              "| selection | history length | target's training count | target's validation-period count | distinct targets |",
              "|---|---:|---:|---:|---:|",
-             "| all training samples | " + " | ".join(f"{v:.1f}" if i < 3 else f"{v:.0f}" for i, v in
-                                                   enumerate(_profile([by_id[i] for i in everyone], train_pop, recent_pop))) + " |"]
+             f"| all training samples | {fmt(_profile(ds, [s.sample_id for s in ds.train_samples]))} |"]
     for m in MAIN_METHODS + CONTROLS:
         if m in stats:
-            mean = np.mean(stats[m], axis=0)
-            lines.append(f"| {m} | " + " | ".join(f"{v:.1f}" if i < 3 else f"{v:.0f}" for i, v in enumerate(mean)) + " |")
+            lines.append(f"| {m} | {fmt(np.mean(stats[m], axis=0))} |")
     lines += ["", "A training sample's target is the last item of the user's training sequence; counts are interactions "
               "in the training period and in the validation period (the recent popularity that wins on this split).", ""]
     return lines
@@ -430,18 +424,14 @@ def popularity_link(args, cells, work, done) -> list[str]:
     from scipy.stats import spearmanr
 
     from leantune.data import load_dataset
-    from leantune.models.popularity import MostPopular
 
     rows = [c for c in cells if c.kind == "train" and c.budget == args.budget and c.name in done]
     if len(rows) < 4:
         return []
     ds = load_dataset(args.data)
-    by_id = {s.sample_id: s for s in ds.train_samples}
-    train_pop, recent_pop = MostPopular.fit(ds).counts, MostPopular.fit(ds, period="valid").counts
     points = []
     for c in rows:
-        ids = read_json(c.folder(work) / "selection.json")["sample_ids"]
-        prof = _profile([by_id[i] for i in ids], train_pop, recent_pop)
+        prof = _profile(ds, read_json(c.folder(work) / "selection.json")["sample_ids"])
         points.append((c, prof[2], prof[1], done[c.name]["metrics"]["recall@20"]))
     rho_recent = spearmanr([p[1] for p in points], [p[3] for p in points]).statistic
     rho_train = spearmanr([p[2] for p in points], [p[3] for p in points]).statistic
@@ -470,10 +460,15 @@ def popularity_link(args, cells, work, done) -> list[str]:
             "Plot: `popularity.png`.", ""]
 
 
-def _profile(samples, train_pop, recent_pop) -> list[float]:
-    targets = [s.targets[0] for s in samples]
-    return [float(np.mean([len(s.history) for s in samples])), float(np.mean(train_pop[targets])),
-            float(np.mean(recent_pop[targets])), float(len(set(targets)))]
+def _profile(ds, sample_ids) -> list[float]:
+    """History length, the targets' training- and validation-period counts, distinct targets."""
+    from leantune.models.popularity import target_popularity
+
+    by_id = ds._cache.setdefault("by_id", {s.sample_id: s for s in ds.train_samples})
+    samples = [by_id[i] for i in sample_ids]
+    pop = target_popularity(ds, sample_ids)
+    return [float(np.mean([len(s.history) for s in samples])), pop["train"], pop["recent"],
+            float(len({s.targets[0] for s in samples}))]
 
 
 def summary_table(cmps: dict) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 
 from leantune.errors import LeantuneError
 from leantune.evaluation.metrics import ranking_metrics
-from leantune.models.popularity import MostPopular
+from leantune.models.popularity import MostPopular, target_popularity
 from leantune.models.sasrec import (
     SASRec,
     SASRecConfig,
@@ -150,6 +150,10 @@ def test_most_popular_ranks_by_training_count(tmp_path):
     assert MostPopular.fit(ds, period="valid").ranking(3).tolist() == [1, 2, 3]
     with pytest.raises(LeantuneError, match="period 'test'"):
         MostPopular.fit(ds, period="test")
+    # Samples 0 and 1 (users 1 and 2) predict items 2 and 1: training counts 2 and 1, validation counts 0 and 1.
+    assert target_popularity(ds, [0, 1]) == {"train": 1.5, "recent": 0.5}
+    with pytest.raises(LeantuneError, match="sample id 9 is not a training sample"):
+        target_popularity(ds, [0, 9])
 
 
 def test_cli_surrogate_train(tiny_rec_folder, tmp_path):

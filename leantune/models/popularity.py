@@ -39,3 +39,20 @@ class MostPopular:
         _, targets = eval_split(dataset, split)
         top = self.ranking(max(ks))
         return ranking_metrics([top] * len(targets), targets, ks)
+
+
+def target_popularity(dataset: SequenceDataset, sample_ids) -> dict[str, float]:
+    """How popular the targets of these training samples are: the mean number of interactions of
+    each sample's target item in the training period (``"train"``) and in the validation period
+    (``"recent"``). A selection that leans towards popular targets shows up here; on a split whose
+    popularity drifts, that alone moves Recall a lot."""
+    by_id = {s.sample_id: s for s in dataset.train_samples}
+    missing = [i for i in sample_ids if i not in by_id]
+    if missing:
+        raise LeantuneError(f"sample id {missing[0]} is not a training sample of {dataset.name}")
+    targets = np.array([by_id[i].targets[0] for i in sample_ids], dtype=np.int64)
+    cache = dataset._cache
+    if "popularity" not in cache:
+        cache["popularity"] = (MostPopular.fit(dataset).counts, MostPopular.fit(dataset, period="valid").counts)
+    train, recent = cache["popularity"]
+    return {"train": float(train[targets].mean()), "recent": float(recent[targets].mean())}
