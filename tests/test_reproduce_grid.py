@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -46,3 +48,40 @@ def test_claim_is_exclusive_and_a_dead_owner_is_taken_over(tmp_path):
     first.release()
     (tmp_path / "cell" / ".claim").write_text(json.dumps({"host": "another-machine", "pid": pid}))
     assert not first.acquire()  # cannot tell whether another machine's process lives: leave it
+
+
+class _Fake:
+    """A deterministic per-sample score (a vector for ``embedding``) from the sample id and the seed."""
+
+    name = ""
+
+    def score(self, samples, ctx):
+        ids = np.array([s.sample_id for s in samples], dtype=np.float64)
+        salt = sum(map(ord, self.name)) + ctx.seed
+        if self.name == "embedding":
+            return {"embedding": np.stack([np.cos(ids * 1.7 + salt), np.sin(ids * 0.3 + salt), ids % 5], axis=1)}
+        return {self.name: np.cos(ids * 7.3 + salt)}
+
+
+def test_the_grid_selects_exactly_what_prune_selects(tiny_rec, tmp_path, monkeypatch):
+    """Scores computed once per seed, then each method's selector: the same samples as `prune --recommender tiger`."""
+    from leantune.pruning import prune
+    from leantune.scoring import SCORERS
+    from leantune.scoring.scorefile import read_scores
+
+    for name in grid.GRID_SCORERS:
+        monkeypatch.setitem(SCORERS._entries, name, type(f"Fake_{name}", (_Fake,), {"name": name}))
+    grid.register_grid_method()
+    seed = 3
+    shared = read_scores(prune(tiny_rec, 8, "dealrec-grid-scores", tmp_path / "scores", seed=seed, progress=False).scores_path)
+    for method in grid.MAIN_METHODS:
+        cell = grid.Cell("c", "train", seed, method, 8, 0.3)
+        alone = prune(tiny_rec, 8, method, tmp_path / method, seed=seed, recommender="tiger", progress=False)
+        assert grid.select(tiny_rec, cell, shared) == sorted(alone.sample_ids), method
+    topk = grid.Cell("c", "train", seed, "dealrec", 8, 0.3, selector="topk")
+    alone = prune(tiny_rec, 8, "dealrec", tmp_path / "topk", seed=seed, selector="topk", recommender="tiger", progress=False)
+    assert grid.select(tiny_rec, topk, shared) == sorted(alone.sample_ids)
+    # The control draws popular targets more often, and is seeded.
+    control = grid.Cell("c", "train", seed, "random-popular", 8)
+    assert grid.select(tiny_rec, control, shared) == grid.select(tiny_rec, control, shared)
+    assert len(set(grid.select(tiny_rec, control, shared))) == 8
