@@ -484,26 +484,34 @@ def summary_table(cmps: dict) -> list[str]:
         r = cmp.row(name)
         return f"{r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]" + (" *" if r.ci_low > 0 or r.ci_high < 0 else "")
 
+    def seed_se(name):
+        cmp = cmps.get(("recall@20", "random"))
+        if cmp is None or name == "random" or name not in cmp.groups or cmp.row(name).seed_se_diff is None:
+            return ""
+        return f"{cmp.row(name).seed_se_diff:.4f}"
+
     names = list(any_cmp.groups)
     known = ("all data", *MAIN_METHODS, *CONTROLS)
     order = [n for n in known if n in names] + [n for n in names if n not in known]
     lines = ["## Main table", "",
-             "| method | seeds | R@10 | N@10 | R@20 | N@20 | Δ R@20 vs random [95% CI] | Δ N@20 vs random | "
+             "| method | seeds | R@10 | N@10 | R@20 | N@20 | Δ R@20 vs random [95% CI] | seed SE | Δ N@20 vs random | "
              "Δ R@20 vs random-popular | Δ R@20 vs all data |",
-             "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
+             "|---|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
     for name in order:
         vals = [cmps[(m, "random")].groups[name].value if (m, "random") in cmps and name in cmps[(m, "random")].groups else float("nan")
                 for m in METRICS]
         seeds = len(any_cmp.groups[name].seeds)
         lines.append(f"| {name} | {seeds} | " + " | ".join(f"{v:.4f}" for v in vals) + " | "
-                     + " | ".join(delta(m, b, name) for m, b in (("recall@20", "random"), ("ndcg@20", "random"),
-                                                                   ("recall@20", "random-popular"), ("recall@20", "all data")))
+                     + delta("recall@20", "random", name) + " | " + seed_se(name) + " | "
+                     + " | ".join(delta(m, b, name) for m, b in (("ndcg@20", "random"), ("recall@20", "random-popular"),
+                                                                   ("recall@20", "all data")))
                      + " |")
     n = any_cmp.n_units
     mde = cmps.get(("recall@20", "random"))
     lines += ["", f"Values are means over {n} test users, averaged over seeds. Δ: paired difference with a 95% bootstrap "
               "interval over test users (seeds averaged inside each resample; `leantune compare`); * marks an interval "
-              "that excludes 0." + (f" Paired minimum detectable Δ R@20 against Random at 80% power: "
+              "that excludes 0. The interval covers test-user sampling only; seed SE is the standard error of Δ R@20 from "
+              "the spread over seeds (selection draw, scores and training), which the interval does not include." + (f" Paired minimum detectable Δ R@20 against Random at 80% power: "
                                     f"{min(r.mde_paired for r in mde.rows):.4f}–{max(r.mde_paired for r in mde.rows):.4f}."
                                     if mde and mde.rows else ""), ""]
     return lines
@@ -518,7 +526,8 @@ def cost_table(cells, done, surrogate_s: float) -> list[str]:
                 scoring.setdefault(k, []).append(v)
     mean = {k: float(np.mean(v)) for k, v in scoring.items()}
     needs = {"random": [], "dealrec": ["influence", "tiger_effort"], "influence": ["influence"], "effort": ["tiger_effort"],
-             "grand": ["grand"], "el2n": ["el2n"], "ccs": ["el2n"], "tfdcon": ["embedding"], "kcenter": ["embedding"]}
+             "grand": ["grand", "el2n"], "el2n": ["grand", "el2n"], "ccs": ["grand", "el2n"],
+             "tfdcon": ["embedding"], "kcenter": ["embedding"]}
     uses_surrogate = {"dealrec", "influence", "tfdcon", "kcenter"}
     full = [done[c.name] for c in cells if c.kind == "full" and c.name in done]
     full_s = full[0]["train_s"] if full else None
@@ -574,7 +583,8 @@ def report(args, cells, work) -> str:
     lines += selection_profile(args, cells, work, done) + popularity_link(args, cells, work, done)
     lines += ["## Cost (wall seconds, mean over seeds; one torch thread)", "", *cost_table(cells, done, surrogate_s), "",
               "Surrogate: the SASRec surrogate's recorded training time, charged to the methods that read it "
-              "(influence and the surrogate embeddings; GraNd/EL2N train their own early models inside their scoring time). "
+              "(influence and the surrogate embeddings). GraNd and EL2N share three early-trained SASRec models, trained inside "
+              "the GraNd stage, so GraNd, EL2N and CCS (stratified on EL2N) are each charged both stages. "
               "Scoring: mean over the seeds' score cells. The cost of evaluation is the same for every method and "
               "is not part of the total.", ""]
     (out / "main.md").write_text("\n".join(lines) + "\n")
