@@ -18,7 +18,7 @@ it, and a lock left by a dead process is taken over. ``--max-cells``/``--max-min
 The report (``--out``, default ``benchmarks/results/dealrec/``) is written from whatever is finished
 and lists what is missing: ``main.md`` (methods × R/N@10/20, paired ``leantune compare`` intervals
 against Random and against all data, cost per stage), ``ablations.md`` (no coverage, λ, budget,
-influence on the reference's single layer), ``lambda.png``/``budget.png`` and ``*.json``.
+influence on the reference's single layer, influence at the reference's damping 0.25), ``lambda.png``/``budget.png`` and ``*.json``.
 """
 from __future__ import annotations
 
@@ -51,6 +51,14 @@ CONTROLS = ("random-popular",)
 LAMBDAS = (0.0, 0.1, 0.5, 1.0, 2.0)  # 0.3 is the default (the dealrec row)
 BUDGET_SHARES = {256: "0.5%", 512: "1%", 1024: "2%", 2048: "4%"}
 GRID_SCORERS = ("influence", "tiger_effort", "grand", "el2n", "embedding")
+# Influence variants for the ablations: scores cell -> (DEALRec row name, influence options). Every other
+# score of such a row comes from the seed's main scores cell.
+INFLUENCE_VARIANTS = {
+    "scores-ref": ("dealrec-reflayer", {"influence_params": "reference"}),  # the reference's single layer
+    # the reference's effective damping (LiSSA damp 0.01, scale 25 solves (H + 0.25·I)^-1) instead of the
+    # Lanczos-chosen λ = 2·|λ_min|; CG converges there on the full Hessian (reference-facts, #15)
+    "scores-damp": ("dealrec-damp0.25", {"influence_damping": 0.25}),
+}
 
 
 def parse_args(argv=None):
@@ -91,7 +99,7 @@ class Cell:
     budget: int = 0
     lam: float = 0.3
     selector: str | None = None
-    influence_from: str = "scores"  # scores | scores-ref (influence on the reference's single layer)
+    influence_from: str = "scores"  # scores | a key of INFLUENCE_VARIANTS
     table: str = "main"  # main | ablations
     needs: list[str] = field(default_factory=list)
 
@@ -125,11 +133,12 @@ def grid_cells(args) -> list[Cell]:
         for b in BUDGET_SHARES:
             if b != args.budget:
                 extra += [Cell(f"{m}-b{b}-s{s}", "train", s, m, b, args.lam, table="ablations") for m in ("dealrec", "random")]
-        cells.append(Cell(f"scores-ref-s{s}", "scores", s, "influence", influence_from="scores-ref"))
-        extra.append(Cell(f"dealrec-reflayer-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, args.lam,
-                          influence_from="scores-ref", table="ablations"))
+        for variant, (row, _) in INFLUENCE_VARIANTS.items():
+            cells.append(Cell(f"{variant}-s{s}", "scores", s, "influence", influence_from=variant))
+            extra.append(Cell(f"{row}-b{args.budget}-s{s}", "train", s, "dealrec", args.budget, args.lam,
+                              influence_from=variant, table="ablations"))
         for c in extra:
-            c.needs = [f"scores-s{s}"] + ([f"scores-ref-s{s}"] if c.influence_from == "scores-ref" else [])
+            c.needs = [f"scores-s{s}"] + ([f"{c.influence_from}-s{s}"] if c.influence_from != "scores" else [])
         cells += extra
     if args.order == "full-first":
         cells.sort(key=lambda c: c.kind != "full")
@@ -198,8 +207,8 @@ def register_grid_method() -> None:
 def scorer_options(args, cell: Cell) -> dict:
     opts = {"tiger_ids": str(args.ids), "tiger_preset": "small", "tiger_warmup_epochs": 1,
             "surrogate_dir": str(args.surrogate_dir), "device": "cpu"}
-    if cell.influence_from == "scores-ref":
-        opts = {"surrogate_dir": str(args.surrogate_dir), "device": "cpu", "influence_params": "reference"}
+    if cell.influence_from != "scores":
+        opts = {"surrogate_dir": str(args.surrogate_dir), "device": "cpu", **INFLUENCE_VARIANTS[cell.influence_from][1]}
     return opts
 
 
@@ -220,10 +229,11 @@ def load_scores(work: Path, cell: Cell) -> dict:
     from leantune.scoring.scorefile import read_scores
 
     scores = read_scores(load_selection(work / "cells" / f"scores-s{cell.seed}" / "prune").scores_path)
-    if cell.influence_from == "scores-ref":
-        ref = read_scores(load_selection(work / "cells" / f"scores-ref-s{cell.seed}" / "prune").scores_path)
+    if cell.influence_from != "scores":
+        variant = f"{cell.influence_from}-s{cell.seed}"
+        ref = read_scores(load_selection(work / "cells" / variant / "prune").scores_path)
         if not np.array_equal(ref["sample_id"], scores["sample_id"]):
-            raise LeantuneError(f"scores-ref-s{cell.seed}: scored other samples than scores-s{cell.seed}")
+            raise LeantuneError(f"{variant}: scored other samples than scores-s{cell.seed}")
         scores = {**scores, "influence": ref["influence"]}
     return scores
 
@@ -601,12 +611,16 @@ def ablations(args, cells, work, done) -> str:
     groups = {"no coverage (top-k on the same score)": lambda c: "dealrec" if c.table == "main" and c.method == "dealrec"
               else ("dealrec-topk" if c.selector == "topk" else None),
               "influence on the reference's single layer": lambda c: "dealrec" if c.table == "main" and c.method == "dealrec"
-              else ("dealrec-reflayer" if c.influence_from == "scores-ref" else None)}
+              else ("dealrec-reflayer" if c.influence_from == "scores-ref" else None),
+              "influence at the reference's damping λ = 0.25 (default: λ = 2·|λ_min| from Lanczos)":
+                  lambda c: "dealrec" if c.table == "main" and c.method == "dealrec"
+                  else ("dealrec-damp0.25" if c.influence_from == "scores-damp" else None)}
     for title, row in groups.items():
         evs = evaluations(cells, work, done, lambda c: row(c) if c.kind == "train" else None, args.ablation_seeds)
         if len({e.name for e in evs}) == 2:
             cmp = compare(evs, baseline="dealrec", metric="recall@20")
             lines += [f"## {title}", "", cmp.to_markdown(), ""]
+    lines += damping_agreement(args, work, done)
     # λ sweep: DEALRec at each λ against Random at the main budget (same seeds).
     lam_row = lambda c: (f"λ={c.lam:g}" if c.method == "dealrec" and c.budget == args.budget and c.selector is None
                          and c.influence_from == "scores" and c.kind == "train" else
@@ -630,6 +644,40 @@ def ablations(args, cells, work, done) -> str:
     delta_plot(points, "budget (training samples)", "DEALRec − Random, R@20", args.out / "budget.png", default=args.budget,
                log=True)
     return "\n".join(lines) + "\n"
+
+
+def damping_agreement(args, work, done) -> list[str]:
+    """How differently the two dampings rank the samples: Spearman of the influence columns per seed,
+    beside the default's own seed-to-seed agreement (its noise floor)."""
+    from scipy.stats import spearmanr
+
+    from leantune.pruning import load_selection
+    from leantune.scoring.scorefile import read_scores
+
+    def column(name):
+        if name not in done:
+            return None
+        scores = read_scores(load_selection(work / "cells" / name / "prune").scores_path)
+        info = read_json(work / "cells" / name / "prune" / "selection.json")["timings"]["scoring"]["influence"]["info"]
+        return scores["sample_id"], scores["influence"], info["damping"]
+
+    rows = []
+    for s in args.ablation_seeds:
+        base, damp = column(f"scores-s{s}"), column(f"scores-damp-s{s}")
+        if base and damp and np.array_equal(base[0], damp[0]):
+            rows.append(f"| {s} | {base[2]:.3f} | {damp[2]:g} | {spearmanr(base[1], damp[1])[0]:.4f} |")
+    if not rows:
+        return []
+    notes = []
+    for label, prefix in (("default (the seed also redraws the Lanczos subsample)", "scores"), ("λ = 0.25", "scores-damp")):
+        pair = [column(f"{prefix}-s{s}") for s in args.ablation_seeds[:2]]
+        if len(pair) == 2 and all(pair) and np.array_equal(pair[0][0], pair[1][0]):
+            notes.append(f"{label} {spearmanr(pair[0][1], pair[1][1])[0]:.4f}")
+    note = (f"Each damping's own seed-to-seed agreement (seeds {args.ablation_seeds[0]} vs {args.ablation_seeds[1]}): "
+            + "; ".join(notes) + "." if notes else "")
+    return ["Influence rank agreement between the two dampings (all training samples, same seed):", "",
+            "| seed | default λ (Lanczos) | reference λ | Spearman |", "| ---: | ---: | ---: | ---: |", *rows, "",
+            note, ""]
 
 
 def delta_plot(points, xlabel, ylabel, path: Path, default=None, log=False) -> None:
