@@ -233,6 +233,9 @@ def test_micro_f1_on_attribute_rows():
         assert r.ci_low <= r.diff <= r.ci_high and r.mde_paired == pytest.approx(Z * r.unit_se)
     # Mean-type column on attribute rows (accuracy) still works, clustered by product.
     c = compare([ev("random", base_rows), ev("m", m_rows)], metric="correct", n_boot=300, n_perm=300)
+    # The task's name for it, accuracy, reads the same column and keeps its name in the table.
+    named = compare([ev("random", base_rows), ev("m", m_rows)], metric="accuracy", n_boot=300, n_perm=300)
+    assert named.metric == "accuracy" and named.row("m").diff == c.row("m").diff and "| accuracy |" in named.to_markdown()
     assert c.metric_kind == "mean" and c.baseline_value == pytest.approx(np.mean([r["correct"] for r in base_rows]))
 
 

@@ -166,6 +166,16 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     acc = compare(runs, baseline="size00002", metric="correct", n_boot=200, n_perm=200).row("size00004")
     mean = lambda name: sum(float(r["accuracy"]) for r in rows if r["size"] == name) / 2  # noqa: E731
     assert acc.diff == pytest.approx(mean("4") - mean("2"))
+    # The curve's own paired steps: each size against the previous one and against zero-shot,
+    # with the task's metric name (accuracy = the mean of the per-question `correct`).
+    steps = first.steps
+    assert [(s.size, s.against, s.seeds) for s in steps.previous] == [(2, 0, 2), (4, 2, 2)]
+    assert steps.previous[1].diff == pytest.approx(acc.diff) and steps.previous[1].ci_low <= acc.diff <= steps.previous[1].ci_high
+    assert steps.zero_shot[0] is steps.previous[0] and steps.zero_shot[1].diff == pytest.approx(mean("4") - float(rows[0]["accuracy"]))
+    assert (out / "steps.md").read_text().count("\n| 4 | 2 |") == 1 and first.files["steps_json"].exists()
+    # Curve run folders name themselves in a comparison: the curve's method, and zero-shot.
+    plain = load_evaluation(out / "runs" / "size00004-seed1")
+    assert (plain.name, plain.seed) == ("random", 1) and load_evaluation(out / "runs" / "size00000").name == "zero-shot"
 
     # Second run: nothing trained; one more seed: only its runs.
     import leantune.train as train

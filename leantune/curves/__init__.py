@@ -12,11 +12,12 @@ from typing import Callable
 from ..errors import LeantuneError
 from .analysis import CurveAnalysis, analyse, describe, write_table
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
+from .paired import PairedSteps, paired_steps
 from .runner import DEFAULT_SIZES, CurveConfig, CurveRun, make_task, run_curve
 
 __all__ = [
-    "CurveConfig", "CurveFit", "CurveResult", "DEFAULT_SIZES", "Saturation", "analyse", "bootstrap_saturation",
-    "fit_curve", "learning_curve", "make_task", "run_curve",
+    "CurveConfig", "CurveFit", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
+    "bootstrap_saturation", "fit_curve", "learning_curve", "make_task", "paired_steps", "run_curve",
 ]
 
 
@@ -26,6 +27,7 @@ class CurveResult:
     analysis: CurveAnalysis
     files: dict  # name -> path
     lines: list  # the printed summary
+    steps: PairedSteps | None = None  # each size against the previous one and zero-shot, paired
 
 
 def learning_curve(
@@ -59,4 +61,8 @@ def learning_curve(
         if breakdown:
             files["breakdown_png"] = breakdown
     lines = describe(analysis)
-    return CurveResult(run, analysis, files, lines)
+    steps = paired_steps(out, run.rows, metric, seed=cfg.seed)
+    if steps is not None:
+        files.update(steps.write(out))
+        lines += ["", f"Paired steps ({metric}; intervals over the test units, seeds averaged):", steps.to_markdown()]
+    return CurveResult(run, analysis, files, lines, steps)

@@ -37,6 +37,8 @@ from ..paths import display_path
 from .units import PER_UNIT_FILE
 
 MICRO_METRICS = ("f1", "precision", "recall")
+# Task metric names whose per-unit column has another name (attribute accuracy = mean of ``correct``).
+COLUMN_ALIASES = {"accuracy": "correct"}
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
 _CHUNK_CELLS = 2_000_000  # resample-matrix cells per chunk (bounds memory for many clusters)
 _TIE_TOL = 1e-9
@@ -80,12 +82,25 @@ def _nearest_run_json(folder: Path) -> dict | None:
     return None
 
 
+def _curve_run_settings(folder: Path) -> dict | None:
+    """A learning-curve run folder (``result.json`` with size, seed and method): its method and seed;
+    the zero-shot run is named "zero-shot"."""
+    file = folder / "result.json"
+    if not file.is_file():
+        return None
+    record = read_json(file)
+    if not isinstance(record, dict) or not {"size", "seed", "method"} <= set(record):
+        return None
+    return {"method": "zero-shot" if record["size"] == 0 else record["method"], "seed": record["seed"]}
+
+
 def load_evaluation(path, name: str | None = None) -> Evaluation:
     """Read an evaluation: ``path`` is a folder with ``per_unit.jsonl`` or a run folder with ``eval/per_unit.jsonl``.
 
     The method name is ``name`` if given, else ``settings["method"]`` of the nearest ``run.json``
-    (next to ``per_unit.jsonl`` or one folder up), else the folder's name; the seed is
-    ``settings["seed"]`` of that ``run.json``, else 0. A missing or malformed file raises a
+    (next to ``per_unit.jsonl`` or one folder up), else the method of a learning-curve run's
+    ``result.json`` ("zero-shot" for size 0), else the folder's name; the seed is taken from the same
+    file, else 0. A missing or malformed file raises a
     ``LeantuneError`` naming it.
     """
     path = Path(path)
@@ -103,8 +118,11 @@ def load_evaluation(path, name: str | None = None) -> Evaluation:
         if row["unit"] in seen:
             raise DataError(file, f"unit {row['unit']!r} appears twice", i)
         seen.add(row["unit"])
-    record = _nearest_run_json(folder) or {}
-    settings = record.get("settings") or {}
+    record = _nearest_run_json(folder)
+    if record is not None:
+        settings = record.get("settings") or {}
+    else:
+        settings = _curve_run_settings(folder) or {}
     if not isinstance(settings, dict):
         settings = {}
     if name is None:
@@ -247,6 +265,8 @@ def _resolve_metric(metric: str, evaluations: Sequence[Evaluation]) -> _Metric:
     if metric in MICRO_METRICS and has_outcome:
         return _Metric(metric, micro=True)
     numeric = [k for k, v in first[0].items() if k not in ("unit", "cluster") and isinstance(v, (int, float))]
+    if metric not in numeric and COLUMN_ALIASES.get(metric) in numeric:
+        metric = COLUMN_ALIASES[metric]
     if metric not in numeric or not all(metric in r for ev in evaluations for r in ev.rows):
         available = numeric + (list(MICRO_METRICS) if has_outcome else [])
         raise LeantuneError(f"metric {metric!r} is not in every per-unit row; available: {', '.join(available) or 'none'}")
