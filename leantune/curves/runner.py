@@ -283,7 +283,8 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             if seed not in subsets:
                 subsets[seed] = method_subsets(
                     cfg.method, task, pool, [n for n in cfg.sizes if n > 0], seed,
-                    lambda cols: curve_scores(task, cols, pool, out, cfg.model, cfg.seed, cfg.device, cfg.method, bf16=cfg.bf16),
+                    lambda cols: curve_scores(task, cols, pool, out, cfg.model, cfg.seed, cfg.device, cfg.method, bf16=cfg.bf16,
+                                             progress=cfg.progress),
                 )
             log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
             row = run_one(task, cfg, out, size, seed, subsets[seed][size])

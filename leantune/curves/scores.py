@@ -46,19 +46,11 @@ def prompt_embeddings(model_spec: str, prompts: Sequence[str], device: str = "cp
 
 
 def text_effort(model_spec: str, examples, device: str, seed: int, mask_prompt: bool, progress: bool = True, bf16: bool = False) -> np.ndarray:
-    from ..scoring.effort import EffortConfig, EffortModel, Encoded
+    from ..scoring.effort import EffortConfig, EffortModel, encode_example
 
     cfg = EffortConfig(model=model_spec, mask_prompt=mask_prompt, progress=progress, dtype="bfloat16" if bf16 else "float32")
     scorer = EffortModel(cfg, device, seed)
-    tok = scorer.tokenizer
-    encoded = []
-    for ex in examples:  # the trainer's tokenisation: prompt + response, EOS appended
-        ids = list(tok(ex.prompt + ex.response)["input_ids"][: cfg.max_tokens])
-        if len(ids) < cfg.max_tokens and (not ids or ids[-1] != tok.eos_token_id):
-            ids.append(tok.eos_token_id)
-        loss_from = max(1, len(tok(ex.prompt)["input_ids"])) if mask_prompt else 1
-        encoded.append(Encoded(tuple(ids), loss_from))
-    return scorer.scores(encoded)
+    return scorer.scores([encode_example(ex, scorer.tokenizer, cfg.max_tokens, mask_prompt) for ex in examples])
 
 
 def check_method(task, method: str) -> None:
@@ -77,7 +69,8 @@ def check_method(task, method: str) -> None:
 
 
 def curve_scores(
-    task, columns: Sequence[str], pool: Sequence[str], work_dir: Path, model_spec: str, seed: int, device: str, method: str, bf16: bool = False
+    task, columns: Sequence[str], pool: Sequence[str], work_dir: Path, model_spec: str, seed: int, device: str, method: str, bf16: bool = False,
+    progress: bool = True,
 ) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file, save_file
 
@@ -96,10 +89,10 @@ def curve_scores(
 
         examples = task.train_examples(list(pool), load_tokenizer(model_spec))
         if name == "embedding":
-            scores[name] = prompt_embeddings(model_spec, [e.prompt for e in examples], device)
+            scores[name] = prompt_embeddings(model_spec, [e.prompt for e in examples], device, progress=progress)
         else:
             mask = not getattr(task, "train_on_inputs", True)
-            scores[name] = text_effort(model_spec, examples, device, seed, mask, bf16=bf16).astype(np.float32)
+            scores[name] = text_effort(model_spec, examples, device, seed, mask, progress=progress, bf16=bf16).astype(np.float32)
         with atomic_path(path) as tmp:
             save_file({name: scores[name]}, str(tmp))
     return scores

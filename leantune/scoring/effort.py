@@ -124,18 +124,26 @@ class Encoded:
     loss_from: int  # first position whose token is a loss target (1 = all tokens)
 
 
-def encode_sample(dataset, sample, tokenizer, max_tokens: int = 512, mask_prompt: bool = False) -> Encoded:
-    """Token ids of prompt + response + EOS, cut at ``max_tokens``, as the reference tokenises them."""
-    from ..data.prompts import sample_prompt
+def encode_example(example, tokenizer, max_tokens: int = 512, mask_prompt: bool = False) -> Encoded:
+    """A ``TextExample`` tokenised exactly as the trainer tokenises it (``leantune.data.tokenize``):
+    prompt + response + EOS, cut at ``max_tokens``; with ``mask_prompt`` the loss starts at the response."""
+    from ..data.tokenize import IGNORE_INDEX, tokenize_example
 
-    rec = sample_prompt(dataset, sample, tokenizer, max_tokens=max_tokens)
-    ids = list(tokenizer(rec.prompt + rec.response)["input_ids"][:max_tokens])
-    if len(ids) < max_tokens and (not ids or ids[-1] != tokenizer.eos_token_id):
-        ids.append(tokenizer.eos_token_id)
+    row = tokenize_example(tokenizer, example, max_tokens, train_on_inputs=not mask_prompt)
+    ids = row["input_ids"]
     loss_from = 1
     if mask_prompt:
-        loss_from = max(1, len(tokenizer(rec.prompt)["input_ids"]))
+        loss_from = max(1, next((i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX), len(ids)))
     return Encoded(tuple(ids), loss_from)
+
+
+def encode_sample(dataset, sample, tokenizer, max_tokens: int = 512, mask_prompt: bool = False) -> Encoded:
+    """A recommendation sample's prompt + response, tokenised as the trainer does (``encode_example``)."""
+    from ..data.prompts import sample_prompt
+    from ..tasks.base import TextExample
+
+    rec = sample_prompt(dataset, sample, tokenizer, max_tokens=max_tokens)
+    return encode_example(TextExample(rec.prompt, rec.response), tokenizer, max_tokens, mask_prompt)
 
 
 # --------------------------------------------------------------------------- model
@@ -240,6 +248,29 @@ class EffortModel:
         """Effort of each encoded sample of one batch (exact per sample, independent of the batch)."""
         import torch
 
+        squared = torch.zeros(len(batch), dtype=torch.float64, device=self.device)
+        for per_sample in self._per_sample_grads(batch, timings):
+            squared += per_sample.square().sum(dim=(1, 2)).double()
+        return squared.sqrt().cpu().numpy()
+
+    def batch_gradients(self, batch: Sequence[Encoded], timings: dict | None = None) -> np.ndarray:
+        """Each sample's gradient of its mean answer loss w.r.t. the chosen LoRA-B matrices,
+        flattened and concatenated in a fixed order: (len(batch), n_params) float32. Its row norms
+        are ``batch_effort``."""
+        import torch
+
+        parts = [g.reshape(len(batch), -1) for g in self._per_sample_grads(batch, timings)]
+        return torch.cat(parts, dim=1).cpu().numpy().astype(np.float32)
+
+    def gradient_size(self) -> int:
+        """Length of one ``batch_gradients`` row."""
+        return sum(lora_b.weight.numel() for lora_b in self.targets.values())
+
+    def _per_sample_grads(self, batch: Sequence[Encoded], timings: dict | None = None):
+        """Per chosen LoRA-B matrix (in ``self.targets`` order), each sample's gradient (b, out, r);
+        zeros for a matrix the batch's loss does not reach."""
+        import torch
+
         timer = StageTimer(timings, self.device)
         ids, mask, positions, weights = self._collate(batch)
         self._inputs.clear()
@@ -256,17 +287,17 @@ class EffortModel:
             grad_hidden = self._head_grad(hidden.detach(), ids, weights)
         with timer("backward"):
             hidden.backward(grad_hidden.to(hidden.dtype))
-            squared = torch.zeros(len(batch), dtype=torch.float64, device=self.device)
+            out = []
             for key, lora_b in self.targets.items():
                 lora_b.weight.grad = None
                 if key not in self._grads:  # no loss token in the batch
+                    out.append(torch.zeros((len(batch), *lora_b.weight.shape), device=self.device))
                     continue
                 g = self._grads[key].float() * mask[..., None]
-                per_sample = torch.einsum("bto,btr->bor", g, self._inputs[key].float())
-                squared += per_sample.square().sum(dim=(1, 2)).double()
+                out.append(torch.einsum("bto,btr->bor", g, self._inputs[key].float()))
         self._inputs.clear()
         self._grads.clear()
-        return squared.sqrt().cpu().numpy()
+        return out
 
     def _collate(self, batch: Sequence[Encoded]):
         """Padded ids, attention mask, position ids, and per-position loss weights 1/n_i on targets."""
