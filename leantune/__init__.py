@@ -34,6 +34,13 @@ _LAZY = {
     "BigrecRunConfig": "leantune.pipelines.bigrec:BigrecRunConfig",
     "run_tiger": "leantune.pipelines.tiger:run_tiger",
     "TigerRunConfig": "leantune.pipelines.tiger:TigerRunConfig",
+    # any instruction dataset (`leantune prune --task sft`, `leantune finetune --task sft`, `leantune data export`)
+    "SFTTask": "leantune.tasks.sft:SFTTask",
+    "read_sft": "leantune.tasks.sft:read_sft",
+    "score_sft": "leantune.pipelines.sft:score_sft",
+    "select_sft": "leantune.pipelines.sft:select_sft",
+    "prune_sft": "leantune.pipelines.sft:prune_sft",
+    "finetune_sft": "leantune.pipelines.sft:finetune_sft",
     # learning curves (`leantune curve`)
     "learning_curve": "leantune.curves:learning_curve",
     "CurveConfig": "leantune.curves:CurveConfig",

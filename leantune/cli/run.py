@@ -206,13 +206,16 @@ def _adapter_tag(adapter: Path) -> str:
 
 @app.command("finetune")
 def finetune_cmd(
-    data: str = typer.Option("games", "--data", help=DATA_HELP),
+    data: str = typer.Option("games", "--data", help=DATA_HELP + " With --task sft: the JSONL file."),
+    task: str = typer.Option("recommendation", "--task", help="'recommendation' (the default) or 'sft' (any instruction JSONL: chat 'messages' or 'prompt'/'completion' lines; loss on the answer, fixed --epochs without early stopping, then the answer loss and token accuracy on every validation record in OUT/eval)."),
+    valid: Optional[Path] = typer.Option(None, "--valid", help="--task sft: validation JSONL (default: a seeded 10%% of --data held out, never trained on)."),
+    base: bool = typer.Option(False, "--base", help="--task sft: also evaluate the base model (OUT/base), for `leantune compare OUT OUT/base`."),
     selection: Optional[Path] = typer.Option(None, "--selection", help="selection.json (or a prune folder) whose sample ids to train on."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Without --selection: a seeded random sample of this many training samples."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/finetune-<data>-n<samples>-s<seed>); re-running resumes or reuses it."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
-    epochs: float = typer.Option(50, "--epochs", help="Maximum epochs (early stopping on validation loss usually ends sooner)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Maximum epochs; default 50 (early stopping on validation loss usually ends sooner), with --task sft 3."),
     stop_after_fraction: Optional[float] = typer.Option(None, "--stop-after-fraction", help="Train this fraction of the schedule and pause (resume by running again without it)."),
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, modules: str = MODULES, lr: float = LR,
     batch_size: int = BATCH, micro: int = MICRO, max_steps: Optional[int] = MAX_STEPS, warmup: float = WARMUP,
@@ -228,6 +231,14 @@ def finetune_cmd(
     from ..tasks.recommendation import RecommendationTask
     from ..train import finetune
 
+    if task == "sft":
+        return _finetune_sft(data, valid, selection, budget, model, out, seed, 3 if epochs is None else epochs, r, alpha, dropout,
+                             modules, lr, batch_size, micro, max_steps, warmup, cutoff, group, device, base, quiet)
+    if task != "recommendation":
+        raise LeantuneError(f"--task {task!r}: choose recommendation or sft")
+    if valid is not None or base:
+        raise LeantuneError("--valid and --base are --task sft options (recommendation runs: `leantune run --base`)")
+    epochs = 50 if epochs is None else epochs
     task = RecommendationTask(data, cutoff_len=cutoff)
     if selection is not None:
         from ..pruning import load_selection
@@ -251,3 +262,24 @@ def finetune_cmd(
           f"{result.wall_s:.0f}s{best} -> {result.adapter_dir}")
     if result.reason:
         print(result.reason)
+
+
+def _finetune_sft(data, valid, selection, budget, model, out, seed, epochs, r, alpha, dropout, modules, lr, batch_size, micro,
+                  max_steps, warmup, cutoff, group, device, base, quiet) -> None:
+    from ..errors import LeantuneError
+    from ..pipelines.sft import finetune_sft
+
+    if data == "games":
+        raise LeantuneError("--task sft needs --data FILE (a JSONL file of chat 'messages' or 'prompt'/'completion' records)")
+    cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
+                           True, 0, None, group, seed, device)
+    name = Path(selection).name if selection else (f"n{budget}" if budget else "all")
+    out = out or Path("runs") / f"finetune-sft-{Path(data).stem}-{name}-s{seed}"
+    result = finetune_sft(data, out, cfg, selection=selection, budget=budget, model=model, valid=valid, base=base, progress=not quiet)
+    m = result.metrics
+    print(f"{result.status} on {result.units} records -> {result.adapter_dir}")
+    if m:
+        print(f"validation ({m['n_examples']} records, {m['n_tokens']} answer tokens): loss {m['loss']:.4f}, "
+              f"token accuracy {m['token_accuracy']:.4f}; per-record results in {out / 'eval'}")
+    if base:
+        print(f"base model evaluated in {out / 'base'}; compare: leantune compare {out} {out / 'base'} --metric loss")

@@ -39,11 +39,16 @@ def _singular(noun: str) -> str:
     return noun[:-1] if noun.endswith("s") else noun
 
 
+def user_input(titles: Sequence[str], item_noun: str) -> str:
+    """The prompt's input section: the user's past titles."""
+    return f"The user has purchased the following {item_noun} before, with titles as: " + "; ".join(titles)
+
+
 def render(titles: Sequence[str], item_noun: str, response: str = "") -> str:
-    user_input = f"The user has purchased the following {item_noun} before, with titles as: " + "; ".join(titles)
+    user_input_text = user_input(titles, item_noun)
     return (
         f"{ALPACA_HEADER}### Instruction:\n{instruction_text(item_noun)}\n\n"
-        f"### Input:\n{user_input}\n\n### Response:\n{response}"
+        f"### Input:\n{user_input_text}\n\n### Response:\n{response}"
     )
 
 

@@ -23,11 +23,15 @@ def _chat(user: str, tokenizer) -> str:
     return f"{SYSTEM}\n\n{user}\nAnswer: "
 
 
-def product_prompt(product: Product, tokenizer=None) -> str:
+def product_user_text(product: Product) -> str:
+    """The user message of a product prompt (before any chat template)."""
     # A key skeleton rather than a list of names: the zero-shot model then sees the answer's shape.
     skeleton = json.dumps({a: "?" for a in product.attributes}, ensure_ascii=False)
-    user = f"Product category: {product.category}\nTitle: {product.text}\n{PRODUCT_INSTRUCTION}\n{skeleton}"
-    return _chat(user, tokenizer)
+    return f"Product category: {product.category}\nTitle: {product.text}\n{PRODUCT_INSTRUCTION}\n{skeleton}"
+
+
+def product_prompt(product: Product, tokenizer=None) -> str:
+    return _chat(product_user_text(product), tokenizer)
 
 
 def product_answer(product: Product) -> str:
