@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
     p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
     p.add_argument("--note", default="", help="a paragraph added to the markdown (what the numbers mean, conditions)")
+    p.add_argument("--step-metrics", nargs="*", default=["f1"],
+                   help="more metrics (besides the curve's accuracy) whose paired steps between sizes are reported")
     return p.parse_args(argv)
 
 
@@ -86,6 +88,8 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
             f"{m['valued_accuracy']:.3f} | {m['na_accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['invalid_rate']:.3f} |"
         )
     lines += ["", "```", *result.lines, "```", ""]
+    for metric, steps in info.get("extra_steps", {}).items():
+        lines += [f"Paired steps ({metric}; micro-averaged metrics are resampled by product):", "", steps.to_markdown(), ""]
     if info.get("note"):
         lines += [info["note"], ""]
     if a.fit is None:
@@ -126,6 +130,10 @@ def main(argv=None) -> None:
     load_before = [round(x, 1) for x in os.getloadavg()]
     start = time.perf_counter()
     result = learning_curve(cfg, args.work, cached_only=args.cached_only)
+    from leantune.curves import paired_steps
+
+    extra_steps = {m: paired_steps(args.work, result.run.rows, m, seed=cfg.seed) for m in args.step_metrics}
+    extra_steps = {m: st for m, st in extra_steps.items() if st is not None}
     info = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "threads": torch.get_num_threads(),
@@ -133,12 +141,15 @@ def main(argv=None) -> None:
         "load_after": [round(x, 1) for x in os.getloadavg()],
         "wall_s": time.perf_counter() - start,
         "note": args.note,
+        "extra_steps": extra_steps,
     }
     name = args.name
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / f"{name}.json", _finite({
-        "command": command, "info": info, "settings": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds,
+        "command": command, "info": {k: v for k, v in info.items() if k != "extra_steps"}, "settings": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds,
         "analysis": result.analysis.as_dict(), "summary": result.lines,
+        "steps": {cfg.metric or "accuracy": result.steps.to_dict() if result.steps else None,
+                  **{m: st.to_dict() for m, st in extra_steps.items()}},
         "runs": [{k: r.get(k) for k in ("size", "seed", "status", "metrics", "train", "eval_s", "wall_s")} for r in result.run.rows],
     }))
     with atomic_path(RESULTS / f"{name}.md") as tmp:
