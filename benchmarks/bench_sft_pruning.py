@@ -21,7 +21,6 @@ processes can fill one grid with different ``--seeds``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -64,14 +63,9 @@ def parse_args(argv=None):
 
 
 def options(args) -> dict:
-    out = {}
-    for pair in args.opt:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    from leantune.io import parse_options
+
+    return parse_options(args.opt)
 
 
 def export(work: Path) -> tuple[Path, Path, list[str]]:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from leantune.data import load_dataset  # noqa: E402
-from leantune.io import write_json  # noqa: E402
+from leantune.io import parse_options, write_json  # noqa: E402
 from leantune.models.rqvae import build_semantic_ids  # noqa: E402
 from leantune.evaluation.units import write_per_unit  # noqa: E402
 from leantune.evaluation.tiger import evaluate_tiger  # noqa: E402
@@ -73,17 +73,6 @@ def parse_args():
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tiger")
     p.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.json and stop")
     return p.parse_args()
-
-
-def parse_options(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def register_method():

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import socket
 import sys
 import time

@@ -265,3 +265,21 @@ def _differing_fields(stored, current, prefix: str = "") -> list[tuple[str, obje
 def _shown(value, limit: int = 120) -> str:
     text = "(not set)" if value is _MISSING else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_options(pairs, flag: str = "--opt") -> dict:
+    """``KEY=VALUE`` strings as a dict; values that parse as JSON (numbers, booleans, lists such as
+    ``effort_layers=[-1]``) are decoded, anything else stays a string. A pair without ``=`` or key is
+    a one-line error naming ``flag``."""
+    from .errors import LeantuneError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LeantuneError(f"{flag} {pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value.strip())
+        except json.JSONDecodeError:
+            options[key.strip()] = value.strip()
+    return options

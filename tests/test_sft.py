@@ -63,7 +63,7 @@ def test_a_bad_line_is_named_with_its_number(tmp_path, line, message):
     path = write(tmp_path / "bad.jsonl", [PC, line])
     with pytest.raises(DataError) as err:
         read_sft(path)
-    assert f"bad.jsonl:2: " in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+    assert "bad.jsonl:2: " in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_and_empty_files(tmp_path):

@@ -32,25 +32,9 @@ kcenter: k-center greedy on embeddings. cluster: k-means on embeddings, samples 
 
 
 def _parse_options(pairs: list[str]) -> dict:
-    from ..errors import LeantuneError
+    from ..io import parse_options
 
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LeantuneError(f"--opt {pair!r}: expected KEY=VALUE")
-        options[key.strip()] = _option_value(value.strip())
-    return options
-
-
-def _option_value(text: str):
-    """Numbers, booleans and lists as JSON (effort_batch_size=4, effort_layers=[-1]); else the string."""
-    import json
-
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    return parse_options(pairs, "--opt")
 
 
 @app.command("prune", help=PRUNE_HELP)
