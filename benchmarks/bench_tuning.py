@@ -180,6 +180,20 @@ def _pts(x) -> str:
     return "–" if x is None else f"{x:.4f}" if LOSS_SCALE else f"{x:.2f}"
 
 
+def paired_seed_interval(diffs: list[float], alpha: float = 0.05, power: float = 0.8) -> dict | None:
+    """The mean of per-seed paired differences with its t interval, and the smallest difference these
+    seeds could detect at ``power`` (two-sided ``alpha``); ``None`` with fewer than 2 seeds."""
+    from scipy import stats
+
+    n = len(diffs)
+    if n < 2:
+        return None
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(n)
+    t = float(stats.t.ppf(1 - alpha / 2, n - 1))
+    return {"mean": mean, "low": mean - t * se, "high": mean + t * se, "n": n,
+            "mde": (t + float(stats.t.ppf(power, n - 1))) * se}
+
+
 def summarise(results: dict, args) -> dict:
     out = {}
     for name in STRATEGIES:
@@ -196,6 +210,7 @@ def summarise(results: dict, args) -> dict:
     tpe_at_budget = [disp(best_at(results[s]["full_tpe"]["curve"], results[s]["early_bo"]["compute"])) for s in seeds]
     out["early_bo"]["compute_ratio"] = _mean_sd(ratio)
     out["early_bo"]["gap_to_full_tpe"] = _mean_sd(gap)
+    out["early_bo"]["gap_interval"] = paired_seed_interval(gap)
     out["full_tpe"]["best_test_at_early_bo_budget"] = _mean_sd(tpe_at_budget)
     for key in ("spearman", "kendall", "topk_overlap"):
         out["early_bo"][key] = _mean_sd([results[s]["early_bo"]["agreement"][key] for s in seeds])
@@ -220,6 +235,10 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
                      f"{_pts(m)} ± {_pts(sd)} (n={n}) | {s['wall_s'][0]:.1f} |")
     tb = summary["full_tpe"]["best_test_at_early_bo_budget"]
     lines += ["", f"Full-fidelity TPE's best-so-far at early BO's compute: {_pts(tb[0])} ± {_pts(tb[1])} (n={tb[2]} seeds with a finished trial by then).", ""]
+    ci = summary["early_bo"].get("gap_interval")
+    if ci:
+        lines += [f"Early BO − full TPE, paired by seed: {_pts(ci['mean'])} [{_pts(ci['low'])}, {_pts(ci['high'])}] (95% t interval over "
+                  f"{ci['n']} seeds); these seeds could detect a difference of {_pts(ci['mde'])} at 80% power.", ""]
     gap, ratio = e["gap_to_full_tpe"], e["compute_ratio"]
     need = math.ceil(0.8 * args.top_k)  # the goal's 4 of 5
     sp, kt, ov = e["spearman"], e["kendall"], e["topk_overlap"]
