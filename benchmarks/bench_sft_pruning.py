@@ -3,7 +3,7 @@ vs gradient influence (LESS, top-k) vs coverage-enhanced gradient influence vs k
 
     python3 benchmarks/bench_sft_pruning.py                           # the full grid (hours on CPU)
     python3 benchmarks/bench_sft_pruning.py --report-only             # tables from finished cells
-    python3 benchmarks/bench_sft_pruning.py --model tiny --budgets 4 8 --seeds 0 --eval-limit 4 --work /tmp/sft-dry --out /tmp/sft-dry/out
+    python3 benchmarks/bench_sft_pruning.py --model tiny --budgets 4 8 --seeds 0 --eval-limit 4 --work runs/sft-dry --out runs/sft-dry/out
 
 The OA-Mine training products are written as chat JSONL (``leantune data export --task attributes
 --format chat``, the product unit, one line per product) and the validation products likewise;
