@@ -74,7 +74,9 @@ def _effort_model(model: str, seed: int, options: dict, adapter=None):
 
     cfg = EffortConfig.from_options({**options, "model": model})
     cfg = replace(cfg, mask_prompt=True, progress=options.get("progress", True), adapter=str(adapter) if adapter else cfg.adapter)
-    return EffortModel(cfg, "cpu" if "device" not in options else str(options["device"]), seed)
+    from ..device import resolve_device
+
+    return EffortModel(cfg, resolve_device(str(options.get("device", "cpu"))), seed)
 
 
 def score_sft(task, method: str, model: str = "smollm2", seed: int = 0, options: dict | None = None,
