@@ -408,9 +408,9 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
 
 
 def _default_device() -> str:
-    import torch
+    from .device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device("auto")
 
 
 def _check_selection(chosen: np.ndarray, budget: int, pool: int) -> None:

@@ -21,19 +21,13 @@ PRESET_HELP = "Model size: 'paper' (TIGER: 4+4 layers, d_model 128, FFN 1024) or
 
 
 def _device(name: str) -> str:
-    _check_device(name)
-    if name != "auto":
-        return name
-    import torch
+    from ..device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(name)
 
 
 def _check_device(name: str) -> None:
-    from ..errors import LeantuneError
-
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise LeantuneError(f"--device {name!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    _device(name)  # a one-line error for anything but auto, cpu, cuda, cuda:N
 
 
 def _check_train_config(cfg) -> None:

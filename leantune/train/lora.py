@@ -174,9 +174,9 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     # Emitted by transformers' own Trainer/peft plumbing in every run; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     transformers.set_seed(cfg.seed)
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from ..device import resolve_device
+
+    device = resolve_device(cfg.device)
     use_cpu = device == "cpu"
     bf16 = cfg.bf16 if cfg.bf16 is not None else (not use_cpu and torch.cuda.is_bf16_supported())
 

@@ -181,11 +181,9 @@ class FinetuneRunner:
         return total / count if count else float("nan")
 
     def _device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
+        from ..device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def _metric(self, metrics: dict) -> float:
         name = self.metric
