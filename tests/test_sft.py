@@ -134,6 +134,7 @@ def test_prune_then_finetune_then_compare(tmp_path):
     res = prune_sft(data, 6, "gradient-influence", tmp_path / "p", model="tiny", seed=0, options={"gi_dim": 32}, progress=False)
     rec = res.record
     assert len(rec["unit_ids"]) == 6 == len(set(rec["unit_ids"])) and rec["pool_size"] == 27 and not res.reused
+    assert rec["scorer"]["gradient_influence"]["dim"] == 32 and list(rec["scorer"]["effort_model"]["layers"]) == [-1]
     scores = [json.loads(l) for l in (tmp_path / "p" / "scores.jsonl").read_text().splitlines()]
     top = sorted(scores, key=lambda r: -r["gradient_influence"])[:6]
     assert sorted(r["unit"] for r in top) == sorted(rec["unit_ids"])  # top-k is LESS's selector

@@ -67,6 +67,24 @@ def check_options(options: dict) -> None:
                             "gi_warmup_fraction, gi_batch_size, device)")
 
 
+def scorer_settings(method: str, model: str, options: dict) -> dict:
+    """Every setting of ``method``'s scorer after defaults and ``--opt`` (the typed configs as dicts)."""
+    from dataclasses import asdict
+
+    from ..scoring.effort import EffortConfig
+    from ..scoring.gradient_influence import GradientInfluenceConfig
+
+    column = SFT_METHODS[method][0]
+    out = {}
+    if column in ("effort", "gradient_influence"):
+        effort = asdict(EffortConfig.from_options({**options, "model": model}))
+        effort.pop("progress", None)
+        out["effort_model"] = {**effort, "mask_prompt": True}
+    if column == "gradient_influence":
+        out["gradient_influence"] = asdict(GradientInfluenceConfig.from_options(options))
+    return out
+
+
 def _effort_model(model: str, seed: int, options: dict, adapter=None):
     from dataclasses import replace
 
@@ -216,7 +234,8 @@ def prune_sft(data, budget: int, method: str, out, *, selector: str | None = Non
     if flat:
         scores_path = out / "scores.jsonl"
         write_jsonl(scores_path, [{"unit": u, **{k: float(v[i]) for k, v in flat.items()}} for i, u in enumerate(pool)])
-    record = {"settings": settings, "unit_ids": [pool[i] for i in positions], "pool_size": len(pool),
+    record = {"settings": settings, "scorer": scorer_settings(method, model, options), "unit_ids": [pool[i] for i in positions],
+              "pool_size": len(pool),
               "valid_records": len(task.valid_records), "timings": {"scoring_s": round(scoring_s, 2), "select_s": round(select_s, 3)},
               "score_stats": {k: {"min": float(np.min(v)), "mean": float(np.mean(v)), "max": float(np.max(v)),
                                   "selected_mean": float(np.mean(np.asarray(v)[positions]))} for k, v in flat.items()}}
