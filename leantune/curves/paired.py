@@ -48,17 +48,18 @@ class PairedSteps:
     def to_markdown(self) -> str:
         m = self.metric
         zero = {s.size: s for s in self.zero_shot}
-        lines = [f"| size | seeds | {m} | Δ vs previous size | 95% CI | p | MDE | Δ vs zero-shot | 95% CI |",
-                 "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+        lines = [f"| size | seeds | {m} | Δ vs previous size | 95% CI | p | seed SE | MDE | Δ vs zero-shot | 95% CI |",
+                 "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
         for s in self.previous:
             z = zero.get(s.size)
             against = "zero-shot" if s.against == 0 else f"n={s.against}"
             lines.append(
                 f"| {s.size} | {s.seeds} | {s.value:.4f} | {s.diff:+.4f} (vs {against}) | [{s.ci_low:+.4f}, {s.ci_high:+.4f}] | "
-                f"{_p(s.p_value)} | {s.mde:.4f} | " + (f"{z.diff:+.4f} | [{z.ci_low:+.4f}, {z.ci_high:+.4f}]" if z else " | ") + " |")
+                f"{_p(s.p_value)} | {'–' if s.seed_se is None else f'{s.seed_se:.4f}'} | {s.mde:.4f} | " + (f"{z.diff:+.4f} | [{z.ci_low:+.4f}, {z.ci_high:+.4f}]" if z else " | ") + " |")
         unit = "test units" if self.n_units == self.n_clusters else f"test units in {self.n_clusters} resampled groups"
         lines += ["", f"Paired over the same {self.n_units} {unit}, seeds averaged inside each of the bootstrap resamples; "
-                      "p: paired permutation test; MDE: the smallest step these units could detect at 80% power."]
+                      "p: paired permutation test; seed SE: standard error of the step from the spread over training seeds "
+                      "(not inside the interval); MDE: the smallest step these units could detect at 80% power."]
         if self.left_out:
             lines.append(f"Left out (no {PER_UNIT_FILE}, evaluated before per-unit results): {', '.join(self.left_out)}.")
         return "\n".join(lines) + "\n"
