@@ -11,7 +11,9 @@ from .app import MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 CURVE_HELP = (
     "Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the same "
     "test subset, fit metric(n) = a - b*n^(-c) and report the saturation point (with a bootstrap interval "
-    "over seeds), the results table (CSV + JSON) and plots (PNG). Every run is cached in --out; re-running "
+    "over seeds), each size's step over the previous size and over zero-shot with a paired interval over the "
+    "test units (steps.md: does adding data change the metric at all?), the results table (CSV + JSON) and "
+    "plots (PNG). Every run is cached in --out; re-running "
     "finishes only what is missing.\n\n"
     "CPU cost of the defaults (SmolLM2-135M, OA-Mine products at ~220 tokens each): a run trains "
     "max(ceil(epochs*n/batch), min-steps) = max(ceil(n/8), 25) steps of 8 products, 411 steps per seed over "
