@@ -67,22 +67,26 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             fh.write(json.dumps(row, default=_jsonable) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def iter_jsonl(path: str | os.PathLike, missing: str = "file not found"):
+    """``(line number, decoded value)`` for every non-blank line of a JSON Lines file (``.gz`` allowed);
+    a missing file or a line that is not JSON is a one-line :class:`~leantune.errors.DataError`."""
     from .errors import DataError
 
     path = Path(path)
     if not path.exists():
-        raise DataError(path, "file not found")
-    rows = []
+        raise DataError(path, missing)
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(path, f"invalid JSON ({exc.msg})", lineno) from None
-    return rows
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [row for _, row in iter_jsonl(path)]
 
 
 def open_text(path: str | os.PathLike):

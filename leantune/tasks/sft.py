@@ -15,14 +15,13 @@ predicts (greedy next token), so runs compare paired with ``leantune compare --m
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import DataError, LeantuneError
-from ..io import open_text
+from ..io import iter_jsonl
 from .base import TASKS, TextExample
 
 ROLES = ("system", "user", "assistant")
@@ -88,18 +87,8 @@ def read_sft(path) -> list[SFTRecord]:
     """Read and check an SFT JSONL file (``.gz`` allowed); blank lines are skipped. A bad line is a
     one-line :class:`DataError` naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found (--task sft reads a JSONL file of chat 'messages' or 'prompt'/'completion' records)")
-    records = []
-    with open_text(path) as fh:
-        for line, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"invalid JSON ({exc.msg})", line) from None
-            records.append(_check_record(obj, path, line))
+    missing = "file not found (--task sft reads a JSONL file of chat 'messages' or 'prompt'/'completion' records)"
+    records = [_check_record(obj, path, line) for line, obj in iter_jsonl(path, missing)]
     if not records:
         raise DataError(path, "no records")
     return records
