@@ -28,3 +28,10 @@ def tokenize_example(tokenizer, example: TextExample, cutoff_len: int, train_on_
 
 def tokenize_examples(tokenizer, examples: Sequence[TextExample], cutoff_len: int, train_on_inputs: bool = True) -> list[dict]:
     return [tokenize_example(tokenizer, ex, cutoff_len, train_on_inputs) for ex in examples]
+
+
+def answer_cut_off(tokenizer, example: TextExample, cutoff_len: int) -> bool:
+    """True when cutting at ``cutoff_len`` leaves no answer token (the prompt fills the cut): with the
+    loss on answers only such an example carries no loss at all."""
+    labels = tokenize_example(tokenizer, example, cutoff_len, train_on_inputs=False)["labels"]
+    return all(label == IGNORE_INDEX for label in labels)

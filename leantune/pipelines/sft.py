@@ -302,9 +302,9 @@ def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, m
     out = Path(out)
     tokenizer = load_tokenizer(model)
     train = task.train_examples(units, tokenizer)
-    from ..data.tokenize import IGNORE_INDEX, tokenize_example
+    from ..data.tokenize import answer_cut_off
 
-    cut = [ex.example_id for ex in train if all(l == IGNORE_INDEX for l in tokenize_example(tokenizer, ex, cfg.cutoff_len, False)["labels"])]
+    cut = [ex.example_id for ex in train if answer_cut_off(tokenizer, ex, cfg.cutoff_len)]
     if cut:
         raise LeantuneError(f"--cutoff-len {cfg.cutoff_len} cuts off the whole answer of {len(cut)} record(s) (e.g. line "
                             f"{cut[0][1:]} of {data}); raise it")

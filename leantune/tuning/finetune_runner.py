@@ -75,21 +75,21 @@ class FinetuneRunner:
         the trainer's validation examples alike: any such example when the loss is on answers
         only, and all of them otherwise (no trial could learn to answer).
         """
-        from ..train.data import IGNORE_INDEX, tokenize_examples
+        from ..data.tokenize import answer_cut_off
 
         cfg = self._config({})
         train, valid = self._examples()
         for split, examples in (("training", train), ("validation", valid)):
-            rows = tokenize_examples(self._tokenizer, examples, cfg.cutoff_len, train_on_inputs=False)
-            cut = sum(all(label == IGNORE_INDEX for label in row["labels"]) for row in rows)
-            if not cut or (cfg.train_on_inputs and cut < len(rows)):
+            n = len(examples)
+            cut = sum(answer_cut_off(self._tokenizer, ex, cfg.cutoff_len) for ex in examples)
+            if not cut or (cfg.train_on_inputs and cut < n):
                 continue
             prompts = [len(self._tokenizer(ex.prompt)["input_ids"]) for ex in examples]
-            which = f"all {len(rows)}" if cut == len(rows) else f"{cut} of the {len(rows)}"
+            which = f"all {n}" if cut == n else f"{cut} of the {n}"
             raise LeantuneError(
                 f"--cutoff-len {cfg.cutoff_len} (cutoff_len) cuts the answer off: {which} {split} examples keep no answer "
                 f"token within {cfg.cutoff_len} tokens (prompts take {min(prompts)}-{max(prompts)} tokens"
-                f"{'' if cut == len(rows) else '; the loss is on the answers only'}); raise --cutoff-len above {max(prompts)}")
+                f"{'' if cut == n else '; the loss is on the answers only'}); raise --cutoff-len above {max(prompts)}")
 
     def settings(self) -> dict:
         """What makes two runs comparable (stored with the study; a joining worker must match)."""
