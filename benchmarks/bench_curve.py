@@ -41,7 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--method", default="random")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--min-steps", type=int, default=25)
+    p.add_argument("--min-steps", type=int, default=25, help="--schedule epochs: a floor of optimizer steps (25: the cached curves' setting)")
+    p.add_argument("--schedule", choices=["epochs", "steps"], default="epochs")
+    p.add_argument("--steps", type=int, default=None, help="--schedule steps: optimizer steps at every size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--micro-batch-size", type=int, default=4)
@@ -53,8 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
     p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
     p.add_argument("--note", default="", help="a paragraph added to the markdown (what the numbers mean, conditions)")
-    p.add_argument("--step-metrics", nargs="*", default=["f1"],
-                   help="more metrics (besides the curve's accuracy) whose paired steps between sizes are reported")
+    p.add_argument("--metric", default="f1", help="the metric the curve is fitted on (the task's headline: micro-F1)")
+    p.add_argument("--step-metrics", nargs="*", default=["accuracy"],
+                   help="more metrics (besides --metric) whose paired steps between sizes are reported")
     return p.parse_args(argv)
 
 
@@ -71,7 +74,7 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         f"sum of the runs' own wall times (training + evaluation, whenever they ran): {sum(r.get('wall_s') or 0 for r in result.run.rows):.0f} s.",
         "",
         f"Settings: sizes {list(cfg.sizes)}, seeds {cfg.seeds}, eval on {cfg.eval_limit or 'all'} seeded test products (the same for every run), "
-        f"training max(ceil({cfg.epochs}·n/{cfg.batch_size}), {cfg.min_steps}) steps of {cfg.batch_size} (micro-batch {cfg.micro_batch_size}), "
+        f"training: {cfg.schedule_label()} (micro-batch {cfg.micro_batch_size}), "
         f"lr {cfg.lr}, bf16 autocast in training {cfg.bf16}, LoRA r {cfg.r} / alpha {cfg.alpha} on q_proj, v_proj, loss on the answer only, no validation/early stopping.",
         "",
         "| size | seed | status | steps | train s | eval s | accuracy | strict acc | valued acc | n/a acc | P | R | F1 | invalid |",
@@ -94,7 +97,7 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         lines += [info["note"], ""]
     if a.fit is None:
         lines.append("No fit: no trained runs.")
-    lines.append(f"Plots: `{name}.png` (accuracy vs size), `{name}_per_attribute.png` (per-attribute accuracy, 12 most frequent attributes).")
+    lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` (per-attribute accuracy, 12 most frequent attributes).")
     return "\n".join(lines) + "\n"
 
 
@@ -122,9 +125,10 @@ def main(argv=None) -> None:
     cfg = CurveConfig(
         task="attributes", task_options={"data": "oa-mine", "unit": args.unit}, model=args.model,
         sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method,
-        eval_limit=args.eval_limit or None, epochs=args.epochs, min_steps=args.min_steps, lr=args.lr,
+        eval_limit=args.eval_limit or None, schedule=args.schedule, epochs=args.epochs,
+        min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps, lr=args.lr,
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, gain_threshold=args.gain_threshold,
-        device=args.device, bf16=args.bf16,
+        device=args.device, bf16=args.bf16, metric=args.metric,
     )
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
     load_before = [round(x, 1) for x in os.getloadavg()]
@@ -148,7 +152,7 @@ def main(argv=None) -> None:
     write_json(RESULTS / f"{name}.json", _finite({
         "command": command, "info": {k: v for k, v in info.items() if k != "extra_steps"}, "settings": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds,
         "analysis": result.analysis.as_dict(), "summary": result.lines,
-        "steps": {cfg.metric or "accuracy": result.steps.to_dict() if result.steps else None,
+        "steps": {cfg.metric: result.steps.to_dict() if result.steps else None,
                   **{m: st.to_dict() for m, st in extra_steps.items()}},
         "runs": [{k: r.get(k) for k in ("size", "seed", "status", "metrics", "train", "eval_s", "wall_s")} for r in result.run.rows],
     }))

@@ -121,7 +121,7 @@ def train_cell(args, work, train, products, name, budget, seed, cols) -> Path:
     positions = select_sft(cols, len(products), method, budget, seed, selector)
     units = [products[i] for i in positions]
     cfg = CurveConfig(task="attributes", model=args.model, method=name, sizes=(budget,), seeds=1, seed=seed,
-                      eval_limit=args.eval_limit or None, bf16=args.bf16, progress=False)
+                      eval_limit=args.eval_limit or None, bf16=args.bf16, min_steps=25, progress=False)
     task = AttributeTask(progress=False)
     t0 = time.perf_counter()
     row = run_one(task, cfg, out, budget, seed, units)

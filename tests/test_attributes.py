@@ -252,3 +252,83 @@ def test_finetune_cli_tiny_question_unit(attr_folder, tmp_path):
     assert metrics["n_products"] == 2 and metrics["n_questions"] >= 6
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "2/2 steps" in again.output
+
+
+@pytest.mark.parametrize("unit", ["product", "question"])
+def test_few_shot_prompts_show_solved_same_category_training_products(attr_folder, unit):
+    """--shots k: k training products of the product's category precede it as solved user/assistant turns,
+    the same ones whichever subset is evaluated; 0 shots is the zero-shot prompt."""
+    from leantune.models.llm import load_tokenizer
+    from leantune.tasks.attributes import AttributeTask
+    from leantune.tasks.attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
+
+    tok = load_tokenizer("tiny")
+    zero = AttributeTask(data=str(attr_folder), unit=unit, progress=False)
+    task = AttributeTask(data=str(attr_folder), unit=unit, shots=3, progress=False)
+    test = task.data.products("test")
+    seen = {}
+    for seed in (0, 1):
+        prompts = {}
+        task._generate = lambda model, tok, p, *a: prompts.setdefault("all", p) and ["n/a"] * len(p)
+        task.predict(None, tok, "test", seed=seed)
+        seen[seed] = prompts["all"]
+    demos = task.demos(test[0], seed=0)
+    assert len(demos) == 3 and all(d.category == test[0].category for d in demos)
+    assert {d.id for d in demos} <= {p.id for p in task.data.products("train")}
+    assert task.demos(test[0], seed=0) == demos and task.demos(test[0], seed=1) != demos
+    if unit == "product":
+        prompt = product_prompt(test[0], tok, demos)
+        assert prompt.count("<|im_start|>assistant") == 4 and all(product_answer(d) in prompt for d in demos)
+        assert prompt in seen[0] and product_prompt(test[0], tok) in [product_prompt(p, tok) for p in test]
+    else:
+        attribute = next(iter(test[0].attributes))
+        prompt = question_prompt(test[0], attribute, tok, demos)
+        assert prompt.count("<|im_start|>assistant") == 4 and prompt in seen[0]
+        assert all(f"<|im_start|>assistant\n{question_answer(d, attribute)}<|im_end|>" in prompt for d in demos)
+    assert seen[0] != seen[1]  # another seed shows other examples
+    # without a chat template the examples come as earlier "Answer:" blocks
+    plain = product_prompt(test[0], None, demos)
+    assert plain.count("\nAnswer: ") == 4 and plain.endswith("\nAnswer: ")
+    # 0 shots: the zero-shot prompt, unchanged
+    assert zero.demos(test[0]) == [] and product_prompt(test[0], tok, zero.demos(test[0])) == product_prompt(test[0], tok)
+    # more shots than the category holds: all of its other training products
+    many = AttributeTask(data=str(attr_folder), unit=unit, shots=50, progress=False)
+    same = [p for p in many.data.products("train") if p.category == test[0].category]
+    assert sorted(d.id for d in many.demos(test[0])) == sorted(p.id for p in same)
+    with pytest.raises(LeantuneError, match="--shots"):
+        AttributeTask(data=str(attr_folder), shots=-1)
+
+
+def test_finetune_cli_takes_the_task_recipe_unless_a_flag_overrides_it(attr_folder, tmp_path):
+    """`attributes finetune` trains with the task's recipe (RECIPE) by default; each flag overrides one setting."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+    from leantune.tasks.attributes import ALL_LINEAR, RECIPE
+
+    base = ["attributes", "finetune", "--data", str(attr_folder), "--model", "tiny", "--train-limit", "4", "--max-steps", "1",
+            "--micro-batch-size", "4", "--eval-limit", "0", "--quiet"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "default")])
+    assert result.exit_code == 0, result.output
+    used = json.loads((tmp_path / "default" / "train" / "manifest.json").read_text())["config"]
+    assert (used["r"], used["alpha"], used["lr"], used["batch_size"], used["epochs"]) == (
+        RECIPE["r"], RECIPE["alpha"], RECIPE["lr"], RECIPE["batch_size"], RECIPE["epochs"])
+    assert tuple(used["target_modules"]) == ALL_LINEAR == RECIPE["target_modules"] and used["train_on_inputs"] is False
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "over"), "--r", "4", "--alpha", "8", "--lr", "1e-4",
+                                      "--target-modules", "q_proj, v_proj", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    used = json.loads((tmp_path / "over" / "train" / "manifest.json").read_text())["config"]
+    assert (used["r"], used["alpha"], used["lr"], used["batch_size"], used["target_modules"]) == (4, 8, 1e-4, 4, ["q_proj", "v_proj"])
+
+
+def test_evaluate_cli_few_shot_records_its_shots(attr_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    out = tmp_path / "fs"
+    result = CliRunner().invoke(app, ["attributes", "evaluate", "--data", str(attr_folder), "--model", "tiny", "--limit", "2",
+                                      "--shots", "2", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["settings"]["shots"] == 2 and saved["metrics"]["n_products"] == 2 and "2-shot on" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -255,3 +256,66 @@ def test_saturation_line_names_sizes_with_a_single_seed():
     assert _single_seed_note({0: {"n": 1}, 25: {"n": 3}, 800: {"n": 1}}) == "; size(s) 800 have one seed and add no spread"
     assert "degenerate" in _single_seed_note({0: {"n": 1}, 25: {"n": 1}, 50: {"n": 1}})
     assert _single_seed_note({0: {"n": 1}, 25: {"n": 2}}) == ""
+
+
+def test_schedules_epochs_and_steps():
+    """--schedule epochs: epochs x size / batch steps (with an optional floor); steps: one budget for every size."""
+    from leantune.curves import CurveConfig
+
+    epochs = CurveConfig(sizes=(0, 4, 8, 40), epochs=2, batch_size=4)
+    assert [epochs.steps_for(n) for n in (1, 4, 8, 40)] == [1, 2, 4, 20]
+    assert "schedule epochs: 2 epoch(s) per size (batch 4)" == epochs.schedule_label()
+    floor = CurveConfig(sizes=(0, 4, 40), epochs=2, batch_size=4, min_steps=5)
+    assert [floor.steps_for(n) for n in (4, 40)] == [5, 20] and "at least 5 steps" in floor.schedule_label()
+    fixed = CurveConfig(sizes=(0, 4, 40), epochs=2, batch_size=4, schedule="steps")
+    assert fixed.steps == 20 and {fixed.steps_for(n) for n in (4, 40)} == {20}  # what the largest size gets
+    assert "20 optimizer steps of 4 at every size" in fixed.schedule_label()
+    assert CurveConfig(sizes=(0, 4), schedule="steps", steps=7).steps_for(4) == 7
+    assert fixed.run_settings()["schedule"] == "steps" and fixed.run_settings()["steps"] == 20
+    for bad, message in (({"schedule": "tokens"}, "--schedule 'tokens'"), ({"steps": 3}, "--steps 3: only with --schedule steps"),
+                         ({"schedule": "steps", "min_steps": 2}, "--min-steps 2: only with --schedule epochs"),
+                         ({"schedule": "steps", "steps": 0}, "--steps 0"), ({"min_steps": -1}, "--min-steps -1"),
+                         ({"epochs": float("nan")}, "--epochs nan")):
+        with pytest.raises(LeantuneError, match=re.escape(message)):
+            CurveConfig(**bad)
+
+
+def test_old_curve_folders_keep_working_and_a_changed_schedule_is_refused(tmp_path):
+    """A curve folder written before --schedule existed (no schedule/steps keys) is read as the epochs
+    schedule; asking it for the steps schedule is refused, naming the setting."""
+    from leantune.curves.runner import _check_settings
+
+    cfg = _tiny_config(tmp_path)
+    old = cfg.run_settings()
+    old.pop("schedule"), old.pop("steps")
+    (tmp_path / "curve").mkdir()
+    (tmp_path / "curve" / "curve.json").write_text(json.dumps({"run_settings": old}))
+    _check_settings(tmp_path / "curve", cfg)  # accepted
+    with pytest.raises(LeantuneError, match="schedule"):
+        _check_settings(tmp_path / "curve", _tiny_config(tmp_path, schedule="steps", steps=3, min_steps=0))
+
+
+def test_steps_schedule_curve_trains_equal_steps_and_plots_the_na_baseline(tmp_path):
+    """A --schedule steps curve trains every size for the same steps; the summary names the schedule and
+    the all-"n/a" baseline (the share of questions whose gold is n/a, for accuracy)."""
+    from leantune.curves import learning_curve
+    from leantune.tasks.attributes import AttributeTask
+
+    folder = write_attribute_folder(tmp_path / "data")
+    cfg = _tiny_config(folder, seeds=1, schedule="steps", steps=2, min_steps=0, metric="accuracy")
+    result = learning_curve(cfg, tmp_path / "curve", log=lambda *_: None)
+    trained = [r for r in result.run.rows if r["size"] > 0]
+    assert [r["train"]["steps"] for r in trained] == [2, 2]
+    task = AttributeTask(data=str(folder))
+    tested = task.data.products("test")
+    from leantune.tasks.attributes import seeded_subset
+
+    questions = [v for p in seeded_subset(tested, 2, 0) for v in p.attributes.values()]
+    share_na = sum(v is None for v in questions) / len(questions)
+    assert task.baselines("accuracy", limit=2) == {'answer "n/a" everywhere': pytest.approx(share_na)}
+    assert task.baselines("f1") == {'answer "n/a" everywhere': 0.0} and task.baselines("nosuch") == {}
+    assert result.lines[0] == "schedule steps: 2 optimizer steps of 2 at every size"
+    assert f'baseline \'answer "n/a" everywhere\': accuracy {share_na:.4f}' in result.lines
+    saved = json.loads((tmp_path / "curve" / "results.json").read_text())
+    assert saved["settings"]["config"]["schedule"] == "steps" and saved["settings"]["config"]["steps"] == 2
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 0

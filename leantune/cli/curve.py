@@ -15,15 +15,20 @@ CURVE_HELP = (
     "test units (steps.md: does adding data change the metric at all?), the results table (CSV + JSON) and "
     "plots (PNG). Every run is cached in --out; re-running "
     "finishes only what is missing.\n\n"
-    "CPU cost of the defaults (SmolLM2-135M, OA-Mine products at ~220 tokens each): a run trains "
-    "max(ceil(epochs*n/batch), min-steps) = max(ceil(n/8), 25) steps of 8 products, 411 steps per seed over "
-    "the default sizes. Measured on a 2-core CPU with --bf16 and one thread per process, two processes side "
-    "by side: 11-13 s per step and ~2 min per evaluation of 50 test products (benchmarks/results/curve-random.md), "
-    "so one seed of the default sizes is ~1.5 h of training per core and the default 3 seeds with 100 test "
-    "products ~6 core-hours. To use both cores, run two processes into one --out with different "
+    "Compute mode (--schedule, named in the plot and results): 'epochs' trains --epochs passes over each "
+    "subset (more data, more steps; --min-steps adds a floor, which makes the smallest sizes a fixed-compute "
+    "comparison); 'steps' trains the same --steps optimizer steps at every size (data varies, compute does not).\n\n"
+    "CPU cost (SmolLM2-135M, OA-Mine products at ~220 tokens each): one optimizer step of 8 products took "
+    "11-13 s on a 2-core CPU with --bf16 and one thread per process, two processes side by side, and an "
+    "evaluation of 50 test products ~2 min (benchmarks/results/curve-random.md); the default sizes at 1 epoch "
+    "are 360 steps per seed (~1.2 h per core). To use both cores, run two processes into one --out with different "
     "--seed/--seeds (e.g. --seed 0 --seeds 2 and --seed 2 --seeds 1), then the full command with "
     "--cached-only for the joint fit. Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
-    "for the full one (e.g. --eval-limit 0)."
+    "for the full one (e.g. --eval-limit 0).\n\n"
+    "Examples:\n\n"
+    "  leantune curve --sizes 0,25,50,100 --seeds 2 --eval-limit 50 --bf16\n\n"
+    "  leantune curve --unit question --sizes 0,500,2000,6500,13795 --schedule steps --steps 400\n\n"
+    "  leantune curve --task recommendation --data games --sizes 0,256,1024 --seeds 2"
 )
 
 
@@ -41,7 +46,7 @@ def _parse_sizes(text: str) -> list[int]:
 
 @app.command("curve", help=CURVE_HELP)
 def curve(
-    task: str = typer.Option("attributes", "--task", help="Registered task: 'attributes' (accuracy) or 'recommendation' (recall@20)."),
+    task: str = typer.Option("attributes", "--task", help="Registered task: 'attributes' (micro-F1) or 'recommendation' (recall@20)."),
     data: Optional[str] = typer.Option(None, "--data", help="Task data (default: the task's own, e.g. oa-mine / games)."),
     sizes: str = typer.Option("0,25,50,100,200,400,800,1288", "--sizes", help="Training-subset sizes in units; 0 = zero-shot base model."),
     seeds: int = typer.Option(3, "--seeds", help="Random subsets (and adapters) per size."),
@@ -50,8 +55,10 @@ def curve(
     model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local folder."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric to fit (default: the task's primary metric; e.g. f1 for attributes)."),
     eval_limit: int = typer.Option(100, "--eval-limit", help="Test products/users evaluated per run (the same seeded subset for all runs); 0 = the whole test split."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over each subset ..."),
-    min_steps: int = typer.Option(25, "--min-steps", help="... but at least this many optimizer steps, so small subsets still learn the answer format."),
+    schedule: str = typer.Option("epochs", "--schedule", help="Compute per size: 'epochs' (--epochs passes over each subset) or 'steps' (--steps optimizer steps at every size)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="--schedule epochs: passes over each subset (also sets the default --steps)."),
+    min_steps: int = typer.Option(0, "--min-steps", help="--schedule epochs: at least this many optimizer steps, so small subsets still learn the answer format (0: none)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="--schedule steps: optimizer steps of every run (default: what the largest size gets under --epochs)."),
     lr: float = typer.Option(1e-3, "--lr", help="LoRA learning rate (1e-3 suits these short runs; the BIGRec recipe uses 1e-4 over many epochs)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Effective batch size."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
@@ -80,7 +87,7 @@ def curve(
         options["progress"] = False
     cfg = CurveConfig(
         task=task, task_options=options, model=model, sizes=tuple(_parse_sizes(sizes)), seeds=seeds, seed=seed,
-        method=method, metric=metric, eval_limit=eval_limit or None, epochs=epochs, min_steps=min_steps, lr=lr,
+        method=method, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps, lr=lr,
         batch_size=batch_size, micro_batch_size=micro_batch_size, valid_limit=valid_limit, gain_threshold=gain_threshold,
         ceiling=ceiling or None, bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,
     )

@@ -53,14 +53,17 @@ def learning_curve(
     csv_path, json_path = write_table(out, run.rows, analysis, {"config": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds})
     files = {"csv": csv_path, "json": json_path}
     label = f"{task.name} ({cfg.method}, {cfg.model})"
-    files["curve_png"] = plot_curve(run.rows, analysis, out / "curve.png", title=f"{label}: {metric} vs training size")
+    baselines = task.baselines(metric, limit=cfg.eval_limit, seed=cfg.eval_seed) if hasattr(task, "baselines") else {}
+    files["curve_png"] = plot_curve(run.rows, analysis, out / "curve.png", title=f"{label}: {metric} vs training size",
+                                    subtitle=cfg.schedule_label(), baselines=baselines)
     prefix = getattr(task, "breakdown_prefix", None)
     if prefix:
         support = prefix.replace("accuracy", "support") if "accuracy" in prefix else None
         breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: per-attribute accuracy")
         if breakdown:
             files["breakdown_png"] = breakdown
-    lines = describe(analysis)
+    lines = [cfg.schedule_label(), *describe(analysis)]
+    lines += [f"baseline '{name}': {metric} {value:.4f}" for name, value in baselines.items()]
     steps = paired_steps(out, run.rows, metric, seed=cfg.seed)
     if steps is not None:
         files.update(steps.write(out))

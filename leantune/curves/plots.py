@@ -50,8 +50,9 @@ def _step_floor(trained: list[dict]) -> tuple[int, int] | None:
     return (contiguous[-1], next(iter(first))) if len(contiguous) > 1 else None
 
 
-def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
-    """Metric vs training size: every seed, the mean with its min-max band, the fit and n*."""
+def plot_curve(rows: list[dict], analysis, path: Path, title: str = "", subtitle: str = "", baselines: dict | None = None) -> Path:
+    """Metric vs training size: every seed, the mean with its min-max band, the fit and n*; the
+    zero-shot line and any ``baselines`` ({label: value}, e.g. answering "n/a" everywhere) as flat lines."""
     from .fit import CurveFit
 
     plt = _plt()
@@ -79,9 +80,12 @@ def plot_curve(rows: list[dict], analysis, path: Path, title: str = "") -> Path:
         _label_sizes(ax, sizes)
     if analysis.zero_shot is not None:
         ax.axhline(analysis.zero_shot, color="gray", ls="--", label=f"zero-shot {analysis.zero_shot:.3f}")
+    for i, (name, value) in enumerate((baselines or {}).items()):
+        ax.axhline(value, color=f"C{4 + i}", ls=":", label=f"{name} {value:.3f}")
     ax.set_xlabel("training units (log scale)")
     ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric} vs training size")
+    title = title or f"{metric} vs training size"
+    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)

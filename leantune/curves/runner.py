@@ -40,10 +40,14 @@ class CurveConfig:
     eval_limit: int | None = 100  # test units evaluated (a seeded subset, the same for every run)
     eval_seed: int = 0
     valid_limit: int = 0  # validation units for early stopping; 0: none (fixed budget, cheaper)
-    # Training budget: `epochs` passes over the subset, but at least `min_steps` optimizer steps, so
-    # the smallest subsets still get enough updates to learn the answer format.
+    # Training budget (`schedule`): "epochs" trains `epochs` passes over each subset (more data, more
+    # steps; Oliver & Wang's setting), optionally at least `min_steps` optimizer steps (a floor that makes
+    # the smallest sizes a fixed-compute comparison); "steps" trains the same `steps` optimizer steps at
+    # every size (data varies, compute does not; default: what the largest size gets under `epochs`).
+    schedule: str = "epochs"
     epochs: float = 1.0
-    min_steps: int = 25
+    min_steps: int = 0
+    steps: int | None = None
     lr: float = 1e-3  # short runs: 3e-4 had not learned the values after 25 steps (see benchmarks/results/curve*.md)
     batch_size: int = 8
     micro_batch_size: int = 4
@@ -61,11 +65,12 @@ class CurveConfig:
 
     # Settings that change what a run produces; sizes/seeds may grow and the analysis may change.
     RUN_KEYS = (
-        "task", "task_options", "model", "method", "eval_limit", "eval_seed", "valid_limit", "epochs",
-        "min_steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs", "bf16",
+        "task", "task_options", "model", "method", "eval_limit", "eval_seed", "valid_limit", "schedule", "epochs",
+        "min_steps", "steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs", "bf16",
     )
     # Keys added after curve folders already existed: their value there is this default.
-    RUN_KEY_DEFAULTS = {"bf16": False}
+    RUN_KEY_DEFAULTS = {"bf16": False, "schedule": "epochs", "steps": None}
+    SCHEDULES = ("epochs", "steps")
 
     def __post_init__(self):
         self.sizes = tuple(sorted({int(s) for s in self.sizes}))
@@ -81,6 +86,21 @@ class CurveConfig:
             raise LeantuneError(f"--ceiling {self.ceiling}: must be a positive upper bound of the metric (0: unbounded)")
         if not math.isfinite(self.gain_threshold):
             raise LeantuneError(f"--gain-threshold {self.gain_threshold}: must be a finite number")
+        if self.schedule not in self.SCHEDULES:
+            raise LeantuneError(f"--schedule {self.schedule!r}: choose one of {', '.join(self.SCHEDULES)}")
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise LeantuneError(f"--epochs {self.epochs}: must be a positive number")
+        if self.min_steps < 0:
+            raise LeantuneError(f"--min-steps {self.min_steps}: must be at least 0")
+        if self.schedule == "steps":
+            if self.min_steps:
+                raise LeantuneError(f"--min-steps {self.min_steps}: only with --schedule epochs (--schedule steps trains --steps at every size)")
+            if self.steps is None:
+                self.steps = max(1, math.ceil(self.epochs * max(self.sizes) / self.batch_size))
+            if self.steps < 1:
+                raise LeantuneError(f"--steps {self.steps}: must be at least 1")
+        elif self.steps is not None:
+            raise LeantuneError(f"--steps {self.steps}: only with --schedule steps (--schedule epochs trains --epochs passes)")
 
     def run_settings(self) -> dict:
         settings = {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
@@ -88,7 +108,17 @@ class CurveConfig:
         return settings
 
     def steps_for(self, size: int) -> int:
-        return max(math.ceil(self.epochs * size / self.batch_size), self.min_steps)
+        """Optimizer steps of the run at ``size`` units under the schedule."""
+        if self.schedule == "steps":
+            return self.steps
+        return max(math.ceil(self.epochs * size / self.batch_size), self.min_steps, 1)
+
+    def schedule_label(self) -> str:
+        """The compute mode in words, for plots and reports."""
+        if self.schedule == "steps":
+            return f"schedule steps: {self.steps} optimizer steps of {self.batch_size} at every size"
+        floor = f", at least {self.min_steps} steps" if self.min_steps else ""
+        return f"schedule epochs: {self.epochs:g} epoch(s) per size{floor} (batch {self.batch_size})"
 
 
 def _plain(value):

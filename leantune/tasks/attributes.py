@@ -7,6 +7,7 @@ The metric is the same in both: every (product, attribute) question is judged on
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,11 @@ from .attributes_scoring import INVALID, SUMMARY_METRICS, judge, parse_product_a
 from .base import TASKS, TextExample
 
 UNITS = ("product", "question")
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The task's default fine-tuning recipe (`leantune attributes finetune`): the highest validation
+# micro-F1 of the recipe grid in benchmarks/bench_attr_recipe.py (SmolLM2-135M, all 1,288 training
+# products; benchmarks/results/attr-recipe-smollm2/). Loss on the answer only (train_on_inputs False).
+RECIPE = {"unit": "product", "epochs": 5.0, "lr": 2e-3, "r": 16, "alpha": 32, "target_modules": ALL_LINEAR, "batch_size": 16}
 
 
 @dataclass
@@ -29,6 +35,7 @@ class AttributeConfig:
     batch_size: int = 16  # generation batch
     max_new_tokens: int | None = None  # None: per prompt, the longest answer it could need (see _budget)
     strict_json: bool = False  # True: text around the JSON object makes every answer invalid
+    shots: int = 0  # evaluation prompts show this many solved training products of the same category first
     progress: bool = True
 
     def __post_init__(self):
@@ -36,6 +43,8 @@ class AttributeConfig:
             raise LeantuneError(f"--unit {self.unit!r}: choose one of {', '.join(UNITS)}")
         if self.batch_size < 1:
             raise LeantuneError(f"--batch-size {self.batch_size}: must be at least 1")
+        if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 0:
+            raise LeantuneError(f"--shots {self.shots!r}: must be a whole number, at least 0")
 
 
 def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> list[Product]:
@@ -47,12 +56,14 @@ def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> 
 
 @TASKS.register("attributes")
 class AttributeTask:
-    """Attribute-value extraction; primary metric: accuracy over all (product, attribute) questions."""
+    """Attribute-value extraction; primary metric: micro-F1 over all (product, attribute) questions
+    (accuracy rewards answering "n/a": on OA-Mine's test split that alone scores 0.53)."""
 
     name = "attributes"
-    primary_metric = "accuracy"
+    primary_metric = "f1"
     breakdown_prefix = "attribute_accuracy/"  # per-attribute metrics, for per-attribute curves
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
+    recipe = RECIPE
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
         unknown = sorted(set(options) - set(AttributeConfig.__dataclass_fields__))
@@ -96,6 +107,21 @@ class AttributeTask:
         return self.examples("valid", self._unit_ids(products), tokenizer)
 
     # -- evaluation ------------------------------------------------------------------------------
+    def demos(self, product: Product, seed: int = 0) -> list[Product]:
+        """The ``shots`` solved training products shown before ``product`` in a few-shot prompt: drawn
+        from its category's training products with a generator seeded by (``seed``, product id), so a
+        product gets the same examples whichever subset is evaluated. Fewer when its category has fewer."""
+        k = self.config.shots
+        if k == 0:
+            return []
+        if not hasattr(self, "_train_by_category"):
+            by_category: dict[str, list[Product]] = {}
+            for p in self.data.products("train"):
+                by_category.setdefault(p.category, []).append(p)
+            self._train_by_category = by_category
+        pool = [p for p in self._train_by_category.get(product.category, []) if p.id != product.id]
+        return random.Random(f"{seed}|{product.id}").sample(pool, min(k, len(pool)))
+
     def predict(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0):
         """Generate and judge; returns (metrics, rows) with one row per question (raw output included).
 
@@ -106,7 +132,7 @@ class AttributeTask:
         products = seeded_subset(self.data.products(split), limit, seed)
         judged, rows, status = [], [], []
         if self.unit == "product":
-            prompts = [product_prompt(p, tokenizer) for p in products]
+            prompts = [product_prompt(p, tokenizer, self.demos(p, seed)) for p in products]
             budgets = cfg.max_new_tokens or [self._budget(tokenizer, p) for p in products]
             raw = self._generate(model, tokenizer, prompts, budgets, json_object_closed)
             for p, text in zip(products, raw):
@@ -118,7 +144,7 @@ class AttributeTask:
                     rows.append({**j.as_dict(), "raw": text, "parse": st})
         else:
             pairs = [(p, a) for p in products for a in p.attributes]
-            prompts = [question_prompt(p, a, tokenizer) for p, a in pairs]
+            prompts = [question_prompt(p, a, tokenizer, self.demos(p, seed)) for p, a in pairs]
             budgets = cfg.max_new_tokens or [self._budget(tokenizer, p, a) for p, a in pairs]
             raw = self._generate(model, tokenizer, prompts, budgets, line_ended)
             for (p, a), text in zip(pairs, raw):
@@ -128,6 +154,14 @@ class AttributeTask:
                 judged.append(j)
                 rows.append({**j.as_dict(), "raw": text, "parse": status[-1]})
         return summarise(judged, status), rows
+
+    def baselines(self, metric: str, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
+        """Scores without a model on the questions ``predict`` would judge, for plots beside zero-shot:
+        answering "n/a" to every question (judged by the same scorer)."""
+        products = seeded_subset(self.data.products(split), limit, seed)
+        judged = [judge(p.id, p.category, a, p.accepted(a), None) for p in products for a in p.attributes]
+        metrics = summarise(judged, ["ok"] * len(products))
+        return {'answer "n/a" everywhere': float(metrics[metric])} if metric in metrics else {}
 
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         return self.predict(model, tokenizer, split, limit, seed)[0]

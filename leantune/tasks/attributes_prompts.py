@@ -2,10 +2,14 @@
 
 Prompts go through the tokenizer's chat template when it has one (SmolLM2-Instruct does), so the
 zero-shot baseline sees the format the instruct model was tuned on and fine-tuning keeps it.
+
+Few-shot prompts (``shots``: evaluation without training) put solved examples before the question:
+as earlier user/assistant turns in a chat template, or as earlier "Answer:" blocks without one.
 """
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 from .attributes_data import Product
 from .attributes_scoring import NA
@@ -16,11 +20,16 @@ PRODUCT_INSTRUCTION = 'Fill in this JSON object: copy each value from the title,
 QUESTION_INSTRUCTION = 'Answer with the value copied from the title, or "n/a" if the title does not state it.'
 
 
-def _chat(user: str, tokenizer) -> str:
+def _chat(user: str, tokenizer, demos: Sequence[tuple[str, str]] = ()) -> str:
+    """The prompt for ``user``, after ``demos`` ((user, answer) pairs shown as solved examples)."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": SYSTEM}]
+        for demo_user, demo_answer in demos:
+            messages += [{"role": "user", "content": demo_user}, {"role": "assistant", "content": demo_answer}]
+        messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{SYSTEM}\n\n{user}\nAnswer: "
+    shown = "".join(f"{demo_user}\nAnswer: {demo_answer}\n\n" for demo_user, demo_answer in demos)
+    return f"{SYSTEM}\n\n{shown}{user}\nAnswer: "
 
 
 def product_user_text(product: Product) -> str:
@@ -30,20 +39,28 @@ def product_user_text(product: Product) -> str:
     return f"Product category: {product.category}\nTitle: {product.text}\n{PRODUCT_INSTRUCTION}\n{skeleton}"
 
 
-def product_prompt(product: Product, tokenizer=None) -> str:
-    return _chat(product_user_text(product), tokenizer)
+def product_prompt(product: Product, tokenizer=None, demos: Sequence[Product] = ()) -> str:
+    """The prompt for one product (``demos``: solved training products shown first, for few-shot)."""
+    shown = [(product_user_text(d), product_answer(d)) for d in demos]
+    return _chat(product_user_text(product), tokenizer, shown)
 
 
 def product_answer(product: Product) -> str:
     return json.dumps({a: NA if v is None else v for a, v in product.attributes.items()}, ensure_ascii=False)
 
 
-def question_prompt(product: Product, attribute: str, tokenizer=None) -> str:
-    user = (
+def question_user_text(product: Product, attribute: str) -> str:
+    """The user message of a question prompt (before any chat template)."""
+    return (
         f"Product category: {product.category}\nTitle: {product.text}\n"
         f"What is the {attribute} of this product? {QUESTION_INSTRUCTION}"
     )
-    return _chat(user, tokenizer)
+
+
+def question_prompt(product: Product, attribute: str, tokenizer=None, demos: Sequence[Product] = ()) -> str:
+    """The prompt for one (product, attribute) question (``demos``: solved products asked the same attribute)."""
+    shown = [(question_user_text(d, attribute), question_answer(d, attribute)) for d in demos if attribute in d.attributes]
+    return _chat(question_user_text(product, attribute), tokenizer, shown)
 
 
 def question_answer(product: Product, attribute: str) -> str:
