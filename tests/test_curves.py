@@ -319,3 +319,14 @@ def test_steps_schedule_curve_trains_equal_steps_and_plots_the_na_baseline(tmp_p
     saved = json.loads((tmp_path / "curve" / "results.json").read_text())
     assert saved["settings"]["config"]["schedule"] == "steps" and saved["settings"]["config"]["steps"] == 2
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 0
+
+
+def test_default_sizes_follow_the_unit_and_reach_the_whole_pool(tmp_path):
+    from leantune.curves import DEFAULT_SIZES, default_sizes
+
+    assert default_sizes("attributes", {}) == DEFAULT_SIZES  # OA-Mine products: 0 ... 1,288
+    assert default_sizes("attributes", {"unit": "question"}) == (0, 100, 400, 1600, 3200, 6500, 13795)
+    folder = write_attribute_folder(tmp_path / "data")
+    assert default_sizes("attributes", {"data": str(folder)}) == (0, 12)
+    n_questions = default_sizes("attributes", {"data": str(folder), "unit": "question"})[-1]
+    assert n_questions > 12 and default_sizes("attributes", {"data": str(folder), "unit": "question"}) == (0, n_questions)

@@ -48,7 +48,7 @@ def _parse_sizes(text: str) -> list[int]:
 def curve(
     task: str = typer.Option("attributes", "--task", help="Registered task: 'attributes' (micro-F1) or 'recommendation' (recall@20)."),
     data: Optional[str] = typer.Option(None, "--data", help="Task data (default: the task's own, e.g. oa-mine / games)."),
-    sizes: str = typer.Option("0,25,50,100,200,400,800,1288", "--sizes", help="Training-subset sizes in units; 0 = zero-shot base model."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Training-subset sizes in units; 0 = zero-shot base model. Default: the task's (attributes: 0,25,...,800,1288 products or 0,100,400,1600,3200,6500,13795 questions)."),
     seeds: int = typer.Option(3, "--seeds", help="Random subsets (and adapters) per size."),
     unit: Optional[str] = typer.Option(None, "--unit", help="attributes only: 'product' (default) or 'question' (one sample per attribute; pool 13,795)."),
     method: str = typer.Option("random", "--method", help="How each subset is chosen: random (nested), or a selector/scorer such as kcenter, effort (if the task can provide their scores)."),
@@ -76,7 +76,7 @@ def curve(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    from ..curves import CurveConfig, learning_curve
+    from ..curves import CurveConfig, default_sizes, learning_curve
 
     options = {}
     if data is not None:
@@ -85,8 +85,9 @@ def curve(
         options["unit"] = unit
     if quiet:
         options["progress"] = False
+    chosen = tuple(_parse_sizes(sizes)) if sizes is not None else default_sizes(task, options)
     cfg = CurveConfig(
-        task=task, task_options=options, model=model, sizes=tuple(_parse_sizes(sizes)), seeds=seeds, seed=seed,
+        task=task, task_options=options, model=model, sizes=chosen, seeds=seeds, seed=seed,
         method=method, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps, lr=lr,
         batch_size=batch_size, micro_batch_size=micro_batch_size, valid_limit=valid_limit, gain_threshold=gain_threshold,
         ceiling=ceiling or None, bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,

@@ -138,6 +138,12 @@ def task_class(name: str):
     return TASKS.get(name)
 
 
+def default_sizes(name: str, options: dict) -> tuple[int, ...]:
+    """The curve sizes a task proposes for these options (its ``default_sizes()``), else DEFAULT_SIZES."""
+    task = make_task(name, options)
+    return tuple(task.default_sizes()) if hasattr(task, "default_sizes") else DEFAULT_SIZES
+
+
 def task_options_key(name: str, options: dict) -> dict:
     """The task options that change results: without progress switches and without values equal to
     the task's defaults, so ``--data oa-mine`` and no ``--data`` share a curve folder."""

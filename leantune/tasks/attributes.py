@@ -74,6 +74,13 @@ class AttributeTask:
         self.unit = unit
 
     # -- training data ---------------------------------------------------------------------------
+    def default_sizes(self) -> tuple[int, ...]:
+        """Learning-curve sizes in this unit, from zero-shot to the whole pool (question units reach past
+        the ~6,500 samples where Oliver & Wang saw saturation)."""
+        n = len(self.train_pool())
+        base = (0, 25, 50, 100, 200, 400, 800) if self.unit == "product" else (0, 100, 400, 1600, 3200, 6500)
+        return tuple(s for s in base if s < n) + (n,)
+
     def train_pool(self) -> list[str]:
         return self._unit_ids(self.data.products("train"))
 
