@@ -97,7 +97,7 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         lines += [info["note"], ""]
     if a.fit is None:
         lines.append("No fit: no trained runs.")
-    lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` (per-attribute accuracy, 12 most frequent attributes).")
+    lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` (per-attribute micro-F1, 12 most frequent attributes).")
     return "\n".join(lines) + "\n"
 
 

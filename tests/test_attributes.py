@@ -332,3 +332,14 @@ def test_evaluate_cli_few_shot_records_its_shots(attr_folder, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["settings"]["shots"] == 2 and saved["metrics"]["n_products"] == 2 and "2-shot on" in result.output
+
+
+def test_per_attribute_f1_is_the_micro_f1_of_that_attributes_questions():
+    gold = _gold()
+    answers = ["Acme", "Bolt", "Vanilla", None, "12 Ounce", None]  # a0 VC, a1 NV, a0 VW, a1 NN, a0 VC, a1 NN
+    names = ["a0", "a1"] * 3
+    m = summarise(judge(f"p{i}", "c", names[i], acc, ans) for i, (acc, ans) in enumerate(zip(gold, answers)))
+    # a0: VC 2, VW 1 -> P 2/3, R 2/3; a1: NV 1, NN 2 -> no correct value: F1 0
+    assert m["attribute_f1/a0"] == pytest.approx(2 / 3) and m["attribute_f1/a1"] == 0
+    assert m["attribute_support/a0"] == 3 and m["attribute_accuracy/a1"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(prf({k: m[f"count/{k}"] for k in ("NN", "NV", "VN", "VC", "VW")})[2])

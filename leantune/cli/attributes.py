@@ -23,7 +23,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
     console = Console()
     overall = Table(title=title, show_header=False)
-    for key in ("accuracy", "strict_accuracy", "valued_accuracy", "na_accuracy", "precision", "recall", "f1", "strict_f1", "invalid_rate"):
+    for key in ("f1", "precision", "recall", "strict_f1", "accuracy", "strict_accuracy", "valued_accuracy", "na_accuracy", "invalid_rate"):
         overall.add_row(key, f"{metrics[key]:.4f}")
     counts = " ".join(f"{k[6:]}={metrics[k]}" for k in metrics if k.startswith("count/"))
     parse = " ".join(f"{k[6:]}={metrics[k]:.2f}" for k in metrics if k.startswith("parse/"))
@@ -34,10 +34,12 @@ def _print_metrics(metrics: dict, title: str) -> None:
     per = Table(title="per attribute (by number of questions)")
     per.add_column("attribute")
     per.add_column("questions", justify="right")
+    per.add_column("F1", justify="right")
     per.add_column("accuracy", justify="right")
     names = [k.split("/", 1)[1] for k in metrics if k.startswith("attribute_accuracy/")]
     for name in sorted(names, key=lambda n: -metrics[f"attribute_support/{n}"]):
-        per.add_row(name, str(metrics[f"attribute_support/{name}"]), f"{metrics[f'attribute_accuracy/{name}']:.3f}")
+        per.add_row(name, str(metrics[f"attribute_support/{name}"]), f"{metrics[f'attribute_f1/{name}']:.3f}",
+                    f"{metrics[f'attribute_accuracy/{name}']:.3f}")
     console.print(per)
 
 

@@ -58,8 +58,9 @@ def learning_curve(
                                     subtitle=cfg.schedule_label(), baselines=baselines)
     prefix = getattr(task, "breakdown_prefix", None)
     if prefix:
-        support = prefix.replace("accuracy", "support") if "accuracy" in prefix else None
-        breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: per-attribute accuracy")
+        support = getattr(task, "breakdown_support_prefix", None)
+        what = prefix.rstrip("/").replace("_", " ")
+        breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: {what}")
         if breakdown:
             files["breakdown_png"] = breakdown
     lines = [cfg.schedule_label(), *describe(analysis)]

@@ -172,7 +172,7 @@ def make_task(name: str, options: dict):
 
 def check_metric(task, metric: str) -> None:
     """Refuse a ``--metric`` the task's evaluation never returns, before anything is trained.
-    Per-unit-group keys (``attribute_accuracy/<name>``) depend on the data and are checked after
+    Per-unit-group keys (``attribute_f1/<name>``) depend on the data and are checked after
     the first evaluation instead."""
     if "/" in metric:
         return

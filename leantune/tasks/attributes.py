@@ -61,7 +61,8 @@ class AttributeTask:
 
     name = "attributes"
     primary_metric = "f1"
-    breakdown_prefix = "attribute_accuracy/"  # per-attribute metrics, for per-attribute curves
+    breakdown_prefix = "attribute_f1/"  # per-attribute metrics, for per-attribute curves
+    breakdown_support_prefix = "attribute_support/"  # questions per attribute: which lines to draw
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
     recipe = RECIPE
 
@@ -180,7 +181,7 @@ class AttributeTask:
         return metrics, attribute_unit_rows(rows)
 
     def metric_names(self) -> list[str]:
-        """The scalar keys ``evaluate`` always returns (per-attribute ones, ``attribute_accuracy/<name>``, besides)."""
+        """The scalar keys ``evaluate`` always returns (per-attribute ones, ``attribute_f1/<name>`` etc., besides)."""
         return list(SUMMARY_METRICS)
 
     @staticmethod

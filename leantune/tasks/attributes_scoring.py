@@ -199,11 +199,13 @@ def _ratio(num: int, den: int) -> float:
 
 def summarise(judged: Iterable[Judged], parse_status: Iterable[str] = ()) -> dict[str, float]:
     """Flat metrics: overall/strict/valued/n-a accuracy, P/R/F1 (normalised and strict),
-    outcome counts, parse statistics and ``attribute_accuracy/<name>`` per attribute name."""
+    outcome counts, parse statistics and, per attribute name, ``attribute_f1/<name>`` (micro-F1 over
+    its questions), ``attribute_accuracy/<name>`` and ``attribute_support/<name>`` (its questions)."""
     judged = list(judged)
     counts = {k: 0 for k in OUTCOMES}
     strict_counts = {k: 0 for k in OUTCOMES}
     per_attr: dict[str, list[int]] = {}
+    per_attr_counts: dict[str, dict[str, int]] = {}
     valued = [j for j in judged if j.gold is not None]
     empty = [j for j in judged if j.gold is None]
     for j in judged:
@@ -213,6 +215,7 @@ def summarise(judged: Iterable[Judged], parse_status: Iterable[str] = ()) -> dic
         per_attr.setdefault(j.attribute, [0, 0])
         per_attr[j.attribute][0] += j.correct
         per_attr[j.attribute][1] += 1
+        per_attr_counts.setdefault(j.attribute, {k: 0 for k in OUTCOMES})[j.outcome] += 1
     p, r, f1 = prf(counts)
     sp, sr, sf1 = prf(strict_counts)
     out = {
@@ -238,6 +241,7 @@ def summarise(judged: Iterable[Judged], parse_status: Iterable[str] = ()) -> dic
             out[f"parse/{s}"] = status.count(s) / len(status)
     for attribute in sorted(per_attr):
         right, total = per_attr[attribute]
+        out[f"attribute_f1/{attribute}"] = prf(per_attr_counts[attribute])[2]
         out[f"attribute_accuracy/{attribute}"] = right / total
         out[f"attribute_support/{attribute}"] = total
     return out
