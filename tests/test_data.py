@@ -188,3 +188,35 @@ def test_read_helpers_turn_read_errors_into_data_errors(tmp_path):
     (tmp_path / "ok.txt").write_text("x\ny\n")
     with open_text(tmp_path / "ok.txt") as fh:
         assert fh.readline() == "x\n" and fh.read() == "y\n"
+
+
+def test_one_training_subset_rule_for_every_command(tmp_path):
+    """N training units with seed s are the same units in a curve's run, `attributes finetune
+    --train-limit`, `finetune --budget` and a tuning study's --train-size: one permutation's prefix."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+    from leantune.curves.subsets import random_subsets
+    from leantune.data.units import nested_subsets, training_subset
+    from leantune.errors import LeantuneError
+
+    pool = [f"u{i}" for i in range(30)]
+    nested = nested_subsets(pool, [5, 12, 30], seed=3)
+    assert set(nested[5]) < set(nested[12]) < set(nested[30]) == set(pool)
+    assert training_subset(pool, 12, 3) == nested[12] == random_subsets(pool, [12], 3)[12]
+    assert training_subset(pool, 12, 4) != nested[12] and training_subset(pool, None, 3) == pool
+    with pytest.raises(LeantuneError, match="size 31 is larger than the training pool"):
+        training_subset(pool, 31, 0)
+
+    from .attributes_fixtures import write_attribute_folder
+    from leantune.tasks.attributes import AttributeTask
+
+    folder = write_attribute_folder(tmp_path / "attrs")
+    out = tmp_path / "ft"
+    result = CliRunner().invoke(app, ["attributes", "finetune", "--data", str(folder), "--model", "tiny", "--train-limit", "5",
+                                      "--seed", "2", "--max-steps", "1", "--eval-limit", "0", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    used = json.loads((out / "subset.json").read_text())["units"]
+    assert used == training_subset(AttributeTask(data=str(folder)).train_pool(), 5, 2)

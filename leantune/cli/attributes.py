@@ -137,8 +137,7 @@ def finetune_cmd(
 
       leantune attributes finetune --device cuda --micro-batch-size 16 --eval-limit 0
     """
-    import random
-
+    from ..data.units import training_subset
     from ..device import resolve_device
     from ..io import write_json
     from ..models.llm import load_tokenizer
@@ -165,8 +164,9 @@ def finetune_cmd(
                          bf16=True if bf16 else None)
     task = AttributeTask(data=data, unit=unit, progress=not quiet)
     pool = task.train_pool()
-    units = pool if train_limit is None or train_limit >= len(pool) else random.Random(seed).sample(pool, train_limit)
+    units = training_subset(pool, None if train_limit is None or train_limit >= len(pool) else train_limit, seed)
     out = out or Path("runs") / f"attributes-{unit}-n{len(units)}-s{seed}"
+    write_json(out / "subset.json", {"size": len(units), "seed": seed, "units": units})
     tokenizer = load_tokenizer(model)
     train = task.train_examples(units, tokenizer)
     valid = task.valid_examples(tokenizer, limit=valid_limit, seed=seed) if valid_limit else None

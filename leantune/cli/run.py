@@ -224,8 +224,6 @@ def finetune_cmd(
 ) -> None:
     """LoRA fine-tuning on recommendation prompts (defaults: the BIGRec recipe), validated and early-stopped
     on the same users' validation samples. Writes OUT/adapter (safetensors), OUT/checkpoints, OUT/result.json."""
-    import random
-
     from ..errors import LeantuneError
     from ..models.llm import load_tokenizer
     from ..tasks.recommendation import RecommendationTask
@@ -248,7 +246,9 @@ def finetune_cmd(
         pool = task.train_pool()
         if not 0 < budget <= len(pool):
             raise LeantuneError(f"--budget {budget}: must be between 1 and {len(pool)} (training samples of {data})")
-        units = sorted(random.Random(seed).sample(pool, budget), key=int)
+        from ..data.units import training_subset
+
+        units = sorted(training_subset(pool, budget, seed), key=int)
     else:
         raise LeantuneError("finetune needs --selection FILE or --budget N")
     cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,

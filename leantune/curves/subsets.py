@@ -16,8 +16,10 @@ from ..errors import LeantuneError
 
 
 def random_subsets(pool: Sequence[str], sizes: Sequence[int], seed: int) -> dict[int, list[str]]:
-    order = np.random.default_rng(seed).permutation(len(pool))
-    return {n: [pool[i] for i in order[:n]] for n in sizes}
+    """Nested random subsets: ``leantune.data.units.nested_subsets``, the rule every command uses."""
+    from ..data.units import nested_subsets
+
+    return nested_subsets(pool, sizes, seed)
 
 
 def resolve_selector(method: str, task_name: str):

@@ -104,7 +104,9 @@ class FinetuneRunner:
             pool = self._task.train_pool()
             if self.train_size is not None and self.train_size > len(pool):
                 raise LeantuneError(f"--train-size {self.train_size} is larger than the {self.task} training pool ({len(pool)})")
-            ids = pool if self.train_size is None else random.Random(self.seed).sample(pool, self.train_size)
+            from ..data.units import training_subset
+
+            ids = training_subset(pool, self.train_size, self.seed)
             train = self._task.train_examples(ids, tokenizer)
             valid = list(self._task.valid_examples(tokenizer))
             random.Random(self.seed).shuffle(valid)
