@@ -40,18 +40,16 @@ python3 -m leantune model prepare smollm2 2>&1 | tail -2
 W=${WORK:-/tmp/work}; mkdir -p $W/logs
 N=${SHARDS:-2}
 left() { echo $(( ${1} - ($(date +%s) - T0) )); }
-for i in $(seq 0 $((N-1))); do
-  timeout $(left 420) python3 benchmarks/bench_attr_recipe.py --phase grid $G --work $W --shard $i --shards $N --deadline-s $(left 250) > $W/logs/grid-$i.log 2>&1 &
-done
-wait
-grep -h "^\[shard" $W/logs/grid-*.log
-echo "grid done at $(( $(date +%s) - T0 )) s"
-for i in $(seq 0 $((N-1))); do
-  timeout $(left 560) python3 benchmarks/bench_attr_recipe.py --phase test $G --work $W --shard $i --shards $N --deadline-s $(left 500) > $W/logs/test-$i.log 2>&1 &
-done
-wait
-grep -h "^\[shard" $W/logs/test-*.log
-echo "test done at $(( $(date +%s) - T0 )) s"
+run_phase() {  # phase, seconds after T0 at which its processes are stopped, then at which none starts a new cell
+  for i in $(seq 0 $((N-1))); do
+    timeout $(left $2) python3 benchmarks/bench_attr_recipe.py --phase $1 $G --work $W --shard $i --shards $N --deadline-s $(left $3) > $W/logs/$1-$i.log 2>&1 &
+  done
+  wait
+  grep -h "^\[shard" $W/logs/$1-*.log
+  echo "$1 done at $(( $(date +%s) - T0 )) s"
+}
+run_phase grid 420 250
+run_phase test 560 500
 nvidia-smi --query-gpu=name --format=csv,noheader > $W/logs/gpu.txt
 python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" >> $W/logs/gpu.txt
 cd $W && tar czf $OUT/attr-recipe-work.tar.gz grid logs test/*/*/metrics.json test/*/*/per_unit.jsonl runs/*/*/result.json runs/*/*/adapter 2>/dev/null
