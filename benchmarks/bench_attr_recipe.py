@@ -97,6 +97,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="test phase: fine-tuning and few-shot draw seeds")
     p.add_argument("--only", nargs="*", default=None, help="test: run only these labels (zero-shot, 3-shot, 10-shot, default, best)")
     p.add_argument("--deadline-s", type=float, default=0, help="grid/test: start no new cell after this many seconds (0: none)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in training on CPU (on CUDA it is on anyway)")
     p.add_argument("--micro-batch-size", type=int, default=0, help="examples per forward pass (0: the whole batch)")
     p.add_argument("--gen-batch-size", type=int, default=64, help="prompts per generation batch")
     p.add_argument("--valid-limit", type=int, default=0, help="grid: validation products scored (0: all)")
@@ -107,14 +108,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int):
+def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False):
     from leantune.tasks.attributes import AttributeTask
     from leantune.train import FinetuneConfig
 
     return FinetuneConfig(r=recipe.r, alpha=recipe.alpha, target_modules=MODULES[recipe.modules], lr=recipe.lr,
                           batch_size=recipe.batch_size, micro_batch_size=micro or recipe.batch_size, epochs=recipe.epochs,
                           warmup_ratio=recipe.warmup_ratio, train_on_inputs=AttributeTask.train_on_inputs,
-                          early_stopping_patience=None, seed=seed, device=device)
+                          early_stopping_patience=None, seed=seed, device=device, bf16=True if bf16 else None)
 
 
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
@@ -125,7 +126,7 @@ def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     task = AttributeTask(data=args.data, unit=recipe.unit, progress=False)
     tokenizer = load_tokenizer(args.model)
     train = task.train_examples(task.train_pool(), tokenizer)
-    return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size), progress=False)
+    return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16), progress=False)
 
 
 def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="product"):
@@ -296,14 +297,15 @@ def report(args) -> str:
     evs = {label: _load(args, label) for label in labels}
     lines += ["", f"## Test: all test products, seeds {args.seeds} (fine-tuning seeds; few-shot example draws)", "",
               "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | P | R | accuracy |", "|---|---:|---:|---:|---:|---:|---:|"]
-    summary = {"best_recipe": best.name, "test": {}}
+    summary = {"best_recipe": best.name, "test": {},
+               "grid": [{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")} for c in cells]}
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
+        name = {"best": f"fine-tuned, chosen recipe ({best.name})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         if not ms:
-            lines.append(f"| {label} | 0 | not run yet | | | | |")
+            lines.append(f"| {name} | 0 | not run yet | | | | |")
             continue
         f1 = [m["f1"] for m in ms]
-        name = {"best": f"fine-tuned, chosen recipe ({best.name})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         sd = f"{np.std(f1, ddof=1):.3f}" if len(f1) > 1 else "–"
         lines.append(f"| {name} | {len(ms)} | {np.mean(f1):.3f} | {sd} | {np.mean([m['precision'] for m in ms]):.3f} | "
                      f"{np.mean([m['recall'] for m in ms]):.3f} | {np.mean([m['accuracy'] for m in ms]):.3f} |")
