@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leantune.io import read_json, write_json  # noqa: E402
+from leantune.train.config import ALL_LINEAR  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MODULES = {"qv": ("q_proj", "v_proj"), "all": ALL_LINEAR}
 
 

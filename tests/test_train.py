@@ -153,3 +153,13 @@ def test_config_validation_and_schedule():
     assert FinetuneConfig(epochs=0.5).total_steps(1024) == 4
     assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
     assert math.isclose(FinetuneConfig(max_steps=7).total_steps(10), 7)
+
+
+def test_target_modules_one_parser_for_every_finetune_command():
+    from leantune.errors import LeantuneError
+    from leantune.train import ALL_LINEAR, parse_target_modules
+
+    assert parse_target_modules("q_proj, v_proj") == ("q_proj", "v_proj")
+    assert parse_target_modules(" all ") == ALL_LINEAR and len(ALL_LINEAR) == 7
+    with pytest.raises(LeantuneError, match="--target-modules ' , ': name at least one module"):
+        parse_target_modules(" , ")

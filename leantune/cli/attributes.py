@@ -141,8 +141,8 @@ def finetune_cmd(
     from ..device import resolve_device
     from ..io import write_json
     from ..models.llm import load_tokenizer
-    from ..tasks.attributes import ALL_LINEAR, RECIPE, AttributeTask, write_predictions
-    from ..train import FinetuneConfig, finetune, load_finetuned
+    from ..tasks.attributes import RECIPE, AttributeTask, write_predictions
+    from ..train import FinetuneConfig, finetune, load_finetuned, parse_target_modules
 
     from ..errors import LeantuneError
 
@@ -150,11 +150,7 @@ def finetune_cmd(
     for flag, value, least in (("--train-limit", train_limit, 1), ("--valid-limit", valid_limit, 0), ("--eval-limit", evaluate_limit, 0)):
         if value is not None and value < least:
             raise LeantuneError(f"{flag} {value}: must be at least {least}")
-    modules = RECIPE["target_modules"]
-    if target_modules is not None:
-        modules = ALL_LINEAR if target_modules.strip() == "all" else tuple(m.strip() for m in target_modules.split(",") if m.strip())
-        if not modules:
-            raise LeantuneError(f"--target-modules {target_modules!r}: name at least one module (e.g. q_proj,v_proj) or 'all'")
+    modules = RECIPE["target_modules"] if target_modules is None else parse_target_modules(target_modules)
     unit = unit or RECIPE["unit"]
     dev = resolve_device(device)
     pick = lambda value, key: RECIPE[key] if value is None else value  # noqa: E731

@@ -76,7 +76,8 @@ def curve(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    from ..curves import CurveConfig, default_sizes, learning_curve
+    from ..curves import CurveConfig, learning_curve, make_task
+    from ..curves.runner import task_default_sizes
 
     options = {}
     if data is not None:
@@ -85,7 +86,9 @@ def curve(
         options["unit"] = unit
     if quiet:
         options["progress"] = False
-    chosen = tuple(_parse_sizes(sizes)) if sizes is not None else default_sizes(task, options)
+    # The task is built here only when its default sizes are needed, and then handed on (not built twice).
+    built = None if sizes is not None else make_task(task, options)
+    chosen = tuple(_parse_sizes(sizes)) if built is None else task_default_sizes(built)
     cfg = CurveConfig(
         task=task, task_options=options, model=model, sizes=chosen, seeds=seeds, seed=seed,
         method=method, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps, lr=lr,
@@ -93,7 +96,7 @@ def curve(
         ceiling=ceiling or None, bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,
     )
     out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}-{Path(model).name}"
-    result = learning_curve(cfg, out, cached_only=cached_only)
+    result = learning_curve(cfg, out, task=built, cached_only=cached_only)
     print(f"runs: {result.run.trained} trained now, {result.run.cached} cached")
     for line in result.lines:
         print(line)

@@ -17,7 +17,7 @@ GEN_DTYPE_HELP = ("Weights of beam-search generation: 'float32' (default) or 'bf
 R = typer.Option(8, "--lora-r", help="LoRA rank.")
 ALPHA = typer.Option(16, "--lora-alpha", help="LoRA alpha.")
 DROPOUT = typer.Option(0.05, "--lora-dropout", help="LoRA dropout.")
-MODULES = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names that get LoRA.")
+MODULES = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names that get LoRA, or 'all' (every linear layer of the blocks).")
 LR = typer.Option(1e-4, "--lr", help="Peak learning rate (linear decay).")
 BATCH = typer.Option(128, "--batch-size", help="Effective batch size (gradient accumulation over --micro-batch-size).")
 MICRO = typer.Option(4, "--micro-batch-size", help="Examples per forward/backward pass.")
@@ -34,10 +34,10 @@ QUIET = typer.Option(False, "--quiet", help="No progress bars.")
 
 def _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
                      mask_prompt, patience, eval_every, group, seed, device):
-    from ..train import FinetuneConfig
+    from ..train import FinetuneConfig, parse_target_modules
 
     return FinetuneConfig(
-        r=r, alpha=alpha, dropout=dropout, target_modules=tuple(m.strip() for m in modules.split(",") if m.strip()),
+        r=r, alpha=alpha, dropout=dropout, target_modules=parse_target_modules(modules),
         lr=lr, batch_size=batch_size, micro_batch_size=micro, epochs=epochs, max_steps=max_steps,
         warmup_ratio=warmup, cutoff_len=cutoff, train_on_inputs=not mask_prompt,
         early_stopping_patience=patience or None, eval_every=eval_every, group_by_length=group, seed=seed, device=device,

@@ -75,7 +75,7 @@ def plot_curve(rows: list[dict], analysis, path: Path, title: str = "", subtitle
         floor = _step_floor(trained)
         if floor:
             ax.axvspan(min(sizes) / 1.15, floor[0] * 1.15, color="gray", alpha=0.08,
-                       label=f"same {floor[1]} optimizer steps (min-steps): data varies, compute does not")
+                       label=f"same {floor[1]} optimizer steps: data varies, compute does not")
         ax.set_xscale("log")
         _label_sizes(ax, sizes)
     if analysis.zero_shot is not None:

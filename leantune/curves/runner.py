@@ -138,10 +138,14 @@ def task_class(name: str):
     return TASKS.get(name)
 
 
-def default_sizes(name: str, options: dict) -> tuple[int, ...]:
-    """The curve sizes a task proposes for these options (its ``default_sizes()``), else DEFAULT_SIZES."""
-    task = make_task(name, options)
+def task_default_sizes(task) -> tuple[int, ...]:
+    """The curve sizes a task instance proposes (its ``default_sizes()``), else DEFAULT_SIZES."""
     return tuple(task.default_sizes()) if hasattr(task, "default_sizes") else DEFAULT_SIZES
+
+
+def default_sizes(name: str, options: dict) -> tuple[int, ...]:
+    """The curve sizes the registered task ``name`` proposes for these options."""
+    return task_default_sizes(make_task(name, options))
 
 
 def task_options_key(name: str, options: dict) -> dict:

@@ -18,10 +18,10 @@ from .attributes_data import AttributeData, Product, load_attribute_data, questi
 from .attributes_generate import greedy_generate, json_object_closed, line_ended
 from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
 from .attributes_scoring import INVALID, SUMMARY_METRICS, judge, parse_product_answer, parse_question_answer, summarise
+from ..train.config import ALL_LINEAR
 from .base import TASKS, TextExample
 
 UNITS = ("product", "question")
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # The task's default fine-tuning recipe (`leantune attributes finetune`): the highest validation
 # micro-F1 of the recipe grid in benchmarks/bench_attr_recipe.py (SmolLM2-135M, all 1,288 training
 # products; benchmarks/results/attr-recipe-smollm2/). Loss on the answer only (train_on_inputs False).
@@ -64,7 +64,6 @@ class AttributeTask:
     breakdown_prefix = "attribute_f1/"  # per-attribute metrics, for per-attribute curves
     breakdown_support_prefix = "attribute_support/"  # questions per attribute: which lines to draw
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
-    recipe = RECIPE
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
         unknown = sorted(set(options) - set(AttributeConfig.__dataclass_fields__))

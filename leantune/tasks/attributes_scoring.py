@@ -204,18 +204,16 @@ def summarise(judged: Iterable[Judged], parse_status: Iterable[str] = ()) -> dic
     judged = list(judged)
     counts = {k: 0 for k in OUTCOMES}
     strict_counts = {k: 0 for k in OUTCOMES}
-    per_attr: dict[str, list[int]] = {}
-    per_attr_counts: dict[str, dict[str, int]] = {}
+    per_attr: dict[str, dict[str, int]] = {}  # attribute -> outcome counts
+    per_attr_right: dict[str, int] = {}  # attribute -> correct answers (accuracy's notion)
     valued = [j for j in judged if j.gold is not None]
     empty = [j for j in judged if j.gold is None]
     for j in judged:
         counts[j.outcome] += 1
         # Strict F1: a value that only matches after normalisation is a wrong value.
         strict_counts["VW" if j.outcome == "VC" and not j.strict_correct else j.outcome] += 1
-        per_attr.setdefault(j.attribute, [0, 0])
-        per_attr[j.attribute][0] += j.correct
-        per_attr[j.attribute][1] += 1
-        per_attr_counts.setdefault(j.attribute, {k: 0 for k in OUTCOMES})[j.outcome] += 1
+        per_attr.setdefault(j.attribute, {k: 0 for k in OUTCOMES})[j.outcome] += 1
+        per_attr_right[j.attribute] = per_attr_right.get(j.attribute, 0) + j.correct
     p, r, f1 = prf(counts)
     sp, sr, sf1 = prf(strict_counts)
     out = {
@@ -240,8 +238,8 @@ def summarise(judged: Iterable[Judged], parse_status: Iterable[str] = ()) -> dic
         for s in ("ok", "recovered", "salvaged", "failed"):
             out[f"parse/{s}"] = status.count(s) / len(status)
     for attribute in sorted(per_attr):
-        right, total = per_attr[attribute]
-        out[f"attribute_f1/{attribute}"] = prf(per_attr_counts[attribute])[2]
-        out[f"attribute_accuracy/{attribute}"] = right / total
+        total = sum(per_attr[attribute].values())
+        out[f"attribute_f1/{attribute}"] = prf(per_attr[attribute])[2]
+        out[f"attribute_accuracy/{attribute}"] = per_attr_right[attribute] / total
         out[f"attribute_support/{attribute}"] = total
     return out

@@ -14,6 +14,16 @@ from pathlib import Path
 from ..errors import LeantuneError
 
 STATUSES = ("finished", "early_stopped", "paused", "diverged")
+# Every linear layer of a Llama/Gemma-style block: `--target-modules all`.
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def parse_target_modules(text: str) -> tuple[str, ...]:
+    """``--target-modules``: comma-separated module names, or ``all`` (ALL_LINEAR); empty is refused."""
+    modules = ALL_LINEAR if text.strip() == "all" else tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modules:
+        raise LeantuneError(f"--target-modules {text!r}: name at least one module (e.g. q_proj,v_proj) or 'all'")
+    return modules
 
 
 @dataclass
