@@ -38,7 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="first run seed (runs use seed, seed+1, ...): lets processes fill one --work folder side by side")
     p.add_argument("--eval-limit", type=int, default=100, help="test products per evaluation (0: all 500)")
     p.add_argument("--unit", default="product", choices=["product", "question"])
-    p.add_argument("--method", default="random")
+    p.add_argument("--method", default="random", help="random, effort, loss, gradient-influence or kcenter (leantune.pipelines.units)")
+    p.add_argument("--selector", default=None, help="for a scored method: coverage, topk or stratified (default: the method's)")
     p.add_argument("--model", default="smollm2")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--min-steps", type=int, default=25, help="--schedule epochs: a floor of optimizer steps (25: the cached curves' setting)")
@@ -64,7 +65,7 @@ def parse_args(argv=None):
 def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> str:
     a = result.analysis
     lines = [
-        f"# {name}: learning curve, {cfg.task} ({cfg.task_options.get('unit', 'product')} units), {cfg.model}, method {cfg.method}",
+        f"# {name}: learning curve, {cfg.task} ({cfg.task_options.get('unit', 'product')} units), {cfg.model}, method {cfg.method}" + (f" ({cfg.selector})" if cfg.method != "random" else ""),
         "",
         f"Reproduce: `{command}`",
         "",
@@ -124,7 +125,7 @@ def main(argv=None) -> None:
 
     cfg = CurveConfig(
         task="attributes", task_options={"data": "oa-mine", "unit": args.unit}, model=args.model,
-        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method,
+        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method, selector=args.selector,
         eval_limit=args.eval_limit or None, schedule=args.schedule, epochs=args.epochs,
         min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps, lr=args.lr,
         batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, gain_threshold=args.gain_threshold,

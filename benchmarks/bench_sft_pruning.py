@@ -8,9 +8,9 @@ vs gradient influence (LESS, top-k) vs coverage-enhanced gradient influence vs k
 The OA-Mine training products are written as chat JSONL (``leantune data export --task attributes
 --format chat``, the product unit, one line per product) and the validation products likewise;
 the validation records are the held-out set and the gradient-influence target. Each *scores* cell
-computes one method's scores for every training record with ``leantune.pipelines.sft.score_sft``
+computes one method's scores for every training record with ``leantune.pipelines.units.score_units``
 (what ``leantune prune --task sft`` runs) once per seed; each *train* cell selects a budget from them
-with ``select_sft``, maps the selected lines back to their products and fine-tunes and evaluates
+with ``select_units``, maps the selected lines back to their products and fine-tunes and evaluates
 with the learning curve's recipe (``leantune curve`` defaults: max(ceil(n/8), 25) steps of 8 products,
 lr 1e-3, LoRA r 8 on q/v, loss on the answer), judging every test product's attributes with the
 attribute scorer and writing per-question results. The report compares every method with Random at
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from leantune.io import atomic_path, read_json, write_json, write_jsonl  # noqa: E402
 
-# name -> (score_sft method, selector)
+# name -> (score_units method, selector)
 METHODS = {
     "random": ("random", None),
     "effort": ("effort", None),
@@ -85,7 +85,7 @@ def scores_cell(args, work, train, valid, name, seed) -> tuple[dict, float]:
     """Score columns of one method and seed (cached as safetensors, with the seconds it took)."""
     from safetensors.numpy import load_file, save_file
 
-    from leantune.pipelines.sft import score_sft
+    from leantune.pipelines.units import score_units
     from leantune.tasks.sft import SFTTask
 
     method = METHODS[name][0]
@@ -97,7 +97,7 @@ def scores_cell(args, work, train, valid, name, seed) -> tuple[dict, float]:
         return cols, info["seconds"]
     task = SFTTask(data=str(train), valid=str(valid), progress=False)
     t0 = time.perf_counter()
-    cols = score_sft(task, method, args.model, seed, options(args), work_dir=folder, progress=False)
+    cols = score_units(task, method, args.model, seed, options(args), work_dir=folder, progress=False)
     seconds = time.perf_counter() - t0
     folder.mkdir(parents=True, exist_ok=True)
     if cols:
@@ -110,7 +110,7 @@ def scores_cell(args, work, train, valid, name, seed) -> tuple[dict, float]:
 def train_cell(args, work, train, products, name, budget, seed, cols) -> Path:
     """Select, fine-tune with the curve's recipe and evaluate; returns the run folder."""
     from leantune.curves.runner import CurveConfig, run_dir, run_one
-    from leantune.pipelines.sft import select_sft
+    from leantune.pipelines.units import select_units
     from leantune.tasks.attributes import AttributeTask
 
     out = work / "cells" / name
@@ -118,9 +118,9 @@ def train_cell(args, work, train, products, name, budget, seed, cols) -> Path:
     if (folder / "result.json").is_file():
         return folder
     method, selector = METHODS[name]
-    positions = select_sft(cols, len(products), method, budget, seed, selector)
+    positions = select_units(cols, len(products), method, budget, seed, selector)
     units = [products[i] for i in positions]
-    cfg = CurveConfig(task="attributes", model=args.model, method=name, sizes=(budget,), seeds=1, seed=seed,
+    cfg = CurveConfig(task="attributes", model=args.model, method=method, selector=selector, sizes=(budget,), seeds=1, seed=seed,
                       eval_limit=args.eval_limit or None, bf16=args.bf16, min_steps=25, progress=False)
     task = AttributeTask(progress=False)
     t0 = time.perf_counter()

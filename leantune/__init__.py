@@ -37,6 +37,9 @@ _LAZY = {
     # any instruction dataset (`leantune prune --task sft`, `leantune finetune --task sft`, `leantune data export`)
     "SFTTask": "leantune.tasks.sft:SFTTask",
     "read_sft": "leantune.tasks.sft:read_sft",
+    # scoring and selecting the units of any text task (the one pruning path; `score_sft`/`select_sft` are its SFT names)
+    "score_units": "leantune.pipelines.units:score_units",
+    "select_units": "leantune.pipelines.units:select_units",
     "score_sft": "leantune.pipelines.sft:score_sft",
     "select_sft": "leantune.pipelines.sft:select_sft",
     "prune_sft": "leantune.pipelines.sft:prune_sft",

@@ -245,17 +245,34 @@ class PruneResult:
         return self.record["timings"]
 
 
+def selection_file(path: str | Path) -> Path:
+    """``selection.json`` in ``path`` when it is a folder (or has no ``.json`` suffix), else ``path``."""
+    path = Path(path)
+    return path / SELECTION_FILE if path.is_dir() or path.suffix != ".json" else path
+
+
+def read_sample_ids(path: str | Path) -> list[int]:
+    """``sample_ids`` of a selection.json written by ``leantune prune`` (or of the folder holding it):
+    the one reader every consumer of a recommendation selection uses (``run``, ``finetune``, ``tiger train``)."""
+    from .errors import DataError
+
+    path = selection_file(path)
+    record = read_json(path)
+    ids = record.get("sample_ids") if isinstance(record, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise DataError(path, "field 'sample_ids' must be a list of integer training-sample ids")
+    return ids
+
+
 def load_selection(out_dir: str | Path) -> PruneResult:
     """Read a finished pruning run (``selection.json`` in ``out_dir``, or that file itself)."""
-    path = Path(out_dir)
-    if path.is_dir() or path.suffix != ".json":
-        path = path / SELECTION_FILE
+    path = selection_file(out_dir)
+    ids = read_sample_ids(path)
     record = read_json(path)
-    for key in ("sample_ids", "user_ids", "scores_file"):
+    for key in ("user_ids", "scores_file"):
         if key not in record:
             raise LeantuneError(f"{path}: field {key!r} missing; not a selection file")
-    return PruneResult(path.parent, record["sample_ids"], record["user_ids"],
-                       path.parent / record["scores_file"], path, record)
+    return PruneResult(path.parent, ids, record["user_ids"], path.parent / record["scores_file"], path, record)
 
 
 # --------------------------------------------------------------------------- pipeline

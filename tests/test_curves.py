@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from leantune.curves.fit import CurveFit, bootstrap_saturation, fit_curve
-from leantune.curves.subsets import method_subsets, random_subsets
 from leantune.errors import LeantuneError
 
 from .attributes_fixtures import write_attribute_folder
@@ -84,48 +83,57 @@ def test_ceiling_keeps_a_bounded_plateau_and_refuses_a_line_in_disguise():
 
 
 def test_random_subsets_nested_per_seed():
-    pool = [f"u{i}" for i in range(100)]
-    subsets = random_subsets(pool, [5, 20, 60], seed=3)
-    assert set(subsets[5]) < set(subsets[20]) < set(subsets[60])
-    assert len(set(subsets[60])) == 60
-    assert random_subsets(pool, [5], seed=3)[5] == subsets[5]
-    assert random_subsets(pool, [5], seed=4)[5] != subsets[5]
+    from leantune.pipelines.units import select_units
+
+    pick = lambda n, seed: set(select_units({}, 100, "random", n, seed))  # noqa: E731
+    assert pick(5, 3) < pick(20, 3) < pick(60, 3) and len(pick(60, 3)) == 60
+    assert pick(5, 4) != pick(5, 3)
 
 
-class _Task:
-    name = "fake"
+def test_scored_methods_select_through_the_one_pruning_path():
+    """A curve's subsets come from ``leantune.pipelines.units`` (the path `prune --task sft` runs)."""
+    from leantune.pipelines.units import select_units
 
-
-def test_selector_methods_and_unavailable_ones():
-    pool = [f"u{i}" for i in range(30)]
     emb = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
-    subsets = method_subsets("kcenter", _Task(), pool, [3, 10], 0, lambda cols: {"embedding": emb})
-    assert len(set(subsets[10])) == 10 and set(subsets[3]) <= set(subsets[10])  # greedy k-center is nested
-    with pytest.raises(LeantuneError, match="method 'nonsense' not available for task 'fake'"):
-        method_subsets("nonsense", _Task(), pool, [3], 0, lambda cols: {})
+    small, large = (set(select_units({"embedding": emb}, 30, "kcenter", n, 0)) for n in (3, 10))
+    assert len(large) == 10 and small <= large  # greedy k-center is nested
+    effort = {"effort": np.arange(30, dtype=np.float32)}
+    assert select_units(effort, 30, "effort", 5, 0, "topk") == [25, 26, 27, 28, 29]
+    assert len(set(select_units(effort, 30, "effort", 10, 0))) == 10  # coverage by default
+    with pytest.raises(LeantuneError, match="score column 'effort' has 29 rows for a pool of 30"):
+        select_units({"effort": np.ones(29)}, 30, "effort", 5, 0)
+    with pytest.raises(LeantuneError, match="needs the score column 'embedding'"):
+        select_units({}, 30, "kcenter", 5, 0)
 
 
-def test_generic_scores_for_text_tasks_and_unavailable_columns(tmp_path):
-    """effort and embedding come from the task's training texts; influence needs a surrogate it lacks."""
-    from leantune.curves.scores import curve_scores
-    from leantune.curves.subsets import resolve_selector
+def test_curve_scores_for_text_tasks_and_methods_refused_up_front(tmp_path):
+    """effort and embedding come from the task's training texts, tokenised as the trainer does; a
+    selector passed as --method, or an unknown method, is refused when the config is made."""
+    from leantune.curves import CurveConfig
+    from leantune.curves.runner import curve_scores, curve_subsets
     from leantune.tasks.attributes import AttributeTask
 
     task = AttributeTask(data=str(write_attribute_folder(tmp_path / "d")))
     pool = task.train_pool()
-    scores = curve_scores(task, ("effort", "embedding"), pool, tmp_path, "tiny", 0, "cpu", "test")
+    cfg = CurveConfig(method="effort", model="tiny", sizes=(4, 8), progress=False)
+    assert cfg.selector == "coverage"
+    scores = curve_scores(task, cfg, tmp_path)
     assert scores["effort"].shape == (12,) and np.isfinite(scores["effort"]).all() and (scores["effort"] > 0).all()
-    assert scores["embedding"].shape == (12, 64)
     assert (tmp_path / "scores-effort-seed0.safetensors").exists()
-    selector = resolve_selector("coverage", task.name)
-    with pytest.raises(LeantuneError, match="method 'coverage' not available for task 'attributes'"):
-        curve_scores(task, selector.columns(), pool, tmp_path, "tiny", 0, "cpu", "coverage")
-    from leantune.curves.scores import check_method
-
-    check_method(task, "kcenter")
-    check_method(task, "effort")
-    with pytest.raises(LeantuneError, match="method 'coverage' not available for task 'attributes'"):
-        check_method(task, "coverage")  # refused before any run starts
+    assert np.array_equal(curve_scores(task, cfg, tmp_path)["effort"], scores["effort"])  # read back, not recomputed
+    emb = curve_scores(task, CurveConfig(method="kcenter", model="tiny", progress=False), tmp_path)
+    assert emb["embedding"].shape == (12, 64)
+    gi = curve_scores(task, CurveConfig(method="gradient-influence", model="tiny", progress=False), tmp_path)
+    assert gi["gradient_influence"].shape == (12,) and np.isfinite(gi["gradient_influence"]).all()  # LESS, target: validation
+    assert (tmp_path / "scores-gradient_influence-seed0.safetensors").exists()
+    subsets = curve_subsets(task, cfg, tmp_path, pool, 0)
+    assert [len(subsets[n]) for n in (4, 8)] == [4, 8] and set(subsets[8]) <= set(pool)
+    with pytest.raises(LeantuneError, match="--method 'coverage' is not available for --task attributes .*pass it as --selector"):
+        CurveConfig(method="coverage")
+    with pytest.raises(LeantuneError, match="--method 'nonsense' is not available"):
+        CurveConfig(method="nonsense")
+    with pytest.raises(LeantuneError, match="--selector 'topk': --method kcenter selects with kcenter only"):
+        CurveConfig(method="kcenter", selector="topk")
 
 
 def _tiny_config(folder, **over):

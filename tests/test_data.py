@@ -198,14 +198,15 @@ def test_one_training_subset_rule_for_every_command(tmp_path):
     from typer.testing import CliRunner
 
     from leantune.cli import app
-    from leantune.curves.subsets import random_subsets
+    from leantune.pipelines.units import select_units
     from leantune.data.units import nested_subsets, training_subset
     from leantune.errors import LeantuneError
 
     pool = [f"u{i}" for i in range(30)]
     nested = nested_subsets(pool, [5, 12, 30], seed=3)
     assert set(nested[5]) < set(nested[12]) < set(nested[30]) == set(pool)
-    assert training_subset(pool, 12, 3) == nested[12] == random_subsets(pool, [12], 3)[12]
+    assert training_subset(pool, 12, 3) == nested[12]
+    assert [pool[i] for i in select_units({}, 30, "random", 12, 3)] == sorted(nested[12], key=pool.index)  # prune --task sft
     assert training_subset(pool, 12, 4) != nested[12] and training_subset(pool, None, 3) == pool
     with pytest.raises(LeantuneError, match="size 31 is larger than the training pool"):
         training_subset(pool, 31, 0)

@@ -21,7 +21,6 @@ from leantune.models.tiger import (
     build_model,
     build_trie,
     prefix_fn,
-    read_selection,
     recommend,
     train_tiger,
 )
@@ -215,6 +214,8 @@ def test_a_capped_run_extends_to_a_higher_cap_as_if_trained_with_it(tiny_rec, tm
 
 
 def test_read_selection_accepts_prune_output_and_rejects_bad_files(tmp_path):
+    from leantune.pruning import read_sample_ids as read_selection  # the one reader of prune's selection.json
+
     (tmp_path / "selection.json").write_text(json.dumps({"sample_ids": [3, 1, 2], "user_ids": [9, 8, 7], "method": "dealrec"}))
     assert read_selection(tmp_path) == [3, 1, 2] == read_selection(tmp_path / "selection.json")
     bad = tmp_path / "bad.json"

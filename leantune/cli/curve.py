@@ -51,7 +51,8 @@ def curve(
     sizes: Optional[str] = typer.Option(None, "--sizes", help="Training-subset sizes in units; 0 = zero-shot base model. Default: the task's (attributes: 0,25,...,800,1288 products or 0,100,400,1600,3200,6500,13795 questions)."),
     seeds: int = typer.Option(3, "--seeds", help="Random subsets (and adapters) per size."),
     unit: Optional[str] = typer.Option(None, "--unit", help="attributes only: 'product' (default) or 'question' (one sample per attribute; pool 13,795)."),
-    method: str = typer.Option("random", "--method", help="How each subset is chosen: random (nested), or a selector/scorer such as kcenter, effort (if the task can provide their scores)."),
+    method: str = typer.Option("random", "--method", help="How each subset is chosen (the pruning path of `prune --task sft`): random (nested), effort, loss, gradient-influence or kcenter."),
+    selector: Optional[str] = typer.Option(None, "--selector", help="For effort, loss or gradient-influence: coverage, topk or stratified (default: coverage for effort/loss, topk for gradient-influence)."),
     model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local folder."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric to fit (default: the task's primary metric; e.g. f1 for attributes)."),
     eval_limit: int = typer.Option(100, "--eval-limit", help="Test products/users evaluated per run (the same seeded subset for all runs); 0 = the whole test split."),
@@ -91,11 +92,11 @@ def curve(
     chosen = tuple(_parse_sizes(sizes)) if built is None else task_default_sizes(built)
     cfg = CurveConfig(
         task=task, task_options=options, model=model, sizes=chosen, seeds=seeds, seed=seed,
-        method=method, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps, lr=lr,
+        method=method, selector=selector, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps, lr=lr,
         batch_size=batch_size, micro_batch_size=micro_batch_size, valid_limit=valid_limit, gain_threshold=gain_threshold,
         ceiling=ceiling or None, bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,
     )
-    out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}-{Path(model).name}"
+    out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}{'-' + selector if selector else ''}-{Path(model).name}"
     result = learning_curve(cfg, out, task=built, cached_only=cached_only)
     print(f"runs: {result.run.trained} trained now, {result.run.cached} cached")
     for line in result.lines:

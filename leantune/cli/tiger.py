@@ -115,10 +115,11 @@ def train_cmd(
     Re-running the same command reuses a finished folder and resumes an interrupted one.
     """
     from ..data import load_dataset
-    from ..models.tiger import default_dir, read_selection, select_train_samples, tiger_config, train_tiger
+    from ..models.tiger import default_dir, select_train_samples, tiger_config, train_tiger
+    from ..pruning import read_sample_ids
 
     dataset = load_dataset(data)
-    sample_ids = read_selection(selection) if selection else None
+    sample_ids = read_sample_ids(selection) if selection else None
     select_train_samples(dataset, sample_ids)  # bad ids are refused before the semantic IDs are built
     cfg = tiger_config(preset, max_epochs=epochs, min_steps=min_steps, batch_size=batch_size, lr=lr,
                        val_metric=val_metric, val_users=val_users, patience=patience)

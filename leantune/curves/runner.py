@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..errors import LeantuneError
 from ..io import read_json, write_json
 from ..io import refuse_other_settings
@@ -35,7 +37,8 @@ class CurveConfig:
     sizes: tuple = DEFAULT_SIZES
     seeds: int = 3  # run seeds are seed, seed+1, ...
     seed: int = 0
-    method: str = "random"
+    method: str = "random"  # how each subset is chosen: a method of ``leantune.pipelines.units`` (random nests)
+    selector: str | None = None  # for a scored method: coverage, topk or stratified (None: the method's default)
     metric: str | None = None  # None: the task's primary metric
     eval_limit: int | None = 100  # test units evaluated (a seeded subset, the same for every run)
     eval_seed: int = 0
@@ -65,7 +68,7 @@ class CurveConfig:
 
     # Settings that change what a run produces; sizes/seeds may grow and the analysis may change.
     RUN_KEYS = (
-        "task", "task_options", "model", "method", "eval_limit", "eval_seed", "valid_limit", "schedule", "epochs",
+        "task", "task_options", "model", "method", "selector", "eval_limit", "eval_seed", "valid_limit", "schedule", "epochs",
         "min_steps", "steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs", "bf16",
     )
     # Keys added after curve folders already existed: their value there is this default.
@@ -73,6 +76,9 @@ class CurveConfig:
     SCHEDULES = ("epochs", "steps")
 
     def __post_init__(self):
+        from ..pipelines.units import check_method
+
+        self.selector = check_method(self.method, self.selector, self.task)
         self.sizes = tuple(sorted({int(s) for s in self.sizes}))
         if not self.sizes or self.sizes[0] < 0:
             raise LeantuneError(f"--sizes {list(self.sizes)}: need non-negative sizes")
@@ -195,6 +201,8 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
     if path.exists():
         old = read_json(path).get("run_settings", {})
         old = {**cfg.RUN_KEY_DEFAULTS, **old}
+        if "selector" not in old:  # folders from before --selector: scored methods took their top-k units
+            old["selector"] = {"random": "random", "kcenter": "kcenter"}.get(old.get("method"), "topk")
         if "task_options" in old:
             old["task_options"] = task_options_key(cfg.task, old["task_options"])
         shared = [k for k in settings if k in old]  # a setting the folder predates is not compared
@@ -208,11 +216,11 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
 
     train_on_inputs = cfg.train_on_inputs
     if train_on_inputs is None:
-        train_on_inputs = getattr(task, "train_on_inputs", True)
+        train_on_inputs = task.train_on_inputs
     # max_steps overrides epochs; no validation set means no early stopping.
     return FinetuneConfig(
         r=cfg.r, alpha=cfg.alpha, lr=cfg.lr, batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
-        max_steps=cfg.steps_for(size), train_on_inputs=train_on_inputs, seed=seed, device=resolve_device(cfg.device),
+        max_steps=cfg.steps_for(size), train_on_inputs=train_on_inputs, cutoff_len=task.cutoff_len, seed=seed, device=resolve_device(cfg.device),
         bf16=True if cfg.bf16 else None,
     )
 
@@ -256,6 +264,37 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
     return {**row, "metrics": metrics, "eval_s": eval_s}
 
 
+def curve_subsets(task, cfg: CurveConfig, out: Path, pool: list[str], seed: int) -> dict[int, list[str]]:
+    """The units of each size's run for ``seed``, through the pruning path of every text task
+    (``leantune.pipelines.units``): random draws nest (``training_subset``); a scored method's
+    columns are computed once per curve (with ``cfg.seed``), cached in ``out``, and each size selects
+    from them (nested only when the selector is greedy, as k-center and top-k are)."""
+    from ..pipelines.units import select_units
+
+    scores = curve_scores(task, cfg, out)
+    return {n: [pool[i] for i in select_units(scores, len(pool), cfg.method, n, seed, cfg.selector)] for n in cfg.sizes if n > 0}
+
+
+def curve_scores(task, cfg: CurveConfig, out: Path) -> dict:
+    """``score_units`` for the curve's method, cached as ``out/scores-<column>[-bf16]-seed<seed>.safetensors``."""
+    from safetensors.numpy import load_file, save_file
+
+    from ..io import atomic_path
+    from ..pipelines.units import UNIT_METHODS, score_units
+
+    column = UNIT_METHODS[cfg.method][0]
+    if column is None:
+        return {}
+    path = out / f"scores-{column}{'-bf16' if cfg.bf16 and column == 'effort' else ''}-seed{cfg.seed}.safetensors"
+    if path.is_file():
+        return {column: load_file(str(path))[column]}
+    options = {"device": cfg.device, **({"effort_dtype": "bfloat16"} if cfg.bf16 else {})}
+    scores = score_units(task, cfg.method, cfg.model, cfg.seed, options, work_dir=out / "scoring", progress=cfg.progress)
+    with atomic_path(path) as tmp:
+        save_file({column: np.ascontiguousarray(scores[column], dtype=np.float32)}, str(tmp))
+    return scores
+
+
 def _valid_examples(task, tokenizer, cfg: CurveConfig, units: list[str]):
     """The task's validation examples: of the subset's own units where the task ties them (DEALRec
     validates on the selected users), else a seeded sample of ``valid_limit``."""
@@ -285,9 +324,6 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     """Train and evaluate every missing (size, seed) run; cached runs are read back. With
     ``cached_only`` nothing is trained: the curve is what the folder holds so far (e.g. while
     another process is still filling it)."""
-    from .scores import check_method, curve_scores
-    from .subsets import method_subsets
-
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
     metric = cfg.metric or task.primary_metric
@@ -296,7 +332,6 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     too_big = [n for n in cfg.sizes if n > len(pool)]
     if too_big:
         raise LeantuneError(f"--sizes {too_big}: larger than the {task.name} training pool ({len(pool)} units)")
-    check_method(task, cfg.method)
     _check_settings(out, cfg)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     plan = [(0, None)] if 0 in cfg.sizes else []
@@ -321,11 +356,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             row = run_zero_shot(task, cfg, out)
         else:
             if seed not in subsets:
-                subsets[seed] = method_subsets(
-                    cfg.method, task, pool, [n for n in cfg.sizes if n > 0], seed,
-                    lambda cols: curve_scores(task, cols, pool, out, cfg.model, cfg.seed, cfg.device, cfg.method, bf16=cfg.bf16,
-                                             progress=cfg.progress),
-                )
+                subsets[seed] = curve_subsets(task, cfg, out, pool, seed)
             log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
             row = run_one(task, cfg, out, size, seed, subsets[seed][size])
         row["wall_s"] = time.perf_counter() - start

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..data.batching import length_batches
-from ..errors import DataError, LeantuneError
+from ..errors import LeantuneError
 from ..evaluation.metrics import ranking_metrics
 from ..io import atomic_path, read_json, write_json
 from .rqvae import SemanticIDs, checkpoint_state, load_training_state, save_training_state
@@ -106,18 +106,6 @@ def tiger_config(preset: str = "paper", **overrides) -> TigerConfig:
     if preset not in PRESETS:
         raise LeantuneError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return TigerConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def read_selection(path: str | Path) -> list[int]:
-    """``sample_ids`` of a selection.json (written by ``leantune prune``), or of the folder holding it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "selection.json"
-    obj = read_json(path)
-    ids = obj.get("sample_ids") if isinstance(obj, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise DataError(path, "field 'sample_ids' must be a list of integer training-sample ids")
-    return ids
 
 
 class TigerVocab:

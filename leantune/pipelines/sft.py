@@ -6,16 +6,8 @@ names the exact file by its SHA-256), and ``finetune_sft`` trains a LoRA adapter
 (or a seeded random budget, or everything) and evaluates the answer loss per validation record,
 so that runs compare paired with ``leantune compare``.
 
-Methods (scorers) and the selector each uses unless ``selector`` says otherwise:
-
-* ``random``: no score; a uniform sample.
-* ``effort``: DEALRec's effort, the LoRA gradient norm on the answer (coverage-enhanced selection).
-* ``loss``: the base model's mean answer loss (coverage-enhanced selection).
-* ``gradient-influence``: LESS — projected LoRA gradients, mean cosine with a target set's (top-k).
-* ``kcenter``: k-center greedy on the base model's mean-pooled prompt states.
-
-Any scored method takes the selectors ``coverage``, ``topk`` and ``stratified``; ``kcenter`` and
-``random`` are their own selectors.
+Scoring and selection are ``leantune.pipelines.units`` (``score_units``, ``select_units``), the
+pruning path of every text task; see there for the methods and selectors.
 """
 from __future__ import annotations
 
@@ -29,156 +21,12 @@ from ..errors import LeantuneError
 from ..io import read_json, refuse_other_settings, write_json, write_jsonl
 from ..paths import display_path
 
-SFT_METHODS = {  # method -> (score column, default selector)
-    "random": (None, "random"),
-    "effort": ("effort", "coverage"),
-    "loss": ("loss", "coverage"),
-    "gradient-influence": ("gradient_influence", "topk"),
-    "kcenter": ("embedding", "kcenter"),
-}
-SCORE_SELECTORS = ("coverage", "topk", "stratified")
+from .units import UNIT_METHODS as SFT_METHODS  # noqa: F401  (the methods of every text task)
+from .units import check_method, check_options, scorer_settings, score_units, select_units
 
-
-def check_method(method: str, selector: str | None) -> str:
-    """The selector ``method`` runs with (``selector`` or its default); a one-line error otherwise."""
-    if method not in SFT_METHODS:
-        raise LeantuneError(f"--method {method!r} is not available for --task sft (choose one of {', '.join(SFT_METHODS)})")
-    column, default = SFT_METHODS[method]
-    chosen = selector or default
-    if column in (None, "embedding"):
-        if chosen != default:
-            raise LeantuneError(f"--selector {chosen!r}: --method {method} selects with {default} only")
-    elif chosen not in SCORE_SELECTORS:
-        raise LeantuneError(f"--selector {chosen!r}: --method {method} takes one of {', '.join(SCORE_SELECTORS)}")
-    return chosen
-
-
-def check_options(options: dict) -> None:
-    """Refuse ``--opt`` keys no SFT scorer reads (``effort_<field>``, ``gi_<field>``, ``device``)."""
-    from dataclasses import fields
-
-    from ..scoring.effort import EffortConfig
-    from ..scoring.gradient_influence import GradientInfluenceConfig
-
-    known = {f"effort_{f.name}" for f in fields(EffortConfig)} | {f"gi_{f.name}" for f in fields(GradientInfluenceConfig)} | {"device"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LeantuneError(f"--opt {unknown[0]}: not an option of the SFT scorers (effort_<field>, gi_dim, gi_warmup_steps, "
-                            "gi_warmup_fraction, gi_batch_size, device)")
-
-
-def scorer_settings(method: str, model: str, options: dict) -> dict:
-    """Every setting of ``method``'s scorer after defaults and ``--opt`` (the typed configs as dicts)."""
-    from dataclasses import asdict
-
-    from ..scoring.effort import EffortConfig
-    from ..scoring.gradient_influence import GradientInfluenceConfig
-
-    column = SFT_METHODS[method][0]
-    out = {}
-    if column in ("effort", "gradient_influence"):
-        effort = asdict(EffortConfig.from_options({**options, "model": model}))
-        effort.pop("progress", None)
-        out["effort_model"] = {**effort, "mask_prompt": True}
-    if column == "gradient_influence":
-        out["gradient_influence"] = asdict(GradientInfluenceConfig.from_options(options))
-    return out
-
-
-def _effort_model(model: str, seed: int, options: dict, adapter=None):
-    from dataclasses import replace
-
-    from ..scoring.effort import EffortConfig, EffortModel
-
-    cfg = EffortConfig.from_options({**options, "model": model})
-    cfg = replace(cfg, mask_prompt=True, progress=options.get("progress", True), adapter=str(adapter) if adapter else cfg.adapter)
-    from ..device import resolve_device
-
-    return EffortModel(cfg, resolve_device(str(options.get("device", "cpu"))), seed)
-
-
-def score_sft(task, method: str, model: str = "smollm2", seed: int = 0, options: dict | None = None,
-              target=None, work_dir=None, progress: bool = True) -> dict[str, np.ndarray]:
-    """Score columns of ``method`` for every record of ``task.train_pool()`` (in that order)."""
-    from ..models.llm import load_tokenizer
-    from ..scoring.effort import encode_example
-
-    options = {**(options or {}), "progress": progress}
-    column = SFT_METHODS[method][0]
-    if column is None:
-        return {}
-    tokenizer = load_tokenizer(model)
-    examples = task.train_examples(task.train_pool(), tokenizer)
-    cutoff = task.config.cutoff_len
-    if column == "embedding":
-        from ..curves.scores import prompt_embeddings
-
-        return {column: prompt_embeddings(model, [e.prompt for e in examples], progress=progress)}
-    if column == "loss":
-        from ..models.llm import load_model
-        from ..tasks.sft import answer_losses
-
-        lm, tok = load_model(model)
-        return {column: answer_losses(lm, tok, examples, cutoff, progress=progress)[0]}
-    if column == "effort":
-        scorer = _effort_model(model, seed, options)
-        return {column: scorer.scores([encode_example(e, scorer.tokenizer, cutoff, True) for e in examples])}
-    # gradient influence (LESS)
-    from ..scoring.gradient_influence import GradientInfluenceConfig, gradient_features, influence_scores
-
-    gi = GradientInfluenceConfig.from_options(options)
-    adapter = _warmup(task, model, gi, seed, Path(work_dir) / "warmup" if work_dir else None, progress) if gi.warmup_steps else None
-    scorer = _effort_model(model, seed, options, adapter)
-    if target is not None:
-        from ..tasks.sft import read_sft, to_example
-
-        targets = [to_example(r, scorer.tokenizer) for r in read_sft(target)]
-    else:
-        targets = task.valid_examples(scorer.tokenizer)
-    enc = lambda exs: [encode_example(e, scorer.tokenizer, cutoff, True) for e in exs]  # noqa: E731
-    train_f = gradient_features(scorer, enc(examples), gi.dim, seed, gi.batch_size, progress)
-    target_f = gradient_features(scorer, enc(targets), gi.dim, seed, gi.batch_size, progress)
-    if not np.any(target_f):
-        raise LeantuneError("gradient influence: no target example has an answer token within the cutoff length")
-    return {column: influence_scores(train_f, target_f)}
-
-
-def _warmup(task, model: str, gi, seed: int, folder, progress: bool):
-    """LESS's warm-up: LoRA training for ``gi.warmup_steps`` steps on a seeded ``gi.warmup_fraction``
-    of the training records; returns the adapter folder."""
-    from ..models.llm import load_tokenizer
-    from ..train import FinetuneConfig, finetune
-
-    if folder is None:
-        raise LeantuneError("gradient influence with gi_warmup_steps needs a work folder for the warm-up adapter")
-    pool = task.train_pool()
-    n = max(1, round(gi.warmup_fraction * len(pool)))
-    units = [pool[i] for i in sorted(np.random.default_rng([seed, 5]).choice(len(pool), n, replace=False))]
-    cfg = FinetuneConfig(max_steps=gi.warmup_steps, lr=1e-3, batch_size=8, micro_batch_size=4, train_on_inputs=False,
-                         cutoff_len=task.config.cutoff_len, early_stopping_patience=None, seed=seed, device="cpu")
-    result = finetune(model, task.train_examples(units, load_tokenizer(model)), None, folder, cfg, progress=progress)
-    if result.adapter_dir is None:
-        raise LeantuneError(f"gradient influence warm-up in {display_path(folder)} ended without an adapter ({result.status})")
-    return result.adapter_dir
-
-
-def select_sft(scores: dict[str, np.ndarray], pool_size: int, method: str, budget: int, seed: int,
-               selector: str | None = None) -> list[int]:
-    """Positions (into the training pool) of the ``budget`` records ``method`` with ``selector`` keeps, sorted."""
-    from ..selection import SELECTORS
-    from ..selection.base import check_budget
-
-    chosen = check_method(method, selector)
-    check_budget(budget, pool_size)
-    column = SFT_METHODS[method][0]
-    rng = np.random.default_rng([seed, 2])
-    if chosen == "random":
-        positions = rng.choice(pool_size, budget, replace=False)
-    elif chosen == "kcenter":
-        positions = SELECTORS.get("kcenter")(column="embedding").select(scores, budget, rng)
-    else:
-        positions = SELECTORS.get(chosen)(weights={column: 1.0}).select(scores, budget, rng)
-    return sorted(int(i) for i in np.asarray(positions))
+# The SFT names of the one unit-pruning path (``leantune.pipelines.units``).
+score_sft = score_units
+select_sft = select_units
 
 
 @dataclass
@@ -224,10 +72,10 @@ def prune_sft(data, budget: int, method: str, out, *, selector: str | None = Non
         refuse_other_settings(stored.get("settings", {}), settings, "an SFT selection", out, "use another --out")
         return SFTPruneResult(stored, sel_path, out / "scores.jsonl" if (out / "scores.jsonl").is_file() else None, True)
     t0 = time.perf_counter()
-    scores = score_sft(task, method, model, seed, options, target, out, progress)
+    scores = score_units(task, method, model, seed, options, target, out, progress)
     scoring_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    positions = select_sft(scores, len(pool), method, budget, seed, selector)
+    positions = select_units(scores, len(pool), method, budget, seed, selector)
     select_s = time.perf_counter() - t0
     scores_path = None
     flat = {k: v for k, v in scores.items() if np.ndim(v) == 1}
@@ -295,7 +143,9 @@ def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, m
     elif budget is not None:
         if not 0 < budget <= len(pool):
             raise LeantuneError(f"--budget {budget}: must be between 1 and {len(pool)} (training records of {data})")
-        units = [pool[i] for i in sorted(np.random.default_rng([cfg.seed, 2]).choice(len(pool), budget, replace=False))]
+        from ..data.units import training_subset
+
+        units = training_subset(pool, budget, cfg.seed)
         method = "random"
     else:
         units, method = pool, "all"

@@ -1,5 +1,8 @@
 """``embedding``: one vector per training sample, for k-center and TF-DCon-style clustering.
 
+For any text task (``--task sft``, attributes, a curve's ``--method kcenter``) ``prompt_embeddings``
+gives the base LLM's mean-pooled prompt states instead.
+
 Two sources (scorer option ``embedding_source``):
 
 * ``surrogate`` (default): the SASRec surrogate's user representation of the sample's history
@@ -13,6 +16,7 @@ Two sources (scorer option ``embedding_source``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -115,3 +119,27 @@ def _finite(vectors: np.ndarray, source: str) -> np.ndarray:
     if bad.any():
         raise LeantuneError(f"embedding_source={source}: {int(bad.sum())} samples got non-finite vectors")
     return vectors
+
+
+def prompt_embeddings(model_spec: str, prompts: Sequence[str], device: str = "cpu", batch_size: int = 16, progress: bool = True) -> np.ndarray:
+    """One vector per prompt for k-center on any text task: the base LLM's last hidden state,
+    mean-pooled over the prompt's tokens (right padding, no special tokens added)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models.llm import load_model
+
+    model, tokenizer = load_model(model_spec, device=device)
+    model.eval()
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out = np.zeros((len(prompts), model.config.hidden_size), dtype=np.float32)
+    tokenizer.padding_side = "right"
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="prompt embeddings", disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            hidden = model.model(**enc).last_hidden_state  # the trunk only: no LM-head logits needed
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out[idx] = pooled.float().cpu().numpy()
+    return out

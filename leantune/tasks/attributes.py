@@ -64,6 +64,7 @@ class AttributeTask:
     breakdown_prefix = "attribute_f1/"  # per-attribute metrics, for per-attribute curves
     breakdown_support_prefix = "attribute_support/"  # questions per attribute: which lines to draw
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
+    cutoff_len = 512  # tokens of prompt + answer the trainer and the scorers keep (FinetuneConfig's default)
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
         unknown = sorted(set(options) - set(AttributeConfig.__dataclass_fields__))

@@ -23,6 +23,8 @@ class TextExample:
 class Task(Protocol):
     name: str
     primary_metric: str  # key of ``evaluate``'s result that curves and tuning optimise (higher is better)
+    train_on_inputs: bool  # whether the trained loss covers the prompt (False: the answer only)
+    cutoff_len: int  # tokens of prompt + answer kept, by the trainer and by every scorer (``pipelines.units``)
 
     def train_pool(self) -> list[str]:
         """Ids of every unit a subset can be drawn from (a sample, a product, a question)."""

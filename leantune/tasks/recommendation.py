@@ -20,6 +20,7 @@ class RecommendationTask:
 
     name = "recommendation"
     primary_metric = "recall@20"
+    train_on_inputs = True  # BIGRec trains on the whole prompt + answer
 
     def __init__(
         self,

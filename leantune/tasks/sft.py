@@ -169,6 +169,11 @@ class SFTTask:
         self._train = {r.unit_id: r for r in self.train_records}
         self._valid = {r.unit_id: r for r in self.valid_records}
 
+    @property
+    def cutoff_len(self) -> int:
+        """Tokens of prompt + answer the trainer and the scorers keep."""
+        return self.config.cutoff_len
+
     # -- training data ---------------------------------------------------------------------------
     def train_pool(self) -> list[str]:
         return [r.unit_id for r in self.train_records]

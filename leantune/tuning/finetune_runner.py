@@ -126,7 +126,7 @@ class FinetuneRunner:
         if unknown:
             raise LeantuneError(f"fixed fine-tuning settings: {sorted(unknown)} are not FinetuneConfig fields ({', '.join(sorted(names))})")
         values = {**self.fixed, **params, "seed": self.seed}
-        if "train_on_inputs" in names and "train_on_inputs" not in self.fixed and hasattr(self._task, "train_on_inputs"):
+        if "train_on_inputs" not in self.fixed:  # the task's loss unless the study pins it
             values["train_on_inputs"] = self._task.train_on_inputs
         return FinetuneConfig(**values)
 
