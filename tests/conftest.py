@@ -79,3 +79,17 @@ def gappy_rec(tiny_rec_folder):
     ds = load_sequence_folder(tiny_rec_folder, name="gappy", item_noun="game products")
     assert len(ds.train_samples) == 33 and ds.train_samples[4].sample_id == 5
     return ds
+
+
+@pytest.fixture
+def tiny_surrogate(monkeypatch):
+    """An untrained tiny SASRec in place of the trained-and-cached one (same class and API)."""
+    import torch
+
+    from leantune.models import sasrec
+
+    def get_surrogate(dataset, seed=0, **kwargs):
+        torch.manual_seed(seed)
+        return sasrec.SASRec(dataset.num_items, sasrec.SASRecConfig(hidden=8, blocks=1, max_len=5))
+
+    monkeypatch.setattr(sasrec, "get_surrogate", get_surrogate)

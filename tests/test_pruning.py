@@ -38,18 +38,6 @@ def fake_scorers(monkeypatch):
         monkeypatch.setitem(SCORERS._entries, name, type(f"Fake_{name}", (FakeScorer,), {"name": name}))
 
 
-@pytest.fixture
-def tiny_surrogate(monkeypatch):
-    """An untrained tiny SASRec in place of the trained-and-cached one (same class and API)."""
-    from leantune.models import sasrec
-
-    def get_surrogate(dataset, seed=0, **kwargs):
-        torch.manual_seed(seed)
-        return sasrec.SASRec(dataset.num_items, sasrec.SASRecConfig(hidden=8, blocks=1, max_len=5))
-
-    monkeypatch.setattr(sasrec, "get_surrogate", get_surrogate)
-
-
 def test_random_method_writes_scores_and_selection(tiny_rec, tmp_path):
     res = prune(tiny_rec, 10, "random", tmp_path / "r", seed=3, progress=False)
     assert len(res.sample_ids) == len(set(res.sample_ids)) == 10

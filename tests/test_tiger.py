@@ -11,7 +11,7 @@ import torch
 from leantune.errors import DataError, LeantuneError
 from leantune.evaluation.tiger import evaluate_tiger
 from leantune.models import tiger
-from leantune.models.rqvae import SemanticIDs, assign_collision_tokens
+from leantune.models.rqvae import SemanticIDs
 from leantune.models.tiger import (
     PAD,
     TigerConfig,
@@ -25,18 +25,13 @@ from leantune.models.tiger import (
     train_tiger,
 )
 
+from .tiger_fixtures import tiny_sids
+
 TINY = TigerConfig(
     d_model=16, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=8, d_ff=32, dropout=0.1, user_buckets=8,
     batch_size=8, lr=3e-3, warmup_steps=2, max_epochs=3, eval_every_steps=1, patience=5, val_metric="recall@10", val_users=0, beam_size=12,
     eval_batch_size=16,
 )
-
-
-def tiny_sids(n_items=30) -> SemanticIDs:
-    """Codes built in code: 3 levels of 3 codes (27 tuples for 30 items, so a few collide)."""
-    rq = np.array([[i % 3, (i // 3) % 3, (i * 7 // 9) % 3] for i in range(n_items)])
-    codes = assign_collision_tokens(rq)
-    return SemanticIDs(list(range(1, n_items + 1)), codes, [3, 3, 3, int(codes[:, 3].max()) + 1], key="tiny")
 
 
 def test_vocab_layout_round_trips_and_rejects_foreign_tokens():

@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 from leantune.cli import app
 from leantune.errors import LeantuneError
 
-from .test_pruning import tiny_surrogate  # noqa: F401  (fixture: an untrained tiny SASRec behind influence)
-from .test_tiger import tiny_sids
+from .tiger_fixtures import tiny_sids
 
 
 @pytest.fixture
