@@ -95,6 +95,13 @@ class SequenceDataset:
     def samples(self, split: str) -> list[Sample]:
         return {"train": self.train_samples, "valid": self.valid_samples, "test": self.test_samples}[split]
 
+    def eval_split(self, split: str) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """(histories, targets) for evaluation: valid = train -> first valid item; test = train + valid -> all test items."""
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be valid or test, not {split!r}")
+        samples = self.samples(split)
+        return [s.history for s in samples], [s.targets for s in samples]
+
 
 def _find(folder: Path, stem: str) -> Path:
     for candidate in (folder / stem, folder / f"{stem}.gz"):

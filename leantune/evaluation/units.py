@@ -18,38 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 
 from ..io import read_jsonl, write_jsonl
+from ..metrics import mean_ranking_metrics, ranking_unit_rows  # noqa: F401  (the rows this file holds)
 
 PER_UNIT_FILE = "per_unit.jsonl"
-
-
-def ranking_unit_rows(unit_ids: Sequence, topk, targets: Sequence[Sequence[int]], ks: Sequence[int]) -> list[dict]:
-    """Per-user hits, Recall@K and NDCG@K (the terms that ``ranking_metrics`` averages)."""
-    if len(unit_ids) != len(topk) or len(topk) != len(targets):
-        raise ValueError(f"{len(unit_ids)} units, {len(topk)} rankings, {len(targets)} target lists")
-    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
-    idcg_prefix = np.cumsum(discounts)
-    rows = []
-    for uid, ranking, tgt in zip(unit_ids, topk, targets):
-        tgt_set = {int(t) for t in tgt}
-        if not tgt_set:
-            raise ValueError(f"unit {uid}: no targets")
-        hits = np.array([int(i) in tgt_set for i in list(ranking)[: max(ks)]], dtype=float)
-        row = {"unit": str(uid), "cluster": str(uid), "n_targets": len(tgt_set)}
-        for k in ks:
-            h = hits[:k]
-            row[f"hits@{k}"] = int(h.sum())
-            row[f"recall@{k}"] = float(h.sum()) / len(tgt_set)
-            row[f"ndcg@{k}"] = float((h * discounts[: len(h)]).sum()) / float(idcg_prefix[min(len(tgt_set), k) - 1])
-        rows.append(row)
-    return rows
-
-
-def mean_ranking_metrics(rows: Sequence[dict], ks: Sequence[int]) -> dict[str, float]:
-    """Recall@K and NDCG@K averaged over the per-user rows of ``ranking_unit_rows``."""
-    return {f"{m}@{k}": float(np.mean([r[f"{m}@{k}"] for r in rows])) for k in ks for m in ("recall", "ndcg")}
 
 
 def attribute_unit_rows(judged: Iterable[dict]) -> list[dict]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data import SequenceDataset
 from ..errors import LeantuneError
-from ..evaluation.metrics import DEFAULT_KS, ranking_metrics
+from ..metrics import DEFAULT_KS, ranking_metrics
 
 
 @dataclass
@@ -34,9 +34,7 @@ class MostPopular:
         return order[:k] + 1
 
     def evaluate(self, dataset: SequenceDataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-        from .sasrec import eval_split
-
-        _, targets = eval_split(dataset, split)
+        _, targets = dataset.eval_split(split)
         top = self.ranking(max(ks))
         return ranking_metrics([top] * len(targets), targets, ks)
 

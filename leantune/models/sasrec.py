@@ -35,7 +35,7 @@ from torch import nn
 from ..data import SequenceDataset
 from ..data.batching import length_batches  # noqa: F401  (also re-exported: leantune.models.sasrec.length_batches)
 from ..errors import LeantuneError
-from ..evaluation.metrics import DEFAULT_KS, ranking_metrics
+from ..metrics import DEFAULT_KS, ranking_metrics
 from ..io import atomic_path, read_json, write_json
 from ..paths import cache_dir
 
@@ -274,15 +274,6 @@ def training_arrays(train: Sequence[Sequence[int]], cfg: SASRecConfig) -> tuple[
 # Evaluation
 
 
-def eval_split(dataset: SequenceDataset, split: str) -> tuple[list[list[int]], list[list[int]]]:
-    """(histories, targets) for evaluation: valid = train -> first valid item; test = train + valid -> all test items."""
-    if split == "valid":
-        return [s.history for s in dataset.valid_samples], [s.targets for s in dataset.valid_samples]
-    if split == "test":
-        return [s.history for s in dataset.test_samples], [s.targets for s in dataset.test_samples]
-    raise ValueError(f"split must be valid or test, not {split!r}")
-
-
 @torch.no_grad()
 def topk_items(model: SASRec, histories: Sequence[Sequence[int]], k: int, batch_size: int = 1024) -> np.ndarray:
     """Top-``k`` item ids per history (all items ranked, padding excluded), best first."""
@@ -300,7 +291,7 @@ def topk_items(model: SASRec, histories: Sequence[Sequence[int]], k: int, batch_
 
 
 def evaluate(model: SASRec, dataset: SequenceDataset, split: str = "test", ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    histories, targets = eval_split(dataset, split)
+    histories, targets = dataset.eval_split(split)
     if not targets:
         raise LeantuneError(f"dataset {dataset.name!r} has no {split} targets to evaluate on")
     return ranking_metrics(topk_items(model, histories, max(ks)), targets, ks)

@@ -28,7 +28,7 @@ import torch
 
 from ..data.batching import length_batches
 from ..errors import LeantuneError
-from ..evaluation.metrics import ranking_metrics
+from ..metrics import ranking_metrics
 from ..io import atomic_path, read_json, write_json
 from .rqvae import SemanticIDs, checkpoint_state, load_training_state, save_training_state
 
