@@ -97,6 +97,11 @@ def test_reuse_and_resume_give_the_same_model(tiny_rec, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_surrogate(tiny_rec, tmp_path / "b", cfg, seed=3, progress=False, on_epoch=interrupt)
     assert (tmp_path / "b" / "checkpoint.safetensors").exists() and not (tmp_path / "b" / "surrogate.json").exists()
+    from leantune.models.checkpoint import checkpoint_state, load_extra_tensors
+
+    # the checkpoint format RQ-VAE and TIGER use too, with the best epoch's weights as extra tensors
+    assert checkpoint_state(tmp_path / "b" / "checkpoint.safetensors")["epoch"] == 2
+    assert set(load_extra_tensors(tmp_path / "b" / "checkpoint.safetensors")) == set(load_surrogate(tmp_path / "a").state_dict())
     resumed = train_surrogate(tiny_rec, tmp_path / "b", cfg, seed=3, progress=False, on_epoch=epochs_seen.append)
     assert [r["epoch"] for r in epochs_seen] == [3, 4]
     assert [r["loss"] for r in resumed["history"]] == pytest.approx([r["loss"] for r in straight["history"]], rel=1e-5)

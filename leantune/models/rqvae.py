@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import DataError, LeantuneError
 from ..io import atomic_path, read_json, write_json
+from .checkpoint import checkpoint_state, load_training_state, save_training_state
 
 IDS_FILE = "semantic_ids.json"
 WEIGHTS_FILE = "rqvae.safetensors"
@@ -153,58 +154,6 @@ class RQVAE(nn.Module):
         )
 
 
-# --- checkpoints (model + optimizer + RNG + JSON state, all in one safetensors file) -------------
-
-
-def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors, aliases, seen = {}, {}, {}
-    for k, v in model.state_dict().items():
-        ptr = (v.data_ptr(), tuple(v.shape))
-        if ptr in seen:  # tied weights (T5's shared embedding): stored once, restored by name
-            aliases[k] = seen[ptr]
-        else:
-            seen[ptr] = k
-            tensors[f"model.{k}"] = v.detach().cpu().contiguous()
-    opt = optimizer.state_dict()
-    for pid, slots in opt["state"].items():
-        for name, value in slots.items():
-            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"]), "aliases": json.dumps(aliases)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def checkpoint_state(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return json.loads(fh.metadata()["state"])
-
-
-def load_training_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    for alias, source in json.loads(meta.get("aliases", "{}")).items():
-        weights[alias] = weights[source]
-    model.load_state_dict(weights)
-    if optimizer is not None:
-        slots: dict[int, dict] = defaultdict(dict)
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, pid, name = k.split(".", 2)
-                slots[int(pid)][name] = v
-        optimizer.load_state_dict({"state": dict(slots), "param_groups": json.loads(meta["param_groups"])})
-    torch.set_rng_state(tensors["rng.torch"])
-    return json.loads(meta["state"])
-
-
 # --- training -----------------------------------------------------------------------------------
 
 
@@ -232,7 +181,7 @@ def train_rqvae(
     gen = torch.Generator()
     history: list[dict] = []
     start = 0
-    if checkpoint is not None and checkpoint.exists() and checkpoint_state(checkpoint).get("key") == checkpoint_key:
+    if checkpoint is not None and checkpoint.exists() and (checkpoint_state(checkpoint) or {}).get("key") == checkpoint_key:
         state = load_training_state(checkpoint, model, optimizer)
         start, history = state["epoch"], state["history"]
     bar = tqdm(range(start, cfg.epochs), desc="rq-vae", disable=not progress, initial=start, total=cfg.epochs)

@@ -37,6 +37,7 @@ from ..data.batching import length_batches  # noqa: F401  (also re-exported: lea
 from ..errors import LeantuneError
 from ..metrics import DEFAULT_KS, ranking_metrics
 from ..io import atomic_path, read_json, write_json
+from .checkpoint import checkpoint_state, load_extra_tensors, load_training_state, save_training_state
 from ..paths import cache_dir
 
 MODEL_FILE = "model.safetensors"
@@ -313,45 +314,6 @@ def dataset_fingerprint(dataset: SequenceDataset) -> str:
     return dataset._cache["fingerprint"]
 
 
-def _state_tensors(model: SASRec, optim: torch.optim.Optimizer, best: dict) -> dict[str, torch.Tensor]:
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.clone() for k, v in best.items()})
-    for i, p in enumerate(model.parameters()):
-        state = optim.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in state:
-                tensors[f"optim.{i}.{key}"] = state[key].clone()
-    return tensors
-
-
-def _restore(model: SASRec, optim: torch.optim.Optimizer, tensors: dict, steps: int) -> dict:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for i, p in enumerate(model.parameters()):
-        if f"optim.{i}.exp_avg" in tensors:
-            optim.state[p] = {
-                "step": torch.tensor(float(steps)),
-                "exp_avg": tensors[f"optim.{i}.exp_avg"],
-                "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"],
-            }
-    return {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-
-
-def _save_checkpoint(path: Path, tensors: dict, progress: dict) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"progress": json.dumps(progress)})
-
-
-def _load_checkpoint(path: Path) -> tuple[dict, dict]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        progress = json.loads(fh.metadata()["progress"])
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    return tensors, progress
-
-
 def _identity(dataset: SequenceDataset, cfg: SASRecConfig, seed: int) -> dict:
     return {"dataset": dataset.name, "fingerprint": dataset_fingerprint(dataset), "config": asdict(cfg), "seed": seed}
 
@@ -410,10 +372,10 @@ def train_surrogate(
 
     state = {"epoch": 0, "steps": 0, "history": [], "best_epoch": 0, "best": -1.0, "stale": 0, "train_seconds": 0.0}
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if ckpt_path.exists():
-        tensors, state = _load_checkpoint(ckpt_path)
-        _check_identity(ckpt_path, state["identity"], identity)
-        best = _restore(model, optim, tensors, state["steps"])
+    if ckpt_path.exists() and checkpoint_state(ckpt_path) is not None:  # a file from before the shared format: start over
+        _check_identity(ckpt_path, checkpoint_state(ckpt_path)["identity"], identity)
+        state = load_training_state(ckpt_path, model, optim)
+        best = load_extra_tensors(ckpt_path)
 
     bar = None
     if progress:
@@ -454,7 +416,7 @@ def train_surrogate(
         state["epoch"] = epoch
         state["history"].append(row)
         state["identity"] = identity
-        _save_checkpoint(ckpt_path, _state_tensors(model, optim, best), state)
+        save_training_state(ckpt_path, model, optim, state, extra=best)
         done = cfg.patience > 0 and state["stale"] >= cfg.patience
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.3f}", val_ndcg10=f"{row.get(f'valid_{VALID_METRIC}', float('nan')):.4f}",

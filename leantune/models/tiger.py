@@ -30,7 +30,8 @@ from ..data.batching import length_batches
 from ..errors import LeantuneError
 from ..metrics import ranking_metrics
 from ..io import atomic_path, read_json, write_json
-from .rqvae import SemanticIDs, checkpoint_state, load_training_state, save_training_state
+from .checkpoint import checkpoint_state, load_training_state, save_training_state
+from .rqvae import SemanticIDs
 
 PAD, EOS = 0, 1
 MODEL_FILE = "model.safetensors"
@@ -452,7 +453,7 @@ def train_tiger(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     lengths = np.array([min(len(s.history), cfg.max_history) for s in samples])
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad": 0, "last_eval_step": 0, "history": [], "wall_s": 0.0, "key": key}
-    if state_path.exists() and checkpoint_state(state_path).get("key") == key:
+    if state_path.exists() and (checkpoint_state(state_path) or {}).get("key") == key:
         state = load_training_state(state_path, model, optimizer)
     # Linear warm-up, then inverse-square-root decay; last_epoch restores the position on resume.
     schedule = torch.optim.lr_scheduler.LambdaLR(
