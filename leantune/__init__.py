@@ -19,6 +19,8 @@ _LAZY = {
     "load_dataset": "leantune.data:load_dataset",
     # prune (`leantune prune`)
     "prune": "leantune.pruning:prune",
+    "score_samples": "leantune.pruning:score_samples",  # in memory: a table of score columns
+    "select_samples": "leantune.pruning:select_samples",
     "PruneConfig": "leantune.pruning:PruneConfig",
     "load_selection": "leantune.pruning:load_selection",
     # fine-tune (`leantune finetune`)

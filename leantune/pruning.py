@@ -306,11 +306,7 @@ def prune(data, budget: int, method: str = "dealrec", out_dir: str | Path | None
     ``settings`` are :class:`PruneConfig` fields (seed, lam, selector, hard_prune, ranges, pool,
     model, chunk_size, scores_format, options, ...).
     """
-    try:
-        cfg = PruneConfig(budget=budget, method=method, **settings)
-    except TypeError as exc:
-        raise LeantuneError(f"prune(): {exc}") from None
-    return prune_with_config(data, cfg, out_dir, process=process, progress=progress)
+    return prune_with_config(data, _config(budget, method, settings), out_dir, process=process, progress=progress)
 
 
 def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, progress: bool = True) -> PruneResult:
@@ -348,15 +344,68 @@ def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, pro
         timings["write_scores"] = time.perf_counter() - began
 
         began = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, 2])
-        chosen = np.asarray(selector.select(scores, cfg.budget, rng), dtype=np.int64)
+        chosen = _select(scores, cfg, selector)
         timings["select"] = time.perf_counter() - began
-        _check_selection(chosen, cfg.budget, len(pool))
         record = _record(dataset, cfg, selector, scorers, scores, chosen, timings, scores_path)
         record["processes"] = process.count  # scoring processes of this run (accelerate launch)
         write_json(out / SELECTION_FILE, record)
     process.barrier()  # the other processes read what the main process wrote
     return load_selection(out)
+
+
+def _select(scores: dict, cfg: PruneConfig, selector) -> np.ndarray:
+    """Positions (into the scored pool) that ``selector`` keeps for ``cfg.budget`` and ``cfg.seed``."""
+    chosen = np.asarray(selector.select(scores, cfg.budget, np.random.default_rng([cfg.seed, 2])), dtype=np.int64)
+    _check_selection(chosen, cfg.budget, len(scores["sample_id"]))
+    return chosen
+
+
+def _config(budget: int, method: str, settings: dict) -> PruneConfig:
+    try:
+        cfg = PruneConfig(budget=budget, method=method, **settings)
+    except TypeError as exc:
+        raise LeantuneError(f"prune(): {exc}") from None
+    cfg.validate()
+    return cfg
+
+
+def score_samples(data, method: str = "dealrec", *, work_dir: str | Path | None = None, progress: bool = True,
+                  **settings) -> dict[str, np.ndarray]:
+    """Score the training samples of ``data`` for ``method`` in memory, writing nothing into ``./runs``.
+
+    Returns a table of columns, one row per scored sample (the whole training split, or the seeded
+    ``pool``): ``sample_id``, ``user_id`` and every column of the method's scorers and selector.
+    The resumable chunk store goes to ``work_dir`` (a re-run with the same folder reuses finished
+    chunks); without one, a temporary folder is used and removed. ``settings`` are
+    :class:`PruneConfig` fields other than ``budget`` (seed, pool, lam, selector, options, ...).
+    ``select_samples`` turns the table into a selection, exactly as ``prune`` does.
+    """
+    import tempfile
+
+    from .data import SequenceDataset, load_dataset
+    from .scoring.scorefile import current_process
+
+    cfg = _config(1, method, settings)
+    dataset = data if isinstance(data, SequenceDataset) else load_dataset(data)
+    samples = dataset.train_samples
+    selector = build_selector(cfg)
+    scorers = list(dict.fromkeys([*resolve_method(cfg).scorers, *selector.columns()]))
+    pool_samples = [samples[i] for i in _pool(len(samples), cfg)]
+    with tempfile.TemporaryDirectory(prefix="leantune-scores-") as tmp:
+        folder = Path(work_dir) if work_dir is not None else Path(tmp)
+        scores, _ = _score(dataset, pool_samples, scorers, cfg, folder, current_process(), progress, {})
+    return scores
+
+
+def select_samples(scores: dict, budget: int, method: str = "dealrec", **settings) -> list[int]:
+    """Sample ids (sorted) that ``method``'s selector keeps from a ``score_samples`` table; the same
+    ``settings`` (seed, lam, selector, hard_prune, ranges, ...) give the same selection as ``prune``."""
+    cfg = _config(budget, method, settings)
+    if "sample_id" not in scores:
+        raise LeantuneError("scores: no 'sample_id' column (pass the table score_samples returns)")
+    selector = build_selector(cfg)
+    _check_budget_early(budget, len(scores["sample_id"]), selector)
+    return sorted(int(i) for i in np.asarray(scores["sample_id"])[_select(scores, cfg, selector)])
 
 
 def _pool(n: int, cfg: PruneConfig) -> np.ndarray:

@@ -37,11 +37,11 @@ def test_a_title_or_an_interaction_changes_the_fingerprint(tiny_rec):
 def test_callers_agree_with_the_owner(tiny_rec, tmp_path, monkeypatch):
     import numpy as np
 
-    from leantune.models.sasrec import dataset_fingerprint as surrogate_fingerprint
+    from leantune.models.sasrec import SASRecConfig, _identity
     from leantune.pruning import prune
     from leantune.scoring import SCORERS
 
-    assert surrogate_fingerprint(tiny_rec) == dataset_fingerprint(tiny_rec, "surrogate")
+    assert _identity(tiny_rec, SASRecConfig(), 0)["fingerprint"] == dataset_fingerprint(tiny_rec, "surrogate")
 
     class CheapEl2n:  # the score chunks' manifest is what matters here, not the scores
         name = "el2n"

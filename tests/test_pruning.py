@@ -38,6 +38,30 @@ def fake_scorers(monkeypatch):
         monkeypatch.setitem(SCORERS._entries, name, type(f"Fake_{name}", (FakeScorer,), {"name": name}))
 
 
+def test_score_and_select_in_memory_match_prune(tiny_rec, tmp_path, fake_scorers, monkeypatch):
+    """``score_samples`` / ``select_samples``: the pruning path from Python, writing nothing into ./runs."""
+    from leantune.pruning import score_samples, select_samples
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    scores = score_samples(tiny_rec, "dealrec", lam=0.5, seed=1, progress=False)
+    assert scores["sample_id"].tolist() == list(range(40)) and {"influence", "effort"} <= set(scores)
+    ids = select_samples(scores, 12, "dealrec", lam=0.5, seed=1)
+    assert list(cwd.iterdir()) == []  # no runs/ folder, no chunk store left behind
+    res = prune(tiny_rec, 12, "dealrec", tmp_path / "p", lam=0.5, seed=1, progress=False)
+    assert ids == sorted(res.sample_ids)
+    kept = score_samples(tiny_rec, "dealrec", lam=0.5, seed=1, work_dir=tmp_path / "w", progress=False)
+    assert (tmp_path / "w" / "scores.chunks").is_dir() and np.array_equal(kept["effort"], scores["effort"])
+    pooled = score_samples(tiny_rec, "random", pool=20, seed=2, progress=False)
+    assert len(pooled["sample_id"]) == 20
+    assert select_samples(pooled, 5, "random", pool=20, seed=2) == sorted(prune(tiny_rec, 5, "random", tmp_path / "q", pool=20, seed=2, progress=False).sample_ids)
+    with pytest.raises(LeantuneError, match="--budget 21 is larger than the pool"):
+        select_samples(pooled, 21, "random")
+    with pytest.raises(LeantuneError, match="no 'sample_id' column"):
+        select_samples({"effort": np.ones(3)}, 1, "random")
+
+
 def test_random_method_writes_scores_and_selection(tiny_rec, tmp_path):
     res = prune(tiny_rec, 10, "random", tmp_path / "r", seed=3, progress=False)
     assert len(res.sample_ids) == len(set(res.sample_ids)) == 10

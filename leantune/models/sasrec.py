@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import SequenceDataset
+from ..data import SequenceDataset, dataset_fingerprint
 from ..data.batching import length_batches  # noqa: F401  (also re-exported: leantune.models.sasrec.length_batches)
 from ..errors import LeantuneError
 from ..metrics import DEFAULT_KS, ranking_metrics
@@ -302,20 +302,8 @@ def evaluate(model: SASRec, dataset: SequenceDataset, split: str = "test", ks: S
 # Training with checkpoints
 
 
-def dataset_fingerprint(dataset: SequenceDataset) -> str:
-    """Content hash of the interaction sequences (what the surrogate learns from)."""
-    if "fingerprint" not in dataset._cache:
-        h = hashlib.sha256(f"items {dataset.num_items}\n".encode())
-        for name in ("train", "valid", "test"):
-            h.update(name.encode())
-            for seq in getattr(dataset, name):
-                h.update((" ".join(map(str, seq)) + "\n").encode())
-        dataset._cache["fingerprint"] = h.hexdigest()[:16]
-    return dataset._cache["fingerprint"]
-
-
 def _identity(dataset: SequenceDataset, cfg: SASRecConfig, seed: int) -> dict:
-    return {"dataset": dataset.name, "fingerprint": dataset_fingerprint(dataset), "config": asdict(cfg), "seed": seed}
+    return {"dataset": dataset.name, "fingerprint": dataset_fingerprint(dataset, "surrogate"), "config": asdict(cfg), "seed": seed}
 
 
 def _check_identity(path: Path, found: dict, wanted: dict) -> None:
@@ -470,7 +458,7 @@ def load_surrogate(out_dir: str | Path) -> SASRec:
 
 
 def surrogate_key(dataset: SequenceDataset, cfg: SASRecConfig, seed: int) -> str:
-    blob = json.dumps({"data": dataset_fingerprint(dataset), "config": asdict(cfg), "seed": seed}, sort_keys=True)
+    blob = json.dumps({"data": dataset_fingerprint(dataset, "surrogate"), "config": asdict(cfg), "seed": seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
