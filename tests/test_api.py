@@ -52,3 +52,22 @@ def test_unknown_name_is_an_attribute_error():
         leantune.no_such_name  # noqa: B018
     assert not hasattr(leantune, "no_such_name")
     from leantune import minimum_detectable_effect, prune  # noqa: F401  (from-imports work too)
+
+
+def test_every_registered_task_implements_the_task_contract():
+    """Curves, tuning and the unit-pruning path call tasks only through ``leantune.tasks.base.Task``."""
+    import importlib
+    import pkgutil
+
+    import leantune.tasks
+    from leantune.tasks.base import TASKS, Task
+
+    for info in pkgutil.iter_modules(leantune.tasks.__path__):
+        importlib.import_module(f"leantune.tasks.{info.name}")
+    assert {"attributes", "recommendation", "sft"} <= set(TASKS.names())
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        assert issubclass(cls, Task), name
+        for method in ("train_pool", "train_examples", "valid_examples", "evaluate_units", "metric_names"):
+            assert getattr(cls, method) is not getattr(Task, method), f"{name} does not implement {method}"
+        assert cls.name == name and cls.primary_metric

@@ -132,7 +132,7 @@ def test_recommendation_task(tiny_rec, tiny_model):
     first = tiny_rec.train_samples[int(units[0])]
     assert train[0].response == tiny_rec.title(first.targets[0]) and train[0].example_id == units[0]
     assert train[0].prompt.endswith("### Response:\n")
-    valid = task.valid_examples(tokenizer, units)
+    valid = task.valid_examples(tokenizer, unit_ids=units)
     with_valid = {s.sample_id for s in tiny_rec.valid_samples}
     assert [int(e.example_id) for e in valid] == [int(u) for u in units if int(u) in with_valid]
     with pytest.raises(LeantuneError, match="not a training sample"):

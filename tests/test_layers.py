@@ -15,7 +15,7 @@ ORDER = ["base", "data", "models", "scoring", "selection", "train", "evaluation"
 LAYER = {
     "errors": "base", "io": "base", "metrics": "base", "paths": "base", "device": "base", "registry": "base", "runs": "base",
     "data": "data",
-    "tasks.base": "data",  # the task contract (Task protocol, TextExample) depends on nothing above base
+    "tasks.base": "data",  # the task contract (the Task base class, TextExample) depends on nothing above base
     "models": "models",
     "scoring": "scoring",
     "selection": "selection", "pruning": "selection",  # pruning = scoring + selection over a pool

@@ -254,7 +254,7 @@ def finetune_cmd(
     cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
                            mask_prompt, patience, eval_every, group, seed, device)
     tokenizer = load_tokenizer(model)
-    train, valid = task.train_examples(units, tokenizer), task.valid_examples(tokenizer, units)
+    train, valid = task.train_examples(units, tokenizer), task.valid_examples(tokenizer, unit_ids=units)
     out = out or Path("runs") / f"finetune-{Path(data).name}-n{len(units)}-s{seed}"
     result = finetune(model, train, valid, out, cfg, stop_after_fraction=stop_after_fraction, progress=not quiet)
     best = f", best validation loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else ""

@@ -53,12 +53,12 @@ def learning_curve(
     csv_path, json_path = write_table(out, run.rows, analysis, {"config": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds})
     files = {"csv": csv_path, "json": json_path}
     label = f"{task.name} ({cfg.method}, {cfg.model})"
-    baselines = task.baselines(metric, limit=cfg.eval_limit, seed=cfg.eval_seed) if hasattr(task, "baselines") else {}
+    baselines = task.baselines(metric, limit=cfg.eval_limit, seed=cfg.eval_seed)
     files["curve_png"] = plot_curve(run.rows, analysis, out / "curve.png", title=f"{label}: {metric} vs training size",
                                     subtitle=cfg.schedule_label(), baselines=baselines)
-    prefix = getattr(task, "breakdown_prefix", None)
+    prefix = task.breakdown_prefix
     if prefix:
-        support = getattr(task, "breakdown_support_prefix", None)
+        support = task.breakdown_support_prefix
         what = prefix.rstrip("/").replace("_", " ")
         breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: {what}")
         if breakdown:

@@ -23,8 +23,7 @@ from ..errors import LeantuneError
 from ..io import read_json, write_json
 from ..io import refuse_other_settings
 from ..device import resolve_device
-
-DEFAULT_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
+from ..tasks.base import DEFAULT_CURVE_SIZES as DEFAULT_SIZES
 
 
 @dataclass
@@ -145,8 +144,8 @@ def task_class(name: str):
 
 
 def task_default_sizes(task) -> tuple[int, ...]:
-    """The curve sizes a task instance proposes (its ``default_sizes()``), else DEFAULT_SIZES."""
-    return tuple(task.default_sizes()) if hasattr(task, "default_sizes") else DEFAULT_SIZES
+    """The curve sizes a task instance proposes (``Task.default_sizes``)."""
+    return tuple(task.default_sizes())
 
 
 def default_sizes(name: str, options: dict) -> tuple[int, ...]:
@@ -298,18 +297,9 @@ def curve_scores(task, cfg: CurveConfig, out: Path) -> dict:
 def _valid_examples(task, tokenizer, cfg: CurveConfig, units: list[str]):
     """The task's validation examples: of the subset's own units where the task ties them (DEALRec
     validates on the selected users), else a seeded sample of ``valid_limit``."""
-    import inspect
-
-    params = inspect.signature(task.valid_examples).parameters
-    kwargs = {}
-    if "unit_ids" in params:
-        kwargs["unit_ids"] = units
-    elif "limit" in params:
-        kwargs["limit"] = cfg.valid_limit
-        if "seed" in params:
-            kwargs["seed"] = cfg.eval_seed
-    examples = task.valid_examples(tokenizer, **kwargs)
-    return examples[: cfg.valid_limit]
+    if task.validates_on_train_units:
+        return task.valid_examples(tokenizer, unit_ids=units)[: cfg.valid_limit]
+    return task.valid_examples(tokenizer, limit=cfg.valid_limit, seed=cfg.eval_seed)
 
 
 @dataclass

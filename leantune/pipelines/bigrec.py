@@ -108,7 +108,7 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
     if not run.done("finetune"):
         tokenizer = load_tokenizer(cfg.model)
         train = task.train_examples(unit_ids, tokenizer)
-        valid = task.valid_examples(tokenizer, unit_ids)
+        valid = task.valid_examples(tokenizer, unit_ids=unit_ids)
         ft = cfg.finetune
         ft_cfg = FinetuneConfig.from_dict({**ft.to_dict(), "device": device if ft.device == "auto" else ft.device})
         log(f"[finetune] {len(train)} training / {len(valid)} validation examples, "

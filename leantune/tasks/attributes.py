@@ -19,7 +19,7 @@ from .attributes_generate import greedy_generate, json_object_closed, line_ended
 from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
 from .attributes_scoring import INVALID, SUMMARY_METRICS, judge, parse_product_answer, parse_question_answer, summarise
 from ..train.config import ALL_LINEAR
-from .base import TASKS, TextExample
+from .base import TASKS, Task, TextExample
 
 UNITS = ("product", "question")
 # The task's default fine-tuning recipe (`leantune attributes finetune`): the highest validation
@@ -55,7 +55,7 @@ def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> 
 
 
 @TASKS.register("attributes")
-class AttributeTask:
+class AttributeTask(Task):
     """Attribute-value extraction; primary metric: micro-F1 over all (product, attribute) questions
     (accuracy rewards answering "n/a": on OA-Mine's test split that alone scores 0.53)."""
 
@@ -64,7 +64,6 @@ class AttributeTask:
     breakdown_prefix = "attribute_f1/"  # per-attribute metrics, for per-attribute curves
     breakdown_support_prefix = "attribute_support/"  # questions per attribute: which lines to draw
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
-    cutoff_len = 512  # tokens of prompt + answer the trainer and the scorers keep (FinetuneConfig's default)
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
         unknown = sorted(set(options) - set(AttributeConfig.__dataclass_fields__))
@@ -110,7 +109,13 @@ class AttributeTask:
     def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
         return self.examples("train", unit_ids, tokenizer)
 
-    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0) -> list[TextExample]:
+    def set_progress(self, show: bool) -> None:
+        self.config.progress = show
+
+    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0,
+                       unit_ids: Sequence[str] | None = None) -> list[TextExample]:
+        if unit_ids is not None:
+            raise LeantuneError("attributes task: validation is a seeded sample of the validation products (limit), not tied to training units")
         products = seeded_subset(self.data.products("valid"), limit, seed)
         return self.examples("valid", self._unit_ids(products), tokenizer)
 

@@ -1,12 +1,12 @@
 """What differs between task families: building training text, evaluating a model, the primary metric.
 
-``train/``, ``evaluation/``, ``curves/`` and ``tuning/`` talk to tasks only through this interface,
+``train/``, ``evaluation/``, ``curves/`` and ``tuning/`` talk to tasks only through this base class,
 so a learning curve or a hyperparameter search works the same for recommendation and attributes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 from ..registry import Registry
 
@@ -20,32 +20,61 @@ class TextExample:
     example_id: str = ""
 
 
-class Task(Protocol):
-    name: str
-    primary_metric: str  # key of ``evaluate``'s result that curves and tuning optimise (higher is better)
-    train_on_inputs: bool  # whether the trained loss covers the prompt (False: the answer only)
-    cutoff_len: int  # tokens of prompt + answer kept, by the trainer and by every scorer (``pipelines.units``)
+DEFAULT_CURVE_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
+
+
+class Task:
+    """The contract every task implements; learning curves, tuning and the unit-pruning path call
+    nothing else. Subclasses set ``name``, ``primary_metric``, ``train_on_inputs`` and
+    ``cutoff_len`` and implement the methods that raise here; the rest have working defaults.
+    """
+
+    name: str = ""
+    primary_metric: str = ""  # key of ``evaluate``'s result that curves and tuning optimise (higher is better)
+    train_on_inputs: bool = True  # whether the trained loss covers the prompt (False: the answer only)
+    cutoff_len: int = 512  # tokens of prompt + answer kept, by the trainer and by every scorer (``pipelines.units``)
+    # True when validation belongs to the training units (DEALRec validates on the selected users):
+    # ``valid_examples`` then takes ``unit_ids`` instead of a seeded ``limit``.
+    validates_on_train_units: bool = False
+    breakdown_prefix: str | None = None  # per-group metric keys (``attribute_f1/<name>``) for per-group curves
+    breakdown_support_prefix: str | None = None  # units per group, to choose which groups to draw
 
     def train_pool(self) -> list[str]:
         """Ids of every unit a subset can be drawn from (a sample, a product, a question)."""
-        ...
+        raise NotImplementedError
 
-    def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]: ...
+    def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
+        raise NotImplementedError
 
-    def valid_examples(self, tokenizer) -> list[TextExample]: ...
+    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0,
+                       unit_ids: Sequence[str] | None = None) -> list[TextExample]:
+        """Validation examples: a seeded sample of ``limit`` (all when None), or, for a task that
+        ``validates_on_train_units``, those of ``unit_ids``."""
+        raise NotImplementedError
 
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         """Metrics of ``model`` (base or with adapter) on ``split``; ``limit`` evaluates a seeded subset."""
-        ...
+        return self.evaluate_units(model, tokenizer, split, limit, seed)[0]
 
     def evaluate_units(self, model, tokenizer, split: str = "test", limit: int | None = None,
                        seed: int = 0) -> tuple[dict[str, float], list[dict]]:
         """``evaluate``'s metrics and the per-unit rows behind them (``leantune.evaluation.units``)."""
-        ...
+        raise NotImplementedError
 
     def metric_names(self) -> list[str]:
         """The scalar keys ``evaluate`` always returns (checked before any training, e.g. ``curve --metric``)."""
-        ...
+        raise NotImplementedError
+
+    def default_sizes(self) -> tuple[int, ...]:
+        """Learning-curve sizes when none are given."""
+        return DEFAULT_CURVE_SIZES
+
+    def baselines(self, metric: str, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
+        """Reference scores that need no model (e.g. answering "n/a" everywhere), drawn on curve plots."""
+        return {}
+
+    def set_progress(self, show: bool) -> None:
+        """Show or hide the task's own progress bars (a study prints one line per trial instead)."""
 
 
 TASKS: Registry[type] = Registry("task")

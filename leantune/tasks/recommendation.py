@@ -11,16 +11,17 @@ import random
 from typing import Sequence
 
 from ..errors import LeantuneError
-from .base import TASKS, TextExample
+from .base import TASKS, Task, TextExample
 
 
 @TASKS.register("recommendation")
-class RecommendationTask:
+class RecommendationTask(Task):
     """BIGRec sequential recommendation as a task: prompt/response examples for fine-tuning, evaluation by generation + grounding."""
 
     name = "recommendation"
     primary_metric = "recall@20"
     train_on_inputs = True  # BIGRec trains on the whole prompt + answer
+    validates_on_train_units = True  # DEALRec validates on the selected users
 
     def __init__(
         self,
@@ -70,16 +71,18 @@ class RecommendationTask:
             raise LeantuneError(f"unit id {exc.args[0]!r} is not a training sample of {self.dataset.name}") from None
         return self._examples(samples, tokenizer)
 
-    def valid_examples(self, tokenizer, unit_ids: Sequence[str] | None = None) -> list[TextExample]:
+    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0,
+                       unit_ids: Sequence[str] | None = None) -> list[TextExample]:
         """Validation examples of ``unit_ids`` (users without a validation item are skipped), or,
-        without units, a seeded sample of ``valid_limit`` validation examples."""
+        without units, a seeded sample of ``limit`` (default: the task's ``valid_limit``) validation examples."""
         by_id = self._by_id("valid")
         if unit_ids is not None:
             samples = [by_id[int(u)] for u in unit_ids if int(u) in by_id]
         else:
             samples = list(by_id.values())
-            if self.valid_limit is not None and len(samples) > self.valid_limit:
-                samples = sorted(random.Random(self.seed + 1).sample(samples, self.valid_limit), key=lambda s: s.sample_id)
+            n = self.valid_limit if limit is None else limit
+            if n is not None and len(samples) > n:
+                samples = sorted(random.Random(self.seed + 1 + seed).sample(samples, n), key=lambda s: s.sample_id)
         return self._examples(samples, tokenizer)
 
     def metric_names(self) -> list[str]:

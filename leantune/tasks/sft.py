@@ -22,7 +22,7 @@ from typing import Sequence
 
 from ..errors import DataError, LeantuneError
 from ..io import iter_jsonl
-from .base import TASKS, TextExample
+from .base import TASKS, Task, TextExample
 
 ROLES = ("system", "user", "assistant")
 SFT_METRICS = ("token_accuracy", "loss", "neg_loss", "n_examples", "n_tokens")
@@ -149,7 +149,7 @@ class SFTConfig:
 
 
 @TASKS.register("sft")
-class SFTTask:
+class SFTTask(Task):
     """Any instruction dataset; primary metric: the share of answer tokens predicted on validation."""
 
     name = "sft"
@@ -174,6 +174,9 @@ class SFTTask:
         """Tokens of prompt + answer the trainer and the scorers keep."""
         return self.config.cutoff_len
 
+    def set_progress(self, show: bool) -> None:
+        self.config.progress = show
+
     # -- training data ---------------------------------------------------------------------------
     def train_pool(self) -> list[str]:
         return [r.unit_id for r in self.train_records]
@@ -189,8 +192,12 @@ class SFTTask:
     def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
         return [to_example(r, tokenizer) for r in self.records("train", unit_ids)]
 
-    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0) -> list[TextExample]:
+    def valid_examples(self, tokenizer, limit: int | None = None, seed: int = 0,
+                       unit_ids: Sequence[str] | None = None) -> list[TextExample]:
         from ..data.units import seeded_sample
+
+        if unit_ids is not None:
+            raise LeantuneError("sft task: validation records are not tied to training units (use limit)")
 
         records = seeded_sample(self.valid_records, limit, seed, name="limit")
         return [to_example(r, tokenizer) for r in records]

@@ -54,8 +54,7 @@ class FinetuneRunner:
 
         _import_tasks()
         self._task = TASKS.get(self.task)(**self.task_options)
-        if hasattr(getattr(self._task, "config", None), "progress"):  # the study prints one line per trial instead
-            self._task.config.progress = self.progress
+        self._task.set_progress(self.progress)  # the study prints one line per trial instead
         self.metric = "exp(-valid_loss)" if self.objective == "valid_loss" else (self.metric_name or self._task.primary_metric)
         if self.objective == "metric":
             from ..curves.runner import check_metric
