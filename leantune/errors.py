@@ -5,6 +5,21 @@ class LeantuneError(Exception):
     """An error caused by user input or environment; the CLI prints it as one line."""
 
 
+class ParameterError(LeantuneError):
+    """A bad value of a library parameter: ``"<param> <value>: <reason>"``. The CLI prints the
+    parameter as its flag (``budget`` -> ``--budget``, ``eval_limit`` -> ``--eval-limit``), so the
+    library names parameters and the command line names flags."""
+
+    def __init__(self, param: str, value, reason: str):
+        super().__init__(f"{param} {value}: {reason}")
+        self.param, self.value, self.reason = param, value, reason
+
+    def as_flag(self, flags: dict[str, str] | None = None) -> str:
+        """The message with the flag in place of the parameter name (``flags`` overrides the mapping)."""
+        flag = (flags or {}).get(self.param) or "--" + self.param.replace("_", "-")
+        return f"{flag} {self.value}: {self.reason}"
+
+
 class DataError(LeantuneError):
     """A data file is missing or malformed."""
 

@@ -71,3 +71,18 @@ def test_every_registered_task_implements_the_task_contract():
         for method in ("train_pool", "train_examples", "valid_examples", "evaluate_units", "metric_names"):
             assert getattr(cls, method) is not getattr(Task, method), f"{name} does not implement {method}"
         assert cls.name == name and cls.primary_metric
+
+
+def test_library_errors_name_parameters_and_the_cli_maps_them_to_flags():
+    """``ParameterError`` says ``train_limit 0: ...`` from Python; ``leantune`` prints ``--train-limit 0: ...``
+    (the bad-input corpus checks the command-line side)."""
+    import pytest
+
+    from leantune.errors import ParameterError
+    from leantune.pipelines.attributes import finetune_attributes
+    from leantune.train import FinetuneConfig
+
+    with pytest.raises(ParameterError, match=r"^train_limit 0: must be at least 1$") as info:
+        finetune_attributes(FinetuneConfig(), train_limit=0)
+    assert info.value.as_flag() == "--train-limit 0: must be at least 1"
+    assert ParameterError("limit", 3, "x").as_flag({"limit": "--eval-limit"}) == "--eval-limit 3: x"

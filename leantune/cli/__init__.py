@@ -60,7 +60,7 @@ def main(args: list[str] | None = None) -> None:
 
     import typer.main
 
-    from ..errors import LeantuneError
+    from ..errors import LeantuneError, ParameterError
 
     exits = _click_classes("Exit")
     aborts = _click_classes("Abort")
@@ -77,6 +77,8 @@ def main(args: list[str] | None = None) -> None:
             command.invoke(ctx)
     except KeyboardInterrupt:
         _interrupted()
+    except ParameterError as exc:  # a library parameter, printed as the flag that sets it
+        _error(exc.as_flag())
     except LeantuneError as exc:
         _error(str(exc))
     except exits as exc:  # --help, or a command ending early with typer.Exit(code)

@@ -1,7 +1,6 @@
 """``leantune attributes ...``: product attribute extraction (OA-Mine): fine-tune and evaluate."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -69,40 +68,12 @@ def evaluate(
 
       leantune attributes evaluate --adapter runs/attributes-product-n1288-s0/train/adapter
     """
-    from ..device import resolve_device
-    from ..io import write_json
-    from ..models.llm import load_model
-    from ..tasks.attributes import AttributeTask, write_predictions
+    from ..pipelines.attributes import evaluate_attributes
 
-    from ..errors import LeantuneError
-
-    if split not in ("test", "valid"):
-        raise LeantuneError(f"--split {split!r}: choose 'test' or 'valid'")
-    if limit is not None and limit < 1:
-        raise LeantuneError(f"--limit {limit}: must be at least 1 (omit it for every test product)")
-    dev = resolve_device(device)
-    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=not quiet)
-    if adapter is not None and not (adapter / "adapter_config.json").exists():
-        raise LeantuneError(f"--adapter {adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    if adapter is not None:
-        from ..train import load_finetuned
-
-        lm, tokenizer = load_finetuned(model, adapter, device=dev)
-    else:
-        lm, tokenizer = load_model(model, device=dev)
-    start = time.perf_counter()
-    metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed)
-    wall = time.perf_counter() - start
-    name = adapter.parent.name if adapter is not None and adapter.name == "adapter" else (adapter.name if adapter else "zero-shot")
-    if shots:
-        name = f"{name}-{shots}-shot" if adapter is not None else f"{shots}-shot"
-    out = out or Path("runs") / f"attributes-eval-{name}-{unit}"
-    settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
-                "seed": seed, "strict_json": strict_json, "shots": shots, "device": dev, "wall_s": wall}
-    write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
-    write_predictions(out / "predictions.jsonl", rows)
-    _print_metrics(metrics, f"{name} on {data} {split} ({unit} prompts)")
-    print(f"{len(rows)} questions in {wall:.0f} s; wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+    ev = evaluate_attributes(data, model, adapter, unit=unit, split=split, limit=limit, batch_size=batch_size, strict_json=strict_json,
+                             shots=shots, device=device, out=out, seed=seed, progress=not quiet)
+    _print_metrics(ev.metrics, f"{ev.name} on {data} {split} ({unit} prompts)")
+    print(f"{len(ev.rows)} questions in {ev.wall_s:.0f} s; wrote {ev.out / 'metrics.json'} and {ev.out / 'predictions.jsonl'}")
 
 
 @attributes_app.command("finetune")
@@ -137,43 +108,24 @@ def finetune_cmd(
 
       leantune attributes finetune --device cuda --micro-batch-size 16 --eval-limit 0
     """
-    from ..data.units import training_subset
     from ..device import resolve_device
-    from ..io import write_json
-    from ..models.llm import load_tokenizer
-    from ..tasks.attributes import RECIPE, AttributeTask, write_predictions
-    from ..train import FinetuneConfig, finetune, load_finetuned, parse_target_modules
+    from ..pipelines.attributes import check_limits, finetune_attributes
+    from ..tasks.attributes import RECIPE, AttributeTask
+    from ..train import FinetuneConfig, parse_target_modules
 
-    from ..errors import LeantuneError
-
-    # Every setting is checked before the data, the tokenizer or the model is loaded.
-    for flag, value, least in (("--train-limit", train_limit, 1), ("--valid-limit", valid_limit, 0), ("--eval-limit", evaluate_limit, 0)):
-        if value is not None and value < least:
-            raise LeantuneError(f"{flag} {value}: must be at least {least}")
+    check_limits(train_limit, valid_limit, evaluate_limit)  # before the fine-tuning settings, the data or the model
     modules = RECIPE["target_modules"] if target_modules is None else parse_target_modules(target_modules)
-    unit = unit or RECIPE["unit"]
-    dev = resolve_device(device)
     pick = lambda value, key: RECIPE[key] if value is None else value  # noqa: E731
     cfg = FinetuneConfig(r=pick(r, "r"), alpha=pick(alpha, "alpha"), lr=pick(lr, "lr"), batch_size=pick(batch_size, "batch_size"),
                          micro_batch_size=micro_batch_size, epochs=pick(epochs, "epochs"), max_steps=max_steps,
-                         target_modules=modules, train_on_inputs=AttributeTask.train_on_inputs, seed=seed, device=dev,
+                         target_modules=modules, train_on_inputs=AttributeTask.train_on_inputs, seed=seed, device=resolve_device(device),
                          bf16=True if bf16 else None)
-    task = AttributeTask(data=data, unit=unit, progress=not quiet)
-    pool = task.train_pool()
-    units = training_subset(pool, None if train_limit is None or train_limit >= len(pool) else train_limit, seed)
-    out = out or Path("runs") / f"attributes-{unit}-n{len(units)}-s{seed}"
-    write_json(out / "subset.json", {"size": len(units), "seed": seed, "units": units})
-    tokenizer = load_tokenizer(model)
-    train = task.train_examples(units, tokenizer)
-    valid = task.valid_examples(tokenizer, limit=valid_limit, seed=seed) if valid_limit else None
-    result = finetune(model, train, valid, out / "train", cfg, progress=not quiet)
+    run = finetune_attributes(cfg, data, model, unit=unit, train_limit=train_limit, valid_limit=valid_limit or 0,
+                              eval_limit=evaluate_limit, out=out, progress=not quiet)
+    result = run.result
     print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen} tokens in {result.wall_s:.0f} s"
           + (f", best valid loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "")
           + f"; adapter {result.adapter_dir}")
-    if evaluate_limit and result.adapter_dir is not None:
-        lm, tok = load_finetuned(model, result.adapter_dir, device=dev)
-        metrics, rows = task.predict(lm, tok, "test", limit=evaluate_limit, seed=0)
-        write_json(out / "metrics.json", {"settings": {"data": data, "model": model, "unit": unit, "limit": evaluate_limit, "seed": 0}, "metrics": metrics})
-        write_predictions(out / "predictions.jsonl", rows)
-        _print_metrics(metrics, f"fine-tuned ({len(units)} {unit}s) on {data} test")
-        print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+    if run.metrics is not None:
+        _print_metrics(run.metrics, f"fine-tuned ({len(run.units)} {unit or RECIPE['unit']}s) on {data} test")
+        print(f"wrote {run.out / 'metrics.json'} and {run.out / 'predictions.jsonl'}")

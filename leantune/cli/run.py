@@ -225,9 +225,7 @@ def finetune_cmd(
     """LoRA fine-tuning on recommendation prompts (defaults: the BIGRec recipe), validated and early-stopped
     on the same users' validation samples. Writes OUT/adapter (safetensors), OUT/checkpoints, OUT/result.json."""
     from ..errors import LeantuneError
-    from ..models.llm import load_tokenizer
-    from ..tasks.recommendation import RecommendationTask
-    from ..train import finetune
+    from ..pipelines.bigrec import finetune_recommendation
 
     if task == "sft":
         return _finetune_sft(data, valid, selection, budget, model, out, seed, 3 if epochs is None else epochs, r, alpha, dropout,
@@ -237,26 +235,12 @@ def finetune_cmd(
     if valid is not None or base:
         raise LeantuneError("--valid and --base are --task sft options (recommendation runs: `leantune run --base`)")
     epochs = 50 if epochs is None else epochs
-    task = RecommendationTask(data, cutoff_len=cutoff)
-    if selection is not None:
-        from ..pruning import load_selection
-
-        units = [str(i) for i in load_selection(selection).sample_ids]
-    elif budget:
-        pool = task.train_pool()
-        if not 0 < budget <= len(pool):
-            raise LeantuneError(f"--budget {budget}: must be between 1 and {len(pool)} (training samples of {data})")
-        from ..data.units import training_subset
-
-        units = sorted(training_subset(pool, budget, seed), key=int)
-    else:
+    if selection is None and not budget:
         raise LeantuneError("finetune needs --selection FILE or --budget N")
     cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
                            mask_prompt, patience, eval_every, group, seed, device)
-    tokenizer = load_tokenizer(model)
-    train, valid = task.train_examples(units, tokenizer), task.valid_examples(tokenizer, unit_ids=units)
-    out = out or Path("runs") / f"finetune-{Path(data).name}-n{len(units)}-s{seed}"
-    result = finetune(model, train, valid, out, cfg, stop_after_fraction=stop_after_fraction, progress=not quiet)
+    result, out, _ = finetune_recommendation(cfg, data, model, selection=selection, budget=None if selection is not None else budget,
+                                             out=out, stop_after_fraction=stop_after_fraction, progress=not quiet)
     best = f", best validation loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else ""
     print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen:,} tokens, "
           f"{result.wall_s:.0f}s{best} -> {result.adapter_dir}")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..device import resolve_device
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..runs import RunFolder
 from ..train.config import FinetuneConfig
 
@@ -154,3 +154,32 @@ def base_eval_dir(model_spec: str, dataset, eval_cfg) -> Path:
 
     key = json.dumps([weights_fingerprint(resolve_model(model_spec)), dataset_fingerprint(dataset, "evaluation"), eval_cfg.identity()])
     return cache_dir("bigrec-base") / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def finetune_recommendation(cfg, data="games", model: str = "smollm2", *, selection=None, budget: int | None = None,
+                            out=None, stop_after_fraction: float | None = None, progress: bool = True):
+    """LoRA fine-tuning on the recommendation prompts of a ``leantune prune`` selection or of a seeded
+    random ``budget`` (``training_subset``, drawn with ``cfg.seed``), validated and early-stopped on the
+    same users' validation samples. Returns ``(FinetuneResult, out folder, units)``."""
+    from ..data.units import training_subset
+    from ..models.llm import load_tokenizer
+    from ..tasks.recommendation import RecommendationTask
+    from ..train import finetune
+
+    if (selection is None) == (budget is None):
+        raise LeantuneError("finetune needs a selection or a budget (one of them)")
+    task = RecommendationTask(data, cutoff_len=cfg.cutoff_len)
+    if selection is not None:
+        from ..pruning import load_selection
+
+        units = [str(i) for i in load_selection(selection).sample_ids]
+    else:
+        pool = task.train_pool()
+        if not 0 < budget <= len(pool):
+            raise ParameterError("budget", budget, f"must be between 1 and {len(pool)} (training samples of {task.dataset.name})")
+        units = sorted(training_subset(pool, budget, cfg.seed), key=int)
+    tokenizer = load_tokenizer(model)
+    train, valid = task.train_examples(units, tokenizer), task.valid_examples(tokenizer, unit_ids=units)
+    out = Path(out) if out is not None else Path("runs") / f"finetune-{Path(str(data)).name}-n{len(units)}-s{cfg.seed}"
+    result = finetune(model, train, valid, out, cfg, stop_after_fraction=stop_after_fraction, progress=progress)
+    return result, out, units

@@ -1,0 +1,115 @@
+"""Attribute extraction end to end (``leantune attributes evaluate|finetune``): the library side.
+
+``evaluate_attributes`` generates and judges every question of a split with the base model or an
+adapter (zero- or few-shot) and writes ``metrics.json`` and ``predictions.jsonl``;
+``finetune_attributes`` draws the training units (``training_subset``), fine-tunes with the shared
+trainer and evaluates the adapter the same way. The CLI only parses flags and prints.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ParameterError
+from ..io import write_json
+
+
+@dataclass
+class AttributesEvaluation:
+    metrics: dict
+    rows: list  # one judged question each (raw output included)
+    out: Path
+    name: str  # what was evaluated: zero-shot, N-shot, or the adapter's run name
+    wall_s: float
+
+
+def evaluation_name(adapter: Path | None, shots: int) -> str:
+    """zero-shot, ``N-shot``, or the adapter's run folder name (with ``-N-shot``)."""
+    name = adapter.parent.name if adapter is not None and adapter.name == "adapter" else (adapter.name if adapter else "zero-shot")
+    if shots:
+        name = f"{name}-{shots}-shot" if adapter is not None else f"{shots}-shot"
+    return name
+
+
+def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: Path | None = None, *, unit: str = "product",
+                        split: str = "test", limit: int | None = None, batch_size: int = 16, strict_json: bool = False,
+                        shots: int = 0, device: str = "cpu", out: Path | None = None, seed: int = 0,
+                        progress: bool = True) -> AttributesEvaluation:
+    """Micro-F1, P/R, accuracy and per-attribute scores of ``model`` (with ``adapter``) on ``split``;
+    ``limit`` evaluates a seeded subset of products, ``shots`` puts solved training products in each prompt."""
+    from ..device import resolve_device
+    from ..models.llm import load_model
+    from ..tasks.attributes import AttributeTask, write_predictions
+
+    if split not in ("test", "valid"):
+        raise ParameterError("split", repr(split), "choose 'test' or 'valid'")
+    if limit is not None and limit < 1:
+        raise ParameterError("limit", limit, "must be at least 1 (omit it for every product)")
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
+        raise ParameterError("adapter", adapter, "not a LoRA adapter folder (no adapter_config.json)")
+    dev = resolve_device(device)
+    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress)
+    if adapter is not None:
+        from ..train import load_finetuned
+
+        lm, tokenizer = load_finetuned(model, adapter, device=dev)
+    else:
+        lm, tokenizer = load_model(model, device=dev)
+    start = time.perf_counter()
+    metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed)
+    wall = time.perf_counter() - start
+    name = evaluation_name(Path(adapter) if adapter is not None else None, shots)
+    out = Path(out) if out is not None else Path("runs") / f"attributes-eval-{name}-{unit}"
+    settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
+                "seed": seed, "strict_json": strict_json, "shots": shots, "device": dev, "wall_s": wall}
+    write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
+    write_predictions(out / "predictions.jsonl", rows)
+    return AttributesEvaluation(metrics, rows, out, name, wall)
+
+
+@dataclass
+class AttributesFinetune:
+    result: object  # leantune.train.FinetuneResult
+    units: list
+    out: Path
+    metrics: dict | None  # test metrics of the adapter (None when not evaluated)
+
+
+def check_limits(train_limit: int | None, valid_limit: int | None, eval_limit: int | None) -> None:
+    """``finetune_attributes``' unit counts: at least 1 training unit, 0 or more validation and test products."""
+    for name, value, least in (("train_limit", train_limit, 1), ("valid_limit", valid_limit, 0), ("eval_limit", eval_limit, 0)):
+        if value is not None and value < least:
+            raise ParameterError(name, value, f"must be at least {least}")
+
+
+def finetune_attributes(cfg, data: str = "oa-mine", model: str = "smollm2", *, unit: str | None = None,
+                        train_limit: int | None = None, valid_limit: int = 0, eval_limit: int | None = 100,
+                        out: Path | None = None, progress: bool = True) -> AttributesFinetune:
+    """LoRA fine-tuning (``cfg``: a ``FinetuneConfig``; its seed draws the ``train_limit`` units) on the
+    training units, early-stopped on ``valid_limit`` validation products when given, then evaluated
+    on ``eval_limit`` seeded test products (0 or None: not evaluated)."""
+    from ..data.units import training_subset
+    from ..models.llm import load_tokenizer
+    from ..tasks.attributes import RECIPE, AttributeTask, write_predictions
+    from ..train import finetune, load_finetuned
+
+    check_limits(train_limit, valid_limit, eval_limit)
+    unit = unit or RECIPE["unit"]
+    task = AttributeTask(data=data, unit=unit, progress=progress)
+    pool = task.train_pool()
+    units = training_subset(pool, None if train_limit is None or train_limit >= len(pool) else train_limit, cfg.seed)
+    out = Path(out) if out is not None else Path("runs") / f"attributes-{unit}-n{len(units)}-s{cfg.seed}"
+    write_json(out / "subset.json", {"size": len(units), "seed": cfg.seed, "units": units})
+    tokenizer = load_tokenizer(model)
+    train = task.train_examples(units, tokenizer)
+    valid = task.valid_examples(tokenizer, limit=valid_limit, seed=cfg.seed) if valid_limit else None
+    result = finetune(model, train, valid, out / "train", cfg, progress=progress)
+    metrics = None
+    if eval_limit and result.adapter_dir is not None:
+        lm, tok = load_finetuned(model, result.adapter_dir, device=cfg.device)
+        metrics, rows = task.predict(lm, tok, "test", limit=eval_limit, seed=0)
+        write_json(out / "metrics.json", {"settings": {"data": data, "model": model, "unit": unit, "limit": eval_limit, "seed": 0},
+                                          "metrics": metrics})
+        write_predictions(out / "predictions.jsonl", rows)
+    return AttributesFinetune(result, units, out, metrics)
