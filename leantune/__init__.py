@@ -25,6 +25,10 @@ _LAZY = {
     "load_selection": "leantune.pruning:load_selection",
     # fine-tune (`leantune finetune`)
     "finetune": "leantune.train:finetune",
+    "finetune_recommendation": "leantune.pipelines.bigrec:finetune_recommendation",
+    # attribute extraction (`leantune attributes evaluate|finetune`)
+    "evaluate_attributes": "leantune.pipelines.attributes:evaluate_attributes",
+    "finetune_attributes": "leantune.pipelines.attributes:finetune_attributes",
     "FinetuneConfig": "leantune.train:FinetuneConfig",
     "RecommendationTask": "leantune.tasks.recommendation:RecommendationTask",
     "load_tokenizer": "leantune.models.llm:load_tokenizer",
