@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leantune.curves import CurveConfig, learning_curve  # noqa: E402
+from leantune.curves.runner import curve_recipe  # noqa: E402
+from leantune.train import parse_target_modules  # noqa: E402
 from leantune.curves.analysis import _finite  # noqa: E402
 from leantune.io import atomic_path, write_json  # noqa: E402
 
@@ -46,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--schedule", choices=["epochs", "steps"], default="epochs")
     p.add_argument("--steps", type=int, default=None, help="--schedule steps: optimizer steps at every size")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--r", type=int, default=8, help="LoRA rank")
+    p.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
+    p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names, or 'all' (the attribute recipe's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--micro-batch-size", type=int, default=4)
     p.add_argument("--gain-threshold", type=float, default=0.01)
@@ -75,8 +80,9 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         f"sum of the runs' own wall times (training + evaluation, whenever they ran): {sum(r.get('wall_s') or 0 for r in result.run.rows):.0f} s.",
         "",
         f"Settings: sizes {list(cfg.sizes)}, seeds {cfg.seeds}, eval on {cfg.eval_limit or 'all'} seeded test products (the same for every run), "
-        f"training: {cfg.schedule_label()} (micro-batch {cfg.micro_batch_size}), "
-        f"lr {cfg.lr}, bf16 autocast in training {cfg.bf16}, LoRA r {cfg.r} / alpha {cfg.alpha} on q_proj, v_proj, loss on the answer only, no validation/early stopping.",
+        f"training: {cfg.schedule_label()} (micro-batch {cfg.finetune.micro_batch_size}), "
+        f"lr {cfg.finetune.lr}, bf16 autocast in training {cfg.bf16}, LoRA r {cfg.finetune.r} / alpha {cfg.finetune.alpha} on "
+        f"{', '.join(cfg.finetune.target_modules)}, loss on the answer only, no validation/early stopping.",
         "",
         "| size | seed | status | steps | train s | eval s | accuracy | strict acc | valued acc | n/a acc | P | R | F1 | invalid |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -127,9 +133,10 @@ def main(argv=None) -> None:
         task="attributes", task_options={"data": "oa-mine", "unit": args.unit}, model=args.model,
         sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method, selector=args.selector,
         eval_limit=args.eval_limit or None, schedule=args.schedule, epochs=args.epochs,
-        min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps, lr=args.lr,
-        batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, gain_threshold=args.gain_threshold,
-        device=args.device, bf16=args.bf16, metric=args.metric,
+        min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps,
+        finetune=curve_recipe(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, r=args.r, alpha=args.alpha,
+                              target_modules=parse_target_modules(args.target_modules), bf16=True if args.bf16 else None),
+        gain_threshold=args.gain_threshold, device=args.device, metric=args.metric,
     )
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
     load_before = [round(x, 1) for x in os.getloadavg()]

@@ -109,7 +109,7 @@ def scores_cell(args, work, train, valid, name, seed) -> tuple[dict, float]:
 
 def train_cell(args, work, train, products, name, budget, seed, cols) -> Path:
     """Select, fine-tune with the curve's recipe and evaluate; returns the run folder."""
-    from leantune.curves.runner import CurveConfig, run_dir, run_one
+    from leantune.curves.runner import CurveConfig, curve_recipe, run_dir, run_one
     from leantune.pipelines.units import select_units
     from leantune.tasks.attributes import AttributeTask
 
@@ -121,7 +121,8 @@ def train_cell(args, work, train, products, name, budget, seed, cols) -> Path:
     positions = select_units(cols, len(products), method, budget, seed, selector)
     units = [products[i] for i in positions]
     cfg = CurveConfig(task="attributes", model=args.model, method=method, selector=selector, sizes=(budget,), seeds=1, seed=seed,
-                      eval_limit=args.eval_limit or None, bf16=args.bf16, min_steps=25, progress=False)
+                      eval_limit=args.eval_limit or None, finetune=curve_recipe(bf16=True if args.bf16 else None), min_steps=25,
+                      progress=False)
     task = AttributeTask(progress=False)
     t0 = time.perf_counter()
     row = run_one(task, cfg, out, budget, seed, units)

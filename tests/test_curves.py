@@ -138,13 +138,17 @@ def test_curve_scores_for_text_tasks_and_methods_refused_up_front(tmp_path):
 
 def _tiny_config(folder, **over):
     from leantune.curves import CurveConfig
+    from leantune.curves.runner import curve_recipe
 
     base = dict(
         task="attributes", task_options={"data": str(folder), "max_new_tokens": 6, "progress": False}, model="tiny",
-        sizes=(0, 2, 4), seeds=2, eval_limit=2, min_steps=1, batch_size=2, micro_batch_size=2, bootstrap=20, progress=False,
+        sizes=(0, 2, 4), seeds=2, eval_limit=2, min_steps=1, bootstrap=20, progress=False,
     )
+    recipe = {"batch_size": 2, "micro_batch_size": 2, **over.pop("finetune", {})}
+    if over.pop("bf16", False):
+        recipe["bf16"] = True
     base.update(over)
-    return CurveConfig(**base)
+    return CurveConfig(**base, finetune=curve_recipe(**recipe))
 
 
 def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
@@ -202,7 +206,7 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     more = learning_curve(_tiny_config(folder, seeds=3), out, log=logs.append)
     assert (more.run.trained, more.run.cached) == (2, 5)
     with pytest.raises(LeantuneError, match="lr"):
-        learning_curve(_tiny_config(folder, lr=1e-2), out)
+        learning_curve(_tiny_config(folder, finetune={"lr": 1e-2}), out)
 
     # --cached-only: a fourth seed is reported missing, not trained; the fit uses the 7 cached runs.
     train.finetune = no_training
@@ -270,12 +274,14 @@ def test_schedules_epochs_and_steps():
     """--schedule epochs: epochs x size / batch steps (with an optional floor); steps: one budget for every size."""
     from leantune.curves import CurveConfig
 
-    epochs = CurveConfig(sizes=(0, 4, 8, 40), epochs=2, batch_size=4)
+    from leantune.curves.runner import curve_recipe
+
+    epochs = CurveConfig(sizes=(0, 4, 8, 40), epochs=2, finetune=curve_recipe(batch_size=4))
     assert [epochs.steps_for(n) for n in (1, 4, 8, 40)] == [1, 2, 4, 20]
     assert "schedule epochs: 2 epoch(s) per size (batch 4)" == epochs.schedule_label()
-    floor = CurveConfig(sizes=(0, 4, 40), epochs=2, batch_size=4, min_steps=5)
+    floor = CurveConfig(sizes=(0, 4, 40), epochs=2, finetune=curve_recipe(batch_size=4), min_steps=5)
     assert [floor.steps_for(n) for n in (4, 40)] == [5, 20] and "at least 5 steps" in floor.schedule_label()
-    fixed = CurveConfig(sizes=(0, 4, 40), epochs=2, batch_size=4, schedule="steps")
+    fixed = CurveConfig(sizes=(0, 4, 40), epochs=2, finetune=curve_recipe(batch_size=4), schedule="steps")
     assert fixed.steps == 20 and {fixed.steps_for(n) for n in (4, 40)} == {20}  # what the largest size gets
     assert "20 optimizer steps of 4 at every size" in fixed.schedule_label()
     assert CurveConfig(sizes=(0, 4), schedule="steps", steps=7).steps_for(4) == 7
@@ -301,6 +307,16 @@ def test_old_curve_folders_keep_working_and_a_changed_schedule_is_refused(tmp_pa
     _check_settings(tmp_path / "curve", cfg)  # accepted
     with pytest.raises(LeantuneError, match="schedule"):
         _check_settings(tmp_path / "curve", _tiny_config(tmp_path, schedule="steps", steps=3, min_steps=0))
+
+    # A folder from before the LoRA recipe was nested (no target_modules, dropout, ...) trained q/v
+    # with FinetuneConfig's defaults: accepted as such; another module set is refused, naming it.
+    for key in ("target_modules", "dropout", "warmup_ratio", "weight_decay", "lr_scheduler", "max_grad_norm", "group_by_length",
+                "early_stopping_patience"):
+        old.pop(key)
+    (tmp_path / "curve" / "curve.json").write_text(json.dumps({"run_settings": {**old, "train_on_inputs": None}}))
+    _check_settings(tmp_path / "curve", cfg)
+    with pytest.raises(LeantuneError, match="target_modules"):
+        _check_settings(tmp_path / "curve", _tiny_config(tmp_path, finetune={"target_modules": ("q_proj", "k_proj")}))
 
 
 def test_steps_schedule_curve_trains_equal_steps_and_plots_the_na_baseline(tmp_path):

@@ -63,6 +63,9 @@ def curve(
     lr: float = typer.Option(1e-3, "--lr", help="LoRA learning rate (1e-3 suits these short runs; the BIGRec recipe uses 1e-4 over many epochs)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Effective batch size."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
+    r: int = typer.Option(8, "--r", help="LoRA rank."),
+    alpha: int = typer.Option(16, "--alpha", help="LoRA alpha."),
+    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer; the attribute recipe's)."),
     valid_limit: int = typer.Option(0, "--valid-limit", help="Validation units for early stopping (0: none, a fixed budget; cheaper)."),
     gain_threshold: float = typer.Option(0.01, "--gain-threshold", help="Saturation: the size beyond which one doubling of the data gains less than this."),
     ceiling: float = typer.Option(1.0, "--ceiling", help="Upper bound of the fitted plateau a (accuracy, F1 and recall cannot pass 1.0); 0 = unbounded (e.g. a loss)."),
@@ -78,7 +81,11 @@ def curve(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     from ..curves import CurveConfig, learning_curve, make_task
-    from ..curves.runner import task_default_sizes
+    from ..curves.runner import curve_recipe, task_default_sizes
+    from ..train import parse_target_modules
+
+    recipe = curve_recipe(lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, r=r, alpha=alpha,
+                          target_modules=parse_target_modules(target_modules), bf16=True if bf16 else None)
 
     options = {}
     if data is not None:
@@ -92,9 +99,9 @@ def curve(
     chosen = tuple(_parse_sizes(sizes)) if built is None else task_default_sizes(built)
     cfg = CurveConfig(
         task=task, task_options=options, model=model, sizes=chosen, seeds=seeds, seed=seed,
-        method=method, selector=selector, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps, lr=lr,
-        batch_size=batch_size, micro_batch_size=micro_batch_size, valid_limit=valid_limit, gain_threshold=gain_threshold,
-        ceiling=ceiling or None, bootstrap=bootstrap, device=device, bf16=bf16, progress=not quiet,
+        method=method, selector=selector, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps,
+        finetune=recipe, valid_limit=valid_limit, gain_threshold=gain_threshold,
+        ceiling=ceiling or None, bootstrap=bootstrap, device=device, progress=not quiet,
     )
     out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}{'-' + selector if selector else ''}-{Path(model).name}"
     result = learning_curve(cfg, out, task=built, cached_only=cached_only)

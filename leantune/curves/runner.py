@@ -24,6 +24,7 @@ from ..io import read_json, write_json
 from ..io import refuse_other_settings
 from ..device import resolve_device
 from ..tasks.base import DEFAULT_CURVE_SIZES as DEFAULT_SIZES
+from ..train.config import FinetuneConfig
 
 
 @dataclass
@@ -50,16 +51,11 @@ class CurveConfig:
     epochs: float = 1.0
     min_steps: int = 0
     steps: int | None = None
-    lr: float = 1e-3  # short runs: 3e-4 had not learned the values after 25 steps (see benchmarks/results/curve*.md)
-    batch_size: int = 8
-    micro_batch_size: int = 4
-    r: int = 8
-    alpha: int = 16
-    train_on_inputs: bool | None = None  # None: the task's preference (answers only for attributes)
+    # The LoRA recipe every run trains with (``FinetuneConfig``); per run the curve sets max_steps (the
+    # schedule), seed, device and the task's train_on_inputs and cutoff_len. bf16=True: autocast in
+    # training and effort scoring (1.7x faster on this AMX CPU); evaluation stays fp32.
+    finetune: FinetuneConfig = field(default_factory=lambda: curve_recipe())
     device: str = "cpu"
-    # bf16 autocast for training and effort scoring: 1.7x faster training on this AMX CPU. Evaluation
-    # stays fp32: greedy generation under CPU autocast was slower (benchmarks/results/bf16-train.md).
-    bf16: bool = False
     gain_threshold: float = 0.01
     ceiling: float | None = 1.0  # the fitted plateau's upper bound (accuracy, F1, recall <= 1); None: unbounded
     bootstrap: int = 1000
@@ -68,16 +64,23 @@ class CurveConfig:
     # Settings that change what a run produces; sizes/seeds may grow and the analysis may change.
     RUN_KEYS = (
         "task", "task_options", "model", "method", "selector", "eval_limit", "eval_seed", "valid_limit", "schedule", "epochs",
-        "min_steps", "steps", "lr", "batch_size", "micro_batch_size", "r", "alpha", "train_on_inputs", "bf16",
+        "min_steps", "steps",
     )
+    # The fine-tuning settings that change a run (stored flat in curve.json, as before nesting).
+    FINETUNE_RUN_KEYS = ("lr", "batch_size", "micro_batch_size", "r", "alpha", "dropout", "target_modules", "warmup_ratio",
+                         "weight_decay", "lr_scheduler", "max_grad_norm", "group_by_length", "early_stopping_patience")
     # Keys added after curve folders already existed: their value there is this default.
-    RUN_KEY_DEFAULTS = {"bf16": False, "schedule": "epochs", "steps": None}
+    RUN_KEY_DEFAULTS = {"bf16": False, "schedule": "epochs", "steps": None, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
+                        "warmup_ratio": 0.0, "weight_decay": 0.0, "lr_scheduler": "linear", "max_grad_norm": 1.0,
+                        "group_by_length": False, "early_stopping_patience": 5}
     SCHEDULES = ("epochs", "steps")
 
     def __post_init__(self):
         from ..pipelines.units import check_method
 
         self.selector = check_method(self.method, self.selector, self.task)
+        if isinstance(self.finetune, dict):  # e.g. read back from curve.json
+            self.finetune = FinetuneConfig.from_dict({**self.finetune, "target_modules": tuple(self.finetune.get("target_modules", ()))})
         self.sizes = tuple(sorted({int(s) for s in self.sizes}))
         if not self.sizes or self.sizes[0] < 0:
             raise LeantuneError(f"--sizes {list(self.sizes)}: need non-negative sizes")
@@ -109,8 +112,19 @@ class CurveConfig:
 
     def run_settings(self) -> dict:
         settings = {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
+        settings.update({k: _plain(getattr(self.finetune, k)) for k in self.FINETUNE_RUN_KEYS})
+        settings["bf16"] = self.bf16
         settings["task_options"] = task_options_key(self.task, self.task_options)
         return settings
+
+    @property
+    def bf16(self) -> bool:
+        """bf16 autocast in training and effort scoring (``finetune.bf16``)."""
+        return bool(self.finetune.bf16)
+
+    @property
+    def batch_size(self) -> int:
+        return self.finetune.batch_size
 
     def steps_for(self, size: int) -> int:
         """Optimizer steps of the run at ``size`` units under the schedule."""
@@ -124,6 +138,12 @@ class CurveConfig:
             return f"schedule steps: {self.steps} optimizer steps of {self.batch_size} at every size"
         floor = f", at least {self.min_steps} steps" if self.min_steps else ""
         return f"schedule epochs: {self.epochs:g} epoch(s) per size{floor} (batch {self.batch_size})"
+
+
+def curve_recipe(**overrides) -> FinetuneConfig:
+    """The curve's default LoRA recipe: short runs (lr 1e-3, batch 8 in micro-batches of 4, r 8 / alpha 16 on
+    q/v; 3e-4 had not learned the values after 25 steps, benchmarks/results/curve*.md); ``overrides`` change fields."""
+    return FinetuneConfig(**{"r": 8, "alpha": 16, "lr": 1e-3, "batch_size": 8, "micro_batch_size": 4, "device": "cpu", **overrides})
 
 
 def _plain(value):
@@ -210,18 +230,13 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
     write_json(path, {"run_settings": settings, "config": asdict(cfg)})
 
 
-def finetune_config(cfg: CurveConfig, task, size: int, seed: int):
-    from ..train import FinetuneConfig
+def finetune_config(cfg: CurveConfig, task, size: int, seed: int) -> FinetuneConfig:
+    """``cfg.finetune`` for the run at ``size`` units: the schedule's steps (no validation set means no
+    early stopping), the run's seed and device, and the task's loss mask and cutoff."""
+    from dataclasses import replace
 
-    train_on_inputs = cfg.train_on_inputs
-    if train_on_inputs is None:
-        train_on_inputs = task.train_on_inputs
-    # max_steps overrides epochs; no validation set means no early stopping.
-    return FinetuneConfig(
-        r=cfg.r, alpha=cfg.alpha, lr=cfg.lr, batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
-        max_steps=cfg.steps_for(size), train_on_inputs=train_on_inputs, cutoff_len=task.cutoff_len, seed=seed, device=resolve_device(cfg.device),
-        bf16=True if cfg.bf16 else None,
-    )
+    return replace(cfg.finetune, max_steps=cfg.steps_for(size), train_on_inputs=task.train_on_inputs, cutoff_len=task.cutoff_len,
+                   seed=seed, device=resolve_device(cfg.device))
 
 
 def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path) -> tuple[dict, float]:
