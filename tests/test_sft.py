@@ -202,3 +202,31 @@ def test_cli_bad_line_is_one_line_error(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "bad.jsonl:3: 'messages' must be a list" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_generated_answers_scored_by_exact_match_or_a_user_function(tmp_path):
+    """--generate: greedy answers per validation record, scored exact-match or by the user's FILE.py:FUNCTION;
+    the per-record column is what `leantune compare --metric` reads; bad specs fail before any training."""
+    from leantune.models.llm import load_model
+    from leantune.tasks.sft import exact_match, load_answer_scorer
+
+    assert exact_match(" Paris \n", "Paris") == 1.0 and exact_match("paris", "Paris") == 0.0
+    data = sft_file(tmp_path / "d.jsonl", n=20)
+    model, tok = load_model("tiny")
+    task = SFTTask(data=str(data), generate="exact-match", max_new_tokens=4, progress=False)
+    metrics, rows = task.evaluate_units(model, tok)
+    assert "exact_match" in task.metric_names() and all(r["exact_match"] in (0.0, 1.0) for r in rows)
+    assert metrics["exact_match"] == pytest.approx(sum(r["exact_match"] for r in rows) / len(rows))
+    user = tmp_path / "judge.py"
+    user.write_text("def length_ratio(prediction, reference):\n    return min(len(prediction), len(reference)) / max(len(reference), 1)\n")
+    metrics, rows = SFTTask(data=str(data), generate=f"{user}:length_ratio", max_new_tokens=4, progress=False).evaluate_units(model, tok)
+    assert all(0 <= r["score"] <= 1 for r in rows) and metrics["score"] == pytest.approx(np.mean([r["score"] for r in rows]))
+    user.write_text(user.read_text() + "def broken(prediction, reference):\n    return 1 / 0\n")
+    with pytest.raises(LeantuneError, match="failed on record L"):
+        SFTTask(data=str(data), generate=f"{user}:broken", max_new_tokens=2, progress=False).evaluate_units(model, tok)
+    for spec, message in (("regex", "'exact-match' or FILE.py:FUNCTION"), (f"{tmp_path}/no.py:f", "no such file"),
+                          (f"{user}:missing", "has no function 'missing'")):
+        with pytest.raises(LeantuneError, match=message):
+            load_answer_scorer(spec)
+    with pytest.raises(LeantuneError, match="no such file"):
+        SFTTask(data=str(data), generate=f"{tmp_path}/no.py:f")  # refused when the task is made, before training

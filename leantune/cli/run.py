@@ -210,6 +210,8 @@ def finetune_cmd(
     task: str = typer.Option("recommendation", "--task", help="'recommendation' (the default) or 'sft' (any instruction JSONL: chat 'messages' or 'prompt'/'completion' lines; loss on the answer, fixed --epochs without early stopping, then the answer loss and token accuracy on every validation record in OUT/eval)."),
     valid: Optional[Path] = typer.Option(None, "--valid", help="--task sft: validation JSONL (default: a seeded 10%% of --data held out, never trained on)."),
     base: bool = typer.Option(False, "--base", help="--task sft: also evaluate the base model (OUT/base), for `leantune compare OUT OUT/base`."),
+    generate: Optional[str] = typer.Option(None, "--generate", help="--task sft: also generate every validation answer (greedy) and score it: 'exact-match', or FILE.py:FUNCTION (your function of prediction and reference, returning a number); per-record column exact_match or score, for `leantune compare --metric ...`."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="--task sft with --generate: tokens generated per answer at most."),
     selection: Optional[Path] = typer.Option(None, "--selection", help="selection.json (or a prune folder) whose sample ids to train on."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Without --selection: a seeded random sample of this many training samples."),
     model: str = typer.Option("smollm2", "--model", help=MODEL_HELP),
@@ -229,11 +231,11 @@ def finetune_cmd(
 
     if task == "sft":
         return _finetune_sft(data, valid, selection, budget, model, out, seed, 3 if epochs is None else epochs, r, alpha, dropout,
-                             modules, lr, batch_size, micro, max_steps, warmup, cutoff, group, device, base, quiet)
+                             modules, lr, batch_size, micro, max_steps, warmup, cutoff, group, device, base, quiet, generate, max_new_tokens)
     if task != "recommendation":
         raise LeantuneError(f"--task {task!r}: choose recommendation or sft")
-    if valid is not None or base:
-        raise LeantuneError("--valid and --base are --task sft options (recommendation runs: `leantune run --base`)")
+    if valid is not None or base or generate is not None:
+        raise LeantuneError("--valid, --base and --generate are --task sft options (recommendation runs: `leantune run --base`)")
     epochs = 50 if epochs is None else epochs
     if selection is None and not budget:
         raise LeantuneError("finetune needs --selection FILE or --budget N")
@@ -249,7 +251,7 @@ def finetune_cmd(
 
 
 def _finetune_sft(data, valid, selection, budget, model, out, seed, epochs, r, alpha, dropout, modules, lr, batch_size, micro,
-                  max_steps, warmup, cutoff, group, device, base, quiet) -> None:
+                  max_steps, warmup, cutoff, group, device, base, quiet, generate=None, max_new_tokens=64) -> None:
     from ..errors import LeantuneError
     from ..pipelines.sft import finetune_sft
 
@@ -259,11 +261,13 @@ def _finetune_sft(data, valid, selection, budget, model, out, seed, epochs, r, a
                            True, 0, None, group, seed, device)
     name = Path(selection).name if selection else (f"n{budget}" if budget else "all")
     out = out or Path("runs") / f"finetune-sft-{Path(data).stem}-{name}-s{seed}"
-    result = finetune_sft(data, out, cfg, selection=selection, budget=budget, model=model, valid=valid, base=base, progress=not quiet)
+    result = finetune_sft(data, out, cfg, selection=selection, budget=budget, model=model, valid=valid, base=base, generate=generate,
+                          max_new_tokens=max_new_tokens, progress=not quiet)
     m = result.metrics
     print(f"{result.status} on {result.units} records -> {result.adapter_dir}")
     if m:
+        scored = "".join(f", {k} {m[k]:.4f}" for k in ("exact_match", "score") if k in m)
         print(f"validation ({m['n_examples']} records, {m['n_tokens']} answer tokens): loss {m['loss']:.4f}, "
-              f"token accuracy {m['token_accuracy']:.4f}; per-record results in {out / 'eval'}")
+              f"token accuracy {m['token_accuracy']:.4f}{scored}; per-record results in {out / 'eval'}")
     if base:
         print(f"base model evaluated in {out / 'base'}; compare: leantune compare {out} {out / 'base'} --metric loss")

@@ -121,11 +121,12 @@ class SFTFinetuneResult:
 
 
 def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, model: str = "smollm2", valid=None,
-                 base: bool = False, progress: bool = True) -> SFTFinetuneResult:
+                 base: bool = False, generate: str | None = None, max_new_tokens: int = 64, progress: bool = True) -> SFTFinetuneResult:
     """LoRA fine-tuning (``cfg``: a ``FinetuneConfig``; its seed also draws a ``budget`` sample) on the
     selected records, then the answer loss per validation record in ``out/eval`` (and, with ``base``,
     the base model's in ``out/base/eval``); ``out/run.json`` names the method and seed for
-    ``leantune compare``."""
+    ``leantune compare``. ``generate`` (``exact-match`` or ``FILE.py:FUNCTION``) also generates each
+    validation answer and scores it (column ``exact_match`` or ``score``)."""
     from ..device import resolve_device
     from ..evaluation.units import write_per_unit
     from ..models.llm import load_model, load_tokenizer
@@ -134,7 +135,8 @@ def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, m
 
     if selection is not None and budget is not None:
         raise LeantuneError("give --selection or --budget, not both")
-    task = SFTTask(data=str(data), valid=str(valid) if valid else None, cutoff_len=cfg.cutoff_len, progress=progress)
+    task = SFTTask(data=str(data), valid=str(valid) if valid else None, cutoff_len=cfg.cutoff_len, generate=generate,
+                   max_new_tokens=max_new_tokens, progress=progress)
     pool = task.train_pool()
     if selection is not None:
         units, sel = load_sft_selection(selection, data)

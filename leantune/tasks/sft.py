@@ -129,6 +129,35 @@ def split_valid(records: Sequence[SFTRecord], fraction: float, seed: int) -> tup
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the generated answer equals the reference after trimming and collapsing whitespace."""
+    return float(" ".join(prediction.split()) == " ".join(reference.split()))
+
+
+def load_answer_scorer(spec: str):
+    """``(column name, function(prediction, reference) -> float)`` for ``--generate``: ``exact-match``,
+    or ``FILE.py:FUNCTION`` (a function of the user's own file, called once per validation record)."""
+    import importlib.util
+
+    if spec == "exact-match":
+        return "exact_match", exact_match
+    path, sep, name = spec.rpartition(":")
+    if not sep or not path.endswith(".py") or not name.isidentifier():
+        raise LeantuneError(f"--generate {spec!r}: 'exact-match' or FILE.py:FUNCTION (a Python function of prediction and reference)")
+    if not Path(path).is_file():
+        raise LeantuneError(f"--generate {spec!r}: no such file {path}")
+    module_spec = importlib.util.spec_from_file_location(f"leantune_user_scorer_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report it in one line, whatever it raised
+        raise LeantuneError(f"--generate {spec!r}: {path} failed to load ({type(exc).__name__}: {exc})") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise LeantuneError(f"--generate {spec!r}: {path} has no function {name!r}")
+    return "score", fn
+
+
 @dataclass
 class SFTConfig:
     data: str = ""  # training JSONL
@@ -137,6 +166,10 @@ class SFTConfig:
     split_seed: int = 0  # seeds the held-out split (fixed, so every run validates on the same records)
     cutoff_len: int = 512
     batch_size: int = 8  # evaluation batch
+    # Also generate each validation answer (greedy) and score it: "exact-match", or FILE.py:FUNCTION
+    # (the function gets prediction and reference, returns a number). None: loss and token accuracy only.
+    generate: str | None = None
+    max_new_tokens: int = 64  # generation budget per answer
     progress: bool = True
 
     def __post_init__(self):
@@ -146,6 +179,10 @@ class SFTConfig:
             raise LeantuneError(f"valid_fraction {self.valid_fraction}: must be between 0 and 1")
         if self.cutoff_len < 8 or self.batch_size < 1:
             raise LeantuneError(f"cutoff_len {self.cutoff_len} / batch_size {self.batch_size}: need cutoff_len >= 8 and batch_size >= 1")
+        if self.max_new_tokens < 1:
+            raise LeantuneError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
+        if self.generate is not None:
+            load_answer_scorer(self.generate)  # a bad spec fails before any training
 
 
 @TASKS.register("sft")
@@ -215,13 +252,38 @@ class SFTTask(Task):
         mean_loss = float(sum(l * n for l, n in zip(losses, counts)) / total) if total else math.nan
         metrics = {"token_accuracy": float(sum(correct) / total) if total else 0.0, "loss": mean_loss, "neg_loss": -mean_loss,
                    "n_examples": len(examples), "n_tokens": total}
+        if self.config.generate is not None:
+            column, values = self._generated_scores(model, tokenizer, examples)
+            for row, value in zip(rows, values):
+                row[column] = value
+            metrics[column] = float(sum(values) / len(values)) if values else 0.0
         return metrics, rows
+
+    def _generated_scores(self, model, tokenizer, examples) -> tuple[str, list[float]]:
+        """Greedy answers to the validation prompts, scored against the references by ``generate``."""
+        from .attributes_generate import greedy_generate
+
+        column, fn = load_answer_scorer(self.config.generate)
+        texts = greedy_generate(model, tokenizer, [e.prompt for e in examples], self.config.max_new_tokens, self.config.batch_size,
+                                progress=self.config.progress, desc="generating answers")
+        values = []
+        for ex, text in zip(examples, texts):
+            try:
+                value = float(fn(text, ex.response))
+            except Exception as exc:  # the user's function: one line naming the record
+                raise LeantuneError(f"--generate {self.config.generate!r} failed on record {ex.example_id} "
+                                    f"({type(exc).__name__}: {exc})") from None
+            if not math.isfinite(value):
+                raise LeantuneError(f"--generate {self.config.generate!r} returned {value} for record {ex.example_id}: need a finite number")
+            values.append(value)
+        return column, values
 
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         return self.evaluate_units(model, tokenizer, split, limit, seed)[0]
 
     def metric_names(self) -> list[str]:
-        return list(SFT_METRICS)
+        extra = [load_answer_scorer(self.config.generate)[0]] if self.config.generate is not None else []
+        return list(SFT_METRICS) + extra
 
 
 def answer_losses(model, tokenizer, examples: Sequence[TextExample], cutoff_len: int, batch_size: int = 8,
