@@ -1,6 +1,8 @@
 """The CLI boundary: usage errors, user errors and Ctrl-C end in one line and a fixed exit code."""
 from __future__ import annotations
 
+import re
+
 import os
 import signal
 import subprocess
@@ -181,3 +183,23 @@ def test_os_errors_on_a_named_path_are_one_line_and_others_keep_their_traceback(
     monkeypatch.setattr(sys, "argv", ["leantune", "data", "stats"])
     with pytest.raises(OSError, match="no file involved"):
         main()
+
+
+def test_every_command_help_shows_an_example():
+    """An example or two in every command's --help."""
+    import typer.main
+
+    from leantune.cli import app
+
+    missing = []
+
+    def walk(command, path):
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        elif not re.search(r"Examples?:", (command.help or "") + (command.epilog or "")):
+            missing.append(" ".join(path))
+
+    walk(typer.main.get_command(app), [])
+    assert missing == []

@@ -19,7 +19,14 @@ def stats(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " The counts themselves draw nothing at random."),
 ) -> None:
     """Print users, items, samples (and users with validation/test items only), history-length
-    percentiles and users with targets."""
+    percentiles and users with targets.
+
+    Examples:
+
+      leantune data stats --data games
+
+      leantune data stats --data path/to/folder                       # a DEALRec-format folder of your own
+    """
     from ..data import load_dataset
     from ..data.stats import dataset_stats
 

@@ -17,7 +17,14 @@ def prepare(
     force: bool = typer.Option(False, help="Convert again even if a cached checkpoint exists."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Accepted like every command's; converting a shipped model draws nothing random, so it has no effect (the 'tiny' model's random weights are always built from seed 0)."),
 ) -> None:
-    """Convert a shipped GGUF model into a cached safetensors checkpoint (once; later loads take ~1 s)."""
+    """Convert a shipped GGUF model into a cached safetensors checkpoint (once; later loads take ~1 s).
+
+    Examples:
+
+      leantune model prepare smollm2
+
+      leantune model prepare gemma3-270m --force                      # convert again
+    """
     from ..models.llm import load_model, prepare_model
 
     start = time.perf_counter()

@@ -59,6 +59,12 @@ Writes OUT/run.json (settings, stage status and wall time), OUT/prune/selection.
 CPU defaults: --epochs 2 (the reference recipe trains up to 50 epochs with early stopping; pass --epochs 50 on a GPU). Everything else defaults to the reference recipe.
 
 Re-running the same command (either recommender) reuses finished stages.
+
+Examples:
+
+  leantune run --budget 256 --method dealrec --test-users 500          # prune, fine-tune, evaluate, report
+
+  leantune run --recommender tiger --budget 1024 --method random
 """
 
 
@@ -174,7 +180,14 @@ def evaluate_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """BIGRec evaluation: generate a title per user (beam search), ground it to items by L2 distance of
-    base-model last-token states, and report Recall/NDCG@5/10/20/50 over all target items."""
+    base-model last-token states, and report Recall/NDCG@5/10/20/50 over all target items.
+
+    Examples:
+
+      leantune evaluate --users 100                                   # the base model on 100 seeded test users
+
+      leantune evaluate --adapter runs/finetune-games-n64-s0/adapter --users 0 --device auto
+    """
     from ..evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec
     from ..evaluation.metrics import format_metrics
     from ..device import resolve_device
@@ -225,7 +238,16 @@ def finetune_cmd(
     group: bool = GROUP, device: str = DEVICE, quiet: bool = QUIET,
 ) -> None:
     """LoRA fine-tuning on recommendation prompts (defaults: the BIGRec recipe), validated and early-stopped
-    on the same users' validation samples. Writes OUT/adapter (safetensors), OUT/checkpoints, OUT/result.json."""
+    on the same users' validation samples. Writes OUT/adapter (safetensors), OUT/checkpoints, OUT/result.json.
+
+    Examples:
+
+      leantune finetune --selection runs/prune-games-dealrec-b1024-s0     # train on a pruned selection
+
+      leantune finetune --budget 64 --epochs 2                            # a seeded random 64 samples
+
+      leantune finetune --task sft --data train.jsonl --budget 200 --generate exact-match
+    """
     from ..errors import LeantuneError
     from ..pipelines.bigrec import finetune_recommendation
 

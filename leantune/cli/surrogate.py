@@ -26,7 +26,14 @@ def train(
     max_len: int = typer.Option(50, "--max-len", min=1, help="Most recent items kept per history."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
 ) -> None:
-    """Train SASRec with early stopping on validation NDCG@10; print test metrics against most-popular."""
+    """Train SASRec with early stopping on validation NDCG@10; print test metrics against most-popular.
+
+    Examples:
+
+      leantune surrogate train --data games                           # the surrogate `leantune prune` reuses
+
+      leantune surrogate train --data ml-100k --epochs 50 --out runs/sasrec-ml100k
+    """
     from rich.console import Console
     from rich.table import Table
 

@@ -78,6 +78,12 @@ def semantic_ids_cmd(
 
     Prints codebook usage per level and the collision rate; a collapsed level prints a warning.
     Re-running with the same settings reuses the folder; an interrupted run resumes.
+    
+    Examples:
+
+      leantune tiger semantic-ids --data games                         # -> runs/tiger-games/semantic_ids.json
+
+      leantune tiger semantic-ids --data ml-100k --codebook-size 64 --epochs 20
     """
     from ..data import load_dataset
     from ..models.rqvae import RQVAEConfig, build_semantic_ids
@@ -113,6 +119,12 @@ def train_cmd(
 
     Writes model.safetensors (best weights), tiger_config.json and train.json into the run folder.
     Re-running the same command reuses a finished folder and resumes an interrupted one.
+
+    Examples:
+
+      leantune tiger train --data games                                # all training samples -> runs/tiger-games/full
+
+      leantune tiger train --selection runs/prune-games-dealrec-b1024-s0 --preset small
     """
     from ..data import load_dataset
     from ..models.tiger import default_dir, select_train_samples, tiger_config, train_tiger
@@ -147,7 +159,12 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Recall/NDCG@5/10/20 of constrained beam search; writes evaluation-<split>.json and the per-user
-    results evaluation-<split>/per_unit.jsonl (for `leantune compare`) into the model folder."""
+    results evaluation-<split>/per_unit.jsonl (for `leantune compare`) into the model folder.
+
+    Examples:
+
+      leantune tiger evaluate --model runs/tiger-games/full --users 1000
+    """
     from ..data import load_dataset
     from ..errors import LeantuneError
     from ..evaluation.metrics import format_metrics

@@ -108,7 +108,12 @@ def report_cmd(
     out: Optional[Path] = typer.Option(None, help="Report folder (default: <work-dir>/report)."),
     top_k: int = typer.Option(5, help="k of the early-vs-final top-k overlap."),
 ) -> None:
-    """Write markdown + PNGs for a study: scores per trial, lr vs alpha, validation loss, early vs final ranks."""
+    """Write markdown + PNGs for a study: scores per trial, lr vs alpha, validation loss, early vs final ranks.
+
+    Examples:
+
+      leantune tune report --study leantune-tune                      # after `leantune tune` with the same --study
+    """
     from ..errors import LeantuneError
     from ..tuning import default_storage, write_report
 
