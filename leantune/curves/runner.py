@@ -290,7 +290,8 @@ def curve_subsets(task, cfg: CurveConfig, out: Path, pool: list[str], seed: int)
 
 
 def curve_scores(task, cfg: CurveConfig, out: Path) -> dict:
-    """``score_units`` for the curve's method, cached as ``out/scores-<column>[-bf16]-seed<seed>.safetensors``."""
+    """``score_units`` for the curve's method, cached as ``out/scores-<column>[-bf16]-seed<seed>.safetensors``
+    (``-bf16``: gradients under bf16 autocast, for effort and gradient influence)."""
     from safetensors.numpy import load_file, save_file
 
     from ..io import atomic_path
@@ -299,7 +300,8 @@ def curve_scores(task, cfg: CurveConfig, out: Path) -> dict:
     column = UNIT_METHODS[cfg.method][0]
     if column is None:
         return {}
-    path = out / f"scores-{column}{'-bf16' if cfg.bf16 and column == 'effort' else ''}-seed{cfg.seed}.safetensors"
+    bf16 = cfg.bf16 and column in ("effort", "gradient_influence")  # their LoRA gradients are taken under bf16 autocast
+    path = out / f"scores-{column}{'-bf16' if bf16 else ''}-seed{cfg.seed}.safetensors"
     if path.is_file():
         return {column: load_file(str(path))[column]}
     options = {"device": cfg.device, **({"effort_dtype": "bfloat16"} if cfg.bf16 else {})}
