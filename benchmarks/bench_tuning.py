@@ -113,7 +113,7 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
             state["compute"] += max(0, res.steps - done_steps)
             state["tokens"] += max(0, res.tokens - done_tokens)
             done_steps, done_tokens = max(done_steps, res.steps), max(done_tokens, res.tokens)
-            reason = failure_reason(res)
+            reason = failure_reason(res, final=f >= 1)  # a 0 at an early rung is a low score, not a failure
             score = 0.0 if reason else res.score
             if reason or res.status in ("finished", "early_stopped", "diverged") or f >= 1:
                 break

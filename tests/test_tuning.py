@@ -113,6 +113,10 @@ def test_failure_reasons():
     nan = RunResult(score=0.3, status="paused", steps=2, total_steps=10, history=[{"step": 2, "train_loss": float("nan")}])
     assert "train_loss nan" in failure_reason(nan)
     assert "score 0" in failure_reason(RunResult(score=0.0, status="finished", steps=10, total_steps=10))
+    # At the early point a 0 (the answer format not learned yet) is a low score; at the end it is a failure.
+    early_zero = RunResult(score=0.0, status="paused", steps=2, total_steps=10, metrics={"invalid_rate": 1.0})
+    assert failure_reason(early_zero, final=False) is None and "invalid_rate" in failure_reason(early_zero)
+    assert "nan" in failure_reason(RunResult(score=0.0, status="paused", steps=2, total_steps=10, valid_loss=float("nan")), final=False)
     assert "inf" in failure_reason(RunResult(score=0.2, status="finished", steps=10, total_steps=10, valid_loss=float("inf")))
 
 
@@ -262,6 +266,26 @@ def test_validate_all_measures_rank_agreement(tmp_path):
     agreement = summary["rank_agreement"]
     assert agreement["all_continued"] and agreement["n"] == len(resumable)
     assert -1 <= agreement["spearman"] <= 1 and 0 <= agreement["topk_overlap"] <= 3
+    lo, hi = agreement["spearman_ci"]
+    assert -1 <= lo <= agreement["spearman"] <= hi <= 1  # a bootstrap interval over trials
+    fractions = summary["ranking_by_fraction"]
+    assert [r["fraction"] for r in fractions] == [0.1, 0.2, 0.3, 0.5] and all(r["n"] <= len(resumable) for r in fractions)
+    assert "When does the ranking settle?" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_agreement_interval_and_score_at_fraction():
+    from leantune.tuning.analysis import TrialRecord, agreement_interval, score_at_fraction
+
+    perfect = agreement_interval(list(range(10)), [2 * x for x in range(10)], 3, n_boot=200)
+    assert perfect["spearman_ci"] == pytest.approx([1.0, 1.0]) and perfect["topk_overlap_ci"][1] <= 3
+    noisy = agreement_interval([0, 1, 2, 3, 4, 5, 6, 7], [1, 0, 3, 2, 5, 4, 7, 6], 3, n_boot=300)
+    assert noisy["spearman_ci"][0] < noisy["spearman"] < 1.0
+    trial = TrialRecord(number=0, params={}, baseline=False, status="ok", fail_reason=None, early_score=0.5, early_status="paused",
+                        early_steps=2, total_steps=10, early_tokens=0, final_steps=10,
+                        history=[{"step": 1, "valid_loss": 2.0}, {"step": 3, "valid_loss": 1.0}, {"step": 6, "valid_loss": float("nan")}])
+    assert score_at_fraction(trial, 0.1) == pytest.approx(math.exp(-2.0))
+    assert score_at_fraction(trial, 0.5) == pytest.approx(math.exp(-1.0))  # the NaN at step 6 is past 50% anyway
+    assert score_at_fraction(trial, 0.05) is None
 
 
 def test_rank_agreement():

@@ -101,6 +101,60 @@ def rank_agreement(early: Sequence[float], final: Sequence[float], k: int) -> di
     return out
 
 
+def agreement_interval(early: Sequence[float], final: Sequence[float], k: int, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """``rank_agreement`` with percentile bootstrap intervals over trials (trials resampled with
+    replacement; resamples with fewer than 3 distinct trials or tied scores are skipped)."""
+    import numpy as np
+
+    out = rank_agreement(early, final, k)
+    n = len(early)
+    if out["spearman"] is None or n_boot < 1:
+        return {**out, "spearman_ci": None, "kendall_ci": None, "topk_overlap_ci": None}
+    rng = np.random.default_rng(seed)
+    early, final = np.asarray(early, dtype=float), np.asarray(final, dtype=float)
+    draws = {"spearman": [], "kendall": [], "topk_overlap": []}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if len(set(idx.tolist())) < 3:
+            continue
+        r = rank_agreement(early[idx].tolist(), final[idx].tolist(), k)
+        for key in draws:
+            if r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key])):
+                draws[key].append(r[key])
+    tail = (1 - level) / 2 * 100
+    for key, values in draws.items():
+        out[f"{key}_ci"] = [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))] if values else None
+    out["n_boot"] = n_boot
+    return out
+
+
+def score_at_fraction(trial: "TrialRecord", fraction: float) -> float | None:
+    """exp(-validation loss) at the last validation at or before ``fraction`` of the trial's schedule
+    (from its training history); None when there was none."""
+    total = trial.final_steps or trial.total_steps
+    rows = [r for r in trial.history if r.get("step") is not None and r["step"] <= fraction * total
+            and isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"])]
+    return math.exp(-rows[-1]["valid_loss"]) if rows else None
+
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+
+
+def ranking_by_fraction(records: "SearchRecords", k: int, fractions: Sequence[float] = FRACTIONS, n_boot: int = 2000) -> list[dict]:
+    """When does the ranking settle? For each fraction of the schedule, the rank agreement (with
+    bootstrap intervals) between the validation loss there and the final score, over the trials
+    continued to the end. Meaningful with ``--validate-all`` and validations inside the schedule
+    (``eval_every``); the early point the search itself uses is ``early_vs_final``."""
+    done = [t for t in records.continued if t.final_score is not None and t.final_status != "failed"]
+    out = []
+    for f in fractions:
+        pairs = [(s, t.final_score) for t in done if (s := score_at_fraction(t, f)) is not None]
+        row = agreement_interval([p[0] for p in pairs], [p[1] for p in pairs], k, n_boot=n_boot)
+        out.append({"fraction": f, **row})
+    return out
+
+
 def _num(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
@@ -158,7 +212,7 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
 def early_vs_final(records: SearchRecords, k: int) -> dict:
     """Rank agreement over the trials that have both an early and a final validation score."""
     pairs = [(t.early_score, t.final_score) for t in records.continued if t.final_score is not None]
-    out = rank_agreement([p[0] for p in pairs], [p[1] for p in pairs], k)
+    out = agreement_interval([p[0] for p in pairs], [p[1] for p in pairs], k)
     # Only when every resumable trial was continued do these figures say how early ranks predict final ones.
     out["all_continued"] = bool(pairs) and all(t.final_status is not None for t in records.trials if t.early_status in OK_STATUSES)
     return out

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from ..io import atomic_path, write_json
-from .analysis import SearchRecords, TrialRecord, early_vs_final, load_records
+from .analysis import SearchRecords, TrialRecord, early_vs_final, load_records, ranking_by_fraction
 from .study import public_url
 
 PLOTS = ("score_vs_trial.png", "lr_vs_alpha.png", "valid_loss.png", "early_vs_final.png")
@@ -131,7 +131,7 @@ def _params_cell(t: TrialRecord) -> str:
     return ", ".join(f"{k}={_fmt(v, 3)}" for k, v in t.params.items())
 
 
-def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: str) -> str:
+def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: str, by_fraction: list | None = None) -> str:
     storage_url = public_url(storage_url)
     c = rec.compute()
     s = rec.settings
@@ -172,9 +172,22 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
     else:
         scope = ("every resumable trial was continued (`--validate-all`)" if agreement["all_continued"]
                  else "only the continued trials (top-k and baseline), a selected subset: run with `--validate-all` for the real figure")
-        lines.append(f"Over {agreement['n']} trials ({scope}): Spearman {agreement['spearman']:.3f}, Kendall {agreement['kendall']:.3f}, "
-                     f"early top-{agreement['k']} ∩ final top-{agreement['k']} = {agreement['topk_overlap']}.")
+        ci = lambda key: "" if not agreement.get(f"{key}_ci") else f" [{agreement[f'{key}_ci'][0]:.2f}, {agreement[f'{key}_ci'][1]:.2f}]"  # noqa: E731
+        lines.append(f"Over {agreement['n']} trials ({scope}): Spearman {agreement['spearman']:.3f}{ci('spearman')}, "
+                     f"Kendall {agreement['kendall']:.3f}{ci('kendall')}, "
+                     f"early top-{agreement['k']} ∩ final top-{agreement['k']} = {agreement['topk_overlap']}{ci('topk_overlap')} "
+                     "(95% bootstrap intervals over trials).")
     lines.append("")
+    if by_fraction:
+        lines += ["## When does the ranking settle?", "",
+                  "Validation loss at each fraction of the schedule against the final score, over the trials continued to the end "
+                  "(95% bootstrap intervals over trials):", "",
+                  "| fraction | trials | Spearman [95% CI] | Kendall [95% CI] | top-k overlap [95% CI] |", "|---|---|---|---|---|"]
+        for r in by_fraction:
+            ci = lambda key: "" if not r.get(f"{key}_ci") else f" [{r[f'{key}_ci'][0]:.2f}, {r[f'{key}_ci'][1]:.2f}]"  # noqa: E731
+            lines.append(f"| {r['fraction']:.0%} | {r['n']} | {_fmt(r['spearman'], 3)}{ci('spearman')} | {_fmt(r['kendall'], 3)}{ci('kendall')} | "
+                         f"{r['topk_overlap'] if r['topk_overlap'] is not None else '–'}/{r['k']}{ci('topk_overlap')} |")
+        lines.append("")
     failed = [t for t in rec.trials if t.failed]
     lines += ["## Failed trials", ""]
     if failed:
@@ -206,16 +219,18 @@ def write_report(study: str, storage_url: str, out_dir: str | Path, top_k: int =
     rec = load_records(study, storage_url)  # a missing study or storage is refused before any folder is made
     out_dir.mkdir(parents=True, exist_ok=True)
     agreement = early_vs_final(rec, top_k)
+    by_fraction = ranking_by_fraction(rec, top_k)
     _plot_scores(rec, out_dir / PLOTS[0])
     _plot_lr_alpha(rec, out_dir / PLOTS[1])
     _plot_losses(rec, out_dir / PLOTS[2])
     _plot_early_final(rec, agreement, top_k, out_dir / PLOTS[3])
     md = out_dir / "report.md"
     with atomic_path(md) as tmp:
-        tmp.write_text(render_markdown(rec, agreement, top_k, storage_url))
+        tmp.write_text(render_markdown(rec, agreement, top_k, storage_url, by_fraction))
     best = rec.best()
     write_json(out_dir / "summary.json", {
         "study": study, "metric": rec.metric, "compute": rec.compute(), "rank_agreement": agreement,
+        "ranking_by_fraction": by_fraction,
         "best": None if best is None else {"trial": best.number, "params": best.params, "final_valid": best.final_score, "test": best.test_score},
         "baseline": None if rec.baseline is None else {"trial": rec.baseline.number, "final_valid": rec.baseline.final_score,
                                                         "test": rec.baseline.test_score, "failed": rec.baseline.failed},

@@ -53,8 +53,10 @@ def _finite(x) -> bool:
     return x is None or (isinstance(x, (int, float)) and math.isfinite(x))
 
 
-def failure_reason(result: RunResult) -> str | None:
-    """Why a run counts as failed (NaN/inf loss, divergence, a score of 0, an error), or None."""
+def failure_reason(result: RunResult, final: bool = True) -> str | None:
+    """Why a run counts as failed (NaN/inf loss, divergence, an error, and at the end of its schedule
+    a score of 0 or no parseable answer), or None. At an early point (``final`` False) a score of 0
+    is only a low score: a short schedule may still be learning the answer format."""
     if result.status == "error":
         return result.reason or "error"
     if result.status == "diverged":
@@ -67,6 +69,8 @@ def failure_reason(result: RunResult) -> str | None:
         return f"valid_loss {result.valid_loss}"
     if not _finite(result.score):
         return f"score {result.score}"
+    if not final and result.status not in ("finished", "early_stopped"):
+        return None
     if result.metrics.get("invalid_rate") == 1.0:
         return "no parseable answer (invalid_rate 1.0)"
     if result.score <= 0:

@@ -367,7 +367,7 @@ class EarlySearch:
             trial.set_user_attr("retry_of", retried_from)
 
         result = safe_run(self.runner, params, out_dir, self.cfg.early_fraction)
-        reason = failure_reason(result)
+        reason = failure_reason(result, final=False)  # a 0 at the early point is a low score, not a failure
         trial.set_user_attr("early", {**result_attrs(result, reason), "worker": self.cfg.worker})
         trial.set_user_attr("status", "failed" if reason else "ok")
         if reason:
