@@ -152,6 +152,34 @@ def check_options(options: dict) -> None:
         raise LeantuneError(f"--opt surrogate_dir={options['surrogate_dir']}: no such folder (a `leantune surrogate train` --out)")
 
 
+def scorer_settings(scorers, options: dict) -> dict:
+    """Every setting each scorer of a run uses after its defaults and ``--opt`` (the typed configs as
+    dicts), recorded in ``selection.json`` so that a selection says exactly how it was scored."""
+    from .scoring.effort import EffortConfig
+    from .scoring.influence import InfluenceConfig
+    from .scoring.surrogate_scores import EarlyConfig
+
+    out = {}
+    for name in scorers:
+        if name == "influence":
+            out[name] = dataclasses.asdict(InfluenceConfig.from_options(options))
+        elif name == "effort":
+            effort = dataclasses.asdict(EffortConfig.from_options(options))
+            effort.pop("progress", None)
+            out[name] = effort
+        elif name in ("grand", "el2n"):
+            out[name] = dataclasses.asdict(EarlyConfig.from_options(options, name))
+        elif name == "embedding":
+            out[name] = {"source": options.get("embedding_source", "surrogate")}
+        elif name == "tiger_effort":
+            out[name] = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if k.startswith("tiger_")}
+        else:
+            out[name] = {}
+    if any(name in out for name in ("influence", "grand", "el2n", "embedding")):
+        out["surrogate_dir"] = str(options["surrogate_dir"]) if "surrogate_dir" in options else None
+    return out
+
+
 def _check_option_type(key: str, value, default) -> None:
     """``value`` must be of ``default``'s kind: an integer for an int, a number for a float, text for a string."""
     if isinstance(default, bool):
@@ -530,6 +558,7 @@ def _record(dataset, cfg, selector, scorers, scores, chosen, timings, scores_pat
         "selector": selector.name,
         "selector_settings": dataclasses.asdict(selector),
         "scorers": scorers,
+        "scorer_settings": scorer_settings(scorers, {"model": cfg.model, **cfg.options}),
         "settings": dataclasses.asdict(cfg),
         "sample_ids": sample_ids.tolist(),
         "user_ids": user_ids.tolist(),

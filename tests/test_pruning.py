@@ -51,6 +51,9 @@ def test_score_and_select_in_memory_match_prune(tiny_rec, tmp_path, fake_scorers
     assert list(cwd.iterdir()) == []  # no runs/ folder, no chunk store left behind
     res = prune(tiny_rec, 12, "dealrec", tmp_path / "p", lam=0.5, seed=1, progress=False)
     assert ids == sorted(res.sample_ids)
+    settings = res.record["scorer_settings"]  # every scorer's typed config after defaults and options
+    assert set(settings) == {"influence", "effort", "surrogate_dir"} and settings["effort"]["model"] == "smollm2"
+    assert settings["influence"] and settings["surrogate_dir"] is None
     kept = score_samples(tiny_rec, "dealrec", lam=0.5, seed=1, work_dir=tmp_path / "w", progress=False)
     assert (tmp_path / "w" / "scores.chunks").is_dir() and np.array_equal(kept["effort"], scores["effort"])
     pooled = score_samples(tiny_rec, "random", pool=20, seed=2, progress=False)
