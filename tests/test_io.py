@@ -20,7 +20,7 @@ def test_atomic_writes_respect_the_umask(tmp_path):
 def test_resumed_stage_records_the_total_wall_time(tmp_path):
     import pytest
 
-    from leantune.runs import RunFolder
+    from leantune.pipelines.runs import RunFolder
 
     run = RunFolder(tmp_path / "r", "kind", {"a": 1})
     with pytest.raises(KeyboardInterrupt):

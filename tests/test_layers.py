@@ -13,14 +13,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "leantune"
 ORDER = ["base", "data", "models", "scoring", "selection", "train", "evaluation", "pipelines", "cli"]
 # Where each subpackage or module sits. ``base``: helpers every layer may use.
 LAYER = {
-    "errors": "base", "io": "base", "metrics": "base", "paths": "base", "device": "base", "registry": "base", "runs": "base",
+    "errors": "base", "io": "base", "metrics": "base", "paths": "base", "device": "base", "registry": "base",
     "data": "data",
     "tasks.base": "data",  # the task contract (the Task base class, TextExample) depends on nothing above base
     "models": "models",
     "scoring": "scoring",
     "selection": "selection", "pruning": "selection",  # pruning = scoring + selection over a pool
     "train": "train",
-    "evaluation": "evaluation", "tasks": "evaluation", "report": "evaluation",
+    "evaluation": "evaluation", "tasks": "evaluation",
     "pipelines": "pipelines", "curves": "pipelines", "tuning": "pipelines",
     "cli": "cli",
 }

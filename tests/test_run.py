@@ -83,7 +83,7 @@ def test_interrupted_run_keeps_finished_stages_and_resumes(tiny_rec_folder, tmp_
 
 
 def test_run_folder_refuses_other_settings(tiny_rec_folder, tmp_path):
-    from leantune.runs import RunFolder
+    from leantune.pipelines.runs import RunFolder
 
     RunFolder(tmp_path / "r", "bigrec", tiny_run_cfg(tiny_rec_folder).settings())
     with pytest.raises(LeantuneError, match="other settings.*budget"):

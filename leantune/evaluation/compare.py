@@ -382,7 +382,7 @@ class Comparison:
     def write(self, out_dir) -> dict[str, Path]:
         """Write ``comparison.md``, ``comparison.json`` and ``forest.png`` into ``out_dir``; return their paths."""
         from ..io import atomic_path
-        from ..report.forest import forest_plot
+        from .forest import forest_plot
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..device import resolve_device
 from ..errors import LeantuneError, ParameterError
-from ..runs import RunFolder
+from .runs import RunFolder
 from ..train.config import FinetuneConfig
 
 STAGES = ("prune", "finetune", "evaluate", "evaluate_base", "report")
@@ -139,7 +139,7 @@ def run_bigrec(cfg: BigrecRunConfig, out_dir=None, progress: bool = True, log=pr
             stage.outputs = {**result.to_dict(), "reused": reused}
 
     with run.stage("report") as stage:
-        from ..report.run_report import write_run_report
+        from .report import write_run_report
 
         stage.outputs = {k: str(v) for k, v in write_run_report(run).items()}
     return run

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import LeantuneError
 from ..evaluation.units import write_per_unit
 from ..io import read_json, write_json
-from ..runs import RunFolder
+from .runs import RunFolder
 
 STAGES = ("semantic_ids", "prune", "train", "evaluate", "report")
 KS = (5, 10, 20)
@@ -150,7 +150,7 @@ def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=prin
 def write_tiger_report(run: RunFolder) -> Path:
     """``report.md``: settings, test metrics, training summary and wall time per stage."""
     from ..io import atomic_path
-    from ..report.run_report import _duration
+    from .report import _duration
 
     s = run.record["settings"]
     ev, tr, pr = run.outputs("evaluate"), run.outputs("train"), run.outputs("prune")

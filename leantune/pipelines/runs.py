@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LeantuneError
-from .io import read_json, refuse_other_settings, write_json
+from ..io import read_json, refuse_other_settings, write_json
 
 RUN_FILE = "run.json"
 
@@ -97,7 +96,7 @@ def _plain(obj):
     """JSON-ready copy (paths -> str, tuples -> lists)."""
     import json
 
-    from .io import _jsonable
+    from ..io import _jsonable
 
     return json.loads(json.dumps(obj, default=_jsonable))
 
