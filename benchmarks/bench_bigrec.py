@@ -93,7 +93,8 @@ def shared_surrogate(args) -> Path:
     """The seed-0 SASRec surrogate (trained once, cached): surrogate training is the slowest part of
     DEALRec on a CPU, so by default the seeds vary the pool, the selection and the fine-tuning only."""
     from leantune.data import load_dataset
-    from leantune.models.sasrec import SASRecConfig, get_surrogate, surrogate_key
+    from leantune.models.sasrec import SASRecConfig
+    from leantune.train.sasrec import get_surrogate, surrogate_key
 
     dataset = load_dataset(args.data)
     get_surrogate(dataset, seed=0, progress=not args.quiet)

@@ -88,7 +88,8 @@ def register_method():
 
 def short_surrogate(ds, args) -> Path:
     """A SASRec surrogate capped at --surrogate-epochs (the reference trains it to convergence)."""
-    from leantune.models.sasrec import SASRecConfig, train_surrogate
+    from leantune.models.sasrec import SASRecConfig
+    from leantune.train.sasrec import train_surrogate
 
     folder = args.work / f"surrogate-e{args.surrogate_epochs}"
     train_surrogate(ds, folder, SASRecConfig(max_epochs=args.surrogate_epochs), seed=0)

@@ -87,9 +87,10 @@ def tiny_surrogate(monkeypatch):
     import torch
 
     from leantune.models import sasrec
+    from leantune.train import sasrec as surrogate_training
 
     def get_surrogate(dataset, seed=0, **kwargs):
         torch.manual_seed(seed)
         return sasrec.SASRec(dataset.num_items, sasrec.SASRecConfig(hidden=8, blocks=1, max_len=5))
 
-    monkeypatch.setattr(sasrec, "get_surrogate", get_surrogate)
+    monkeypatch.setattr(surrogate_training, "get_surrogate", get_surrogate)

@@ -37,7 +37,8 @@ def test_a_title_or_an_interaction_changes_the_fingerprint(tiny_rec):
 def test_callers_agree_with_the_owner(tiny_rec, tmp_path, monkeypatch):
     import numpy as np
 
-    from leantune.models.sasrec import SASRecConfig, _identity
+    from leantune.models.sasrec import SASRecConfig
+    from leantune.train.sasrec import _identity
     from leantune.pruning import prune
     from leantune.scoring import SCORERS
 

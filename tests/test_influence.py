@@ -10,7 +10,8 @@ from scipy.stats import spearmanr
 
 from leantune.data import Sample
 from leantune.errors import LeantuneError
-from leantune.models.sasrec import SASRecConfig, load_surrogate, pad_histories, sample_loss, train_surrogate
+from leantune.models.sasrec import SASRecConfig, load_surrogate, pad_histories, sample_loss
+from leantune.train.sasrec import get_surrogate, train_surrogate
 from leantune.scoring import SCORERS, ScoringContext
 from leantune.scoring.ihvp import CGConfig, LissaConfig, auto_damping, conjugate_gradient, lanczos_extremes, lissa
 from leantune.scoring.influence import InfluenceConfig, SurrogateObjective, compute_influence, frozen, select_params
@@ -210,7 +211,8 @@ def test_grand_equals_per_sample_autograd_norm(tiny_rec, trained):
 def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
     monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
     options = {"progress": False, "grand_models": 2, "grand_epochs": 1, "el2n_models": 2, "el2n_epochs": 1}
-    ctx = ScoringContext(tiny_rec, seed=0, options=options, extras={"surrogate": trained, "surrogate_config": TINY})
+    ctx = ScoringContext(tiny_rec, seed=0, options=options, extras={"surrogate": trained, "surrogate_config": TINY},
+                         get_surrogate=get_surrogate)
     samples = tiny_rec.train_samples
     subset = samples[::-3]
     for name, columns in (("influence", {"influence"}), ("grand", {"grand"}), ("el2n", {"el2n"})):
@@ -224,6 +226,8 @@ def test_scorers_align_with_samples(tiny_rec, trained, tmp_path, monkeypatch):
         for column in columns:
             assert np.allclose(part[column], full[column][[s.sample_id for s in subset]]), (name, column)
     assert ctx.extras["surrogate"] is trained
+    with pytest.raises(LeantuneError, match="needs a trained SASRec surrogate"):  # scorers never train models themselves
+        SCORERS.get("influence")().score(samples, ScoringContext(tiny_rec, options={"progress": False}))
     on_trained = SCORERS.get("el2n")().score(samples, ScoringContext(tiny_rec, options={"el2n_model": "trained"},
                                                                      extras={"surrogate": trained}))
     assert np.allclose(on_trained["el2n"], el2n_scores(trained, samples))
@@ -239,7 +243,8 @@ def test_scorers_on_users_without_training_items(gappy_rec, tmp_path, monkeypatc
     train_surrogate(gappy_rec, tmp_path / "surrogate", TINY, seed=0, progress=False)
     model = load_surrogate(tmp_path / "surrogate")
     options = {"progress": False, "grand_models": 1, "grand_epochs": 1, "el2n_models": 1, "el2n_epochs": 1}
-    ctx = ScoringContext(gappy_rec, seed=0, options=options, extras={"surrogate": model, "surrogate_config": TINY})
+    ctx = ScoringContext(gappy_rec, seed=0, options=options, extras={"surrogate": model, "surrogate_config": TINY},
+                         get_surrogate=get_surrogate)
     samples = gappy_rec.train_samples
     positions = list(range(len(samples)))[::-4]
     for name, column in (("influence", "influence"), ("grand", "grand"), ("el2n", "el2n")):

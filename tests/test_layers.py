@@ -18,7 +18,8 @@ LAYER = {
     "tasks.base": "data",  # the task contract (the Task base class, TextExample) depends on nothing above base
     "models": "models",
     "scoring": "scoring",
-    "selection": "selection", "pruning": "selection",  # pruning = scoring + selection over a pool
+    "selection": "selection",
+    "pruning": "pipelines",  # the prune job: trains the surrogate, scores, selects, writes the folder
     "train": "train",
     "evaluation": "evaluation", "tasks": "evaluation",
     "pipelines": "pipelines", "curves": "pipelines", "tuning": "pipelines",

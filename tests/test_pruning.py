@@ -205,8 +205,9 @@ def test_embedding_methods_with_surrogate(tiny_rec, tmp_path, tiny_surrogate):
         assert emb.shape == (40, 8) and len(set(res.sample_ids)) == 7
     # Row i is the surrogate's representation of sample i's full, untrimmed padded history.
     from leantune.models import sasrec
+    from leantune.train import sasrec as surrogate_training
 
-    model = sasrec.get_surrogate(tiny_rec, seed=0).eval()
+    model = surrogate_training.get_surrogate(tiny_rec, seed=0).eval()
     with torch.no_grad():
         direct = model(sasrec.pad_histories([s.history for s in tiny_rec.train_samples], 5)).numpy()
     assert np.allclose(emb, direct, atol=1e-5)

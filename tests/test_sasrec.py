@@ -10,18 +10,8 @@ import torch
 from leantune.errors import LeantuneError
 from leantune.evaluation.metrics import ranking_metrics
 from leantune.models.popularity import MostPopular, target_popularity
-from leantune.models.sasrec import (
-    SASRec,
-    SASRecConfig,
-    evaluate,
-    get_surrogate,
-    load_surrogate,
-    pad_histories,
-    sample_loss,
-    train_surrogate,
-    training_arrays,
-    trim_left,
-)
+from leantune.models.sasrec import SASRec, SASRecConfig, evaluate, load_surrogate, pad_histories, sample_loss, trim_left
+from leantune.train.sasrec import get_surrogate, train_surrogate, training_arrays
 
 from .conftest import write_sequence_folder
 

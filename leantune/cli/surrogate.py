@@ -38,7 +38,8 @@ def train(
     from rich.table import Table
 
     from ..data import load_dataset
-    from ..models.sasrec import SASRecConfig, surrogate_key, train_surrogate
+    from ..models.sasrec import SASRecConfig
+    from ..train.sasrec import surrogate_key, train_surrogate
     from ..paths import cache_dir
 
     from ..errors import LeantuneError

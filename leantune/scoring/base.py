@@ -25,6 +25,9 @@ class ScoringContext:
     device: str = "cpu"
     extras: dict = field(default_factory=dict)  # lazily built shared objects (surrogate, llm, ...)
     options: dict = field(default_factory=dict)  # user options, e.g. model name, effort modules
+    # Trains or reuses the SASRec surrogate, ``get_surrogate(dataset, cfg=None, seed=0, progress=True)``:
+    # scorers never train models themselves; the pruning job passes ``leantune.train.sasrec.get_surrogate``.
+    get_surrogate: Any = None
 
 
 class Scorer(Protocol):

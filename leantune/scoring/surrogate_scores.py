@@ -37,7 +37,7 @@ from .base import SCORERS
 
 def context_surrogate(ctx):
     """The trained surrogate for this scoring job: ``ctx.extras['surrogate']``, else the folder in
-    ``ctx.options['surrogate_dir']``, else ``get_surrogate(ctx.dataset, seed=ctx.seed)``; stored back."""
+    ``ctx.options['surrogate_dir']``, else ``ctx.get_surrogate(ctx.dataset, seed=ctx.seed)``; stored back."""
     from ..models import sasrec
 
     model = ctx.extras.get("surrogate")
@@ -48,9 +48,16 @@ def context_surrogate(ctx):
             if model.num_items != ctx.dataset.num_items:
                 raise LeantuneError(f"surrogate_dir {folder}: trained on {model.num_items} items, the data has {ctx.dataset.num_items}")
         else:
-            model = sasrec.get_surrogate(ctx.dataset, seed=ctx.seed)
+            model = _trainer(ctx)(ctx.dataset, seed=ctx.seed)
         ctx.extras["surrogate"] = model
     return model.to(ctx.device).eval()
+
+
+def _trainer(ctx):
+    if ctx.get_surrogate is None:
+        raise LeantuneError("this scorer needs a trained SASRec surrogate: pass ctx.extras['surrogate'], --opt surrogate_dir, "
+                            "or ScoringContext(get_surrogate=leantune.train.sasrec.get_surrogate) (leantune.pruning does)")
+    return ctx.get_surrogate
 
 
 def finite_column(values: np.ndarray, name: str) -> np.ndarray:
@@ -99,7 +106,7 @@ def early_surrogates(ctx, cfg: EarlyConfig) -> list:
         base = ctx.extras.get("surrogate_config") or sasrec.SASRecConfig()
         early = replace(base, max_epochs=cfg.epochs, patience=0, restore_best=False)
         ctx.extras[key] = [
-            sasrec.get_surrogate(ctx.dataset, early, seed=ctx.seed + k, progress=ctx.options.get("progress", True))
+            _trainer(ctx)(ctx.dataset, early, seed=ctx.seed + k, progress=ctx.options.get("progress", True))
             for k in range(cfg.models)
         ]
     return [m.to(ctx.device).eval() for m in ctx.extras[key]]
