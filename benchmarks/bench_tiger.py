@@ -39,7 +39,8 @@ from leantune.io import parse_options, write_json  # noqa: E402
 from leantune.models.rqvae import build_semantic_ids  # noqa: E402
 from leantune.evaluation.units import write_per_unit  # noqa: E402
 from leantune.evaluation.tiger import evaluate_tiger  # noqa: E402
-from leantune.models.tiger import tiger_config, train_tiger  # noqa: E402
+from leantune.models.tiger import tiger_config  # noqa: E402
+from leantune.train.tiger import train_tiger  # noqa: E402
 
 KS = (10, 20)
 METRICS = [f"{m}@{k}" for k in KS for m in ("recall", "ndcg")]

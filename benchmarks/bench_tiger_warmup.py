@@ -31,6 +31,7 @@ from leantune.data.units import seeded_sample  # noqa: E402
 from leantune.io import write_json  # noqa: E402
 from leantune.models.tiger import load_tiger, semantic_ids_for  # noqa: E402
 from leantune.scoring.tiger_effort import per_sample_grad_norms, train_warmup  # noqa: E402
+from leantune.train.tiger import train_tiger  # noqa: E402
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
         runs = [(n, args.seed) for n in sorted(args.sizes)] + ([] if args.no_noise_floor else [(0, args.seed + 1)])
         for n, seed in runs:
             start = time.perf_counter()
-            train_warmup(dataset, sids, Path(tmp) / f"n{n}-s{seed}", n, seed, args.preset, epochs=1)
+            train_warmup(train_tiger, dataset, sids, Path(tmp) / f"n{n}-s{seed}", n, seed, args.preset, epochs=1)
             warm = time.perf_counter() - start
             model, encoder = load_tiger(Path(tmp) / f"n{n}-s{seed}", sids)
             start = time.perf_counter()

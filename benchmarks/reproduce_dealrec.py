@@ -271,7 +271,7 @@ def train_config(args, cell: Cell):
 def run_train(ds, sids, args, cell: Cell, work: Path) -> dict:
     from leantune.evaluation.units import write_per_unit
     from leantune.evaluation.tiger import evaluate_tiger
-    from leantune.models.tiger import train_tiger
+    from leantune.train.tiger import train_tiger
 
     folder = cell.folder(work)
     timings = {}

@@ -477,9 +477,10 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
         began = time.perf_counter()
         device = options.get("device") or process.device or _default_device()
         from .train import sasrec as surrogate_training
+        from .train import tiger as tiger_training
 
         ctx = ScoringContext(dataset, seed=cfg.seed, work_dir=out / "work", device=device, options=options,
-                             get_surrogate=surrogate_training.get_surrogate)
+                             get_surrogate=surrogate_training.get_surrogate, train_tiger=tiger_training.train_tiger)
         timings["scoring_setup"] = time.perf_counter() - began
     stores = {name: ChunkStore(out / "scores.chunks" / name, name, key, cfg.chunk_size) for name in classes}
     for name, cls in classes.items():

@@ -10,7 +10,6 @@ import torch
 
 from leantune.errors import DataError, LeantuneError
 from leantune.evaluation.tiger import evaluate_tiger
-from leantune.models import tiger
 from leantune.models.rqvae import SemanticIDs
 from leantune.models.tiger import (
     PAD,
@@ -22,8 +21,9 @@ from leantune.models.tiger import (
     build_trie,
     prefix_fn,
     recommend,
-    train_tiger,
 )
+from leantune.train import tiger
+from leantune.train.tiger import train_tiger
 
 from .tiger_fixtures import tiny_sids
 
@@ -275,8 +275,12 @@ def test_effort_scorer_trains_its_warmup_model_when_none_is_given(tiny_rec, tmp_
     ids_dir = tmp_path / "ids"
     sids.save(ids_dir / "semantic_ids.json")
     small = {k: v for k, v in TINY.__dict__.items() if k not in ("max_epochs", "val_metric")}
-    monkeypatch.setattr(tiger, "tiger_config", lambda preset, **kw: TigerConfig(**{**small, **kw}))
-    ctx = ScoringContext(tiny_rec, work_dir=tmp_path / "work", options={"tiger_ids": str(ids_dir)})
+    import leantune.models.tiger as tiger_model
+
+    monkeypatch.setattr(tiger_model, "tiger_config", lambda preset, **kw: TigerConfig(**{**small, **kw}))
+    with pytest.raises(LeantuneError, match="tiger_effort needs a trained TIGER"):  # scorers never train models themselves
+        TigerEffortScorer().score(tiny_rec.train_samples[:5], ScoringContext(tiny_rec, work_dir=tmp_path / "w0", options={"tiger_ids": str(ids_dir)}))
+    ctx = ScoringContext(tiny_rec, work_dir=tmp_path / "work", options={"tiger_ids": str(ids_dir)}, train_tiger=train_tiger)
     out = TigerEffortScorer().score(tiny_rec.train_samples[:5], ctx)
     assert (tmp_path / "work" / "tiger-effort-warmup" / "model.safetensors").exists()
     assert np.isfinite(out["tiger_effort"]).all() and (out["tiger_effort"] > 0).all()

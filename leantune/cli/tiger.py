@@ -127,7 +127,8 @@ def train_cmd(
       leantune tiger train --selection runs/prune-games-dealrec-b1024-s0 --preset small
     """
     from ..data import load_dataset
-    from ..models.tiger import default_dir, select_train_samples, tiger_config, train_tiger
+    from ..models.tiger import default_dir, tiger_config
+    from ..train.tiger import select_train_samples, train_tiger
     from ..pruning import read_sample_ids
 
     dataset = load_dataset(data)

@@ -28,6 +28,7 @@ class ScoringContext:
     # Trains or reuses the SASRec surrogate, ``get_surrogate(dataset, cfg=None, seed=0, progress=True)``:
     # scorers never train models themselves; the pruning job passes ``leantune.train.sasrec.get_surrogate``.
     get_surrogate: Any = None
+    train_tiger: Any = None  # ``leantune.train.tiger.train_tiger``, for TIGER effort's warm-up model
 
 
 class Scorer(Protocol):

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .base import SCORERS
+from ..errors import LeantuneError
 
 # The ScoringContext.options this scorer reads (listed in the module docstring).
 OPTIONS = ("tiger_ids", "tiger_model_dir", "tiger_warmup_epochs", "tiger_warmup_samples", "tiger_preset", "tiger_batch")
@@ -124,11 +125,12 @@ def warmup_subset(dataset, n: int, seed: int) -> list[int] | None:
     return sorted(seeded_sample(ids, n, seed, "tiger effort warm-up"))
 
 
-def train_warmup(dataset, semantic_ids, out_dir, samples: int = 0, seed: int = 0, preset: str = "paper", epochs: int = 1,
-                 device: str = "cpu", progress: bool = True):
+def train_warmup(train_tiger, dataset, semantic_ids, out_dir, samples: int = 0, seed: int = 0, preset: str = "paper",
+                 epochs: int = 1, device: str = "cpu", progress: bool = True):
     """The warm-up TIGER effort is measured on: ``epochs`` of training (validation loss for early
-    stopping) on all training samples, or on ``samples`` seeded ones (see :func:`warmup_subset`)."""
-    from ..models.tiger import tiger_config, train_tiger
+    stopping) on all training samples, or on ``samples`` seeded ones (see :func:`warmup_subset`), with
+    ``train_tiger`` (``leantune.train.tiger.train_tiger``, which the prune job hands over)."""
+    from ..models.tiger import tiger_config
 
     cfg = tiger_config(preset, max_epochs=epochs, val_metric="loss")
     return train_tiger(dataset, semantic_ids, warmup_subset(dataset, samples, seed), out_dir, cfg, seed=seed,
@@ -161,7 +163,10 @@ class TigerEffortScorer:
                 n = int(ctx.options.get("tiger_warmup_samples", 0))
                 whole = not 0 < n < len(ctx.dataset.train_samples)  # as warmup_subset decides
                 model_dir = work / ("tiger-effort-warmup" if whole else f"tiger-effort-warmup-n{n}")
-                train_warmup(ctx.dataset, sids, model_dir, n, ctx.seed, ctx.options.get("tiger_preset", "paper"),
+                if ctx.train_tiger is None:
+                    raise LeantuneError("tiger_effort needs a trained TIGER: pass ctx.extras['tiger_model'], --opt tiger_model_dir, "
+                                        "or ScoringContext(train_tiger=leantune.train.tiger.train_tiger) (leantune.pruning does)")
+                train_warmup(ctx.train_tiger, ctx.dataset, sids, model_dir, n, ctx.seed, ctx.options.get("tiger_preset", "paper"),
                              int(ctx.options.get("tiger_warmup_epochs", 1)), ctx.device, progress)
             ctx.extras["tiger_model"] = load_tiger(model_dir, sids, ctx.device)
         return ctx.extras["tiger_model"]
