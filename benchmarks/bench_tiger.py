@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import parse_options, write_json  # noqa: E402
-from leantune.models.rqvae import build_semantic_ids  # noqa: E402
+from leantune.train.rqvae import build_semantic_ids  # noqa: E402
 from leantune.evaluation.units import write_per_unit  # noqa: E402
 from leantune.evaluation.tiger import evaluate_tiger  # noqa: E402
 from leantune.models.tiger import tiger_config  # noqa: E402

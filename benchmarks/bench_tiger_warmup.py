@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from leantune.data import load_dataset  # noqa: E402
 from leantune.data.units import seeded_sample  # noqa: E402
 from leantune.io import write_json  # noqa: E402
-from leantune.models.tiger import load_tiger, semantic_ids_for  # noqa: E402
+from leantune.models.tiger import load_tiger  # noqa: E402
+from leantune.train.rqvae import semantic_ids_for  # noqa: E402
 from leantune.scoring.tiger_effort import per_sample_grad_norms, train_warmup  # noqa: E402
 from leantune.train.tiger import train_tiger  # noqa: E402
 

@@ -319,7 +319,7 @@ def fill(args, cells: list[Cell], work: Path) -> None:
     import torch
 
     from leantune.data import load_dataset
-    from leantune.models.rqvae import build_semantic_ids
+    from leantune.train.rqvae import build_semantic_ids
 
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.data)

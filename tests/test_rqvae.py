@@ -8,17 +8,16 @@ import pytest
 import torch
 
 from leantune.errors import DataError
-from leantune.models import rqvae
 from leantune.models.item_embeddings import ItemEmbeddings, item_embeddings, item_text
 from leantune.models.rqvae import (
     RQVAEConfig,
     SemanticIDs,
     assign_collision_tokens,
-    build_semantic_ids,
     kmeans,
     semantic_id_stats,
-    train_rqvae,
 )
+from leantune.train import rqvae
+from leantune.train.rqvae import build_semantic_ids, train_rqvae
 
 TINY = RQVAEConfig(hidden_dims=(32,), latent_dim=8, levels=3, codebook_size=8, epochs=6, batch_size=64, kmeans_iters=10)
 

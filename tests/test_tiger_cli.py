@@ -105,7 +105,7 @@ def test_run_tiger_end_to_end_then_reuse(tiny_rec_folder, ids_dir, tmp_path, mon
 
     # Second invocation: every finished stage is reused (any call to a stage's work raises).
     import leantune.evaluation.tiger as tiger_eval
-    import leantune.models.rqvae as rqvae
+    import leantune.train.rqvae as rqvae
     import leantune.train.tiger as tiger
     import leantune.pruning as pruning
 

@@ -53,7 +53,8 @@ def _print_stats(stats) -> None:
 
 
 def _semantic_ids(dataset, ids: Optional[Path], seed: int, progress: bool):
-    from ..models.tiger import default_dir, semantic_ids_for, stored_semantic_ids
+    from ..models.tiger import default_dir, stored_semantic_ids
+    from ..train.rqvae import semantic_ids_for
 
     folder = ids or default_dir(dataset.name)
     if stored_semantic_ids(folder) is None:  # said before the build, which takes minutes
@@ -86,7 +87,8 @@ def semantic_ids_cmd(
       leantune tiger semantic-ids --data ml-100k --codebook-size 64 --epochs 20
     """
     from ..data import load_dataset
-    from ..models.rqvae import RQVAEConfig, build_semantic_ids
+    from ..models.rqvae import RQVAEConfig
+    from ..train.rqvae import build_semantic_ids
     from ..models.tiger import default_dir
 
     cfg = RQVAEConfig(epochs=epochs, levels=levels, codebook_size=codebook_size)  # refuses bad sizes before any work

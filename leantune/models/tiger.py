@@ -47,18 +47,6 @@ def stored_semantic_ids(folder: Path) -> Path | None:
     return folder / IDS_FILE if (folder / IDS_FILE).exists() else None
 
 
-def semantic_ids_for(dataset, folder: str | Path | None = None, seed: int = 0, progress: bool = True):
-    """The dataset's semantic IDs: read from ``folder`` (default ``runs/tiger-<data>/``, the folder
-    ``leantune tiger`` uses) or, when it holds none, built there. Returns ``(ids, folder, built)``."""
-    from .rqvae import SemanticIDs, build_semantic_ids
-
-    folder = Path(folder) if folder is not None else default_dir(dataset.name)
-    stored = stored_semantic_ids(folder)
-    if stored is not None:
-        return SemanticIDs.load(stored), folder, False
-    return build_semantic_ids(dataset, folder, seed=seed, progress=progress), folder, True
-
-
 @dataclass
 class TigerConfig:
     # model (TIGER paper sizes: 4+4 layers, d_model 128, 6 heads of 64, FFN 1024, dropout 0.1)

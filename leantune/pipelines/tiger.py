@@ -90,7 +90,7 @@ def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=prin
     """Run (or resume) a TIGER job: semantic IDs -> prune -> train TIGER -> evaluate -> report; returns the run folder."""
     from ..data import load_dataset
     from ..evaluation.tiger import evaluate_tiger
-    from ..models.tiger import semantic_ids_for
+    from ..train.rqvae import semantic_ids_for
     from ..train.tiger import train_tiger
     from ..device import resolve_device
 
