@@ -2,6 +2,9 @@
 
 ``finetune(model_spec, train, valid, out_dir, cfg)`` -> ``FinetuneResult``;
 ``load_finetuned(model_spec, adapter_dir)`` -> ``(model, tokenizer)``.
+
+The from-scratch training loops of the recommenders live beside it: ``train.sasrec`` (the DEALRec
+surrogate), ``train.tiger`` (TIGER) and ``train.rqvae`` (semantic IDs); ``models/`` holds the models.
 """
 from .config import ALL_LINEAR, STATUSES, FinetuneConfig, FinetuneResult, parse_target_modules
 from .lora import finetune, latest_checkpoint, load_finetuned
