@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import LeantuneError
+from .errors import LeantuneError, ParameterError
 from .io import read_json, write_json
 from .registry import Registry
 
@@ -58,21 +58,21 @@ class PruneConfig:
 
     def validate(self) -> None:
         if self.budget <= 0:
-            raise LeantuneError(f"--budget {self.budget}: must be a positive number of samples")
+            raise ParameterError("budget", self.budget, "must be a positive number of samples")
         if self.pool is not None and self.pool <= 0:
-            raise LeantuneError(f"--pool {self.pool}: must be a positive number of samples")
+            raise ParameterError("pool", self.pool, "must be a positive number of samples")
         if self.chunk_size <= 0:
-            raise LeantuneError(f"--chunk-size {self.chunk_size}: must be positive")
+            raise ParameterError("chunk_size", self.chunk_size, "must be positive")
         if self.hard_prune is not None and not 0.0 <= self.hard_prune < 1.0:
-            raise LeantuneError(f"--hard-prune {self.hard_prune}: must be in [0, 1)")
+            raise ParameterError("hard_prune", self.hard_prune, "must be in [0, 1)")
         if self.ranges is not None and self.ranges < 1:
-            raise LeantuneError(f"--ranges {self.ranges}: must be at least 1")
+            raise ParameterError("ranges", self.ranges, "must be at least 1")
         if self.clusters is not None and self.clusters < 1:
-            raise LeantuneError(f"--clusters {self.clusters}: must be at least 1")
+            raise ParameterError("clusters", self.clusters, "must be at least 1")
         if self.scores_format not in SCORE_FORMATS:
-            raise LeantuneError(f"--scores-format {self.scores_format!r}: choose one of {', '.join(SCORE_FORMATS)}")
+            raise ParameterError("scores_format", repr(self.scores_format), f"choose one of {', '.join(SCORE_FORMATS)}")
         if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not math.isfinite(self.lam) or self.lam < 0:
-            raise LeantuneError(f"--lambda {self.lam}: the effort weight λ must be a finite number >= 0")
+            raise ParameterError("lam", self.lam, "the effort weight λ must be a finite number >= 0")
         if not isinstance(self.options, dict):
             raise LeantuneError(f"options {self.options!r}: must be a dict of scorer options")
         if self.options:

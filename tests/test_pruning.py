@@ -144,7 +144,7 @@ def test_options_and_lambda_are_checked_before_any_folder(tiny_rec, tmp_path):
             prune(tiny_rec, 5, "random", tmp_path / "o", options=options, progress=False)
         assert message in str(err.value), (options, str(err.value))
     for lam in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(LeantuneError, match="--lambda .*: the effort weight λ must be a finite number >= 0"):
+        with pytest.raises(LeantuneError, match="lam .*: the effort weight λ must be a finite number >= 0"):
             prune(tiny_rec, 5, "random", tmp_path / "o", lam=lam, progress=False)
     assert not (tmp_path / "o").exists()
     ok = prune(tiny_rec, 5, "random", tmp_path / "ok", lam=0.0, progress=False,

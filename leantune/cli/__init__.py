@@ -54,6 +54,10 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
+# Library parameters whose flag is not the parameter's name with dashes (``eval_limit`` -> ``--eval-limit``).
+FLAG_NAMES = {"lam": "--lambda"}
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI on ``args`` (default ``sys.argv[1:]``); always ends in ``SystemExit``."""
     import errno
@@ -78,7 +82,7 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _interrupted()
     except ParameterError as exc:  # a library parameter, printed as the flag that sets it
-        _error(exc.as_flag())
+        _error(exc.as_flag(FLAG_NAMES))
     except LeantuneError as exc:
         _error(str(exc))
     except exits as exc:  # --help, or a command ending early with typer.Exit(code)

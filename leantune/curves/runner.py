@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..io import read_json, write_json
 from ..io import refuse_other_settings
 from ..device import resolve_device
@@ -83,30 +83,30 @@ class CurveConfig:
             self.finetune = FinetuneConfig.from_dict({**self.finetune, "target_modules": tuple(self.finetune.get("target_modules", ()))})
         self.sizes = tuple(sorted({int(s) for s in self.sizes}))
         if not self.sizes or self.sizes[0] < 0:
-            raise LeantuneError(f"--sizes {list(self.sizes)}: need non-negative sizes")
+            raise ParameterError("sizes", list(self.sizes), "need non-negative sizes")
         if self.seeds < 1:
-            raise LeantuneError(f"--seeds {self.seeds}: need at least one seed")
+            raise ParameterError("seeds", self.seeds, "need at least one seed")
         if self.gain_threshold <= 0:
-            raise LeantuneError(f"--gain-threshold {self.gain_threshold}: must be positive")
+            raise ParameterError("gain_threshold", self.gain_threshold, "must be positive")
         if self.eval_limit is not None and self.eval_limit < 1:
-            raise LeantuneError(f"--eval-limit {self.eval_limit}: must be at least 1 (or omitted for the whole test split)")
+            raise ParameterError("eval_limit", self.eval_limit, "must be at least 1 (or omitted for the whole test split)")
         if self.ceiling is not None and not (math.isfinite(self.ceiling) and self.ceiling > 0):
-            raise LeantuneError(f"--ceiling {self.ceiling}: must be a positive upper bound of the metric (0: unbounded)")
+            raise ParameterError("ceiling", self.ceiling, "must be a positive upper bound of the metric (0: unbounded)")
         if not math.isfinite(self.gain_threshold):
-            raise LeantuneError(f"--gain-threshold {self.gain_threshold}: must be a finite number")
+            raise ParameterError("gain_threshold", self.gain_threshold, "must be a finite number")
         if self.schedule not in self.SCHEDULES:
-            raise LeantuneError(f"--schedule {self.schedule!r}: choose one of {', '.join(self.SCHEDULES)}")
+            raise ParameterError("schedule", repr(self.schedule), f"choose one of {', '.join(self.SCHEDULES)}")
         if not (math.isfinite(self.epochs) and self.epochs > 0):
-            raise LeantuneError(f"--epochs {self.epochs}: must be a positive number")
+            raise ParameterError("epochs", self.epochs, "must be a positive number")
         if self.min_steps < 0:
-            raise LeantuneError(f"--min-steps {self.min_steps}: must be at least 0")
+            raise ParameterError("min_steps", self.min_steps, "must be at least 0")
         if self.schedule == "steps":
             if self.min_steps:
                 raise LeantuneError(f"--min-steps {self.min_steps}: only with --schedule epochs (--schedule steps trains --steps at every size)")
             if self.steps is None:
                 self.steps = max(1, math.ceil(self.epochs * max(self.sizes) / self.batch_size))
             if self.steps < 1:
-                raise LeantuneError(f"--steps {self.steps}: must be at least 1")
+                raise ParameterError("steps", self.steps, "must be at least 1")
         elif self.steps is not None:
             raise LeantuneError(f"--steps {self.steps}: only with --schedule steps (--schedule epochs trains --epochs passes)")
 
