@@ -187,6 +187,17 @@ def test_seeds_are_averaged_and_their_spread_reported():
     sd_b = np.std([2 / 8, 3 / 8], ddof=1)
     assert c2.row("m").seed_se_diff == pytest.approx(math.sqrt(g.seed_sd ** 2 / 3 + sd_b ** 2 / 2))
     assert c2.baseline_value == pytest.approx(2.5 / 8)
+    # The units + seeds interval: Δ ± t_df·sqrt(unit SE² + seed SE²), df by Welch–Satterthwaite.
+    from scipy.stats import t as student_t
+
+    r2 = c2.row("m")
+    a, b = g.seed_sd ** 2 / 3, sd_b ** 2 / 2
+    total = r2.unit_se ** 2 + a + b
+    df = total ** 2 / (a ** 2 / 2 + b ** 2 / 1)
+    half = student_t.ppf(0.975, df) * math.sqrt(total)
+    assert (r2.ci_total_low, r2.ci_total_high) == pytest.approx((r2.diff - half, r2.diff + half))
+    assert r2.ci_total_high - r2.ci_total_low > r2.ci_high - r2.ci_low  # wider than test units alone
+    assert r.ci_total_low is None and "units + seeds" in c2.to_markdown()  # one baseline seed: no seed spread to add
 
 
 def test_baseline_choice():

@@ -308,6 +308,10 @@ class ComparisonRow:
     mde_paired_rel: float | None
     mde_planning: float
     mde_planning_rel: float | None
+    # Δ ± t·sqrt(unit SE² + seed SE²), Welch–Satterthwaite df: test-unit sampling *and* training
+    # randomness; None with fewer than 2 seeds on either side.
+    ci_total_low: float | None = None
+    ci_total_high: float | None = None
 
 
 @dataclass
@@ -350,16 +354,17 @@ class Comparison:
         level = round(100 * (1 - s["alpha"]))
         base = self.groups[self.baseline]
         lines = [
-            f"| method | seeds | {self.metric} | Δ vs {self.baseline} | relative | {level}% CI | p | unit SE | seed SE | MDE |",
-            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
-            f"| {self.baseline} (baseline) | {len(base.seeds)} | {_f(base.value)} | | | | | | | |",
+            f"| method | seeds | {self.metric} | Δ vs {self.baseline} | relative | {level}% CI | p | unit SE | seed SE | MDE | {level}% CI units + seeds |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+            f"| {self.baseline} (baseline) | {len(base.seeds)} | {_f(base.value)} | | | | | | | | |",
         ]
         for r in self.rows:
             p = f"{r.p_value:.4g}"
             lines.append(
                 f"| {r.name} | {r.n_seeds} | {_f(r.value)} | {_f(r.diff, sign=True)} | {_pct(r.rel)} | "
                 f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {p} | {_f(r.unit_se)} | "
-                f"{_f(r.seed_se_diff) if r.seed_se_diff is not None else '–'} | {_f(r.mde_paired)} |"
+                f"{_f(r.seed_se_diff) if r.seed_se_diff is not None else '–'} | {_f(r.mde_paired)} | "
+                + (f"[{_f(r.ci_total_low, sign=True)}, {_f(r.ci_total_high, sign=True)}] |" if r.ci_total_low is not None else "– |")
             )
         units = f"{self.n_units} units" + (f" in {self.n_clusters} clusters" if self.n_clusters != self.n_units else "")
         kind = "micro-averaged over units" if self.metric_kind == "micro" else "mean over units"
@@ -371,7 +376,8 @@ class Comparison:
             f"({'exact, all sign swaps' if self.rows and all(r.p_exact for r in self.rows) else str(s['n_perm']) + ' random swaps'}). "
             "Unit SE: bootstrap SD of Δ (test-unit sampling); seed SE: SE of Δ from the spread over training seeds "
             "(– with fewer than 2 seeds per method); MDE: paired minimum detectable Δ at "
-            f"{round(100 * s['power'])}% power, two-sided α = {s['alpha']:g}.",
+            f"{round(100 * s['power'])}% power, two-sided α = {s['alpha']:g}. CI units + seeds: Δ ± t·sqrt(unit SE² + seed SE²) "
+            "(Welch–Satterthwaite degrees of freedom), the interval to read when training seeds vary as much as test units.",
             "",
             f"With {self.n_units} units a difference smaller than {_f(self.mde_planning)} ({_pct(self.mde_planning_rel, sign=False)} relative) "
             f"cannot be told apart from zero at {round(100 * s['power'])}% power (two unpaired runs, from the baseline's "
@@ -579,9 +585,11 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
             d_c = mean_c[name] - mean_c[baseline]  # (C, 2): summed differences, unit counts
             var = _cluster_var(np.stack([d_c[:, 0], mean_c[name][:, 1]], axis=1), diff, n_units)
             mde_paired = z * math.sqrt(var / n_units)
-        seed_se = None
+        seed_se, total = None, (None, None)
         if g.seed_sd is not None and b_group.seed_sd is not None:
             seed_se = math.sqrt(g.seed_sd ** 2 / len(g.values) + b_group.seed_sd ** 2 / len(b_group.values))
+            total = _total_interval(diff, unit_se, g.seed_sd ** 2 / len(g.values), len(g.values),
+                                    b_group.seed_sd ** 2 / len(b_group.values), len(b_group.values), alpha)
         p = exceed[name] / n_drawn if exact else (1 + exceed[name]) / (1 + n_drawn)
         rows.append(ComparisonRow(
             name=name, n_seeds=len(g.values), value=g.value, diff=diff, rel=_rel(diff, b_group.value),
@@ -589,6 +597,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
             seed_sd=g.seed_sd, seed_se_diff=seed_se, mde_paired=float(mde_paired),
             mde_paired_rel=_rel(mde_paired, b_group.value), mde_planning=z * math.sqrt(se_b ** 2 + se_m[name] ** 2),
             mde_planning_rel=_rel(z * math.sqrt(se_b ** 2 + se_m[name] ** 2), b_group.value),
+            ci_total_low=total[0], ci_total_high=total[1],
         ))
     return Comparison(
         metric=metric, metric_kind=m.kind, baseline=baseline, baseline_value=base_value, n_units=n_units,
@@ -596,6 +605,22 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         mde_planning_rel=_rel(mde_planning, base_value),
         settings={"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "alpha": alpha, "power": power},
     )
+
+
+def _total_interval(diff: float, unit_se: float, var_m: float, n_m: int, var_b: float, n_b: int,
+                    alpha: float) -> tuple[float | None, float | None]:
+    """Δ ± t·sqrt(unit SE² + seed variance of Δ), the seed part's degrees of freedom by
+    Welch–Satterthwaite (the unit part, from thousands of units, counts as exact)."""
+    from scipy.stats import t as student_t
+
+    seed_var = var_m + var_b
+    total_var = unit_se ** 2 + seed_var
+    if total_var <= 0:
+        return diff, diff
+    parts = (var_m ** 2 / (n_m - 1) if var_m else 0.0) + (var_b ** 2 / (n_b - 1) if var_b else 0.0)
+    df = total_var ** 2 / parts if parts > 0 else math.inf
+    half = float(student_t.ppf(1 - alpha / 2, df)) * math.sqrt(total_var)
+    return diff - half, diff + half
 
 
 def _cluster_var(totals: np.ndarray, mean: float, n_units: int) -> float:
