@@ -343,3 +343,44 @@ def test_per_attribute_f1_is_the_micro_f1_of_that_attributes_questions():
     assert m["attribute_f1/a0"] == pytest.approx(2 / 3) and m["attribute_f1/a1"] == 0
     assert m["attribute_support/a0"] == 3 and m["attribute_accuracy/a1"] == pytest.approx(2 / 3)
     assert m["f1"] == pytest.approx(prf({k: m[f"count/{k}"] for k in ("NN", "NV", "VN", "VC", "VW")})[2])
+
+
+def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkeypatch):
+    """`attributes evaluate` appends every generated answer to a log; a re-run after an interruption
+    generates only the rest and gives the same predictions as one uninterrupted run."""
+    import json
+
+    from leantune.errors import LeantuneError
+    from leantune.pipelines.attributes import GENERATION_LOG, evaluate_attributes
+    from leantune.tasks import attributes_generate
+
+    folder = str(write_attribute_folder(tmp_path / "d", n_test=6))
+    kw = dict(unit="question", batch_size=4, progress=False)
+    straight = evaluate_attributes(folder, "tiny", out=tmp_path / "straight", **kw)
+    assert not (tmp_path / "straight" / GENERATION_LOG).exists()  # removed once predictions.jsonl is written
+
+    original, calls = attributes_generate.greedy_generate, []
+
+    def interrupted(*args, on_batch=None, **kwargs):
+        def stop_after_first(idx, texts):
+            on_batch(idx, texts)
+            raise KeyboardInterrupt
+
+        calls.append(len(kwargs.get("done") or {}))
+        return original(*args, on_batch=stop_after_first, **kwargs)
+
+    monkeypatch.setattr("leantune.tasks.attributes.greedy_generate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_attributes(folder, "tiny", out=tmp_path / "cut", **kw)
+    logged = (tmp_path / "cut" / GENERATION_LOG).read_text().splitlines()
+    assert json.loads(logged[0])["settings"]["unit"] == "question" and len(logged) == 1 + 4  # settings + one batch
+    seen = []
+    monkeypatch.setattr("leantune.tasks.attributes.greedy_generate",
+                        lambda *a, **k: (seen.append(len(k.get("done") or {})), original(*a, **k))[1])
+    resumed = evaluate_attributes(folder, "tiny", out=tmp_path / "cut", **kw)
+    assert seen == [4]  # the first batch came from the log
+    assert [r["raw"] for r in resumed.rows] == [r["raw"] for r in straight.rows] and resumed.metrics == straight.metrics
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / GENERATION_LOG).write_text(json.dumps({"settings": {"unit": "product"}}) + "\n")
+    with pytest.raises(LeantuneError, match="a generation log made with other settings"):
+        evaluate_attributes(folder, "tiny", out=tmp_path / "other", **kw)

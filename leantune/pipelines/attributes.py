@@ -56,16 +56,37 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
         lm, tokenizer = load_finetuned(model, adapter, device=dev)
     else:
         lm, tokenizer = load_model(model, device=dev)
-    start = time.perf_counter()
-    metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed)
-    wall = time.perf_counter() - start
     name = evaluation_name(Path(adapter) if adapter is not None else None, shots)
     out = Path(out) if out is not None else Path("runs") / f"attributes-eval-{name}-{unit}"
+    from ..tasks.attributes_generate import GenerationLog
+
+    # What the generated answers depend on; a log written under other settings is refused, not mixed in.
+    log_settings = {"data": data, "model": model, "adapter": str(adapter) if adapter is not None else None,
+                    "adapter_sha256": _adapter_fingerprint(adapter), "unit": unit, "split": split, "limit": limit, "seed": seed,
+                    "shots": shots}
+    log = GenerationLog(out / GENERATION_LOG, log_settings)
+    log.read([])  # other settings in this folder are refused before the model works
+    start = time.perf_counter()
+    metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed, log=log)
+    wall = time.perf_counter() - start
     settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
                 "seed": seed, "strict_json": strict_json, "shots": shots, "device": dev, "wall_s": wall}
     write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
     write_predictions(out / "predictions.jsonl", rows)
+    (out / GENERATION_LOG).unlink(missing_ok=True)  # the answers are in predictions.jsonl now
     return AttributesEvaluation(metrics, rows, out, name, wall)
+
+
+GENERATION_LOG = "generation.partial.jsonl"
+
+
+def _adapter_fingerprint(adapter) -> str | None:
+    if adapter is None:
+        return None
+    from ..tasks.sft import file_fingerprint
+
+    weights = sorted(Path(adapter).glob("*.safetensors"))
+    return file_fingerprint(weights[0]) if weights else None
 
 
 @dataclass

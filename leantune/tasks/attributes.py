@@ -135,11 +135,12 @@ class AttributeTask(Task):
         pool = [p for p in self._train_by_category.get(product.category, []) if p.id != product.id]
         return random.Random(f"{seed}|{product.id}").sample(pool, min(k, len(pool)))
 
-    def predict(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0):
+    def predict(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0, log=None):
         """Generate and judge; returns (metrics, rows) with one row per question (raw output included).
 
         ``limit`` draws that many *products* (with all their questions) in either unit, so the two
-        units are compared on the same questions.
+        units are compared on the same questions. ``log`` (a ``GenerationLog``) keeps every generated
+        answer as it comes, so an interrupted evaluation resumes instead of starting over.
         """
         cfg = self.config
         products = seeded_subset(self.data.products(split), limit, seed)
@@ -147,7 +148,7 @@ class AttributeTask(Task):
         if self.unit == "product":
             prompts = [product_prompt(p, tokenizer, self.demos(p, seed)) for p in products]
             budgets = cfg.max_new_tokens or [self._budget(tokenizer, p) for p in products]
-            raw = self._generate(model, tokenizer, prompts, budgets, json_object_closed)
+            raw = self._generate(model, tokenizer, prompts, budgets, json_object_closed, log)
             for p, text in zip(products, raw):
                 answers, st = parse_product_answer(text, list(p.attributes), strict=cfg.strict_json)
                 status.append(st)
@@ -159,7 +160,7 @@ class AttributeTask(Task):
             pairs = [(p, a) for p in products for a in p.attributes]
             prompts = [question_prompt(p, a, tokenizer, self.demos(p, seed)) for p, a in pairs]
             budgets = cfg.max_new_tokens or [self._budget(tokenizer, p, a) for p, a in pairs]
-            raw = self._generate(model, tokenizer, prompts, budgets, line_ended)
+            raw = self._generate(model, tokenizer, prompts, budgets, line_ended, log)
             for (p, a), text in zip(pairs, raw):
                 answer = parse_question_answer(text)
                 status.append("failed" if answer is INVALID else "ok")
@@ -201,8 +202,10 @@ class AttributeTask(Task):
         empty = json.dumps({a: "n/a" for a in product.attributes}, ensure_ascii=False)
         return len(tokenizer(empty)["input_ids"]) + title + 16
 
-    def _generate(self, model, tokenizer, prompts, max_new_tokens, stop):
-        return greedy_generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stop, self.config.progress, "attributes")
+    def _generate(self, model, tokenizer, prompts, max_new_tokens, stop, log=None):
+        done = log.read(prompts) if log is not None else None
+        return greedy_generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stop, self.config.progress, "attributes",
+                               done=done, on_batch=log.writer(prompts) if log is not None else None)
 
 
 def write_predictions(path: str | Path, rows: list[dict]) -> None:

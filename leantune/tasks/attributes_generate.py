@@ -8,7 +8,60 @@ object is closed (or its one-line answer ended) instead of running to the limit.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
+
+
+class GenerationLog:
+    """A resumable record of generated texts: one JSON line per prompt (``{"i", "prompt", "text"}``)
+    after a settings line, appended and flushed batch by batch, so an interrupted evaluation restarts
+    where it stopped. Lines whose prompt no longer matches, and a torn last line, are ignored; a log
+    written under other settings is refused."""
+
+    def __init__(self, path, settings: dict):
+        self.path, self.settings = Path(path), settings
+
+    def read(self, prompts: Sequence[str]) -> dict[int, str]:
+        import hashlib
+        import json
+
+        from ..io import refuse_other_settings
+
+        if not self.path.is_file():
+            return {}
+        done: dict[int, str] = {}
+        with open(self.path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by an interruption
+                if n == 0:
+                    refuse_other_settings(row.get("settings", {}), self.settings, "a generation log", self.path.parent,
+                                          "use another --out, or delete the log to start over")
+                    continue
+                i = row.get("i")
+                if isinstance(i, int) and 0 <= i < len(prompts) and row.get("prompt") == hashlib.sha256(prompts[i].encode()).hexdigest()[:16]:
+                    done[i] = row["text"]
+        return done
+
+    def writer(self, prompts: Sequence[str]):
+        """An ``on_batch`` callback appending each batch's texts to the log."""
+        import hashlib
+        import json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.is_file():
+            with open(self.path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps({"settings": self.settings}) + "\n")
+
+        def append(indices, texts):
+            with open(self.path, "a", encoding="utf-8") as fh:
+                for i, text in zip(indices, texts):
+                    fh.write(json.dumps({"i": int(i), "prompt": hashlib.sha256(prompts[i].encode()).hexdigest()[:16], "text": text}) + "\n")
+                fh.flush()
+
+        return append
 
 
 def json_object_closed(text: str) -> bool:
@@ -63,22 +116,27 @@ def greedy_generate(
     stop: Callable[[str], bool] | None = None,
     progress: bool = True,
     desc: str = "generating",
+    done: dict[int, str] | None = None,
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
 ) -> list[str]:
+    """Greedy continuations of ``prompts``; ``max_new_tokens`` may be one budget per prompt (a batch
+    gets the largest of its members'). ``done`` holds texts already generated (by prompt index, e.g.
+    read back from a log): those prompts are skipped; ``on_batch(indices, texts)`` sees each new batch."""
     import torch
     from tqdm.auto import tqdm
 
-    """Greedy continuations of ``prompts``; ``max_new_tokens`` may be one budget per prompt (a batch
-    gets the largest of its members')."""
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
+    done = done or {}
+    order = sorted((i for i in range(len(prompts)) if i not in done), key=lambda i: len(prompts[i]))
+    outputs: list[str] = [done.get(i, "") for i in range(len(prompts))]
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
+        with torch.inference_mode(), tqdm(total=len(prompts), initial=len(prompts) - len(order), desc=desc, disable=not progress,
+                                          leave=False) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 # Training tokenises prompt + response with the tokenizer's defaults; SmolLM2 adds no
@@ -98,6 +156,8 @@ def greedy_generate(
                 texts = tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
                 for i, text in zip(idx, texts):
                     outputs[i] = text
+                if on_batch is not None:
+                    on_batch(idx, texts)
                 bar.update(len(idx))
     finally:
         tokenizer.padding_side = old_side
