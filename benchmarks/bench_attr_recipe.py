@@ -129,15 +129,23 @@ def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16), progress=False)
 
 
-def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="product"):
+def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="product", log_folder=None):
+    """Metrics, judged rows and seconds; with ``log_folder`` every answer is logged as it comes, so a
+    cut-off evaluation (a long few-shot one on a CPU) resumes where it stopped."""
     from leantune.models.llm import load_model
     from leantune.tasks.attributes import AttributeTask
+    from leantune.tasks.attributes_generate import GenerationLog
     from leantune.train import load_finetuned
 
     task = AttributeTask(data=args.data, unit=unit, batch_size=args.gen_batch_size, shots=shots, progress=False)
     lm, tok = load_finetuned(args.model, adapter, device=device) if adapter else load_model(args.model, device=device)
+    log = None
+    if log_folder is not None:
+        log = GenerationLog(Path(log_folder) / "generation.partial.jsonl",
+                            {"model": args.model, "data": args.data, "adapter": str(adapter) if adapter else None, "unit": unit,
+                             "split": split, "limit": limit or None, "seed": seed, "shots": shots})
     t0 = time.perf_counter()
-    metrics, rows = task.predict(lm, tok, split, limit=limit or None, seed=seed)
+    metrics, rows = task.predict(lm, tok, split, limit=limit or None, seed=seed, log=log)
     return metrics, rows, time.perf_counter() - t0
 
 
@@ -239,13 +247,14 @@ def test_phase(args, device: str, start: float) -> None:
             if adapter is None:
                 write_json(folder / "metrics.json", {"settings": settings, "metrics": None})
                 continue
-        metrics, rows, eval_s = _evaluate(args, device, "test", args.test_limit, seed, adapter, spec.get("shots", 0), unit)
+        metrics, rows, eval_s = _evaluate(args, device, "test", args.test_limit, seed, adapter, spec.get("shots", 0), unit, log_folder=folder)
         settings.update(train_s=train_s, eval_s=eval_s)
         write_per_unit(folder, attribute_unit_rows(rows))
         from leantune.io import write_jsonl
 
         write_jsonl(folder / "predictions.jsonl", rows)
         write_json(folder / "metrics.json", {"settings": settings, "metrics": metrics})
+        (folder / "generation.partial.jsonl").unlink(missing_ok=True)
         print(f"[shard {args.shard}] test {label} s{seed}: F1 {metrics['f1']:.3f} accuracy {metrics['accuracy']:.3f} "
               f"(train {train_s:.0f} s, eval {eval_s:.0f} s)", flush=True)
 
