@@ -128,11 +128,11 @@ def test_curve_scores_for_text_tasks_and_methods_refused_up_front(tmp_path):
     assert (tmp_path / "scores-gradient_influence-seed0.safetensors").exists()
     subsets = curve_subsets(task, cfg, tmp_path, pool, 0)
     assert [len(subsets[n]) for n in (4, 8)] == [4, 8] and set(subsets[8]) <= set(pool)
-    with pytest.raises(LeantuneError, match="--method 'coverage' is not available for --task attributes .*pass it as --selector"):
+    with pytest.raises(LeantuneError, match="method 'coverage': not available for the attributes task .*pass it as the selector"):
         CurveConfig(method="coverage")
-    with pytest.raises(LeantuneError, match="--method 'nonsense' is not available"):
+    with pytest.raises(LeantuneError, match="method 'nonsense': not available"):
         CurveConfig(method="nonsense")
-    with pytest.raises(LeantuneError, match="--selector 'topk': --method kcenter selects with kcenter only"):
+    with pytest.raises(LeantuneError, match="selector 'topk': method kcenter selects with kcenter only"):
         CurveConfig(method="kcenter", selector="topk")
 
 

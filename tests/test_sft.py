@@ -145,7 +145,7 @@ def test_prune_then_finetune_then_compare(tmp_path):
         prune_sft(data, 6, "gradient-influence", tmp_path / "q", model="tiny", options={"gi_dims": 32}, progress=False)
     with pytest.raises(LeantuneError, match="larger than the training records"):
         prune_sft(data, 28, "random", tmp_path / "q", model="tiny", progress=False)
-    with pytest.raises(LeantuneError, match="--selector 'topk'"):
+    with pytest.raises(LeantuneError, match="selector 'topk'"):
         prune_sft(data, 6, "random", tmp_path / "q", selector="topk", model="tiny", progress=False)
     eff = prune_sft(data, 6, "effort", tmp_path / "e", model="tiny", progress=False)
     assert eff.record["settings"]["selector"] == "coverage" and len(eff.record["unit_ids"]) == 6

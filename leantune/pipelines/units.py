@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..paths import display_path
 
 UNIT_METHODS = {  # method -> (score column, default selector)
@@ -42,15 +42,15 @@ SCORE_SELECTORS = ("coverage", "topk", "stratified")
 def check_method(method: str, selector: str | None = None, task: str = "sft") -> str:
     """The selector ``method`` runs with (``selector`` or its default); a one-line error otherwise."""
     if method not in UNIT_METHODS:
-        hint = f"; {method} is a selector: pass it as --selector" if method in SCORE_SELECTORS else ""
-        raise LeantuneError(f"--method {method!r} is not available for --task {task} (choose one of {', '.join(UNIT_METHODS)}{hint})")
+        hint = f"; {method} is a selector: pass it as the selector" if method in SCORE_SELECTORS else ""
+        raise ParameterError("method", repr(method), f"not available for the {task} task (choose one of {', '.join(UNIT_METHODS)}{hint})")
     column, default = UNIT_METHODS[method]
     chosen = selector or default
     if column in (None, "embedding"):
         if chosen != default:
-            raise LeantuneError(f"--selector {chosen!r}: --method {method} selects with {default} only")
+            raise ParameterError("selector", repr(chosen), f"method {method} selects with {default} only")
     elif chosen not in SCORE_SELECTORS:
-        raise LeantuneError(f"--selector {chosen!r}: --method {method} takes one of {', '.join(SCORE_SELECTORS)}")
+        raise ParameterError("selector", repr(chosen), f"method {method} takes one of {', '.join(SCORE_SELECTORS)}")
     return chosen
 
 
