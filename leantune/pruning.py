@@ -481,7 +481,7 @@ def _score(dataset, samples, scorers, cfg, out, process, progress, timings):
 
         ctx = ScoringContext(dataset, seed=cfg.seed, work_dir=out / "work", device=device, options=options,
                              get_surrogate=surrogate_training.get_surrogate, train_tiger=tiger_training.train_tiger)
-        if "tiger_effort" in classes and "tiger_model_dir" not in options:  # its warm-up reads semantic IDs: build them first
+        if "tiger_effort" in classes:  # TIGER effort reads semantic IDs: read them, or build them once here
             from .train.rqvae import semantic_ids_for
 
             ctx.extras["tiger_semantic_ids"] = semantic_ids_for(dataset, options.get("tiger_ids"), seed=cfg.seed,
