@@ -18,6 +18,7 @@ from ..errors import LeantuneError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..io import refuse_other_settings
 from .generation import GenerationSettings, generate_texts
+from ..train.lora import adapter_fingerprint
 from .grounding import clean_prediction, item_embeddings, rank_items, text_embeddings, weights_fingerprint
 from .metrics import DEFAULT_KS
 from .units import PER_UNIT_FILE, mean_ranking_metrics, ranking_unit_rows, write_per_unit
@@ -111,7 +112,7 @@ def evaluate_bigrec(
     samples = select_samples(dataset, cfg.split, cfg.users, cfg.seed)
     identity = {
         "model": weights_fingerprint(resolve_model(model_spec)),
-        "adapter": _adapter_fingerprint(adapter_dir),
+        "adapter": adapter_fingerprint(adapter_dir),
         "data": dataset_fingerprint(dataset, "evaluation"),
         "users": _ids_fingerprint(s.sample_id for s in samples),
         "settings": cfg.identity(),
@@ -232,15 +233,6 @@ def _reuse(out: Path, identity: dict) -> EvalResult | None:
     if metrics_path.exists() and (out / PER_UNIT_FILE).exists():
         return EvalResult(**read_json(metrics_path))
     return None
-
-
-def _adapter_fingerprint(adapter_dir) -> str | None:
-    if not adapter_dir:
-        return None
-    path = Path(adapter_dir) / "adapter_model.safetensors"
-    if not path.exists():
-        raise LeantuneError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_model.safetensors)")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
 
 
 def _ids_fingerprint(ids) -> str:

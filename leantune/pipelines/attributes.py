@@ -48,24 +48,21 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
         raise ParameterError("limit", limit, "must be at least 1 (omit it for every product)")
     if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
         raise ParameterError("adapter", adapter, "not a LoRA adapter folder (no adapter_config.json)")
-    dev = resolve_device(device)
-    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress)
-    if adapter is not None:
-        from ..train import load_finetuned
+    from ..tasks.attributes_generate import GenerationLog
+    from ..train import adapter_fingerprint, load_finetuned
 
-        lm, tokenizer = load_finetuned(model, adapter, device=dev)
-    else:
-        lm, tokenizer = load_model(model, device=dev)
     name = evaluation_name(Path(adapter) if adapter is not None else None, shots)
     out = Path(out) if out is not None else Path("runs") / f"attributes-eval-{name}-{unit}"
-    from ..tasks.attributes_generate import GenerationLog
-
-    # What the generated answers depend on; a log written under other settings is refused, not mixed in.
+    # What the generated answers depend on; a log written under other settings is refused (before
+    # the data or the model is loaded), not mixed in.
     log_settings = {"data": data, "model": model, "adapter": str(adapter) if adapter is not None else None,
-                    "adapter_sha256": _adapter_fingerprint(adapter), "unit": unit, "split": split, "limit": limit, "seed": seed,
+                    "adapter_sha256": adapter_fingerprint(adapter), "unit": unit, "split": split, "limit": limit, "seed": seed,
                     "shots": shots}
     log = GenerationLog(out / GENERATION_LOG, log_settings)
-    log.read([])  # other settings in this folder are refused before the model works
+    log.check()
+    dev = resolve_device(device)
+    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress)
+    lm, tokenizer = load_finetuned(model, adapter, device=dev) if adapter is not None else load_model(model, device=dev)
     start = time.perf_counter()
     metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed, log=log)
     wall = time.perf_counter() - start
@@ -78,15 +75,6 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
 
 
 GENERATION_LOG = "generation.partial.jsonl"
-
-
-def _adapter_fingerprint(adapter) -> str | None:
-    if adapter is None:
-        return None
-    from ..tasks.sft import file_fingerprint
-
-    weights = sorted(Path(adapter).glob("*.safetensors"))
-    return file_fingerprint(weights[0]) if weights else None
 
 
 @dataclass

@@ -21,33 +21,52 @@ class GenerationLog:
     def __init__(self, path, settings: dict):
         self.path, self.settings = Path(path), settings
 
-    def read(self, prompts: Sequence[str]) -> dict[int, str]:
+    @staticmethod
+    def _key(prompt: str) -> str:
+        """What a line records of its prompt, so a line is used only for the prompt it answered."""
         import hashlib
+
+        return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+    def check(self) -> None:
+        """Refuse a log written under other settings (reads its first line only)."""
         import json
 
         from ..io import refuse_other_settings
 
         if not self.path.is_file():
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            first = fh.readline()
+        try:
+            stored = json.loads(first).get("settings", {})
+        except (json.JSONDecodeError, AttributeError):
+            stored = {}
+        refuse_other_settings(stored, self.settings, "a generation log", self.path.parent,
+                              "use another --out, or delete the log to start over")
+
+    def read(self, prompts: Sequence[str]) -> dict[int, str]:
+        """The texts already generated for ``prompts`` (by index), after ``check``."""
+        import json
+
+        if not self.path.is_file():
             return {}
+        self.check()
         done: dict[int, str] = {}
         with open(self.path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh):
+            next(fh, None)  # the settings line
+            for line in fh:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut off by an interruption
-                if n == 0:
-                    refuse_other_settings(row.get("settings", {}), self.settings, "a generation log", self.path.parent,
-                                          "use another --out, or delete the log to start over")
-                    continue
                 i = row.get("i")
-                if isinstance(i, int) and 0 <= i < len(prompts) and row.get("prompt") == hashlib.sha256(prompts[i].encode()).hexdigest()[:16]:
+                if isinstance(i, int) and 0 <= i < len(prompts) and row.get("prompt") == self._key(prompts[i]):
                     done[i] = row["text"]
         return done
 
     def writer(self, prompts: Sequence[str]):
         """An ``on_batch`` callback appending each batch's texts to the log."""
-        import hashlib
         import json
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +77,7 @@ class GenerationLog:
         def append(indices, texts):
             with open(self.path, "a", encoding="utf-8") as fh:
                 for i, text in zip(indices, texts):
-                    fh.write(json.dumps({"i": int(i), "prompt": hashlib.sha256(prompts[i].encode()).hexdigest()[:16], "text": text}) + "\n")
+                    fh.write(json.dumps({"i": int(i), "prompt": self._key(prompts[i]), "text": text}) + "\n")
                 fh.flush()
 
         return append

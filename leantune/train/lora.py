@@ -123,6 +123,18 @@ def load_finetuned(model_spec: str, adapter_dir, dtype: str = "float32", device:
     return model, tokenizer
 
 
+def adapter_fingerprint(adapter_dir) -> str | None:
+    """SHA-256 (20 hex digits) of a LoRA adapter folder's weights, for cache keys and logs; None without a folder."""
+    import hashlib
+
+    if not adapter_dir:
+        return None
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if not path.exists():
+        raise LeantuneError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_model.safetensors)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """Newest *complete* Trainer checkpoint (``trainer_state.json`` is written last)."""
     if not folder.is_dir():
