@@ -282,10 +282,13 @@ def selection_file(path: str | Path) -> Path:
 def read_sample_ids(path: str | Path) -> list[int]:
     """``sample_ids`` of a selection.json written by ``leantune prune`` (or of the folder holding it):
     the one reader every consumer of a recommendation selection uses (``run``, ``finetune``, ``tiger train``)."""
+    path = selection_file(path)
+    return _sample_ids(read_json(path), path)
+
+
+def _sample_ids(record, path: Path) -> list[int]:
     from .errors import DataError
 
-    path = selection_file(path)
-    record = read_json(path)
     ids = record.get("sample_ids") if isinstance(record, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise DataError(path, "field 'sample_ids' must be a list of integer training-sample ids")
@@ -295,8 +298,8 @@ def read_sample_ids(path: str | Path) -> list[int]:
 def load_selection(out_dir: str | Path) -> PruneResult:
     """Read a finished pruning run (``selection.json`` in ``out_dir``, or that file itself)."""
     path = selection_file(out_dir)
-    ids = read_sample_ids(path)
     record = read_json(path)
+    ids = _sample_ids(record, path)
     for key in ("user_ids", "scores_file"):
         if key not in record:
             raise LeantuneError(f"{path}: field {key!r} missing; not a selection file")
@@ -350,11 +353,10 @@ def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, pro
     timings["load_data"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    method = resolve_method(cfg)
     selector = build_selector(cfg)
     pool = _pool(len(samples), cfg)
     _check_budget_early(cfg.budget, len(pool), selector)
-    scorers = list(dict.fromkeys([*method.scorers, *selector.columns()]))
+    scorers = _scorer_names(cfg, selector)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.name, cfg)
     if process.is_main:  # a selection left by an earlier run must not pass for this run's
         (out / SELECTION_FILE).unlink(missing_ok=True)
@@ -379,6 +381,11 @@ def prune_with_config(data, cfg: PruneConfig, out_dir=None, *, process=None, pro
         write_json(out / SELECTION_FILE, record)
     process.barrier()  # the other processes read what the main process wrote
     return load_selection(out)
+
+
+def _scorer_names(cfg: PruneConfig, selector) -> list[str]:
+    """The scorers a run needs: the method's, then any column its selector reads, each once."""
+    return list(dict.fromkeys([*resolve_method(cfg).scorers, *selector.columns()]))
 
 
 def _select(scores: dict, cfg: PruneConfig, selector) -> np.ndarray:
@@ -416,8 +423,7 @@ def score_samples(data, method: str = "dealrec", *, work_dir: str | Path | None 
     cfg = _config(1, method, settings)
     dataset = data if isinstance(data, SequenceDataset) else load_dataset(data)
     samples = dataset.train_samples
-    selector = build_selector(cfg)
-    scorers = list(dict.fromkeys([*resolve_method(cfg).scorers, *selector.columns()]))
+    scorers = _scorer_names(cfg, build_selector(cfg))
     pool_samples = [samples[i] for i in _pool(len(samples), cfg)]
     with tempfile.TemporaryDirectory(prefix="leantune-scores-") as tmp:
         folder = Path(work_dir) if work_dir is not None else Path(tmp)
