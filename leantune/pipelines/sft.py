@@ -21,7 +21,6 @@ from ..errors import LeantuneError
 from ..io import read_json, refuse_other_settings, write_json, write_jsonl
 from ..paths import display_path
 
-from .units import UNIT_METHODS as SFT_METHODS  # noqa: F401  (the methods of every text task)
 from .units import check_method, check_options, scorer_settings, score_units, select_units
 
 # The SFT names of the one unit-pruning path (``leantune.pipelines.units``).

@@ -89,12 +89,11 @@ def scorer_settings(method: str, model: str, options: dict, mask_prompt: bool = 
 def _effort_model(model: str, seed: int, options: dict, mask_prompt: bool, adapter=None):
     from dataclasses import replace
 
-    from ..device import resolve_device
     from ..scoring.effort import EffortConfig, EffortModel
 
     cfg = EffortConfig.from_options({**options, "model": model})
     cfg = replace(cfg, mask_prompt=mask_prompt, progress=options.get("progress", True), adapter=str(adapter) if adapter else cfg.adapter)
-    return EffortModel(cfg, resolve_device(str(options.get("device", "cpu"))), seed)
+    return EffortModel(cfg, _device(options), seed)
 
 
 def score_units(task, method: str, model: str = "smollm2", seed: int = 0, options: dict | None = None,
@@ -120,12 +119,12 @@ def score_units(task, method: str, model: str = "smollm2", seed: int = 0, option
     if column == "embedding":
         from ..scoring.embedding import prompt_embeddings
 
-        return {column: prompt_embeddings(model, [e.prompt for e in examples], resolve(options), progress=progress)}
+        return {column: prompt_embeddings(model, [e.prompt for e in examples], _device(options), progress=progress)}
     if column == "loss":
         from ..models.llm import load_model
         from ..tasks.sft import answer_losses
 
-        lm, tok = load_model(model, device=resolve(options))
+        lm, tok = load_model(model, device=_device(options))
         return {column: answer_losses(lm, tok, examples, cutoff, progress=progress)[0]}
     if column == "effort":
         scorer = _effort_model(model, seed, options, mask)
@@ -150,7 +149,8 @@ def score_units(task, method: str, model: str = "smollm2", seed: int = 0, option
     return {column: influence_scores(train_f, target_f)}
 
 
-def resolve(options: dict) -> str:
+def _device(options: dict) -> str:
+    """The scoring device: ``options['device']`` (default cpu), resolved once by the project's resolver."""
     from ..device import resolve_device
 
     return resolve_device(str(options.get("device", "cpu")))
