@@ -181,8 +181,6 @@ class SFTConfig:
             raise LeantuneError(f"cutoff_len {self.cutoff_len} / batch_size {self.batch_size}: need cutoff_len >= 8 and batch_size >= 1")
         if self.max_new_tokens < 1:
             raise LeantuneError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
-        if self.generate is not None:
-            load_answer_scorer(self.generate)  # a bad spec fails before any training
 
 
 @TASKS.register("sft")
@@ -198,6 +196,8 @@ class SFTTask(Task):
         if unknown:
             raise LeantuneError(f"sft task: unknown option(s) {unknown} (known: {', '.join(SFTConfig.__dataclass_fields__)})")
         self.config = SFTConfig(data=str(data), **options)
+        # (column, function) scoring generated answers; loaded once, so a bad spec fails before any training
+        self.answer_scorer = load_answer_scorer(self.config.generate) if self.config.generate is not None else None
         records = read_sft(self.config.data)
         if self.config.valid:
             self.train_records, self.valid_records = records, read_sft(self.config.valid)
@@ -252,7 +252,7 @@ class SFTTask(Task):
         mean_loss = float(sum(l * n for l, n in zip(losses, counts)) / total) if total else math.nan
         metrics = {"token_accuracy": float(sum(correct) / total) if total else 0.0, "loss": mean_loss, "neg_loss": -mean_loss,
                    "n_examples": len(examples), "n_tokens": total}
-        if self.config.generate is not None:
+        if self.answer_scorer is not None:
             column, values = self._generated_scores(model, tokenizer, examples)
             for row, value in zip(rows, values):
                 row[column] = value
@@ -263,7 +263,7 @@ class SFTTask(Task):
         """Greedy answers to the validation prompts, scored against the references by ``generate``."""
         from .attributes_generate import greedy_generate
 
-        column, fn = load_answer_scorer(self.config.generate)
+        column, fn = self.answer_scorer
         texts = greedy_generate(model, tokenizer, [e.prompt for e in examples], self.config.max_new_tokens, self.config.batch_size,
                                 progress=self.config.progress, desc="generating answers")
         values = []
@@ -282,7 +282,7 @@ class SFTTask(Task):
         return self.evaluate_units(model, tokenizer, split, limit, seed)[0]
 
     def metric_names(self) -> list[str]:
-        extra = [load_answer_scorer(self.config.generate)[0]] if self.config.generate is not None else []
+        extra = [self.answer_scorer[0]] if self.answer_scorer is not None else []
         return list(SFT_METRICS) + extra
 
 

@@ -5,7 +5,7 @@ validation NDCG@10, a checkpoint after every epoch (``leantune.models.checkpoint
 seeds, so an interrupted run resumes to the same result; the finished folder is written with
 ``models.sasrec.save_surrogate`` and read with ``load_surrogate``. ``get_surrogate`` trains or
 reuses the surrogate for (data content, settings, seed) in the leantune cache: the pruning job
-hands it to the scorers (``ScoringContext.extras``), which never train models themselves.
+hands it to the scorers (``ScoringContext.get_surrogate``), which never train models themselves.
 """
 from __future__ import annotations
 
