@@ -172,10 +172,10 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
     else:
         scope = ("every resumable trial was continued (`--validate-all`)" if agreement["all_continued"]
                  else "only the continued trials (top-k and baseline), a selected subset: run with `--validate-all` for the real figure")
-        ci = lambda key: "" if not agreement.get(f"{key}_ci") else f" [{agreement[f'{key}_ci'][0]:.2f}, {agreement[f'{key}_ci'][1]:.2f}]"  # noqa: E731
-        lines.append(f"Over {agreement['n']} trials ({scope}): Spearman {agreement['spearman']:.3f}{ci('spearman')}, "
-                     f"Kendall {agreement['kendall']:.3f}{ci('kendall')}, "
-                     f"early top-{agreement['k']} ∩ final top-{agreement['k']} = {agreement['topk_overlap']}{ci('topk_overlap')} "
+        a = agreement
+        lines.append(f"Over {a['n']} trials ({scope}): Spearman {a['spearman']:.3f}{_ci(a, 'spearman')}, "
+                     f"Kendall {a['kendall']:.3f}{_ci(a, 'kendall')}, "
+                     f"early top-{a['k']} ∩ final top-{a['k']} = {a['topk_overlap']}{_ci(a, 'topk_overlap')} "
                      "(95% bootstrap intervals over trials).")
     lines.append("")
     if by_fraction:
@@ -184,9 +184,9 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
                   "(95% bootstrap intervals over trials):", "",
                   "| fraction | trials | Spearman [95% CI] | Kendall [95% CI] | top-k overlap [95% CI] |", "|---|---|---|---|---|"]
         for r in by_fraction:
-            ci = lambda key: "" if not r.get(f"{key}_ci") else f" [{r[f'{key}_ci'][0]:.2f}, {r[f'{key}_ci'][1]:.2f}]"  # noqa: E731
-            lines.append(f"| {r['fraction']:.0%} | {r['n']} | {_fmt(r['spearman'], 3)}{ci('spearman')} | {_fmt(r['kendall'], 3)}{ci('kendall')} | "
-                         f"{r['topk_overlap'] if r['topk_overlap'] is not None else '–'}/{r['k']}{ci('topk_overlap')} |")
+            lines.append(f"| {r['fraction']:.0%} | {r['n']} | {_fmt(r['spearman'], 3)}{_ci(r, 'spearman')} | "
+                         f"{_fmt(r['kendall'], 3)}{_ci(r, 'kendall')} | "
+                         f"{r['topk_overlap'] if r['topk_overlap'] is not None else '–'}/{r['k']}{_ci(r, 'topk_overlap')} |")
         lines.append("")
     failed = [t for t in rec.trials if t.failed]
     lines += ["## Failed trials", ""]
@@ -200,6 +200,12 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
     lines += ["", "## Plots", ""]
     lines += [f"![{p[:-4]}]({p})" for p in PLOTS]
     return "\n".join(lines) + "\n"
+
+
+def _ci(row: dict, key: str) -> str:
+    """`` [lo, hi]`` of ``row[key + "_ci"]`` (an ``agreement_interval`` result), or nothing without one."""
+    ci = row.get(f"{key}_ci")
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
 def _space_cell(p: dict) -> str:
