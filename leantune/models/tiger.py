@@ -38,6 +38,16 @@ def default_dir(data_name: str) -> Path:
     return Path("runs") / f"tiger-{data_name}"
 
 
+def read_semantic_ids(dataset_name: str, folder: str | Path | None = None):
+    """``(ids, folder)``: the semantic IDs stored in ``folder`` (default ``runs/tiger-<data>/``), or
+    ``(None, folder)`` when it holds none (``leantune.train.rqvae.semantic_ids_for`` then builds them)."""
+    from .rqvae import SemanticIDs
+
+    folder = Path(folder) if folder is not None else default_dir(dataset_name)
+    stored = stored_semantic_ids(folder)
+    return (SemanticIDs.load(stored) if stored is not None else None), folder
+
+
 def stored_semantic_ids(folder: Path) -> Path | None:
     """The semantic-IDs file that ``folder`` names or holds, or None when it holds none."""
     from .rqvae import IDS_FILE

@@ -153,18 +153,15 @@ class TigerEffortScorer:
     @staticmethod
     def _model(ctx):
         if "tiger_model" not in ctx.extras:
-            from ..models.rqvae import SemanticIDs
-            from ..models.tiger import default_dir, load_tiger, stored_semantic_ids
+            from ..models.tiger import default_dir, load_tiger, read_semantic_ids
 
             progress = ctx.options.get("progress", True)
             sids = ctx.extras.get("tiger_semantic_ids")  # built by the prune job when the folder holds none
             if sids is None:
-                folder = Path(ctx.options.get("tiger_ids") or default_dir(ctx.dataset.name))
-                stored = stored_semantic_ids(folder)
-                if stored is None:
+                sids, folder = read_semantic_ids(ctx.dataset.name, ctx.options.get("tiger_ids") or None)
+                if sids is None:
                     raise LeantuneError(f"tiger_effort: no semantic IDs in {folder} (build them with `leantune tiger semantic-ids`, "
                                         "or prune, which builds them)")
-                sids = SemanticIDs.load(stored)
             model_dir = ctx.options.get("tiger_model_dir")
             if not model_dir:
                 work = Path(ctx.work_dir) if ctx.work_dir is not None else default_dir(ctx.dataset.name)

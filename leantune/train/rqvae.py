@@ -19,7 +19,7 @@ from ..io import atomic_path, write_json
 from ..models.checkpoint import checkpoint_state, load_training_state, save_training_state
 from ..models.rqvae import (CKPT_FILE, IDS_FILE, RQVAE, WEIGHTS_FILE, RQVAEConfig, SemanticIDs, assign_collision_tokens,
                             semantic_id_stats)
-from ..models.tiger import default_dir, stored_semantic_ids
+from ..models.tiger import read_semantic_ids
 
 
 def train_rqvae(
@@ -142,8 +142,7 @@ def build_semantic_ids(
 def semantic_ids_for(dataset, folder: str | Path | None = None, seed: int = 0, progress: bool = True):
     """The dataset's semantic IDs: read from ``folder`` (default ``runs/tiger-<data>/``, the folder
     ``leantune tiger`` uses) or, when it holds none, built there. Returns ``(ids, folder, built)``."""
-    folder = Path(folder) if folder is not None else default_dir(dataset.name)
-    stored = stored_semantic_ids(folder)
-    if stored is not None:
-        return SemanticIDs.load(stored), folder, False
+    ids, folder = read_semantic_ids(dataset.name, folder)
+    if ids is not None:
+        return ids, folder, False
     return build_semantic_ids(dataset, folder, seed=seed, progress=progress), folder, True
