@@ -1,7 +1,7 @@
 """The one place that turns a ``--device`` value into a torch device name."""
 from __future__ import annotations
 
-from .errors import LeantuneError
+from .errors import ParameterError
 
 
 def resolve_device(device: str) -> str:
@@ -12,5 +12,5 @@ def resolve_device(device: str) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu" and not device.startswith("cuda"):
-        raise LeantuneError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+        raise ParameterError("device", repr(device), "use cpu, cuda, cuda:N or auto")
     return device

@@ -11,13 +11,18 @@ class ParameterError(LeantuneError):
     library names parameters and the command line names flags."""
 
     def __init__(self, param: str, value, reason: str):
-        super().__init__(f"{param} {value}: {reason}")
+        super().__init__(self._say(param, value, reason))
         self.param, self.value, self.reason = param, value, reason
+
+    @staticmethod
+    def _say(name: str, value, reason: str) -> str:
+        # A missing value (None) or a switch that is on (True) says nothing the name does not.
+        return f"{name}: {reason}" if value is None or value is True else f"{name} {value}: {reason}"
 
     def as_flag(self, flags: dict[str, str] | None = None) -> str:
         """The message with the flag in place of the parameter name (``flags`` overrides the mapping)."""
         flag = (flags or {}).get(self.param) or "--" + self.param.replace("_", "-")
-        return f"{flag} {self.value}: {self.reason}"
+        return self._say(flag, self.value, self.reason)
 
 
 class DataError(LeantuneError):

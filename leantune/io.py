@@ -271,17 +271,17 @@ def _shown(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def parse_options(pairs, flag: str = "--opt") -> dict:
+def parse_options(pairs, param: str = "options") -> dict:
     """``KEY=VALUE`` strings as a dict; values that parse as JSON (numbers, booleans, lists such as
     ``effort_layers=[-1]``) are decoded, anything else stays a string. A pair without ``=`` or key is
-    a one-line error naming ``flag``."""
-    from .errors import LeantuneError
+    a one-line error naming ``param``."""
+    from .errors import ParameterError
 
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise LeantuneError(f"{flag} {pair!r}: expected KEY=VALUE")
+            raise ParameterError(param, repr(pair), "expected KEY=VALUE")
         try:
             options[key.strip()] = json.loads(value.strip())
         except json.JSONDecodeError:

@@ -118,7 +118,7 @@ def check_options(options: dict) -> None:
     known = scorer_options()
     unknown = [key for key in options if key not in known and key != "progress"]
     if unknown:
-        raise LeantuneError(f"--opt {unknown[0]}: unknown option; known: {', '.join(known)}")
+        raise ParameterError("options", unknown[0], f"unknown option; known: {', '.join(known)}")
 
     def typed(prefix: str, cls) -> None:  # values of the scorers that take options as given (no text coercion)
         for f in fields(cls):
@@ -134,22 +134,22 @@ def check_options(options: dict) -> None:
     if any(key.startswith("effort_") for key in options):
         EffortConfig.from_options(options).validate()
     if "embedding_source" in options and options["embedding_source"] not in SOURCES:
-        raise LeantuneError(f"--opt embedding_source={options['embedding_source']!r}: choose one of {', '.join(SOURCES)}")
+        raise ParameterError("options", f"embedding_source={options['embedding_source']!r}", f"choose one of {', '.join(SOURCES)}")
     if "tiger_preset" in options:
         from .models.tiger import PRESETS
 
         if options["tiger_preset"] not in PRESETS:
-            raise LeantuneError(f"--opt tiger_preset={options['tiger_preset']!r}: choose one of {', '.join(PRESETS)}")
+            raise ParameterError("options", f"tiger_preset={options['tiger_preset']!r}", f"choose one of {', '.join(PRESETS)}")
     for key, least in (("tiger_warmup_epochs", 1), ("tiger_batch", 1), ("tiger_warmup_samples", 0)):
         if key in options:
             _check_option_type(key, options[key], least)
             if options[key] < least:
-                raise LeantuneError(f"--opt {key}={options[key]!r}: must be at least {least}")
+                raise ParameterError("options", f"{key}={options[key]!r}", f"must be at least {least}")
     for key in ("surrogate_dir", "tiger_ids", "tiger_model_dir"):
         if key in options and not isinstance(options[key], (str, Path)):
-            raise LeantuneError(f"--opt {key}={options[key]!r}: expected a path")
+            raise ParameterError("options", f"{key}={options[key]!r}", "expected a path")
     if "surrogate_dir" in options and not Path(options["surrogate_dir"]).is_dir():
-        raise LeantuneError(f"--opt surrogate_dir={options['surrogate_dir']}: no such folder (a `leantune surrogate train` --out)")
+        raise ParameterError("options", f"surrogate_dir={options['surrogate_dir']}", "no such folder (one written by `leantune surrogate train`)")
 
 
 def scorer_settings(scorers, options: dict) -> dict:
@@ -194,7 +194,7 @@ def _check_option_type(key: str, value, default) -> None:
     else:
         ok = True
     if not ok:
-        raise LeantuneError(f"--opt {key}={value!r}: expected a value like {default!r}")
+        raise ParameterError("options", f"{key}={value!r}", f"expected a value like {default!r}")
 
 
 def resolve_method(cfg: PruneConfig) -> "Method":
@@ -204,7 +204,7 @@ def resolve_method(cfg: PruneConfig) -> "Method":
     if cfg.recommender is None:
         return method
     if cfg.recommender not in RECOMMENDERS:
-        raise LeantuneError(f"--recommender {cfg.recommender!r}: choose one of {', '.join(RECOMMENDERS)}")
+        raise ParameterError("recommender", repr(cfg.recommender), f"choose one of {', '.join(RECOMMENDERS)}")
     if cfg.recommender == "tiger":
         swap = lambda name: TIGER_SUBSTITUTES.get(name, name)  # noqa: E731
         return dataclasses.replace(method, scorers=tuple(map(swap, method.scorers)),
@@ -212,8 +212,8 @@ def resolve_method(cfg: PruneConfig) -> "Method":
     tiger_only = sorted(set(method.scorers) & set(TIGER_SUBSTITUTES.values()))
     if tiger_only:
         plain = cfg.method.removesuffix("-tiger")
-        raise LeantuneError(f"--method {cfg.method} scores with a TIGER model ({', '.join(tiger_only)}), not with "
-                            f"--recommender {cfg.recommender}: use --recommender tiger --method {plain}")
+        raise ParameterError("method", cfg.method, f"scores with a TIGER model ({', '.join(tiger_only)}), not with recommender "
+                             f"{cfg.recommender!r}: use recommender 'tiger', or method {plain!r}")
     return method
 
 
@@ -318,7 +318,7 @@ def build_selector(cfg: PruneConfig):
                 "clusters": cfg.clusters}
     names = {f.name for f in dataclasses.fields(cls)}
     if "weights" in names and not settings["weights"]:
-        raise LeantuneError(f"--selector {name} needs a scalar score, but method {method.name!r} produces none")
+        raise ParameterError("selector", name, f"needs a scalar score, but method {method.name!r} produces none")
     return cls(**{k: v for k, v in settings.items() if k in names and v is not None})
 
 
@@ -447,7 +447,7 @@ def _pool(n: int, cfg: PruneConfig) -> np.ndarray:
     if cfg.pool is None:
         return np.arange(n)
     if cfg.pool > n:
-        raise LeantuneError(f"--pool {cfg.pool} is larger than the dataset ({n} training samples)")
+        raise ParameterError("pool", cfg.pool, f"larger than the dataset ({n} training samples)")
     return np.sort(np.random.default_rng([cfg.seed, 1]).choice(n, size=cfg.pool, replace=False))
 
 
@@ -459,7 +459,7 @@ def _check_budget_early(budget: int, pool: int, selector) -> None:
     hard = getattr(selector, "hard_prune", 0.0)
     if hard:
         n_hard = math.floor(hard * pool)
-        check_budget(budget, pool - n_hard, where=f"pool left after --hard-prune {hard:g} drops {n_hard}")
+        check_budget(budget, pool - n_hard, where=f"pool left after hard_prune {hard:g} drops {n_hard}")
 
 
 def _score(dataset, samples, scorers, cfg, out, process, progress, timings):

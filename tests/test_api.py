@@ -86,3 +86,43 @@ def test_library_errors_name_parameters_and_the_cli_maps_them_to_flags():
         finetune_attributes(FinetuneConfig(), train_limit=0)
     assert info.value.as_flag() == "--train-limit 0: must be at least 1"
     assert ParameterError("limit", 3, "x").as_flag({"limit": "--eval-limit"}) == "--eval-limit 3: x"
+
+
+def test_no_library_error_names_a_command_line_flag():
+    """Errors raised below ``leantune.cli`` name parameters (``ParameterError``) or files, never flags:
+    a ``--flag`` may appear only inside a backticked command the user is told to run
+    (`pip install --no-deps ...`, `leantune run --base`)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "leantune"
+    error_calls = {"LeantuneError", "ParameterError", "DataError", "refuse_other_settings", "SystemExit"}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == "cli":
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            call = node.exc if isinstance(node, ast.Raise) else node
+            if not isinstance(call, ast.Call):
+                continue
+            name = getattr(call.func, "id", getattr(call.func, "attr", ""))
+            if name not in error_calls:
+                continue
+            text = re.sub(r"`[^`]*`", "", ast.get_source_segment(source, call) or "")
+            found += [f"{path.relative_to(package)}:{call.lineno} {m}" for m in re.findall(r"--[a-z][a-z0-9-]*", text)]
+    assert found == []
+
+
+def test_the_cli_prints_a_parameter_as_the_flag_of_the_command_that_ran():
+    import typer.main
+
+    from leantune.cli import _flags, app
+
+    command = typer.main.get_command(app)
+    prune = _flags(command, ["prune", "--budget", "5"])
+    assert prune["lam"] == "--lambda" and prune["budget"] == "--budget" and prune["options"] == "--opt"
+    export = _flags(command, ["data", "export"])
+    assert export["format"] == "--format"  # the flag's own name, whatever the function parameter is called
+    assert "users" not in _flags(command, ["run"])  # `run` has --test-users: its error shows the bare parameter

@@ -188,7 +188,7 @@ def test_task_units_and_examples(attr_folder):
     assert qex[0].example_id == question.train_pool()[0] and "What is the Brand" in qex[0].prompt
     with pytest.raises(LeantuneError, match="not in the train split"):
         product.train_examples(["nope"], tok)
-    with pytest.raises(LeantuneError, match="--unit"):
+    with pytest.raises(LeantuneError, match="^unit 'word': choose one of"):
         AttributeTask(data=str(attr_folder), unit="word")
 
 
@@ -295,7 +295,7 @@ def test_few_shot_prompts_show_solved_same_category_training_products(attr_folde
     many = AttributeTask(data=str(attr_folder), unit=unit, shots=50, progress=False)
     same = [p for p in many.data.products("train") if p.category == test[0].category]
     assert sorted(d.id for d in many.demos(test[0])) == sorted(p.id for p in same)
-    with pytest.raises(LeantuneError, match="--shots"):
+    with pytest.raises(LeantuneError, match="^shots "):
         AttributeTask(data=str(attr_folder), shots=-1)
 
 
@@ -352,14 +352,14 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
 
     from leantune.errors import LeantuneError
     from leantune.pipelines.attributes import GENERATION_LOG, evaluate_attributes
-    from leantune.tasks import attributes_generate
+    from leantune.tasks import attributes as attributes_module
 
     folder = str(write_attribute_folder(tmp_path / "d", n_test=6))
     kw = dict(unit="question", batch_size=4, progress=False)
     straight = evaluate_attributes(folder, "tiny", out=tmp_path / "straight", **kw)
     assert not (tmp_path / "straight" / GENERATION_LOG).exists()  # removed once predictions.jsonl is written
 
-    original, calls = attributes_generate.greedy_generate, []
+    original, calls = attributes_module.generate_texts, []
 
     def interrupted(*args, on_batch=None, **kwargs):
         def stop_after_first(idx, texts):
@@ -369,13 +369,13 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
         calls.append(len(kwargs.get("done") or {}))
         return original(*args, on_batch=stop_after_first, **kwargs)
 
-    monkeypatch.setattr("leantune.tasks.attributes.greedy_generate", interrupted)
+    monkeypatch.setattr("leantune.tasks.attributes.generate_texts", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate_attributes(folder, "tiny", out=tmp_path / "cut", **kw)
     logged = (tmp_path / "cut" / GENERATION_LOG).read_text().splitlines()
     assert json.loads(logged[0])["settings"]["unit"] == "question" and len(logged) == 1 + 4  # settings + one batch
     seen = []
-    monkeypatch.setattr("leantune.tasks.attributes.greedy_generate",
+    monkeypatch.setattr("leantune.tasks.attributes.generate_texts",
                         lambda *a, **k: (seen.append(len(k.get("done") or {})), original(*a, **k))[1])
     resumed = evaluate_attributes(folder, "tiny", out=tmp_path / "cut", **kw)
     assert seen == [4]  # the first batch came from the log

@@ -89,3 +89,16 @@ def test_one_home_and_backward_compatible_reexport():
             assert not (node.module or "").startswith("leantune") or node.module == "leantune.errors"
         elif isinstance(node, ast.Import):
             assert all(not a.name.startswith("leantune") for a in node.names)
+
+
+def test_token_budget_batches_keep_both_limits():
+    """Generation and grounding batch by padded tokens: a batch's longest length times its size stays
+    within the budget, at most ``max_items`` per batch, order kept, a single long sequence alone."""
+    from leantune.data.batching import token_budget_batches
+
+    lengths = {0: 2, 1: 3, 2: 3, 3: 4, 4: 9, 5: 30}
+    batches = list(token_budget_batches([0, 1, 2, 3, 4, 5], lengths, max_items=3, max_tokens=12))
+    assert batches == [[0, 1, 2], [3], [4], [5]]  # 3 x 3 = 9 fits; adding 4 would pad to 16; 30 alone
+    assert [i for b in batches for i in b] == [0, 1, 2, 3, 4, 5]
+    assert list(token_budget_batches([0, 1, 2], lengths, max_items=2, max_tokens=100)) == [[0, 1], [2]]
+    assert list(token_budget_batches([], lengths, 3, 12)) == []

@@ -287,8 +287,8 @@ def test_schedules_epochs_and_steps():
     assert CurveConfig(sizes=(0, 4), schedule="steps", steps=7).steps_for(4) == 7
     assert fixed.run_settings()["schedule"] == "steps" and fixed.run_settings()["steps"] == 20
     # The library names parameters (``schedule``, ``min_steps``); the CLI prints them as flags (bad-input corpus).
-    for bad, message in (({"schedule": "tokens"}, "schedule 'tokens'"), ({"steps": 3}, "--steps 3: only with --schedule steps"),
-                         ({"schedule": "steps", "min_steps": 2}, "--min-steps 2: only with --schedule epochs"),
+    for bad, message in (({"schedule": "tokens"}, "schedule 'tokens'"), ({"steps": 3}, "steps 3: only with schedule 'steps'"),
+                         ({"schedule": "steps", "min_steps": 2}, "min_steps 2: only with schedule 'epochs'"),
                          ({"schedule": "steps", "steps": 0}, "steps 0"), ({"min_steps": -1}, "min_steps -1"),
                          ({"epochs": float("nan")}, "epochs nan")):
         with pytest.raises(LeantuneError, match=re.escape(message)):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from leantune.evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec
-from leantune.evaluation.generation import GenerationSettings, common_prefix, generate_texts
+from leantune.evaluation.generation import GenerationSettings, common_prefix, generate_texts, greedy_settings
 from leantune.evaluation.metrics import ranking_metrics
 from leantune.evaluation.units import PER_UNIT_FILE, ranking_unit_rows, read_per_unit
 
@@ -54,6 +54,33 @@ def test_shared_prefix_generation_equals_whole_prompts(tiny_model):
     single = [generate_texts(model, tokenizer, [p], GenerationSettings(2, 6, 1, share_prefix=False), progress=False)[0]
               for p in prompts]
     assert shared == whole == auto == single
+
+
+def test_greedy_answers_keep_their_own_budget_stop_rule_and_resume(tiny_model):
+    """The one loop's greedy mode (attribute answers, ``--task sft --generate``): a prompt's answer
+    depends neither on its batch-mates nor on their budgets (a batch runs to its largest budget,
+    each answer is cut back to its own), a text stop rule cuts an answer at the first token where
+    it holds, and prompts already done are neither generated nor reported again."""
+    model, tokenizer = tiny_model
+    prompts = ["Title: red cotton shirt\nAnswer:", "Title: a blue hat\nAnswer:", "Title: steel pan 28 cm, non-stick\nAnswer:"]
+    budgets = [3, 9, 6]
+    batched = generate_texts(model, tokenizer, prompts, greedy_settings(3), progress=False, budgets=budgets)
+    single = [generate_texts(model, tokenizer, [p], greedy_settings(1, max_new_tokens=b), progress=False)[0]
+              for p, b in zip(prompts, budgets)]
+    assert batched == single
+    longer = generate_texts(model, tokenizer, prompts[:1], greedy_settings(1, max_new_tokens=9), progress=False)[0]
+    assert len(batched[0]) < len(longer)  # the first answer stopped at its own 3 tokens, not its batch's 9
+
+    free = generate_texts(model, tokenizer, prompts[:1], greedy_settings(1, max_new_tokens=12), progress=False)[0]
+    assert len(free) > 2
+    stopped = generate_texts(model, tokenizer, prompts[:1], greedy_settings(1, stop=lambda t: len(t.strip()) >= 2,
+                                                                              max_new_tokens=12), progress=False)[0]
+    assert free.startswith(stopped) and 2 <= len(stopped) < len(free)
+
+    seen = []
+    resumed = generate_texts(model, tokenizer, prompts, greedy_settings(2), progress=False, budgets=budgets,
+                             done={1: "from the log"}, on_batch=lambda idx, texts: seen.extend(idx))
+    assert resumed == [batched[0], "from the log", batched[2]] and sorted(seen) == [0, 2]
 
 
 def test_identical_prompts_share_all_but_their_last_token(tiny_model):

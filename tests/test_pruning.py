@@ -59,7 +59,7 @@ def test_score_and_select_in_memory_match_prune(tiny_rec, tmp_path, fake_scorers
     pooled = score_samples(tiny_rec, "random", pool=20, seed=2, progress=False)
     assert len(pooled["sample_id"]) == 20
     assert select_samples(pooled, 5, "random", pool=20, seed=2) == sorted(prune(tiny_rec, 5, "random", tmp_path / "q", pool=20, seed=2, progress=False).sample_ids)
-    with pytest.raises(LeantuneError, match="--budget 21 is larger than the pool"):
+    with pytest.raises(LeantuneError, match="budget 21: larger than the pool"):
         select_samples(pooled, 21, "random")
     with pytest.raises(LeantuneError, match="no 'sample_id' column"):
         select_samples({"effort": np.ones(3)}, 1, "random")
@@ -111,17 +111,17 @@ def test_pool_and_budget_errors(tiny_rec, tmp_path, fake_scorers):
     assert len(pool) == 20 and set(res.sample_ids) <= set(pool.tolist())
     assert np.array_equal(read_scores(prune(tiny_rec, 5, "random", tmp_path / "q", pool=20, seed=1,
                                             progress=False).scores_path)["sample_id"], pool)
-    with pytest.raises(LeantuneError, match="--budget 21 is larger than the pool \\(20 samples\\)"):
+    with pytest.raises(LeantuneError, match="budget 21: larger than the pool \\(20 samples\\)"):
         prune(tiny_rec, 21, "random", tmp_path / "e", pool=20, progress=False)
     FakeScorer.calls = []
-    with pytest.raises(LeantuneError, match="after --hard-prune 0.1 drops 4 \\(36 samples\\)"):
+    with pytest.raises(LeantuneError, match="after hard_prune 0.1 drops 4 \\(36 samples\\)"):
         prune(tiny_rec, 37, "dealrec", tmp_path / "e", progress=False)
     assert FakeScorer.calls == []  # the budget is checked before any scoring
-    with pytest.raises(LeantuneError, match="--pool 41 is larger than the dataset"):
+    with pytest.raises(LeantuneError, match="pool 41: larger than the dataset"):
         prune(tiny_rec, 5, "random", tmp_path / "e", pool=41, progress=False)
     with pytest.raises(LeantuneError, match="unknown method 'dealrac'"):
         prune(tiny_rec, 5, "dealrac", tmp_path / "e", progress=False)
-    with pytest.raises(LeantuneError, match="--selector coverage needs a scalar score"):
+    with pytest.raises(LeantuneError, match="selector coverage: needs a scalar score"):
         prune(tiny_rec, 5, "random", tmp_path / "e", selector="coverage", progress=False)
 
 
@@ -131,8 +131,8 @@ def test_options_and_lambda_are_checked_before_any_folder(tiny_rec, tmp_path):
     known = scorer_options()
     assert {"influence_depth", "grand_models", "el2n_epochs", "effort_batch_size", "embedding_source", "surrogate_dir",
             "tiger_preset", "tiger_ids", "device", "model"} <= set(known)
-    bad = [({"unknown_key": 1}, "--opt unknown_key: unknown option; known: device, effort_adapter"),
-           ({"influence_depth": "abc"}, "--opt influence_depth='abc': expected a value like 600"),
+    bad = [({"unknown_key": 1}, "options unknown_key: unknown option; known: device, effort_adapter"),
+           ({"influence_depth": "abc"}, "options influence_depth='abc': expected a value like 600"),
            ({"influence_solver": "newton"}, "influence_solver 'newton'"),
            ({"grand_models": 0}, "grand_models must be >= 1"),
            ({"effort_dtype": "float8"}, "effort dtype 'float8'"),
@@ -238,7 +238,7 @@ def test_cli_prune_and_one_line_errors(tiny_rec_folder, tmp_path):
     assert "pool size" in ok.stdout and (tmp_path / "cli" / "scores.jsonl").exists()
     assert len(load_selection(tmp_path / "cli").sample_ids) == 5
     bad = subprocess.run([*cmd, "--budget", "50"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --budget 50 is larger than the pool (40 samples)"
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --budget 50: larger than the pool (40 samples)"
 
 
 def test_influence_records_its_damping_in_the_selection(tiny_rec, tmp_path, tiny_surrogate):

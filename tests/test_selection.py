@@ -81,9 +81,9 @@ def test_equal_width_ranges_edges():
 
 def test_budget_errors_are_one_line():
     score = np.arange(100.0)
-    with pytest.raises(LeantuneError, match=r"--budget 101 is larger than the pool \(100 samples\)"):
+    with pytest.raises(LeantuneError, match=r"budget 101: larger than the pool \(100 samples\)"):
         coverage_sample(score, 101, np.random.default_rng(0))
-    with pytest.raises(LeantuneError, match="after --hard-prune 0.1 drops 10 \\(90 samples\\)"):
+    with pytest.raises(LeantuneError, match="after hard_prune 0.1 drops 10 \\(90 samples\\)"):
         coverage_sample(score, 95, np.random.default_rng(0), hard_prune=0.1)
     with pytest.raises(LeantuneError, match="positive"):
         coverage_sample(score, 0, np.random.default_rng(0))

@@ -65,12 +65,12 @@ def test_bad_recommender_combinations_are_one_line_errors(tiny_rec_folder, tmp_p
            "--method", "dealrec-tiger", "--out", str(tmp_path / "p"), "--quiet"]
     bad = subprocess.run(cmd, capture_output=True, text=True)
     assert bad.returncode == 2, bad.stderr
-    assert bad.stderr.strip() == ("error: --method dealrec-tiger scores with a TIGER model (tiger_effort), not with "
-                                  "--recommender bigrec: use --recommender tiger --method dealrec")
+    assert bad.stderr.strip() == ("error: --method dealrec-tiger: scores with a TIGER model (tiger_effort), not with "
+                                  "recommender 'bigrec': use recommender 'tiger', or method 'dealrec'")
     assert not (tmp_path / "p").exists()
 
     result = invoke("prune", "--data", tiny_rec_folder, "--budget", 5, "--recommender", "sasrec", "--out", tmp_path / "q")
-    assert isinstance(result.exception, LeantuneError) and "--recommender 'sasrec': choose one of bigrec, tiger" in str(result.exception)
+    assert isinstance(result.exception, LeantuneError) and "recommender 'sasrec': choose one of bigrec, tiger" in str(result.exception)
     for extra in (["--recommender", "llama"], ["--recommender", "tiger", "--preset", "huge"],
                   ["--recommender", "tiger", "--epochs", "1.5"], ["--method", "dealrec-tiger"]):
         result = invoke("run", "--data", tiny_rec_folder, "--budget", 5, "--out", tmp_path / "r", *extra)

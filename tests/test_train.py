@@ -161,5 +161,5 @@ def test_target_modules_one_parser_for_every_finetune_command():
 
     assert parse_target_modules("q_proj, v_proj") == ("q_proj", "v_proj")
     assert parse_target_modules(" all ") == ALL_LINEAR and len(ALL_LINEAR) == 7
-    with pytest.raises(LeantuneError, match="--target-modules ' , ': name at least one module"):
+    with pytest.raises(LeantuneError, match="^target_modules ' , ': name at least one module"):
         parse_target_modules(" , ")

@@ -54,8 +54,10 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
-# Library parameters whose flag is not the parameter's name with dashes (``eval_limit`` -> ``--eval-limit``).
-FLAG_NAMES = {"lam": "--lambda"}
+# Library parameters whose flag is neither an option of the command that ran with the same name nor
+# the parameter's name with dashes (``eval_limit`` -> ``--eval-limit``).
+FLAG_NAMES = {"lam": "--lambda", "options": "--opt", "max_epochs": "--epochs", "valid_loss_size": "--valid-size",
+              "heartbeat_interval": "--heartbeat"}
 
 
 def main(args: list[str] | None = None) -> None:
@@ -81,8 +83,9 @@ def main(args: list[str] | None = None) -> None:
             command.invoke(ctx)
     except KeyboardInterrupt:
         _interrupted()
-    except ParameterError as exc:  # a library parameter, printed as the flag that sets it
-        _error(exc.as_flag(FLAG_NAMES))
+    except ParameterError as exc:  # a library parameter, printed as the flag that sets it (if this command has one)
+        flags = _flags(command, args)
+        _error(exc.as_flag(flags) if exc.param in flags else str(exc))
     except LeantuneError as exc:
         _error(str(exc))
     except exits as exc:  # --help, or a command ending early with typer.Exit(code)
@@ -111,8 +114,8 @@ def main(args: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-def _command_path(command, args: list[str]) -> str:
-    """``leantune data stats`` for ``args`` naming that command (some usage errors carry no context)."""
+def _resolve(command, args: list[str]) -> tuple[list[str], object]:
+    """The names on the way to the (sub)command that ``args`` runs, and that command."""
     path = [PROG]
     for arg in args:
         sub = getattr(command, "commands", {}).get(arg)
@@ -121,7 +124,28 @@ def _command_path(command, args: list[str]) -> str:
             command = sub
         elif not arg.startswith("-"):
             break
-    return " ".join(path)
+    return path, command
+
+
+def _flags(command, args: list[str]) -> dict[str, str]:
+    """Library parameter -> flag for the command that ran: ``FLAG_NAMES``, then each of its options
+    by its flag's own name (``--eval-limit`` for ``eval_limit``), then by the name of the function
+    parameter behind it (``lam`` -> ``--lambda``)."""
+    flags = dict(FLAG_NAMES)
+    options = [p for p in getattr(_resolve(command, args)[1], "params", []) if getattr(p, "param_type_name", "") == "option"]
+    for param in options:
+        for flag in (o for o in param.opts if o.startswith("--")):
+            flags[flag[2:].replace("-", "_")] = flag
+    for param in options:
+        long = [o for o in param.opts if o.startswith("--")]
+        if long and param.name:
+            flags[param.name] = long[0]
+    return flags
+
+
+def _command_path(command, args: list[str]) -> str:
+    """``leantune data stats`` for ``args`` naming that command (some usage errors carry no context)."""
+    return " ".join(_resolve(command, args)[0])
 
 
 def _quiet_pipe() -> None:

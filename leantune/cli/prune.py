@@ -34,7 +34,7 @@ kcenter: k-center greedy on embeddings. cluster: k-means on embeddings, samples 
 def _parse_options(pairs: list[str]) -> dict:
     from ..io import parse_options
 
-    return parse_options(pairs, "--opt")
+    return parse_options(pairs)
 
 
 @app.command("prune", help=PRUNE_HELP)

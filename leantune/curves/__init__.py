@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LeantuneError
+from ..errors import ParameterError
 from .analysis import CurveAnalysis, analyse, describe, write_table
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
 from .paired import PairedSteps, paired_steps
@@ -41,11 +41,11 @@ def learning_curve(
     metric = cfg.metric or task.primary_metric
     run = run_curve(cfg, out, task=task, log=log, cached_only=cached_only)
     if not run.rows:
-        raise LeantuneError(f"{out}: no finished runs for these sizes and seeds yet (--cached-only trains nothing)")
+        raise ParameterError("cached_only", True, f"{out} holds no finished runs for these sizes and seeds yet, and nothing is trained")
     evaluated = [r for r in run.rows if r["metrics"]]
     if evaluated and metric not in evaluated[0]["metrics"]:
         have = ", ".join(sorted(k for k in evaluated[0]["metrics"] if "/" not in k))
-        raise LeantuneError(f"--metric {metric!r}: not among the task's metrics ({have})")
+        raise ParameterError("metric", repr(metric), f"not among the task's metrics ({have})")
     failed = [r for r in run.rows if not r["metrics"]]
     for r in failed:
         log(f"size {r['size']} seed {r['seed']}: {r['status']} ({(r.get('train') or {}).get('reason', '')}); left out of the fit")

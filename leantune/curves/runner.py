@@ -102,13 +102,13 @@ class CurveConfig:
             raise ParameterError("min_steps", self.min_steps, "must be at least 0")
         if self.schedule == "steps":
             if self.min_steps:
-                raise LeantuneError(f"--min-steps {self.min_steps}: only with --schedule epochs (--schedule steps trains --steps at every size)")
+                raise ParameterError("min_steps", self.min_steps, "only with schedule 'epochs' (schedule 'steps' trains the same steps at every size)")
             if self.steps is None:
                 self.steps = max(1, math.ceil(self.epochs * max(self.sizes) / self.batch_size))
             if self.steps < 1:
                 raise ParameterError("steps", self.steps, "must be at least 1")
         elif self.steps is not None:
-            raise LeantuneError(f"--steps {self.steps}: only with --schedule steps (--schedule epochs trains --epochs passes)")
+            raise ParameterError("steps", self.steps, "only with schedule 'steps' (schedule 'epochs' trains a number of epochs)")
 
     def run_settings(self) -> dict:
         settings = {k: _plain(getattr(self, k)) for k in self.RUN_KEYS}
@@ -207,7 +207,7 @@ def check_metric(task, metric: str) -> None:
         return
     known = list(task.metric_names())
     if metric not in known:
-        raise LeantuneError(f"--metric {metric!r}: not among the {task.name} task's metrics ({', '.join(known)})")
+        raise ParameterError("metric", repr(metric), f"not among the {task.name} task's metrics ({', '.join(known)})")
 
 
 def run_dir(out: Path, size: int, seed: int | None) -> Path:
@@ -226,7 +226,7 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
             old["task_options"] = task_options_key(cfg.task, old["task_options"])
         shared = [k for k in settings if k in old]  # a setting the folder predates is not compared
         refuse_other_settings({k: old[k] for k in shared}, {k: settings[k] for k in shared}, "a learning curve", out,
-                              "use another --out (or the same settings) so cached runs stay comparable")
+                              "use another output folder (or the same settings) so cached runs stay comparable")
     write_json(path, {"run_settings": settings, "config": asdict(cfg)})
 
 
@@ -338,7 +338,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     pool = task.train_pool()
     too_big = [n for n in cfg.sizes if n > len(pool)]
     if too_big:
-        raise LeantuneError(f"--sizes {too_big}: larger than the {task.name} training pool ({len(pool)} units)")
+        raise ParameterError("sizes", too_big, f"larger than the {task.name} training pool ({len(pool)} units)")
     _check_settings(out, cfg)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     plan = [(0, None)] if 0 in cfg.sizes else []
@@ -372,7 +372,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
         write_json(path, row)
         if row["metrics"] and metric not in row["metrics"]:  # fail at the first run, not after all of them
             have = ", ".join(sorted(k for k in row["metrics"] if "/" not in k))
-            raise LeantuneError(f"--metric {metric!r}: not among the {task.name} task's metrics ({have})")
+            raise ParameterError("metric", repr(metric), f"not among the {task.name} task's metrics ({have})")
         trained += 1
         log(f"{label}: {metric} {row['metrics'].get(metric, float('nan')):.4f} ({row['wall_s']:.0f} s)")
         rows.append(row)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import LeantuneError
+from ..errors import ParameterError
 from ..paths import SHIPPED_DATA
 from .fingerprint import dataset_fingerprint
 from .sequences import Item, Sample, SequenceDataset, load_sequence_folder
@@ -24,7 +24,7 @@ def resolve_data(spec: str) -> tuple[str, Path]:
         return "ml-100k", ml100k_folder()
     path = Path(spec).expanduser()
     if not path.exists():
-        raise LeantuneError(f"--data {spec!r}: not a known dataset ({', '.join(DATASET_NAMES)}) and no such folder")
+        raise ParameterError("data", repr(spec), f"not a known dataset ({', '.join(DATASET_NAMES)}) and no such folder")
     return path.name, path
 
 

@@ -1,13 +1,15 @@
 """Length-bucketed batching: batches of sample positions whose sequences have similar lengths.
 
-Used by SASRec training and scoring, the influence solver and TIGER training, so that a batch is
-padded (or trimmed) to little more than its own length. Pure numpy; imports nothing from leantune.
+``length_batches`` (fixed batch size) serves SASRec training and scoring, the influence solver and
+TIGER training, so that a batch is padded (or trimmed) to little more than its own length;
+``token_budget_batches`` (as many as fit a padded-token budget) serves generation and grounding.
+Pure numpy; imports nothing from leantune.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["length_batches"]
+__all__ = ["length_batches", "token_budget_batches"]
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, group: int = 50) -> list[np.ndarray]:
@@ -31,3 +33,17 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
         batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def token_budget_batches(order, lengths, max_items: int, max_tokens: int):
+    """Consecutive slices of ``order`` (positions sorted by length) holding at most ``max_items``
+    positions and at most ``max_tokens`` padded tokens (the batch's longest length times its size;
+    a single longer sequence still forms its own batch)."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) >= max_items or lengths[i] * (len(batch) + 1) > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..io import refuse_other_settings
 from .generation import GenerationSettings, generate_texts
@@ -52,7 +52,7 @@ class BigrecEvalConfig:
         if self.split not in ("test", "valid"):
             raise LeantuneError(f"evaluation split {self.split!r}: choose 'test' or 'valid'")
         if self.users is not None and self.users <= 0:
-            raise LeantuneError(f"--users {self.users}: must be positive")
+            raise ParameterError("users", self.users, "must be positive")
         if self.num_beams < 1 or self.max_new_tokens < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise LeantuneError("num_beams, max_new_tokens and batch_size must be positive")
         if self.gen_dtype not in GEN_DTYPES:

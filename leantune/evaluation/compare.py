@@ -142,7 +142,7 @@ def base_evaluation(run_path) -> Evaluation:
     stage = (record.get("stages") or {}).get("evaluate_base") or {}
     out_dir = (stage.get("outputs") or {}).get("out_dir")
     if stage.get("status") != "finished" or not out_dir:
-        raise DataError(file, "no finished evaluate_base stage with an out_dir (run it with --base)")
+        raise DataError(file, "no finished evaluate_base stage with an out_dir (run it with `leantune run --base`)")
     evaluation = load_evaluation(out_dir, name="base")
     evaluation.label = f"{run_path} (base)"
     return evaluation
@@ -424,7 +424,7 @@ def _check_same_units(evaluations: Sequence[Evaluation]) -> None:
         if units != ref_units:
             raise LeantuneError(
                 f"{ref.label} ({len(ref_units)} units) and {ev.label} ({len(units)} units) were evaluated on different "
-                f"units ({len(ref_units ^ units)} not shared); evaluate with the same --test-users and --eval-seed"
+                f"units ({len(ref_units ^ units)} not shared); evaluate them on the same test users (the same `--test-users` and `--eval-seed` of `leantune run` or `evaluate`)"
             )
         for r in ev.rows:
             if ref_clusters[r["unit"]] != r["cluster"]:
@@ -486,7 +486,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         groups_evs.setdefault(ev.name, []).append(ev)
     if len(groups_evs) < 2:
         raise LeantuneError(f"only one method ({next(iter(groups_evs))}) among {len(evaluations)} run(s): "
-                            "need at least two methods to compare (name runs with --name or use --with-base)")
+                            "need at least two methods to compare (give the runs names, or add the base model)")
     if baseline is None:
         baseline = "random" if "random" in groups_evs else next(iter(groups_evs))
     elif baseline not in groups_evs:

@@ -1,8 +1,14 @@
-"""Beam-search generation of one response per prompt (BIGRec: 4 beams, one sequence).
+"""Generation of one response per prompt: the one loop every task generates through.
+
+BIGRec asks for beam search (4 beams, one sequence, a line break ends the response); attribute
+extraction and ``--task sft --generate`` ask for greedy answers (``num_beams=1``) with a token budget
+per prompt and a stop rule on the decoded text (``GenerationSettings.stop``), so a rambling model
+stops once its answer is complete instead of running to the limit.
 
 By default prompts go through ``beam.pooled_beam_search``: a pool of prompts in flight, each leaving
 as soon as its result is final. With ``search="transformers"`` (and for models the pool does not
-support) batches go through ``model.generate``: prompts are left-padded so every sequence in a batch
+support, and whenever a text stop rule or per-prompt budgets are given) batches go through
+``model.generate``: prompts are left-padded so every sequence in a batch
 ends where generation starts. Either way prompts are taken shortest first (and results put back in
 input order) to waste little compute on padding, the token prefix all prompts share is encoded
 once, and only the new tokens are decoded (special tokens dropped, whitespace stripped).
@@ -14,11 +20,13 @@ text that grounding embeds. The text after the first line break is dropped.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from ..data.batching import token_budget_batches
 from .beam import pooled_beam_search, supports_pool
 
 # Prompts in flight in the pooled beam search when ``batch_size`` is not given.
@@ -47,6 +55,9 @@ class GenerationSettings:
     # floating-point ties). Models with sliding-window attention always use "transformers".
     search: str = "leantune"
     length_penalty: float = 1.0
+    # A per-sequence stop rule on the decoded new text (e.g. "the JSON object is closed"), checked
+    # after every token; batches then go through ``model.generate`` (search "transformers").
+    stop: Callable[[str], bool] | None = None
 
     def __post_init__(self):
         if self.search not in SEARCHES:
@@ -56,6 +67,14 @@ class GenerationSettings:
 
 
 SEARCHES = ("leantune", "transformers")
+
+
+def greedy_settings(batch_size: int, stop: Callable[[str], bool] | None = None, max_new_tokens: int = 64) -> GenerationSettings:
+    """Greedy answers (attribute extraction, ``--task sft --generate``): ``batch_size`` prompts per
+    ``model.generate`` call, ended by EOS, by ``stop`` on the decoded text, or by the token budget;
+    no line-break rule (answers may span lines)."""
+    return GenerationSettings(num_beams=1, max_new_tokens=max_new_tokens, batch_size=batch_size, prefill_once=False,
+                              share_prefix=False, stop_at_newline=False, search="transformers", stop=stop)
 
 
 def newline_token_ids(tokenizer) -> list[int]:
@@ -77,9 +96,18 @@ def generate_texts(
     settings: GenerationSettings | None = None,
     progress: bool = True,
     on_batch: Callable[[list[int], list[str]], None] | None = None,
+    *,
+    budgets: Sequence[int] | None = None,
+    done: dict[int, str] | None = None,
+    desc: str = "generate",
 ) -> list[str]:
-    """Generate one text per prompt. ``on_batch(indices, texts)`` is called after each batch
-    (indices into ``prompts``), so a caller can save partial results as they arrive."""
+    """Generate one text per prompt (new tokens only, special tokens dropped, whitespace stripped).
+
+    ``on_batch(indices, texts)`` is called after each batch (indices into ``prompts``), so a caller
+    can save partial results as they arrive. ``budgets`` gives each prompt its own
+    ``max_new_tokens`` (a batch runs to the largest of its members', and each answer is cut back to
+    its own, so an answer does not depend on its batch-mates); ``done`` holds texts already
+    generated, by prompt index (e.g. read back from a log): those prompts are skipped."""
     import torch
     from transformers import GenerationConfig
 
@@ -97,20 +125,24 @@ def generate_texts(
         bos_token_id=tokenizer.bos_token_id,
         length_penalty=settings.length_penalty,
     )
+    if budgets is not None and len(budgets) != len(prompts):
+        raise ValueError(f"budgets: {len(budgets)} for {len(prompts)} prompts")
     device = next(model.parameters()).device
+    done = done or {}
     token_ids = tokenizer(list(prompts))["input_ids"] if prompts else []
-    order = sorted(range(len(prompts)), key=lambda i: len(token_ids[i]))
-    pooled = settings.search == "leantune" and supports_pool(model)
+    order = sorted((i for i in range(len(prompts)) if i not in done), key=lambda i: len(token_ids[i]))
+    pooled = settings.search == "leantune" and supports_pool(model) and settings.stop is None and budgets is None
     # Tokens every prompt starts with (the instruction template): encoded once, shared by all.
-    shared = common_prefix(token_ids) if settings.share_prefix and (settings.prefill_once or pooled) else []
-    outputs: list[str | None] = [None] * len(prompts)
+    shared = common_prefix([token_ids[i] for i in order]) if settings.share_prefix and (settings.prefill_once or pooled) else []
+    outputs: list[str | None] = [done.get(i) for i in range(len(prompts))]
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(prompts), desc="generate", unit="user", disable=not progress) as bar:
+        with torch.inference_mode(), tqdm(total=len(prompts), initial=len(prompts) - len(order), desc=desc, unit="prompt",
+                                          disable=not progress, leave=False) as bar:
             prefix_cache = _encode_prefix(model, shared, device) if shared else None
 
-            def done(idx: list[int], texts: list[str]) -> None:
+            def finish(idx: list[int], texts: list[str]) -> None:
                 texts = [first_line(t) if settings.stop_at_newline else t.strip() for t in texts]
                 for i, text in zip(idx, texts):
                     outputs[i] = text
@@ -124,7 +156,7 @@ def generate_texts(
                     max_new_tokens=settings.max_new_tokens, stop_ids=stop_ids, pad_id=_pad_id(tokenizer),
                     slots=settings.batch_size or POOL_PROMPTS, prefix_cache=prefix_cache, shared=len(shared),
                     length_penalty=settings.length_penalty, admit_tokens=settings.batch_tokens,
-                    on_done=lambda js, tokens: done([order[j] for j in js],
+                    on_done=lambda js, tokens: finish([order[j] for j in js],
                                                     tokenizer.batch_decode(tokens, skip_special_tokens=True)))
                 return outputs  # type: ignore[return-value]
             for idx in _batches(order, token_ids, len(shared), settings):
@@ -133,16 +165,35 @@ def generate_texts(
                     head = torch.tensor(shared, device=device).expand(len(idx), -1)
                     input_ids = torch.cat([head, input_ids], dim=1)
                     mask = torch.cat([torch.ones_like(head), mask], dim=1)
+                extra, batch_config = {}, config
+                if budgets is not None:
+                    batch_config = copy.deepcopy(config)
+                    batch_config.max_new_tokens = max(budgets[i] for i in idx)
+                if settings.stop is not None:
+                    extra["stopping_criteria"] = _text_stop(tokenizer, input_ids.shape[1], settings.stop)
                 if settings.prefill_once and input_ids.shape[1] > 1:
-                    cache = _prefill(model, input_ids, mask, settings.num_beams, prefix_cache, len(shared))
-                    out = model.generate(input_ids=input_ids, attention_mask=mask, cache=cache,
-                                         generation_config=config)
-                else:
-                    out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
-                done(idx, tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True))
+                    extra["cache"] = _prefill(model, input_ids, mask, settings.num_beams, prefix_cache, len(shared))
+                out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=batch_config, **extra)
+                new = out[:, input_ids.shape[1] :]
+                if budgets is not None:  # each answer within its own budget, whatever its batch-mates were given
+                    new = [row[: budgets[i]] for row, i in zip(new, idx)]
+                finish(idx, tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
         model.train(was_training)
     return outputs  # type: ignore[return-value]
+
+
+def _text_stop(tokenizer, prompt_len: int, stop: Callable[[str], bool]):
+    """A stopping criterion that ends each sequence once ``stop`` holds for its decoded new text."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class TextStop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            return torch.tensor([stop(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([TextStop()])
 
 
 def common_prefix(token_ids: Sequence[Sequence[int]]) -> list[int]:
@@ -166,15 +217,8 @@ def _batches(order: list[int], token_ids, shared: int, settings: GenerationSetti
         for start in range(0, len(order), settings.batch_size):
             yield order[start : start + settings.batch_size]
         return
-    batch: list[int] = []
-    for i in order:
-        width = len(token_ids[i]) - shared
-        if batch and (len(batch) >= 32 or width * (len(batch) + 1) > settings.batch_tokens):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+    widths = {i: len(token_ids[i]) - shared for i in order}
+    yield from token_budget_batches(order, widths, 32, settings.batch_tokens)
 
 
 def _pad_id(tokenizer) -> int:

@@ -29,6 +29,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from ..data.batching import token_budget_batches
 from ..io import atomic_path, read_json, write_json
 from ..paths import cache_dir
 
@@ -80,7 +81,7 @@ def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 51
     try:
         with torch.inference_mode(), base_model_of(model), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
             decoder = _decoder(model)
-            for idx in _length_batches(order, [len(ids) for ids in token_ids], batch_size, batch_tokens):
+            for idx in token_budget_batches(order, [len(ids) for ids in token_ids], batch_size, batch_tokens):
                 enc = tokenizer.pad({"input_ids": [token_ids[i] for i in idx]}, return_tensors="pt", padding=True).to(device)
                 mask = enc["attention_mask"]
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -94,18 +95,6 @@ def text_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 51
         tokenizer.padding_side = old_side
         model.train(was_training)
     return out
-
-
-def _length_batches(order: list[int], lengths: list[int], max_texts: int, max_tokens: int):
-    """Consecutive slices of ``order`` (sorted by length) within both limits (padded tokens)."""
-    batch: list[int] = []
-    for i in order:
-        if batch and (len(batch) >= max_texts or lengths[i] * (len(batch) + 1) > max_tokens):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
 
 
 def rank_items(query_vectors, item_vectors, item_ids, k: int = 50, chunk: int = 256):

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..paths import cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -251,9 +251,9 @@ def resolve_model(spec: str) -> Path:
         return folder
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise LeantuneError(f"--model {spec!r}: not a known model ({', '.join(model_names())}) and no such folder")
+        raise ParameterError("model", repr(spec), f"not a known model ({', '.join(model_names())}) and no such folder")
     if not (path / "config.json").exists():
-        raise LeantuneError(f"{path}: no config.json; --model needs a local transformers causal-LM folder")
+        raise ParameterError("model", repr(spec), f"{path} has no config.json: a model folder is a local transformers causal-LM folder")
     return path
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError, LeantuneError
+from ..errors import DataError, LeantuneError, ParameterError
 from ..io import read_json, write_json
 
 IDS_FILE = "semantic_ids.json"
@@ -51,10 +51,11 @@ class RQVAEConfig:
     collapse_fraction: float = 0.25
 
     def __post_init__(self):
-        # The sizes `leantune tiger semantic-ids` takes as options, named as there; checked before any work.
-        for flag, value in (("--levels", self.levels), ("--codebook-size", self.codebook_size), ("--epochs", self.epochs)):
+        # Checked before any work; the CLI prints each parameter as its flag where it has one.
+        for name in ("levels", "codebook_size", "epochs"):
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LeantuneError(f"{flag} {value!r}: must be a positive integer")
+                raise ParameterError(name, repr(value), "must be a positive integer")
         for name in ("latent_dim", "batch_size", "kmeans_iters", "reset_every", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

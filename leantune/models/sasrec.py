@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data import SequenceDataset
 from ..data.batching import length_batches  # noqa: F401  (also re-exported: leantune.models.sasrec.length_batches)
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..metrics import DEFAULT_KS, ranking_metrics
 from ..io import atomic_path, read_json, write_json
 
@@ -58,20 +58,19 @@ class SASRecConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
-        # Named as `leantune surrogate train`'s options where it has one; checked before any work.
+        # Checked before any work; the CLI prints each parameter as its flag where it has one.
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise LeantuneError(f"--lr {self.lr}: must be a positive number")
+            raise ParameterError("lr", self.lr, "must be a positive number")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise LeantuneError(f"SASRec weight_decay {self.weight_decay}: must be a finite number >= 0")
         if not 0 <= self.dropout < 1:
-            raise LeantuneError(f"--dropout {self.dropout}: must be in [0, 1)")
-        for flag, value, least in (("--hidden", self.hidden, 1), ("--max-len", self.max_len, 1), ("--batch-size", self.batch_size, 1),
-                                   ("--epochs", self.max_epochs, 0), ("--patience", self.patience, 0),
-                                   ("SASRec blocks", self.blocks, 1), ("SASRec heads", self.heads, 1), ("SASRec eval_every", self.eval_every, 1)):
-            if value < least:
-                raise LeantuneError(f"{flag} {value}: must be at least {least}")
+            raise ParameterError("dropout", self.dropout, "must be in [0, 1)")
+        for name, least in (("hidden", 1), ("max_len", 1), ("batch_size", 1), ("max_epochs", 0), ("patience", 0),
+                            ("blocks", 1), ("heads", 1), ("eval_every", 1)):
+            if getattr(self, name) < least:
+                raise ParameterError(name, getattr(self, name), f"must be at least {least}")
         if self.hidden % self.heads:
-            raise LeantuneError(f"--hidden {self.hidden}: must be a multiple of the {self.heads} attention heads")
+            raise ParameterError("hidden", self.hidden, f"must be a multiple of the {self.heads} attention heads")
 
     @classmethod
     def from_dict(cls, data: dict) -> "SASRecConfig":

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..io import atomic_path, read_json
 from .rqvae import SemanticIDs
 
@@ -97,7 +97,7 @@ PRESETS = {
 
 def tiger_config(preset: str = "paper", **overrides) -> TigerConfig:
     if preset not in PRESETS:
-        raise LeantuneError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        raise ParameterError("preset", repr(preset), f"choose one of {', '.join(PRESETS)}")
     return TigerConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -336,7 +336,7 @@ def load_tiger(model_dir: str | Path, semantic_ids: SemanticIDs, device: str = "
     meta = read_json(model_dir / "tiger_config.json")
     cfg = TigerConfig(**meta["config"])
     if meta.get("ids_key") != semantic_ids.key or list(meta["level_sizes"]) != list(semantic_ids.level_sizes):
-        raise LeantuneError(f"{model_dir}: trained on other semantic IDs (key {meta.get('ids_key')}, not {semantic_ids.key}); pass the --ids it was trained with")
+        raise LeantuneError(f"{model_dir}: trained on other semantic IDs (key {meta.get('ids_key')}, not {semantic_ids.key}); pass the semantic IDs it was trained with")
     if not (model_dir / MODEL_FILE).exists():
         raise LeantuneError(f"{model_dir / MODEL_FILE}: no trained weights (run `leantune tiger train` first)")
     encoder = TigerEncoder(semantic_ids, cfg)

@@ -61,9 +61,9 @@ def _check_run(cfg: BigrecRunConfig, dataset) -> None:
 
     n = len(dataset.train_samples)
     if cfg.pool is not None and not 0 < cfg.pool <= n:
-        raise LeantuneError(f"--pool {cfg.pool}: must be between 1 and {n} (training samples of {dataset.name})")
+        raise ParameterError("pool", cfg.pool, f"must be between 1 and {n} (training samples of {dataset.name})")
     if not 0 < cfg.budget <= (cfg.pool or n):
-        raise LeantuneError(f"--budget {cfg.budget}: must be between 1 and {cfg.pool or n} (the pool)")
+        raise ParameterError("budget", cfg.budget, f"must be between 1 and {cfg.pool or n} (the pool)")
     fields = {k: v for k, v in cfg.prune_options.items() if k != "options"}
     PruneConfig(budget=cfg.budget, method=cfg.method, seed=cfg.seed, pool=cfg.pool,
                 options=dict(cfg.prune_options.get("options", {})), **fields).validate()

@@ -33,7 +33,7 @@ class RunFolder:
             self.record = read_json(self.file)
             old = {k: v for k, v in self.record.get("settings", {}).items() if k not in ignore}
             new = {k: v for k, v in _plain(settings).items() if k not in ignore}
-            advice = "use another --out or delete the folder"
+            advice = "use another output folder or delete this one"
             refuse_other_settings({"kind": self.record.get("kind")}, {"kind": kind}, "a run", self.path, advice)
             refuse_other_settings(old, new, "a run", self.path, advice)
             self.record["settings"] = _plain(settings)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LeantuneError
+from ..errors import ParameterError
 from ..io import read_json, refuse_other_settings, write_json, write_jsonl
 from ..paths import display_path
 
@@ -46,9 +46,9 @@ def prune_sft(data, budget: int, method: str, out, *, selector: str | None = Non
 
     chosen = check_method(method, selector)
     if budget < 1:
-        raise LeantuneError(f"--budget {budget}: must be a positive number of records")
+        raise ParameterError("budget", budget, "must be a positive number of records")
     if target is not None and method != "gradient-influence":
-        raise LeantuneError(f"--target is read by --method gradient-influence only (not {method})")
+        raise ParameterError("target", target, f"read by method gradient-influence only (not {method})")
     options = dict(options or {})
     check_options(options)
     if method == "gradient-influence":
@@ -58,7 +58,7 @@ def prune_sft(data, budget: int, method: str, out, *, selector: str | None = Non
     task = SFTTask(data=str(data), valid=str(valid) if valid else None, cutoff_len=cutoff_len, progress=progress)
     pool = task.train_pool()
     if budget > len(pool):
-        raise LeantuneError(f"--budget {budget} is larger than the training records of {data} ({len(pool)})")
+        raise ParameterError("budget", budget, f"larger than the training records of {data} ({len(pool)})")
     out = Path(out)
     settings = {"task": "sft", "data": display_path(data), "data_sha256": file_fingerprint(data),
                 "valid": display_path(valid) if valid else None, "valid_sha256": file_fingerprint(valid) if valid else None,
@@ -68,7 +68,7 @@ def prune_sft(data, budget: int, method: str, out, *, selector: str | None = Non
     sel_path = out / "selection.json"
     if sel_path.is_file():
         stored = read_json(sel_path)
-        refuse_other_settings(stored.get("settings", {}), settings, "an SFT selection", out, "use another --out")
+        refuse_other_settings(stored.get("settings", {}), settings, "an SFT selection", out, "use another output folder")
         return SFTPruneResult(stored, sel_path, out / "scores.jsonl" if (out / "scores.jsonl").is_file() else None, True)
     t0 = time.perf_counter()
     scores = score_units(task, method, model, seed, options, target, out, progress)
@@ -133,7 +133,7 @@ def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, m
     from ..train import finetune, load_finetuned
 
     if selection is not None and budget is not None:
-        raise LeantuneError("give --selection or --budget, not both")
+        raise ParameterError("selection", selection, "give a selection or a budget, not both")
     task = SFTTask(data=str(data), valid=str(valid) if valid else None, cutoff_len=cfg.cutoff_len, generate=generate,
                    max_new_tokens=max_new_tokens, progress=progress)
     pool = task.train_pool()
@@ -143,7 +143,7 @@ def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, m
         method = sel["method"]
     elif budget is not None:
         if not 0 < budget <= len(pool):
-            raise LeantuneError(f"--budget {budget}: must be between 1 and {len(pool)} (training records of {data})")
+            raise ParameterError("budget", budget, f"must be between 1 and {len(pool)} (training records of {data})")
         from ..data.units import training_subset
 
         units = training_subset(pool, budget, cfg.seed)
@@ -157,7 +157,7 @@ def finetune_sft(data, out, cfg, *, selection=None, budget: int | None = None, m
 
     cut = [ex.example_id for ex in train if answer_cut_off(tokenizer, ex, cfg.cutoff_len)]
     if cut:
-        raise LeantuneError(f"--cutoff-len {cfg.cutoff_len} cuts off the whole answer of {len(cut)} record(s) (e.g. line "
+        raise ParameterError("cutoff_len", cfg.cutoff_len, f"cuts off the whole answer of {len(cut)} record(s) (e.g. line "
                             f"{cut[0][1:]} of {data}); raise it")
     settings = {"task": "sft", "data": display_path(data), "method": method, "seed": cfg.seed, "units": len(units),
                 "model": model, "selection": display_path(selection) if selection else None}
@@ -190,11 +190,11 @@ def export_records(task: str, data: str | None = None, split: str = "train", fmt
     from ..data.units import seeded_sample
 
     if fmt not in EXPORT_FORMATS:
-        raise LeantuneError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+        raise ParameterError("format", repr(fmt), f"choose one of {', '.join(EXPORT_FORMATS)}")
     if split not in ("train", "valid", "test"):
-        raise LeantuneError(f"--split {split!r}: choose train, valid or test")
+        raise ParameterError("split", repr(split), "choose train, valid or test")
     if limit is not None and limit < 1:
-        raise LeantuneError(f"--limit {limit}: must be at least 1")
+        raise ParameterError("limit", limit, "must be at least 1")
     records = []
     if task == "attributes":
         from ..tasks.attributes_data import load_attribute_data
@@ -221,5 +221,5 @@ def export_records(task: str, data: str | None = None, split: str = "train", fmt
             else:
                 records.append({"prompt": render(titles, ds.item_noun), "completion": answer})
     else:
-        raise LeantuneError(f"--task {task!r}: export writes the shipped tasks attributes or recommendation")
+        raise ParameterError("task", repr(task), "export writes the shipped tasks attributes or recommendation")
     return records

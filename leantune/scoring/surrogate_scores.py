@@ -55,7 +55,7 @@ def context_surrogate(ctx):
 
 def _trainer(ctx):
     if ctx.get_surrogate is None:
-        raise LeantuneError("this scorer needs a trained SASRec surrogate: pass ctx.extras['surrogate'], --opt surrogate_dir, "
+        raise LeantuneError("this scorer needs a trained SASRec surrogate: pass ctx.extras['surrogate'], the surrogate_dir option, "
                             "or ScoringContext(get_surrogate=leantune.train.sasrec.get_surrogate) (leantune.pruning does)")
     return ctx.get_surrogate
 

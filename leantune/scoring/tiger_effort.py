@@ -169,7 +169,7 @@ class TigerEffortScorer:
                 whole = not 0 < n < len(ctx.dataset.train_samples)  # as warmup_subset decides
                 model_dir = work / ("tiger-effort-warmup" if whole else f"tiger-effort-warmup-n{n}")
                 if ctx.train_tiger is None:
-                    raise LeantuneError("tiger_effort needs a trained TIGER: pass ctx.extras['tiger_model'], --opt tiger_model_dir, "
+                    raise LeantuneError("tiger_effort needs a trained TIGER: pass ctx.extras['tiger_model'], the tiger_model_dir option, "
                                         "or ScoringContext(train_tiger=leantune.train.tiger.train_tiger) (leantune.pruning does)")
                 train_warmup(ctx.train_tiger, ctx.dataset, sids, model_dir, n, ctx.seed, ctx.options.get("tiger_preset", "paper"),
                              int(ctx.options.get("tiger_warmup_epochs", 1)), ctx.device, progress)

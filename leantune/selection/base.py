@@ -11,7 +11,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..registry import Registry
 
 
@@ -33,9 +33,9 @@ SELECTORS: Registry[type] = Registry("selector")
 def check_budget(budget: int, pool: int, where: str = "pool") -> None:
     """Budget must be a positive number of samples that the (possibly hard-pruned) pool can supply."""
     if budget <= 0:
-        raise LeantuneError(f"--budget {budget}: must be a positive number of samples")
+        raise ParameterError("budget", budget, "must be a positive number of samples")
     if budget > pool:
-        raise LeantuneError(f"--budget {budget} is larger than the {where} ({pool} samples)")
+        raise ParameterError("budget", budget, f"larger than the {where} ({pool} samples)")
 
 
 def minmax(values: np.ndarray) -> np.ndarray:

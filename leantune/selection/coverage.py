@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import LeantuneError
+from ..errors import ParameterError
 from .base import SELECTORS, check_budget, combined_score
 
 
@@ -43,14 +43,14 @@ def coverage_sample(
     """Positions chosen by hard pruning + equal-width ranges + smallest-range-first sampling."""
     score = np.asarray(score, dtype=np.float64)
     if not 0.0 <= hard_prune < 1.0:
-        raise LeantuneError(f"--hard-prune {hard_prune}: must be in [0, 1)")
+        raise ParameterError("hard_prune", hard_prune, "must be in [0, 1)")
     if ranges < 1:
-        raise LeantuneError(f"--ranges {ranges}: must be at least 1")
+        raise ParameterError("ranges", ranges, "must be at least 1")
     check_budget(budget, len(score))
     n_hard = int(np.floor(hard_prune * len(score)))
     order = np.argsort(-score, kind="stable")  # highest first, ties by position
     kept = np.sort(order[n_hard:])
-    check_budget(budget, len(kept), where=f"pool left after --hard-prune {hard_prune:g} drops {n_hard}")
+    check_budget(budget, len(kept), where=f"pool left after hard_prune {hard_prune:g} drops {n_hard}")
 
     bins = equal_width_ranges(score[kept], ranges)
     groups = [kept[bins == b] for b in range(ranges)]

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from ..io import write_jsonl
 from .attributes_data import AttributeData, Product, load_attribute_data, question_id, split_question_id
-from .attributes_generate import greedy_generate, json_object_closed, line_ended
+from ..evaluation.generation import generate_texts, greedy_settings
+from .attributes_generate import json_object_closed, line_ended
 from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
 from .attributes_scoring import INVALID, SUMMARY_METRICS, judge, parse_product_answer, parse_question_answer, summarise
 from ..train.config import ALL_LINEAR
@@ -40,11 +41,11 @@ class AttributeConfig:
 
     def __post_init__(self):
         if self.unit not in UNITS:
-            raise LeantuneError(f"--unit {self.unit!r}: choose one of {', '.join(UNITS)}")
+            raise ParameterError("unit", repr(self.unit), f"choose one of {', '.join(UNITS)}")
         if self.batch_size < 1:
-            raise LeantuneError(f"--batch-size {self.batch_size}: must be at least 1")
+            raise ParameterError("batch_size", self.batch_size, "must be at least 1")
         if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 0:
-            raise LeantuneError(f"--shots {self.shots!r}: must be a whole number, at least 0")
+            raise ParameterError("shots", repr(self.shots), "must be a whole number, at least 0")
 
 
 def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> list[Product]:
@@ -202,10 +203,14 @@ class AttributeTask(Task):
         empty = json.dumps({a: "n/a" for a in product.attributes}, ensure_ascii=False)
         return len(tokenizer(empty)["input_ids"]) + title + 16
 
-    def _generate(self, model, tokenizer, prompts, max_new_tokens, stop, log=None):
+    def _generate(self, model, tokenizer, prompts, budgets, stop, log=None):
+        """Greedy answers, each within its token budget, stopped by ``stop`` on the decoded text."""
         done = log.read(prompts) if log is not None else None
-        return greedy_generate(model, tokenizer, prompts, max_new_tokens, self.config.batch_size, stop, self.config.progress, "attributes",
-                               done=done, on_batch=log.writer(prompts) if log is not None else None)
+        if isinstance(budgets, int):
+            budgets = [budgets] * len(prompts)
+        return generate_texts(model, tokenizer, prompts, greedy_settings(self.config.batch_size, stop), self.config.progress,
+                              on_batch=log.writer(prompts) if log is not None else None, budgets=budgets, done=done,
+                              desc="attributes")
 
 
 def write_predictions(path: str | Path, rows: list[dict]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError, LeantuneError
+from ..errors import DataError, LeantuneError, ParameterError
 from ..io import read_json, read_jsonl
 from ..paths import SHIPPED_DATA
 
@@ -64,7 +64,7 @@ def resolve_attribute_data(spec: str | Path) -> tuple[str, Path]:
         return spec, SHIPPED_DATA / spec
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise LeantuneError(f"--data {spec!r}: not a known attribute dataset ({', '.join(DATA_NAMES)}) and no such folder")
+        raise ParameterError("data", repr(spec), f"not a known attribute dataset ({', '.join(DATA_NAMES)}) and no such folder")
     return path.name, path
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import DataError, LeantuneError
+from ..errors import DataError, LeantuneError, ParameterError
 from ..io import iter_jsonl
 from .base import TASKS, Task, TextExample
 
@@ -87,7 +87,7 @@ def read_sft(path) -> list[SFTRecord]:
     """Read and check an SFT JSONL file (``.gz`` allowed); blank lines are skipped. A bad line is a
     one-line :class:`DataError` naming the file and line."""
     path = Path(path)
-    missing = "file not found (--task sft reads a JSONL file of chat 'messages' or 'prompt'/'completion' records)"
+    missing = "file not found (the sft task reads a JSONL file of chat 'messages' or 'prompt'/'completion' records)"
     records = [_check_record(obj, path, line) for line, obj in iter_jsonl(path, missing)]
     if not records:
         raise DataError(path, "no records")
@@ -123,7 +123,7 @@ def split_valid(records: Sequence[SFTRecord], fraction: float, seed: int) -> tup
     import numpy as np
 
     if len(records) < 2:
-        raise LeantuneError(f"--task sft: {len(records)} record(s) cannot be split into training and validation; give --valid FILE")
+        raise ParameterError("valid", None, f"{len(records)} record(s) cannot be split into training and validation; give a validation file")
     n_valid = min(len(records) - 1, max(1, round(fraction * len(records))))
     held = set(np.random.default_rng([seed, 7]).choice(len(records), n_valid, replace=False).tolist())
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
@@ -143,18 +143,18 @@ def load_answer_scorer(spec: str):
         return "exact_match", exact_match
     path, sep, name = spec.rpartition(":")
     if not sep or not path.endswith(".py") or not name.isidentifier():
-        raise LeantuneError(f"--generate {spec!r}: 'exact-match' or FILE.py:FUNCTION (a Python function of prediction and reference)")
+        raise ParameterError("generate", repr(spec), "'exact-match' or FILE.py:FUNCTION (a Python function of prediction and reference)")
     if not Path(path).is_file():
-        raise LeantuneError(f"--generate {spec!r}: no such file {path}")
+        raise ParameterError("generate", repr(spec), f"no such file {path}")
     module_spec = importlib.util.spec_from_file_location(f"leantune_user_scorer_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # the user's file: report it in one line, whatever it raised
-        raise LeantuneError(f"--generate {spec!r}: {path} failed to load ({type(exc).__name__}: {exc})") from None
+        raise ParameterError("generate", repr(spec), f"{path} failed to load ({type(exc).__name__}: {exc})") from None
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise LeantuneError(f"--generate {spec!r}: {path} has no function {name!r}")
+        raise ParameterError("generate", repr(spec), f"{path} has no function {name!r}")
     return "score", fn
 
 
@@ -174,13 +174,13 @@ class SFTConfig:
 
     def __post_init__(self):
         if not self.data:
-            raise LeantuneError("--task sft needs --data FILE (a JSONL file of 'messages' or 'prompt'/'completion' records)")
+            raise ParameterError("data", None, "the sft task needs a JSONL file of 'messages' or 'prompt'/'completion' records")
         if not 0 < self.valid_fraction < 1:
             raise LeantuneError(f"valid_fraction {self.valid_fraction}: must be between 0 and 1")
         if self.cutoff_len < 8 or self.batch_size < 1:
             raise LeantuneError(f"cutoff_len {self.cutoff_len} / batch_size {self.batch_size}: need cutoff_len >= 8 and batch_size >= 1")
         if self.max_new_tokens < 1:
-            raise LeantuneError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
+            raise ParameterError("max_new_tokens", self.max_new_tokens, "must be at least 1")
 
 
 @TASKS.register("sft")
@@ -261,20 +261,21 @@ class SFTTask(Task):
 
     def _generated_scores(self, model, tokenizer, examples) -> tuple[str, list[float]]:
         """Greedy answers to the validation prompts, scored against the references by ``generate``."""
-        from .attributes_generate import greedy_generate
+        from ..evaluation.generation import generate_texts, greedy_settings
 
         column, fn = self.answer_scorer
-        texts = greedy_generate(model, tokenizer, [e.prompt for e in examples], self.config.max_new_tokens, self.config.batch_size,
-                                progress=self.config.progress, desc="generating answers")
+        texts = generate_texts(model, tokenizer, [e.prompt for e in examples],
+                               greedy_settings(self.config.batch_size, max_new_tokens=self.config.max_new_tokens),
+                               self.config.progress, desc="generating answers")
         values = []
         for ex, text in zip(examples, texts):
             try:
                 value = float(fn(text, ex.response))
             except Exception as exc:  # the user's function: one line naming the record
-                raise LeantuneError(f"--generate {self.config.generate!r} failed on record {ex.example_id} "
-                                    f"({type(exc).__name__}: {exc})") from None
+                raise ParameterError("generate", repr(self.config.generate), f"failed on record {ex.example_id} "
+                                     f"({type(exc).__name__}: {exc})") from None
             if not math.isfinite(value):
-                raise LeantuneError(f"--generate {self.config.generate!r} returned {value} for record {ex.example_id}: need a finite number")
+                raise ParameterError("generate", repr(self.config.generate), f"returned {value} for record {ex.example_id}: need a finite number")
             values.append(value)
         return column, values
 

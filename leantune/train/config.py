@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 
 STATUSES = ("finished", "early_stopped", "paused", "diverged")
 # Every linear layer of a Llama/Gemma-style block: `--target-modules all`.
@@ -22,7 +22,7 @@ def parse_target_modules(text: str) -> tuple[str, ...]:
     """``--target-modules``: comma-separated module names, or ``all`` (ALL_LINEAR); empty is refused."""
     modules = ALL_LINEAR if text.strip() == "all" else tuple(m.strip() for m in text.split(",") if m.strip())
     if not modules:
-        raise LeantuneError(f"--target-modules {text!r}: name at least one module (e.g. q_proj,v_proj) or 'all'")
+        raise ParameterError("target_modules", repr(text), "name at least one module (e.g. q_proj,v_proj) or 'all'")
     return modules
 
 

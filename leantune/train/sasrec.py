@@ -64,7 +64,7 @@ def _check_identity(path: Path, found: dict, wanted: dict) -> None:
         if found.get(key) != wanted[key]:
             raise LeantuneError(
                 f"{path}: holds a surrogate with a different {key} ({found.get(key)!r}); "
-                "use another --out folder or delete this one"
+                "use another output folder or delete this one"
             )
 
 

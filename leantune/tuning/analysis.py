@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import LeantuneError
+from ..errors import ParameterError
 from .runner import OK_STATUSES
 from .study import FINAL_SUFFIX, make_storage
 
@@ -166,12 +166,12 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
     if storage_url.startswith("sqlite:///"):
         path = Path(storage_url[len("sqlite:///"):])
         if not path.exists():
-            raise LeantuneError(f"--storage {storage_url}: no such SQLite file {path}")
+            raise ParameterError("storage", storage_url, f"no such SQLite file {path}")
     storage = make_storage(storage_url, heartbeat_interval=None)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if study_name not in names:
         known = ", ".join(sorted(n for n in names if not n.endswith(FINAL_SUFFIX))) or "none"
-        raise LeantuneError(f"--study {study_name!r}: not in {storage_url} (studies there: {known})")
+        raise ParameterError("study", repr(study_name), f"not in {storage_url} (studies there: {known})")
     study = optuna.load_study(study_name=study_name, storage=storage)
     settings = study.user_attrs.get("leantune", {})
     records, lost, running = [], [], 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from .runner import RunResult
 
 OBJECTIVES = ("metric", "valid_loss")
@@ -43,13 +43,13 @@ class FinetuneRunner:
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
-            raise LeantuneError(f"--objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+            raise ParameterError("objective", repr(self.objective), f"choose one of {', '.join(OBJECTIVES)}")
         if self.train_size is not None and self.train_size < 1:
-            raise LeantuneError(f"--train-size {self.train_size}: must be at least 1")
+            raise ParameterError("train_size", self.train_size, "must be at least 1")
         if self.eval_limit is not None and self.eval_limit < 1:
-            raise LeantuneError(f"--eval-limit {self.eval_limit}: must be at least 1 (0: all)")
+            raise ParameterError("eval_limit", self.eval_limit, "must be at least 1 (0: all)")
         if self.valid_loss_size < 1:
-            raise LeantuneError(f"--valid-size {self.valid_loss_size}: must be at least 1")
+            raise ParameterError("valid_loss_size", self.valid_loss_size, "must be at least 1")
         from ..tasks.base import TASKS
 
         _import_tasks()
@@ -85,10 +85,10 @@ class FinetuneRunner:
                 continue
             prompts = [len(self._tokenizer(ex.prompt)["input_ids"]) for ex in examples]
             which = f"all {n}" if cut == n else f"{cut} of the {n}"
-            raise LeantuneError(
-                f"--cutoff-len {cfg.cutoff_len} (cutoff_len) cuts the answer off: {which} {split} examples keep no answer "
+            raise ParameterError(
+                "cutoff_len", cfg.cutoff_len, f"cuts the answer off: {which} {split} examples keep no answer "
                 f"token within {cfg.cutoff_len} tokens (prompts take {min(prompts)}-{max(prompts)} tokens"
-                f"{'' if cut == n else '; the loss is on the answers only'}); raise --cutoff-len above {max(prompts)}")
+                f"{'' if cut == n else '; the loss is on the answers only'}); raise it above {max(prompts)}")
 
     def settings(self) -> dict:
         """What makes two runs comparable (stored with the study; a joining worker must match)."""
@@ -102,7 +102,7 @@ class FinetuneRunner:
             tokenizer = self._tokenizer = load_tokenizer(self.model)
             pool = self._task.train_pool()
             if self.train_size is not None and self.train_size > len(pool):
-                raise LeantuneError(f"--train-size {self.train_size} is larger than the {self.task} training pool ({len(pool)})")
+                raise ParameterError("train_size", self.train_size, f"larger than the {self.task} training pool ({len(pool)})")
             from ..data.units import training_subset
 
             ids = training_subset(pool, self.train_size, self.seed)
@@ -168,7 +168,7 @@ class FinetuneRunner:
         from ..train.data import tokenize_examples
 
         if not self._heldout:
-            raise LeantuneError(f"--objective valid_loss: the {self.task} validation split has no examples left for a held-out score")
+            raise ParameterError("objective", "'valid_loss'", f"the {self.task} validation split has no examples left for a held-out score")
         total, count = 0.0, 0
         with torch.no_grad():
             for row in tokenize_examples(tokenizer, self._heldout, cfg.cutoff_len, cfg.train_on_inputs):
@@ -189,7 +189,7 @@ class FinetuneRunner:
     def _metric(self, metrics: dict) -> float:
         name = self.metric
         if name not in metrics:
-            raise LeantuneError(f"--metric {name!r}: {self.task} reports {', '.join(sorted(k for k in metrics if '/' not in k))}")
+            raise ParameterError("metric", repr(name), f"{self.task} reports {', '.join(sorted(k for k in metrics if '/' not in k))}")
         return metrics[name]
 
 

@@ -138,8 +138,8 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
     lines = [f"# Hyperparameter search `{rec.study}`", ""]
     lines += [f"- storage: `{storage_url}`  (view live: `optuna-dashboard {storage_url}`)",
               f"- metric: `{rec.metric}` (higher is better); early point: {s.get('early_fraction')} of each schedule",
-              f"- run settings: " + ", ".join(f"{k_}={v}" for k_, v in s.items() if k_ not in ("space", "early_fraction", "metric")),
-              f"- search space: " + "; ".join(f"{n} {_space_cell(p)}" for n, p in s.get("space", {}).get("params", {}).items()),
+              "- run settings: " + ", ".join(f"{k_}={v}" for k_, v in s.items() if k_ not in ("space", "early_fraction", "metric")),
+              "- search space: " + "; ".join(f"{n} {_space_cell(p)}" for n, p in s.get("space", {}).get("params", {}).items()),
               f"- trials: {len(rec.trials)} finished phase 1, {sum(t.status == 'failed' for t in rec.trials)} failed early, "
               f"{len(rec.continued)} continued to the end; {len(rec.lost)} lost to dead workers and retried; {rec.running} still running", ""]
     lines += ["## Compute (optimizer steps)", "",

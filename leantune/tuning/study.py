@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import LeantuneError
+from ..errors import LeantuneError, ParameterError
 from .runner import OK_STATUSES, RunResult, TrialRunner, failure_reason, safe_run
 from .space import SearchSpace
 
@@ -47,7 +47,7 @@ def check_study_name(name: str) -> str:
     and, with ``/final``, the phase-2 study): letters, digits, '.', '_' and '-', starting with a
     letter or digit, at most 100 characters; so no '..', '/' or empty name."""
     if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
-        raise LeantuneError(f"--study {name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit, "
+        raise ParameterError("study", repr(name), "use letters, digits, '.', '_' and '-' (starting with a letter or digit, "
                             "at most 100 characters); the name becomes a folder runs/tune/<study>")
     return name
 
@@ -79,19 +79,19 @@ class TuneConfig:
         check_study_name(self.study)
         self.work_dir = Path(self.work_dir)
         if self.trials < 1:
-            raise LeantuneError(f"--trials {self.trials}: must be at least 1")
+            raise ParameterError("trials", self.trials, "must be at least 1")
         if not 0 < self.early_fraction <= 1:
-            raise LeantuneError(f"--early-fraction {self.early_fraction}: must be in (0, 1]")
+            raise ParameterError("early_fraction", self.early_fraction, "must be in (0, 1]")
         if self.top_k < 1:
-            raise LeantuneError(f"--top-k {self.top_k}: must be at least 1")
+            raise ParameterError("top_k", self.top_k, "must be at least 1")
         if self.sampler not in SAMPLERS:
-            raise LeantuneError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+            raise ParameterError("sampler", repr(self.sampler), f"choose one of {', '.join(SAMPLERS)}")
         if self.heartbeat_interval < 1:
-            raise LeantuneError(f"--heartbeat {self.heartbeat_interval}: must be at least 1 second")
+            raise ParameterError("heartbeat_interval", self.heartbeat_interval, "must be at least 1 second")
         if self.max_retry < 0:
-            raise LeantuneError(f"--max-retry {self.max_retry}: must be at least 0")
+            raise ParameterError("max_retry", self.max_retry, "must be at least 0")
         if self.worker < 0:
-            raise LeantuneError(f"--worker {self.worker}: must be at least 0")
+            raise ParameterError("worker", self.worker, "must be at least 0")
 
     @property
     def storage_url(self) -> str:
@@ -163,13 +163,13 @@ def make_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
                 _serialised_sqlite(storage)
             return storage
         except ImportError as exc:
-            raise LeantuneError(f"--storage {public_url(given)!r}: missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
+            raise ParameterError("storage", repr(public_url(given)), f"missing database driver ({exc}); for PostgreSQL `pip install psycopg2-binary`") from None
         except Exception as exc:  # noqa: BLE001 - a bad URL, a server that is down, or a race (below)
             # Workers started together on a fresh database race to create Optuna's tables and
             # version row; the loser simply opens it again.
             if attempt == 3 or not any(m in str(exc) for m in SCHEMA_RACE):
                 first = str(exc).splitlines()[0][:200] if str(exc) else ""
-                raise LeantuneError(f"--storage {public_url(given)!r}: cannot open ({type(exc).__name__}: {first})") from None
+                raise ParameterError("storage", repr(public_url(given)), f"cannot open ({type(exc).__name__}: {first})") from None
             time.sleep(0.5 + attempt)
 
 
@@ -345,7 +345,7 @@ class EarlySearch:
             if key in stored and stored[key] != _jsonable(value):
                 raise LeantuneError(
                     f"study {self.cfg.study!r} was created with {key}={stored[key]!r}, not {value!r}; "
-                    "use the same settings or a new --study name")
+                    "use the same settings or a new study name")
 
     def _phase1_objective(self, trial) -> float:
         trial.set_user_attr("started", trial.number)
