@@ -1,19 +1,27 @@
 """Early-performance BO vs full-fidelity TPE, random search and Optuna's SHA/Hyperband pruners.
 
 Every strategy searches the same space with the same trial runner; compute is counted in optimizer
-steps (tokens are recorded too). Early BO (leantune.tuning.EarlySearch) runs ``--trials`` trials to
+steps (tokens are recorded too). Every strategy runs live (none is replayed from recorded curves). Early BO (leantune.tuning.EarlySearch) runs ``--trials`` trials to
 ``--early-fraction`` and continues its ``--top-k``; it is run with validate-all so the rank agreement
 between early and final scores can be measured, but only phase 1 + the top-k continuations are
 counted as its compute. Its pick is the best final validation score among the top-k and the
 baseline (which phase 2 always continues, and whose compute is counted). Full-fidelity TPE trains
 ``--trials`` trials to the end. Random search and
-the SHA/Hyperband pruners (TPE sampler, rungs at 1/9, 1/3 and all of the schedule, capped by the
-objective) get early BO's compute as their budget. Each strategy picks its best trial by final
-*validation* score and we report that trial's held-out test score.
+the SHA (asynchronous successive halving, i.e. ASHA), Hyperband and Median pruners (TPE sampler,
+rungs at 1/9, 1/3 and all of the schedule, capped by the objective) get early BO's compute as their
+budget. Each strategy picks its best trial by final *validation* score and we report that trial's
+held-out test score, and its difference from the default recipe's test score (the baseline trial
+of the early-BO study), paired by seed.
+
+With ``--work DIR`` every finished (seed, strategy) cell is kept as ``DIR/cells/s<seed>-<strategy>.json``
+and a re-run skips it, so a long real-training comparison can be filled across sittings (an
+interrupted cell restarts; early BO resumes its Optuna study). ``--strategies`` runs a subset.
 
     python3 benchmarks/bench_tuning.py                                   # synthetic runner, 30 trials, 5 seeds
     python3 benchmarks/bench_tuning.py --runner finetune --model tiny --task attributes \\
         --objective valid_loss --train-size 16 --trials 12 --seeds 0 1 --cutoff-len 256
+    python3 benchmarks/bench_tuning.py --runner finetune --model smollm2 --task attributes --objective metric \\
+        --train-size 64 --eval-limit 30 --trials 30 --seeds 0 1 2 --work benchmarks/cache/tuning-real --name real
 
 Writes benchmarks/results/tuning[-NAME].json/.md/.png.
 """
@@ -38,7 +46,7 @@ from leantune.tuning.runner import failure_reason, safe_run  # noqa: E402
 from leantune.tuning.study import make_sampler, quiet_optuna  # noqa: E402
 
 RUNGS = (1 / 9, 1 / 3, 1.0)  # SHA/Hyperband: report at these fractions of the schedule (percent steps 11, 33, 100)
-STRATEGIES = ("early_bo", "full_tpe", "random", "sha", "hyperband")
+STRATEGIES = ("early_bo", "full_tpe", "random", "sha", "hyperband", "median")
 
 
 def make_runner(args):
@@ -81,12 +89,14 @@ def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
             best = t
         curve.append((compute, best.test_score if best else None))
     resumable = [t for t in rec.trials if t.final_status is not None]
+    baseline = rec.baseline
     agreement = rank_agreement([t.early_score for t in resumable], [t.final_score for t in resumable], args.top_k)
     return {"compute": compute, "tokens": sum(t.early_tokens for t in rec.trials) + sum((t.final_tokens or 0) - t.early_tokens for t in top),
             "best_test": best.test_score if best else None, "best_valid": best.final_score if best else None,
             "trials": len(rec.trials), "failed_early": sum(t.status == "failed" for t in rec.trials), "curve": curve,
             "phase1_compute": phase1, "agreement": agreement, "wall_s": wall,
-            "validate_all_compute": phase1 + sum(t.final_steps - t.early_steps for t in resumable)}
+            "validate_all_compute": phase1 + sum(t.final_steps - t.early_steps for t in resumable),
+            "baseline_test": baseline.test_score if baseline is not None else None}
 
 
 # ----------------------------------------------------------------------------- full fidelity, random, pruners
@@ -98,6 +108,7 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
 
     pr = {"sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=11, reduction_factor=3),
           "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=11, max_resource=100, reduction_factor=3),
+          "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
           None: lambda: optuna.pruners.NopPruner()}[pruner]()
     study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed), pruner=pr)
     study.enqueue_trial(space.baseline_params())  # every strategy starts from the default, like early BO
@@ -142,6 +153,31 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
     return {"compute": state["compute"], "tokens": state["tokens"], "best_test": best[1] if best else None,
             "best_valid": best[0] if best else None, "trials": len(study.trials), "failed": state["failed"],
             "pruned": state["pruned"], "curve": state["curve"], "wall_s": time.perf_counter() - start}
+
+
+CELL_RUNS = {  # strategy -> (sampler, pruner, capped at early BO's compute)
+    "full_tpe": ("tpe", None, False), "random": ("random", None, True), "sha": ("tpe", "sha", True),
+    "hyperband": ("tpe", "hyperband", True), "median": ("tpe", "median", True),
+}
+
+
+def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int | None) -> dict:
+    """One (seed, strategy) result, read from ``root/cells`` when an earlier run finished it."""
+    from leantune.io import read_json
+
+    cell = root / "cells" / f"s{seed}-{name}.json"
+    if cell.is_file():
+        print(f"seed {seed}: {name} reused from {cell.name}", flush=True)
+        return read_json(cell)
+    work = root / f"s{seed}" / name
+    if name == "early_bo":
+        result = run_early_bo(runner, space, args, seed, work)  # resumes its Optuna study in ``work``
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # an interrupted cell restarts: its in-memory study is gone
+        sampler, pruner, capped = CELL_RUNS[name]
+        result = run_optuna(runner, space, args, seed, work, sampler, pruner, budget if capped else None)
+    write_json(cell, result)
+    return result
 
 
 def best_at(curve: list, budget: float):
@@ -194,17 +230,28 @@ def paired_seed_interval(diffs: list[float], alpha: float = 0.05, power: float =
             "mde": (t + float(stats.t.ppf(power, n - 1))) * se}
 
 
+def present(results: dict) -> list[str]:
+    """The strategies every seed has, in STRATEGIES order."""
+    return [n for n in STRATEGIES if results and all(n in by for by in results.values())]
+
+
 def summarise(results: dict, args) -> dict:
     out = {}
-    for name in STRATEGIES:
+    seeds = list(results)
+    for name in present(results):
         rows = [results[s][name] for s in results]
+        # The pick's test score minus the default recipe's (the early-BO study's baseline trial), paired by seed.
+        vs_default = [disp(r["best_test"]) - disp(results[s]["early_bo"]["baseline_test"]) for s, r in zip(seeds, rows)
+                      if r["best_test"] is not None and results[s].get("early_bo", {}).get("baseline_test") is not None]
         out[name] = {
             "best_test": _mean_sd([disp(r["best_test"]) for r in rows]),
             "compute": _mean_sd([r["compute"] for r in rows]),
             "trials": _mean_sd([r["trials"] for r in rows]),
             "wall_s": _mean_sd([r["wall_s"] for r in rows]),
+            "vs_default": paired_seed_interval(vs_default) if len(vs_default) == len(seeds) else None,
         }
-    seeds = list(results)
+    if not {"early_bo", "full_tpe"} <= set(out):
+        return out
     ratio = [results[s]["early_bo"]["compute"] / results[s]["full_tpe"]["compute"] for s in seeds]
     gap = [disp(results[s]["early_bo"]["best_test"] or 0) - disp(results[s]["full_tpe"]["best_test"] or 0) for s in seeds]
     tpe_at_budget = [disp(best_at(results[s]["full_tpe"]["curve"], results[s]["early_bo"]["compute"])) for s in seeds]
@@ -226,13 +273,16 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
              f"Runner: {describe_runner(args)}. Seeds: {', '.join(map(str, args.seeds))}. "
              f"Compute = optimizer steps. Scores in {unit}; test = held-out score of the trial each strategy picks by final validation score.",
              "Machine: 2 shared CPU cores (other jobs were running); wall times are indicative only.", "",
-             "| strategy | trials | compute (steps) | % of full TPE | best final test | wall s |", "|---|---|---|---|---|---|"]
+             "| strategy | trials | compute (steps) | % of full TPE | best final test | − default recipe, 95% CI over seeds | wall s |",
+             "|---|---|---|---|---|---|---|"]
     full_compute = summary["full_tpe"]["compute"][0]
-    for name in STRATEGIES:
+    for name in present(results):
         s = summary[name]
         m, sd, n = s["best_test"]
+        vd = s.get("vs_default")
+        vd_cell = f"{_pts(vd['mean'])} [{_pts(vd['low'])}, {_pts(vd['high'])}]" if vd else "–"
         lines.append(f"| {name} | {s['trials'][0]:.1f} | {s['compute'][0]:.0f} | {100 * s['compute'][0] / full_compute:.0f}% | "
-                     f"{_pts(m)} ± {_pts(sd)} (n={n}) | {s['wall_s'][0]:.1f} |")
+                     f"{_pts(m)} ± {_pts(sd)} (n={n}) | {vd_cell} | {s['wall_s'][0]:.1f} |")
     tb = summary["full_tpe"]["best_test_at_early_bo_budget"]
     lines += ["", f"Full-fidelity TPE's best-so-far at early BO's compute: {_pts(tb[0])} ± {_pts(tb[1])} (n={tb[2]} seeds with a finished trial by then).", ""]
     ci = summary["early_bo"].get("gap_interval")
@@ -253,7 +303,7 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
               "", "Rank agreement is over every trial of the early-BO study continued to the end (validate-all, not counted as its compute).", "",
               "## Per seed", "", "| seed | strategy | trials | compute | best valid | best test | notes |", "|---|---|---|---|---|---|---|"]
     for seed, by in results.items():
-        for name in STRATEGIES:
+        for name in present(results):
             r = by[name]
             note = (f"Spearman {_f(r['agreement']['spearman'])}, Kendall {_f(r['agreement']['kendall'])}, top-{args.top_k} overlap "
                     f"{r['agreement']['topk_overlap']}, {r['failed_early']} failed early" if name == "early_bo"
@@ -282,8 +332,8 @@ def plot(results: dict, args, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    colors = dict(zip(STRATEGIES, ("tab:red", "tab:blue", "tab:grey", "tab:green", "tab:purple")))
-    for name in STRATEGIES:
+    colors = dict(zip(STRATEGIES, ("tab:red", "tab:blue", "tab:grey", "tab:green", "tab:purple", "tab:orange")))
+    for name in present(results):
         for i, (seed, by) in enumerate(results.items()):
             curve = [(c, s) for c, s in by[name]["curve"] if s is not None]
             if not curve:
@@ -317,32 +367,35 @@ def main(argv=None) -> None:
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--name", default="", help="suffix of the result files: tuning-NAME.*")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep finished (seed, strategy) cells here and skip them on a re-run (default: a temporary folder)")
+    ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                    help="strategies to run (early_bo always runs: it sets the others' budget and the default recipe's score)")
     ap.add_argument("--from-json", type=Path, default=None, help="re-render the .md/.png of an earlier run's .json (no training)")
     args = ap.parse_args(argv)
     if args.from_json is not None:
         return rerender(args.from_json)
+    if "full_tpe" not in args.strategies:
+        ap.error("--strategies: the report measures every strategy against full_tpe; include it")
     global LOSS_SCALE
     LOSS_SCALE = args.runner == "finetune" and args.objective == "valid_loss"
     quiet_optuna()
     command = " ".join(["python3 benchmarks/bench_tuning.py", *(argv if argv is not None else sys.argv[1:])])
     runner, space = make_runner(args), load_space(args.space)
     results: dict = {}
-    scratch = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
+    scratch = args.work or Path(tempfile.mkdtemp(prefix="bench-tuning-"))
     try:
         for seed in args.seeds:
             by: dict = {}
             t0 = time.perf_counter()
-            by["early_bo"] = run_early_bo(runner, space, args, seed, scratch / f"s{seed}" / "early")
-            budget = by["early_bo"]["compute"]
-            by["full_tpe"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "full", "tpe", None, None)
-            by["random"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "random", "random", None, budget)
-            by["sha"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "sha", "tpe", "sha", budget)
-            by["hyperband"] = run_optuna(runner, space, args, seed, scratch / f"s{seed}" / "hb", "tpe", "hyperband", budget)
+            for name in ["early_bo", *(n for n in STRATEGIES if n in args.strategies and n != "early_bo")]:
+                by[name] = run_cell(runner, space, args, seed, scratch, name, by["early_bo"]["compute"] if by else None)
             results[str(seed)] = by
             print(f"seed {seed}: " + ", ".join(f"{k} test {_pts(disp(v['best_test']))} @ {v['compute']} steps" for k, v in by.items())
                   + f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.work is None:
+            shutil.rmtree(scratch, ignore_errors=True)
     summary = summarise(results, args)
     stem = "tuning" + (f"-{args.name}" if args.name else "")
     out_dir = ROOT / "benchmarks" / "results"
