@@ -63,6 +63,14 @@ def make_runner(args):
 # ----------------------------------------------------------------------------- early BO
 
 
+def _test_rows(folder: Path, root: Path) -> str | None:
+    """``folder``'s test evaluation (``test/per_unit.jsonl``, real runners only), relative to ``root``."""
+    from leantune.tuning.finetune_runner import TEST_FOLDER
+
+    test = folder / TEST_FOLDER
+    return str(test.relative_to(root)) if (test / "per_unit.jsonl").is_file() else None
+
+
 def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
     cfg = TuneConfig(study=f"early-{seed}", storage=f"sqlite:///{work / 'early.db'}", work_dir=work / "early", trials=args.trials,
                      early_fraction=args.early_fraction, top_k=args.top_k, validate_all=True, seed=seed, heartbeat_interval=600)
@@ -96,7 +104,10 @@ def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
             "trials": len(rec.trials), "failed_early": sum(t.status == "failed" for t in rec.trials), "curve": curve,
             "phase1_compute": phase1, "agreement": agreement, "wall_s": wall,
             "validate_all_compute": phase1 + sum(t.final_steps - t.early_steps for t in resumable),
-            "baseline_test": baseline.test_score if baseline is not None else None}
+            "baseline_test": baseline.test_score if baseline is not None else None,
+            "best_rows": _test_rows(cfg.work_dir / best.checkpoint, args.root) if best is not None and best.checkpoint else None,
+            "baseline_rows": (_test_rows(cfg.work_dir / baseline.checkpoint, args.root)
+                              if baseline is not None and baseline.checkpoint else None)}
 
 
 # ----------------------------------------------------------------------------- full fidelity, random, pruners
@@ -139,7 +150,7 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
             state["complete"] += 1
             if state["best"] is None or score > state["best"][0]:
                 test = safe_run(runner, params, out, None, test=True).test_score  # no training: the run is finished
-                state["best"] = (score, test, trial.number)
+                state["best"] = (score, test, trial.number, _test_rows(out, args.root))
         state["curve"].append((state["compute"], state["best"][1] if state["best"] else None))
         return score
 
@@ -151,7 +162,8 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
     study.optimize(objective, n_trials=args.trials if budget is None else 50 * args.trials, callbacks=[stop])
     best = state["best"]
     return {"compute": state["compute"], "tokens": state["tokens"], "best_test": best[1] if best else None,
-            "best_valid": best[0] if best else None, "trials": len(study.trials), "failed": state["failed"],
+            "best_valid": best[0] if best else None, "best_rows": best[3] if best else None,
+            "trials": len(study.trials), "failed": state["failed"],
             "pruned": state["pruned"], "curve": state["curve"], "wall_s": time.perf_counter() - start}
 
 
@@ -178,6 +190,32 @@ def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int 
         result = run_optuna(runner, space, args, seed, work, sampler, pruner, budget if capped else None)
     write_json(cell, result)
     return result
+
+
+def unit_comparison(results: dict, args, metric: str) -> dict | None:
+    """Each strategy's picks (one per seed) against the default recipe's test rows (the early-BO
+    baseline trial of the same seed), paired over the same test units with ``leantune compare``
+    (seeds averaged; the units + seeds interval beside it). None when the runner writes no rows."""
+    from leantune.evaluation.compare import compare, load_evaluation
+
+    if args.runner != "finetune" or args.objective != "metric":
+        return None
+    out = {}
+    for name in present(results):
+        evs = []
+        for seed, by in results.items():
+            pick, base = by[name].get("best_rows"), by["early_bo"].get("baseline_rows")
+            if not (pick and base):
+                break
+            for label, rel in ((name, pick), ("default", base)):
+                ev = load_evaluation(args.root / rel, name=label)
+                ev.seed = int(seed)
+                evs.append(ev)
+        else:
+            row = compare(evs, baseline="default", metric=metric).rows[0]
+            out[name] = {"diff": row.diff, "low": row.ci_low, "high": row.ci_high, "p": row.p_value, "mde": row.mde_paired,
+                         "total_low": row.ci_total_low, "total_high": row.ci_total_high, "n_seeds": row.n_seeds}
+    return out or None
 
 
 def best_at(curve: list, budget: float):
@@ -285,6 +323,16 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
                      f"{_pts(m)} ± {_pts(sd)} (n={n}) | {vd_cell} | {s['wall_s'][0]:.1f} |")
     tb = summary["full_tpe"]["best_test_at_early_bo_budget"]
     lines += ["", f"Full-fidelity TPE's best-so-far at early BO's compute: {_pts(tb[0])} ± {_pts(tb[1])} (n={tb[2]} seeds with a finished trial by then).", ""]
+    units = summary.get("vs_default_units")
+    if units:
+        lines += ["Each pick against the default recipe on the same test units (`leantune compare`: paired, seeds averaged; "
+                  "95% CI over test units, then over units and seeds):", "",
+                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) |", "|---|---|---|---|---|---|"]
+        for name, u in units.items():
+            total = (f"[{100 * u['total_low']:+.2f}, {100 * u['total_high']:+.2f}]" if u["total_low"] is not None else "–")
+            lines.append(f"| {name} | {100 * u['diff']:+.2f} | [{100 * u['low']:+.2f}, {100 * u['high']:+.2f}] | {u['p']:.3g} | "
+                         f"{100 * u['mde']:.2f} | {total} |")
+        lines.append("")
     ci = summary["early_bo"].get("gap_interval")
     if ci:
         lines += [f"Early BO − full TPE, paired by seed: {_pts(ci['mean'])} [{_pts(ci['low'])}, {_pts(ci['high'])}] (95% t interval over "
@@ -384,6 +432,8 @@ def main(argv=None) -> None:
     runner, space = make_runner(args), load_space(args.space)
     results: dict = {}
     scratch = args.work or Path(tempfile.mkdtemp(prefix="bench-tuning-"))
+    args.root = scratch.resolve()
+    units = None
     try:
         for seed in args.seeds:
             by: dict = {}
@@ -393,10 +443,13 @@ def main(argv=None) -> None:
             results[str(seed)] = by
             print(f"seed {seed}: " + ", ".join(f"{k} test {_pts(disp(v['best_test']))} @ {v['compute']} steps" for k, v in by.items())
                   + f"  ({time.perf_counter() - t0:.0f}s)", flush=True)
+        units = unit_comparison(results, args, runner.metric)  # reads the per-unit rows before a temporary folder goes
     finally:
         if args.work is None:
             shutil.rmtree(scratch, ignore_errors=True)
     summary = summarise(results, args)
+    if units:
+        summary["vs_default_units"] = units
     stem = "tuning" + (f"-{args.name}" if args.name else "")
     out_dir = ROOT / "benchmarks" / "results"
     plot(results, args, out_dir / f"{stem}.png")

@@ -430,3 +430,21 @@ def test_real_finetune_path_with_the_tiny_model(tmp_path):
         assert 0 < fin["test_score"] == pytest.approx(math.exp(-fin["metrics"]["heldout_loss"]))
         folder = cfg.work_dir / study.trials[t.user_attrs["source_trial"]].user_attrs["checkpoint"]
         assert (folder / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_finished_trial_keeps_its_test_rows_for_a_paired_comparison(tmp_path):
+    """With the generated-answer objective, a trial's test evaluation writes ``test/per_unit.jsonl``
+    beside the run, so a pick can be compared with the default recipe unit by unit (bench_tuning)."""
+    pytest.importorskip("peft")
+    from leantune.evaluation.units import read_per_unit
+    from leantune.tuning.finetune_runner import TEST_FOLDER, FinetuneRunner
+
+    runner = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=2, valid_loss_size=2, objective="metric",
+                            fixed={"cutoff_len": 192, "train_on_inputs": True}, task_options={"progress": False, "max_new_tokens": 4})
+    params = {"epochs": 1, "batch_size": 4}
+    runner.run(params, tmp_path / "t0", None)
+    assert not (tmp_path / "t0" / TEST_FOLDER).exists()  # validation only
+    final = runner.run(params, tmp_path / "t0", None, test=True)
+    rows = read_per_unit(tmp_path / "t0" / TEST_FOLDER)
+    assert rows and all("::" in r["unit"] for r in rows)
+    assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(final.metrics["test_accuracy"])

@@ -36,6 +36,7 @@ class TrialRecord:
     test_score: float | None = None
     final_steps: int | None = None
     final_tokens: int | None = None
+    checkpoint: str | None = None  # the run folder, relative to the study's work dir
 
     @property
     def failed(self) -> bool:
@@ -188,6 +189,7 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
             fail_reason=a.get("fail_reason"), early_score=float(t.value), early_status=early.get("status", ""),
             early_steps=int(early.get("steps", 0)), total_steps=int(early.get("total_steps", 0)),
             early_tokens=int(early.get("tokens", 0)), history=list(early.get("history", [])), retry_of=a.get("retry_of"),
+            checkpoint=a.get("checkpoint"),
         ))
     if study_name + FINAL_SUFFIX in names:
         final = optuna.load_study(study_name=study_name + FINAL_SUFFIX, storage=storage)

@@ -21,6 +21,7 @@ from ..errors import LeantuneError, ParameterError
 from .runner import RunResult
 
 OBJECTIVES = ("metric", "valid_loss")
+TEST_FOLDER = "test"  # a finished trial's test evaluation (``per_unit.jsonl``) under its run folder
 
 
 @dataclass
@@ -154,8 +155,11 @@ class FinetuneRunner:
             metrics = self._task.evaluate(model, tokenizer, split="valid", limit=self.eval_limit, seed=self.seed)
             out.metrics = _headline(metrics)
             out.score = float(self._metric(metrics))
-            if test:
-                test_metrics = self._task.evaluate(model, tokenizer, split="test", limit=self.eval_limit, seed=self.seed)
+            if test:  # per-unit rows beside the run (``<out_dir>/test/per_unit.jsonl``), for paired comparisons
+                from ..evaluation.units import write_per_unit
+
+                test_metrics, unit_rows = self._task.evaluate_units(model, tokenizer, split="test", limit=self.eval_limit, seed=self.seed)
+                write_per_unit(Path(out_dir) / TEST_FOLDER, unit_rows)
                 out.metrics.update({f"test_{k}": v for k, v in _headline(test_metrics).items()})
                 out.test_score = float(self._metric(test_metrics))
         out.wall_s = time.perf_counter() - start
