@@ -228,7 +228,8 @@ def _jsonable(obj: Any):
 _MISSING = object()
 
 
-def refuse_other_settings(stored: Mapping, current: Mapping, what: str, folder, advice: str = "use another folder") -> None:
+def refuse_other_settings(stored: Mapping, current: Mapping, what: str, folder, advice: str = "use another folder",
+                          where: str | None = None) -> None:
     """Refuse to reuse ``folder`` when the settings stored in it differ from the current ones.
 
     ``stored`` is what the folder's settings file holds (read back from JSON), ``current`` what this
@@ -237,7 +238,8 @@ def refuse_other_settings(stored: Mapping, current: Mapping, what: str, folder, 
     (e.g. ``"a fine-tuning run"``), the first differing field with its stored and current values,
     the other differing fields, and ``advice``. Fields are taken in ``current``'s order, then the
     ones only ``stored`` has; a field missing on one side differs from any value. Returns quietly
-    when the two are equal (``stored == current``).
+    when the two are equal (``stored == current``). ``where`` names what is not a folder (e.g. an
+    Optuna study) in place of the folder's display path.
     """
     changed = _differing_fields(stored, current)
     if not changed:
@@ -247,7 +249,7 @@ def refuse_other_settings(stored: Mapping, current: Mapping, what: str, folder, 
     field_name, was, now = changed[0]
     also = f" (also {', '.join(name for name, _, _ in changed[1:])})" if len(changed) > 1 else ""
     raise LeantuneError(
-        f"{display_path(folder)}: holds {what} made with other settings: "
+        f"{where or display_path(folder)}: holds {what} made with other settings: "
         f"{field_name}={_shown(was)} there, {_shown(now)} now{also}; {advice}"
     )
 

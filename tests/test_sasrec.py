@@ -99,7 +99,7 @@ def test_reuse_and_resume_give_the_same_model(tiny_rec, tmp_path):
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(pa, pb, atol=1e-5), name
 
-    with pytest.raises(LeantuneError, match="different config"):
+    with pytest.raises(LeantuneError, match=r"holds a surrogate made with other settings: config.max_epochs=4 there, 5 now"):
         train_surrogate(tiny_rec, tmp_path / "a", SASRecConfig(**TINY, max_epochs=5), seed=3, progress=False)
 
 

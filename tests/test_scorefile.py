@@ -79,7 +79,7 @@ def test_killed_run_resumes_with_identical_scores(tiny_rec, tmp_path):
 
 def test_manifest_refuses_other_settings_but_adopts_chunk_size(tiny_rec, tmp_path):
     run(tiny_rec, tmp_path, HashScorer(), chunk_size=7)
-    with pytest.raises(LeantuneError, match="seed=0, this run has 1"):
+    with pytest.raises(LeantuneError, match="holds score chunks made with other settings: seed=0 there, 1 now"):
         ChunkStore(tmp_path, "hash", {**KEY, "seed": 1}, 7).check_manifest()
     store = ChunkStore(tmp_path, "hash", KEY, 100)
     store.check_manifest()

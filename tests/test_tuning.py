@@ -320,7 +320,7 @@ def test_study_resumes_after_interruption_with_exactly_n_trials(tmp_path):
 def test_joining_with_other_settings_is_refused(tmp_path):
     cfg = _cfg(tmp_path, trials=2, top_k=1)
     EarlySearch(cfg, SyntheticRunner(train_size=32), load_space(None), log=lambda _: None).run()
-    with pytest.raises(LeantuneError, match="early_fraction"):
+    with pytest.raises(LeantuneError, match=r"^study '.+': holds trials made with other settings: early_fraction=0.25 there, 0.5 now"):
         EarlySearch(_cfg(tmp_path, trials=2, top_k=1, early_fraction=0.5), SyntheticRunner(train_size=32), load_space(None))
 
 

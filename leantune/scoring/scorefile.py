@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError, LeantuneError
-from ..io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from ..io import atomic_path, read_json, read_jsonl, refuse_other_settings, write_json, write_jsonl
 
 ID_COLUMNS = ("sample_id", "user_id")
 
@@ -180,13 +180,9 @@ class ChunkStore:
         if path.exists():
             old = read_json(path)
             self.chunk_size = int(old.get("chunk_size", self.chunk_size))
-            names = [*self.key, *(k for k in old if k not in self.key and k != "chunk_size")]
-            for name in names:  # the key's order puts the readable fields first
-                if old.get(name) != self.key.get(name):
-                    raise LeantuneError(
-                        f"{self.folder}: chunks were scored with {name}={old.get(name)!r}, this run has "
-                        f"{self.key.get(name)!r}; use another output folder or delete {self.folder}"
-                    )
+            # The key's order puts the readable fields first.
+            refuse_other_settings({k: v for k, v in old.items() if k != "chunk_size"}, dict(self.key), "score chunks", self.folder,
+                                  f"use another output folder or delete {self.folder}")
         else:  # identical content from every process: the race is harmless
             write_json(path, {**self.key, "chunk_size": self.chunk_size})
 

@@ -23,7 +23,7 @@ import torch
 from ..data import SequenceDataset, dataset_fingerprint
 from ..data.batching import length_batches
 from ..errors import LeantuneError
-from ..io import read_json
+from ..io import read_json, refuse_other_settings
 from ..models.checkpoint import checkpoint_state, load_extra_tensors, load_training_state, save_training_state
 from ..models.sasrec import (CHECKPOINT_FILE, META_FILE, MODEL_FILE, VALID_METRIC, FullSoftmaxCE, SASRec, SASRecConfig, evaluate,
                              load_surrogate, pad_histories, save_surrogate)
@@ -60,12 +60,9 @@ def _identity(dataset: SequenceDataset, cfg: SASRecConfig, seed: int) -> dict:
 
 
 def _check_identity(path: Path, found: dict, wanted: dict) -> None:
-    for key in ("fingerprint", "config", "seed"):
-        if found.get(key) != wanted[key]:
-            raise LeantuneError(
-                f"{path}: holds a surrogate with a different {key} ({found.get(key)!r}); "
-                "use another output folder or delete this one"
-            )
+    keys = ("fingerprint", "config", "seed")
+    refuse_other_settings({k: found.get(k) for k in keys}, {k: wanted[k] for k in keys}, "a surrogate", path,
+                          "use another output folder or delete this one")
 
 
 def train_surrogate(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import LeantuneError, ParameterError
+from ..io import refuse_other_settings
 from .runner import OK_STATUSES, RunResult, TrialRunner, failure_reason, safe_run
 from .space import SearchSpace
 
@@ -341,11 +342,9 @@ class EarlySearch:
         stored = study.user_attrs.get("leantune")
         if stored is None:
             return
-        for key, value in self.settings.items():
-            if key in stored and stored[key] != _jsonable(value):
-                raise LeantuneError(
-                    f"study {self.cfg.study!r} was created with {key}={stored[key]!r}, not {value!r}; "
-                    "use the same settings or a new study name")
+        shared = [key for key in self.settings if key in stored]  # a setting the study predates is not compared
+        refuse_other_settings({k: stored[k] for k in shared}, {k: _jsonable(self.settings[k]) for k in shared}, "trials",
+                              None, "use the same settings or a new study name", where=f"study {self.cfg.study!r}")
 
     def _phase1_objective(self, trial) -> float:
         trial.set_user_attr("started", trial.number)
