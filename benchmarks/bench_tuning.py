@@ -453,7 +453,8 @@ def main(argv=None) -> None:
     stem = "tuning" + (f"-{args.name}" if args.name else "")
     out_dir = ROOT / "benchmarks" / "results"
     plot(results, args, out_dir / f"{stem}.png")
-    write_json(out_dir / f"{stem}.json", {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    write_json(out_dir / f"{stem}.json", {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                                                    if k != "root"},  # the resolved work folder: a machine path
                                            "runner": describe_runner(args), "summary": summary, "per_seed": results})
     md = render(results, summary, args, command, f"{stem}.png")
     with atomic_path(out_dir / f"{stem}.md") as tmp:
