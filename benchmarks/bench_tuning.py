@@ -173,14 +173,27 @@ CELL_RUNS = {  # strategy -> (sampler, pruner, capped at early BO's compute)
 }
 
 
+CELL_SETTINGS = ("runner", "model", "task", "objective", "train_size", "eval_limit", "valid_size", "cutoff_len", "noise",
+                 "space", "trials", "early_fraction", "top_k")
+
+
+def cell_settings(args) -> dict:
+    """What a cell's result depends on besides its seed and strategy (a cell made otherwise is refused)."""
+    return {k: (str(getattr(args, k)) if isinstance(getattr(args, k, None), Path) else getattr(args, k, None)) for k in CELL_SETTINGS}
+
+
 def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int | None) -> dict:
-    """One (seed, strategy) result, read from ``root/cells`` when an earlier run finished it."""
-    from leantune.io import read_json
+    """One (seed, strategy) result, read from ``root/cells`` when an earlier run with the same
+    settings finished it."""
+    from leantune.io import read_json, refuse_other_settings
 
     cell = root / "cells" / f"s{seed}-{name}.json"
     if cell.is_file():
+        stored = read_json(cell)
+        refuse_other_settings(stored.get("settings", {}), cell_settings(args), "benchmark cells", root,
+                              "use another --work folder (or the same settings)")
         print(f"seed {seed}: {name} reused from {cell.name}", flush=True)
-        return read_json(cell)
+        return stored["result"]
     work = root / f"s{seed}" / name
     if name == "early_bo":
         result = run_early_bo(runner, space, args, seed, work)  # resumes its Optuna study in ``work``
@@ -188,7 +201,7 @@ def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int 
         shutil.rmtree(work, ignore_errors=True)  # an interrupted cell restarts: its in-memory study is gone
         sampler, pruner, capped = CELL_RUNS[name]
         result = run_optuna(runner, space, args, seed, work, sampler, pruner, budget if capped else None)
-    write_json(cell, result)
+    write_json(cell, {"settings": cell_settings(args), "result": result})
     return result
 
 
@@ -470,6 +483,8 @@ def rerender(path: Path) -> None:
     LOSS_SCALE = args.runner == "finetune" and args.objective == "valid_loss"
     results = data["per_seed"]
     summary = summarise(results, args)
+    if data["summary"].get("vs_default_units"):  # computed from per-unit files that may be gone by now
+        summary["vs_default_units"] = data["summary"]["vs_default_units"]
     plot(results, args, path.with_suffix(".png"))
     with atomic_path(path.with_suffix(".md")) as tmp:
         tmp.write_text(render(results, summary, args, data["command"], path.with_suffix(".png").name))
@@ -477,4 +492,9 @@ def rerender(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from leantune.errors import LeantuneError
+
+    try:
+        main()
+    except LeantuneError as exc:  # bad settings or a --work folder made otherwise: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

@@ -41,10 +41,14 @@ def test_each_pick_is_compared_with_the_default_recipe_on_the_same_units(tmp_pat
 
 
 def test_finished_cells_are_reused_and_not_rerun(tmp_path, monkeypatch):
+    from leantune.errors import LeantuneError
+
     calls = []
     monkeypatch.setattr(bench, "run_optuna", lambda *a, **k: calls.append(a[6]) or {"compute": 5, "best_test": 0.5})
-    args = argparse.Namespace()
+    args = argparse.Namespace(runner="synthetic", trials=30, space=None)
     first = bench.run_cell(None, None, args, 0, tmp_path, "median", 40)
     again = bench.run_cell(None, None, args, 0, tmp_path, "median", 40)
     assert first == again == {"compute": 5, "best_test": 0.5} and calls == ["median"]
     assert (tmp_path / "cells" / "s0-median.json").is_file()
+    with pytest.raises(LeantuneError, match="made with other settings: trials=30 there, 12 now"):
+        bench.run_cell(None, None, argparse.Namespace(runner="synthetic", trials=12, space=None), 0, tmp_path, "median", 40)
