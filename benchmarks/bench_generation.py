@@ -137,12 +137,13 @@ def attribute_part(args, rows: list[dict]) -> dict:
     from leantune.tasks.attributes import AttributeTask
 
     model, tok = load_model("smollm2")
-    variants = {"one product at a time": (model, 1), "batched (16)": (model, 16)}
+    variants = {"one product at a time": (model, 1, "transformers"), "batched (16)": (model, 16, "transformers"),
+                "pooled greedy (16 in flight)": (model, 16, "leantune")}
     if not args.skip_bf16:
-        variants["batched (16), bfloat16 weights"] = (with_dtype(model, "bfloat16"), 16)
+        variants["batched (16), bfloat16 weights"] = (with_dtype(model, "bfloat16"), 16, "transformers")
     result, reference = {}, None
-    for name, (m, batch) in variants.items():
-        task = AttributeTask(batch_size=batch, progress=False)
+    for name, (m, batch, search) in variants.items():
+        task = AttributeTask(batch_size=batch, search=search, progress=False)
         (metrics, judged), wall, load = _timed(lambda: task.predict(m, tok, "test", limit=args.products, seed=args.seed))
         # The judged answer of each question: raw texts of a batch also differ past the closed JSON
         # object, because a batch generates up to the largest token budget of its members.

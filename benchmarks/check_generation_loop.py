@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--products", type=int, default=64, help="seeded OA-Mine test products")
     p.add_argument("--unit", default="product", choices=["product", "question"])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--search", default=None, choices=["transformers", "leantune"],
+                   help="generation path of this run (default: the task's; versions before the option have one path)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--answers", type=Path, required=True, help="where this version's answers go (JSONL)")
     p.add_argument("--against", type=Path, default=None, help="answers of the other version, to compare with")
@@ -47,7 +49,8 @@ def generate(args) -> dict:
     from leantune.train import load_finetuned
 
     lm, tok = load_finetuned(args.model, args.adapter, device="cpu") if args.adapter else load_model(args.model, device="cpu")
-    task = AttributeTask(data="oa-mine", unit=args.unit, batch_size=args.batch_size, progress=False)
+    extra = {"search": args.search} if args.search else {}
+    task = AttributeTask(data="oa-mine", unit=args.unit, batch_size=args.batch_size, progress=False, **extra)
     t0 = time.perf_counter()
     metrics, rows = task.predict(lm, tok, "test", limit=args.products, seed=args.seed)
     wall = time.perf_counter() - t0

@@ -235,6 +235,23 @@ def test_evaluate_tiny_model_end_to_end(attr_folder, tmp_path):
     assert "per attribute" in result.output
 
 
+@pytest.mark.parametrize("unit", ["product", "question"])
+def test_pooled_greedy_search_gives_the_batched_answers(attr_folder, unit):
+    """search="leantune" (prompts leave the pool as their answers end) answers as the batched
+    ``generate`` path does, on the random tiny Llama with the task's budgets and stop rules."""
+    from leantune.models.llm import load_model
+    from leantune.tasks.attributes import AttributeTask
+
+    model, tokenizer = load_model("tiny")
+    batched = AttributeTask(data=str(attr_folder), unit=unit, batch_size=4, progress=False)
+    pooled = AttributeTask(data=str(attr_folder), unit=unit, batch_size=4, search="leantune", progress=False)
+    _, rows_b = batched.predict(model, tokenizer, "test", limit=4, seed=0)
+    _, rows_p = pooled.predict(model, tokenizer, "test", limit=4, seed=0)
+    assert [r["raw"] for r in rows_p] == [r["raw"] for r in rows_b]
+    with pytest.raises(LeantuneError, match="search 'beam'"):
+        AttributeTask(data=str(attr_folder), search="beam")
+
+
 def test_finetune_cli_tiny_question_unit(attr_folder, tmp_path):
     """`attributes finetune` trains through the shared trainer and evaluates; re-running reuses the run."""
     from typer.testing import CliRunner

@@ -97,3 +97,43 @@ def test_sliding_window_models_use_generate():
 
     assert supports_pool(Holder(LlamaConfig()))
     assert not supports_pool(Holder(Gemma3TextConfig(num_hidden_layers=2)))
+
+
+def test_pooled_greedy_with_own_budgets_and_a_stop_rule_equals_generate():
+    """Attribute answers: greedy search, each prompt with its own token budget, ended by a rule on its
+    tokens (here: a 3-token run summing past a bound), as ``generate`` with a ``StoppingCriteria``
+    ends each prompt on its own."""
+    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+    model = _random_model(seed=5)
+    with torch.no_grad():
+        model.lm_head.weight[0] = 0.0
+        model.model.embed_tokens.weight[0] = 0.0
+    g = torch.Generator().manual_seed(2)
+    prompts = sorted((torch.randint(3, 48, (int(n),), generator=g).tolist() for n in torch.randint(1, 15, (9,), generator=g)), key=len)
+    budgets = [int(b) for b in torch.randint(2, 12, (len(prompts),), generator=g)]
+
+    def rule(tokens: list[int]) -> bool:
+        return len(tokens) >= 3 and sum(tokens[-3:]) > 100
+
+    class Rule(StoppingCriteria):
+        def __init__(self, start):
+            self.start = start
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.tensor([rule(row[self.start:].tolist()) for row in input_ids], dtype=torch.bool)
+
+    expected = []
+    for prompt, budget in zip(prompts, budgets):
+        config = GenerationConfig(num_beams=1, do_sample=False, max_new_tokens=budget, pad_token_id=0, eos_token_id=[2])
+        with torch.inference_mode():
+            out = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 generation_config=config, stopping_criteria=StoppingCriteriaList([Rule(len(prompt))])
+                                 )[0, len(prompt):].tolist()
+        expected.append(out)
+    got = _pooled(model, prompts, shared=0, num_beams=1, max_new_tokens=99, stop_ids=[2], slots=3, budgets=budgets,
+                  stop_tokens=rule)
+    assert got == expected
+    assert any(rule(t) for t in expected) and any(len(t) == b and not rule(t) for t, b in zip(expected, budgets))
+    with pytest.raises(ValueError, match="greedy search"):
+        _pooled(model, prompts, shared=0, num_beams=2, max_new_tokens=4, stop_ids=[2], slots=3, stop_tokens=rule)

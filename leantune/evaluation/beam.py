@@ -144,20 +144,21 @@ class _PoolView:
 
 
 def _select(scores, beams_now: int, steps, fin_scores, fin_seqs, fin_len, seqs, num_beams: int, max_new: int,
-            is_stop, length_penalty: float):
+            is_stop, length_penalty: float, limit=None):
     """One step of the beam rules for n prompts.
 
     ``scores`` [n, beams_now * vocab]: summed log-probabilities of every continuation; ``steps`` [n]
     tokens generated before this one; ``seqs`` [n, beams_now, max_new] the running beams' tokens;
-    ``fin_*`` [n, num_beams(, max_new)] the finished lists. Returns the new finished lists, the running
-    beams' scores, source beams and tokens, their token rows, and which prompts are final."""
+    ``fin_*`` [n, num_beams(, max_new)] the finished lists; ``limit`` [n] each prompt's token budget
+    (default ``max_new``). Returns the new finished lists, the running beams' scores, source beams and
+    tokens, their token rows, and which prompts are final."""
     import torch
 
     n = scores.shape[0]
     vocab = scores.shape[1] // beams_now
     length = steps + 1  # [n]
     divisor = (length.double() ** length_penalty).float()[:, None]
-    last = (length == max_new)[:, None]
+    last = (length >= (max_new if limit is None else limit))[:, None]
     pos = steps[:, None, None].expand(n, num_beams, 1)
 
     top_scores, top_index = scores.topk(num_beams, dim=-1)
@@ -194,19 +195,28 @@ def pooled_beam_search(
     length_penalty: float = 1.0,
     admit_tokens: int = 4096,
     on_done: Callable[[list[int], list[list[int]]], None],
+    budgets: Sequence[int] | None = None,
+    stop_tokens: Callable[[list[int]], bool] | None = None,
 ) -> None:
     """Beam-search every prompt of ``own_ids`` (token ids after the ``shared`` prefix, whose cache is
     ``prefix_cache``), at most ``slots`` prompts in flight; ``on_done(indices, tokens)`` receives
     each final prompt's new tokens (the stop token included). Prompts are taken in the given order
     (shortest first keeps padding small); at most ``admit_tokens`` padded prompt tokens are encoded
-    at once."""
+    at once. ``budgets`` gives each prompt its own ``max_new_tokens``. ``stop_tokens`` (greedy search,
+    ``num_beams=1``, only) ends a prompt as soon as it holds for its new tokens, the last one
+    included, as a ``StoppingCriteria`` ends a row of ``generate``."""
     import torch
     from transformers.cache_utils import Cache
 
     from .generation import prefix_cache_for
 
+    if stop_tokens is not None and num_beams != 1:
+        raise ValueError("stop_tokens: a stop rule on the tokens is defined for greedy search (num_beams=1) only")
+    if budgets is not None and len(budgets) != len(own_ids):
+        raise ValueError(f"budgets: {len(budgets)} for {len(own_ids)} prompts")
     device = next(model.parameters()).device
-    nb, max_new = num_beams, max_new_tokens
+    nb = num_beams
+    max_new = max(budgets) if budgets else max_new_tokens
     queue = deque(range(len(own_ids)))
     if not queue:
         return
@@ -221,6 +231,7 @@ def pooled_beam_search(
     own_len = torch.zeros(slots, dtype=torch.long, device=device)
     slot_user = [-1] * slots
     steps = torch.zeros(slots, dtype=torch.long, device=device)  # tokens generated (and fed next) per slot
+    limit = torch.full((slots,), max_new, dtype=torch.long, device=device)  # each slot's prompt's token budget
     running = torch.full((slots, nb), float("-inf"), device=device)
     seqs = torch.zeros(slots, nb, max_new, dtype=torch.long, device=device)
     fin_scores = torch.full((slots, nb), float("-inf"), device=device)
@@ -237,6 +248,12 @@ def pooled_beam_search(
             best = int(scores_row.argmax())
             out.append(seq_rows[best, : int(len_row[best])].tolist())
         on_done(indices, out)
+
+    def stopped(candidates: list[int], run_seqs, lengths) -> list[int]:
+        """Those of ``candidates`` (rows of ``run_seqs``) whose running (greedy) sequence meets ``stop_tokens``."""
+        if stop_tokens is None:
+            return []
+        return [j for j in candidates if stop_tokens(run_seqs[j, 0, : int(lengths[j])].tolist())]
 
     def admit() -> None:
         """Encode waiting prompts into free slots; take their first step."""
@@ -278,18 +295,23 @@ def pooled_beam_search(
             cache = Cache(layers=layers)
         scores = torch.log_softmax(logits.float(), dim=-1)
         zeros = torch.zeros(m, dtype=torch.long, device=device)
+        take_limit = torch.tensor([budgets[i] if budgets else max_new for i in take], dtype=torch.long, device=device)
         f_s, f_q, f_l, r_s, _, r_t, r_q, final = _select(
             scores, 1, zeros, torch.full((m, nb), float("-inf"), device=device),
             torch.zeros(m, nb, max_new, dtype=torch.long, device=device),
             torch.zeros(m, nb, dtype=torch.long, device=device), torch.zeros(m, 1, max_new, dtype=torch.long, device=device),
-            nb, max_new, is_stop, length_penalty)
+            nb, max_new, is_stop, length_penalty, take_limit)
         done = [j for j in range(m) if bool(final[j])]
         if done:
             finish([take[j] for j in done], [(f_s[j], f_q[j], f_l[j]) for j in done])
-        for j in (j for j in range(m) if not bool(final[j])):
+        by_rule = stopped([j for j in range(m) if not bool(final[j])], r_q, torch.ones(m, dtype=torch.long))
+        if by_rule:
+            on_done([take[j] for j in by_rule], [r_q[j, 0, :1].tolist() for j in by_rule])
+        for j in (j for j in range(m) if not bool(final[j]) and j not in by_rule):
             s = free.pop(0)
             n = len(own_ids[take[j]])
             slot_user[s] = take[j]
+            limit[s] = take_limit[j]
             for layer, entry in zip(cache.layers, temp.layers):  # own tokens right after the prefix
                 layer.prompt_keys[s, :, shared : shared + n] = entry.keys[j, :, shared + width - n :]
                 layer.prompt_values[s, :, shared : shared + n] = entry.values[j, :, shared + width - n :]
@@ -306,7 +328,7 @@ def pooled_beam_search(
     def shrink() -> None:
         """Keep only live slots (once nothing waits), so the last prompts do not pay for empty rows."""
         nonlocal slots, rows, prompt_blocked, own_len, tokens, positions, steps, running, seqs, \
-            fin_scores, fin_seqs, fin_len
+            fin_scores, fin_seqs, fin_len, limit
         live = [s for s in range(slots) if slot_user[s] >= 0]
         index = torch.tensor(live, device=device)
         row_index = (index[:, None] * nb + beam_range).flatten()
@@ -316,7 +338,7 @@ def pooled_beam_search(
             layer.keys, layer.values = layer.gen_keys, layer.gen_values
         prompt_blocked, own_len = prompt_blocked[index], own_len[index]
         tokens, positions = tokens[row_index], positions[row_index]
-        steps, running, seqs = steps[index], running[index], seqs[index]
+        steps, running, seqs, limit = steps[index], running[index], seqs[index], limit[index]
         fin_scores, fin_seqs, fin_len = fin_scores[index], fin_seqs[index], fin_len[index]
         slot_user[:] = [slot_user[s] for s in live]
         slots, rows = len(live), len(live) * nb
@@ -349,16 +371,19 @@ def pooled_beam_search(
         scores = torch.log_softmax(logits[row_index].float(), dim=-1).view(len(live), nb, vocab) + running[index, :, None]
         f_s, f_q, f_l, r_s, r_b, r_t, r_q, final = _select(
             scores.view(len(live), nb * vocab), nb, steps[index], fin_scores[index], fin_seqs[index], fin_len[index],
-            seqs[index], nb, max_new, is_stop, length_penalty)
+            seqs[index], nb, max_new, is_stop, length_penalty, limit[index])
         fin_scores[index], fin_seqs[index], fin_len[index] = f_s, f_q, f_l
         done = [j for j in range(len(live)) if bool(final[j])]
         if done:
             finish([slot_user[live[j]] for j in done], [(f_s[j], f_q[j], f_l[j]) for j in done])
-            for j in done:
-                s = live[j]
-                slot_user[s], steps[s], own_len[s] = -1, 0, 0
-                prompt_blocked[s, shared:] = True  # an empty slot's rows attend to the prefix only
-        going = [j for j in range(len(live)) if not bool(final[j])]
+        by_rule = stopped([j for j in range(len(live)) if not bool(final[j])], r_q, steps[index] + 1)
+        if by_rule:
+            on_done([slot_user[live[j]] for j in by_rule], [r_q[j, 0, : int(steps[live[j]]) + 1].tolist() for j in by_rule])
+        for j in done + by_rule:
+            s = live[j]
+            slot_user[s], steps[s], own_len[s] = -1, 0, 0
+            prompt_blocked[s, shared:] = True  # an empty slot's rows attend to the prefix only
+        going = [j for j in range(len(live)) if not bool(final[j]) and j not in by_rule]
         if not going:
             continue
         g = torch.tensor(going, device=device)

@@ -69,12 +69,14 @@ class GenerationSettings:
 SEARCHES = ("leantune", "transformers")
 
 
-def greedy_settings(batch_size: int, stop: Callable[[str], bool] | None = None, max_new_tokens: int = 64) -> GenerationSettings:
-    """Greedy answers (attribute extraction, ``--task sft --generate``): ``batch_size`` prompts per
-    ``model.generate`` call, ended by EOS, by ``stop`` on the decoded text, or by the token budget;
-    no line-break rule (answers may span lines)."""
+def greedy_settings(batch_size: int, stop: Callable[[str], bool] | None = None, max_new_tokens: int = 64,
+                    search: str = "transformers") -> GenerationSettings:
+    """Greedy answers (attribute extraction, ``--task sft --generate``), ended by EOS, by ``stop`` on the
+    decoded text, or by the token budget; no line-break rule (answers may span lines). Search
+    "transformers": ``batch_size`` prompts per ``model.generate`` call; "leantune": the pooled search
+    with ``batch_size`` prompts in flight, each leaving as soon as it ends."""
     return GenerationSettings(num_beams=1, max_new_tokens=max_new_tokens, batch_size=batch_size, prefill_once=False,
-                              share_prefix=False, stop_at_newline=False, search="transformers", stop=stop)
+                              share_prefix=False, stop_at_newline=False, search=search, stop=stop)
 
 
 def newline_token_ids(tokenizer) -> list[int]:
@@ -131,7 +133,8 @@ def generate_texts(
     done = done or {}
     token_ids = tokenizer(list(prompts))["input_ids"] if prompts else []
     order = sorted((i for i in range(len(prompts)) if i not in done), key=lambda i: len(token_ids[i]))
-    pooled = settings.search == "leantune" and supports_pool(model) and settings.stop is None and budgets is None
+    # The pool takes per-prompt budgets; a text stop rule only with greedy search (one beam).
+    pooled = settings.search == "leantune" and supports_pool(model) and (settings.stop is None or settings.num_beams == 1)
     # Tokens every prompt starts with (the instruction template): encoded once, shared by all.
     shared = common_prefix([token_ids[i] for i in order]) if settings.share_prefix and (settings.prefill_once or pooled) else []
     outputs: list[str | None] = [done.get(i) for i in range(len(prompts))]
@@ -156,6 +159,8 @@ def generate_texts(
                     max_new_tokens=settings.max_new_tokens, stop_ids=stop_ids, pad_id=_pad_id(tokenizer),
                     slots=settings.batch_size or POOL_PROMPTS, prefix_cache=prefix_cache, shared=len(shared),
                     length_penalty=settings.length_penalty, admit_tokens=settings.batch_tokens,
+                    budgets=[budgets[i] for i in order] if budgets is not None else None,
+                    stop_tokens=(lambda toks: settings.stop(tokenizer.decode(toks, skip_special_tokens=True))) if settings.stop else None,
                     on_done=lambda js, tokens: finish([order[j] for j in js],
                                                     tokenizer.batch_decode(tokens, skip_special_tokens=True)))
                 return outputs  # type: ignore[return-value]

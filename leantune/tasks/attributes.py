@@ -15,7 +15,7 @@ from typing import Sequence
 from ..errors import LeantuneError, ParameterError
 from ..io import write_jsonl
 from .attributes_data import AttributeData, Product, load_attribute_data, question_id, split_question_id
-from ..evaluation.generation import generate_texts, greedy_settings
+from ..evaluation.generation import SEARCHES, generate_texts, greedy_settings
 from .attributes_generate import json_object_closed, line_ended
 from .attributes_prompts import product_answer, product_prompt, question_answer, question_prompt
 from .attributes_scoring import INVALID, SUMMARY_METRICS, judge, parse_product_answer, parse_question_answer, summarise
@@ -37,6 +37,9 @@ class AttributeConfig:
     max_new_tokens: int | None = None  # None: per prompt, the longest answer it could need (see _budget)
     strict_json: bool = False  # True: text around the JSON object makes every answer invalid
     shots: int = 0  # evaluation prompts show this many solved training products of the same category first
+    # Generation: "transformers" (batches through model.generate) or "leantune" (the pooled search:
+    # batch_size prompts in flight, each leaving as soon as its answer ends; Llama-style models).
+    search: str = "transformers"
     progress: bool = True
 
     def __post_init__(self):
@@ -46,6 +49,8 @@ class AttributeConfig:
             raise ParameterError("batch_size", self.batch_size, "must be at least 1")
         if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 0:
             raise ParameterError("shots", repr(self.shots), "must be a whole number, at least 0")
+        if self.search not in SEARCHES:
+            raise ParameterError("search", repr(self.search), f"choose one of {', '.join(SEARCHES)}")
 
 
 def seeded_subset(products: Sequence[Product], limit: int | None, seed: int) -> list[Product]:
@@ -208,7 +213,7 @@ class AttributeTask(Task):
         done = log.read(prompts) if log is not None else None
         if isinstance(budgets, int):
             budgets = [budgets] * len(prompts)
-        return generate_texts(model, tokenizer, prompts, greedy_settings(self.config.batch_size, stop), self.config.progress,
+        return generate_texts(model, tokenizer, prompts, greedy_settings(self.config.batch_size, stop, search=self.config.search), self.config.progress,
                               on_batch=log.writer(prompts) if log is not None else None, budgets=budgets, done=done,
                               desc="attributes")
 
