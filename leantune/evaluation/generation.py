@@ -6,10 +6,11 @@ per prompt and a stop rule on the decoded text (``GenerationSettings.stop``), so
 stops once its answer is complete instead of running to the limit.
 
 By default prompts go through ``beam.pooled_beam_search``: a pool of prompts in flight, each leaving
-as soon as its result is final. With ``search="transformers"`` (and for models the pool does not
-support, and whenever a text stop rule or per-prompt budgets are given) batches go through
-``model.generate``: prompts are left-padded so every sequence in a batch
-ends where generation starts. Either way prompts are taken shortest first (and results put back in
+as soon as its result is final (per-prompt budgets too; a text stop rule with greedy search only).
+With ``search="transformers"`` (and for models the pool does not support, or a text stop rule with
+several beams) batches go through ``model.generate``: prompts are left-padded so every sequence in a
+batch ends where generation starts. Greedy attribute answers use ``generate`` batches by default
+(``greedy_settings``): the pool answers identically but was only 1.03-1.11x faster on them. Either way prompts are taken shortest first (and results put back in
 input order) to waste little compute on padding, the token prefix all prompts share is encoded
 once, and only the new tokens are decoded (special tokens dropped, whitespace stripped).
 
