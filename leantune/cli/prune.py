@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..io import parse_options
 from ..pruning import methods_help
 from .app import DATA_HELP, MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
 
@@ -29,12 +30,6 @@ stratified: the same on one difficulty score (CCS).
 topk: the highest scores. random: uniform, reads no score.
 kcenter: k-center greedy on embeddings. cluster: k-means on embeddings, samples nearest each centroid.
 """
-
-
-def _parse_options(pairs: list[str]) -> dict:
-    from ..io import parse_options
-
-    return parse_options(pairs)
 
 
 @app.command("prune", help=PRUNE_HELP)
@@ -62,7 +57,7 @@ def prune_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     if task == "sft":
-        return _prune_sft(data, budget, method, selector, model, valid, target, out, seed, _parse_options(opt), quiet)
+        return _prune_sft(data, budget, method, selector, model, valid, target, out, seed, parse_options(opt), quiet)
     if task != "recommendation":
         from ..errors import LeantuneError
 
@@ -76,7 +71,7 @@ def prune_cmd(
     result = prune(
         data, budget, method or "dealrec", out, progress=not quiet, seed=seed, lam=lam, selector=selector,
         hard_prune=hard_prune, ranges=ranges, clusters=clusters, difficulty=difficulty, pool=pool,
-        model=model, recommender=recommender, chunk_size=chunk_size, scores_format=scores_format, options=_parse_options(opt),
+        model=model, recommender=recommender, chunk_size=chunk_size, scores_format=scores_format, options=parse_options(opt),
     )
     from ..scoring.scorefile import current_process
 

@@ -97,9 +97,9 @@ def run_cmd(
 ) -> None:
     from ..errors import LeantuneError
     from ..pruning import RECOMMENDERS, PruneConfig, resolve_method
-    from .prune import _parse_options
+    from ..io import parse_options
 
-    prune_options = {"options": _parse_options(opt)} if opt else {}  # none: the settings of earlier runs
+    prune_options = {"options": parse_options(opt)} if opt else {}  # none: the settings of earlier runs
     if recommender not in RECOMMENDERS:
         raise LeantuneError(f"--recommender {recommender!r}: choose one of {', '.join(RECOMMENDERS)}")
     if pool is None and recommender == "bigrec":  # 4096, or every sample of a smaller dataset
