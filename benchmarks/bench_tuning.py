@@ -324,14 +324,14 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
              f"Runner: {describe_runner(args)}. Seeds: {', '.join(map(str, args.seeds))}. "
              f"Compute = optimizer steps. Scores in {unit}; test = held-out score of the trial each strategy picks by final validation score.",
              "Machine: 2 shared CPU cores (other jobs were running); wall times are indicative only.", "",
-             "| strategy | trials | compute (steps) | % of full TPE | best final test | − default recipe, 95% CI over seeds | wall s |",
+             "| strategy | trials | compute (steps) | % of full TPE | best final test | − default recipe, 95% CI over seeds (MDE at 80% power) | wall s |",
              "|---|---|---|---|---|---|---|"]
     full_compute = summary["full_tpe"]["compute"][0]
     for name in present(results):
         s = summary[name]
         m, sd, n = s["best_test"]
         vd = s.get("vs_default")
-        vd_cell = f"{_pts(vd['mean'])} [{_pts(vd['low'])}, {_pts(vd['high'])}]" if vd else "–"
+        vd_cell = f"{_pts(vd['mean'])} [{_pts(vd['low'])}, {_pts(vd['high'])}] (MDE {_pts(vd['mde'])})" if vd else "–"
         lines.append(f"| {name} | {s['trials'][0]:.1f} | {s['compute'][0]:.0f} | {100 * s['compute'][0] / full_compute:.0f}% | "
                      f"{_pts(m)} ± {_pts(sd)} (n={n}) | {vd_cell} | {s['wall_s'][0]:.1f} |")
     tb = summary["full_tpe"]["best_test_at_early_bo_budget"]
