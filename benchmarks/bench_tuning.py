@@ -54,9 +54,11 @@ def make_runner(args):
         return SyntheticRunner(train_size=args.train_size, seed=0, noise=args.noise)
     from leantune.tuning.finetune_runner import FinetuneRunner
 
+    fixed = {"cutoff_len": args.cutoff_len, "train_on_inputs": True} if args.cutoff_len else {}
+    if getattr(args, "bf16", False):
+        fixed["bf16"] = True  # bf16 autocast on CPU too (AMX: ~1.7x fp32 LoRA training)
     return FinetuneRunner(task=args.task, model=args.model, train_size=args.train_size, eval_limit=args.eval_limit,
-                          valid_loss_size=args.valid_size, objective=args.objective, seed=0,
-                          fixed={"cutoff_len": args.cutoff_len, "train_on_inputs": True} if args.cutoff_len else {},
+                          valid_loss_size=args.valid_size, objective=args.objective, seed=0, fixed=fixed,
                           task_options={"progress": False})
 
 
@@ -209,19 +211,28 @@ def unit_comparison(results: dict, args, metric: str) -> dict | None:
     """Each strategy's picks (one per seed) against the default recipe's test rows (the early-BO
     baseline trial of the same seed), paired over the same test units with ``leantune compare``
     (seeds averaged; the units + seeds interval beside it). None when the runner writes no rows."""
-    from leantune.evaluation.compare import compare, load_evaluation
-
     if args.runner != "finetune" or args.objective != "metric":
         return None
+    picks = {name: {seed: by[name].get("best_rows") for seed, by in results.items()} for name in present(results)}
+    baselines = {seed: by["early_bo"].get("baseline_rows") for seed, by in results.items()}
+    return compare_picks(picks, baselines, args.root, metric)
+
+
+def compare_picks(picks: dict, baselines: dict, root: Path, metric: str) -> dict | None:
+    """``picks[strategy][seed]`` and ``baselines[seed]`` are test-row folders (relative to ``root``):
+    each strategy against the default recipe, paired per unit and seed (``leantune compare``). A
+    strategy missing a pick or a baseline for any seed has no row; None when none has one."""
+    from leantune.evaluation.compare import compare, load_evaluation
+
     out = {}
-    for name in present(results):
+    for name, by_seed in picks.items():
         evs = []
-        for seed, by in results.items():
-            pick, base = by[name].get("best_rows"), by["early_bo"].get("baseline_rows")
+        for seed, pick in by_seed.items():
+            base = baselines.get(seed)
             if not (pick and base):
                 break
             for label, rel in ((name, pick), ("default", base)):
-                ev = load_evaluation(args.root / rel, name=label)
+                ev = load_evaluation(root / rel, name=label)
                 ev.seed = int(seed)
                 evs.append(ev)
         else:

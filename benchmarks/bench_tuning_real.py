@@ -1,0 +1,602 @@
+"""Early-performance search on real training: do early ranks predict final ones, and what does each
+search strategy pick at equal compute?
+
+For each study seed, a pool of ``--trials`` configurations is drawn from the search space by Optuna's
+``RandomSampler`` (seeded; the default recipe comes first, as in every leantune study). Every
+configuration is trained to the end with the trial runner, and scored on validation at 10, 20, 30
+and 50% of its schedule and at the end (``FRACTIONS``); at the end it is also scored on test. Each
+trial is a resumable cell (``WORK/s<seed>/t<NNN>/record.json`` beside its run folder), so the pool can
+be filled across sittings, and by two processes at once with ``--shard 0/2`` and ``--shard 1/2``.
+
+From the recorded curves:
+
+* **Rank agreement** on all usable trials (not failed at the end): Spearman, Kendall and early
+  top-5 ∩ final top-5 between the validation score at each fraction and the final one, with
+  percentile-bootstrap intervals over trials, and the fraction from which the ranking holds.
+* **Strategies at equal compute, replayed.** A strategy whose proposals come from a random sampler
+  sees exactly the pool in its drawn order, so replaying it over the recorded curves reproduces a live
+  run: it uses only the scores it would have seen (the score at a rung it reached, never a later one).
+  Replayed: early selection (every trial to 20%, then the top-k by early score and the default
+  recipe continued — leantune's early search with a random sampler), random search (full
+  schedules), and Optuna's SuccessiveHalving (ASHA), Hyperband and Median pruners with rungs at 10%
+  and 30%; all but early selection get early selection's compute (optimizer steps) as their budget.
+  "all" is every trial to the end (random search at full compute). TPE-driven strategies propose
+  configurations outside the pool and cannot be replayed: they run live in ``bench_tuning.py``.
+  Each strategy picks by final *validation* score; the table gives its pick's test score, and the
+  pick minus the default recipe, paired by seed (t interval, MDE) and per test unit (``leantune
+  compare``). Besides the drawn order, each strategy is replayed over ``--reorders`` random reorderings
+  of the pool (default recipe first), which averages out the luck of the order.
+
+    python3 benchmarks/bench_tuning_real.py --runner synthetic --trials 30 --seeds 0 1 2      # seconds
+    python3 benchmarks/bench_tuning_real.py --runner finetune --model smollm2 --task attributes \\
+        --objective metric --train-size 48 --eval-limit 16 --trials 30 --seeds 0 1 2 \\
+        --work benchmarks/cache/tuning-real --name smollm2 [--shard 0/2]
+
+Writes benchmarks/results/tuning-real/<name>.md/.json and plots beside them (``--report-only``
+renders from the cells without training).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_tuning  # noqa: E402  (the runner factory, the seed interval and the per-unit comparison)
+from leantune.errors import LeantuneError, ParameterError  # noqa: E402
+from leantune.io import atomic_path, read_json, refuse_other_settings, write_json  # noqa: E402
+from leantune.tuning import SearchRecords, TrialRecord, load_space  # noqa: E402
+from leantune.tuning.analysis import agreement_interval  # noqa: E402
+from leantune.tuning.runner import failure_reason, safe_run  # noqa: E402
+from leantune.tuning.study import quiet_optuna  # noqa: E402
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)  # validation score recorded at these fractions of every schedule
+EARLY = 0.2  # early selection's point (Oliver & Wang: ~20% of the schedule)
+RUNGS = (0.1, 0.3)  # the pruners' intermediate reports (then the end): reduction factor ~3
+STRATEGIES = ("early", "random", "sha", "hyperband", "median", "all")
+STABLE_SPEARMAN = 0.8  # "the ranking holds" from the first fraction whose Spearman with the end stays >= this
+SETTINGS = ("runner", "model", "task", "objective", "train_size", "eval_limit", "valid_size", "cutoff_len", "bf16", "noise",
+            "space")
+OUT_DIR = ROOT / "benchmarks" / "results" / "tuning-real"
+
+
+# ----------------------------------------------------------------------------- the pool and its cells
+
+
+def draw_pool(space, n: int, seed: int) -> list[dict]:
+    """The default recipe, then ``n`` configurations from Optuna's seeded RandomSampler (what a random
+    search with this seed proposes, in order)."""
+    import optuna
+
+    quiet_optuna()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.enqueue_trial(space.baseline_params())
+    pool = []
+    for _ in range(n + 1):
+        trial = study.ask()
+        pool.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+    return pool
+
+
+def settings_of(args) -> dict:
+    return {k: (str(v) if isinstance(v := getattr(args, k, None), Path) else v) for k in SETTINGS}
+
+
+def _clean(x):
+    """JSON has no NaN/inf: keep a non-finite number as its string."""
+    return x if not isinstance(x, float) or math.isfinite(x) else str(x)
+
+
+def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool) -> dict:
+    """Train ``params`` through every fraction in ``folder/run`` (resuming), keeping one point per
+    fraction in ``folder/record.json``; at the end also the test score (and the per-unit rows' path)."""
+    path = folder / "record.json"
+    rec = read_json(path) if path.is_file() else {"params": params, "baseline": baseline, "points": []}
+    if rec["params"] != params:
+        raise LeantuneError(f"{path}: recorded with other hyperparameters ({rec['params']}); use another --work folder")
+    done = {p["fraction"] for p in rec["points"]}
+    for f in FRACTIONS:
+        if f in done:
+            continue
+        final = f >= 1
+        res = safe_run(runner, params, folder / "run", None if final else f, test=final)
+        reason = failure_reason(res, final=final)  # a 0 before the end is a low score, not a failure
+        rec["points"].append({"fraction": f, "steps": res.steps, "total_steps": res.total_steps, "tokens": res.tokens,
+                              "score": 0.0 if reason else float(res.score), "status": res.status, "reason": reason,
+                              "valid_loss": _clean(res.valid_loss), "wall_s": res.wall_s,
+                              "metrics": {k: _clean(v) for k, v in res.metrics.items()}})
+        if final:
+            rec["test_score"] = None if reason else res.test_score
+            rec["history"] = [{k: _clean(v) for k, v in row.items()} for row in res.history]
+            rows = folder / "run" / "test"
+            rec["test_rows"] = str(rows.relative_to(root)) if (rows / "per_unit.jsonl").is_file() else None
+        write_json(path, rec)  # after every point: an interrupted trial resumes at the next fraction
+    return rec
+
+
+def fill_pool(runner, space, args, seed: int, root: Path, shard: tuple[int, int]) -> list[dict | None]:
+    """Every cell of one seed's pool that this shard owns, trained (or read back); cells of other
+    shards are read when finished, else None."""
+    pool = draw_pool(space, args.trials, seed)
+    out: list[dict | None] = []
+    for i, params in enumerate(pool):
+        folder = root / f"s{seed}" / f"t{i:03d}"
+        if i % shard[1] == shard[0] and not args.report_only:
+            t0 = time.perf_counter()
+            rec = record_trial(runner, params, folder, root, baseline=i == 0)
+            end = rec["points"][-1]
+            print(f"seed {seed} trial {i}/{len(pool) - 1}: final {end['score']:.4f}"
+                  + (f" (failed: {end['reason']})" if end["reason"] else "") + f"  {time.perf_counter() - t0:.0f}s", flush=True)
+        else:
+            rec = read_json(folder / "record.json") if (folder / "record.json").is_file() else None
+            if rec is not None and rec["params"] != params:
+                raise LeantuneError(f"{folder / 'record.json'}: recorded with other hyperparameters; use another --work folder")
+        out.append(rec if rec is not None and len(rec["points"]) == len(FRACTIONS) else None)
+    return out
+
+
+# ----------------------------------------------------------------------------- reading a record
+
+
+def point(rec: dict, fraction: float) -> dict:
+    return next(p for p in rec["points"] if p["fraction"] == fraction)
+
+
+def score_at(rec: dict, fraction: float) -> float:
+    return point(rec, fraction)["score"]
+
+
+def steps_at(rec: dict, fraction: float) -> int:
+    return int(point(rec, fraction)["steps"])
+
+
+def failed(rec: dict) -> bool:
+    return point(rec, 1.0)["reason"] is not None
+
+
+# ----------------------------------------------------------------------------- rank agreement
+
+
+def agreement_by_fraction(pool: list[dict], k: int, n_boot: int) -> list[dict]:
+    """For every recorded fraction before the end: rank agreement with the final validation score over
+    the usable trials (bootstrap intervals over trials)."""
+    usable = [r for r in pool if not failed(r)]
+    final = [score_at(r, 1.0) for r in usable]
+    return [{"fraction": f, **agreement_interval([score_at(r, f) for r in usable], final, k, n_boot=n_boot)}
+            for f in FRACTIONS[:-1]]
+
+
+def stable_from(rows: list[dict], k: int) -> dict:
+    """The first fraction from which Spearman stays >= STABLE_SPEARMAN, and the first whose early top-k
+    holds >= 80% of the final top-k (Oliver & Wang's 4 of 5); None when none does."""
+    sp = None
+    for i, row in enumerate(rows):
+        if all(r["spearman"] is not None and r["spearman"] >= STABLE_SPEARMAN for r in rows[i:]):
+            sp = row["fraction"]
+            break
+    need = math.ceil(0.8 * k)
+    top = next((r["fraction"] for r in rows if r["topk_overlap"] is not None and r["topk_overlap"] >= need), None)
+    return {"spearman": sp, "topk": top}
+
+
+# ----------------------------------------------------------------------------- replays
+
+
+def _pick(pool: list[dict], finished: list[int]) -> int | None:
+    """The best final validation score among the finished, usable trials (ties: the earlier trial)."""
+    usable = [i for i in finished if not failed(pool[i])]
+    return max(usable, key=lambda i: (score_at(pool[i], 1.0), -i)) if usable else None
+
+
+def replay_early(pool: list[dict], order: list[int], top_k: int) -> dict:
+    """Every trial to EARLY, then the top-k by early score continued (in early rank until k finish
+    usable, as ``EarlySearch`` backfills) plus the default recipe."""
+    compute = sum(steps_at(pool[i], EARLY) for i in order)
+    alive = [i for i in order if point(pool[i], EARLY)["reason"] is None]
+    ranked = sorted(alive, key=lambda i: (-score_at(pool[i], EARLY), order.index(i)))
+    continued, usable = [], 0
+    for i in ranked:
+        if usable >= top_k:
+            break
+        continued.append(i)
+        usable += not failed(pool[i])
+    if order[0] not in continued and point(pool[order[0]], EARLY)["reason"] is None:
+        continued.append(order[0])  # the default recipe is always continued
+    compute += sum(steps_at(pool[i], 1.0) - steps_at(pool[i], EARLY) for i in continued)
+    return {"pick": _pick(pool, continued), "compute": compute, "trials": len(order), "continued": len(continued)}
+
+
+def replay_random(pool: list[dict], order: list[int], budget: float | None) -> dict:
+    """Full schedules in the drawn order until the budget is spent (checked after each trial, as a live
+    study stops); budget None: every trial (the 'all' row)."""
+    compute, finished = 0, []
+    for i in order:
+        if budget is not None and compute >= budget:
+            break
+        compute += steps_at(pool[i], 1.0)
+        finished.append(i)
+    return {"pick": _pick(pool, finished), "compute": compute, "trials": len(finished)}
+
+
+def _pruner(name: str):
+    import optuna
+
+    return {"sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3),
+            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=10, max_resource=100, reduction_factor=3),
+            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)}[name]()
+
+
+def replay_pruner(pool: list[dict], order: list[int], name: str, budget: float) -> dict:
+    """Optuna's pruner fed the recorded scores at the rungs, trials in the drawn order, until the
+    budget is spent or the pool runs out. The pruner sees a trial's rung score only once the trial
+    has trained to that rung, and the compute counted is what the trial trained before it stopped."""
+    import optuna
+
+    quiet_optuna()
+    # A fixed study name: Hyperband assigns trials to brackets by hashing it with the trial number.
+    study = optuna.create_study(study_name=name, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=_pruner(name))
+    for i in order:
+        study.enqueue_trial({}, user_attrs={"idx": i})
+    state = {"compute": 0, "finished": [], "pruned": 0}
+
+    def objective(trial):
+        i = trial.user_attrs["idx"]
+        rec = pool[i]
+        for f in RUNGS:
+            p = point(rec, f)
+            if p["reason"] is not None or p["status"] in ("finished", "early_stopped", "diverged"):
+                break  # the run ended here (diverged or done early): its last point is its end
+            trial.report(p["score"], step=int(round(100 * f)))
+            if trial.should_prune():
+                state["compute"] += p["steps"]
+                state["pruned"] += 1
+                raise optuna.TrialPruned()
+        state["compute"] += steps_at(rec, 1.0)
+        state["finished"].append(i)
+        return score_at(rec, 1.0)
+
+    def stop(study, _trial):
+        if state["compute"] >= budget:
+            study.stop()
+
+    study.optimize(objective, n_trials=len(order), callbacks=[stop])
+    ran = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    return {"pick": _pick(pool, state["finished"]), "compute": state["compute"], "trials": len(ran), "pruned": state["pruned"]}
+
+
+def replay_all(pool: list[dict], order: list[int], top_k: int) -> dict:
+    """Every strategy over one order of the pool; the others get early selection's compute."""
+    early = replay_early(pool, order, top_k)
+    out = {"early": early}
+    out["random"] = replay_random(pool, order, early["compute"])
+    for name in ("sha", "hyperband", "median"):
+        out[name] = replay_pruner(pool, order, name, early["compute"])
+    out["all"] = replay_random(pool, order, None)
+    return out
+
+
+def reorders(n: int, count: int, seed: int) -> list[list[int]]:
+    """``count`` random orders of trials 1..n-1 behind the default recipe (trial 0)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        rest = list(range(1, n))
+        rng.shuffle(rest)
+        out.append([0, *rest])
+    return out
+
+
+# ----------------------------------------------------------------------------- one seed, all seeds
+
+
+def analyse_seed(pool: list[dict], args, seed: int) -> dict:
+    """Agreement, the replays in the drawn order and their mean over reorderings, for one full pool."""
+    drawn = list(range(len(pool)))
+    replays = replay_all(pool, drawn, args.top_k)
+    mean_over: dict = {name: {"test": [], "valid": [], "compute": []} for name in STRATEGIES}
+    for order in reorders(len(pool), args.reorders, seed):
+        for name, r in replay_all(pool, order, args.top_k).items():
+            if r["pick"] is not None:
+                mean_over[name]["test"].append(pool[r["pick"]]["test_score"])
+                mean_over[name]["valid"].append(score_at(pool[r["pick"]], 1.0))
+            mean_over[name]["compute"].append(r["compute"])
+    by_fraction = agreement_by_fraction(pool, args.top_k, args.n_boot)
+    strategies = {}
+    for name, r in replays.items():
+        i = r["pick"]
+        m = mean_over[name]
+        strategies[name] = {**r, "pick_valid": None if i is None else score_at(pool[i], 1.0),
+                            "pick_test": None if i is None else pool[i]["test_score"],
+                            "pick_rows": None if i is None else pool[i].get("test_rows"),
+                            "pick_params": None if i is None else pool[i]["params"],
+                            "reordered_test": statistics.fmean(m["test"]) if m["test"] else None,
+                            "reordered_compute": statistics.fmean(m["compute"]) if m["compute"] else None}
+    base = pool[0]
+    return {"trials": len(pool), "failed": sum(failed(r) for r in pool),
+            "failed_ids": [i for i, r in enumerate(pool) if failed(r)],
+            "baseline": {"valid": score_at(base, 1.0), "test": base["test_score"], "rows": base.get("test_rows"), "failed": failed(base)},
+            "agreement": by_fraction, "stable_from": stable_from(by_fraction, args.top_k),
+            "early_all_trials": agreement_interval([score_at(r, EARLY) for r in pool], [score_at(r, 1.0) for r in pool],
+                                                   args.top_k, n_boot=args.n_boot),
+            "strategies": strategies, "full_compute": replays["all"]["compute"],
+            "wall_s": sum(p["wall_s"] for r in pool for p in r["points"])}
+
+
+def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objective: str) -> dict:
+    """Across seeds: each strategy's pick (mean, sd), compute share, and pick − default recipe as a
+    seed t interval; per test unit too when the runs kept their rows."""
+    seeds = list(per_seed)
+    out: dict = {"strategies": {}}
+    for name in STRATEGIES:
+        rows = [per_seed[s]["strategies"][name] for s in seeds]
+        diffs = [r["pick_test"] - per_seed[s]["baseline"]["test"] for s, r in zip(seeds, rows)
+                 if r["pick_test"] is not None and per_seed[s]["baseline"]["test"] is not None]
+        out["strategies"][name] = {
+            "pick_test": bench_tuning._mean_sd([r["pick_test"] for r in rows]),
+            "pick_valid": bench_tuning._mean_sd([r["pick_valid"] for r in rows]),
+            "reordered_test": bench_tuning._mean_sd([r["reordered_test"] for r in rows]),
+            "share": bench_tuning._mean_sd([r["compute"] / per_seed[s]["full_compute"] for s, r in zip(seeds, rows)]),
+            "compute": bench_tuning._mean_sd([r["compute"] for r in rows]),
+            "vs_default": bench_tuning.paired_seed_interval(diffs) if len(diffs) == len(seeds) else None,
+        }
+    for f_index, f in enumerate(FRACTIONS[:-1]):
+        out.setdefault("agreement", []).append({
+            "fraction": f, **{key: bench_tuning._mean_sd([per_seed[s]["agreement"][f_index][key] for s in seeds])
+                              for key in ("spearman", "kendall", "topk_overlap")}})
+    if root is not None and runner == "finetune" and objective == "metric":
+        picks = {name: {s: per_seed[s]["strategies"][name]["pick_rows"] for s in seeds} for name in STRATEGIES}
+        baselines = {s: per_seed[s]["baseline"]["rows"] for s in seeds}
+        out["vs_default_units"] = bench_tuning.compare_picks(picks, baselines, root, metric)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _f(x, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(row: dict, key: str) -> str:
+    ci = row.get(f"{key}_ci")
+    return f"{_f(row[key])} [{_f(ci[0])}, {_f(ci[1])}]" if ci and row.get(key) is not None else _f(row.get(key))
+
+
+def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plots: list[str]) -> str:
+    pts = 100.0  # scores shown as points (x100)
+    lines = [f"# Early-performance search on real training: {args.name or args.runner}", "",
+             f"Command: `{command}`", "",
+             f"Runner: {bench_tuning.describe_runner(args)}. Pool per seed: the default recipe + {args.trials} configurations "
+             f"from Optuna's RandomSampler (seeded), every one trained to the end and scored on validation at "
+             f"{', '.join(f'{int(100 * f)}%' for f in FRACTIONS)} of its schedule. Scores are points (×100). "
+             f"Seeds: {', '.join(map(str, per_seed)) or 'none complete'}.", ""]
+    if missing:
+        lines += [f"**Incomplete:** {', '.join(f'seed {s}: {n} of {args.trials + 1} trials recorded' for s, n in missing.items())} "
+                  "(those seeds are left out below).", ""]
+    if not per_seed:
+        return "\n".join(lines)
+    lines += ["## Do early ranks predict final ones?", "",
+              "Over the usable trials of each pool (not failed at the end; failures: "
+              + ", ".join(f"seed {s}: {r['failed']}" for s, r in per_seed.items()) + "). "
+              "Per seed: value [95% bootstrap interval over trials]; the last column is the mean ± sd over seeds.", "",
+              "| fraction | " + " | ".join(f"seed {s} Spearman" for s in per_seed) + f" | Kendall (mean) | top-{args.top_k} overlap (mean) | Spearman mean ± sd |",
+              "|---|" + "---|" * (len(per_seed) + 3)]
+    for j, row in enumerate(summary["agreement"]):
+        sp, kt, ov = row["spearman"], row["kendall"], row["topk_overlap"]
+        cells = [_ci(per_seed[s]["agreement"][j], "spearman") for s in per_seed]
+        lines.append(f"| {int(100 * row['fraction'])}% | " + " | ".join(cells) + f" | {_f(kt[0])} | {_f(ov[0], 1)} | {_f(sp[0])} ± {_f(sp[1])} |")
+    lines += ["", f"The ranking holds (Spearman with the end ≥ {STABLE_SPEARMAN} from that fraction on) from: "
+              + "; ".join(f"seed {s}: {_frac(r['stable_from']['spearman'])}" for s, r in per_seed.items())
+              + f". Early top-{args.top_k} holds ≥ {math.ceil(0.8 * args.top_k)} of the final top-{args.top_k} from: "
+              + "; ".join(f"seed {s}: {_frac(r['stable_from']['topk'])}" for s, r in per_seed.items()) + ".", "",
+              f"At {int(100 * EARLY)}% with failed trials counted as 0 at the end: "
+              + "; ".join(f"seed {s}: Spearman {_ci(r['early_all_trials'], 'spearman')} (n={r['early_all_trials']['n']})"
+                          for s, r in per_seed.items()) + ".", "",
+              "## Strategies at equal compute (replayed over the recorded curves)", "",
+              "Every row is a replay with random proposals (the pool in its drawn order), which is what a live run with this "
+              "sampler would do; TPE-driven rows are not replayable (`bench_tuning.py` runs them live). Compute = optimizer steps; "
+              "share = of every trial to the end. Test = the test score of the configuration the strategy picks by final "
+              "validation score.", "",
+              "| strategy | compute share | pick: final valid | pick: test (drawn order) | pick: test (mean over reorderings) | "
+              "pick − default recipe, test: 95% CI over seeds (MDE) |", "|---|---|---|---|---|---|"]
+    for name in STRATEGIES:
+        s = summary["strategies"][name]
+        vd = s["vs_default"]
+        vd_cell = (f"{pts * vd['mean']:+.2f} [{pts * vd['low']:+.2f}, {pts * vd['high']:+.2f}] (MDE {pts * vd['mde']:.2f})" if vd else "–")
+        lines.append(f"| {name} | {_pct(s['share'])} | {_pm(s['pick_valid'], pts)} | {_pm(s['pick_test'], pts)} | "
+                     f"{_pm(s['reordered_test'], pts)} | {vd_cell} |")
+    units = summary.get("vs_default_units")
+    if units:
+        lines += ["", "Each pick against the default recipe on the same test units (`leantune compare`: paired, seeds averaged):", "",
+                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) |", "|---|---|---|---|---|---|"]
+        for name, u in units.items():
+            total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
+            lines.append(f"| {name} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | {u['p']:.3g} | "
+                         f"{pts * u['mde']:.2f} | {total} |")
+    lines += ["", "## Per seed", "", "| seed | strategy | trials | compute | pick | pick: valid | pick: test | notes |",
+              "|---|---|---|---|---|---|---|---|"]
+    for seed, r in per_seed.items():
+        for name in STRATEGIES:
+            s = r["strategies"][name]
+            note = (f"{s['continued']} continued" if name == "early" else f"{s['pruned']} pruned" if "pruned" in s else "")
+            lines.append(f"| {seed} | {name} | {s['trials']} | {s['compute']} | {_f(s['pick'], 0)} | {_f(_x(s['pick_valid'], pts))} | "
+                         f"{_f(_x(s['pick_test'], pts))} | {note} |")
+        b = r["baseline"]
+        lines.append(f"| {seed} | default recipe | 1 | – | 0 | {_f(_x(b['valid'], pts))} | {_f(_x(b['test'], pts))} | "
+                     f"{'failed' if b['failed'] else ''} |")
+    lines += ["", "Wall time of the recorded trials (training + every evaluation): "
+              + "; ".join(f"seed {s}: {r['wall_s'] / 3600:.2f} h" for s, r in per_seed.items())
+              + f". {args.machine}", ""]
+    lines += [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _x(v, scale):
+    return None if v is None else scale * v
+
+
+def _pm(ms, scale) -> str:
+    m, sd, n = ms
+    return "–" if m is None else f"{scale * m:.2f} ± {scale * sd:.2f} (n={n})"
+
+
+def _pct(ms) -> str:
+    m, sd, _ = ms
+    return "–" if m is None else f"{100 * m:.0f}% ± {100 * sd:.0f}%"
+
+
+def _frac(f) -> str:
+    return "never (within 50%)" if f is None else f"{int(100 * f)}%"
+
+
+def as_search_records(pool: list[dict], metric: str) -> SearchRecords:
+    """One pool as the search report's records (every trial continued), so its plots draw it."""
+    trials = []
+    for i, rec in enumerate(pool):
+        early, end = point(rec, EARLY), point(rec, 1.0)
+        trials.append(TrialRecord(
+            number=i, params=rec["params"], baseline=rec["baseline"], status="failed" if early["reason"] else "ok",
+            fail_reason=early["reason"], early_score=early["score"], early_status=early["status"], early_steps=early["steps"],
+            total_steps=end["total_steps"], early_tokens=early["tokens"], history=rec.get("history", []), role="all",
+            final_status="failed" if end["reason"] else "ok", final_reason=end["reason"], final_score=end["score"],
+            test_score=rec.get("test_score"), final_steps=end["steps"], final_tokens=end["tokens"]))
+    return SearchRecords(study="pool", metric=metric, settings={}, trials=trials)
+
+
+def plot_all(pools: dict, per_seed: dict, args, metric: str, stem: str) -> list[str]:
+    """Per seed: Oliver & Wang's Figures 2-4 (score vs trial at the early point and the end; lr x alpha
+    coloured by final score, failures marked; validation loss vs epoch) and early vs final; then the
+    agreement by fraction over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leantune.tuning import report
+
+    names = []
+    for seed, pool in pools.items():
+        rec = as_search_records(pool, metric)
+        tags = ("score_vs_trial", "lr_vs_alpha", "valid_loss", "early_vs_final")
+        paths = {tag: f"{stem}-s{seed}-{tag}.png" for tag in tags}
+        report._plot_scores(rec, OUT_DIR / paths["score_vs_trial"])
+        report._plot_lr_alpha(rec, OUT_DIR / paths["lr_vs_alpha"])
+        report._plot_losses(rec, OUT_DIR / paths["valid_loss"])
+        report._plot_early_final(rec, per_seed[seed]["early_all_trials"], args.top_k, OUT_DIR / paths["early_vs_final"])
+        names += [paths[tag] for tag in tags]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for seed, r in per_seed.items():
+        rows = r["agreement"]
+        xs = [100 * row["fraction"] for row in rows]
+        ys = [row["spearman"] if row["spearman"] is not None else float("nan") for row in rows]
+        lo = [row["spearman_ci"][0] if row.get("spearman_ci") else float("nan") for row in rows]
+        hi = [row["spearman_ci"][1] if row.get("spearman_ci") else float("nan") for row in rows]
+        line, = ax.plot(xs, ys, marker="o", label=f"seed {seed}")
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.axhline(STABLE_SPEARMAN, color="grey", ls=":", lw=1)
+    ax.set_xlabel("% of the schedule at which trials are ranked")
+    ax.set_ylabel("Spearman with the final ranking")
+    ax.set_ylim(-1, 1)
+    ax.set_title("when does the ranking settle? (95% bootstrap bands)", fontsize=9)
+    ax.legend(fontsize=8)
+    name = f"{stem}-agreement.png"
+    with atomic_path(OUT_DIR / name) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return [name, *names]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ParameterError("shard", repr(text), "expected I/N, e.g. 0/2") from None
+    if n < 1 or not 0 <= i < n:
+        raise ParameterError("shard", repr(text), "expected 0 <= I < N")
+    return i, n
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runner", choices=("synthetic", "finetune"), default="synthetic")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--task", default="attributes")
+    ap.add_argument("--objective", choices=("metric", "valid_loss"), default="metric")
+    ap.add_argument("--train-size", type=int, default=48)
+    ap.add_argument("--eval-limit", type=int, default=16, help="validation and test products per evaluation")
+    ap.add_argument("--valid-size", type=int, default=16, help="validation examples for the trainer's loss")
+    ap.add_argument("--cutoff-len", type=int, default=0, help="token cut-off for real runs (0: FinetuneConfig default)")
+    ap.add_argument("--bf16", action="store_true", help="real runs: bf16 autocast in training on CPU too")
+    ap.add_argument("--noise", type=float, default=0.01, help="synthetic runner: evaluation noise")
+    ap.add_argument("--space", type=Path, default=None, help="search-space TOML/YAML override")
+    ap.add_argument("--trials", type=int, default=30, help="configurations per pool (besides the default recipe)")
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--reorders", type=int, default=200, help="random reorderings of each pool to replay over")
+    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the agreement intervals")
+    ap.add_argument("--work", type=Path, default=None, help="cells folder (default: a temporary folder)")
+    ap.add_argument("--shard", default="0/1", help="I/N: train only trials with index %% N == I (run N processes)")
+    ap.add_argument("--report-only", action="store_true", help="render from the recorded cells; train nothing")
+    ap.add_argument("--name", default="", help="result stem under benchmarks/results/tuning-real/ (default: the runner)")
+    ap.add_argument("--machine", default="Machine: 2 shared CPU cores, one thread per process.",
+                    help="the machine and its load, printed beside the wall times")
+    args = ap.parse_args(argv)
+    shard = parse_shard(args.shard)
+    if args.trials < args.top_k:
+        raise ParameterError("trials", args.trials, f"must be at least --top-k ({args.top_k})")
+    quiet_optuna()
+    command = " ".join(["python3 benchmarks/bench_tuning_real.py", *(argv if argv is not None else sys.argv[1:])])
+    runner, space = bench_tuning.make_runner(args), load_space(args.space)
+    if hasattr(runner, "preflight") and not args.report_only:
+        runner.preflight()  # a cut-off that drops the answers is refused before any training
+    root = (args.work or Path(tempfile.mkdtemp(prefix="bench-tuning-real-"))).resolve()
+    settings_file = root / "settings.json"
+    if settings_file.is_file():
+        refuse_other_settings(read_json(settings_file), settings_of(args), "benchmark cells", root, "use another --work folder")
+    else:
+        write_json(settings_file, settings_of(args))
+    pools, missing = {}, {}
+    try:
+        for seed in args.seeds:
+            pool = fill_pool(runner, space, args, seed, root, shard)
+            if all(r is not None for r in pool):
+                pools[str(seed)] = pool
+            else:
+                missing[str(seed)] = sum(r is not None for r in pool)
+        per_seed = {s: analyse_seed(pool, args, int(s)) for s, pool in pools.items()}
+        summary = summarise(per_seed, root, runner.metric, args.runner, args.objective) if per_seed else {}
+    finally:
+        if args.work is None:  # the per-unit rows are read by now
+            shutil.rmtree(root, ignore_errors=True)
+    stem = args.name or args.runner
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    plots = plot_all(pools, per_seed, args, runner.metric, stem) if per_seed else []
+    md = render(per_seed, summary, args, command, missing, plots)
+    write_json(OUT_DIR / f"{stem}.json", {"command": command, "settings": settings_of(args), "summary": summary,
+                                          "per_seed": per_seed, "missing": missing})
+    with atomic_path(OUT_DIR / f"{stem}.md") as tmp:
+        tmp.write_text(md)
+    print(md)
+    print(f"reproduce: {command}")
+    return {"per_seed": per_seed, "summary": summary, "missing": missing}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except LeantuneError as exc:  # bad settings or a --work folder made otherwise: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

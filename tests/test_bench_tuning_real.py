@@ -1,0 +1,158 @@
+"""The real-training HPO study (benchmarks/bench_tuning_real.py): recorded curves, resumable cells,
+rank agreement by fraction, and replays that reproduce what a live run would have done."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_tuning_real as real  # noqa: E402
+from leantune.tuning import SyntheticRunner, load_space  # noqa: E402
+
+
+def _pool(runner, tmp_path, n=12, seed=0):
+    pool = real.draw_pool(load_space(None), n, seed)
+    return pool, [real.record_trial(runner, p, tmp_path / f"t{i:03d}", tmp_path, baseline=i == 0) for i, p in enumerate(pool)]
+
+
+def test_pool_starts_with_the_default_recipe_and_is_seeded():
+    space = load_space(None)
+    a, b, c = real.draw_pool(space, 6, 0), real.draw_pool(space, 6, 0), real.draw_pool(space, 6, 1)
+    assert a == b and a != c and len(a) == 7
+    assert all(a[0][k] == v for k, v in space.baseline_params().items())
+
+
+def test_a_trial_records_every_fraction_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    runner = SyntheticRunner(train_size=64)
+    params = real.draw_pool(load_space(None), 3, 0)[2]
+    whole = real.record_trial(runner, params, tmp_path / "whole", tmp_path, baseline=False)
+    assert [p["fraction"] for p in whole["points"]] == list(real.FRACTIONS)
+    steps = [p["steps"] for p in whole["points"]]
+    assert steps == sorted(steps) and steps[-1] == whole["points"][-1]["total_steps"]
+    assert whole["test_score"] is not None or whole["points"][-1]["reason"]
+
+    calls = []
+    original = real.safe_run
+
+    def crash_after_two(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(a[3])
+        return original(*a, **k)
+
+    monkeypatch.setattr(real, "safe_run", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        real.record_trial(runner, params, tmp_path / "cut", tmp_path, baseline=False)
+    monkeypatch.setattr(real, "safe_run", original)
+    resumed = real.record_trial(runner, params, tmp_path / "cut", tmp_path, baseline=False)
+    assert [p["score"] for p in resumed["points"]] == [p["score"] for p in whole["points"]]
+    assert [p["steps"] for p in resumed["points"]] == steps  # no step trained twice
+
+    with pytest.raises(Exception, match="other hyperparameters"):
+        real.record_trial(runner, {**params, "lr": 0.5}, tmp_path / "cut", tmp_path, baseline=False)
+
+
+def test_agreement_by_fraction_and_where_the_ranking_holds():
+    def rec(scores, fail=False):
+        return {"points": [{"fraction": f, "score": s, "steps": 1, "reason": "diverged" if fail and f == 1.0 else None}
+                           for f, s in zip(real.FRACTIONS, scores)]}
+
+    # Ranks scrambled at 10%, right from 20% on; one failed trial is left out of the usable ones.
+    pool = [rec([(7 * i) % 10 / 10, i / 10, i / 10, i / 10, i / 10]) for i in range(10)] + [rec([1, 1, 1, 1, 0], fail=True)]
+    rows = real.agreement_by_fraction(pool, k=5, n_boot=200)
+    assert [r["n"] for r in rows] == [10] * 4
+    assert rows[1]["spearman"] == pytest.approx(1.0) and rows[0]["spearman"] < 0.8
+    assert real.stable_from(rows, k=5) == {"spearman": 0.2, "topk": 0.2}
+    low, high = rows[0]["spearman_ci"]
+    assert low <= rows[0]["spearman"] <= high
+
+
+def test_replays_match_live_runs_on_the_same_pool(tmp_path):
+    """Each replay over the recorded curves picks what a live run with the same trial order picks,
+    and counts the same compute: it only ever reads a score the live run would have seen."""
+    import optuna
+
+    runner = SyntheticRunner(train_size=64, noise=0.02)
+    params, pool = _pool(runner, tmp_path / "rec", n=14)
+    order = list(range(len(pool)))
+    early = real.replay_early(pool, order, top_k=3)
+    budget = early["compute"]
+    for name in ("sha", "hyperband", "median"):
+        replay = real.replay_pruner(pool, order, name, budget)
+        # Live: the same pruner, the runner trained rung by rung in fresh folders.
+        study = optuna.create_study(study_name=name, direction="maximize", pruner=real._pruner(name))
+        state = {"compute": 0, "finished": []}
+
+        def objective(trial):
+            i = trial.number
+            out = tmp_path / f"live-{name}" / str(i)
+            for f in real.RUNGS:
+                res = runner.run(params[i], out, f)
+                if real.failure_reason(res, final=False) is not None or res.status != "paused":
+                    break
+                trial.report(res.score, step=int(round(100 * f)))
+                if trial.should_prune():
+                    state["compute"] += res.steps
+                    raise optuna.TrialPruned()
+            res = runner.run(params[i], out, None)
+            state["compute"] += res.steps
+            state["finished"].append(i)
+            return 0.0 if real.failure_reason(res) else res.score
+
+        study.optimize(objective, n_trials=len(order), callbacks=[lambda s, _t: s.stop() if state["compute"] >= budget else None])
+        assert replay["compute"] == state["compute"], name
+        assert replay["pick"] == real._pick(pool, state["finished"]), name
+        assert replay["trials"] == len(study.trials)
+
+    # Random search stops once the budget is spent; with no budget it trains everything ("all").
+    rnd = real.replay_random(pool, order, budget)
+    assert rnd["compute"] >= budget and rnd["compute"] - real.steps_at(pool[rnd["trials"] - 1], 1.0) < budget
+    every = real.replay_random(pool, order, None)
+    assert every["trials"] == len(pool) and every["compute"] == sum(real.steps_at(r, 1.0) for r in pool)
+    assert every["pick"] == real._pick(pool, order)
+    # Early selection: every trial to 20%, then the top-k and the default recipe to the end.
+    cont = sum(real.steps_at(r, 1.0) - real.steps_at(r, real.EARLY) for r in pool)
+    assert early["compute"] < sum(real.steps_at(r, real.EARLY) for r in pool) + cont
+    assert early["continued"] >= 3
+
+
+def test_end_to_end_with_shards_report_only_and_a_refused_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(real, "OUT_DIR", tmp_path / "results")
+    common = ["--runner", "synthetic", "--train-size", "64", "--trials", "8", "--top-k", "3", "--seeds", "0", "1",
+              "--reorders", "5", "--n-boot", "50", "--work", str(tmp_path / "work"), "--name", "t"]
+    first = real.main([*common, "--shard", "0/2"])
+    assert set(first["missing"]) == {"0", "1"} and first["per_seed"] == {}  # half of each pool recorded
+    assert (tmp_path / "work" / "s0" / "t000" / "record.json").is_file()
+    assert not (tmp_path / "work" / "s0" / "t001").exists()
+    second = real.main([*common, "--shard", "1/2"])
+    assert second["missing"] == {} and set(second["per_seed"]) == {"0", "1"}
+    again = real.main([*common, "--report-only"])
+    assert again["summary"] == second["summary"]
+    md = (tmp_path / "results" / "t.md").read_text()
+    assert "Do early ranks predict final ones" in md and "| sha |" in md and "t-agreement.png" in md
+    assert (tmp_path / "results" / "t-s1-lr_vs_alpha.png").is_file()
+    s = second["summary"]["strategies"]
+    assert s["all"]["share"][0] == pytest.approx(1.0) and s["early"]["share"][0] < 1
+    assert not any(str(tmp_path) in line for line in md.splitlines() if not line.startswith("Command:"))
+    with pytest.raises(Exception, match="train_size"):
+        real.main([*common[:3], "128", *common[4:]])
+    with pytest.raises(Exception, match="shard"):
+        real.main([*common, "--shard", "2/2"])
+
+
+def test_cells_never_hold_nan(tmp_path):
+    """A diverged synthetic trial keeps its non-finite loss as a string: the record stays valid JSON."""
+    import json
+
+    runner = SyntheticRunner(train_size=64)
+    rec = real.record_trial(runner, {"lr": 0.01, "alpha": 128, "r": 8, "dropout": 0.0, "epochs": 2, "batch_size": 8,
+                                     "warmup_ratio": 0.0}, tmp_path / "d", tmp_path, baseline=False)
+    assert real.failed(rec)
+    text = (tmp_path / "d" / "record.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the record"))
+    assert not any(isinstance(p["score"], float) and math.isnan(p["score"]) for p in rec["points"])
