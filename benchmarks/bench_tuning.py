@@ -123,7 +123,10 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
           "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=11, max_resource=100, reduction_factor=3),
           "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
           None: lambda: optuna.pruners.NopPruner()}[pruner]()
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed), pruner=pr)
+    # A fixed name: Hyperband assigns trials to brackets by hashing the study name with the trial
+    # number, so an unnamed (random-UUID) study gave a different Hyperband row on every run.
+    study = optuna.create_study(study_name=f"{sampler}-{pruner}-{seed}", direction="maximize",
+                                sampler=make_sampler(sampler, seed), pruner=pr)
     study.enqueue_trial(space.baseline_params())  # every strategy starts from the default, like early BO
     state = {"compute": 0, "tokens": 0, "best": None, "curve": [], "failed": 0, "pruned": 0, "complete": 0}
 
