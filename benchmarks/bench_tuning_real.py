@@ -65,7 +65,7 @@ RUNGS = (0.1, 0.3)  # the pruners' intermediate reports (then the end): reductio
 STRATEGIES = ("early", "random", "sha", "hyperband", "median", "all")
 STABLE_SPEARMAN = 0.8  # "the ranking holds" from the first fraction whose Spearman with the end stays >= this
 SETTINGS = ("runner", "model", "task", "objective", "train_size", "eval_limit", "valid_size", "cutoff_len", "bf16", "noise",
-            "space")
+            "space")  # --pick-test-limit is not one: each limit keeps its own folder
 OUT_DIR = ROOT / "benchmarks" / "results" / "tuning-real"
 
 
@@ -297,6 +297,39 @@ def reorders(n: int, count: int, seed: int) -> list[list[int]]:
     return out
 
 
+# ----------------------------------------------------------------------------- the picks on a larger test set
+
+
+def pick_test_folder(limit: int) -> str:
+    return f"pick-test-{limit or 'all'}"
+
+
+def test_picks(runner, per_seed: dict, args, root: Path, shard: tuple[int, int]) -> None:
+    """Every distinct pick (drawn order) and each seed's default recipe, scored on ``--pick-test-limit``
+    test units (far more than a trial's ``--eval-limit``), so that pick − default has a usable
+    interval. Picks are made on validation before this; the larger test set never feeds a choice.
+    A shard evaluates the trials it owns; the figures appear once every shard has run."""
+    if args.pick_test_limit < 0 or not hasattr(runner, "evaluate_test") or args.objective != "metric":
+        return
+    name = pick_test_folder(args.pick_test_limit)
+    for seed, r in per_seed.items():
+        wanted = sorted({0, *(s["pick"] for s in r["strategies"].values() if s["pick"] is not None)})
+        found = {}
+        for i in wanted:
+            folder = root / f"s{seed}" / f"t{i:03d}"
+            rows = folder / name
+            if not (rows / "metrics.json").is_file() and i % shard[1] == shard[0] and not args.report_only:
+                t0 = time.perf_counter()
+                score = runner.evaluate_test(folder / "run", args.pick_test_limit or None, rows)
+                print(f"seed {seed} trial {i}: {runner.metric} {score:.4f} on the larger test set  {time.perf_counter() - t0:.0f}s",
+                      flush=True)
+            if (rows / "metrics.json").is_file():
+                found[i] = {"score": read_json(rows / "metrics.json")[runner.metric], "rows": str(rows.relative_to(root))}
+        for s in r["strategies"].values():
+            s["pick_big"] = found.get(s["pick"]) if s["pick"] is not None else None
+        r["baseline"]["big"] = found.get(0)
+
+
 # ----------------------------------------------------------------------------- one seed, all seeds
 
 
@@ -342,6 +375,9 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
         rows = [per_seed[s]["strategies"][name] for s in seeds]
         diffs = [r["pick_test"] - per_seed[s]["baseline"]["test"] for s, r in zip(seeds, rows)
                  if r["pick_test"] is not None and per_seed[s]["baseline"]["test"] is not None]
+        big = [r.get("pick_big") for r in rows]
+        big_diffs = [b["score"] - per_seed[s]["baseline"]["big"]["score"] for s, b in zip(seeds, big)
+                     if b and per_seed[s]["baseline"].get("big")]
         alls = [per_seed[s]["strategies"]["all"]["pick_test"] for s in seeds]
         regret = [r["pick_test"] - a for r, a in zip(rows, alls) if r["pick_test"] is not None and a is not None]
         out["strategies"][name] = {
@@ -352,14 +388,24 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
             "compute": bench_tuning._mean_sd([r["compute"] for r in rows]),
             "vs_default": bench_tuning.paired_seed_interval(diffs) if len(diffs) == len(seeds) else None,
             "vs_all": bench_tuning.paired_seed_interval(regret) if len(regret) == len(seeds) and name != "all" else None,
+            "big_test": bench_tuning._mean_sd([b["score"] if b else None for b in big]),
+            "big_vs_default": bench_tuning.paired_seed_interval(big_diffs) if len(big_diffs) == len(seeds) else None,
         }
     for f_index, f in enumerate(FRACTIONS[:-1]):
         out.setdefault("agreement", []).append({
             "fraction": f, **{key: bench_tuning._mean_sd([per_seed[s]["agreement"][f_index][key] for s in seeds])
                               for key in ("spearman", "kendall", "topk_overlap")}})
     if root is not None and runner == "finetune" and objective == "metric":
-        picks = {name: {s: per_seed[s]["strategies"][name]["pick_rows"] for s in seeds} for name in STRATEGIES}
-        baselines = {s: per_seed[s]["baseline"]["rows"] for s in seeds}
+        # The per-unit comparison on the larger test set once every pick has it; else on the trials' own test units.
+        have_big = all(per_seed[s]["baseline"].get("big") and all(per_seed[s]["strategies"][n].get("pick_big") for n in STRATEGIES)
+                       for s in seeds)
+        if have_big:
+            picks = {name: {s: per_seed[s]["strategies"][name]["pick_big"]["rows"] for s in seeds} for name in STRATEGIES}
+            baselines = {s: per_seed[s]["baseline"]["big"]["rows"] for s in seeds}
+        else:
+            picks = {name: {s: per_seed[s]["strategies"][name]["pick_rows"] for s in seeds} for name in STRATEGIES}
+            baselines = {s: per_seed[s]["baseline"]["rows"] for s in seeds}
+        out["units_on"] = "larger" if have_big else "trial"
         out["vs_default_units"] = bench_tuning.compare_picks(picks, baselines, root, metric)
     return out
 
@@ -418,9 +464,19 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
         s = summary["strategies"][name]
         lines.append(f"| {name} | {_pct(s['share'])} | {_pm(s['pick_valid'], pts)} | {_pm(s['pick_test'], pts)} | "
                      f"{_pm(s['reordered_test'], pts)} | {_seed_ci(s.get('vs_all'), pts)} | {_seed_ci(s['vs_default'], pts)} |")
+    if any(summary["strategies"][n]["big_test"][0] is not None for n in STRATEGIES):
+        n_big = f"{args.pick_test_limit} test products" if args.pick_test_limit else "every test product"
+        lines += ["", f"The picks and the default recipe on a larger test set ({n_big}; `--pick-test-limit`, drawn order):", "",
+                  "| strategy | pick: test | pick − default recipe: 95% CI over seeds (MDE) |", "|---|---|---|"]
+        for name in STRATEGIES:
+            st = summary["strategies"][name]
+            lines.append(f"| {name} | {_pm(st['big_test'], pts)} | {_seed_ci(st['big_vs_default'], pts)} |")
     units = summary.get("vs_default_units")
     if units:
-        lines += ["", "Each pick against the default recipe on the same test units (`leantune compare`: paired, seeds averaged):", "",
+        where = ("the larger test set" if summary.get("units_on") == "larger" else
+                 f"the trials' own {args.eval_limit} test products (the larger test set is not complete)")
+        lines += ["", f"Each pick against the default recipe on the same test units of {where} "
+                  "(`leantune compare`: paired, seeds averaged):", "",
                   "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) |", "|---|---|---|---|---|---|"]
         for name, u in units.items():
             total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
@@ -552,6 +608,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--trials", type=int, default=30, help="configurations per pool (besides the default recipe)")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--pick-test-limit", type=int, default=100,
+                    help="test units for each strategy's pick and the default recipe (0: all; -1: only the trials' own "
+                         "--eval-limit test)")
     ap.add_argument("--reorders", type=int, default=200, help="random reorderings of each pool to replay over")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the agreement intervals")
     ap.add_argument("--work", type=Path, default=None, help="cells folder (default: a temporary folder)")
@@ -584,6 +643,7 @@ def main(argv=None) -> dict:
             else:
                 missing[str(seed)] = sum(r is not None for r in pool)
         per_seed = {s: analyse_seed(pool, args, int(s)) for s, pool in pools.items()}
+        test_picks(runner, per_seed, args, root, shard)
         summary = summarise(per_seed, root, runner.metric, args.runner, args.objective) if per_seed else {}
     finally:
         if args.work is None:  # the per-unit rows are read by now

@@ -156,3 +156,46 @@ def test_cells_never_hold_nan(tmp_path):
     text = (tmp_path / "d" / "record.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the record"))
     assert not any(isinstance(p["score"], float) and math.isnan(p["score"]) for p in rec["points"])
+
+
+class _WithLargerTest(SyntheticRunner):
+    """The synthetic runner plus a fake larger test set: per-unit rows whose accuracy is the trial's
+    synthetic test score, so the picks' comparison with the default recipe can run."""
+
+    def evaluate_test(self, out_dir, limit, folder):
+        from leantune.evaluation.units import attribute_unit_rows, write_per_unit
+        from leantune.io import read_json, write_json
+
+        state = read_json(Path(out_dir) / "synthetic_state.json")
+        score = self.run(state["params"], Path(out_dir), None, test=True).test_score
+        right = round(score * limit)
+        rows = attribute_unit_rows([{"product_id": f"p{i}", "attribute": "a", "outcome": "VC" if i < right else "VW",
+                                     "correct": i < right, "gold": "x"} for i in range(limit)])
+        write_per_unit(folder, rows)
+        write_json(Path(folder) / "metrics.json", {"accuracy": right / limit})
+        self.calls.append(Path(out_dir).parent.name)
+        return right / limit
+
+
+def test_the_picks_are_scored_on_a_larger_test_set_by_their_shards(tmp_path):
+    import argparse
+
+    runner = _WithLargerTest(train_size=64, metric="accuracy")
+    runner.calls = []
+    args = argparse.Namespace(top_k=3, reorders=3, n_boot=50, pick_test_limit=40, objective="metric", report_only=False)
+    per_seed = {}
+    for seed in (0, 1):
+        pool = [real.record_trial(runner, p, tmp_path / f"s{seed}" / f"t{i:03d}", tmp_path, baseline=i == 0)
+                for i, p in enumerate(real.draw_pool(load_space(None), 8, seed))]
+        per_seed[str(seed)] = real.analyse_seed(pool, args, seed)
+    real.test_picks(runner, per_seed, args, tmp_path, (1, 2))
+    assert runner.calls and all(int(name[1:]) % 2 == 1 for name in runner.calls)  # only this shard's trials
+    real.test_picks(runner, per_seed, args, tmp_path, (0, 2))
+    wanted = {(s, i) for s, r in per_seed.items() for i in {0, *(x["pick"] for x in r["strategies"].values())}}
+    assert len(runner.calls) == len(wanted)  # each pick and default once, none twice
+    for r in per_seed.values():
+        assert r["baseline"]["big"] and all(s["pick_big"] for s in r["strategies"].values())
+    out = real.summarise(per_seed, tmp_path, "accuracy", "finetune", "metric")
+    assert out["units_on"] == "larger" and set(out["vs_default_units"]) == set(real.STRATEGIES)
+    early = out["strategies"]["early"]
+    assert early["big_vs_default"]["mean"] == pytest.approx(out["vs_default_units"]["early"]["diff"], abs=1e-9)

@@ -448,3 +448,26 @@ def test_a_finished_trial_keeps_its_test_rows_for_a_paired_comparison(tmp_path):
     rows = read_per_unit(tmp_path / "t0" / TEST_FOLDER)
     assert rows and all("::" in r["unit"] for r in rows)
     assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(final.metrics["test_accuracy"])
+
+
+def test_a_finished_trial_is_scored_again_on_a_larger_test_set(tmp_path):
+    """``evaluate_test`` scores a finished trial's adapter on another number of test units and keeps
+    the rows; on the trial's own limit it gives the trial's own test score."""
+    pytest.importorskip("peft")
+    from leantune.evaluation.units import read_per_unit
+    from leantune.io import read_json
+    from leantune.errors import ParameterError
+    from leantune.tuning.finetune_runner import FinetuneRunner
+
+    runner = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=2, valid_loss_size=2, objective="metric",
+                            fixed={"cutoff_len": 192, "train_on_inputs": True}, task_options={"progress": False, "max_new_tokens": 4})
+    params = {"epochs": 1, "batch_size": 4}
+    final = runner.run(params, tmp_path / "t0", None, test=True)
+    same = runner.evaluate_test(tmp_path / "t0", 2, tmp_path / "again")
+    assert same == pytest.approx(final.test_score)
+    runner.evaluate_test(tmp_path / "t0", 5, tmp_path / "five")
+    assert {r["unit"].split("::")[0] for r in read_per_unit(tmp_path / "five")} > {r["unit"].split("::")[0] for r in read_per_unit(tmp_path / "again")}
+    assert read_json(tmp_path / "five" / "metrics.json")[runner.metric] is not None
+    loss = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=2, valid_loss_size=2, objective="valid_loss")
+    with pytest.raises(ParameterError, match="objective"):
+        loss.evaluate_test(tmp_path / "t0", 2, tmp_path / "no")

@@ -156,14 +156,34 @@ class FinetuneRunner:
             out.metrics = _headline(metrics)
             out.score = float(self._metric(metrics))
             if test:  # per-unit rows beside the run (``<out_dir>/test/per_unit.jsonl``), for paired comparisons
-                from ..evaluation.units import write_per_unit
-
-                test_metrics, unit_rows = self._task.evaluate_units(model, tokenizer, split="test", limit=self.eval_limit, seed=self.seed)
-                write_per_unit(Path(out_dir) / TEST_FOLDER, unit_rows)
+                test_metrics = self._test_units(model, tokenizer, Path(out_dir) / TEST_FOLDER, self.eval_limit)
                 out.metrics.update({f"test_{k}": v for k, v in _headline(test_metrics).items()})
                 out.test_score = float(self._metric(test_metrics))
         out.wall_s = time.perf_counter() - start
         return out
+
+    def evaluate_test(self, out_dir: Path, limit: int | None, folder: str | Path) -> float:
+        """Score a finished trial's adapter (``out_dir/adapter``) on ``limit`` test units (None: all)
+        and keep the per-unit rows in ``folder`` (``per_unit.jsonl`` and ``metrics.json``), for a
+        larger held-out comparison of a few chosen trials than every trial's ``eval_limit``. Only
+        with ``objective='metric'``: the loss objective has no test units."""
+        from ..io import write_json
+        from ..train import load_finetuned
+
+        if self.objective != "metric":
+            raise ParameterError("objective", repr(self.objective), "a test evaluation of units needs objective 'metric'")
+        adapter = Path(out_dir) / "adapter"
+        model, tokenizer = load_finetuned(self.model, adapter, device=self._device())
+        metrics = self._test_units(model, tokenizer, Path(folder), limit)
+        write_json(Path(folder) / "metrics.json", _headline(metrics))
+        return float(self._metric(metrics))
+
+    def _test_units(self, model, tokenizer, folder: Path, limit: int | None) -> dict:
+        from ..evaluation.units import write_per_unit
+
+        metrics, unit_rows = self._task.evaluate_units(model, tokenizer, split="test", limit=limit, seed=self.seed)
+        write_per_unit(folder, unit_rows)
+        return metrics
 
     def _heldout_loss(self, model, tokenizer, cfg) -> float:
         """Mean token loss on the held-out validation examples (the trainer's own tokenisation)."""
