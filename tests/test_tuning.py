@@ -468,6 +468,21 @@ def test_a_finished_trial_is_scored_again_on_a_larger_test_set(tmp_path):
     runner.evaluate_test(tmp_path / "t0", 5, tmp_path / "five")
     assert {r["unit"].split("::")[0] for r in read_per_unit(tmp_path / "five")} > {r["unit"].split("::")[0] for r in read_per_unit(tmp_path / "again")}
     assert read_json(tmp_path / "five" / "metrics.json")[runner.metric] is not None
+    # The answers were logged as they came: scoring again (after an interruption) generates nothing.
+    assert (tmp_path / "five" / "generation.partial.jsonl").is_file()
+    rows = read_per_unit(tmp_path / "five")
+    import transformers
+
+    def no_generation(*a, **k):
+        raise AssertionError("generated again")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(transformers.GenerationMixin, "generate", no_generation)
+    try:
+        runner.evaluate_test(tmp_path / "t0", 5, tmp_path / "five")
+    finally:
+        mp.undo()
+    assert read_per_unit(tmp_path / "five") == rows
     loss = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=2, valid_loss_size=2, objective="valid_loss")
     with pytest.raises(ParameterError, match="objective"):
         loss.evaluate_test(tmp_path / "t0", 2, tmp_path / "no")

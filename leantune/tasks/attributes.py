@@ -69,6 +69,7 @@ class AttributeTask(Task):
     primary_metric = "f1"
     breakdown_prefix = "attribute_f1/"  # per-attribute metrics, for per-attribute curves
     breakdown_support_prefix = "attribute_support/"  # questions per attribute: which lines to draw
+    resumable_evaluation = True  # evaluate_units(log=GenerationLog): answers are logged as they come
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
@@ -186,10 +187,11 @@ class AttributeTask(Task):
     def evaluate(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         return self.predict(model, tokenizer, split, limit, seed)[0]
 
-    def evaluate_units(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0):
+    def evaluate_units(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0, log=None):
+        """``evaluate``'s metrics and one row per question; ``log`` as in ``predict``."""
         from ..evaluation.units import attribute_unit_rows
 
-        metrics, rows = self.predict(model, tokenizer, split, limit, seed)
+        metrics, rows = self.predict(model, tokenizer, split, limit, seed, log=log)
         return metrics, attribute_unit_rows(rows)
 
     def metric_names(self) -> list[str]:

@@ -38,6 +38,9 @@ class Task:
     validates_on_train_units: bool = False
     breakdown_prefix: str | None = None  # per-group metric keys (``attribute_f1/<name>``) for per-group curves
     breakdown_support_prefix: str | None = None  # units per group, to choose which groups to draw
+    # Whether ``evaluate_units`` takes ``log=`` (a ``tasks.attributes_generate.GenerationLog``) and
+    # resumes an interrupted evaluation from the answers logged there.
+    resumable_evaluation: bool = False
 
     def train_pool(self) -> list[str]:
         """Ids of every unit a subset can be drawn from (a sample, a product, a question)."""

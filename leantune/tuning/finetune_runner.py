@@ -168,20 +168,27 @@ class FinetuneRunner:
         larger held-out comparison of a few chosen trials than every trial's ``eval_limit``. Only
         with ``objective='metric'``: the loss objective has no test units."""
         from ..io import write_json
-        from ..train import load_finetuned
+        from ..train import adapter_fingerprint, load_finetuned
 
         if self.objective != "metric":
             raise ParameterError("objective", repr(self.objective), "a test evaluation of units needs objective 'metric'")
-        adapter = Path(out_dir) / "adapter"
+        adapter, folder = Path(out_dir) / "adapter", Path(folder)
         model, tokenizer = load_finetuned(self.model, adapter, device=self._device())
-        metrics = self._test_units(model, tokenizer, Path(folder), limit)
-        write_json(Path(folder) / "metrics.json", _headline(metrics))
+        log = None
+        if self._task.resumable_evaluation:  # a long evaluation resumes from the answers it logged
+            from ..tasks.attributes_generate import GenerationLog
+
+            log = GenerationLog(folder / "generation.partial.jsonl", {"model": self.model, "adapter": adapter_fingerprint(adapter),
+                                                                      "split": "test", "limit": limit, "seed": self.seed})
+        metrics = self._test_units(model, tokenizer, folder, limit, log=log)
+        write_json(folder / "metrics.json", _headline(metrics))
         return float(self._metric(metrics))
 
-    def _test_units(self, model, tokenizer, folder: Path, limit: int | None) -> dict:
+    def _test_units(self, model, tokenizer, folder: Path, limit: int | None, log=None) -> dict:
         from ..evaluation.units import write_per_unit
 
-        metrics, unit_rows = self._task.evaluate_units(model, tokenizer, split="test", limit=limit, seed=self.seed)
+        extra = {"log": log} if log is not None else {}
+        metrics, unit_rows = self._task.evaluate_units(model, tokenizer, split="test", limit=limit, seed=self.seed, **extra)
         write_per_unit(folder, unit_rows)
         return metrics
 
