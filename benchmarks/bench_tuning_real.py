@@ -97,7 +97,7 @@ def _clean(x):
     return x if not isinstance(x, float) or math.isfinite(x) else str(x)
 
 
-def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool) -> dict:
+def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool, log=None) -> dict:
     """Train ``params`` through every fraction in ``folder/run`` (resuming), keeping one point per
     fraction in ``folder/record.json``; at the end also the test score (and the per-unit rows' path)."""
     path = folder / "record.json"
@@ -121,6 +121,10 @@ def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool)
             rows = folder / "run" / "test"
             rec["test_rows"] = str(rows.relative_to(root)) if (rows / "per_unit.jsonl").is_file() else None
         write_json(path, rec)  # after every point: an interrupted trial resumes at the next fraction
+        if log:
+            last = rec["points"][-1]
+            log(f"  {folder.parent.name}/{folder.name} {int(100 * f)}%: step {last['steps']}/{last['total_steps']}, score {last['score']:.4f}"
+                + (f" ({reason})" if reason else "") + f", {last['wall_s']:.0f}s")
     return rec
 
 
@@ -133,7 +137,7 @@ def fill_pool(runner, space, args, seed: int, root: Path, shard: tuple[int, int]
         folder = root / f"s{seed}" / f"t{i:03d}"
         if i % shard[1] == shard[0] and not args.report_only:
             t0 = time.perf_counter()
-            rec = record_trial(runner, params, folder, root, baseline=i == 0)
+            rec = record_trial(runner, params, folder, root, baseline=i == 0, log=lambda m: print(m, flush=True))
             end = rec["points"][-1]
             print(f"seed {seed} trial {i}/{len(pool) - 1}: final {end['score']:.4f}"
                   + (f" (failed: {end['reason']})" if end["reason"] else "") + f"  {time.perf_counter() - t0:.0f}s", flush=True)
