@@ -275,7 +275,7 @@ def _load(args, label: str):
 def report(args) -> str:
     import numpy as np
 
-    from leantune.evaluation.compare import compare
+    from leantune.evaluation.compare import compare, metric_interval
 
     out = RESULTS / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -305,20 +305,26 @@ def report(args) -> str:
     labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "best"]
     evs = {label: _load(args, label) for label in labels}
     lines += ["", f"## Test: all test products, seeds {args.seeds} (fine-tuning seeds; few-shot example draws)", "",
-              "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | P | R | accuracy |", "|---|---:|---:|---:|---:|---:|---:|"]
+              "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | 95% CI over test products (one run) | P | R | accuracy |",
+              "|---|---:|---:|---:|---|---:|---:|---:|"]
     summary = {"best_recipe": best.name, "test": {},
                "grid": [{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")} for c in cells]}
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
         name = {"best": f"fine-tuned, chosen recipe ({best.name})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         if not ms:
-            lines.append(f"| {name} | 0 | not run yet | | | | |")
+            lines.append(f"| {name} | 0 | not run yet | | | | | |")
             continue
         f1 = [m["f1"] for m in ms]
         sd = f"{np.std(f1, ddof=1):.3f}" if len(f1) > 1 else "–"
-        lines.append(f"| {name} | {len(ms)} | {np.mean(f1):.3f} | {sd} | {np.mean([m['precision'] for m in ms]):.3f} | "
-                     f"{np.mean([m['recall'] for m in ms]):.3f} | {np.mean([m['accuracy'] for m in ms]):.3f} |")
-        summary["test"][label] = {"f1": float(np.mean(f1)), "runs": len(ms), "f1_runs": f1}
+        # The test-product interval of the first run (seed spread is the SD column), for setting the
+        # result beside a published figure.
+        value, low, high = metric_interval(evs[label][0], "f1")
+        lines.append(f"| {name} | {len(ms)} | {np.mean(f1):.3f} | {sd} | {value:.3f} [{low:.3f}, {high:.3f}] (s{evs[label][0].seed}) | "
+                     f"{np.mean([m['precision'] for m in ms]):.3f} | {np.mean([m['recall'] for m in ms]):.3f} | "
+                     f"{np.mean([m['accuracy'] for m in ms]):.3f} |")
+        summary["test"][label] = {"f1": float(np.mean(f1)), "runs": len(ms), "f1_runs": f1,
+                                  "f1_interval_first_run": [value, low, high]}
     for baseline, others in (("zero-shot", ["3-shot", "10-shot", "default", "best"]), ("default", ["best"])):
         group = [e for label in [baseline, *others] for e in evs[label]]
         if not evs[baseline] or len({e.name for e in group}) < 2:

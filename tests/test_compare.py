@@ -344,3 +344,30 @@ def test_minimum_detectable_effect_hand_value():
         minimum_detectable_effect(1.5, 100)
     with pytest.raises(LeantuneError):
         minimum_detectable_effect(0.5, 0)
+
+
+def test_metric_interval_of_one_run_is_a_cluster_bootstrap(tmp_path):
+    """A run's own interval: it collapses when every cluster is alike, matches compare's value, and
+    for a 0/1 mean over independent units it is about ±1.96 standard errors wide."""
+    from leantune.evaluation.compare import compare, load_evaluation, metric_interval
+    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
+
+    same = attribute_unit_rows([{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i % 2 else "VW",
+                                 "correct": bool(i % 2), "gold": "x"} for i in range(40)])
+    write_per_unit(tmp_path / "same", same)
+    ev = load_evaluation(tmp_path / "same", name="a")
+    value, low, high = metric_interval(ev, "f1", n_boot=500)
+    assert value == pytest.approx(0.5) and low == pytest.approx(0.5) and high == pytest.approx(0.5)
+
+    rng = np.random.default_rng(1)
+    hits = rng.random(400) < 0.3
+    rows = [{"unit": f"u{i}", "cluster": f"u{i}", "correct": int(h)} for i, h in enumerate(hits)]
+    write_per_unit(tmp_path / "mean", rows)
+    write_per_unit(tmp_path / "other", [{**r, "correct": 1} for r in rows])
+    ev = load_evaluation(tmp_path / "mean", name="a")
+    value, low, high = metric_interval(ev, "correct", n_boot=4000)
+    se = math.sqrt(value * (1 - value) / 400)
+    assert value == pytest.approx(hits.mean())
+    assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.1) and low < value < high
+    cmp = compare([ev, load_evaluation(tmp_path / "other", name="b")], baseline="a", metric="correct")
+    assert cmp.baseline_value == pytest.approx(value)
