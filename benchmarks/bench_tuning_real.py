@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_tuning  # noqa: E402  (the runner factory, the seed interval and the per-unit comparison)
 from leantune.errors import LeantuneError, ParameterError  # noqa: E402
 from leantune.io import atomic_path, read_json, refuse_other_settings, write_json  # noqa: E402
-from leantune.tuning import SearchRecords, TrialRecord, load_space  # noqa: E402
+from leantune.tuning import SearchRecords, TrialRecord, load_space, report  # noqa: E402
 from leantune.tuning.analysis import agreement_interval  # noqa: E402
 from leantune.tuning.runner import failure_reason, safe_run  # noqa: E402
 from leantune.tuning.study import quiet_optuna  # noqa: E402
@@ -97,13 +97,23 @@ def _clean(x):
     return x if not isinstance(x, float) or math.isfinite(x) else str(x)
 
 
+def read_record(folder: Path, params: dict) -> dict | None:
+    """``folder/record.json`` (None before the trial's first point); one recorded for other
+    hyperparameters is refused."""
+    path = folder / "record.json"
+    if not path.is_file():
+        return None
+    rec = read_json(path)
+    if rec["params"] != params:
+        raise LeantuneError(f"{path}: recorded with other hyperparameters ({rec['params']}); use another --work folder")
+    return rec
+
+
 def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool, log=None) -> dict:
     """Train ``params`` through every fraction in ``folder/run`` (resuming), keeping one point per
     fraction in ``folder/record.json``; at the end also the test score (and the per-unit rows' path)."""
     path = folder / "record.json"
-    rec = read_json(path) if path.is_file() else {"params": params, "baseline": baseline, "points": []}
-    if rec["params"] != params:
-        raise LeantuneError(f"{path}: recorded with other hyperparameters ({rec['params']}); use another --work folder")
+    rec = read_record(folder, params) or {"params": params, "baseline": baseline, "points": []}
     done = {p["fraction"] for p in rec["points"]}
     for f in FRACTIONS:
         if f in done:
@@ -142,9 +152,7 @@ def fill_pool(runner, space, args, seed: int, root: Path, shard: tuple[int, int]
             print(f"seed {seed} trial {i}/{len(pool) - 1}: final {end['score']:.4f}"
                   + (f" (failed: {end['reason']})" if end["reason"] else "") + f"  {time.perf_counter() - t0:.0f}s", flush=True)
         else:
-            rec = read_json(folder / "record.json") if (folder / "record.json").is_file() else None
-            if rec is not None and rec["params"] != params:
-                raise LeantuneError(f"{folder / 'record.json'}: recorded with other hyperparameters; use another --work folder")
+            rec = read_record(folder, params)
         out.append(rec if rec is not None and len(rec["points"]) == len(FRACTIONS) else None)
     return out
 
@@ -341,12 +349,11 @@ def analyse_seed(pool: list[dict], args, seed: int) -> dict:
     """Agreement, the replays in the drawn order and their mean over reorderings, for one full pool."""
     drawn = list(range(len(pool)))
     replays = replay_all(pool, drawn, args.top_k)
-    mean_over: dict = {name: {"test": [], "valid": [], "compute": []} for name in STRATEGIES}
+    mean_over: dict = {name: {"test": [], "compute": []} for name in STRATEGIES}
     for order in reorders(len(pool), args.reorders, seed):
         for name, r in replay_all(pool, order, args.top_k).items():
             if r["pick"] is not None:
                 mean_over[name]["test"].append(pool[r["pick"]]["test_score"])
-                mean_over[name]["valid"].append(score_at(pool[r["pick"]], 1.0))
             mean_over[name]["compute"].append(r["compute"])
     by_fraction = agreement_by_fraction(pool, args.top_k, args.n_boot)
     strategies = {}
@@ -422,8 +429,8 @@ def _f(x, digits: int = 2) -> str:
 
 
 def _ci(row: dict, key: str) -> str:
-    ci = row.get(f"{key}_ci")
-    return f"{_f(row[key])} [{_f(ci[0])}, {_f(ci[1])}]" if ci and row.get(key) is not None else _f(row.get(key))
+    """``row[key]`` with its bootstrap interval, as the search report prints it."""
+    return _f(row.get(key)) + (report._ci(row, key) if row.get(key) is not None else "")
 
 
 def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plots: list[str]) -> str:
@@ -548,8 +555,6 @@ def plot_all(pools: dict, per_seed: dict, args, metric: str, stem: str) -> list[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from leantune.tuning import report
 
     names = []
     for seed, pool in pools.items():
