@@ -91,7 +91,9 @@ def parse_args(argv=None):
     p.add_argument("--model", default="smollm2")
     p.add_argument("--data", default="oa-mine", help="attribute data: 'oa-mine' or a folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--work", type=Path, required=True, help="cells, adapters and per-unit results (not for the repository)")
+    p.add_argument("--work", type=Path, required=True,
+                   help="cells, adapters and per-unit results; under benchmarks/results/<name>/cells the small records are tracked "
+                        "by git (that folder's .gitignore) and adapters are not")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="test phase: fine-tuning and few-shot draw seeds")
@@ -189,12 +191,23 @@ def grid_phase(args, device: str, start: float) -> None:
               f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
 
 
+def _previous(args) -> dict:
+    """The committed report's ``summary.json`` (``benchmarks/results/<name>/``), or {}."""
+    f = RESULTS / args.name / "summary.json"
+    return read_json(f) if f.is_file() else {}
+
+
 def grid_cells(args) -> list[dict]:
+    """The finished grid cells in ``--work``; when it holds none (a new machine), the grid of the
+    committed report, each cell marked ``carried`` -- the recipe choice needs no new training."""
     cells = []
     for recipe in GRIDS[args.grid]:
         f = args.work / "grid" / f"{recipe.name}.json"
         if f.is_file():
             cells.append(read_json(f))
+    if not cells:
+        names = {r.name for r in GRIDS[args.grid]}
+        cells = [{**c, "carried": True} for c in _previous(args).get("grid", []) if c["name"] in names]
     return cells
 
 
@@ -293,6 +306,7 @@ def report(args) -> str:
     for c in cells:
         r, v = c["recipe"], c["valid"] or {}
         mark = " **(chosen)**" if c["name"] == best.name else (" (previous default)" if c["name"] == CLI_DEFAULT.name else "")
+        mark += " (carried)" if c.get("carried") else ""
         lines.append(f"| {c['name']}{mark} | {r['unit']} | {r['epochs']:g} | {r['lr']:g} | {r['r']}/{r['alpha']} | {r['modules']} | "
                      f"{r['batch_size']} | {c['steps']} | {v.get('f1', float('nan')):.3f} | "
                      f"{v.get('precision', float('nan')):.3f} | {v.get('recall', float('nan')):.3f} | {v.get('accuracy', float('nan')):.3f} | "
@@ -300,6 +314,8 @@ def report(args) -> str:
     missing = [r.name for r in GRIDS[args.grid] if r.name not in {c["name"] for c in cells}]
     if missing:
         lines += ["", f"Not run yet ({len(missing)} of {len(GRIDS[args.grid])}): " + ", ".join(f"`{m}`" for m in missing) + "."]
+    if any(c.get("carried") for c in cells):
+        lines += ["", "(carried): this work folder holds no grid cells; the grid is the committed report's (`summary.json`)."]
     if args.note:
         lines += ["", args.note]
     labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "best"]
@@ -309,9 +325,20 @@ def report(args) -> str:
               "|---|---:|---:|---:|---|---:|---:|---:|"]
     summary = {"best_recipe": best.name, "test": {},
                "grid": [{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")} for c in cells]}
+    before = _previous(args)
+    carried = []
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
         name = {"best": f"fine-tuned, chosen recipe ({best.name})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
+        old = before.get("test", {}).get(label)
+        if not ms and old and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
+            carried.append(label)
+            value, low, high = old["f1_interval_first_run"]
+            sd = f"{np.std(old['f1_runs'], ddof=1):.3f}" if old["runs"] > 1 else "–"
+            rest = " | ".join(f"{old[k]:.3f}" if k in old else "–" for k in ("precision", "recall", "accuracy"))
+            lines.append(f"| {name} (carried) | {old['runs']} | {old['f1']:.3f} | {sd} | {value:.3f} [{low:.3f}, {high:.3f}] | {rest} |")
+            summary["test"][label] = old
+            continue
         if not ms:
             lines.append(f"| {name} | 0 | not run yet | | | | | |")
             continue
@@ -324,10 +351,20 @@ def report(args) -> str:
                      f"{np.mean([m['precision'] for m in ms]):.3f} | {np.mean([m['recall'] for m in ms]):.3f} | "
                      f"{np.mean([m['accuracy'] for m in ms]):.3f} |")
         summary["test"][label] = {"f1": float(np.mean(f1)), "runs": len(ms), "f1_runs": f1,
-                                  "f1_interval_first_run": [value, low, high]}
+                                  "f1_interval_first_run": [value, low, high],
+                                  **{k: float(np.mean([m[k] for m in ms])) for k in ("precision", "recall", "accuracy")}}
+    if carried:
+        lines += ["", f"Carried rows ({', '.join(carried)}): their cells ran on another machine and are not in this work "
+                  "folder; the row is the committed report's (`summary.json`), P/R/accuracy shown where it kept them."]
     for baseline, others in (("zero-shot", ["3-shot", "10-shot", "default", "best"]), ("default", ["best"])):
         group = [e for label in [baseline, *others] for e in evs[label]]
         if not evs[baseline] or len({e.name for e in group}) < 2:
+            for metric in ("f1", "accuracy"):  # comparisons whose rows ran elsewhere stay as written then
+                key = f"vs-{baseline}-{metric}"
+                if key in before and (out / key / "comparison.md").is_file():
+                    summary[key] = before[key]
+                    table = (out / key / "comparison.md").read_text().split("\n", 1)[1].strip()
+                    lines += ["", f"### {metric} against {baseline} (carried: written when its rows were here)", "", table]
             continue
         for metric in ("f1", "accuracy"):
             cmp = compare(group, baseline=baseline, metric=metric)

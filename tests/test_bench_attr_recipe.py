@@ -27,7 +27,7 @@ def test_recipe_names_are_unique_and_shards_cover_every_cell_once():
 
 
 def test_the_best_validation_f1_is_chosen_and_test_items_follow_it(tmp_path):
-    args = bench.parse_args(["--phase", "test", "--work", str(tmp_path), "--seeds", "0", "1"])
+    args = bench.parse_args(["--phase", "test", "--work", str(tmp_path), "--seeds", "0", "1", "--name", "no-such-report"])
     with pytest.raises(SystemExit, match="no finished grid cells"):
         bench.best_recipe(args)
     grid = bench.GRIDS["smollm2"]
@@ -39,3 +39,40 @@ def test_the_best_validation_f1_is_chosen_and_test_items_follow_it(tmp_path):
     assert labels[0] == ("zero-shot", 0) and ("10-shot", 1) in labels
     assert {tuple(spec["recipe"].items()) for label, spec, _ in items if label == "best"} == {tuple(grid[3].__dict__.items())}
     assert [seed for label, _, seed in items if label == "default"] == [0, 1]
+
+
+def test_a_new_machine_carries_the_committed_grid_rows_and_comparisons(tmp_path, monkeypatch):
+    """Only small records travel: with no grid cells in --work the committed grid chooses the
+    recipe, rows and comparisons that ran elsewhere are carried (marked), and a new row is added."""
+    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
+    from leantune.io import read_json
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    grid = bench.GRIDS["smollm2"]
+    first = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w1"), "--seeds", "0", "--name", "r"])
+    for recipe, f1 in ((grid[3], 0.7), (bench.CLI_DEFAULT, 0.6)):
+        write_json(first.work / "grid" / f"{recipe.name}.json",
+                   {"recipe": recipe.__dict__, "name": recipe.name, "status": "finished", "steps": 5, "tokens": 9, "device": "cpu",
+                    "valid": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1, "invalid_rate": 0.0, "n_products": 3}})
+
+    def rows(folder, right, n=40):
+        judged = [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < right else "VW",
+                   "correct": i < right, "gold": "x"} for i in range(n)]
+        write_per_unit(folder, attribute_unit_rows(judged))
+        f1 = right / n
+        write_json(folder / "metrics.json", {"metrics": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1}})
+
+    rows(first.work / "test" / "zero-shot" / "s0", 4)
+    rows(first.work / "test" / "best" / "s0", 30)
+    text1 = bench.report(first)
+    assert "### f1 against zero-shot" in text1 and "(carried)" not in text1
+
+    second = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w2"), "--seeds", "0", "--name", "r"])
+    assert bench.best_recipe(second) == grid[3]  # from the committed summary: no grid cell in w2
+    rows(second.work / "test" / "10-shot" / "s0", 12)
+    text2 = bench.report(second)
+    assert f"| {grid[3].name} **(chosen)** (carried) |" in text2
+    assert "| zero-shot (carried) | 1 | 0.100 |" in text2 and "| 10-shot | 1 | 0.300 |" in text2
+    assert "### f1 against zero-shot (carried: written when its rows were here)" in text2
+    summary = read_json(tmp_path / "results" / "r" / "summary.json")
+    assert set(summary["test"]) == {"zero-shot", "10-shot", "best"} and "vs-zero-shot-f1" in summary
