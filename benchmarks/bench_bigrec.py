@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leantune.io import write_json  # noqa: E402
-from leantune.paths import cache_dir  # noqa: E402
+from leantune.paths import cache_dir, display_path  # noqa: E402
 
 KEYS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 STAGES = ("prune", "finetune", "evaluate", "evaluate_base")
@@ -173,18 +173,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def _shown(path: Path) -> str:
-    """A path as results files show it: under $LEANTUNE_HOME or the repo, never the machine's own."""
-    from leantune.paths import leantune_home
-
-    for root, name in ((leantune_home(), "$LEANTUNE_HOME"), (ROOT, ".")):
-        try:
-            return f"{name}/{Path(path).resolve().relative_to(Path(root).resolve())}"
-        except ValueError:
-            continue
-    return Path(path).name
-
-
 def write_results(args, work: Path) -> None:
     runs, pending = [], []
     base = None
@@ -208,8 +196,8 @@ def write_results(args, work: Path) -> None:
                 b = st["evaluate_base"]["outputs"]
                 base = {"metrics": {k: b["metrics"][k] for k in KEYS}, "timings": b["timings"], "n_users": b["n_users"]}
     command = "python3 benchmarks/bench_bigrec.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = {"command": command.strip(), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "work": _shown(work), "runs": runs, "base": base, "pending": pending,
+    result = {"command": command.strip(), "settings": {k: display_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "work": display_path(work), "runs": runs, "base": base, "pending": pending,
               "note": "CPU timings were taken on a 2-core machine shared with other jobs; compare within one table only."}
     if runs:
         ds = _DATASETS[args.data]

@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import parse_options, write_json  # noqa: E402
+from leantune.paths import display_path  # noqa: E402
 from leantune.train.rqvae import build_semantic_ids  # noqa: E402
 from leantune.evaluation.units import write_per_unit  # noqa: E402
 from leantune.evaluation.tiger import evaluate_tiger  # noqa: E402
@@ -305,8 +306,8 @@ def main():
     }
     result = {
         "command": command,
-        "settings": {**vars(args), "work": str(args.work), "out": str(args.out),
-                     "surrogate_dir": str(args.surrogate_dir) if args.surrogate_dir else None},
+        "settings": {**vars(args), "work": display_path(args.work), "out": display_path(args.out),
+                     "surrogate_dir": display_path(args.surrogate_dir) if args.surrogate_dir else None},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}",
         "test_users": runs["full"][0]["test_users"],
         "test_users_total": len(ds.test_samples),
