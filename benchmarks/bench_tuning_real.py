@@ -30,10 +30,14 @@ From the recorded curves:
     python3 benchmarks/bench_tuning_real.py --runner synthetic --trials 30 --seeds 0 1 2      # seconds
     python3 benchmarks/bench_tuning_real.py --runner finetune --model smollm2 --task attributes \\
         --objective metric --train-size 48 --eval-limit 16 --trials 30 --seeds 0 1 2 \\
-        --work benchmarks/cache/tuning-real --name smollm2 [--shard 0/2]
+        --work benchmarks/results/tuning-real/cells/smollm2 --name smollm2 [--shard 0/2]
 
 Writes benchmarks/results/tuning-real/<name>.md/.json and plots beside them (``--report-only``
-renders from the cells without training).
+renders from the cells without training). With ``--work`` under ``benchmarks/results/tuning-real/cells/``
+the cells' small records (``record.json``, the per-unit test rows, the larger test's metrics) are
+tracked by git while checkpoints and adapters are not (that folder's ``.gitignore``), so a pool
+filled on one machine continues on the next; a pick whose run folder is absent is trained again
+before its larger test, and checked against its record (``restore_run``).
 """
 from __future__ import annotations
 
@@ -316,6 +320,26 @@ def pick_test_folder(limit: int) -> str:
     return f"pick-test-{limit or 'all'}"
 
 
+def restore_run(runner, folder: Path) -> None:
+    """Give a finished trial its run folder back when only its record is here.
+
+    Records are small and travel with the repository (``benchmarks/results/tuning-real/cells``); run
+    folders (checkpoints, the adapter) do not, so on a new machine a pick is trained again, to the end
+    with the recorded hyperparameters. Its final validation score is compared with the record's, and
+    both are kept in ``retrained.json``: the larger test set must score the model that was picked."""
+    if (folder / "run").is_dir():
+        return
+    rec = read_json(folder / "record.json")
+    t0 = time.perf_counter()
+    res = safe_run(runner, rec["params"], folder / "run", None)
+    recorded, again = point(rec, 1.0)["score"], 0.0 if failure_reason(res, final=True) else float(res.score)
+    same = math.isclose(again, recorded, abs_tol=1e-6)
+    write_json(folder / "retrained.json", {"recorded_score": recorded, "retrained_score": again, "same": same,
+                                           "wall_s": time.perf_counter() - t0})
+    print(f"{folder.parent.name}/{folder.name}: run folder absent, trained again ({time.perf_counter() - t0:.0f}s): final "
+          f"validation {again:.4f}, recorded {recorded:.4f}" + ("" if same else " -- NOT the recorded model"), flush=True)
+
+
 def test_picks(runner, per_seed: dict, args, root: Path, shard: tuple[int, int]) -> None:
     """Every distinct pick (drawn order) and each seed's default recipe, scored on ``--pick-test-limit``
     test units (far more than a trial's ``--eval-limit``), so that pick − default has a usable
@@ -332,11 +356,14 @@ def test_picks(runner, per_seed: dict, args, root: Path, shard: tuple[int, int])
             rows = folder / name
             if not (rows / "metrics.json").is_file() and i % shard[1] == shard[0] and not args.report_only:
                 t0 = time.perf_counter()
+                restore_run(runner, folder)
                 score = runner.evaluate_test(folder / "run", args.pick_test_limit or None, rows)
                 print(f"seed {seed} trial {i}: {runner.metric} {score:.4f} on the larger test set  {time.perf_counter() - t0:.0f}s",
                       flush=True)
             if (rows / "metrics.json").is_file():
                 found[i] = {"score": read_json(rows / "metrics.json")[runner.metric], "rows": str(rows.relative_to(root))}
+            if (folder / "retrained.json").is_file() and i in found:
+                found[i]["retrained"] = read_json(folder / "retrained.json")
         for s in r["strategies"].values():
             s["pick_big"] = found.get(s["pick"]) if s["pick"] is not None else None
         r["baseline"]["big"] = found.get(0)
@@ -345,8 +372,19 @@ def test_picks(runner, per_seed: dict, args, root: Path, shard: tuple[int, int])
 # ----------------------------------------------------------------------------- one seed, all seeds
 
 
-def analyse_seed(pool: list[dict], args, seed: int) -> dict:
-    """Agreement, the replays in the drawn order and their mean over reorderings, for one full pool."""
+def measured_test(rec: dict, metric: str | None) -> float | None:
+    """A trial's test score as measured. A failed trial's ``test_score`` is None, but one that ended
+    with no usable output was still scored on test (``test_<metric>`` in its last point): what a
+    user running those settings gets, so the default recipe is compared at that value."""
+    if rec["test_score"] is not None or metric is None:
+        return rec["test_score"]
+    value = point(rec, 1.0)["metrics"].get(f"test_{metric}")
+    return value if isinstance(value, float) else None
+
+
+def analyse_seed(pool: list[dict], args, seed: int, metric: str | None = None) -> dict:
+    """Agreement, the replays in the drawn order and their mean over reorderings, for one full pool
+    (``metric``: the runner's, to read a failed default recipe's measured test score)."""
     drawn = list(range(len(pool)))
     replays = replay_all(pool, drawn, args.top_k)
     mean_over: dict = {name: {"test": [], "compute": []} for name in STRATEGIES}
@@ -369,7 +407,8 @@ def analyse_seed(pool: list[dict], args, seed: int) -> dict:
     base = pool[0]
     return {"trials": len(pool), "failed": sum(failed(r) for r in pool),
             "failed_ids": [i for i, r in enumerate(pool) if failed(r)],
-            "baseline": {"valid": score_at(base, 1.0), "test": base["test_score"], "rows": base.get("test_rows"), "failed": failed(base)},
+            "baseline": {"valid": score_at(base, 1.0), "test": measured_test(base, metric), "rows": base.get("test_rows"), "failed": failed(base),
+                         "params": base["params"]},
             "agreement": by_fraction, "stable_from": stable_from(by_fraction, args.top_k),
             "early_all_trials": agreement_interval([score_at(r, EARLY) for r in pool], [score_at(r, 1.0) for r in pool],
                                                    args.top_k, n_boot=args.n_boot),
@@ -446,6 +485,11 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                   "(those seeds are left out below).", ""]
     if not per_seed:
         return "\n".join(lines)
+    base = next(iter(per_seed.values()))["baseline"]
+    lines += ["The default recipe (trial 0 of every pool: the search space's baseline) is "
+              + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in base["params"].items())
+              + (f"; it failed (0 at the end) in {sum(r['baseline']['failed'] for r in per_seed.values())} of {len(per_seed)} seeds."
+                 if any(r["baseline"]["failed"] for r in per_seed.values()) else "."), ""]
     lines += ["## Do early ranks predict final ones?", "",
               "Over the usable trials of each pool (not failed at the end; failures: "
               + ", ".join(f"seed {s}: {r['failed']}" for s, r in per_seed.items()) + "). "
@@ -482,6 +526,15 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
         for name in STRATEGIES:
             st = summary["strategies"][name]
             lines.append(f"| {name} | {_pm(st['big_test'], pts)} | {_seed_ci(st['big_vs_default'], pts)} |")
+        again = {(seed, b["rows"]): b["retrained"] for seed, r in per_seed.items()
+                 for b in [r["baseline"].get("big"), *(x.get("pick_big") for x in r["strategies"].values())]
+                 if b and b.get("retrained")}
+        if again:
+            lines += ["", "Trained again before this test (their run folders were not on the machine; only the records "
+                      "travel): " + "; ".join(f"seed {seed} {rows.split('/')[1]}: final validation {_f(pts * t['retrained_score'])} "
+                                              f"vs {_f(pts * t['recorded_score'])} recorded"
+                                              + ("" if t["same"] else " (**not the recorded model**)")
+                                              for (seed, rows), t in sorted(again.items())) + "."]
     units = summary.get("vs_default_units")
     if units:
         where = ("the larger test set" if summary.get("units_on") == "larger" else
@@ -651,7 +704,7 @@ def main(argv=None) -> dict:
                 pools[str(seed)] = pool
             else:
                 missing[str(seed)] = sum(r is not None for r in pool)
-        per_seed = {s: analyse_seed(pool, args, int(s)) for s, pool in pools.items()}
+        per_seed = {s: analyse_seed(pool, args, int(s), runner.metric) for s, pool in pools.items()}
         test_picks(runner, per_seed, args, root, shard)
         summary = summarise(per_seed, root, runner.metric, args.runner, args.objective) if per_seed else {}
     finally:

@@ -199,3 +199,48 @@ def test_the_picks_are_scored_on_a_larger_test_set_by_their_shards(tmp_path):
     assert out["units_on"] == "larger" and set(out["vs_default_units"]) == set(real.STRATEGIES)
     early = out["strategies"]["early"]
     assert early["big_vs_default"]["mean"] == pytest.approx(out["vs_default_units"]["early"]["diff"], abs=1e-9)
+
+
+def test_a_pick_without_its_run_folder_is_trained_again_and_checked_against_its_record(tmp_path):
+    """Only records travel between machines: a pick whose run folder is gone is trained again before
+    its larger test, and a retrained model that does not reproduce the recorded score is flagged."""
+    import argparse
+    import shutil
+
+    from leantune.io import read_json, write_json
+
+    runner = _WithLargerTest(train_size=64, metric="accuracy")
+    runner.calls = []
+    args = argparse.Namespace(top_k=3, reorders=3, n_boot=50, pick_test_limit=40, objective="metric", report_only=False,
+                              name="t", runner="synthetic", trials=6, eval_limit=16, machine="m",
+                              train_size=64, noise=0.01)
+    pool = [real.record_trial(runner, p, tmp_path / "s0" / f"t{i:03d}", tmp_path, baseline=i == 0)
+            for i, p in enumerate(real.draw_pool(load_space(None), 6, 0))]
+    per_seed = {"0": real.analyse_seed(pool, args, 0)}
+    picks = sorted({0, *(s["pick"] for s in per_seed["0"]["strategies"].values())})
+    for i in picks:
+        shutil.rmtree(tmp_path / "s0" / f"t{i:03d}" / "run")
+    # the default recipe's record is altered, so its retrained model cannot match it
+    rec = read_json(tmp_path / "s0" / "t000" / "record.json")
+    rec["points"][-1]["score"] += 0.25
+    write_json(tmp_path / "s0" / "t000" / "record.json", rec)
+
+    real.test_picks(runner, per_seed, args, tmp_path, (0, 1))
+    again = {i: read_json(tmp_path / "s0" / f"t{i:03d}" / "retrained.json") for i in picks}
+    assert all(again[i]["same"] for i in picks if i != 0) and not again[0]["same"]
+    assert per_seed["0"]["baseline"]["big"]["retrained"]["same"] is False
+    summary = real.summarise(per_seed, tmp_path, "accuracy", "finetune", "metric")
+    text = real.render(per_seed, summary, args, "cmd", {}, [])
+    assert "Trained again" in text and "t000" in text and "not the recorded model" in text
+    calls = len(runner.calls)
+    real.test_picks(runner, per_seed, args, tmp_path, (0, 1))  # all scored: nothing trained or evaluated again
+    assert len(runner.calls) == calls
+
+
+def test_a_failed_default_recipe_is_compared_at_its_measured_test_score():
+    """0 at the end is a failure for the search, but the default recipe's test score was measured:
+    pick - default uses it (None only when no test score exists, as after a crash)."""
+    rec = {"test_score": None, "points": [{"fraction": 1.0, "score": 0.0, "metrics": {"f1": 0.0, "test_f1": 0.02}}]}
+    assert real.measured_test(rec, "f1") == 0.02
+    assert real.measured_test(rec, None) is None and real.measured_test(rec, "accuracy") is None
+    assert real.measured_test({**rec, "test_score": 0.5}, "f1") == 0.5
