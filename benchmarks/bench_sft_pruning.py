@@ -16,7 +16,10 @@ lr 1e-3, LoRA r 8 on q/v, loss on the answer), judging every test product's attr
 attribute scorer and writing per-question results. The report compares every method with Random at
 each budget through ``leantune compare`` (micro-F1 resampled by product, and accuracy), with the
 scoring cost beside the fine-tuning cost. Cells are cached in ``--work`` and never recomputed; two
-processes can fill one grid with different ``--seeds``.
+processes can fill one grid with different ``--seeds``. With ``--work benchmarks/results/sft-pruning/cells``
+their small records (scores, subsets, ``result.json``, per-unit rows) are tracked by git and the
+checkpoints are not (that folder's ``.gitignore``), so the grid continues on the next machine; a
+budget whose cells are not in the work folder keeps the comparison written when they were.
 """
 from __future__ import annotations
 
@@ -127,50 +130,88 @@ def train_cell(args, work, train, products, name, budget, seed, cols) -> Path:
     t0 = time.perf_counter()
     row = run_one(task, cfg, out, budget, seed, units)
     row.update({"method": name, "wall_s": time.perf_counter() - t0, "load_avg": list(os.getloadavg())})
+    if (row.get("train") or {}).get("adapter_dir"):  # the record may be committed: no machine path in it
+        row["train"]["adapter_dir"] = os.path.relpath(Path(row["train"]["adapter_dir"]).resolve(), work.resolve())
     write_json(folder / "result.json", row)
     return folder
 
 
+def _cells(args, work, budget) -> list:
+    from leantune.curves.runner import run_dir
+    from leantune.evaluation.compare import load_evaluation
+
+    evs = []
+    for name in args.methods:
+        for seed in args.seeds:
+            folder = run_dir(work / "cells" / name, budget, seed)
+            if (folder / "per_unit.jsonl").is_file():
+                ev = load_evaluation(folder, name=name)
+                ev.seed = seed
+                evs.append(ev)
+    return evs
+
+
+def _costs(args, work) -> dict:
+    """Mean seconds per method: scoring, and fine-tune + evaluate per budget, from the cells here;
+    merged into ``OUT/cost.json`` so that budgets whose cells are elsewhere keep their figures."""
+    from leantune.curves.runner import run_dir
+
+    path = args.out / "cost.json"
+    cost = read_json(path) if path.is_file() else {}
+    for name in args.methods:
+        method = METHODS[name][0]
+        row = cost.setdefault(name, {"scoring": None, "budgets": {}})
+        sc = [read_json(f)["seconds"] for s in args.seeds if (f := work / "scores" / f"{method}-s{s}" / "scores.json").is_file()]
+        if sc:
+            row["scoring"] = float(np.mean(sc))
+        for budget in args.budgets:
+            ws = [read_json(f)["wall_s"] for s in args.seeds if (f := run_dir(work / "cells" / name, budget, s) / "result.json").is_file()]
+            if ws:
+                row["budgets"][str(budget)] = float(np.mean(ws))
+    write_json(path, cost)
+    return cost
+
+
 def report(args, work) -> str:
-    from leantune.evaluation.compare import compare, load_evaluation
+    """``OUT/sft-pruning.md`` from the cells in ``work``. A budget with no cells here keeps the
+    comparison written when its cells were (``OUT/b<budget>-<metric>/``), marked as carried, so a
+    grid filled on several machines reports every budget."""
+    from leantune.evaluation.compare import compare
 
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# Pruning OA-Mine as an SFT dataset (`--task sft`)", "",
              f"`python3 benchmarks/bench_sft_pruning.py {' '.join(sys.argv[1:])}`".replace("  ", " "), "",
              f"Model {args.model}; budgets {args.budgets}; seeds {args.seeds}; test products: "
              f"{args.eval_limit or 'all'}; machine {platform.machine()}, {os.cpu_count()} CPUs.", ""]
-    summary = {}
+    old = args.out / "sft-pruning.json"
+    summary = read_json(old) if old.is_file() else {}
     for budget in args.budgets:
-        evs = []
-        for name in args.methods:
-            for seed in args.seeds:
-                from leantune.curves.runner import run_dir
-
-                folder = run_dir(work / "cells" / name, budget, seed)
-                if (folder / "per_unit.jsonl").is_file():
-                    ev = load_evaluation(folder, name=name)
-                    ev.seed = seed
-                    evs.append(ev)
-        if len({e.name for e in evs}) < 2 or "random" not in {e.name for e in evs}:
-            lines += [f"## budget {budget}: not enough finished cells", ""]
-            continue
+        evs = _cells(args, work, budget)
+        fresh = len({e.name for e in evs}) >= 2 and "random" in {e.name for e in evs}
         for metric in ("f1", "accuracy"):
-            cmp = compare(evs, baseline="random", metric=metric)
-            cmp.write(args.out / f"b{budget}-{metric}")
-            summary[f"b{budget}-{metric}"] = cmp.to_dict()
-            lines += [f"## budget {budget}: {metric} against Random", "", cmp.to_markdown(), ""]
-    cost = ["## Cost (seconds, mean over seeds)", "", "| method | scoring | fine-tune + evaluate (per budget) |", "| --- | ---: | --- |"]
+            key, folder = f"b{budget}-{metric}", args.out / f"b{budget}-{metric}"
+            if fresh:
+                cmp = compare(evs, baseline="random", metric=metric)
+                cmp.write(folder)
+                summary[key] = cmp.to_dict()
+                note = ""
+            elif (folder / "comparison.md").is_file() and key in summary:
+                note = (" (carried: these cells are not in this work folder; the table is the one written when they "
+                        "were, kept in `" + folder.name + "/`)")
+            else:
+                lines += [f"## budget {budget}, {metric}: not enough finished cells", ""]
+                summary.pop(key, None)
+                continue
+            table = (folder / "comparison.md").read_text().split("\n", 1)[1].strip()  # drop its own title
+            lines += [f"## budget {budget}: {metric} against Random{note}", "", table, "", ""]
+    cost = _costs(args, work)
+    rows = ["## Cost (seconds, mean over seeds)", "", "| method | scoring | fine-tune + evaluate (per budget) |", "| --- | ---: | --- |"]
     for name in args.methods:
-        method = METHODS[name][0]
-        sc = [read_json(f)["seconds"] for s in args.seeds if (f := work / "scores" / f"{method}-s{s}" / "scores.json").is_file()]
-        tr = []
-        for budget in args.budgets:
-            from leantune.curves.runner import run_dir
-
-            ws = [read_json(f)["wall_s"] for s in args.seeds if (f := run_dir(work / "cells" / name, budget, s) / "result.json").is_file()]
-            tr.append(f"{budget}: {np.mean(ws):.0f}" if ws else f"{budget}: –")
-        cost.append(f"| {name} | {np.mean(sc):.0f} | {', '.join(tr)} |" if sc else f"| {name} | – | {', '.join(tr)} |")
-    lines += cost + [""]
+        c = cost.get(name, {"scoring": None, "budgets": {}})
+        per = ", ".join(f"{b}: {c['budgets'][str(b)]:.0f}" if str(b) in c["budgets"] else f"{b}: –" for b in args.budgets)
+        scoring = "–" if c["scoring"] is None else f"{c['scoring']:.0f}"
+        rows.append(f"| {name} | {scoring} | {per} |")
+    lines += rows + [""]
     text = "\n".join(lines) + "\n"
     with atomic_path(args.out / "sft-pruning.md") as tmp:
         Path(tmp).write_text(text)
