@@ -500,6 +500,11 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
         sp, kt, ov = row["spearman"], row["kendall"], row["topk_overlap"]
         cells = [_ci(per_seed[s]["agreement"][j], "spearman") for s in per_seed]
         lines.append(f"| {int(100 * row['fraction'])}% | " + " | ".join(cells) + f" | {_f(kt[0])} | {_f(ov[0], 1)} | {_f(sp[0])} ± {_f(sp[1])} |")
+    lines += ["", f"Usable trials and the top-{args.top_k} overlap two random rankings of them would share (k²/n): "
+              + "; ".join(f"seed {s}: n = {r['agreement'][0]['n']}, chance "
+                          f"{min(args.top_k, r['agreement'][0]['n']) ** 2 / max(r['agreement'][0]['n'], 1):.1f}"
+                          for s, r in per_seed.items())
+              + ". Tied early scores (several trials still at 0) are ranked by trial number in the overlap."]
     lines += ["", f"The ranking holds (Spearman with the end ≥ {STABLE_SPEARMAN} from that fraction on) from: "
               + "; ".join(f"seed {s}: {_frac(r['stable_from']['spearman'])}" for s, r in per_seed.items())
               + f". Early top-{args.top_k} holds ≥ {math.ceil(0.8 * args.top_k)} of the final top-{args.top_k} from: "
