@@ -288,7 +288,7 @@ def _load(args, label: str):
 def report(args) -> str:
     import numpy as np
 
-    from leantune.evaluation.compare import compare, metric_interval
+    from leantune.evaluation.compare import compare, metric_interval, read_comparison
 
     out = RESULTS / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -361,10 +361,10 @@ def report(args) -> str:
         if not evs[baseline] or len({e.name for e in group}) < 2:
             for metric in ("f1", "accuracy"):  # comparisons whose rows ran elsewhere stay as written then
                 key = f"vs-{baseline}-{metric}"
-                if key in before and (out / key / "comparison.md").is_file():
+                if key in before and (out / key / "comparison.json").is_file():
                     summary[key] = before[key]
-                    table = (out / key / "comparison.md").read_text().split("\n", 1)[1].strip()
-                    lines += ["", f"### {metric} against {baseline} (carried: written when its rows were here)", "", table]
+                    lines += ["", f"### {metric} against {baseline} (carried: written when its rows were here)", "",
+                              read_comparison(out / key).to_markdown().strip()]
             continue
         for metric in ("f1", "accuracy"):
             cmp = compare(group, baseline=baseline, metric=metric)

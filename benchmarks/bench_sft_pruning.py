@@ -176,7 +176,7 @@ def report(args, work) -> str:
     """``OUT/sft-pruning.md`` from the cells in ``work``. A budget with no cells here keeps the
     comparison written when its cells were (``OUT/b<budget>-<metric>/``), marked as carried, so a
     grid filled on several machines reports every budget."""
-    from leantune.evaluation.compare import compare
+    from leantune.evaluation.compare import compare, read_comparison
 
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# Pruning OA-Mine as an SFT dataset (`--task sft`)", "",
@@ -195,15 +195,15 @@ def report(args, work) -> str:
                 cmp.write(folder)
                 summary[key] = cmp.to_dict()
                 note = ""
-            elif (folder / "comparison.md").is_file() and key in summary:
+            elif (folder / "comparison.json").is_file() and key in summary:
+                cmp = read_comparison(folder)
                 note = (" (carried: these cells are not in this work folder; the table is the one written when they "
                         "were, kept in `" + folder.name + "/`)")
             else:
                 lines += [f"## budget {budget}, {metric}: not enough finished cells", ""]
                 summary.pop(key, None)
                 continue
-            table = (folder / "comparison.md").read_text().split("\n", 1)[1].strip()  # drop its own title
-            lines += [f"## budget {budget}: {metric} against Random{note}", "", table, "", ""]
+            lines += [f"## budget {budget}: {metric} against Random{note}", "", cmp.to_markdown().strip(), "", ""]
     cost = _costs(args, work)
     rows = ["## Cost (seconds, mean over seeds)", "", "| method | scoring | fine-tune + evaluate (per budget) |", "| --- | ---: | --- |"]
     for name in args.methods:

@@ -333,10 +333,9 @@ def restore_run(runner, folder: Path) -> None:
     t0 = time.perf_counter()
     res = safe_run(runner, rec["params"], folder / "run", None)
     recorded, again = point(rec, 1.0)["score"], 0.0 if failure_reason(res, final=True) else float(res.score)
-    same = math.isclose(again, recorded, abs_tol=1e-6)
-    write_json(folder / "retrained.json", {"recorded_score": recorded, "retrained_score": again, "same": same,
-                                           "wall_s": time.perf_counter() - t0})
-    print(f"{folder.parent.name}/{folder.name}: run folder absent, trained again ({time.perf_counter() - t0:.0f}s): final "
+    same, wall = math.isclose(again, recorded, abs_tol=1e-6), time.perf_counter() - t0
+    write_json(folder / "retrained.json", {"recorded_score": recorded, "retrained_score": again, "same": same, "wall_s": wall})
+    print(f"{folder.parent.name}/{folder.name}: run folder absent, trained again ({wall:.0f}s): final "
           f"validation {again:.4f}, recorded {recorded:.4f}" + ("" if same else " -- NOT the recorded model"), flush=True)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from leantune.errors import LeantuneError
 from leantune.evaluation.compare import (Evaluation, base_evaluation, compare, expand_paths, load_evaluation,
-                                         minimum_detectable_effect)
+                                         minimum_detectable_effect, read_comparison)
 from leantune.evaluation.units import write_per_unit
 
 Z = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.8}
@@ -371,3 +371,15 @@ def test_metric_interval_of_one_run_is_a_cluster_bootstrap(tmp_path):
     assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.1) and low < value < high
     cmp = compare([ev, load_evaluation(tmp_path / "other", name="b")], baseline="a", metric="correct")
     assert cmp.baseline_value == pytest.approx(value)
+
+
+def test_a_written_comparison_reads_back_whole(tmp_path):
+    """``read_comparison`` is ``Comparison.write``'s inverse: the same rows, settings and table, seeds included."""
+    rng = np.random.default_rng(5)
+    evs = [ev("random", rec_rows(rng.integers(0, 2, 30)), seed=s) for s in (0, 1)]
+    evs += [ev("a", rec_rows(rng.integers(0, 2, 30)), seed=s) for s in (0, 1)]
+    c = compare(evs, baseline="random", n_boot=200, n_perm=200)
+    c.write(tmp_path / "cmp")
+    back = read_comparison(tmp_path / "cmp")
+    assert back.to_dict() == c.to_dict() and back.to_markdown() == c.to_markdown()
+    assert back.row("a").ci_total_low == c.row("a").ci_total_low is not None

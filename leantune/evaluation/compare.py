@@ -337,6 +337,12 @@ class Comparison:
                 return r
         raise KeyError(name)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Comparison:
+        """The inverse of ``to_dict``."""
+        return cls(**{**data, "groups": {k: GroupSummary(**g) for k, g in data["groups"].items()},
+                      "rows": [ComparisonRow(**r) for r in data["rows"]]})
+
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
         return {
@@ -398,6 +404,11 @@ class Comparison:
         write_json(files["json"], self.to_dict())
         forest_plot(self, files["plot"])
         return files
+
+
+def read_comparison(folder) -> Comparison:
+    """The comparison that ``Comparison.write`` saved in ``folder`` (its ``comparison.json``)."""
+    return Comparison.from_dict(read_json(Path(folder) / "comparison.json"))
 
 
 def _f(x: float | None, sign: bool = False) -> str:
