@@ -486,3 +486,17 @@ def test_a_finished_trial_is_scored_again_on_a_larger_test_set(tmp_path):
     loss = FinetuneRunner(task="attributes", model="tiny", train_size=4, eval_limit=2, valid_loss_size=2, objective="valid_loss")
     with pytest.raises(ParameterError, match="objective"):
         loss.evaluate_test(tmp_path / "t0", 2, tmp_path / "no")
+
+
+def test_report_names_a_sqlite_storage_relative_to_the_working_folder(tmp_path, monkeypatch):
+    """A committed report must not carry the machine's folders: a SQLite study inside the working
+    folder is printed as a relative URL (one that still opens from there)."""
+    from leantune.tuning.study import public_url
+
+    monkeypatch.chdir(tmp_path)
+    assert public_url(f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}") == "sqlite:///runs/optuna.db"
+    assert public_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    cfg = _cfg(tmp_path / "w", trials=2, top_k=1)
+    EarlySearch(cfg, SyntheticRunner(train_size=16), load_space(None)).run()
+    text = write_report(cfg.study, cfg.storage_url, tmp_path / "report", top_k=1).read_text()
+    assert str(tmp_path) not in text and "sqlite:///w/work/" in text

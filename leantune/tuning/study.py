@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from ..errors import LeantuneError, ParameterError
 from ..io import refuse_other_settings
+from ..paths import display_path
 from .runner import OK_STATUSES, RunResult, TrialRunner, failure_reason, safe_run
 from .space import SearchSpace
 
@@ -178,7 +179,11 @@ SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key valu
 
 
 def public_url(url: str) -> str:
-    """The storage URL with any password masked, fit to print in a report."""
+    """The storage URL fit to print in a report: any password masked, and a SQLite file's path
+    written as :func:`leantune.paths.display_path` writes paths (relative to the working folder when
+    inside it), so a committed report names no machine's folders."""
+    if url.startswith("sqlite:///"):
+        return "sqlite:///" + display_path(url[len("sqlite:///"):])
     try:
         from sqlalchemy.engine import make_url
 
