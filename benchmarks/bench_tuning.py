@@ -241,7 +241,8 @@ def compare_picks(picks: dict, baselines: dict, root: Path, metric: str) -> dict
         else:
             row = compare(evs, baseline="default", metric=metric).rows[0]
             out[name] = {"diff": row.diff, "low": row.ci_low, "high": row.ci_high, "p": row.p_value, "mde": row.mde_paired,
-                         "total_low": row.ci_total_low, "total_high": row.ci_total_high, "n_seeds": row.n_seeds}
+                         "total_low": row.ci_total_low, "total_high": row.ci_total_high, "mde_total": row.mde_total,
+                         "n_seeds": row.n_seeds}
     return out or None
 
 
@@ -354,11 +355,13 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
     if units:
         lines += ["Each pick against the default recipe on the same test units (`leantune compare`: paired, seeds averaged; "
                   "95% CI over test units, then over units and seeds):", "",
-                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) |", "|---|---|---|---|---|---|"]
+                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
+                  "|---|---|---|---|---|---|---|"]
         for name, u in units.items():
             total = (f"[{100 * u['total_low']:+.2f}, {100 * u['total_high']:+.2f}]" if u["total_low"] is not None else "–")
+            mde_total = f"{100 * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
             lines.append(f"| {name} | {100 * u['diff']:+.2f} | [{100 * u['low']:+.2f}, {100 * u['high']:+.2f}] | {u['p']:.3g} | "
-                         f"{100 * u['mde']:.2f} | {total} |")
+                         f"{100 * u['mde']:.2f} | {total} | {mde_total} |")
         lines.append("")
     ci = summary["early_bo"].get("gap_interval")
     if ci:

@@ -545,11 +545,13 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                  f"the trials' own {args.eval_limit} test products (the larger test set is not complete)")
         lines += ["", f"Each pick against the default recipe on the same test units of {where} "
                   "(`leantune compare`: paired, seeds averaged):", "",
-                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) |", "|---|---|---|---|---|---|"]
+                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
+                  "|---|---|---|---|---|---|---|"]
         for name, u in units.items():
             total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
+            mde_total = f"{pts * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
             lines.append(f"| {name} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | {u['p']:.3g} | "
-                         f"{pts * u['mde']:.2f} | {total} |")
+                         f"{pts * u['mde']:.2f} | {total} | {mde_total} |")
     lines += ["", "## Per seed", "", "| seed | strategy | trials | compute | pick | pick: valid | pick: test | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for seed, r in per_seed.items():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from leantune.errors import LeantuneError
-from leantune.evaluation.compare import (Evaluation, base_evaluation, compare, expand_paths, load_evaluation,
+from leantune.evaluation.compare import (Comparison, Evaluation, base_evaluation, compare, expand_paths, load_evaluation,
                                          minimum_detectable_effect, read_comparison)
 from leantune.evaluation.units import write_per_unit
 
@@ -197,6 +197,9 @@ def test_seeds_are_averaged_and_their_spread_reported():
     half = student_t.ppf(0.975, df) * math.sqrt(total)
     assert (r2.ci_total_low, r2.ci_total_high) == pytest.approx((r2.diff - half, r2.diff + half))
     assert r2.ci_total_high - r2.ci_total_low > r2.ci_high - r2.ci_low  # wider than test units alone
+    # Its MDE: (t_{0.975,df} + t_{0.8,df})·sqrt(unit SE² + seed SE²), above the units-only paired MDE.
+    assert r2.mde_total == pytest.approx((student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * math.sqrt(total))
+    assert r2.mde_total > r2.mde_paired and r.mde_total is None
     assert r.ci_total_low is None and "units + seeds" in c2.to_markdown()  # one baseline seed: no seed spread to add
 
 
@@ -383,3 +386,16 @@ def test_a_written_comparison_reads_back_whole(tmp_path):
     back = read_comparison(tmp_path / "cmp")
     assert back.to_dict() == c.to_dict() and back.to_markdown() == c.to_markdown()
     assert back.row("a").ci_total_low == c.row("a").ci_total_low is not None
+
+
+def test_a_comparison_written_before_the_seed_mde_reads_back_with_it(tmp_path):
+    """``comparison.json`` files from before ``mde_total`` existed get it from the figures they hold."""
+    rng = np.random.default_rng(6)
+    evs = [ev(name, rec_rows(rng.integers(0, 2, 40)), seed=s) for name in ("random", "a") for s in (0, 1, 2)]
+    c = compare(evs, baseline="random", n_boot=200, n_perm=200)
+    old = c.to_dict()
+    for row in old["rows"]:
+        del row["mde_total"]
+    back = Comparison.from_dict(old)
+    assert back.row("a").mde_total == pytest.approx(c.row("a").mde_total) and c.row("a").mde_total is not None
+    assert "MDE units + seeds" in back.to_markdown()

@@ -14,8 +14,9 @@ and reports, for every other method, the difference of the metric to the baselin
   seed-averaged data are swapped at random; exact enumeration when the clusters are few);
 * the spread from the units (``unit_se``, bootstrap SD of the difference) and, separately, from the
   training seeds (``seed_sd`` per method, ``seed_se_diff``);
-* the minimum detectable effect at 80% power: paired (from the observed per-cluster differences)
-  and a planning figure that needs only the baseline (unpaired, conservative).
+* the minimum detectable effect at 80% power: paired (from the observed per-cluster differences),
+  the same with the seed spread added (``mde_total``: what these seeds *and* test units could tell
+  apart from zero), and a planning figure that needs only the baseline (unpaired, conservative).
 
 Mean-type metrics are the mean of a numeric column over units. Micro metrics ``f1``,
 ``precision`` and ``recall`` of attribute rows (those with an ``outcome``) come from the outcome
@@ -312,6 +313,9 @@ class ComparisonRow:
     # randomness; None with fewer than 2 seeds on either side.
     ci_total_low: float | None = None
     ci_total_high: float | None = None
+    # (t_{1-α/2,df} + t_{power,df})·sqrt(unit SE² + seed SE²): the smallest Δ these test units *and* these
+    # seeds detect at ``power``; it falls towards ``mde_paired`` as seeds are added. None as above.
+    mde_total: float | None = None
 
 
 @dataclass
@@ -339,9 +343,15 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, data: dict) -> Comparison:
-        """The inverse of ``to_dict``."""
-        return cls(**{**data, "groups": {k: GroupSummary(**g) for k, g in data["groups"].items()},
-                      "rows": [ComparisonRow(**r) for r in data["rows"]]})
+        """The inverse of ``to_dict``. A file written before ``mde_total`` existed gets it from the
+        figures it holds (unit SE, both groups' seed spreads, α and power)."""
+        groups = {k: GroupSummary(**g) for k, g in data["groups"].items()}
+        rows = [ComparisonRow(**r) for r in data["rows"]]
+        s = data["settings"]
+        for r, raw in zip(rows, data["rows"]):
+            if "mde_total" not in raw:
+                r.mde_total = _with_seeds(r.diff, r.unit_se, groups[r.name], groups[data["baseline"]], s["alpha"], s["power"])[3]
+        return cls(**{**data, "groups": groups, "rows": rows})
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
@@ -360,9 +370,9 @@ class Comparison:
         level = round(100 * (1 - s["alpha"]))
         base = self.groups[self.baseline]
         lines = [
-            f"| method | seeds | {self.metric} | Δ vs {self.baseline} | relative | {level}% CI | p | unit SE | seed SE | MDE | {level}% CI units + seeds |",
-            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
-            f"| {self.baseline} (baseline) | {len(base.seeds)} | {_f(base.value)} | | | | | | | | |",
+            f"| method | seeds | {self.metric} | Δ vs {self.baseline} | relative | {level}% CI | p | unit SE | seed SE | MDE | {level}% CI units + seeds | MDE units + seeds |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|",
+            f"| {self.baseline} (baseline) | {len(base.seeds)} | {_f(base.value)} | | | | | | | | | |",
         ]
         for r in self.rows:
             p = f"{r.p_value:.4g}"
@@ -370,7 +380,8 @@ class Comparison:
                 f"| {r.name} | {r.n_seeds} | {_f(r.value)} | {_f(r.diff, sign=True)} | {_pct(r.rel)} | "
                 f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {p} | {_f(r.unit_se)} | "
                 f"{_f(r.seed_se_diff) if r.seed_se_diff is not None else '–'} | {_f(r.mde_paired)} | "
-                + (f"[{_f(r.ci_total_low, sign=True)}, {_f(r.ci_total_high, sign=True)}] |" if r.ci_total_low is not None else "– |")
+                + (f"[{_f(r.ci_total_low, sign=True)}, {_f(r.ci_total_high, sign=True)}] | " if r.ci_total_low is not None else "– | ")
+                + (f"{_f(r.mde_total)} |" if r.mde_total is not None else "– |")
             )
         units = f"{self.n_units} units" + (f" in {self.n_clusters} clusters" if self.n_clusters != self.n_units else "")
         kind = "micro-averaged over units" if self.metric_kind == "micro" else "mean over units"
@@ -383,7 +394,9 @@ class Comparison:
             "Unit SE: bootstrap SD of Δ (test-unit sampling); seed SE: SE of Δ from the spread over training seeds "
             "(– with fewer than 2 seeds per method); MDE: paired minimum detectable Δ at "
             f"{round(100 * s['power'])}% power, two-sided α = {s['alpha']:g}. CI units + seeds: Δ ± t·sqrt(unit SE² + seed SE²) "
-            "(Welch–Satterthwaite degrees of freedom), the interval to read when training seeds vary as much as test units.",
+            "(Welch–Satterthwaite degrees of freedom), the interval to read when training seeds vary as much as test units; "
+            "MDE units + seeds: the smallest Δ that interval detects at the same power with these seeds (it shrinks "
+            "towards the paired MDE as seeds are added).",
             "",
             f"With {self.n_units} units a difference smaller than {_f(self.mde_planning)} ({_pct(self.mde_planning_rel, sign=False)} relative) "
             f"cannot be told apart from zero at {round(100 * s['power'])}% power (two unpaired runs, from the baseline's "
@@ -596,11 +609,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
             d_c = mean_c[name] - mean_c[baseline]  # (C, 2): summed differences, unit counts
             var = _cluster_var(np.stack([d_c[:, 0], mean_c[name][:, 1]], axis=1), diff, n_units)
             mde_paired = z * math.sqrt(var / n_units)
-        seed_se, total = None, (None, None)
-        if g.seed_sd is not None and b_group.seed_sd is not None:
-            seed_se = math.sqrt(g.seed_sd ** 2 / len(g.values) + b_group.seed_sd ** 2 / len(b_group.values))
-            total = _total_interval(diff, unit_se, g.seed_sd ** 2 / len(g.values), len(g.values),
-                                    b_group.seed_sd ** 2 / len(b_group.values), len(b_group.values), alpha)
+        seed_se, total_low, total_high, mde_total = _with_seeds(diff, unit_se, g, b_group, alpha, power)
         p = exceed[name] / n_drawn if exact else (1 + exceed[name]) / (1 + n_drawn)
         rows.append(ComparisonRow(
             name=name, n_seeds=len(g.values), value=g.value, diff=diff, rel=_rel(diff, b_group.value),
@@ -608,7 +617,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
             seed_sd=g.seed_sd, seed_se_diff=seed_se, mde_paired=float(mde_paired),
             mde_paired_rel=_rel(mde_paired, b_group.value), mde_planning=z * math.sqrt(se_b ** 2 + se_m[name] ** 2),
             mde_planning_rel=_rel(z * math.sqrt(se_b ** 2 + se_m[name] ** 2), b_group.value),
-            ci_total_low=total[0], ci_total_high=total[1],
+            ci_total_low=total_low, ci_total_high=total_high, mde_total=mde_total,
         ))
     return Comparison(
         metric=metric, metric_kind=m.kind, baseline=baseline, baseline_value=base_value, n_units=n_units,
@@ -618,20 +627,23 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
     )
 
 
-def _total_interval(diff: float, unit_se: float, var_m: float, n_m: int, var_b: float, n_b: int,
-                    alpha: float) -> tuple[float | None, float | None]:
-    """Δ ± t·sqrt(unit SE² + seed variance of Δ), the seed part's degrees of freedom by
-    Welch–Satterthwaite (the unit part, from thousands of units, counts as exact)."""
+def _with_seeds(diff: float, unit_se: float, g: GroupSummary, b: GroupSummary, alpha: float, power: float):
+    """What training seeds add to a row: the seed SE of Δ, the units + seeds interval
+    Δ ± t·sqrt(unit SE² + seed SE²) and its MDE (t_{1-α/2} + t_power)·sqrt(…), degrees of freedom by
+    Welch–Satterthwaite (the unit part, from thousands of units, counts as exact). All None unless
+    both sides have a seed spread (≥ 2 seeds)."""
     from scipy.stats import t as student_t
 
-    seed_var = var_m + var_b
-    total_var = unit_se ** 2 + seed_var
-    if total_var <= 0:
-        return diff, diff
+    if g.seed_sd is None or b.seed_sd is None:
+        return None, None, None, None
+    var_m, n_m, var_b, n_b = g.seed_sd ** 2 / len(g.values), len(g.values), b.seed_sd ** 2 / len(b.values), len(b.values)
+    total_var = unit_se ** 2 + var_m + var_b
     parts = (var_m ** 2 / (n_m - 1) if var_m else 0.0) + (var_b ** 2 / (n_b - 1) if var_b else 0.0)
     df = total_var ** 2 / parts if parts > 0 else math.inf
-    half = float(student_t.ppf(1 - alpha / 2, df)) * math.sqrt(total_var)
-    return diff - half, diff + half
+    se = math.sqrt(total_var)
+    half = float(student_t.ppf(1 - alpha / 2, df)) * se
+    mde = float(student_t.ppf(1 - alpha / 2, df) + student_t.ppf(power, df)) * se
+    return math.sqrt(var_m + var_b), diff - half, diff + half, mde
 
 
 def _cluster_var(totals: np.ndarray, mean: float, n_units: int) -> float:
