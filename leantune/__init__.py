@@ -59,8 +59,10 @@ _LAZY = {
     "FinetuneRunner": "leantune.tuning.finetune_runner:FinetuneRunner",
     "load_space": "leantune.tuning:load_space",
     "write_tune_report": "leantune.tuning:write_report",
-    # paired comparison of runs and test-set sizing (`leantune compare`, `leantune power`)
+    # paired comparison of runs, test-set sizing and seed planning (`leantune compare`, `leantune power`)
     "compare": "leantune.evaluation.compare:compare",
+    "read_comparison": "leantune.evaluation.compare:read_comparison",
+    "seed_plan": "leantune.evaluation.compare:seed_plan",
     "load_evaluation": "leantune.evaluation.compare:load_evaluation",
     "base_evaluation": "leantune.evaluation.compare:base_evaluation",
     "minimum_detectable_effect": "leantune.evaluation.compare:minimum_detectable_effect",

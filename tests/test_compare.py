@@ -335,6 +335,33 @@ def test_cli_power():
     assert "0.1981 absolute (39.6% relative)" in result.output
 
 
+def test_seed_plan_from_a_pilot(tmp_path):
+    """``seed_plan`` at the pilot's own seed count is the pilot's ``mde_total``; more seeds lower it towards
+    Z·unit SE; ``leantune power --pilot`` prints it; fewer than 2 seeds is refused."""
+    from typer.testing import CliRunner
+
+    import leantune.cli  # noqa: F401
+    from leantune.cli.app import app
+    from leantune.evaluation.compare import seed_plan
+
+    rng = np.random.default_rng(7)
+    evs = [ev(name, rec_rows(rng.integers(0, 2, 60)), seed=s) for name in ("random", "a") for s in (0, 1, 2)]
+    evs.append(ev("one-seed", rec_rows(rng.integers(0, 2, 60)), seed=0))
+    c = compare(evs, baseline="random", n_boot=300, n_perm=200)
+    plan = seed_plan(c, [3, 10, 10 ** 6])
+    a = plan["a"]
+    assert a[0] == pytest.approx(c.row("a").mde_total) and a[0] > a[1] > a[2]
+    assert a[2] == pytest.approx(Z * c.row("a").unit_se, rel=1e-3)
+    assert plan["one-seed"] == [None, None, None]
+    with pytest.raises(LeantuneError, match="at least 2"):
+        seed_plan(c, [1, 3])
+    c.write(tmp_path / "pilot")
+    result = CliRunner().invoke(app, ["power", "--pilot", str(tmp_path / "pilot"), "--seeds", "3,10"])
+    assert result.exit_code == 0, result.output
+    assert f"| a | 3 | {c.row('a').diff:+.4f} | {a[0]:.4f} | {a[1]:.4f} | {c.row('a').mde_paired:.4f} |" in result.output
+    assert "| one-seed | 1 |" in result.output and "fewer than 2 seeds" in result.output
+
+
 # ----------------------------------------------------------------------------- (g) planning MDE
 
 

@@ -21,7 +21,11 @@ Example: leantune compare 'runs/run-games-*-b256-s*' --baseline random --metric 
 
 POWER_HELP = """Minimum detectable effect of a test set: the smallest absolute difference of a 0/1-like per-unit metric (rate --rate) that two unpaired runs on --units units tell apart from zero (two-sided --alpha) with probability --power. Paired comparisons of correlated runs detect less; use this to size --test-users conservatively.
 
+With --pilot DIR (a folder `leantune compare` wrote, with at least 2 seeds per method) it plans seeds instead: for each method of the pilot, the smallest difference the units + seeds interval would detect with each number of seeds in --seeds (per method and baseline), on the same test units. Where even many seeds stay above the difference worth finding, more test units are needed, not more seeds (the floor is the paired MDE over units).
+
 Example: leantune power --rate 0.015 --units 2000
+
+Example: leantune power --pilot benchmarks/results/sft-pruning/b200-f1 --seeds 3,5,10,20
 """
 
 
@@ -65,16 +69,50 @@ def _run_folder(path: Path) -> Path:
 
 @app.command("power", help=POWER_HELP)
 def power_cmd(
-    rate: float = typer.Option(..., "--rate", help="Baseline rate of the metric (e.g. recall@20 = 0.015)."),
-    units: int = typer.Option(..., "--units", help="Test units per run."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Baseline rate of the metric (e.g. recall@20 = 0.015)."),
+    units: Optional[int] = typer.Option(None, "--units", help="Test units per run."),
     alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level."),
     power: float = typer.Option(0.8, "--power", help="Probability of detecting an effect of the reported size."),
     sd: Optional[float] = typer.Option(None, "--sd", help="Per-unit standard deviation (default: sqrt(rate*(1-rate)), a 0/1 metric)."),
+    pilot: Optional[Path] = typer.Option(None, "--pilot", help="A comparison folder (comparison.json from `leantune compare`) to plan seeds from; its own alpha and power are used."),
+    seeds: str = typer.Option("3,5,10,20", "--seeds", help="With --pilot: comma-separated seed counts per method to plan for."),
 ) -> None:
+    from ..errors import LeantuneError
     from ..evaluation.compare import minimum_detectable_effect
 
+    if pilot is not None:
+        _plan_seeds(pilot, seeds)
+        return
+    if rate is None or units is None:
+        raise LeantuneError("give --rate and --units (test-set sizing), or --pilot DIR (seed planning from a comparison)")
     mde = minimum_detectable_effect(rate, units, alpha=alpha, power=power, per_unit_sd=sd)
     rel = f" ({100 * mde / rate:.1f}% relative)" if rate else ""
     typer.echo(f"minimum detectable effect: {mde:.4f} absolute{rel}")
     typer.echo(f"with {units} units a difference smaller than {mde:.4f} cannot be told apart from zero at "
                f"{100 * power:g}% power (two-sided alpha {alpha:g}, two unpaired runs)")
+
+
+def _plan_seeds(pilot: Path, seeds_text: str) -> None:
+    from ..errors import LeantuneError
+    from ..evaluation.compare import read_comparison, seed_plan
+    from ..paths import display_path
+
+    try:
+        seeds = [int(x) for x in seeds_text.split(",") if x.strip()]
+    except ValueError:
+        raise LeantuneError(f"--seeds {seeds_text!r}: expected comma-separated integers, e.g. 3,5,10") from None
+    if not (Path(pilot) / "comparison.json").is_file():
+        raise LeantuneError(f"--pilot {pilot}: no comparison.json (give a folder written by `leantune compare`)")
+    cmp = read_comparison(pilot)
+    plan = seed_plan(cmp, seeds)
+    s = cmp.settings
+    typer.echo(f"pilot {display_path(pilot)}: {cmp.metric} vs {cmp.baseline}, {cmp.n_units} units; smallest difference the units + seeds "
+               f"interval detects at {100 * s['power']:g}% power (two-sided alpha {s['alpha']:g}) with N seeds per method and baseline")
+    typer.echo("")
+    typer.echo("| method | pilot seeds | Δ (pilot) | " + " | ".join(f"{n} seeds" for n in seeds) + " | floor: paired MDE over units |")
+    typer.echo("|---|---:|---:|" + "---:|" * len(seeds) + "---:|")
+    for r in cmp.rows:
+        cells = " | ".join("–" if v is None else f"{v:.4f}" for v in plan[r.name])
+        typer.echo(f"| {r.name} | {r.n_seeds} | {r.diff:+.4f} | {cells} | {r.mde_paired:.4f} |")
+    if any(v is None for vs in plan.values() for v in vs):
+        typer.echo("\n–: the pilot has fewer than 2 seeds on that side, so no seed spread to plan from.")

@@ -628,15 +628,20 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
 
 
 def _with_seeds(diff: float, unit_se: float, g: GroupSummary, b: GroupSummary, alpha: float, power: float):
-    """What training seeds add to a row: the seed SE of Δ, the units + seeds interval
-    Δ ± t·sqrt(unit SE² + seed SE²) and its MDE (t_{1-α/2} + t_power)·sqrt(…), degrees of freedom by
-    Welch–Satterthwaite (the unit part, from thousands of units, counts as exact). All None unless
-    both sides have a seed spread (≥ 2 seeds)."""
-    from scipy.stats import t as student_t
-
+    """What training seeds add to a row: the seed SE of Δ, the units + seeds interval and its MDE
+    (``_seed_terms``). All None unless both sides have a seed spread (≥ 2 seeds)."""
     if g.seed_sd is None or b.seed_sd is None:
         return None, None, None, None
-    var_m, n_m, var_b, n_b = g.seed_sd ** 2 / len(g.values), len(g.values), b.seed_sd ** 2 / len(b.values), len(b.values)
+    return _seed_terms(diff, unit_se, g.seed_sd, len(g.values), b.seed_sd, len(b.values), alpha, power)
+
+
+def _seed_terms(diff: float, unit_se: float, sd_m: float, n_m: int, sd_b: float, n_b: int, alpha: float, power: float):
+    """Seed SE of Δ = sqrt(sd_m²/n_m + sd_b²/n_b); the interval Δ ± t_{1-α/2}·sqrt(unit SE² + seed SE²) and
+    its MDE (t_{1-α/2} + t_power)·sqrt(…), degrees of freedom by Welch–Satterthwaite (the unit part, from
+    thousands of units, counts as exact)."""
+    from scipy.stats import t as student_t
+
+    var_m, var_b = sd_m ** 2 / n_m, sd_b ** 2 / n_b
     total_var = unit_se ** 2 + var_m + var_b
     parts = (var_m ** 2 / (n_m - 1) if var_m else 0.0) + (var_b ** 2 / (n_b - 1) if var_b else 0.0)
     df = total_var ** 2 / parts if parts > 0 else math.inf
@@ -644,6 +649,28 @@ def _with_seeds(diff: float, unit_se: float, g: GroupSummary, b: GroupSummary, a
     half = float(student_t.ppf(1 - alpha / 2, df)) * se
     mde = float(student_t.ppf(1 - alpha / 2, df) + student_t.ppf(power, df)) * se
     return math.sqrt(var_m + var_b), diff - half, diff + half, mde
+
+
+def seed_plan(comparison: Comparison, seeds: Sequence[int]) -> dict[str, list[float | None]]:
+    """For each method of ``comparison`` (a pilot), the *MDE units + seeds* it would have with ``n``
+    seeds per method and baseline, for each ``n`` in ``seeds``, on the same test units: the pilot's unit
+    SE and seed SDs, with the seed part divided by ``n`` (as ``compare`` computes ``mde_total``). None
+    for a method whose pilot lacks a seed spread on either side (fewer than 2 seeds). The pilot's unit SE
+    is kept as it is; averaging more seeds usually lowers it a little, so the figures err on the large side.
+    Read them against the size of difference worth finding: where even many seeds stay above it, only
+    more test units help (the floor is the paired MDE over units, ``mde_paired``)."""
+    bad = [n for n in seeds if not isinstance(n, int) or n < 2]
+    if bad or not seeds:
+        raise LeantuneError(f"seeds {list(seeds)}: give seed counts of at least 2 (a seed spread needs two runs)")
+    s, base = comparison.settings, comparison.groups[comparison.baseline]
+    plan: dict[str, list[float | None]] = {}
+    for r in comparison.rows:
+        g = comparison.groups[r.name]
+        if g.seed_sd is None or base.seed_sd is None:
+            plan[r.name] = [None] * len(seeds)
+            continue
+        plan[r.name] = [_seed_terms(r.diff, r.unit_se, g.seed_sd, n, base.seed_sd, n, s["alpha"], s["power"])[3] for n in seeds]
+    return plan
 
 
 def _cluster_var(totals: np.ndarray, mean: float, n_units: int) -> float:
