@@ -172,6 +172,26 @@ def _costs(args, work) -> dict:
     return cost
 
 
+PLAN_SEEDS = (3, 5, 10, 20)
+
+
+def seed_plan_lines(cmp) -> list[str]:
+    """How many seeds each difference would need: ``leantune power --pilot`` on this comparison."""
+    from leantune.evaluation.compare import seed_plan
+
+    if any(cmp.groups[r.name].seed_sd is None for r in cmp.rows) or cmp.groups[cmp.baseline].seed_sd is None:
+        return []
+    plan = seed_plan(cmp, PLAN_SEEDS)
+    out = ["Seeds it would take (`leantune power --pilot <this folder>`): the smallest Δ the units + seeds interval "
+           "detects at 80% power with N seeds per method and Random, on these test products; the floor is the paired "
+           "MDE over products, which no number of seeds goes below.", "",
+           "| method | Δ | " + " | ".join(f"{n} seeds" for n in PLAN_SEEDS) + " | floor |",
+           "|---|---:|" + "---:|" * len(PLAN_SEEDS) + "---:|"]
+    for r in cmp.rows:
+        out.append(f"| {r.name} | {r.diff:+.4f} | " + " | ".join(f"{v:.4f}" for v in plan[r.name]) + f" | {r.mde_paired:.4f} |")
+    return out + ["", ""]
+
+
 def report(args, work) -> str:
     """``OUT/sft-pruning.md`` from the cells in ``work``. A budget with no cells here keeps the
     comparison written when its cells were (``OUT/b<budget>-<metric>/``), marked as carried, so a
@@ -204,6 +224,8 @@ def report(args, work) -> str:
                 summary.pop(key, None)
                 continue
             lines += [f"## budget {budget}: {metric} against Random{note}", "", cmp.to_markdown().strip(), "", ""]
+            if metric == "f1":
+                lines += seed_plan_lines(cmp)
     cost = _costs(args, work)
     rows = ["## Cost (seconds, mean over seeds)", "", "| method | scoring | fine-tune + evaluate (per budget) |", "| --- | ---: | --- |"]
     for name in args.methods:

@@ -33,6 +33,10 @@ def test_a_budget_without_its_cells_is_carried_with_its_cost(tmp_path, monkeypat
     text = bench.report(args, first)
     assert "## budget 4: f1 against Random\n" in text and "budget 8, f1: not enough finished cells" in text
     assert "| effort | – | 4: 19, 8: – |" in text  # wall 14 s and 24 s over the two seeds
+    from leantune.evaluation.compare import read_comparison, seed_plan
+
+    plan = seed_plan(read_comparison(out / "b4-f1"), bench.PLAN_SEEDS)["effort"]  # as `leantune power --pilot out/b4-f1`
+    assert "Seeds it would take" in text and "| effort | +" in text and " | ".join(f"{v:.4f}" for v in plan) in text
     summary = read_json(out / "sft-pruning.json")
     assert set(summary) == {"b4-f1", "b4-accuracy"}
 
