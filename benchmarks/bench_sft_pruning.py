@@ -179,7 +179,7 @@ def seed_plan_lines(cmp) -> list[str]:
     """How many seeds each difference would need: ``leantune power --pilot`` on this comparison."""
     from leantune.evaluation.compare import seed_plan
 
-    if any(cmp.groups[r.name].seed_sd is None for r in cmp.rows) or cmp.groups[cmp.baseline].seed_sd is None:
+    if cmp.groups[cmp.baseline].seed_sd is None:  # one Random seed: no seed spread to plan from
         return []
     plan = seed_plan(cmp, PLAN_SEEDS)
     out = ["Seeds it would take (`leantune power --pilot <this folder>`): the smallest Δ the units + seeds interval "
@@ -188,7 +188,8 @@ def seed_plan_lines(cmp) -> list[str]:
            "| method | Δ | " + " | ".join(f"{n} seeds" for n in PLAN_SEEDS) + " | floor |",
            "|---|---:|" + "---:|" * len(PLAN_SEEDS) + "---:|"]
     for r in cmp.rows:
-        out.append(f"| {r.name} | {r.diff:+.4f} | " + " | ".join(f"{v:.4f}" for v in plan[r.name]) + f" | {r.mde_paired:.4f} |")
+        out.append(f"| {r.name} | {r.diff:+.4f} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in plan[r.name])
+                   + f" | {r.mde_paired:.4f} |")
     return out + ["", ""]
 
 
