@@ -480,7 +480,7 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
              f"{', '.join(f'{int(100 * f)}%' for f in FRACTIONS)} of its schedule. Scores are points (×100). "
              f"Seeds: {', '.join(map(str, per_seed)) or 'none complete'}.", ""]
     if missing:
-        lines += [f"**Incomplete:** {', '.join(f'seed {s}: {n} of {args.trials + 1} trials recorded' for s, n in missing.items())} "
+        lines += [f"**Incomplete:** {', '.join(f'seed {s}: {n} of {args.trials + 1} trials finished' for s, n in missing.items())} "
                   "(those seeds are left out below).", ""]
     if not per_seed:
         return "\n".join(lines)
