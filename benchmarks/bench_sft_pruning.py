@@ -177,20 +177,13 @@ PLAN_SEEDS = (3, 5, 10, 20)
 
 def seed_plan_lines(cmp) -> list[str]:
     """How many seeds each difference would need: ``leantune power --pilot`` on this comparison."""
-    from leantune.evaluation.compare import seed_plan
+    from leantune.evaluation.compare import seed_plan_markdown
 
     if cmp.groups[cmp.baseline].seed_sd is None:  # one Random seed: no seed spread to plan from
         return []
-    plan = seed_plan(cmp, PLAN_SEEDS)
-    out = ["Seeds it would take (`leantune power --pilot <this folder>`): the smallest Δ the units + seeds interval "
-           "detects at 80% power with N seeds per method and Random, on these test products; the floor is the paired "
-           "MDE over products, which no number of seeds goes below.", "",
-           "| method | Δ | " + " | ".join(f"{n} seeds" for n in PLAN_SEEDS) + " | floor |",
-           "|---|---:|" + "---:|" * len(PLAN_SEEDS) + "---:|"]
-    for r in cmp.rows:
-        out.append(f"| {r.name} | {r.diff:+.4f} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in plan[r.name])
-                   + f" | {r.mde_paired:.4f} |")
-    return out + ["", ""]
+    return ["Seeds it would take (`leantune power --pilot <this folder>`): the smallest Δ the units + seeds interval "
+            "detects at 80% power with N seeds per method and Random, on these test products; the floor is the paired "
+            "MDE over products, which no number of seeds goes below.", "", seed_plan_markdown(cmp, PLAN_SEEDS), ""]
 
 
 def report(args, work) -> str:

@@ -36,7 +36,7 @@ def test_a_budget_without_its_cells_is_carried_with_its_cost(tmp_path, monkeypat
     from leantune.evaluation.compare import read_comparison, seed_plan
 
     plan = seed_plan(read_comparison(out / "b4-f1"), bench.PLAN_SEEDS)["effort"]  # as `leantune power --pilot out/b4-f1`
-    assert "Seeds it would take" in text and "| effort | +" in text and " | ".join(f"{v:.4f}" for v in plan) in text
+    assert "Seeds it would take" in text and "| effort | 2 | +" in text and " | ".join(f"{v:.4f}" for v in plan) in text
     summary = read_json(out / "sft-pruning.json")
     assert set(summary) == {"b4-f1", "b4-accuracy"}
 

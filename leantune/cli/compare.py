@@ -94,7 +94,7 @@ def power_cmd(
 
 def _plan_seeds(pilot: Path, seeds_text: str) -> None:
     from ..errors import LeantuneError
-    from ..evaluation.compare import read_comparison, seed_plan
+    from ..evaluation.compare import read_comparison, seed_plan_markdown
     from ..paths import display_path
 
     try:
@@ -104,15 +104,8 @@ def _plan_seeds(pilot: Path, seeds_text: str) -> None:
     if not (Path(pilot) / "comparison.json").is_file():
         raise LeantuneError(f"--pilot {pilot}: no comparison.json (give a folder written by `leantune compare`)")
     cmp = read_comparison(pilot)
-    plan = seed_plan(cmp, seeds)
-    s = cmp.settings
+    table, s = seed_plan_markdown(cmp, seeds), cmp.settings
     typer.echo(f"pilot {display_path(pilot)}: {cmp.metric} vs {cmp.baseline}, {cmp.n_units} units; smallest difference the units + seeds "
                f"interval detects at {100 * s['power']:g}% power (two-sided alpha {s['alpha']:g}) with N seeds per method and baseline")
     typer.echo("")
-    typer.echo("| method | pilot seeds | Δ (pilot) | " + " | ".join(f"{n} seeds" for n in seeds) + " | floor: paired MDE over units |")
-    typer.echo("|---|---:|---:|" + "---:|" * len(seeds) + "---:|")
-    for r in cmp.rows:
-        cells = " | ".join("–" if v is None else f"{v:.4f}" for v in plan[r.name])
-        typer.echo(f"| {r.name} | {r.n_seeds} | {r.diff:+.4f} | {cells} | {r.mde_paired:.4f} |")
-    if any(v is None for vs in plan.values() for v in vs):
-        typer.echo("\n–: the pilot has fewer than 2 seeds on that side, so no seed spread to plan from.")
+    typer.echo(table, nl=False)

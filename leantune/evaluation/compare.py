@@ -627,12 +627,14 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
     )
 
 
-def _with_seeds(diff: float, unit_se: float, g: GroupSummary, b: GroupSummary, alpha: float, power: float):
+def _with_seeds(diff: float, unit_se: float, g: GroupSummary, b: GroupSummary, alpha: float, power: float,
+                n: int | None = None):
     """What training seeds add to a row: the seed SE of Δ, the units + seeds interval and its MDE
-    (``_seed_terms``). All None unless both sides have a seed spread (≥ 2 seeds)."""
+    (``_seed_terms``), with the groups' own seed counts or, for planning, ``n`` seeds on each side.
+    All None unless both sides have a seed spread (≥ 2 seeds)."""
     if g.seed_sd is None or b.seed_sd is None:
         return None, None, None, None
-    return _seed_terms(diff, unit_se, g.seed_sd, len(g.values), b.seed_sd, len(b.values), alpha, power)
+    return _seed_terms(diff, unit_se, g.seed_sd, n or len(g.values), b.seed_sd, n or len(b.values), alpha, power)
 
 
 def _seed_terms(diff: float, unit_se: float, sd_m: float, n_m: int, sd_b: float, n_b: int, alpha: float, power: float):
@@ -663,14 +665,22 @@ def seed_plan(comparison: Comparison, seeds: Sequence[int]) -> dict[str, list[fl
     if bad or not seeds:
         raise LeantuneError(f"seeds {list(seeds)}: give seed counts of at least 2 (a seed spread needs two runs)")
     s, base = comparison.settings, comparison.groups[comparison.baseline]
-    plan: dict[str, list[float | None]] = {}
+    return {r.name: [_with_seeds(r.diff, r.unit_se, comparison.groups[r.name], base, s["alpha"], s["power"], n=n)[3]
+                     for n in seeds] for r in comparison.rows}
+
+
+def seed_plan_markdown(comparison: Comparison, seeds: Sequence[int]) -> str:
+    """``seed_plan`` as a markdown table (one row per method: pilot seeds, Δ, the MDE at each seed count,
+    and the floor ``mde_paired``), with a note when a method has no seed spread to plan from."""
+    plan = seed_plan(comparison, seeds)
+    lines = ["| method | pilot seeds | Δ (pilot) | " + " | ".join(f"{n} seeds" for n in seeds) + " | floor: paired MDE over units |",
+             "|---|---:|---:|" + "---:|" * len(seeds) + "---:|"]
     for r in comparison.rows:
-        g = comparison.groups[r.name]
-        if g.seed_sd is None or base.seed_sd is None:
-            plan[r.name] = [None] * len(seeds)
-            continue
-        plan[r.name] = [_seed_terms(r.diff, r.unit_se, g.seed_sd, n, base.seed_sd, n, s["alpha"], s["power"])[3] for n in seeds]
-    return plan
+        cells = " | ".join("–" if v is None else f"{v:.4f}" for v in plan[r.name])
+        lines.append(f"| {r.name} | {r.n_seeds} | {r.diff:+.4f} | {cells} | {r.mde_paired:.4f} |")
+    if any(v is None for vs in plan.values() for v in vs):
+        lines += ["", "–: the pilot has fewer than 2 seeds on that side, so no seed spread to plan from."]
+    return "\n".join(lines) + "\n"
 
 
 def _cluster_var(totals: np.ndarray, mean: float, n_units: int) -> float:
