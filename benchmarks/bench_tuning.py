@@ -73,17 +73,31 @@ def _test_rows(folder: Path, root: Path) -> str | None:
     return str(test.relative_to(root)) if (test / "per_unit.jsonl").is_file() else None
 
 
+def _relative(folder: Path, args) -> str | None:
+    """A pick's run folder relative to the work root (``args.root``), as the cells keep paths."""
+    root = getattr(args, "root", None)
+    try:
+        return str(Path(folder).resolve().relative_to(Path(root).resolve())) if root is not None else None
+    except ValueError:
+        return None
+
+
 def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
+    """Early BO as ``leantune tune`` runs it. With ``args.validate_all`` (the default) every trial is
+    also continued to the end, uncounted, so early and final ranks can be compared; without it only
+    the top-k and the baseline are continued (a live row at the method's own cost)."""
+    validate_all = getattr(args, "validate_all", True)
     cfg = TuneConfig(study=f"early-{seed}", storage=f"sqlite:///{work / 'early.db'}", work_dir=work / "early", trials=args.trials,
-                     early_fraction=args.early_fraction, top_k=args.top_k, validate_all=True, seed=seed, heartbeat_interval=600)
+                     early_fraction=args.early_fraction, top_k=args.top_k, validate_all=validate_all, seed=seed, heartbeat_interval=600)
+    log = (lambda m: print(f"  s{seed}/early_bo {m}", flush=True)) if getattr(args, "verbose", False) else (lambda _: None)
     start = time.perf_counter()
-    EarlySearch(cfg, runner, space, log=lambda _: None).run()
+    EarlySearch(cfg, runner, space, log=log).run()
     wall = time.perf_counter() - start
     rec = load_records(cfg.study, cfg.storage_url)
     phase1 = sum(t.early_steps for t in rec.trials)
     ranked = sorted((t for t in rec.trials if t.status == "ok" and t.final_status is not None), key=lambda t: (-t.early_score, t.number))
     # What EarlySearch does without validate-all: continue in early rank until k finish usable
-    # (backfill replaces late failures), plus the baseline.
+    # (backfill replaces late failures), plus the baseline. Without validate-all that is what ran.
     top, usable = [], 0
     for t in ranked:
         if usable >= args.top_k:
@@ -100,12 +114,15 @@ def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
         curve.append((compute, best.test_score if best else None))
     resumable = [t for t in rec.trials if t.final_status is not None]
     baseline = rec.baseline
-    agreement = rank_agreement([t.early_score for t in resumable], [t.final_score for t in resumable], args.top_k)
+    agreement = (rank_agreement([t.early_score for t in resumable], [t.final_score for t in resumable], args.top_k)
+                 if validate_all else None)  # over the continued trials only it would say little
     return {"compute": compute, "tokens": sum(t.early_tokens for t in rec.trials) + sum((t.final_tokens or 0) - t.early_tokens for t in top),
             "best_test": best.test_score if best else None, "best_valid": best.final_score if best else None,
+            "best_trial": best.number if best else None, "best_params": best.params if best else None,
+            "best_dir": _relative(cfg.work_dir / best.checkpoint, args) if best is not None and best.checkpoint else None,
             "trials": len(rec.trials), "failed_early": sum(t.status == "failed" for t in rec.trials), "curve": curve,
-            "phase1_compute": phase1, "agreement": agreement, "wall_s": wall,
-            "validate_all_compute": phase1 + sum(t.final_steps - t.early_steps for t in resumable),
+            "phase1_compute": phase1, "agreement": agreement, "wall_s": wall, "continued": len(top),
+            "validate_all_compute": phase1 + sum(t.final_steps - t.early_steps for t in resumable) if validate_all else None,
             "baseline_test": baseline.test_score if baseline is not None else None,
             "best_rows": _test_rows(cfg.work_dir / best.checkpoint, args.root) if best is not None and best.checkpoint else None,
             "baseline_rows": (_test_rows(cfg.work_dir / baseline.checkpoint, args.root)
@@ -135,8 +152,12 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
         out = work / f"t{trial.number:04d}"
         fractions = RUNGS if pruner else (1.0,)
         done_steps, done_tokens = 0, 0
+        results = _trial_results(out, params)
         for f in fractions:
-            res = safe_run(runner, params, out, None if f >= 1 else f)
+            res = results.get(f)
+            if res is None:
+                res = results[f] = safe_run(runner, params, out, None if f >= 1 else f)
+                _keep_trial_results(out, params, results)
             state["compute"] += max(0, res.steps - done_steps)
             state["tokens"] += max(0, res.tokens - done_tokens)
             done_steps, done_tokens = max(done_steps, res.steps), max(done_tokens, res.tokens)
@@ -154,8 +175,11 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
         else:
             state["complete"] += 1
             if state["best"] is None or score > state["best"][0]:
-                test = safe_run(runner, params, out, None, test=True).test_score  # no training: the run is finished
-                state["best"] = (score, test, trial.number, _test_rows(out, args.root))
+                tested = results.get("test")
+                if tested is None:
+                    tested = results["test"] = safe_run(runner, params, out, None, test=True)  # no training: the run is finished
+                    _keep_trial_results(out, params, results)
+                state["best"] = (score, tested.test_score, trial.number, _test_rows(out, args.root), params, _relative(out, args))
         state["curve"].append((state["compute"], state["best"][1] if state["best"] else None))
         return score
 
@@ -168,8 +192,49 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
     best = state["best"]
     return {"compute": state["compute"], "tokens": state["tokens"], "best_test": best[1] if best else None,
             "best_valid": best[0] if best else None, "best_rows": best[3] if best else None,
+            "best_trial": best[2] if best else None, "best_params": best[4] if best else None,
+            "best_dir": best[5] if best else None,
             "trials": len(study.trials), "failed": state["failed"],
             "pruned": state["pruned"], "curve": state["curve"], "wall_s": time.perf_counter() - start}
+
+
+TRIAL_RESULTS = "trial_results.json"
+
+
+def _trial_results(out: Path, params: dict) -> dict:
+    """What an earlier, interrupted run of this cell measured for trial folder ``out`` (rung fraction
+    or ``"test"`` -> RunResult), so a restarted cell replays its seeded study without training or
+    evaluating again. A folder made for other hyperparameters (the sampler went elsewhere) is cleared."""
+    from leantune.io import read_json
+    from leantune.tuning.runner import RunResult
+
+    path = out / TRIAL_RESULTS
+    if not path.is_file():
+        shutil.rmtree(out, ignore_errors=True)  # a half-trained run with no result: start it again
+        return {}
+    stored = read_json(path)
+    if stored.get("params") != params:
+        shutil.rmtree(out, ignore_errors=True)
+        return {}
+    return {(k if k == "test" else float(k)): RunResult(**{f: (float(v) if f in ("valid_loss", "score") and isinstance(v, str) else v)
+                                                        for f, v in r.items()})
+            for k, r in stored["results"].items()}
+
+
+def _keep_trial_results(out: Path, params: dict, results: dict) -> None:
+    import dataclasses
+
+    def clean(x):  # JSON has no NaN/inf: such a number is kept as its string ("nan", "inf")
+        if isinstance(x, float) and not math.isfinite(x):
+            return str(x)
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / TRIAL_RESULTS, {"params": params, "results": {str(k): clean(dataclasses.asdict(r)) for k, r in results.items()}})
 
 
 CELL_RUNS = {  # strategy -> (sampler, pruner, capped at early BO's compute)
@@ -179,7 +244,7 @@ CELL_RUNS = {  # strategy -> (sampler, pruner, capped at early BO's compute)
 
 
 CELL_SETTINGS = ("runner", "model", "task", "objective", "train_size", "eval_limit", "valid_size", "cutoff_len", "noise",
-                 "space", "trials", "early_fraction", "top_k")
+                 "space", "trials", "early_fraction", "top_k", "bf16", "validate_all", "equal_compute")
 
 
 def cell_settings(args) -> dict:
@@ -203,8 +268,10 @@ def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int 
     if name == "early_bo":
         result = run_early_bo(runner, space, args, seed, work)  # resumes its Optuna study in ``work``
     else:
-        shutil.rmtree(work, ignore_errors=True)  # an interrupted cell restarts: its in-memory study is gone
+        # An interrupted cell replays its seeded study: each trial folder keeps what it measured
+        # (``trial_results.json``), so finished trials are neither trained nor evaluated again.
         sampler, pruner, capped = CELL_RUNS[name]
+        capped = capped or (name == "full_tpe" and getattr(args, "equal_compute", False))
         result = run_optuna(runner, space, args, seed, work, sampler, pruner, budget if capped else None)
     write_json(cell, {"settings": cell_settings(args), "result": result})
     return result
@@ -438,6 +505,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-limit", type=int, default=20)
     ap.add_argument("--valid-size", type=int, default=16, help="validation examples for the trainer's loss (and as many held out)")
     ap.add_argument("--cutoff-len", type=int, default=0, help="token cut-off for real runs (0: FinetuneConfig default)")
+    ap.add_argument("--bf16", action="store_true", help="real runs: bf16 autocast in training on CPU too")
     ap.add_argument("--noise", type=float, default=0.01, help="synthetic runner: evaluation noise")
     ap.add_argument("--space", type=Path, default=None, help="search-space TOML/YAML override")
     ap.add_argument("--trials", type=int, default=30)
@@ -450,6 +518,9 @@ def main(argv=None) -> None:
     ap.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
                     help="strategies to run (early_bo always runs: it sets the others' budget and the default recipe's score)")
     ap.add_argument("--from-json", type=Path, default=None, help="re-render the .md/.png of an earlier run's .json (no training)")
+    # Early BO here always validates every trial (the agreement columns); full TPE runs all its trials.
+    # (bench_tuning_real.py's --live cells run early BO without validate-all and cap full TPE.)
+    ap.set_defaults(validate_all=True, equal_compute=False)
     args = ap.parse_args(argv)
     if args.from_json is not None:
         return rerender(args.from_json)

@@ -22,6 +22,9 @@ From the recorded curves:
   and 30%; all but early selection get early selection's compute (optimizer steps) as their budget.
   "all" is every trial to the end (random search at full compute). TPE-driven strategies propose
   configurations outside the pool and cannot be replayed: they run live in ``bench_tuning.py``.
+  With ``--live early_bo full_tpe`` those two run live beside the pool (``bench_tuning``'s cells
+  under ``WORK/live``; early BO without validate-all, full TPE with early BO's compute as budget),
+  and their picks are scored on the larger test set too.
   Each strategy picks by final *validation* score; the table gives its pick's test score, and the
   pick minus the default recipe, paired by seed (t interval, MDE) and per test unit (``leantune
   compare``). Besides the drawn order, each strategy is replayed over ``--reorders`` random reorderings
@@ -67,6 +70,7 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.5, 1.0)  # validation score recorded at these frac
 EARLY = 0.2  # early selection's point (Oliver & Wang: ~20% of the schedule)
 RUNGS = (0.1, 0.3)  # the pruners' intermediate reports (then the end): reduction factor ~3
 STRATEGIES = ("early", "random", "sha", "hyperband", "median", "all")
+LIVE = {"early_bo": "early_bo (live)", "full_tpe": "full_tpe (live)"}  # --live strategy -> its report row
 STABLE_SPEARMAN = 0.8  # "the ranking holds" from the first fraction whose Spearman with the end stays >= this
 SETTINGS = ("runner", "model", "task", "objective", "train_size", "eval_limit", "valid_size", "cutoff_len", "bf16", "noise",
             "space")  # --pick-test-limit is not one: each limit keeps its own folder
@@ -330,12 +334,18 @@ def restore_run(runner, folder: Path) -> None:
     if (folder / "run").is_dir():
         return
     rec = read_json(folder / "record.json")
+    retrain(runner, rec["params"], folder / "run", point(rec, 1.0)["score"], folder / "retrained.json")
+
+
+def retrain(runner, params: dict, run: Path, recorded: float, note: Path) -> None:
+    """Train ``params`` to the end in ``run`` again and keep, in ``note``, its final validation score
+    beside the ``recorded`` one (a model that does not reproduce it is flagged in the report)."""
     t0 = time.perf_counter()
-    res = safe_run(runner, rec["params"], folder / "run", None)
-    recorded, again = point(rec, 1.0)["score"], 0.0 if failure_reason(res, final=True) else float(res.score)
+    res = safe_run(runner, params, run, None)
+    again = 0.0 if failure_reason(res, final=True) else float(res.score)
     same, wall = math.isclose(again, recorded, abs_tol=1e-6), time.perf_counter() - t0
-    write_json(folder / "retrained.json", {"recorded_score": recorded, "retrained_score": again, "same": same, "wall_s": wall})
-    print(f"{folder.parent.name}/{folder.name}: run folder absent, trained again ({wall:.0f}s): final "
+    write_json(note, {"recorded_score": recorded, "retrained_score": again, "same": same, "wall_s": wall})
+    print(f"{run.parent.name}/{run.name}: run folder absent, trained again ({wall:.0f}s): final "
           f"validation {again:.4f}, recorded {recorded:.4f}" + ("" if same else " -- NOT the recorded model"), flush=True)
 
 
@@ -348,7 +358,8 @@ def test_picks(runner, per_seed: dict, args, root: Path, shard: tuple[int, int])
         return
     name = pick_test_folder(args.pick_test_limit)
     for seed, r in per_seed.items():
-        wanted = sorted({0, *(s["pick"] for s in r["strategies"].values() if s["pick"] is not None)})
+        replayed = [s for s in r["strategies"].values() if not s.get("live")]  # live picks are not pool trials
+        wanted = sorted({0, *(s["pick"] for s in replayed if s["pick"] is not None)})
         found = {}
         for i in wanted:
             folder = root / f"s{seed}" / f"t{i:03d}"
@@ -363,9 +374,155 @@ def test_picks(runner, per_seed: dict, args, root: Path, shard: tuple[int, int])
                 found[i] = {"score": read_json(rows / "metrics.json")[runner.metric], "rows": str(rows.relative_to(root))}
             if (folder / "retrained.json").is_file() and i in found:
                 found[i]["retrained"] = read_json(folder / "retrained.json")
-        for s in r["strategies"].values():
+        for s in replayed:
             s["pick_big"] = found.get(s["pick"]) if s["pick"] is not None else None
         r["baseline"]["big"] = found.get(0)
+
+
+# ----------------------------------------------------------------------------- live TPE-driven rows
+
+
+class PoolRunner:
+    """The trial runner, answering from the pool's records for a configuration the pool already holds.
+
+    Optuna's TPE sampler draws its first ten proposals (its random start-up) from a RandomSampler with
+    the same seed, so a live TPE-driven study of seed s proposes the default recipe and then exactly
+    the first ten configurations of seed s's pool. Training those again would measure them again with
+    the same runner, settings and seed; their recorded points (score, steps, tokens, status, the
+    reason a point failed, the trial's test score and per-unit test rows) are returned instead, and a
+    live pick that is a pool trial is scored on the larger test set from that trial's run. Any
+    other configuration, or a fraction the records do not hold, goes to the real runner."""
+
+    def __init__(self, runner, pool: list[dict], folders: list[Path]):
+        self.runner, self.pool, self.folders, self.reused = runner, pool, folders, 0
+
+    def __getattr__(self, name):  # metric, preflight, collect_garbage, evaluate_test, ...
+        return getattr(self.runner, name)
+
+    def find(self, params: dict) -> int | None:
+        return next((i for i, rec in enumerate(self.pool) if rec is not None and rec["params"] == params), None)
+
+    def run(self, params: dict, out_dir: Path, fraction: float | None, test: bool = False):
+        from leantune.tuning.runner import RunResult
+
+        i = self.find(params)
+        f = 1.0 if fraction is None else fraction
+        if i is None or not any(math.isclose(p["fraction"], f) for p in self.pool[i]["points"]):
+            return self.runner.run(params, out_dir, fraction, test=test)
+        rec, pt = self.pool[i], point(self.pool[i], f)
+        self.reused += 1
+        # A recorded failure gives the same reason again: failure_reason reads a "diverged" status's
+        # reason after "diverged: ", and any other failure's as is from an "error" status.
+        if pt["reason"] is None:
+            status, reason = pt["status"], ""
+        elif pt["status"] == "diverged":
+            status, reason = "diverged", pt["reason"].removeprefix("diverged").removeprefix(": ")
+        else:
+            status, reason = "error", pt["reason"]
+        res = RunResult(score=pt["score"], status=status, steps=pt["steps"], total_steps=pt["total_steps"], tokens=pt["tokens"],
+                        valid_loss=float(pt["valid_loss"]) if isinstance(pt["valid_loss"], str) else pt["valid_loss"],
+                        metrics={k: (float(v) if isinstance(v, str) else v) for k, v in pt["metrics"].items()}, reason=reason,
+                        wall_s=0.0)
+        if f >= 1:
+            res.history = [{k: (float(v) if isinstance(v, str) else v) for k, v in row.items()} for row in rec.get("history") or []]
+        if test:
+            res.test_score = rec["test_score"]
+            rows = self.folders[i] / "run" / "test" / "per_unit.jsonl"
+            if rows.is_file():  # the pick's per-unit test rows where the live study looks for them
+                (Path(out_dir) / "test").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(rows, Path(out_dir) / "test" / "per_unit.jsonl")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "pool_trial.txt").write_text(f"{self.folders[i].parent.name}/{self.folders[i].name}\n")
+        return res
+
+
+def live_args(args, root: Path) -> argparse.Namespace:
+    """``bench_tuning``'s settings for this study's live cells: the same runner, early BO at EARLY
+    without validate-all (the pool measures rank agreement; a live row costs what the method costs),
+    and full-fidelity TPE capped at early BO's compute (equal compute)."""
+    ns = argparse.Namespace(**vars(args))
+    ns.early_fraction, ns.validate_all, ns.equal_compute, ns.root, ns.verbose = EARLY, False, True, root, True
+    return ns
+
+
+def run_live(runner, space, args, root: Path, shard: tuple[int, int]) -> dict:
+    """seed -> {strategy: result} for ``--live``: early BO and full TPE with Optuna's TPE sampler,
+    run live with ``bench_tuning``'s cells under ``root/live`` (TPE proposes configurations outside
+    the pool, so these rows cannot be replayed). A seed's cells belong to shard ``seed % N``; the
+    pick of each is then scored on the larger test set like the replayed picks. Full TPE's budget
+    is that seed's early-BO compute, so early BO always runs first."""
+    out: dict = {}
+    if not args.live:
+        return out
+    la, live_root = live_args(args, root), root / "live"
+    name = pick_test_folder(args.pick_test_limit)
+    for seed in args.seeds:
+        mine = seed % shard[1] == shard[0] and not args.report_only
+        by: dict = {}
+        folders = [root / f"s{seed}" / f"t{i:03d}" for i in range(args.trials + 1)]
+        records = [read_record(f, p) for f, p in zip(folders, draw_pool(space, args.trials, seed))]
+        pooled = PoolRunner(runner, [r if r is not None and len(r["points"]) == len(FRACTIONS) else None for r in records], folders)
+        for strategy in ("early_bo", "full_tpe"):
+            if strategy != "early_bo" and strategy not in args.live:
+                continue
+            if not (mine or (live_root / "cells" / f"s{seed}-{strategy}.json").is_file()):
+                break  # another shard's, not finished yet (and full TPE needs early BO's compute)
+            t0, reused = time.perf_counter(), pooled.reused
+            r = by[strategy] = bench_tuning.run_cell(pooled, space, la, seed, live_root, strategy,
+                                                     by["early_bo"]["compute"] if by else None)
+            if mine:
+                print(f"seed {seed} {strategy} (live): pick trial {r.get('best_trial')}, valid {_f(r['best_valid'], 4)}, "
+                      f"test {_f(r['best_test'], 4)} at {r['compute']} steps  {time.perf_counter() - t0:.0f}s"
+                      f" ({pooled.reused - reused} runs answered from the pool's records)", flush=True)
+            same = root / r["best_dir"] / "pool_trial.txt" if r.get("best_dir") else None
+            if same is not None and same.is_file():  # the pick is a pool trial: its larger test is that trial's
+                trial = root / same.read_text().strip()
+                rows = trial / name
+                if (not (rows / "metrics.json").is_file() and mine and args.pick_test_limit >= 0 and hasattr(runner, "evaluate_test")
+                        and args.objective == "metric"):
+                    restore_run(runner, trial)
+                    runner.evaluate_test(trial / "run", args.pick_test_limit or None, rows)
+                if (rows / "metrics.json").is_file():
+                    r["pick_big"] = {"score": read_json(rows / "metrics.json")[runner.metric], "rows": str(rows.relative_to(root)),
+                                     "pool_trial": trial.name}
+                continue
+            rows = live_root / f"s{seed}" / f"{strategy}-{name}"
+            if (r.get("best_dir") and args.pick_test_limit >= 0 and hasattr(runner, "evaluate_test") and args.objective == "metric"
+                    and not (rows / "metrics.json").is_file() and mine):
+                run = root / r["best_dir"]
+                if not run.is_dir():  # only the records travel between machines
+                    retrain(runner, r["best_params"], run, r["best_valid"], rows.parent / f"{strategy}-retrained.json")
+                t0 = time.perf_counter()
+                score = runner.evaluate_test(run, args.pick_test_limit or None, rows)
+                print(f"seed {seed} {strategy} (live) pick: {runner.metric} {score:.4f} on the larger test set  "
+                      f"{time.perf_counter() - t0:.0f}s", flush=True)
+            if (rows / "metrics.json").is_file():
+                r["pick_big"] = {"score": read_json(rows / "metrics.json")[runner.metric], "rows": str(rows.relative_to(root))}
+                note = rows.parent / f"{strategy}-retrained.json"
+                if note.is_file():
+                    r["pick_big"]["retrained"] = read_json(note)
+        if by:
+            out[str(seed)] = {k: v for k, v in by.items() if k in args.live}
+    return out
+
+
+def add_live(per_seed: dict, live: dict) -> None:
+    """The live rows of every seed whose pool is complete, as strategies beside the replayed ones
+    (their compute share is of that seed's pool run to the end)."""
+    for seed, by in live.items():
+        if seed not in per_seed:
+            continue
+        for strategy, r in by.items():
+            per_seed[seed]["strategies"][LIVE[strategy]] = {
+                "live": True, "pick": r.get("best_trial"), "compute": r["compute"], "trials": r["trials"],
+                "pick_valid": r["best_valid"], "pick_test": r["best_test"], "pick_rows": r.get("best_rows"),
+                "pick_params": r.get("best_params"), "reordered_test": None, "pick_big": r.get("pick_big"),
+                "wall_s": r.get("wall_s"), **({"continued": r["continued"]} if "continued" in r else {"pruned": r.get("pruned", 0)})}
+
+
+def strategy_names(per_seed: dict) -> list[str]:
+    """The replayed strategies, then the live rows any complete seed has."""
+    return [*STRATEGIES, *(n for n in LIVE.values() if any(n in r["strategies"] for r in per_seed.values()))]
 
 
 # ----------------------------------------------------------------------------- one seed, all seeds
@@ -420,25 +577,28 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
     seed t interval; per test unit too when the runs kept their rows."""
     seeds = list(per_seed)
     out: dict = {"strategies": {}}
-    for name in STRATEGIES:
-        rows = [per_seed[s]["strategies"][name] for s in seeds]
-        diffs = [r["pick_test"] - per_seed[s]["baseline"]["test"] for s, r in zip(seeds, rows)
+    names = strategy_names(per_seed)
+    for name in names:
+        have = [s for s in seeds if name in per_seed[s]["strategies"]]  # a live row may not have run for every seed yet
+        rows = [per_seed[s]["strategies"][name] for s in have]
+        diffs = [r["pick_test"] - per_seed[s]["baseline"]["test"] for s, r in zip(have, rows)
                  if r["pick_test"] is not None and per_seed[s]["baseline"]["test"] is not None]
         big = [r.get("pick_big") for r in rows]
-        big_diffs = [b["score"] - per_seed[s]["baseline"]["big"]["score"] for s, b in zip(seeds, big)
+        big_diffs = [b["score"] - per_seed[s]["baseline"]["big"]["score"] for s, b in zip(have, big)
                      if b and per_seed[s]["baseline"].get("big")]
-        alls = [per_seed[s]["strategies"]["all"]["pick_test"] for s in seeds]
+        alls = [per_seed[s]["strategies"]["all"]["pick_test"] for s in have]
         regret = [r["pick_test"] - a for r, a in zip(rows, alls) if r["pick_test"] is not None and a is not None]
         out["strategies"][name] = {
+            "seeds": have,
             "pick_test": bench_tuning._mean_sd([r["pick_test"] for r in rows]),
             "pick_valid": bench_tuning._mean_sd([r["pick_valid"] for r in rows]),
             "reordered_test": bench_tuning._mean_sd([r["reordered_test"] for r in rows]),
-            "share": bench_tuning._mean_sd([r["compute"] / per_seed[s]["full_compute"] for s, r in zip(seeds, rows)]),
+            "share": bench_tuning._mean_sd([r["compute"] / per_seed[s]["full_compute"] for s, r in zip(have, rows)]),
             "compute": bench_tuning._mean_sd([r["compute"] for r in rows]),
-            "vs_default": bench_tuning.paired_seed_interval(diffs) if len(diffs) == len(seeds) else None,
-            "vs_all": bench_tuning.paired_seed_interval(regret) if len(regret) == len(seeds) and name != "all" else None,
+            "vs_default": bench_tuning.paired_seed_interval(diffs) if len(diffs) == len(have) else None,
+            "vs_all": bench_tuning.paired_seed_interval(regret) if len(regret) == len(have) and name != "all" else None,
             "big_test": bench_tuning._mean_sd([b["score"] if b else None for b in big]),
-            "big_vs_default": bench_tuning.paired_seed_interval(big_diffs) if len(big_diffs) == len(seeds) else None,
+            "big_vs_default": bench_tuning.paired_seed_interval(big_diffs) if len(big_diffs) == len(have) else None,
         }
     for f_index, f in enumerate(FRACTIONS[:-1]):
         out.setdefault("agreement", []).append({
@@ -448,12 +608,12 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
         # The per-unit comparison on the larger test set once every pick has it; else on the trials' own test units.
         have_big = all(per_seed[s]["baseline"].get("big") and all(per_seed[s]["strategies"][n].get("pick_big") for n in STRATEGIES)
                        for s in seeds)
-        if have_big:
-            picks = {name: {s: per_seed[s]["strategies"][name]["pick_big"]["rows"] for s in seeds} for name in STRATEGIES}
-            baselines = {s: per_seed[s]["baseline"]["big"]["rows"] for s in seeds}
-        else:
-            picks = {name: {s: per_seed[s]["strategies"][name]["pick_rows"] for s in seeds} for name in STRATEGIES}
-            baselines = {s: per_seed[s]["baseline"]["rows"] for s in seeds}
+        key = "pick_big" if have_big else "pick_rows"
+        # A live row is compared over the seeds it has run for (the table says how many).
+        picks = {name: {s: (r[key]["rows"] if have_big else r[key]) if r.get(key) else None
+                        for s in out["strategies"][name]["seeds"] for r in [per_seed[s]["strategies"][name]]}
+                 for name in names}
+        baselines = {s: per_seed[s]["baseline"]["big"]["rows"] if have_big else per_seed[s]["baseline"]["rows"] for s in seeds}
         out["units_on"] = "larger" if have_big else "trial"
         out["vs_default_units"] = bench_tuning.compare_picks(picks, baselines, root, metric)
     return out
@@ -511,23 +671,27 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
               f"At {int(100 * EARLY)}% with failed trials counted as 0 at the end: "
               + "; ".join(f"seed {s}: Spearman {_ci(r['early_all_trials'], 'spearman')} (n={r['early_all_trials']['n']})"
                           for s, r in per_seed.items()) + ".", "",
-              "## Strategies at equal compute (replayed over the recorded curves)", "",
-              "Every row is a replay with random proposals (the pool in its drawn order), which is what a live run with this "
-              "sampler would do; TPE-driven rows are not replayable (`bench_tuning.py` runs them live). Compute = optimizer steps; "
-              "share = of every trial to the end. Test = the test score of the configuration the strategy picks by final "
-              "validation score.", "",
+              "## Strategies at equal compute", "",
+              "The rows without \"(live)\" are replays with random proposals (the pool in its drawn order), which is what a live "
+              "run with this sampler would do. TPE-driven strategies propose configurations outside the pool and cannot be "
+              "replayed; the \"(live)\" rows ran live (`--live`): early BO (every trial to "
+              f"{int(100 * EARLY)}%, the top-{args.top_k} and the default recipe continued, TPE proposals) and full-fidelity TPE "
+              "(every trial to the end) with early BO's compute as its budget. Compute = optimizer steps; share = of every trial "
+              "of the same seed's pool to the end. Test = the test score of the configuration the strategy picks by final "
+              "validation score; n = seeds.", "",
               "| strategy | compute share | pick: final valid | pick: test (drawn order) | pick: test (mean over reorderings) | "
               "pick − every trial to the end ('all'), test: 95% CI over seeds (MDE) | pick − default recipe, test: 95% CI over seeds (MDE) |",
               "|---|---|---|---|---|---|---|"]
-    for name in STRATEGIES:
+    names = list(summary["strategies"])
+    for name in names:
         s = summary["strategies"][name]
         lines.append(f"| {name} | {_pct(s['share'])} | {_pm(s['pick_valid'], pts)} | {_pm(s['pick_test'], pts)} | "
                      f"{_pm(s['reordered_test'], pts)} | {_seed_ci(s.get('vs_all'), pts)} | {_seed_ci(s['vs_default'], pts)} |")
-    if any(summary["strategies"][n]["big_test"][0] is not None for n in STRATEGIES):
+    if any(summary["strategies"][n]["big_test"][0] is not None for n in names):
         n_big = f"{args.pick_test_limit} test products" if args.pick_test_limit else "every test product"
         lines += ["", f"The picks and the default recipe on a larger test set ({n_big}; `--pick-test-limit`, drawn order):", "",
                   "| strategy | pick: test | pick − default recipe: 95% CI over seeds (MDE) |", "|---|---|---|"]
-        for name in STRATEGIES:
+        for name in names:
             st = summary["strategies"][name]
             lines.append(f"| {name} | {_pm(st['big_test'], pts)} | {_seed_ci(st['big_vs_default'], pts)} |")
         again = {(seed, b["rows"]): b["retrained"] for seed, r in per_seed.items()
@@ -535,7 +699,7 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                  if b and b.get("retrained")}
         if again:
             lines += ["", "Trained again before this test (their run folders were not on the machine; only the records "
-                      "travel): " + "; ".join(f"seed {seed} {rows.split('/')[1]}: final validation {_f(pts * t['retrained_score'])} "
+                      "travel): " + "; ".join(f"seed {seed} {_trial_label(rows)}: final validation {_f(pts * t['retrained_score'])} "
                                               f"vs {_f(pts * t['recorded_score'])} recorded"
                                               + ("" if t["same"] else " (**not the recorded model**)")
                                               for (seed, rows), t in sorted(again.items())) + "."]
@@ -545,19 +709,23 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                  f"the trials' own {args.eval_limit} test products (the larger test set is not complete)")
         lines += ["", f"Each pick against the default recipe on the same test units of {where} "
                   "(`leantune compare`: paired, seeds averaged):", "",
-                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| strategy | seeds | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, u in units.items():
             total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
             mde_total = f"{pts * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
-            lines.append(f"| {name} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | {u['p']:.3g} | "
-                         f"{pts * u['mde']:.2f} | {total} | {mde_total} |")
+            lines.append(f"| {name} | {u.get('n_seeds', '–')} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | "
+                         f"{u['p']:.3g} | {pts * u['mde']:.2f} | {total} | {mde_total} |")
     lines += ["", "## Per seed", "", "| seed | strategy | trials | compute | pick | pick: valid | pick: test | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for seed, r in per_seed.items():
-        for name in STRATEGIES:
-            s = r["strategies"][name]
-            note = (f"{s['continued']} continued" if name == "early" else f"{s['pruned']} pruned" if "pruned" in s else "")
+        for name in names:
+            s = r["strategies"].get(name)
+            if s is None:
+                continue
+            note = (f"{s['continued']} continued" if "continued" in s else f"{s['pruned']} pruned" if "pruned" in s else "")
+            if s.get("live"):
+                note += f"; live, {s['wall_s'] / 60:.0f} min" if s.get("wall_s") else "; live"
             lines.append(f"| {seed} | {name} | {s['trials']} | {s['compute']} | {_f(s['pick'], 0)} | {_f(_x(s['pick_valid'], pts))} | "
                          f"{_f(_x(s['pick_test'], pts))} | {note} |")
         b = r["baseline"]
@@ -568,6 +736,12 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
               + f". {args.machine}", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _trial_label(rows: str) -> str:
+    """The trial a larger-test folder belongs to: ``t004`` for a pool trial, ``early_bo (live)`` for a live pick."""
+    parts = rows.split("/")
+    return f"{parts[-1].rsplit('-pick-test', 1)[0]} (live)" if parts[0] == "live" else parts[1]
 
 
 def _seed_ci(ci: dict | None, scale: float) -> str:
@@ -679,6 +853,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--pick-test-limit", type=int, default=0,
                     help="test products for each strategy's pick and the default recipe (0: all 500, the only size "
                          "at which a 2-point F1 difference is detectable; -1: only the trials' own --eval-limit test)")
+    ap.add_argument("--live", nargs="*", choices=tuple(LIVE), default=[],
+                    help="also run these TPE-driven strategies live (they cannot be replayed over the pool): early_bo "
+                         "(early BO as leantune tune runs it) and full_tpe (every trial to the end, early BO's compute "
+                         "as budget); cells under WORK/live, a seed's on shard seed %% N")
     ap.add_argument("--reorders", type=int, default=200, help="random reorderings of each pool to replay over")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the agreement intervals")
     ap.add_argument("--work", type=Path, default=None, help="cells folder (default: a temporary folder)")
@@ -712,6 +890,7 @@ def main(argv=None) -> dict:
                 missing[str(seed)] = sum(r is not None for r in pool)
         per_seed = {s: analyse_seed(pool, args, int(s), runner.metric) for s, pool in pools.items()}
         test_picks(runner, per_seed, args, root, shard)
+        add_live(per_seed, run_live(runner, space, args, root, shard))
         summary = summarise(per_seed, root, runner.metric, args.runner, args.objective) if per_seed else {}
     finally:
         if args.work is None:  # the per-unit rows are read by now

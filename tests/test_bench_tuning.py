@@ -52,3 +52,73 @@ def test_finished_cells_are_reused_and_not_rerun(tmp_path, monkeypatch):
     assert (tmp_path / "cells" / "s0-median.json").is_file()
     with pytest.raises(LeantuneError, match="made with other settings: trials=30 there, 12 now"):
         bench.run_cell(None, None, argparse.Namespace(runner="synthetic", trials=12, space=None), 0, tmp_path, "median", 40)
+
+
+class _Counting:
+    """A synthetic runner that counts its trainings and evaluations."""
+
+    def __init__(self, **kw):
+        from leantune.tuning import SyntheticRunner
+
+        self.inner, self.calls = SyntheticRunner(**kw), []
+        self.metric = self.inner.metric
+
+    def run(self, params, out_dir, fraction, test=False):
+        self.calls.append((Path(out_dir).name, fraction, test))
+        return self.inner.run(params, out_dir, fraction, test=test)
+
+
+@pytest.mark.parametrize("strategy", ["full_tpe", "sha"])
+def test_an_interrupted_cell_replays_its_study_without_training_finished_trials_again(tmp_path, strategy):
+    """A cell stopped before its result was written replays its seeded study from what each trial
+    folder measured (trial_results.json): the same result, and no finished trial trained again."""
+    from leantune.tuning import load_space
+
+    args = argparse.Namespace(runner="synthetic", trials=10, space=None, root=tmp_path, equal_compute=True)
+    space = load_space(None)
+    first = _Counting(train_size=64, noise=0.01)
+    whole = bench.run_cell(first, space, args, 0, tmp_path / "a", strategy, 120)
+    # The same cell, "interrupted": its trial folders are there, its result file is not.
+    (tmp_path / "a" / "cells" / f"s0-{strategy}.json").unlink()
+    again = _Counting(train_size=64, noise=0.01)
+    resumed = bench.run_cell(again, space, args, 0, tmp_path / "a", strategy, 120)
+    assert again.calls == [] and first.calls
+    for key in ("compute", "best_test", "best_valid", "trials", "best_params"):
+        assert resumed[key] == whole[key], key
+    # A trial folder made for other hyperparameters (the sampler went elsewhere) is not reused.
+    from leantune.io import read_json, write_json
+
+    folder = tmp_path / "a" / f"s0/{strategy}" / "t0001"
+    stored = read_json(folder / bench.TRIAL_RESULTS)
+    stored["params"] = {**stored["params"], "lr": 0.5}
+    write_json(folder / bench.TRIAL_RESULTS, stored)
+    (tmp_path / "a" / "cells" / f"s0-{strategy}.json").unlink()
+    third = _Counting(train_size=64, noise=0.01)
+    assert bench.run_cell(third, space, args, 0, tmp_path / "a", strategy, 120)["compute"] == whole["compute"]
+    assert {c[0] for c in third.calls} == {"t0001"}
+
+
+def test_full_tpe_is_capped_at_early_bos_compute_only_with_equal_compute(tmp_path):
+    from leantune.tuning import SyntheticRunner, load_space
+
+    runner, space = SyntheticRunner(train_size=64, noise=0.01), load_space(None)
+    capped = bench.run_cell(runner, space, argparse.Namespace(runner="synthetic", trials=10, space=None, root=tmp_path,
+                                                              equal_compute=True), 0, tmp_path / "c", "full_tpe", 60)
+    free = bench.run_cell(runner, space, argparse.Namespace(runner="synthetic", trials=10, space=None, root=tmp_path,
+                                                            equal_compute=False), 0, tmp_path / "f", "full_tpe", 60)
+    assert free["trials"] == 10 and capped["trials"] < 10
+    assert capped["compute"] >= 60 > capped["curve"][-2][0]  # it stops once the budget is spent, not before
+    assert capped["best_params"] and capped["best_trial"] is not None
+
+
+def test_early_bo_without_validate_all_counts_only_what_it_continued(tmp_path):
+    from leantune.tuning import SyntheticRunner, load_space
+
+    runner, space = SyntheticRunner(train_size=64, noise=0.01), load_space(None)
+    common = dict(runner="synthetic", trials=10, space=None, root=tmp_path, early_fraction=0.2, top_k=3)
+    every = bench.run_cell(runner, space, argparse.Namespace(**common, validate_all=True), 0, tmp_path / "v", "early_bo", None)
+    own = bench.run_cell(runner, space, argparse.Namespace(**common, validate_all=False), 0, tmp_path / "o", "early_bo", None)
+    assert own["agreement"] is None and own["validate_all_compute"] is None and every["agreement"] is not None
+    # The same proposals and early scores, so the same continued trials, pick and counted compute.
+    assert own["compute"] == every["compute"] and own["best_test"] == every["best_test"]
+    assert own["continued"] == every["continued"] and every["validate_all_compute"] > every["compute"]

@@ -244,3 +244,83 @@ def test_a_failed_default_recipe_is_compared_at_its_measured_test_score():
     assert real.measured_test(rec, "f1") == 0.02
     assert real.measured_test(rec, None) is None and real.measured_test(rec, "accuracy") is None
     assert real.measured_test({**rec, "test_score": 0.5}, "f1") == 0.5
+
+
+def test_live_tpe_rows_run_beside_the_pool_by_shard_and_join_the_report(tmp_path, monkeypatch):
+    """--live runs early BO and full TPE (TPE proposals, not replayable) as bench_tuning cells under
+    WORK/live, a seed's cells on shard seed % N; they join the tables once the seed's pool is complete."""
+    monkeypatch.setattr(real, "OUT_DIR", tmp_path / "results")
+    work = tmp_path / "work"
+    common = ["--runner", "synthetic", "--train-size", "64", "--trials", "8", "--top-k", "3", "--seeds", "0", "1",
+              "--reorders", "5", "--n-boot", "50", "--work", str(work), "--name", "t", "--live", "early_bo", "full_tpe"]
+    first = real.main([*common, "--shard", "0/2"])
+    assert first["per_seed"] == {}  # no pool is complete yet
+    cells = work / "live" / "cells"
+    assert (cells / "s0-early_bo.json").is_file() and (cells / "s0-full_tpe.json").is_file()
+    assert not (cells / "s1-early_bo.json").exists()  # seed 1 is the other shard's
+    second = real.main([*common, "--shard", "1/2"])
+    live = {s: {n: r for n, r in by["strategies"].items() if r.get("live")} for s, by in second["per_seed"].items()}
+    assert all(set(by) == {"early_bo (live)", "full_tpe (live)"} for by in live.values())
+    for by in live.values():  # equal compute: full TPE stops once it has spent early BO's steps
+        assert by["full_tpe (live)"]["compute"] >= by["early_bo (live)"]["compute"]
+        assert by["early_bo (live)"]["pick_params"] is not None
+    s = second["summary"]["strategies"]
+    assert s["early_bo (live)"]["seeds"] == ["0", "1"] and s["early_bo (live)"]["vs_all"] is not None
+    md = (tmp_path / "results" / "t.md").read_text()
+    assert "| early_bo (live) |" in md and "| full_tpe (live) |" in md and "ran live" in md
+    assert real.main([*common, "--report-only"])["summary"] == second["summary"]
+    # The replayed rows are what they were without --live.
+    plain = real.main([*common[:-3], "--report-only"])
+    assert plain["summary"]["strategies"]["early"] == s["early"] and "early_bo (live)" not in plain["summary"]["strategies"]
+
+
+def test_live_picks_are_scored_on_the_larger_test_set_and_retrained_when_their_folder_is_gone(tmp_path):
+    import argparse
+    import shutil
+
+    runner = _WithLargerTest(train_size=64, metric="accuracy")
+    runner.calls = []
+    args = argparse.Namespace(live=["early_bo", "full_tpe"], seeds=[0], report_only=False, pick_test_limit=40,
+                              objective="metric", runner="synthetic", trials=6, top_k=3, space=None, noise=0.01,
+                              train_size=64)
+    live = real.run_live(runner, load_space(None), args, tmp_path, (0, 1))
+    assert len(runner.calls) == 2
+    picks = live["0"]
+    assert all(r["pick_big"]["rows"].startswith("live/s0/") for r in picks.values())
+    # Only the records travel: the early-BO pick's run folder is gone, its larger test not run yet.
+    run = tmp_path / picks["early_bo"]["best_dir"]
+    shutil.rmtree(run)
+    shutil.rmtree(tmp_path / picks["early_bo"]["pick_big"]["rows"])
+    again = real.run_live(runner, load_space(None), args, tmp_path, (0, 1))
+    assert len(runner.calls) == 3  # only that pick evaluated again, after training it again
+    assert again["0"]["early_bo"]["pick_big"]["retrained"]["same"] is True
+    assert again["0"]["full_tpe"]["pick_big"] == picks["full_tpe"]["pick_big"]
+
+
+def test_live_runs_answered_from_the_pool_give_what_training_again_gives(tmp_path):
+    """TPE's start-up proposals are the pool's first configurations: the pool-backed runner answers
+    them from the records, and the live study ends exactly where one that trains everything ends."""
+    import argparse
+
+    from leantune.io import read_json
+
+    import bench_tuning
+
+    runner = SyntheticRunner(train_size=64, noise=0.02)
+    space = load_space(None)
+    folders = [tmp_path / "s0" / f"t{i:03d}" for i in range(13)]
+    pool = [real.record_trial(runner, p, f, tmp_path, baseline=i == 0) for i, (f, p) in enumerate(zip(folders, real.draw_pool(space, 12, 0)))]
+    args = real.live_args(argparse.Namespace(trials=12, top_k=3, runner="synthetic", space=None, noise=0.02, train_size=64), tmp_path)
+    for strategy in ("early_bo", "full_tpe"):
+        pooled = real.PoolRunner(runner, pool, folders)
+        a = bench_tuning.run_cell(pooled, space, args, 0, tmp_path / "a", strategy, 150)
+        b = bench_tuning.run_cell(runner, space, args, 0, tmp_path / "b", strategy, 150)
+        assert pooled.reused >= 10, strategy  # the default recipe and TPE's random start-up
+        for key in ("compute", "tokens", "best_valid", "best_test", "best_params", "trials", "best_trial"):
+            assert a[key] == b[key], (strategy, key)
+    # A failed pool trial is failed again, with its recorded reason.
+    bad = next(i for i, r in enumerate(pool) if real.failed(r))
+    res = real.PoolRunner(runner, pool, folders).run(pool[bad]["params"], tmp_path / "x", None, test=True)
+    assert real.failure_reason(res, final=True) == real.point(pool[bad], 1.0)["reason"]
+    assert read_json(folders[bad] / "record.json")["params"] == pool[bad]["params"]
+    assert (tmp_path / "x" / "pool_trial.txt").read_text().strip() == f"s0/t{bad:03d}"
