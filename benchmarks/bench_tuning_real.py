@@ -442,6 +442,7 @@ def live_args(args, root: Path) -> argparse.Namespace:
     and full-fidelity TPE capped at early BO's compute (equal compute)."""
     ns = argparse.Namespace(**vars(args))
     ns.early_fraction, ns.validate_all, ns.equal_compute, ns.root, ns.verbose = EARLY, False, True, root, True
+    ns.trials = args.trials + 1  # the default recipe + --trials proposals, as many as a pool holds
     return ns
 
 

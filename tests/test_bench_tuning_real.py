@@ -261,6 +261,7 @@ def test_live_tpe_rows_run_beside_the_pool_by_shard_and_join_the_report(tmp_path
     second = real.main([*common, "--shard", "1/2"])
     live = {s: {n: r for n, r in by["strategies"].items() if r.get("live")} for s, by in second["per_seed"].items()}
     assert all(set(by) == {"early_bo (live)", "full_tpe (live)"} for by in live.values())
+    assert all(by["early_bo (live)"]["trials"] == 9 for by in live.values())  # the default recipe + 8, as in the pool
     for by in live.values():  # equal compute: full TPE stops once it has spent early BO's steps
         assert by["full_tpe (live)"]["compute"] >= by["early_bo (live)"]["compute"]
         assert by["early_bo (live)"]["pick_params"] is not None
