@@ -15,7 +15,8 @@ of the early-BO study), paired by seed.
 
 With ``--work DIR`` every finished (seed, strategy) cell is kept as ``DIR/cells/s<seed>-<strategy>.json``
 and a re-run skips it, so a long real-training comparison can be filled across sittings (an
-interrupted cell restarts; early BO resumes its Optuna study). ``--strategies`` runs a subset.
+interrupted cell replays its seeded study from what each trial folder recorded, ``trial_results.json``, so
+no finished trial is trained again; early BO resumes its Optuna study). ``--strategies`` runs a subset.
 
     python3 benchmarks/bench_tuning.py                                   # synthetic runner, 30 trials, 5 seeds
     python3 benchmarks/bench_tuning.py --runner finetune --model tiny --task attributes \\
