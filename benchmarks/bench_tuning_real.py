@@ -617,6 +617,12 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
         baselines = {s: per_seed[s]["baseline"]["big"]["rows"] if have_big else per_seed[s]["baseline"]["rows"] for s in seeds}
         out["units_on"] = "larger" if have_big else "trial"
         out["vs_default_units"] = bench_tuning.compare_picks(picks, baselines, root, metric)
+        # The equal-compute question itself: each pick against training every trial to the end
+        # ("all"), on the same units. A strategy that picked what "all" picks in every seed differs by 0.
+        alls = picks["all"]
+        differ = {n: p for n, p in picks.items() if n != "all" and any(p[s] != alls.get(s) for s in p)}
+        out["vs_all_units"] = bench_tuning.compare_picks(differ, alls, root, metric)
+        out["same_as_all"] = [n for n in picks if n != "all" and n not in differ]
     return out
 
 
@@ -704,19 +710,21 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                                               f"vs {_f(pts * t['recorded_score'])} recorded"
                                               + ("" if t["same"] else " (**not the recorded model**)")
                                               for (seed, rows), t in sorted(again.items())) + "."]
+    where = ("the larger test set" if summary.get("units_on") == "larger" else
+             f"the trials' own {args.eval_limit} test products (the larger test set is not complete)")
     units = summary.get("vs_default_units")
     if units:
-        where = ("the larger test set" if summary.get("units_on") == "larger" else
-                 f"the trials' own {args.eval_limit} test products (the larger test set is not complete)")
         lines += ["", f"Each pick against the default recipe on the same test units of {where} "
-                  "(`leantune compare`: paired, seeds averaged):", "",
-                  "| strategy | seeds | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, u in units.items():
-            total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
-            mde_total = f"{pts * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
-            lines.append(f"| {name} | {u.get('n_seeds', '–')} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | "
-                         f"{u['p']:.3g} | {pts * u['mde']:.2f} | {total} | {mde_total} |")
+                  "(`leantune compare`: paired, seeds averaged):", "", *_units_table(units, pts)]
+    units = summary.get("vs_all_units")
+    if units or summary.get("same_as_all"):
+        lines += ["", f"Each pick against training every trial to the end ('all') on the same test units of {where}: "
+                  "negative: what the strategy's saving cost on test; positive: its pick scores better on test than the one 'all' chose "
+                  "on validation."]
+        if summary.get("same_as_all"):
+            lines.append("Picked what 'all' picks in every seed (difference 0): " + ", ".join(summary["same_as_all"]) + ".")
+        if units:
+            lines += ["", *_units_table(units, pts)]
     lines += ["", "## Per seed", "", "| seed | strategy | trials | compute | pick | pick: valid | pick: test | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for seed, r in per_seed.items():
@@ -737,6 +745,18 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
               + f". {args.machine}", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _units_table(units: dict, pts: float) -> list[str]:
+    """``compare_picks``' rows as a markdown table, in points."""
+    lines = ["| strategy | seeds | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, u in units.items():
+        total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
+        mde_total = f"{pts * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
+        lines.append(f"| {name} | {u.get('n_seeds', '–')} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | "
+                     f"{u['p']:.3g} | {pts * u['mde']:.2f} | {total} | {mde_total} |")
+    return lines
 
 
 def _trial_label(rows: str) -> str:

@@ -199,6 +199,13 @@ def test_the_picks_are_scored_on_a_larger_test_set_by_their_shards(tmp_path):
     assert out["units_on"] == "larger" and set(out["vs_default_units"]) == set(real.STRATEGIES)
     early = out["strategies"]["early"]
     assert early["big_vs_default"]["mean"] == pytest.approx(out["vs_default_units"]["early"]["diff"], abs=1e-9)
+    # Against "all" on the same units: a strategy with "all"'s pick in every seed is listed, not tested.
+    assert "all" not in out["vs_all_units"] and set(out["vs_all_units"]) | set(out["same_as_all"]) == set(real.STRATEGIES) - {"all"}
+    for name in out["same_as_all"]:
+        assert all(r["strategies"][name]["pick"] == r["strategies"]["all"]["pick"] for r in per_seed.values())
+    for name, u in out["vs_all_units"].items():
+        gaps = [r["strategies"][name]["pick_big"]["score"] - r["strategies"]["all"]["pick_big"]["score"] for r in per_seed.values()]
+        assert u["diff"] == pytest.approx(sum(gaps) / len(gaps), abs=1e-9)
 
 
 def test_a_pick_without_its_run_folder_is_trained_again_and_checked_against_its_record(tmp_path):
