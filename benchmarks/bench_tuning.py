@@ -222,20 +222,23 @@ def _trial_results(out: Path, params: dict) -> dict:
             for k, r in stored["results"].items()}
 
 
+def json_safe(x):
+    """``x`` with every non-finite float (in nested dicts and lists too) kept as its string ("nan",
+    "inf"): JSON has no NaN/inf. The benchmarks' records and cells are written through this."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [json_safe(v) for v in x]
+    return x
+
+
 def _keep_trial_results(out: Path, params: dict, results: dict) -> None:
     import dataclasses
 
-    def clean(x):  # JSON has no NaN/inf: such a number is kept as its string ("nan", "inf")
-        if isinstance(x, float) and not math.isfinite(x):
-            return str(x)
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
-
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / TRIAL_RESULTS, {"params": params, "results": {str(k): clean(dataclasses.asdict(r)) for k, r in results.items()}})
+    write_json(out / TRIAL_RESULTS, {"params": params, "results": {str(k): json_safe(dataclasses.asdict(r)) for k, r in results.items()}})
 
 
 CELL_RUNS = {  # strategy -> (sampler, pruner, capped at early BO's compute)

@@ -100,11 +100,6 @@ def settings_of(args) -> dict:
     return {k: (str(v) if isinstance(v := getattr(args, k, None), Path) else v) for k in SETTINGS}
 
 
-def _clean(x):
-    """JSON has no NaN/inf: keep a non-finite number as its string."""
-    return x if not isinstance(x, float) or math.isfinite(x) else str(x)
-
-
 def read_record(folder: Path, params: dict) -> dict | None:
     """``folder/record.json`` (None before the trial's first point); one recorded for other
     hyperparameters is refused."""
@@ -131,11 +126,11 @@ def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool,
         reason = failure_reason(res, final=final)  # a 0 before the end is a low score, not a failure
         rec["points"].append({"fraction": f, "steps": res.steps, "total_steps": res.total_steps, "tokens": res.tokens,
                               "score": 0.0 if reason else float(res.score), "status": res.status, "reason": reason,
-                              "valid_loss": _clean(res.valid_loss), "wall_s": res.wall_s,
-                              "metrics": {k: _clean(v) for k, v in res.metrics.items()}})
+                              "valid_loss": bench_tuning.json_safe(res.valid_loss), "wall_s": res.wall_s,
+                              "metrics": {k: bench_tuning.json_safe(v) for k, v in res.metrics.items()}})
         if final:
             rec["test_score"] = None if reason else res.test_score
-            rec["history"] = [{k: _clean(v) for k, v in row.items()} for row in res.history]
+            rec["history"] = [{k: bench_tuning.json_safe(v) for k, v in row.items()} for row in res.history]
             rows = folder / "run" / "test"
             rec["test_rows"] = str(rows.relative_to(root)) if (rows / "per_unit.jsonl").is_file() else None
         write_json(path, rec)  # after every point: an interrupted trial resumes at the next fraction
