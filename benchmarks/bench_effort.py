@@ -229,7 +229,7 @@ def main(argv=None) -> dict:
         while naive_done < naive_n * (step + 1) / len(groups):
             naive_values[naive_done] = timed("naive", lambda: naive_effort(model, weight, encoded[naive_done], device))
             naive_done += 1
-    del model
+    model = None  # frees the naive copy before the summaries
     eff_s, fwd_s, naive_s = seconds["effort"], seconds["forward"], seconds["naive"]
     naive_tokens = int(lengths[:naive_n].sum())
     naive_rel = float(np.max(np.abs(values[:naive_n] - naive_values) / naive_values))

@@ -26,7 +26,6 @@ Writes ``benchmarks/results/generation.{json,md}`` with the machine load beside 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import shlex
@@ -70,7 +69,6 @@ def _timed(fn):
 
 
 def bigrec_part(args, rows: list[dict], notes: list[str]) -> dict:
-    import torch
 
     from leantune.data import load_dataset
     from leantune.data.prompts import sample_prompt

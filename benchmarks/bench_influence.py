@@ -42,7 +42,7 @@ from leantune.errors import LeantuneError  # noqa: E402
 from leantune.io import read_json, write_json  # noqa: E402
 from leantune.models.sasrec import META_FILE, SASRecConfig, load_surrogate, pad_histories, sample_loss  # noqa: E402
 from leantune.train.sasrec import train_surrogate  # noqa: E402
-from leantune.scoring.influence import InfluenceConfig, compute_influence, frozen  # noqa: E402
+from leantune.scoring.influence import InfluenceConfig, compute_influence  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -18,7 +18,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.stats import spearmanr
 
@@ -91,7 +90,7 @@ def main() -> None:
               "threads": torch.get_num_threads()}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "lissa-grid.json", record)
-    lines = [f"# LiSSA on the Games surrogate: mini-batch, depth and scale against CG on the full Hessian", "",
+    lines = ["# LiSSA on the Games surrogate: mini-batch, depth and scale against CG on the full Hessian", "",
              f"Command: `{record['command']}`", "",
              f"λ = {lam:.3g} (2·|Lanczos λ_min| on 1,024 samples; λ_max estimate {spectrum.largest:.3g}); CG reference: "
              f"{cg.iterations} iterations, relative residual {cg.relative_residual:.1e}, {cg_seconds:.0f} s. "

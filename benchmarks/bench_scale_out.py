@@ -11,7 +11,6 @@ reproduction has to pay; this says how much a second process on the same CPU buy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import socket

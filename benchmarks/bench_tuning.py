@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from leantune.io import atomic_path, write_json  # noqa: E402
+from leantune.io import atomic_path, json_safe, write_json  # noqa: E402
 from leantune.tuning import EarlySearch, SyntheticRunner, TuneConfig, load_records, load_space, rank_agreement  # noqa: E402
 from leantune.tuning.runner import failure_reason, safe_run  # noqa: E402
 from leantune.tuning.study import make_sampler, quiet_optuna  # noqa: E402
@@ -220,18 +220,6 @@ def _trial_results(out: Path, params: dict) -> dict:
     return {(k if k == "test" else float(k)): RunResult(**{f: (float(v) if f in ("valid_loss", "score") and isinstance(v, str) else v)
                                                         for f, v in r.items()})
             for k, r in stored["results"].items()}
-
-
-def json_safe(x):
-    """``x`` with every non-finite float (in nested dicts and lists too) kept as its string ("nan",
-    "inf"): JSON has no NaN/inf. The benchmarks' records and cells are written through this."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [json_safe(v) for v in x]
-    return x
 
 
 def _keep_trial_results(out: Path, params: dict, results: dict) -> None:

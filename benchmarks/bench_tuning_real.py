@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_tuning  # noqa: E402  (the runner factory, the seed interval and the per-unit comparison)
 from leantune.errors import LeantuneError, ParameterError  # noqa: E402
-from leantune.io import atomic_path, read_json, refuse_other_settings, write_json  # noqa: E402
+from leantune.io import atomic_path, json_safe, read_json, refuse_other_settings, write_json  # noqa: E402
 from leantune.tuning import SearchRecords, TrialRecord, load_space, report  # noqa: E402
 from leantune.tuning.analysis import agreement_interval  # noqa: E402
 from leantune.tuning.runner import failure_reason, safe_run  # noqa: E402
@@ -126,11 +126,11 @@ def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool,
         reason = failure_reason(res, final=final)  # a 0 before the end is a low score, not a failure
         rec["points"].append({"fraction": f, "steps": res.steps, "total_steps": res.total_steps, "tokens": res.tokens,
                               "score": 0.0 if reason else float(res.score), "status": res.status, "reason": reason,
-                              "valid_loss": bench_tuning.json_safe(res.valid_loss), "wall_s": res.wall_s,
-                              "metrics": {k: bench_tuning.json_safe(v) for k, v in res.metrics.items()}})
+                              "valid_loss": json_safe(res.valid_loss), "wall_s": res.wall_s,
+                              "metrics": json_safe(dict(res.metrics))})
         if final:
             rec["test_score"] = None if reason else res.test_score
-            rec["history"] = [{k: bench_tuning.json_safe(v) for k, v in row.items()} for row in res.history]
+            rec["history"] = json_safe([dict(row) for row in res.history])
             rows = folder / "run" / "test"
             rec["test_rows"] = str(rows.relative_to(root)) if (rows / "per_unit.jsonl").is_file() else None
         write_json(path, rec)  # after every point: an interrupted trial resumes at the next fraction

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -45,6 +46,18 @@ def _umask() -> int:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with every non-finite float (in nested dicts, lists and tuples too) kept as its string
+    ("nan", "inf", "-inf"): JSON has no NaN/inf, and a reader can still tell such a value apart."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from leantune.data import dataset_fingerprint
 from leantune.errors import LeantuneError
 from leantune.evaluation.bigrec import BigrecEvalConfig, evaluate_bigrec, evaluate_loaded, select_samples
-from leantune.evaluation.generation import GenerationSettings, first_line, generate_texts, newline_token_ids
+from leantune.evaluation.generation import GenerationSettings, generate_texts, newline_token_ids
 from leantune.evaluation.grounding import clean_prediction, item_embeddings, rank_items, text_embeddings
 
 

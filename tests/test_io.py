@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import stat
 
-from leantune.io import write_json
+from leantune.io import json_safe, read_json, write_json
 
 
 def test_atomic_writes_respect_the_umask(tmp_path):
@@ -60,3 +60,12 @@ def test_refuse_other_settings_names_the_folder_and_first_field(tmp_path, monkey
         refuse_other_settings({}, {"new": 2}, "a run", tmp_path)
     with pytest.raises(LeantuneError, match=r"x=\[1, 2\] there, \(1, 2\) now"):  # a tuple is not its JSON list
         refuse_other_settings({"x": [1, 2]}, {"x": (1, 2)}, "a run", tmp_path)
+
+
+def test_json_safe_keeps_non_finite_floats_as_strings_at_any_depth(tmp_path):
+    value = {"loss": float("nan"), "rows": [{"s": float("inf")}, (1.5, float("-inf"))], "n": 3, "ok": 0.25}
+    safe = json_safe(value)
+    assert safe == {"loss": "nan", "rows": [{"s": "inf"}, [1.5, "-inf"]], "n": 3, "ok": 0.25}
+    write_json(tmp_path / "x.json", safe)  # strict JSON: no NaN/Infinity tokens
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text and read_json(tmp_path / "x.json") == safe

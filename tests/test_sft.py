@@ -150,8 +150,8 @@ def test_prune_then_finetune_then_compare(tmp_path):
     eff = prune_sft(data, 6, "effort", tmp_path / "e", model="tiny", progress=False)
     assert eff.record["settings"]["selector"] == "coverage" and len(eff.record["unit_ids"]) == 6
     # LESS's warm-up: gradients taken with a LoRA trained for a few steps on a seeded part of the data.
-    warm = prune_sft(data, 6, "gradient-influence", tmp_path / "w", model="tiny",
-                     options={"gi_dim": 32, "gi_warmup_steps": 2, "gi_warmup_fraction": 0.3}, progress=False)
+    prune_sft(data, 6, "gradient-influence", tmp_path / "w", model="tiny",
+              options={"gi_dim": 32, "gi_warmup_steps": 2, "gi_warmup_fraction": 0.3}, progress=False)
     assert (tmp_path / "w" / "warmup" / "adapter" / "adapter_config.json").is_file()
     cold = {r["unit"]: r["gradient_influence"] for r in map(json.loads, (tmp_path / "p" / "scores.jsonl").read_text().splitlines())}
     hot = {r["unit"]: r["gradient_influence"] for r in map(json.loads, (tmp_path / "w" / "scores.jsonl").read_text().splitlines())}

@@ -44,7 +44,7 @@ class CurveFit:
         if threshold <= 0:
             raise ValueError("gain threshold must be positive")
         if self.kind == "power":
-            a, b, c = self.params["a"], self.params["b"], self.params["c"]
+            b, c = self.params["b"], self.params["c"]
             first = b * (1 - 2.0 ** (-c))  # gain per doubling at n = 1
             if first <= threshold:
                 return 1.0

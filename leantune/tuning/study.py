@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import LeantuneError, ParameterError
-from ..io import refuse_other_settings
+from ..io import json_safe, refuse_other_settings
 from ..paths import display_path
 from .runner import OK_STATUSES, RunResult, TrialRunner, failure_reason, safe_run
 from .space import SearchSpace
@@ -279,21 +278,18 @@ def _fmt_params(params: dict) -> str:
 
 def result_attrs(result: RunResult, reason: str | None) -> dict[str, Any]:
     """A run's outcome as one JSON user attr (one attr = one storage commit, so keep it to one)."""
-    def clean(x):  # JSON has no NaN/inf: keep non-finite numbers as strings so the report can mark them
-        return x if not isinstance(x, float) or math.isfinite(x) else str(x)
-
     return {
         "score": result.score if reason is None else 0.0,
-        "raw_score": clean(result.score),
+        "raw_score": json_safe(result.score),  # JSON has no NaN/inf: the report marks these strings
         "status": result.status,
         "steps": result.steps,
         "total_steps": result.total_steps,
         "tokens": result.tokens,
         "wall_s": round(result.wall_s, 3),
-        "valid_loss": clean(result.valid_loss),
-        "test_score": None if reason or result.test_score is None else clean(float(result.test_score)),
-        "metrics": {k: clean(v) for k, v in result.metrics.items()},
-        "history": [{k: clean(v) for k, v in row.items()} for row in result.history],
+        "valid_loss": json_safe(result.valid_loss),
+        "test_score": None if reason or result.test_score is None else json_safe(float(result.test_score)),
+        "metrics": json_safe(dict(result.metrics)),
+        "history": json_safe([dict(row) for row in result.history]),
     }
 
 
