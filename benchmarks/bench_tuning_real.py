@@ -71,6 +71,8 @@ EARLY = 0.2  # early selection's point (Oliver & Wang: ~20% of the schedule)
 RUNGS = (0.1, 0.3)  # the pruners' intermediate reports (then the end): reduction factor ~3
 STRATEGIES = ("early", "random", "sha", "hyperband", "median", "all")
 LIVE = {"early_bo": "early_bo (live)", "full_tpe": "full_tpe (live)"}  # --live strategy -> its report row
+AT_LIVE = ("random", "sha", "hyperband", "median")  # replayed again with live early BO's compute as budget
+AT_LIVE_SUFFIX = " @ live BO budget"
 STABLE_SPEARMAN = 0.8  # "the ranking holds" from the first fraction whose Spearman with the end stays >= this
 SETTINGS = ("runner", "model", "task", "objective", "train_size", "eval_limit", "valid_size", "cutoff_len", "bf16", "noise",
             "space")  # --pick-test-limit is not one: each limit keeps its own folder
@@ -516,9 +518,39 @@ def add_live(per_seed: dict, live: dict) -> None:
                 "wall_s": r.get("wall_s"), **({"continued": r["continued"]} if "continued" in r else {"pruned": r.get("pruned", 0)})}
 
 
+def add_at_live_budget(per_seed: dict, pools: dict, args) -> None:
+    """Random search and the pruners replayed again, with the budget live early BO spent in the same
+    seed (its TPE proposals drift to long schedules, so it spends more than early selection over the
+    pool): the rows early BO (live) meets at equal compute. ``exhausted`` marks a replay that ran out
+    of pool before the budget (a live run would have gone on proposing)."""
+    for seed, r in per_seed.items():
+        live = r["strategies"].get(LIVE["early_bo"])
+        if live is None:
+            continue
+        pool, budget = pools[seed], live["compute"]
+        drawn = list(range(len(pool)))
+        orders = reorders(len(pool), args.reorders, int(seed))
+        for name in AT_LIVE:
+            run = (lambda order: replay_random(pool, order, budget)) if name == "random" else \
+                  (lambda order, name=name: replay_pruner(pool, order, name, budget))
+            x, again = run(drawn), [run(order) for order in orders]
+            i = x["pick"]
+            tests = [pool[a["pick"]]["test_score"] for a in again if a["pick"] is not None]
+            r["strategies"][name + AT_LIVE_SUFFIX] = {
+                **x, "budget": budget, "exhausted": x["compute"] < budget,
+                "pick_valid": None if i is None else score_at(pool[i], 1.0),
+                "pick_test": None if i is None else pool[i]["test_score"],
+                "pick_rows": None if i is None else pool[i].get("test_rows"),
+                "pick_params": None if i is None else pool[i]["params"],
+                "reordered_test": statistics.fmean(tests) if tests else None,
+                "reordered_compute": statistics.fmean(a["compute"] for a in again) if again else None}
+
+
 def strategy_names(per_seed: dict) -> list[str]:
-    """The replayed strategies, then the live rows any complete seed has."""
-    return [*STRATEGIES, *(n for n in LIVE.values() if any(n in r["strategies"] for r in per_seed.values()))]
+    """The replayed strategies, the live rows any complete seed has, then the replays at live early
+    BO's budget."""
+    have = {n for r in per_seed.values() for n in r["strategies"]}
+    return [*STRATEGIES, *(n for n in LIVE.values() if n in have), *(n + AT_LIVE_SUFFIX for n in AT_LIVE if n + AT_LIVE_SUFFIX in have)]
 
 
 # ----------------------------------------------------------------------------- one seed, all seeds
@@ -618,6 +650,18 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
         differ = {n: p for n, p in picks.items() if n != "all" and any(p[s] != alls.get(s) for s in p)}
         out["vs_all_units"] = bench_tuning.compare_picks(differ, alls, root, metric)
         out["same_as_all"] = [n for n in picks if n != "all" and n not in differ]
+        # Does early BO (live) beat each other strategy? Over the seeds both have run, on the same units.
+        bo = picks.get(LIVE["early_bo"]) or {}
+        out["bo_vs_units"], out["bo_same_as"] = {}, []
+        for name, other in picks.items():
+            both = [s for s in bo if s in other]
+            if name == LIVE["early_bo"] or not both:
+                continue
+            if all(bo[s] == other[s] for s in both):
+                out["bo_same_as"].append(name)
+                continue
+            row = bench_tuning.compare_picks({f"early_bo (live) − {name}": {s: bo[s] for s in both}}, other, root, metric)
+            out["bo_vs_units"].update(row or {})
     return out
 
 
@@ -678,7 +722,9 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
               "run with this sampler would do. TPE-driven strategies propose configurations outside the pool and cannot be "
               "replayed; the \"(live)\" rows ran live (`--live`): early BO (every trial to "
               f"{int(100 * EARLY)}%, the top-{args.top_k} and the default recipe continued, TPE proposals) and full-fidelity TPE "
-              "(every trial to the end) with early BO's compute as its budget. Compute = optimizer steps; share = of every trial "
+              "(every trial to the end) with early BO's compute as its budget. Rows ending in "
+              f"\"{AT_LIVE_SUFFIX.strip()}\" replay random search and the pruners again with the compute live early BO spent in "
+              "the same seed, so that early BO (live) meets them at equal compute. Compute = optimizer steps; share = of every trial "
               "of the same seed's pool to the end. Test = the test score of the configuration the strategy picks by final "
               "validation score; n = seeds.", "",
               "| strategy | compute share | pick: final valid | pick: test (drawn order) | pick: test (mean over reorderings) | "
@@ -720,6 +766,15 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
             lines.append("Picked what 'all' picks in every seed (difference 0): " + ", ".join(summary["same_as_all"]) + ".")
         if units:
             lines += ["", *_units_table(units, pts)]
+    if summary.get("bo_vs_units") or summary.get("bo_same_as"):
+        lines += ["", f"Early BO (live) against each other strategy's pick on the same test units of {where}, over the seeds "
+                  "both have run: positive: early BO's pick scores better on test. Rows ending in "
+                  f"\"{AT_LIVE_SUFFIX.strip()}\" are the replays given the compute live early BO spent in the same seed (equal "
+                  "compute); the plain replayed rows had early selection's (less)."]
+        if summary.get("bo_same_as"):
+            lines.append("Picked what early BO (live) picks in every seed (difference 0): " + ", ".join(summary["bo_same_as"]) + ".")
+        if summary.get("bo_vs_units"):
+            lines += ["", *_units_table(summary["bo_vs_units"], pts)]
     lines += ["", "## Per seed", "", "| seed | strategy | trials | compute | pick | pick: valid | pick: test | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for seed, r in per_seed.items():
@@ -730,6 +785,8 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
             note = (f"{s['continued']} continued" if "continued" in s else f"{s['pruned']} pruned" if "pruned" in s else "")
             if s.get("live"):
                 note += f"; live, {s['wall_s'] / 60:.0f} min" if s.get("wall_s") else "; live"
+            if s.get("exhausted"):
+                note += f"; the pool ran out before the budget ({s['budget']} steps)"
             lines.append(f"| {seed} | {name} | {s['trials']} | {s['compute']} | {_f(s['pick'], 0)} | {_f(_x(s['pick_valid'], pts))} | "
                          f"{_f(_x(s['pick_test'], pts))} | {note} |")
         b = r["baseline"]
@@ -907,6 +964,8 @@ def main(argv=None) -> dict:
         per_seed = {s: analyse_seed(pool, args, int(s), runner.metric) for s, pool in pools.items()}
         test_picks(runner, per_seed, args, root, shard)
         add_live(per_seed, run_live(runner, space, args, root, shard))
+        add_at_live_budget(per_seed, pools, args)
+        test_picks(runner, per_seed, args, root, shard)  # the picks of those replays not tested yet
         summary = summarise(per_seed, root, runner.metric, args.runner, args.objective) if per_seed else {}
     finally:
         if args.work is None:  # the per-unit rows are read by now

@@ -332,3 +332,51 @@ def test_live_runs_answered_from_the_pool_give_what_training_again_gives(tmp_pat
     assert real.failure_reason(res, final=True) == real.point(pool[bad], 1.0)["reason"]
     assert read_json(folders[bad] / "record.json")["params"] == pool[bad]["params"]
     assert (tmp_path / "x" / "pool_trial.txt").read_text().strip() == f"s0/t{bad:03d}"
+
+
+def test_early_bo_meets_the_replays_at_its_own_compute_and_each_pick_on_the_same_units(tmp_path):
+    """Live early BO spends what its TPE proposals cost, more than early selection over the pool, so
+    random search and the pruners are replayed again with that budget; the report then sets early
+    BO's pick against every other pick, paired on the larger test set's units."""
+    import argparse
+
+    runner = _WithLargerTest(train_size=64, metric="accuracy")
+    runner.calls = []
+    args = argparse.Namespace(top_k=3, reorders=3, n_boot=50, pick_test_limit=40, objective="metric", report_only=False,
+                              live=["early_bo", "full_tpe"], seeds=[0, 1], runner="synthetic", trials=10, space=None,
+                              noise=0.01, train_size=64)
+    pools, per_seed = {}, {}
+    for seed in (0, 1):
+        pools[str(seed)] = [real.record_trial(runner, p, tmp_path / f"s{seed}" / f"t{i:03d}", tmp_path, baseline=i == 0)
+                            for i, p in enumerate(real.draw_pool(load_space(None), 10, seed))]
+        per_seed[str(seed)] = real.analyse_seed(pools[str(seed)], args, seed)
+    real.test_picks(runner, per_seed, args, tmp_path, (0, 1))
+    real.add_live(per_seed, real.run_live(runner, load_space(None), args, tmp_path, (0, 1)))
+    real.add_at_live_budget(per_seed, pools, args)
+    real.test_picks(runner, per_seed, args, tmp_path, (0, 1))
+    names = real.strategy_names(per_seed)
+    at_live = [n + real.AT_LIVE_SUFFIX for n in real.AT_LIVE]
+    assert names[-len(at_live):] == at_live
+    for seed, r in per_seed.items():
+        budget = r["strategies"]["early_bo (live)"]["compute"]
+        pool = pools[seed]
+        for name in at_live:
+            x = r["strategies"][name]
+            assert x["budget"] == budget and x["pick_big"] is not None
+            # Spent the budget, or used the whole pool first (then marked).
+            assert x["compute"] >= budget or (x["exhausted"] and x["trials"] == len(pool))
+        # Random search at that budget trains the drawn order until it is spent.
+        assert r["strategies"]["random" + real.AT_LIVE_SUFFIX]["pick"] == real.replay_random(pool, list(range(len(pool))), budget)["pick"]
+    out = real.summarise(per_seed, tmp_path, "accuracy", "finetune", "metric")
+    others = set(names) - {"early_bo (live)"}
+    assert out["bo_vs_units"] and out["bo_same_as"]  # here some picks differ from early BO's, some are the same
+    assert set(out["bo_same_as"]) | {k.split(" − ", 1)[1] for k in out["bo_vs_units"]} == others
+    bo = {s: r["strategies"]["early_bo (live)"]["pick_big"] for s, r in per_seed.items()}
+    for key, u in out["bo_vs_units"].items():
+        other = key.split(" − ", 1)[1]
+        gaps = [bo[s]["score"] - r["strategies"][other]["pick_big"]["score"] for s, r in per_seed.items()]
+        assert u["diff"] == pytest.approx(sum(gaps) / len(gaps), abs=1e-9)  # positive: early BO's pick is better
+    for other in out["bo_same_as"]:
+        assert all(bo[s]["rows"] == r["strategies"][other]["pick_big"]["rows"] for s, r in per_seed.items())
+    md = real.render(per_seed, out, argparse.Namespace(**vars(args), name="t", eval_limit=16, machine="m"), "cmd", {}, [])
+    assert "Early BO (live) against each other strategy" in md and "| random @ live BO budget |" in md
