@@ -634,15 +634,20 @@ def summarise(per_seed: dict, root: Path | None, metric: str, runner: str, objec
                               for key in ("spearman", "kendall", "topk_overlap")}})
     if root is not None and runner == "finetune" and objective == "metric":
         # The per-unit comparison on the larger test set once every pick has it; else on the trials' own test units.
-        have_big = all(per_seed[s]["baseline"].get("big") and all(per_seed[s]["strategies"][n].get("pick_big") for n in STRATEGIES)
-                       for s in seeds)
+        # The per-unit comparison on the larger test set over the seeds whose picks all have it (a seed
+        # still being tested is left out and named); on the trials' own test units when no seed has it.
+        big_seeds = [s for s in seeds if per_seed[s]["baseline"].get("big")
+                     and all(per_seed[s]["strategies"][n].get("pick_big") for n in STRATEGIES)]
+        have_big = bool(big_seeds)
+        used = big_seeds or seeds
         key = "pick_big" if have_big else "pick_rows"
         # A live row is compared over the seeds it has run for (the table says how many).
         picks = {name: {s: (r[key]["rows"] if have_big else r[key]) if r.get(key) else None
-                        for s in out["strategies"][name]["seeds"] for r in [per_seed[s]["strategies"][name]]}
+                        for s in out["strategies"][name]["seeds"] if s in used for r in [per_seed[s]["strategies"][name]]}
                  for name in names}
-        baselines = {s: per_seed[s]["baseline"]["big"]["rows"] if have_big else per_seed[s]["baseline"]["rows"] for s in seeds}
+        baselines = {s: per_seed[s]["baseline"]["big"]["rows"] if have_big else per_seed[s]["baseline"]["rows"] for s in used}
         out["units_on"] = "larger" if have_big else "trial"
+        out["units_seeds"], out["units_left_out"] = used, [s for s in seeds if s not in used]
         out["vs_default_units"] = bench_tuning.compare_picks(picks, baselines, root, metric)
         # The equal-compute question itself: each pick against training every trial to the end
         # ("all"), on the same units. A strategy that picked what "all" picks in every seed differs by 0.
@@ -753,6 +758,10 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                                               for (seed, rows), t in sorted(again.items())) + "."]
     where = ("the larger test set" if summary.get("units_on") == "larger" else
              f"the trials' own {args.eval_limit} test products (the larger test set is not complete)")
+    if summary.get("units_left_out"):
+        used, out = summary["units_seeds"], summary["units_left_out"]
+        where += (f" ({'seeds' if len(used) > 1 else 'seed'} {', '.join(used)}; left out until every pick has its larger "
+                  f"test: {'seeds' if len(out) > 1 else 'seed'} {', '.join(out)})")
     units = summary.get("vs_default_units")
     if units:
         lines += ["", f"Each pick against the default recipe on the same test units of {where} "

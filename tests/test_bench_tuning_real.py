@@ -206,6 +206,14 @@ def test_the_picks_are_scored_on_a_larger_test_set_by_their_shards(tmp_path):
     for name, u in out["vs_all_units"].items():
         gaps = [r["strategies"][name]["pick_big"]["score"] - r["strategies"]["all"]["pick_big"]["score"] for r in per_seed.values()]
         assert u["diff"] == pytest.approx(sum(gaps) / len(gaps), abs=1e-9)
+    # A seed whose picks are still being tested on the larger set is left out of the per-unit tables
+    # (named), rather than sending every seed back to the trials' own small test set.
+    per_seed["1"]["strategies"]["sha"]["pick_big"] = None
+    part = real.summarise(per_seed, tmp_path, "accuracy", "finetune", "metric")
+    assert part["units_on"] == "larger" and part["units_seeds"] == ["0"] and part["units_left_out"] == ["1"]
+    assert all(u["n_seeds"] == 1 for u in part["vs_default_units"].values())
+    early0 = per_seed["0"]["strategies"]["early"]["pick_big"]["score"] - per_seed["0"]["baseline"]["big"]["score"]
+    assert part["vs_default_units"]["early"]["diff"] == pytest.approx(early0, abs=1e-9)
 
 
 def test_a_pick_without_its_run_folder_is_trained_again_and_checked_against_its_record(tmp_path):
