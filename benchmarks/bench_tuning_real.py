@@ -129,10 +129,10 @@ def record_trial(runner, params: dict, folder: Path, root: Path, baseline: bool,
         rec["points"].append({"fraction": f, "steps": res.steps, "total_steps": res.total_steps, "tokens": res.tokens,
                               "score": 0.0 if reason else float(res.score), "status": res.status, "reason": reason,
                               "valid_loss": json_safe(res.valid_loss), "wall_s": res.wall_s,
-                              "metrics": json_safe(dict(res.metrics))})
+                              "metrics": json_safe(res.metrics)})
         if final:
             rec["test_score"] = None if reason else res.test_score
-            rec["history"] = json_safe([dict(row) for row in res.history])
+            rec["history"] = json_safe(res.history)
             rows = folder / "run" / "test"
             rec["test_rows"] = str(rows.relative_to(root)) if (rows / "per_unit.jsonl").is_file() else None
         write_json(path, rec)  # after every point: an interrupted trial resumes at the next fraction
@@ -518,6 +518,19 @@ def add_live(per_seed: dict, live: dict) -> None:
                 "wall_s": r.get("wall_s"), **({"continued": r["continued"]} if "continued" in r else {"pruned": r.get("pruned", 0)})}
 
 
+def strategy_row(pool: list[dict], drawn: dict, again: list[dict]) -> dict:
+    """One strategy's report row: its replay in the drawn order with what its pick scored, and the
+    mean test score and compute of its replays over the reorderings ``again``."""
+    i = drawn["pick"]
+    tests = [pool[a["pick"]]["test_score"] for a in again if a["pick"] is not None]
+    return {**drawn, "pick_valid": None if i is None else score_at(pool[i], 1.0),
+            "pick_test": None if i is None else pool[i]["test_score"],
+            "pick_rows": None if i is None else pool[i].get("test_rows"),
+            "pick_params": None if i is None else pool[i]["params"],
+            "reordered_test": statistics.fmean(tests) if tests else None,
+            "reordered_compute": statistics.fmean(a["compute"] for a in again) if again else None}
+
+
 def add_at_live_budget(per_seed: dict, pools: dict, args) -> None:
     """Random search and the pruners replayed again, with the budget live early BO spent in the same
     seed (where its TPE proposals drift decides its compute: 80% of every trial to the end in one real
@@ -529,22 +542,12 @@ def add_at_live_budget(per_seed: dict, pools: dict, args) -> None:
         if live is None:
             continue
         pool, budget = pools[seed], live["compute"]
-        drawn = list(range(len(pool)))
-        orders = reorders(len(pool), args.reorders, int(seed))
+        orders = [list(range(len(pool))), *reorders(len(pool), args.reorders, int(seed))]  # drawn order first
         for name in AT_LIVE:
-            run = (lambda order: replay_random(pool, order, budget)) if name == "random" else \
-                  (lambda order, name=name: replay_pruner(pool, order, name, budget))
-            x, again = run(drawn), [run(order) for order in orders]
-            i = x["pick"]
-            tests = [pool[a["pick"]]["test_score"] for a in again if a["pick"] is not None]
-            r["strategies"][name + AT_LIVE_SUFFIX] = {
-                **x, "budget": budget, "exhausted": x["compute"] < budget,
-                "pick_valid": None if i is None else score_at(pool[i], 1.0),
-                "pick_test": None if i is None else pool[i]["test_score"],
-                "pick_rows": None if i is None else pool[i].get("test_rows"),
-                "pick_params": None if i is None else pool[i]["params"],
-                "reordered_test": statistics.fmean(tests) if tests else None,
-                "reordered_compute": statistics.fmean(a["compute"] for a in again) if again else None}
+            runs = [replay_random(pool, order, budget) if name == "random" else replay_pruner(pool, order, name, budget)
+                    for order in orders]
+            r["strategies"][name + AT_LIVE_SUFFIX] = {**strategy_row(pool, runs[0], runs[1:]), "budget": budget,
+                                                      "exhausted": runs[0]["compute"] < budget}
 
 
 def strategy_names(per_seed: dict) -> list[str]:
@@ -570,25 +573,10 @@ def measured_test(rec: dict, metric: str | None) -> float | None:
 def analyse_seed(pool: list[dict], args, seed: int, metric: str | None = None) -> dict:
     """Agreement, the replays in the drawn order and their mean over reorderings, for one full pool
     (``metric``: the runner's, to read a failed default recipe's measured test score)."""
-    drawn = list(range(len(pool)))
-    replays = replay_all(pool, drawn, args.top_k)
-    mean_over: dict = {name: {"test": [], "compute": []} for name in STRATEGIES}
-    for order in reorders(len(pool), args.reorders, seed):
-        for name, r in replay_all(pool, order, args.top_k).items():
-            if r["pick"] is not None:
-                mean_over[name]["test"].append(pool[r["pick"]]["test_score"])
-            mean_over[name]["compute"].append(r["compute"])
+    replays = replay_all(pool, list(range(len(pool))), args.top_k)
+    again = [replay_all(pool, order, args.top_k) for order in reorders(len(pool), args.reorders, seed)]
     by_fraction = agreement_by_fraction(pool, args.top_k, args.n_boot)
-    strategies = {}
-    for name, r in replays.items():
-        i = r["pick"]
-        m = mean_over[name]
-        strategies[name] = {**r, "pick_valid": None if i is None else score_at(pool[i], 1.0),
-                            "pick_test": None if i is None else pool[i]["test_score"],
-                            "pick_rows": None if i is None else pool[i].get("test_rows"),
-                            "pick_params": None if i is None else pool[i]["params"],
-                            "reordered_test": statistics.fmean(m["test"]) if m["test"] else None,
-                            "reordered_compute": statistics.fmean(m["compute"]) if m["compute"] else None}
+    strategies = {name: strategy_row(pool, r, [a[name] for a in again]) for name, r in replays.items()}
     base = pool[0]
     return {"trials": len(pool), "failed": sum(failed(r) for r in pool),
             "failed_ids": [i for i, r in enumerate(pool) if failed(r)],

@@ -288,8 +288,8 @@ def result_attrs(result: RunResult, reason: str | None) -> dict[str, Any]:
         "wall_s": round(result.wall_s, 3),
         "valid_loss": json_safe(result.valid_loss),
         "test_score": None if reason or result.test_score is None else json_safe(float(result.test_score)),
-        "metrics": json_safe(dict(result.metrics)),
-        "history": json_safe([dict(row) for row in result.history]),
+        "metrics": json_safe(result.metrics),
+        "history": json_safe(result.history),
     }
 
 
