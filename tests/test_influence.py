@@ -22,12 +22,7 @@ TINY = SASRecConfig(hidden=16, heads=2, blocks=2, dropout=0.1, max_len=10, lr=1e
 DAMPING = 2.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -18,13 +18,7 @@ from .conftest import write_sequence_folder
 TINY = dict(hidden=16, heads=2, blocks=2, dropout=0.1, max_len=10, lr=1e-2, batch_size=16, patience=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine run several times faster on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pad_histories_keeps_most_recent_left_padded():
