@@ -269,6 +269,19 @@ def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int 
     return result
 
 
+def per_seed_cell(u: dict, scale: float) -> str:
+    """A ``compare_picks`` row's per-seed differences, "+3.1 / −0.5 / …" in seed order (– without)."""
+    per = u.get("per_seed") or {}
+    return " / ".join(f"{scale * per[s]:+.1f}" for s in sorted(per, key=int)) or "–"
+
+
+def pair_cells(u: dict, scale: float) -> str:
+    """A ``compare_picks`` row's interval and MDE over units + seeds, paired by seed (– – without)."""
+    if u.get("pair_low") is None:
+        return "– | –"
+    return f"[{scale * u['pair_low']:+.2f}, {scale * u['pair_high']:+.2f}] | {scale * u['pair_mde']:.2f}"
+
+
 def unit_comparison(results: dict, args, metric: str) -> dict | None:
     """Each strategy's picks (one per seed) against the default recipe's test rows (the early-BO
     baseline trial of the same seed), paired over the same test units with ``leantune compare``
@@ -284,7 +297,7 @@ def compare_picks(picks: dict, baselines: dict, root: Path, metric: str) -> dict
     """``picks[strategy][seed]`` and ``baselines[seed]`` are test-row folders (relative to ``root``):
     each strategy against the default recipe, paired per unit and seed (``leantune compare``). A
     strategy missing a pick or a baseline for any seed has no row; None when none has one."""
-    from leantune.evaluation.compare import compare, load_evaluation
+    from leantune.evaluation.compare import compare, load_evaluation, seed_paired
 
     out = {}
     for name, by_seed in picks.items():
@@ -298,9 +311,16 @@ def compare_picks(picks: dict, baselines: dict, root: Path, metric: str) -> dict
                 ev.seed = int(seed)
                 evs.append(ev)
         else:
-            row = compare(evs, baseline="default", metric=metric).rows[0]
+            c = compare(evs, baseline="default", metric=metric)
+            row = c.rows[0]
+            # A strategy and the default recipe of one seed share that seed's study: the seeds are
+            # blocks, so the seed spread is the per-seed differences' (``seed_paired``); the
+            # interval that takes both sides as independent stays in total_* for reference.
+            sp = seed_paired(c, name) or {}
             out[name] = {"diff": row.diff, "low": row.ci_low, "high": row.ci_high, "p": row.p_value, "mde": row.mde_paired,
                          "total_low": row.ci_total_low, "total_high": row.ci_total_high, "mde_total": row.mde_total,
+                         "pair_low": sp.get("low"), "pair_high": sp.get("high"), "pair_mde": sp.get("mde"),
+                         "per_seed": {str(s): d for s, d in sp.get("per_seed", {}).items()} or None,
                          "n_seeds": row.n_seeds}
     return out or None
 
@@ -413,14 +433,13 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
     units = summary.get("vs_default_units")
     if units:
         lines += ["Each pick against the default recipe on the same test units (`leantune compare`: paired, seeds averaged; "
-                  "95% CI over test units, then over units and seeds):", "",
-                  "| strategy | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "95% CI over test units, then over units and seeds with the seeds as blocks: the spread of the per-seed "
+                  "differences, as a strategy and the default recipe of one seed share that seed's study):", "",
+                  "| strategy | Δ test (points) | Δ per seed | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds, paired by seed) | MDE (units + seeds) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, u in units.items():
-            total = (f"[{100 * u['total_low']:+.2f}, {100 * u['total_high']:+.2f}]" if u["total_low"] is not None else "–")
-            mde_total = f"{100 * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
-            lines.append(f"| {name} | {100 * u['diff']:+.2f} | [{100 * u['low']:+.2f}, {100 * u['high']:+.2f}] | {u['p']:.3g} | "
-                         f"{100 * u['mde']:.2f} | {total} | {mde_total} |")
+            lines.append(f"| {name} | {100 * u['diff']:+.2f} | {per_seed_cell(u, 100)} | [{100 * u['low']:+.2f}, {100 * u['high']:+.2f}] | "
+                         f"{u['p']:.3g} | {100 * u['mde']:.2f} | {pair_cells(u, 100)} |")
         lines.append("")
     ci = summary["early_bo"].get("gap_interval")
     if ci:

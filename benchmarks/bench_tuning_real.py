@@ -753,7 +753,10 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
     units = summary.get("vs_default_units")
     if units:
         lines += ["", f"Each pick against the default recipe on the same test units of {where} "
-                  "(`leantune compare`: paired, seeds averaged):", "", *_units_table(units, pts)]
+                  "(`leantune compare`: paired, seeds averaged). In these tables the units + seeds interval takes the study "
+                  "seeds as blocks (`leantune.seed_paired`): every strategy of one seed searches that seed's pool from the same "
+                  "first proposals, so the seed part is the spread of the per-seed differences (\"Δ per seed\"), with "
+                  "n − 1 degrees of freedom.", "", *_units_table(units, pts)]
     units = summary.get("vs_all_units")
     if units or summary.get("same_as_all"):
         lines += ["", f"Each pick against training every trial to the end ('all') on the same test units of {where}: "
@@ -798,13 +801,13 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
 
 def _units_table(units: dict, pts: float) -> list[str]:
     """``compare_picks``' rows as a markdown table, in points."""
-    lines = ["| strategy | seeds | Δ test (points) | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds) | MDE (units + seeds) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | seeds | Δ test (points) | Δ per seed | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds, paired by seed) | "
+             "MDE (units + seeds) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, u in units.items():
-        total = f"[{pts * u['total_low']:+.2f}, {pts * u['total_high']:+.2f}]" if u.get("total_low") is not None else "–"
-        mde_total = f"{pts * u['mde_total']:.2f}" if u.get("mde_total") is not None else "–"
-        lines.append(f"| {name} | {u.get('n_seeds', '–')} | {pts * u['diff']:+.2f} | [{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | "
-                     f"{u['p']:.3g} | {pts * u['mde']:.2f} | {total} | {mde_total} |")
+        lines.append(f"| {name} | {u.get('n_seeds', '–')} | {pts * u['diff']:+.2f} | {bench_tuning.per_seed_cell(u, pts)} | "
+                     f"[{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | {u['p']:.3g} | {pts * u['mde']:.2f} | "
+                     f"{bench_tuning.pair_cells(u, pts)} |")
     return lines
 
 

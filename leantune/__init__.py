@@ -63,6 +63,7 @@ _LAZY = {
     "compare": "leantune.evaluation.compare:compare",
     "read_comparison": "leantune.evaluation.compare:read_comparison",
     "seed_plan": "leantune.evaluation.compare:seed_plan",
+    "seed_paired": "leantune.evaluation.compare:seed_paired",
     "load_evaluation": "leantune.evaluation.compare:load_evaluation",
     "base_evaluation": "leantune.evaluation.compare:base_evaluation",
     "minimum_detectable_effect": "leantune.evaluation.compare:minimum_detectable_effect",

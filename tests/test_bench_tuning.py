@@ -35,6 +35,10 @@ def test_each_pick_is_compared_with_the_default_recipe_on_the_same_units(tmp_pat
     out = bench.unit_comparison(results, args, "accuracy")
     assert out["early_bo"]["diff"] == pytest.approx(4 / 12) and out["early_bo"]["low"] > 0
     assert out["full_tpe"]["diff"] == 0 and out["early_bo"]["n_seeds"] == 2
+    # Paired by seed: both seeds gain 4/12, so the seed part adds nothing to the units' interval.
+    assert out["early_bo"]["per_seed"] == pytest.approx({"0": 4 / 12, "1": 4 / 12})
+    assert out["early_bo"]["pair_low"] == pytest.approx(4 / 12 - 1.959964 * (out["early_bo"]["pair_mde"] / 2.801585), rel=1e-4)
+    assert 0 < out["early_bo"]["pair_low"] < 4 / 12 < out["early_bo"]["pair_high"]
     results["1"]["full_tpe"]["best_rows"] = None  # a seed without a pick: that strategy has no row
     assert set(bench.unit_comparison(results, args, "accuracy")) == {"early_bo"}
     assert bench.unit_comparison(results, argparse.Namespace(runner="synthetic", objective="metric", root=tmp_path), "f1") is None

@@ -206,12 +206,15 @@ def test_the_picks_are_scored_on_a_larger_test_set_by_their_shards(tmp_path):
     for name, u in out["vs_all_units"].items():
         gaps = [r["strategies"][name]["pick_big"]["score"] - r["strategies"]["all"]["pick_big"]["score"] for r in per_seed.values()]
         assert u["diff"] == pytest.approx(sum(gaps) / len(gaps), abs=1e-9)
+        # The seeds are blocks: the units + seeds interval pairs the two picks of each seed.
+        assert u["per_seed"] == pytest.approx(dict(zip(per_seed, gaps)), abs=1e-9)
+        assert u["pair_low"] <= u["diff"] <= u["pair_high"] and u["pair_mde"] > 0
     # A seed whose picks are still being tested on the larger set is left out of the per-unit tables
     # (named), rather than sending every seed back to the trials' own small test set.
     per_seed["1"]["strategies"]["sha"]["pick_big"] = None
     part = real.summarise(per_seed, tmp_path, "accuracy", "finetune", "metric")
     assert part["units_on"] == "larger" and part["units_seeds"] == ["0"] and part["units_left_out"] == ["1"]
-    assert all(u["n_seeds"] == 1 for u in part["vs_default_units"].values())
+    assert all(u["n_seeds"] == 1 and u["pair_low"] is None for u in part["vs_default_units"].values())  # one seed: no spread
     early0 = per_seed["0"]["strategies"]["early"]["pick_big"]["score"] - per_seed["0"]["baseline"]["big"]["score"]
     assert part["vs_default_units"]["early"]["diff"] == pytest.approx(early0, abs=1e-9)
 
@@ -388,3 +391,7 @@ def test_early_bo_meets_the_replays_at_its_own_compute_and_each_pick_on_the_same
         assert all(bo[s]["rows"] == r["strategies"][other]["pick_big"]["rows"] for s, r in per_seed.items())
     md = real.render(per_seed, out, argparse.Namespace(**vars(args), name="t", eval_limit=16, machine="m"), "cmd", {}, [])
     assert "Early BO (live) against each other strategy" in md and "| random @ live BO budget |" in md
+    row = next(line for line in md.splitlines() if line.startswith(f"| {next(iter(out['bo_vs_units']))} |"))
+    u = next(iter(out["bo_vs_units"].values()))
+    assert f"| {100 * u['per_seed']['0']:+.1f} / {100 * u['per_seed']['1']:+.1f} |" in row  # Δ per seed, in seed order
+    assert f"[{100 * u['pair_low']:+.2f}, {100 * u['pair_high']:+.2f}] | {100 * u['pair_mde']:.2f} |" in row

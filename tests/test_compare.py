@@ -11,7 +11,7 @@ import pytest
 
 from leantune.errors import LeantuneError
 from leantune.evaluation.compare import (Comparison, Evaluation, base_evaluation, compare, expand_paths, load_evaluation,
-                                         minimum_detectable_effect, read_comparison)
+                                         minimum_detectable_effect, read_comparison, seed_paired)
 from leantune.evaluation.units import write_per_unit
 
 Z = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.8}
@@ -201,6 +201,34 @@ def test_seeds_are_averaged_and_their_spread_reported():
     assert r2.mde_total == pytest.approx((student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * math.sqrt(total))
     assert r2.mde_total > r2.mde_paired and r.mde_total is None
     assert r.ci_total_low is None and "units + seeds" in c2.to_markdown()  # one baseline seed: no seed spread to add
+
+
+def test_seed_paired_takes_the_spread_of_the_per_seed_differences():
+    """Seeds as blocks: a seed that lifts the method and the baseline alike leaves Δ_s steady, so the
+    interval paired by seed is narrow where the one that treats both sides as independent is not."""
+    from scipy.stats import t as student_t
+
+    hits = {0: [0, 0, 0, 1, 0, 0, 0, 0, 0, 0], 1: [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], 2: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]}
+    extra = {0: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 1: [0, 0, 0, 0, 0, 0, 0, 0, 1, 1], 2: [0, 0, 0, 0, 0, 0, 0, 0, 1, 0]}
+    evs = []
+    for s in (0, 1, 2):  # seed s moves both sides; the method adds 1, 2, 1 hits of 10 on top
+        evs += [ev("random", rec_rows(hits[s]), s), ev("m", rec_rows([max(a, b) for a, b in zip(hits[s], extra[s])]), s)]
+    c = compare(evs, n_boot=500, n_perm=200)
+    r, sp = c.row("m"), seed_paired(c, "m")
+    assert sp["per_seed"] == pytest.approx({0: 0.1, 1: 0.2, 2: 0.1}) and sp["n"] == 3
+    assert r.diff == pytest.approx(np.mean([0.1, 0.2, 0.1]))
+    seed_se = np.std([0.1, 0.2, 0.1], ddof=1) / math.sqrt(3)
+    assert sp["seed_se"] == pytest.approx(seed_se)
+    total = r.unit_se ** 2 + seed_se ** 2
+    df = total ** 2 / (seed_se ** 4 / 2)
+    half = student_t.ppf(0.975, df) * math.sqrt(total)
+    assert (sp["low"], sp["high"], sp["df"]) == pytest.approx((r.diff - half, r.diff + half, df))
+    assert sp["mde"] == pytest.approx((student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * math.sqrt(total))
+    assert sp["high"] - sp["low"] < r.ci_total_high - r.ci_total_low  # both sides' seed spread (0.1 → 0.8) cancels
+    # Only the same seeds on both sides pair up.
+    c2 = compare(evs[:5] + [ev("m", rec_rows(hits[2]), 3)], n_boot=50, n_perm=50)
+    assert seed_paired(c2, "m") is None
+    assert seed_paired(compare(evs[:2], n_boot=50, n_perm=50), "m") is None  # one seed: no spread
 
 
 def test_baseline_choice():

@@ -641,16 +641,48 @@ def _seed_terms(diff: float, unit_se: float, sd_m: float, n_m: int, sd_b: float,
     """Seed SE of Δ = sqrt(sd_m²/n_m + sd_b²/n_b); the interval Δ ± t_{1-α/2}·sqrt(unit SE² + seed SE²) and
     its MDE (t_{1-α/2} + t_power)·sqrt(…), degrees of freedom by Welch–Satterthwaite (the unit part, from
     thousands of units, counts as exact)."""
+    var_m, var_b = sd_m ** 2 / n_m, sd_b ** 2 / n_b
+    low, high, mde, _ = _t_interval(diff, unit_se, [(var_m, n_m - 1), (var_b, n_b - 1)], alpha, power)
+    return math.sqrt(var_m + var_b), low, high, mde
+
+
+def _t_interval(diff: float, unit_se: float, parts: list[tuple[float, int]], alpha: float, power: float):
+    """Δ ± t_{1-α/2,df}·sqrt(unit SE² + Σ var) and the MDE (t_{1-α/2,df} + t_{power,df})·sqrt(…), where
+    ``parts`` are (variance of Δ's seed part, its degrees of freedom) and df comes from
+    Welch–Satterthwaite (the unit part, from many units, counts as exact). Returns (low, high, mde, df)."""
     from scipy.stats import t as student_t
 
-    var_m, var_b = sd_m ** 2 / n_m, sd_b ** 2 / n_b
-    total_var = unit_se ** 2 + var_m + var_b
-    parts = (var_m ** 2 / (n_m - 1) if var_m else 0.0) + (var_b ** 2 / (n_b - 1) if var_b else 0.0)
-    df = total_var ** 2 / parts if parts > 0 else math.inf
+    total_var = unit_se ** 2 + sum(v for v, _ in parts)
+    denom = sum(v ** 2 / k for v, k in parts if v)
+    df = total_var ** 2 / denom if denom > 0 else math.inf
     se = math.sqrt(total_var)
     half = float(student_t.ppf(1 - alpha / 2, df)) * se
     mde = float(student_t.ppf(1 - alpha / 2, df) + student_t.ppf(power, df)) * se
-    return math.sqrt(var_m + var_b), diff - half, diff + half, mde
+    return diff - half, diff + half, mde, df
+
+
+def seed_paired(comparison: Comparison, name: str) -> dict | None:
+    """Method ``name`` against the baseline with the seed spread taken *paired by seed*.
+
+    For designs in which seed s of the method and seed s of the baseline share whatever the seed fixes
+    (in a tuning study, the pool and the sampler's first proposals; in training, the data order and the
+    initialisation), the seeds are blocks: what varies from seed to seed is the per-seed difference
+    Δ_s = method_s − baseline_s, not each side on its own (``ci_total_*`` treats the two sides as
+    independent, which misstates the spread when a seed moves both the same way, or opposite ways).
+    Returns ``per_seed`` {seed: Δ_s}, ``seed_se`` = sd(Δ_s)/√n, the interval Δ ± t·sqrt(unit SE² +
+    seed_se²) with n − 1 degrees of freedom for the seed part (Welch–Satterthwaite), its MDE at the
+    comparison's power, and ``df``. The unit SE is the paired bootstrap SD of the seed-averaged Δ, which
+    already holds some of the per-seed spread, so the interval errs on the wide side. None unless the
+    method and the baseline ran the same seeds, at least 2."""
+    g, b = comparison.groups[name], comparison.groups[comparison.baseline]
+    if sorted(g.seeds) != sorted(b.seeds) or len(set(g.seeds)) != len(g.seeds) or len(g.seeds) < 2:
+        return None
+    base = dict(zip(b.seeds, b.values))
+    per_seed = {s: v - base[s] for s, v in zip(g.seeds, g.values)}
+    n, row, s = len(per_seed), comparison.row(name), comparison.settings
+    seed_se = float(np.std(list(per_seed.values()), ddof=1)) / math.sqrt(n)
+    low, high, mde, df = _t_interval(row.diff, row.unit_se, [(seed_se ** 2, n - 1)], s["alpha"], s["power"])
+    return {"per_seed": per_seed, "seed_se": seed_se, "low": low, "high": high, "mde": mde, "df": df, "n": n}
 
 
 def seed_plan(comparison: Comparison, seeds: Sequence[int]) -> dict[str, list[float | None]]:
