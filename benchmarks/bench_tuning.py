@@ -269,6 +269,9 @@ def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int 
     return result
 
 
+PLAN_SEEDS = (5, 10, 20)  # seed counts whose MDE (paired by seed, this spread of Δ_s) compare_picks plans
+
+
 def per_seed_cell(u: dict, scale: float) -> str:
     """A ``compare_picks`` row's per-seed differences, "+3.1 / −0.5 / …" in seed order (– without)."""
     per = u.get("per_seed") or {}
@@ -317,10 +320,11 @@ def compare_picks(picks: dict, baselines: dict, root: Path, metric: str) -> dict
             # blocks, so the seed spread is the per-seed differences' (``seed_paired``); the
             # interval that takes both sides as independent stays in total_* for reference.
             sp = seed_paired(c, name) or {}
+            plan = {str(k): seed_paired(c, name, n=k)["mde"] for k in PLAN_SEEDS} if sp else None
             out[name] = {"diff": row.diff, "low": row.ci_low, "high": row.ci_high, "p": row.p_value, "mde": row.mde_paired,
                          "total_low": row.ci_total_low, "total_high": row.ci_total_high, "mde_total": row.mde_total,
                          "pair_low": sp.get("low"), "pair_high": sp.get("high"), "pair_mde": sp.get("mde"),
-                         "per_seed": {str(s): d for s, d in sp.get("per_seed", {}).items()} or None,
+                         "per_seed": {str(s): d for s, d in sp.get("per_seed", {}).items()} or None, "pair_mde_at": plan,
                          "n_seeds": row.n_seeds}
     return out or None
 

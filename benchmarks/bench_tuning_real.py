@@ -775,6 +775,14 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
             lines.append("Picked what early BO (live) picks in every seed (difference 0): " + ", ".join(summary["bo_same_as"]) + ".")
         if summary.get("bo_vs_units"):
             lines += ["", *_units_table(summary["bo_vs_units"], pts)]
+            plans = {k: u["pair_mde_at"] for k, u in summary["bo_vs_units"].items() if u.get("pair_mde_at")}
+            if plans:
+                counts = list(next(iter(plans.values())))
+                lines += ["", "How many study seeds these comparisons need: the MDE over units + seeds (paired by seed, 80% power) "
+                          "if the per-seed differences kept the spread seen here, at " + ", ".join(counts) + " seeds.", "",
+                          "| comparison | " + " | ".join(f"MDE, {k} seeds" for k in counts) + " |",
+                          "|---|" + "---|" * len(counts)]
+                lines += [f"| {k} | " + " | ".join(f"{pts * v:.2f}" for v in plan.values()) + " |" for k, plan in plans.items()]
     lines += ["", "## Per seed", "", "| seed | strategy | trials | compute | pick | pick: valid | pick: test | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for seed, r in per_seed.items():

@@ -395,3 +395,7 @@ def test_early_bo_meets_the_replays_at_its_own_compute_and_each_pick_on_the_same
     u = next(iter(out["bo_vs_units"].values()))
     assert f"| {100 * u['per_seed']['0']:+.1f} / {100 * u['per_seed']['1']:+.1f} |" in row  # Δ per seed, in seed order
     assert f"[{100 * u['pair_low']:+.2f}, {100 * u['pair_high']:+.2f}] | {100 * u['pair_mde']:.2f} |" in row
+    # More seeds, the same spread of Δ_s: the planned MDE falls with the seed count.
+    at = list(u["pair_mde_at"].values())
+    assert list(u["pair_mde_at"]) == ["5", "10", "20"] and at[0] > at[1] > at[2] and u["pair_mde"] > at[0]
+    assert "| MDE, 5 seeds | MDE, 10 seeds | MDE, 20 seeds |" in md

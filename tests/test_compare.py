@@ -225,6 +225,15 @@ def test_seed_paired_takes_the_spread_of_the_per_seed_differences():
     assert (sp["low"], sp["high"], sp["df"]) == pytest.approx((r.diff - half, r.diff + half, df))
     assert sp["mde"] == pytest.approx((student_t.ppf(0.975, df) + student_t.ppf(0.8, df)) * math.sqrt(total))
     assert sp["high"] - sp["low"] < r.ci_total_high - r.ci_total_low  # both sides' seed spread (0.1 → 0.8) cancels
+    # Planning: the same spread of Δ_s over 10 seeds.
+    plan = seed_paired(c, "m", n=10)
+    se10 = np.std([0.1, 0.2, 0.1], ddof=1) / math.sqrt(10)
+    df10 = (r.unit_se ** 2 + se10 ** 2) ** 2 / (se10 ** 4 / 9)
+    assert plan["n"] == 10 and plan["mde"] == pytest.approx(
+        (student_t.ppf(0.975, df10) + student_t.ppf(0.8, df10)) * math.sqrt(r.unit_se ** 2 + se10 ** 2))
+    assert r.mde_paired * 0.5 < plan["mde"] < sp["mde"]
+    with pytest.raises(LeantuneError, match="seeds 1"):
+        seed_paired(c, "m", n=1)
     # Only the same seeds on both sides pair up.
     c2 = compare(evs[:5] + [ev("m", rec_rows(hits[2]), 3)], n_boot=50, n_perm=50)
     assert seed_paired(c2, "m") is None

@@ -661,7 +661,7 @@ def _t_interval(diff: float, unit_se: float, parts: list[tuple[float, int]], alp
     return diff - half, diff + half, mde, df
 
 
-def seed_paired(comparison: Comparison, name: str) -> dict | None:
+def seed_paired(comparison: Comparison, name: str, n: int | None = None) -> dict | None:
     """Method ``name`` against the baseline with the seed spread taken *paired by seed*.
 
     For designs in which seed s of the method and seed s of the baseline share whatever the seed fixes
@@ -673,13 +673,18 @@ def seed_paired(comparison: Comparison, name: str) -> dict | None:
     seed_se²) with n − 1 degrees of freedom for the seed part (Welch–Satterthwaite), its MDE at the
     comparison's power, and ``df``. The unit SE is the paired bootstrap SD of the seed-averaged Δ, which
     already holds some of the per-seed spread, so the interval errs on the wide side. None unless the
-    method and the baseline ran the same seeds, at least 2."""
+    method and the baseline ran the same seeds, at least 2.
+
+    ``n`` plans: the same figures as if ``n`` seeds had run with the spread of Δ_s seen here (for the
+    MDE of a larger study; the unit SE is kept, so the MDE falls towards the paired MDE over units)."""
     g, b = comparison.groups[name], comparison.groups[comparison.baseline]
     if sorted(g.seeds) != sorted(b.seeds) or len(set(g.seeds)) != len(g.seeds) or len(g.seeds) < 2:
         return None
+    if n is not None and (not isinstance(n, int) or n < 2):
+        raise LeantuneError(f"seeds {n!r}: give a seed count of at least 2 (a seed spread needs two runs)")
     base = dict(zip(b.seeds, b.values))
     per_seed = {s: v - base[s] for s, v in zip(g.seeds, g.values)}
-    n, row, s = len(per_seed), comparison.row(name), comparison.settings
+    n, row, s = n or len(per_seed), comparison.row(name), comparison.settings
     seed_se = float(np.std(list(per_seed.values()), ddof=1)) / math.sqrt(n)
     low, high, mde, df = _t_interval(row.diff, row.unit_se, [(seed_se ** 2, n - 1)], s["alpha"], s["power"])
     return {"per_seed": per_seed, "seed_se": seed_se, "low": low, "high": high, "mde": mde, "df": df, "n": n}
