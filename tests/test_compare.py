@@ -238,6 +238,8 @@ def test_seed_paired_takes_the_spread_of_the_per_seed_differences():
     c2 = compare(evs[:5] + [ev("m", rec_rows(hits[2]), 3)], n_boot=50, n_perm=50)
     assert seed_paired(c2, "m") is None
     assert seed_paired(compare(evs[:2], n_boot=50, n_perm=50), "m") is None  # one seed: no spread
+    with pytest.raises(LeantuneError, match="seeds 0"):  # a bad planning count is refused even then
+        seed_paired(c2, "m", n=0)
 
 
 def test_baseline_choice():

@@ -677,11 +677,11 @@ def seed_paired(comparison: Comparison, name: str, n: int | None = None) -> dict
 
     ``n`` plans: the same figures as if ``n`` seeds had run with the spread of Δ_s seen here (for the
     MDE of a larger study; the unit SE is kept, so the MDE falls towards the paired MDE over units)."""
+    if n is not None and (not isinstance(n, int) or n < 2):
+        raise LeantuneError(f"seeds {n!r}: give a seed count of at least 2 (a seed spread needs two runs)")
     g, b = comparison.groups[name], comparison.groups[comparison.baseline]
     if sorted(g.seeds) != sorted(b.seeds) or len(set(g.seeds)) != len(g.seeds) or len(g.seeds) < 2:
         return None
-    if n is not None and (not isinstance(n, int) or n < 2):
-        raise LeantuneError(f"seeds {n!r}: give a seed count of at least 2 (a seed spread needs two runs)")
     base = dict(zip(b.seeds, b.values))
     per_seed = {s: v - base[s] for s, v in zip(g.seeds, g.values)}
     n, row, s = n or len(per_seed), comparison.row(name), comparison.settings
