@@ -272,17 +272,21 @@ def run_cell(runner, space, args, seed: int, root: Path, name: str, budget: int 
 PLAN_SEEDS = (5, 10, 20)  # seed counts whose MDE (paired by seed, this spread of Δ_s) compare_picks plans
 
 
-def per_seed_cell(u: dict, scale: float) -> str:
-    """A ``compare_picks`` row's per-seed differences, "+3.1 / −0.5 / …" in seed order (– without)."""
-    per = u.get("per_seed") or {}
-    return " / ".join(f"{scale * per[s]:+.1f}" for s in sorted(per, key=int)) or "–"
-
-
-def pair_cells(u: dict, scale: float) -> str:
-    """A ``compare_picks`` row's interval and MDE over units + seeds, paired by seed (– – without)."""
-    if u.get("pair_low") is None:
-        return "– | –"
-    return f"[{scale * u['pair_low']:+.2f}, {scale * u['pair_high']:+.2f}] | {scale * u['pair_mde']:.2f}"
+def units_table(units: dict, scale: float) -> list[str]:
+    """``compare_picks``' rows as a markdown table, figures times ``scale`` (100: points): each row's
+    difference, its per-seed differences in seed order, the interval over test units and the one over
+    units + seeds paired by seed ("–" where a row has no seed spread)."""
+    lines = ["| strategy | seeds | Δ test (points) | Δ per seed | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds, paired by seed) | "
+             "MDE (units + seeds) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, u in units.items():
+        per = u.get("per_seed") or {}
+        per_seed = " / ".join(f"{scale * per[s]:+.1f}" for s in sorted(per, key=int)) or "–"
+        pair = ("– | –" if u.get("pair_low") is None else
+                f"[{scale * u['pair_low']:+.2f}, {scale * u['pair_high']:+.2f}] | {scale * u['pair_mde']:.2f}")
+        lines.append(f"| {name} | {u.get('n_seeds', '–')} | {scale * u['diff']:+.2f} | {per_seed} | "
+                     f"[{scale * u['low']:+.2f}, {scale * u['high']:+.2f}] | {u['p']:.3g} | {scale * u['mde']:.2f} | {pair} |")
+    return lines
 
 
 def unit_comparison(results: dict, args, metric: str) -> dict | None:
@@ -439,12 +443,7 @@ def render(results: dict, summary: dict, args, command: str, png: str) -> str:
         lines += ["Each pick against the default recipe on the same test units (`leantune compare`: paired, seeds averaged; "
                   "95% CI over test units, then over units and seeds with the seeds as blocks: the spread of the per-seed "
                   "differences, as a strategy and the default recipe of one seed share that seed's study):", "",
-                  "| strategy | Δ test (points) | Δ per seed | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds, paired by seed) | MDE (units + seeds) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for name, u in units.items():
-            lines.append(f"| {name} | {100 * u['diff']:+.2f} | {per_seed_cell(u, 100)} | [{100 * u['low']:+.2f}, {100 * u['high']:+.2f}] | "
-                         f"{u['p']:.3g} | {100 * u['mde']:.2f} | {pair_cells(u, 100)} |")
-        lines.append("")
+                  *units_table(units, 100), ""]
     ci = summary["early_bo"].get("gap_interval")
     if ci:
         lines += [f"Early BO − full TPE, paired by seed: {_pts(ci['mean'])} [{_pts(ci['low'])}, {_pts(ci['high'])}] (95% t interval over "

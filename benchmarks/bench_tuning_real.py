@@ -756,7 +756,7 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
                   "(`leantune compare`: paired, seeds averaged). In these tables the units + seeds interval takes the study "
                   "seeds as blocks (`leantune.seed_paired`): every strategy of one seed searches that seed's pool from the same "
                   "first proposals, so the seed part is the spread of the per-seed differences (\"Δ per seed\"), with "
-                  "n − 1 degrees of freedom.", "", *_units_table(units, pts)]
+                  "n − 1 degrees of freedom.", "", *bench_tuning.units_table(units, pts)]
     units = summary.get("vs_all_units")
     if units or summary.get("same_as_all"):
         lines += ["", f"Each pick against training every trial to the end ('all') on the same test units of {where}: "
@@ -765,7 +765,7 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
         if summary.get("same_as_all"):
             lines.append("Picked what 'all' picks in every seed (difference 0): " + ", ".join(summary["same_as_all"]) + ".")
         if units:
-            lines += ["", *_units_table(units, pts)]
+            lines += ["", *bench_tuning.units_table(units, pts)]
     if summary.get("bo_vs_units") or summary.get("bo_same_as"):
         lines += ["", f"Early BO (live) against each other strategy's pick on the same test units of {where}, over the seeds "
                   "both have run: positive: early BO's pick scores better on test. Rows ending in "
@@ -774,7 +774,7 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
         if summary.get("bo_same_as"):
             lines.append("Picked what early BO (live) picks in every seed (difference 0): " + ", ".join(summary["bo_same_as"]) + ".")
         if summary.get("bo_vs_units"):
-            lines += ["", *_units_table(summary["bo_vs_units"], pts)]
+            lines += ["", *bench_tuning.units_table(summary["bo_vs_units"], pts)]
             plans = {k: u["pair_mde_at"] for k, u in summary["bo_vs_units"].items() if u.get("pair_mde_at")}
             if plans:
                 counts = list(next(iter(plans.values())))
@@ -805,18 +805,6 @@ def render(per_seed: dict, summary: dict, args, command: str, missing: dict, plo
               + f". {args.machine}", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
-
-
-def _units_table(units: dict, pts: float) -> list[str]:
-    """``compare_picks``' rows as a markdown table, in points."""
-    lines = ["| strategy | seeds | Δ test (points) | Δ per seed | 95% CI (units) | p | MDE (units) | 95% CI (units + seeds, paired by seed) | "
-             "MDE (units + seeds) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, u in units.items():
-        lines.append(f"| {name} | {u.get('n_seeds', '–')} | {pts * u['diff']:+.2f} | {bench_tuning.per_seed_cell(u, pts)} | "
-                     f"[{pts * u['low']:+.2f}, {pts * u['high']:+.2f}] | {u['p']:.3g} | {pts * u['mde']:.2f} | "
-                     f"{bench_tuning.pair_cells(u, pts)} |")
-    return lines
 
 
 def _trial_label(rows: str) -> str:

@@ -39,6 +39,8 @@ def test_each_pick_is_compared_with_the_default_recipe_on_the_same_units(tmp_pat
     assert out["early_bo"]["per_seed"] == pytest.approx({"0": 4 / 12, "1": 4 / 12})
     assert out["early_bo"]["pair_low"] == pytest.approx(4 / 12 - 1.959964 * (out["early_bo"]["pair_mde"] / 2.801585), rel=1e-4)
     assert 0 < out["early_bo"]["pair_low"] < 4 / 12 < out["early_bo"]["pair_high"]
+    table = bench.units_table(out, 100)  # both tuning benchmarks print these rows with it
+    assert table[2].startswith("| early_bo | 2 | +33.33 | +33.3 / +33.3 | [") and table[3].startswith("| full_tpe | 2 | +0.00 |")
     results["1"]["full_tpe"]["best_rows"] = None  # a seed without a pick: that strategy has no row
     assert set(bench.unit_comparison(results, args, "accuracy")) == {"early_bo"}
     assert bench.unit_comparison(results, argparse.Namespace(runner="synthetic", objective="metric", root=tmp_path), "f1") is None
