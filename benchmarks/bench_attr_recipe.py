@@ -104,10 +104,38 @@ def parse_args(argv=None):
     p.add_argument("--gen-batch-size", type=int, default=64, help="prompts per generation batch")
     p.add_argument("--valid-limit", type=int, default=0, help="grid: validation products scored (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="test: test products scored (0: all)")
-    p.add_argument("--name", default="attr-recipe-smollm2", help="report: folder under benchmarks/results")
+    p.add_argument("--name", default=None, help="report: folder under benchmarks/results (default: attr-recipe-<model>)")
     p.add_argument("--machine", default="", help="report: the machine the cells ran on (e.g. 'NVIDIA H200, torch 2.11')")
     p.add_argument("--note", default="", help="report: a paragraph on how the cells were run (conditions, what is missing)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.grid == "tiny":
+        args.model = "tiny"
+    args.name = args.name or f"attr-recipe-{Path(args.model).name}"
+    return args
+
+
+# Written into a work folder under benchmarks/results/ (``--work benchmarks/results/<name>/cells``):
+# git then keeps what lets a grid or a long evaluation continue on another machine, and nothing big.
+CELLS_GITIGNORE = """\
+# Cells of bench_attr_recipe.py, kept in the repo so the grid and the test evaluations continue on the
+# next machine. Only the small records are tracked: grid cells, test metrics, per-unit rows and the
+# generation logs a long evaluation resumes from. Adapters, checkpoints and predictions are not.
+*
+!*/
+!.gitignore
+!/grid/*.json
+!/test/**/metrics.json
+!/test/**/per_unit.jsonl
+!/test/**/generation.partial.jsonl
+"""
+
+
+def track_small_records(work: Path) -> None:
+    """Give a work folder inside benchmarks/results/ the .gitignore that tracks only its small records."""
+    work = work.resolve()
+    if work.is_relative_to(RESULTS.resolve()) and not (work / ".gitignore").is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        (work / ".gitignore").write_text(CELLS_GITIGNORE)
 
 
 def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False):
@@ -211,21 +239,26 @@ def grid_cells(args) -> list[dict]:
     return cells
 
 
-def best_recipe(args) -> Recipe:
-    """The recipe with the highest validation micro-F1 among the finished grid cells."""
+def best_recipe(args, required: bool = True) -> Recipe | None:
+    """The recipe with the highest validation micro-F1 among the finished grid cells; with none,
+    an error, or None when not ``required`` (rows that need no grid: zero-/few-shot, default)."""
     cells = [c for c in grid_cells(args) if c["valid"]]
     if not cells:
-        raise SystemExit("no finished grid cells: run --phase grid first")
+        if not required:
+            return None
+        raise SystemExit(f"no finished grid cells for --model {args.model} in {args.work}: run --phase grid first "
+                         "(or --only zero-shot 3-shot 10-shot default, which need no grid)")
     best = max(cells, key=lambda c: c["valid"]["f1"])
     return Recipe(**best["recipe"])
 
 
 def test_items(args) -> list[tuple[str, dict, int]]:
-    """(label, spec, seed) of every test evaluation."""
-    best = best_recipe(args)
+    """(label, spec, seed) of every test evaluation; 'best' only once the grid has chosen it."""
+    best = best_recipe(args, required=args.only is None or "best" in args.only)
     items = [("zero-shot", {"shots": 0}, 0)]
     items += [(f"{k}-shot", {"shots": k}, s) for k in FEW_SHOTS for s in args.seeds]
     recipes = {"best": best, "default": CLI_DEFAULT} if best != CLI_DEFAULT else {"best": best}
+    recipes = {label: r for label, r in recipes.items() if r is not None}
     items += [(label, {"recipe": r.__dict__}, s) for label, r in recipes.items() for s in args.seeds]
     return items
 
@@ -293,7 +326,7 @@ def report(args) -> str:
     out = RESULTS / args.name
     out.mkdir(parents=True, exist_ok=True)
     cells = sorted(grid_cells(args), key=lambda c: -(c["valid"] or {}).get("f1", -1))
-    best = best_recipe(args)
+    best = best_recipe(args, required=False)
     n_valid = cells[0]["valid"]["n_products"] if cells and cells[0]["valid"] else 0
     lines = [f"# Attribute-extraction recipes: {args.model} on {args.data}", "",
              f"Cells ran on: {args.machine or 'the device named in each cell'}. Report: "
@@ -305,7 +338,7 @@ def report(args) -> str:
              "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         r, v = c["recipe"], c["valid"] or {}
-        mark = " **(chosen)**" if c["name"] == best.name else (" (previous default)" if c["name"] == CLI_DEFAULT.name else "")
+        mark = " **(chosen)**" if best is not None and c["name"] == best.name else (" (previous default)" if c["name"] == CLI_DEFAULT.name else "")
         mark += " (carried)" if c.get("carried") else ""
         lines.append(f"| {c['name']}{mark} | {r['unit']} | {r['epochs']:g} | {r['lr']:g} | {r['r']}/{r['alpha']} | {r['modules']} | "
                      f"{r['batch_size']} | {c['steps']} | {v.get('f1', float('nan')):.3f} | "
@@ -314,6 +347,9 @@ def report(args) -> str:
     missing = [r.name for r in GRIDS[args.grid] if r.name not in {c["name"] for c in cells}]
     if missing:
         lines += ["", f"Not run yet ({len(missing)} of {len(GRIDS[args.grid])}): " + ", ".join(f"`{m}`" for m in missing) + "."]
+    if not cells:
+        lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
+                  "the chosen recipe's row waits for it."]
     if any(c.get("carried") for c in cells):
         lines += ["", "(carried): this work folder holds no grid cells; the grid is the committed report's (`summary.json`)."]
     if args.note:
@@ -323,15 +359,15 @@ def report(args) -> str:
     lines += ["", f"## Test: all test products, seeds {args.seeds} (fine-tuning seeds; few-shot example draws)", "",
               "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | 95% CI over test products (one run) | P | R | accuracy |",
               "|---|---:|---:|---:|---|---:|---:|---:|"]
-    summary = {"best_recipe": best.name, "test": {},
+    summary = {"best_recipe": best and best.name, "test": {},
                "grid": [{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")} for c in cells]}
     before = _previous(args)
     carried = []
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
-        name = {"best": f"fine-tuned, chosen recipe ({best.name})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
+        name = {"best": f"fine-tuned, chosen recipe ({best.name if best else 'no grid yet'})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         old = before.get("test", {}).get(label)
-        if not ms and old and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
+        if not ms and old and best is not None and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
             carried.append(label)
             value, low, high = old["f1_interval_first_run"]
             sd = f"{np.std(old['f1_runs'], ddof=1):.3f}" if old["runs"] > 1 else "–"
@@ -387,8 +423,7 @@ def main(argv=None) -> None:
     from leantune.device import resolve_device
 
     device = resolve_device(args.device)
-    if args.grid == "tiny":
-        args.model = "tiny"
+    track_small_records(args.work)
     (grid_phase if args.phase == "grid" else test_phase)(args, device, start)
 
 

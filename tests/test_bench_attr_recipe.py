@@ -76,3 +76,40 @@ def test_a_new_machine_carries_the_committed_grid_rows_and_comparisons(tmp_path,
     assert "### f1 against zero-shot (carried: written when its rows were here)" in text2
     summary = read_json(tmp_path / "results" / "r" / "summary.json")
     assert set(summary["test"]) == {"zero-shot", "10-shot", "best"} and "vs-zero-shot-f1" in summary
+
+
+def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkeypatch):
+    """Zero-/few-shot and the default recipe need no grid: a new model (Gemma) is evaluated and
+    reported before its grid has run, under its own report name, and only 'best' waits."""
+    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    args = bench.parse_args(["--phase", "test", "--model", "gemma3-270m", "--work", str(tmp_path / "w"), "--seeds", "0",
+                             "--only", "zero-shot", "3-shot"])
+    assert args.name == "attr-recipe-gemma3-270m"
+    labels = {label for label, _, _ in bench.test_items(args)}
+    assert labels == {"zero-shot", "3-shot", "10-shot", "default"}  # no 'best' without a grid
+    with pytest.raises(SystemExit, match="--model gemma3-270m"):
+        bench.test_items(bench.parse_args(["--phase", "test", "--model", "gemma3-270m", "--work", str(tmp_path / "w")]))
+
+    judged = [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < 3 else "VW", "correct": i < 3,
+               "gold": "x"} for i in range(20)]
+    folder = args.work / "test" / "zero-shot" / "s0"
+    write_per_unit(folder, attribute_unit_rows(judged))
+    bench.write_json(folder / "metrics.json", {"metrics": {"f1": 0.15, "precision": 0.15, "recall": 0.15, "accuracy": 0.15}})
+    text = bench.report(bench.parse_args(["--phase", "report", "--model", "gemma3-270m", "--work", str(args.work), "--seeds", "0"]))
+    assert text.startswith("# Attribute-extraction recipes: gemma3-270m on oa-mine")
+    assert "No grid cell has finished for gemma3-270m" in text and "| zero-shot | 1 | 0.150 |" in text
+    assert "| fine-tuned, chosen recipe (no grid yet) | 0 | not run yet |" in text
+    assert (tmp_path / "results" / "attr-recipe-gemma3-270m" / "README.md").is_file()
+
+
+def test_a_work_folder_under_results_tracks_only_its_small_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    inside, outside = tmp_path / "results" / "attr-recipe-x" / "cells", tmp_path / "cache" / "cells"
+    bench.track_small_records(inside)
+    bench.track_small_records(outside)
+    assert (inside / ".gitignore").read_text() == bench.CELLS_GITIGNORE and not outside.exists()
+    shipped = (ROOT / "benchmarks" / "results" / "attr-recipe-smollm2" / "cells" / ".gitignore").read_text()
+    rules = [line for line in bench.CELLS_GITIGNORE.splitlines() if line and not line.startswith("#")]
+    assert rules == [line for line in shipped.splitlines() if line and not line.startswith("#")]
