@@ -146,7 +146,7 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
     study = optuna.create_study(study_name=f"{sampler}-{pruner}-{seed}", direction="maximize",
                                 sampler=make_sampler(sampler, seed), pruner=pr)
     study.enqueue_trial(space.baseline_params())  # every strategy starts from the default, like early BO
-    state = {"compute": 0, "tokens": 0, "best": None, "curve": [], "failed": 0, "pruned": 0, "complete": 0}
+    state = {"compute": 0, "tokens": 0, "best": None, "curve": [], "failed": 0, "pruned": 0, "complete": 0, "earlier_s": 0.0}
 
     def objective(trial):
         params = space.suggest(trial)
@@ -159,6 +159,8 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
             if res is None:
                 res = results[f] = safe_run(runner, params, out, None if f >= 1 else f)
                 _keep_trial_results(out, params, results)
+            else:  # measured in an earlier sitting of this cell: its time counts in the cell's wall time
+                state["earlier_s"] += res.wall_s or 0.0
             state["compute"] += max(0, res.steps - done_steps)
             state["tokens"] += max(0, res.tokens - done_tokens)
             done_steps, done_tokens = max(done_steps, res.steps), max(done_tokens, res.tokens)
@@ -180,6 +182,8 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
                 if tested is None:
                     tested = results["test"] = safe_run(runner, params, out, None, test=True)  # no training: the run is finished
                     _keep_trial_results(out, params, results)
+                else:
+                    state["earlier_s"] += tested.wall_s or 0.0
                 state["best"] = (score, tested.test_score, trial.number, _test_rows(out, args.root), params, _relative(out, args))
         state["curve"].append((state["compute"], state["best"][1] if state["best"] else None))
         return score
@@ -196,7 +200,9 @@ def run_optuna(runner, space, args, seed: int, work: Path, sampler: str, pruner:
             "best_trial": best[2] if best else None, "best_params": best[4] if best else None,
             "best_dir": best[5] if best else None,
             "trials": len(study.trials), "failed": state["failed"],
-            "pruned": state["pruned"], "curve": state["curve"], "wall_s": time.perf_counter() - start}
+            "pruned": state["pruned"], "curve": state["curve"],
+            # this sitting's time plus what the results read back from earlier sittings took
+            "wall_s": time.perf_counter() - start + state["earlier_s"]}
 
 
 TRIAL_RESULTS = "trial_results.json"
