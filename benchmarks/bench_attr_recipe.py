@@ -330,7 +330,7 @@ def report(args) -> str:
     n_valid = cells[0]["valid"]["n_products"] if cells and cells[0]["valid"] else 0
     lines = [f"# Attribute-extraction recipes: {args.model} on {args.data}", "",
              f"Cells ran on: {args.machine or 'the device named in each cell'}. Report: "
-             f"`python3 benchmarks/bench_attr_recipe.py --phase report --work <work> --name {args.name}`", "",
+             f"`python3 benchmarks/bench_attr_recipe.py --phase report --model {args.model} --work <work> --seeds {' '.join(map(str, args.seeds))}`", "",
              f"## Validation grid (seed 0, all {n_valid} validation products; chooses the recipe — the test split is not used)", "",
              "Loss on the answer only, no early stopping, LoRA dropout 0.05, linear decay; `qv` = q_proj, v_proj; "
              "`all` = every linear layer of the blocks; bf16 autocast on CUDA.", "",

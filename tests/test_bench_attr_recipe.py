@@ -99,6 +99,7 @@ def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkey
     bench.write_json(folder / "metrics.json", {"metrics": {"f1": 0.15, "precision": 0.15, "recall": 0.15, "accuracy": 0.15}})
     text = bench.report(bench.parse_args(["--phase", "report", "--model", "gemma3-270m", "--work", str(args.work), "--seeds", "0"]))
     assert text.startswith("# Attribute-extraction recipes: gemma3-270m on oa-mine")
+    assert "--phase report --model gemma3-270m --work <work> --seeds 0`" in text
     assert "No grid cell has finished for gemma3-270m" in text and "| zero-shot | 1 | 0.150 |" in text
     assert "| fine-tuned, chosen recipe (no grid yet) | 0 | not run yet |" in text
     assert (tmp_path / "results" / "attr-recipe-gemma3-270m" / "README.md").is_file()
