@@ -92,14 +92,12 @@ def test_an_interrupted_cell_replays_its_study_without_training_finished_trials_
     for key in ("compute", "best_test", "best_valid", "trials", "best_params"):
         assert resumed[key] == whole[key], key
     # Its wall time covers the earlier sitting: what the results read back took when they were measured.
-    from leantune.io import read_json as _read
-
-    recorded = sum(r.get("wall_s") or 0.0 for f in (tmp_path / "a" / f"s0/{strategy}").glob("t*/" + bench.TRIAL_RESULTS)
-                   for r in _read(f)["results"].values())
-    assert recorded > 0 and resumed["wall_s"] >= recorded
-    # A trial folder made for other hyperparameters (the sampler went elsewhere) is not reused.
     from leantune.io import read_json, write_json
 
+    recorded = sum(r.get("wall_s") or 0.0 for f in (tmp_path / "a" / f"s0/{strategy}").glob("t*/" + bench.TRIAL_RESULTS)
+                   for r in read_json(f)["results"].values())
+    assert recorded > 0 and resumed["wall_s"] >= recorded
+    # A trial folder made for other hyperparameters (the sampler went elsewhere) is not reused.
     folder = tmp_path / "a" / f"s0/{strategy}" / "t0001"
     stored = read_json(folder / bench.TRIAL_RESULTS)
     stored["params"] = {**stored["params"], "lr": 0.5}
