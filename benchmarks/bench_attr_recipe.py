@@ -83,6 +83,18 @@ GRIDS = {
 FEW_SHOTS = (3, 10)
 
 
+def task_default_recipe() -> Recipe:
+    """``leantune attributes finetune``'s recipe (``leantune.tasks.attributes.RECIPE``, chosen on SmolLM2's
+    grid) as a grid recipe, so a model without a grid of its own gets a fine-tuned row ("task-default")."""
+    from leantune.tasks.attributes import RECIPE
+
+    modules = {v: k for k, v in MODULES.items()}.get(tuple(RECIPE["target_modules"]))
+    if modules is None:
+        raise SystemExit(f"the task's recipe targets {RECIPE['target_modules']}, which is none of {sorted(MODULES)}")
+    return Recipe(unit=RECIPE["unit"], epochs=RECIPE["epochs"], lr=RECIPE["lr"], r=RECIPE["r"], alpha=RECIPE["alpha"],
+                  modules=modules, batch_size=RECIPE["batch_size"])
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", choices=["grid", "test", "report"], required=True)
@@ -97,10 +109,15 @@ def parse_args(argv=None):
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="test phase: fine-tuning and few-shot draw seeds")
-    p.add_argument("--only", nargs="*", default=None, help="test: run only these labels (zero-shot, 3-shot, 10-shot, default, best)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="test: run only these labels (zero-shot, 3-shot, 10-shot, default, task-default, best); task-default is "
+                        "the task's recipe, run where it is not already the grid's choice")
     p.add_argument("--deadline-s", type=float, default=0, help="grid/test: start no new cell after this many seconds (0: none)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in training on CPU (on CUDA it is on anyway)")
     p.add_argument("--micro-batch-size", type=int, default=0, help="examples per forward pass (0: the whole batch)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="optimizer steps between checkpoints a stopped run resumes from (0: once per epoch); fixed per run folder")
+    p.add_argument("--progress", action="store_true", help="grid/test: a progress bar over each run's training steps")
     p.add_argument("--gen-batch-size", type=int, default=64, help="prompts per generation batch")
     p.add_argument("--valid-limit", type=int, default=0, help="grid: validation products scored (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="test: test products scored (0: all)")
@@ -138,14 +155,15 @@ def track_small_records(work: Path) -> None:
         (work / ".gitignore").write_text(CELLS_GITIGNORE)
 
 
-def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False):
+def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False, save_every: int = 0):
     from leantune.tasks.attributes import AttributeTask
     from leantune.train import FinetuneConfig
 
     return FinetuneConfig(r=recipe.r, alpha=recipe.alpha, target_modules=MODULES[recipe.modules], lr=recipe.lr,
                           batch_size=recipe.batch_size, micro_batch_size=micro or recipe.batch_size, epochs=recipe.epochs,
                           warmup_ratio=recipe.warmup_ratio, train_on_inputs=AttributeTask.train_on_inputs,
-                          early_stopping_patience=None, seed=seed, device=device, bf16=True if bf16 else None)
+                          early_stopping_patience=None, seed=seed, device=device, bf16=True if bf16 else None,
+                          eval_every=save_every or None)
 
 
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
@@ -156,7 +174,8 @@ def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     task = AttributeTask(data=args.data, unit=recipe.unit, progress=False)
     tokenizer = load_tokenizer(args.model)
     train = task.train_examples(task.train_pool(), tokenizer)
-    return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16), progress=False)
+    return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16, args.save_every),
+                    progress=args.progress)
 
 
 def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="product", log_folder=None):
@@ -247,7 +266,7 @@ def best_recipe(args, required: bool = True) -> Recipe | None:
         if not required:
             return None
         raise SystemExit(f"no finished grid cells for --model {args.model} in {args.work}: run --phase grid first "
-                         "(or --only zero-shot 3-shot 10-shot default, which need no grid)")
+                         "(or --only zero-shot 3-shot 10-shot default task-default, which need no grid)")
     best = max(cells, key=lambda c: c["valid"]["f1"])
     return Recipe(**best["recipe"])
 
@@ -257,8 +276,10 @@ def test_items(args) -> list[tuple[str, dict, int]]:
     best = best_recipe(args, required=args.only is None or "best" in args.only)
     items = [("zero-shot", {"shots": 0}, 0)]
     items += [(f"{k}-shot", {"shots": k}, s) for k in FEW_SHOTS for s in args.seeds]
-    recipes = {"best": best, "default": CLI_DEFAULT} if best != CLI_DEFAULT else {"best": best}
-    recipes = {label: r for label, r in recipes.items() if r is not None}
+    recipes = {}
+    for label, recipe in (("best", best), ("task-default", task_default_recipe()), ("default", CLI_DEFAULT)):
+        if recipe is not None and recipe not in recipes.values():  # one row per recipe, the first label naming it
+            recipes[label] = recipe
     items += [(label, {"recipe": r.__dict__}, s) for label, r in recipes.items() for s in args.seeds]
     return items
 
@@ -354,7 +375,7 @@ def report(args) -> str:
         lines += ["", "(carried): this work folder holds no grid cells; the grid is the committed report's (`summary.json`)."]
     if args.note:
         lines += ["", args.note]
-    labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "best"]
+    labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "task-default", "best"]
     evs = {label: _load(args, label) for label in labels}
     lines += ["", f"## Test: all test products, seeds {args.seeds} (fine-tuning seeds; few-shot example draws)", "",
               "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | 95% CI over test products (one run) | P | R | accuracy |",
@@ -365,7 +386,9 @@ def report(args) -> str:
     carried = []
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
-        name = {"best": f"fine-tuned, chosen recipe ({best.name if best else 'no grid yet'})", "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
+        name = {"best": f"fine-tuned, chosen recipe ({best.name if best else 'no grid yet'})",
+                "task-default": f"fine-tuned, the task's recipe ({task_default_recipe().name}; chosen on SmolLM2-135M's grid)",
+                "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         old = before.get("test", {}).get(label)
         if not ms and old and best is not None and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
             carried.append(label)
@@ -376,7 +399,8 @@ def report(args) -> str:
             summary["test"][label] = old
             continue
         if not ms:
-            lines.append(f"| {name} | 0 | not run yet | | | | | |")
+            if not (label == "task-default" and best == task_default_recipe()):  # then "best" is that row
+                lines.append(f"| {name} | 0 | not run yet | | | | | |")
             continue
         f1 = [m["f1"] for m in ms]
         sd = f"{np.std(f1, ddof=1):.3f}" if len(f1) > 1 else "–"
@@ -392,7 +416,7 @@ def report(args) -> str:
     if carried:
         lines += ["", f"Carried rows ({', '.join(carried)}): their cells ran on another machine and are not in this work "
                   "folder; the row is the committed report's (`summary.json`), P/R/accuracy shown where it kept them."]
-    for baseline, others in (("zero-shot", ["3-shot", "10-shot", "default", "best"]), ("default", ["best"])):
+    for baseline, others in (("zero-shot", ["3-shot", "10-shot", "default", "task-default", "best"]), ("default", ["best"])):
         group = [e for label in [baseline, *others] for e in evs[label]]
         if not evs[baseline] or len({e.name for e in group}) < 2:
             for metric in ("f1", "accuracy"):  # comparisons whose rows ran elsewhere stay as written then

@@ -39,6 +39,11 @@ def test_the_best_validation_f1_is_chosen_and_test_items_follow_it(tmp_path):
     assert labels[0] == ("zero-shot", 0) and ("10-shot", 1) in labels
     assert {tuple(spec["recipe"].items()) for label, spec, _ in items if label == "best"} == {tuple(grid[3].__dict__.items())}
     assert [seed for label, _, seed in items if label == "default"] == [0, 1]
+    # The task's recipe is one of this grid's: where the grid chose it, it is the "best" row, not a second one.
+    assert bench.task_default_recipe() in grid
+    write_json(tmp_path / "grid" / f"{bench.task_default_recipe().name}.json",
+               {"recipe": bench.task_default_recipe().__dict__, "name": bench.task_default_recipe().name, "valid": {"f1": 0.9}})
+    assert {label for label, _, _ in bench.test_items(args)} == {"zero-shot", "3-shot", "10-shot", "best", "default"}
 
 
 def test_a_new_machine_carries_the_committed_grid_rows_and_comparisons(tmp_path, monkeypatch):
@@ -88,7 +93,14 @@ def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkey
                              "--only", "zero-shot", "3-shot"])
     assert args.name == "attr-recipe-gemma3-270m"
     labels = {label for label, _, _ in bench.test_items(args)}
-    assert labels == {"zero-shot", "3-shot", "10-shot", "default"}  # no 'best' without a grid
+    assert labels == {"zero-shot", "3-shot", "10-shot", "default", "task-default"}  # no 'best' without a grid
+    # ... but a fine-tuned row all the same: the task's recipe (leantune attributes finetune's default).
+    from leantune.tasks.attributes import RECIPE
+
+    task_default = bench.task_default_recipe()
+    assert (task_default.epochs, task_default.lr, task_default.r, task_default.batch_size) == \
+        (RECIPE["epochs"], RECIPE["lr"], RECIPE["r"], RECIPE["batch_size"])
+    assert bench.MODULES[task_default.modules] == tuple(RECIPE["target_modules"])
     with pytest.raises(SystemExit, match="--model gemma3-270m"):
         bench.test_items(bench.parse_args(["--phase", "test", "--model", "gemma3-270m", "--work", str(tmp_path / "w")]))
 
@@ -102,6 +114,7 @@ def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkey
     assert "--phase report --model gemma3-270m --work <work> --seeds 0`" in text
     assert "No grid cell has finished for gemma3-270m" in text and "| zero-shot | 1 | 0.150 |" in text
     assert "| fine-tuned, chosen recipe (no grid yet) | 0 | not run yet |" in text
+    assert f"| fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid) | 0 | not run yet |" in text
     assert (tmp_path / "results" / "attr-recipe-gemma3-270m" / "README.md").is_file()
 
 
@@ -112,3 +125,11 @@ def test_a_work_folder_under_results_tracks_only_its_small_records(tmp_path, mon
     bench.track_small_records(outside)
     assert (inside / ".gitignore").read_text() == bench.CELLS_GITIGNORE and not outside.exists()
     assert (ROOT / "benchmarks" / "results" / "attr-recipe-smollm2" / "cells" / ".gitignore").read_text() == bench.CELLS_GITIGNORE
+
+
+def test_save_every_sets_the_checkpoint_interval_and_defaults_to_one_per_epoch():
+    recipe = bench.task_default_recipe()
+    assert bench._finetune_config(recipe, 0, "cpu", 8).eval_every is None  # once per epoch
+    cfg = bench._finetune_config(recipe, 0, "cpu", 8, save_every=9)
+    assert cfg.eval_every == 9 and cfg.micro_batch_size == 8 and cfg.train_on_inputs is False
+    assert bench.parse_args(["--phase", "test", "--work", "w", "--save-every", "9"]).save_every == 9

@@ -163,3 +163,64 @@ def test_target_modules_one_parser_for_every_finetune_command():
     assert parse_target_modules(" all ") == ALL_LINEAR and len(ALL_LINEAR) == 7
     with pytest.raises(LeantuneError, match="^target_modules ' , ': name at least one module"):
         parse_target_modules(" , ")
+
+
+def test_answer_only_logits_give_the_full_loss_and_gradient(tokenizer):
+    """Logits only at scored positions: same loss and LoRA gradient as logits everywhere, with the mean
+    and with the gradient-accumulation sum (num_items_in_batch), on a right-padded batch."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq
+
+    from leantune.models.llm import load_model
+    from leantune.train.callbacks import accepts_logits_to_keep, answer_only_logits
+
+    model, tok = load_model("tiny", dtype="float32", device="cpu")
+    tok.padding_side = "right"
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    assert accepts_logits_to_keep(model)
+    rows = [tokenize_example(tok, ex, cutoff_len=512, train_on_inputs=False) for ex in (EXAMPLES[0], EXAMPLES[5], VALID[2])]
+    rows[1]["input_ids"] += tok("and a longer answer", add_special_tokens=False)["input_ids"]
+    rows[1]["labels"] = rows[1]["labels"] + rows[1]["input_ids"][len(rows[1]["labels"]):]
+    rows[1]["attention_mask"] = [1] * len(rows[1]["input_ids"])
+    batch = DataCollatorForSeq2Seq(tok, padding=True, return_tensors="pt")(rows)
+    scored = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert 0 < scored < batch["labels"].numel() // 2
+
+    def loss_and_grads(inputs, **kw):
+        model.zero_grad()
+        out = model(**inputs, **kw)
+        out.loss.backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    for kw in ({}, {"num_items_in_batch": torch.tensor(scored + 5)}):
+        full, g_full = loss_and_grads(batch, **kw)
+        part, g_part = loss_and_grads(answer_only_logits(batch), **kw)
+        assert part.logits.shape == (scored, full.logits.shape[-1])  # one row per scored position
+        assert part.loss.item() == pytest.approx(full.loss.item(), rel=1e-5)
+        for a, b in zip(g_full, g_part):
+            assert torch.allclose(a, b, atol=1e-6)
+    no_labels = {k: v for k, v in batch.items() if k != "labels"}
+    assert answer_only_logits(no_labels) is no_labels
+
+
+def test_training_uses_answer_only_logits_and_learns_the_same(tmp_path, monkeypatch):
+    """The Trainer path: with the loss on answers only, fine-tuning computes logits at scored positions
+    only, and its losses and adapter match a run that computes logits everywhere."""
+    from leantune.train import callbacks
+
+    cfg = small_cfg(epochs=1, train_on_inputs=False, dropout=0.0)
+    calls = []
+    original = callbacks.answer_only_logits
+    monkeypatch.setattr(callbacks, "answer_only_logits", lambda inputs: calls.append(1) or original(inputs))
+    fast = finetune("tiny", EXAMPLES, VALID, tmp_path / "fast", cfg, progress=False)
+    assert calls, "the trainer did not ask for answer-only logits"
+    monkeypatch.setattr(callbacks, "accepts_logits_to_keep", lambda model: False)
+    calls.clear()
+    full = finetune("tiny", EXAMPLES, VALID, tmp_path / "full", cfg, progress=False)
+    assert not calls
+    assert [h["train_loss"] for h in fast.history] == pytest.approx([h["train_loss"] for h in full.history], rel=1e-4)
+    assert fast.best_valid_loss == pytest.approx(full.best_valid_loss, rel=1e-4)
+    a, b = adapter_tensors(fast.adapter_dir), adapter_tensors(full.adapter_dir)
+    for key in a:
+        assert (a[key] - b[key]).abs().max().item() < 1e-5

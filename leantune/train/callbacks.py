@@ -2,19 +2,57 @@
 divergence guard. Imported lazily (it pulls in transformers)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+
+from ..data.tokenize import IGNORE_INDEX
 
 
 class DivergedError(RuntimeError):
     """A training or validation loss was NaN/inf; raised before the bad step is applied or saved."""
 
 
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM under ``model`` (a peft wrapper or not) takes ``logits_to_keep`` and passes
+    loss keyword arguments (``shift_labels``) on to its loss, as transformers' decoder LMs do."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return "logits_to_keep" in params and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def answer_only_logits(inputs: dict) -> dict:
+    """The same batch, asking the model for logits only where a label is scored.
+
+    With the loss on the answer only, most positions of a prompt + answer carry label -100, yet a causal
+    LM projects every position onto the whole vocabulary (262,144 tokens for Gemma 3) before the loss
+    drops them. Here ``logits_to_keep`` is the boolean mask of scored positions (the labels shifted by
+    one), so only those rows are projected, and ``shift_labels`` holds their targets in the same order;
+    the loss and its gradient are those of the full computation. Inputs without labels pass unchanged."""
+    labels = inputs.get("labels")
+    if labels is None:
+        return inputs
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+    keep = shifted != IGNORE_INDEX
+    return {**inputs, "logits_to_keep": keep, "shift_labels": shifted[keep]}
+
+
 class GuardedTrainer(Trainer):
-    """Trainer that raises ``DivergedError`` on a non-finite loss, before backward and optimizer step."""
+    """Trainer that raises ``DivergedError`` on a non-finite loss, before backward and optimizer step.
+
+    ``answer_logits_only`` (default on where the model supports it): compute logits only at scored
+    positions (``answer_only_logits``), which saves time and memory when the loss is on the answer
+    only and the vocabulary is large."""
+
+    def __init__(self, *args, answer_logits_only: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.answer_logits_only = answer_logits_only and accepts_logits_to_keep(self.model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.answer_logits_only:
+            inputs = answer_only_logits(inputs)
         output = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         loss = (output[0] if return_outputs else output).detach()
         if not torch.isfinite(loss).all():
