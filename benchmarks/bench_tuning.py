@@ -83,6 +83,17 @@ def _relative(folder: Path, args) -> str | None:
         return None
 
 
+def _recorded_wall_s(cfg: TuneConfig) -> float:
+    """Seconds the runs already in ``cfg``'s study took when they were measured (0 without the study)."""
+    from leantune.errors import ParameterError
+
+    try:
+        rec = load_records(cfg.study, cfg.storage_url)
+    except ParameterError:  # the file is there, the study not yet
+        return 0.0
+    return sum(t.early_wall_s + t.final_wall_s for t in rec.trials)
+
+
 def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
     """Early BO as ``leantune tune`` runs it. With ``args.validate_all`` (the default) every trial is
     also continued to the end, uncounted, so early and final ranks can be compared; without it only
@@ -91,9 +102,12 @@ def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
     cfg = TuneConfig(study=f"early-{seed}", storage=f"sqlite:///{work / 'early.db'}", work_dir=work / "early", trials=args.trials,
                      early_fraction=args.early_fraction, top_k=args.top_k, validate_all=validate_all, seed=seed, heartbeat_interval=600)
     log = (lambda m: print(f"  s{seed}/early_bo {m}", flush=True)) if getattr(args, "verbose", False) else (lambda _: None)
+    # A study resumed in place (an interrupted sitting) keeps the runs it finished; their recorded
+    # seconds count toward the wall time, as a resumed Optuna cell's do.
+    earlier_s = _recorded_wall_s(cfg) if (work / "early.db").is_file() else 0.0
     start = time.perf_counter()
     EarlySearch(cfg, runner, space, log=log).run()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start + earlier_s
     rec = load_records(cfg.study, cfg.storage_url)
     phase1 = sum(t.early_steps for t in rec.trials)
     ranked = sorted((t for t in rec.trials if t.status == "ok" and t.final_status is not None), key=lambda t: (-t.early_score, t.number))

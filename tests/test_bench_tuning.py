@@ -132,3 +132,25 @@ def test_early_bo_without_validate_all_counts_only_what_it_continued(tmp_path):
     # The same proposals and early scores, so the same continued trials, pick and counted compute.
     assert own["compute"] == every["compute"] and own["best_test"] == every["best_test"]
     assert own["continued"] == every["continued"] and every["validate_all_compute"] > every["compute"]
+
+
+def test_early_bo_resumed_in_place_counts_the_earlier_sittings_runs_in_its_wall_time(tmp_path):
+    """Early BO's study resumes in place: a second sitting's wall time adds what the runs already in the
+    study took when they were measured (before, it counted only the last sitting)."""
+    from leantune.tuning import SyntheticRunner, TuneConfig, load_records, load_space
+
+    import dataclasses
+
+    class Slow(SyntheticRunner):  # each run "took" 100 s, so the earlier sitting's time cannot hide in overhead
+        def run(self, *a, **kw):
+            return dataclasses.replace(super().run(*a, **kw), wall_s=100.0)
+
+    args = argparse.Namespace(runner="synthetic", trials=6, early_fraction=0.2, top_k=2, root=tmp_path)
+    runner, space = Slow(train_size=64, noise=0.01), load_space(None)
+    first = bench.run_early_bo(runner, space, args, 0, tmp_path / "w")
+    rec = load_records("early-0", f"sqlite:///{tmp_path / 'w' / 'early.db'}")
+    recorded = sum(t.early_wall_s + t.final_wall_s for t in rec.trials)
+    assert recorded >= 100 * (len(rec.trials) + 2) and all(t.early_wall_s == 100 for t in rec.trials)
+    assert bench._recorded_wall_s(TuneConfig(study="early-0", storage=f"sqlite:///{tmp_path / 'w' / 'early.db'}")) == recorded
+    again = bench.run_early_bo(runner, space, args, 0, tmp_path / "w")  # nothing left to run
+    assert again["wall_s"] >= recorded and again["best_trial"] == first["best_trial"]

@@ -37,6 +37,8 @@ class TrialRecord:
     final_steps: int | None = None
     final_tokens: int | None = None
     checkpoint: str | None = None  # the run folder, relative to the study's work dir
+    early_wall_s: float = 0.0  # seconds the phase-1 run took when it was measured
+    final_wall_s: float = 0.0  # seconds its continuation took (0: not continued)
 
     @property
     def failed(self) -> bool:
@@ -189,7 +191,7 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
             fail_reason=a.get("fail_reason"), early_score=float(t.value), early_status=early.get("status", ""),
             early_steps=int(early.get("steps", 0)), total_steps=int(early.get("total_steps", 0)),
             early_tokens=int(early.get("tokens", 0)), history=list(early.get("history", [])), retry_of=a.get("retry_of"),
-            checkpoint=a.get("checkpoint"),
+            checkpoint=a.get("checkpoint"), early_wall_s=float(early.get("wall_s") or 0.0),
         ))
     if study_name + FINAL_SUFFIX in names:
         final = optuna.load_study(study_name=study_name + FINAL_SUFFIX, storage=storage)
@@ -205,6 +207,7 @@ def load_records(study_name: str, storage_url: str) -> SearchRecords:
             rec.final_score, rec.test_score = float(t.value), _num(fin.get("test_score"))
             rec.final_steps, rec.final_tokens = int(fin.get("steps", 0)), int(fin.get("tokens", 0))
             rec.total_steps = int(fin.get("total_steps") or rec.total_steps)
+            rec.final_wall_s = float(fin.get("wall_s") or 0.0)
             if fin.get("history"):
                 rec.history = list(fin["history"])
     return SearchRecords(study=study_name, metric=settings.get("metric", "score"), settings=settings,
