@@ -53,6 +53,7 @@ _LAZY = {
     # learning curves (`leantune curve`)
     "learning_curve": "leantune.curves:learning_curve",
     "CurveConfig": "leantune.curves:CurveConfig",
+    "plan_curve": "leantune.curves:plan_curve",
     # hyperparameter search (`leantune tune`, `leantune tune report`)
     "EarlySearch": "leantune.tuning:EarlySearch",
     "TuneConfig": "leantune.tuning:TuneConfig",

@@ -355,3 +355,42 @@ def test_default_sizes_follow_the_unit_and_reach_the_whole_pool(tmp_path):
     assert default_sizes("attributes", {"data": str(folder)}) == (0, 12)
     n_questions = default_sizes("attributes", {"data": str(folder), "unit": "question"})[-1]
     assert n_questions > 12 and default_sizes("attributes", {"data": str(folder), "unit": "question"}) == (0, n_questions)
+
+
+def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_path):
+    """``curve --plan``: the runs still missing from the folder, their steps and evaluations, and an
+    estimate that is steps x the timed seconds per step + evaluated units x seconds per unit."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+    from leantune.curves import learning_curve
+    from leantune.curves.plan import measure_costs, plan_curve
+
+    folder = write_attribute_folder(tmp_path / "data")
+    cfg = _tiny_config(folder, seeds=2)
+    out = tmp_path / "curve"
+    plan = plan_curve(cfg, out)
+    assert [(r.size, r.seed) for r in plan.runs] == [(0, None), (2, 0), (4, 0), (2, 1), (4, 1)]
+    assert [r.steps for r in plan.runs] == [0] + [cfg.steps_for(n) for n in (2, 4, 2, 4)]
+    assert len(plan.missing) == 5 and plan.train_steps == 2 * (cfg.steps_for(2) + cfg.steps_for(4))
+    assert plan.eval_units == 2  # --eval-limit 2 of the fixture's 6 test products; without a limit, all of them:
+    assert plan_curve(_tiny_config(folder, seeds=2, eval_limit=None), tmp_path / "all").eval_units == 6
+    costs = {"s_per_step": 10.0, "s_per_eval_unit": 2.0, "threads": 1, "load_avg": [1.0, 1.0, 1.0]}
+    assert plan.estimate_s(costs) == plan.train_steps * 10.0 + 5 * plan.eval_units * 2.0
+    # Runs already in the folder drop out of the plan.
+    learning_curve(_tiny_config(folder, seeds=1), out, log=lambda *_: None)
+    again = plan_curve(cfg, out)
+    assert [(r.size, r.seed) for r in again.missing] == [(2, 1), (4, 1)]
+    assert again.train_steps == cfg.steps_for(2) + cfg.steps_for(4)
+    with pytest.raises(LeantuneError, match="learning curve"):  # a folder of other runs is refused, not miscounted
+        plan_curve(_tiny_config(folder, seeds=2, min_steps=3), out)
+    measured = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None)
+    assert measured["s_per_step"] > 0 and measured["s_per_eval_unit"] > 0 and measured["threads"] >= 1
+
+    result = CliRunner().invoke(app, ["curve", "--data", str(folder), "--model", "tiny", "--sizes", "0,2,4", "--seeds", "2",
+                                      "--eval-limit", "2", "--out", str(tmp_path / "other"), "--plan", "--plan-steps", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "missing: 5 of 5 runs" in result.output and "estimate" not in result.output
+    assert not (tmp_path / "other" / "runs").exists()  # nothing trained
+    bad = CliRunner().invoke(app, ["curve", "--model", "tiny", "--plan", "--plan-steps", "1"])
+    assert bad.exit_code != 0 and "--plan-steps" in bad.output

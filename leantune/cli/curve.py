@@ -24,9 +24,11 @@ CURVE_HELP = (
     "are 360 steps per seed (~1.2 h per core). To use both cores, run two processes into one --out with different "
     "--seed/--seeds (e.g. --seed 0 --seeds 2 and --seed 2 --seeds 1), then the full command with "
     "--cached-only for the joint fit. Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
-    "for the full one (e.g. --eval-limit 0).\n\n"
+    "for the full one (e.g. --eval-limit 0). --plan lists the missing runs and estimates their hours on this "
+    "machine from a few timed steps before anything is trained.\n\n"
     "Examples:\n\n"
     "  leantune curve --sizes 0,25,50,100 --seeds 2 --eval-limit 50 --bf16\n\n"
+    "  leantune curve --unit question --seeds 3 --bf16 --plan     # what it would cost here, nothing trained\n\n"
     "  leantune curve --unit question --sizes 0,500,2000,6500,13795 --schedule steps --steps 400\n\n"
     "  leantune curve --task recommendation --data games --sizes 0,256,1024 --seeds 2"
 )
@@ -79,6 +81,11 @@ def curve(
     out: Optional[Path] = typer.Option(None, "--out", help="Curve folder (default: runs/curve-<task>-<unit>-<method>-<model>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    plan: bool = typer.Option(
+        False, "--plan", help="Train nothing: list the runs still missing from --out, their optimizer steps and evaluations, "
+        "and estimate their core-hours from --plan-steps optimizer steps and a few test units timed here (a minute or two)."
+    ),
+    plan_steps: int = typer.Option(3, "--plan-steps", help="--plan: optimizer steps to time (at least 2; 0: count only, time nothing)."),
 ) -> None:
     from ..curves import CurveConfig, learning_curve, make_task
     from ..curves.runner import curve_recipe, task_default_sizes
@@ -104,6 +111,17 @@ def curve(
         ceiling=ceiling or None, bootstrap=bootstrap, device=device, progress=not quiet,
     )
     out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}{'-' + selector if selector else ''}-{Path(model).name}"
+    if plan:
+        from ..curves.plan import measure_costs, plan_curve
+
+        if plan_steps == 1 or plan_steps < 0:
+            raise typer.BadParameter("at least 2 (the first step is a warm-up), or 0 to time nothing", param_hint="--plan-steps")
+        built = built or make_task(task, options)
+        planned = plan_curve(cfg, out, task=built)
+        costs = measure_costs(cfg, built, steps=plan_steps) if plan_steps and planned.missing else None
+        for line in planned.lines(costs):
+            print(line)
+        return
     result = learning_curve(cfg, out, task=built, cached_only=cached_only)
     print(f"runs: {result.run.trained} trained now, {result.run.cached} cached")
     for line in result.lines:

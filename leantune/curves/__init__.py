@@ -13,11 +13,13 @@ from ..errors import ParameterError
 from .analysis import CurveAnalysis, analyse, describe, write_table
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
 from .paired import PairedSteps, paired_steps
+from .plan import CurvePlan, measure_costs, plan_curve
 from .runner import DEFAULT_SIZES, CurveConfig, CurveRun, default_sizes, make_task, run_curve
 
 __all__ = [
-    "CurveConfig", "CurveFit", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
-    "bootstrap_saturation", "default_sizes", "fit_curve", "learning_curve", "make_task", "paired_steps", "run_curve",
+    "CurveConfig", "CurveFit", "CurvePlan", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
+    "bootstrap_saturation", "default_sizes", "fit_curve", "learning_curve", "make_task", "measure_costs", "paired_steps",
+    "plan_curve", "run_curve",
 ]
 
 

@@ -214,7 +214,8 @@ def run_dir(out: Path, size: int, seed: int | None) -> Path:
     return out / "runs" / (f"size{size:05d}" if seed is None else f"size{size:05d}-seed{seed}")
 
 
-def _check_settings(out: Path, cfg: CurveConfig) -> None:
+def _check_settings(out: Path, cfg: CurveConfig, write: bool = True) -> None:
+    """Refuse a folder whose runs were made with other settings; record these (``write``) otherwise."""
     path = out / "curve.json"
     settings = cfg.run_settings()
     if path.exists():
@@ -227,7 +228,8 @@ def _check_settings(out: Path, cfg: CurveConfig) -> None:
         shared = [k for k in settings if k in old]  # a setting the folder predates is not compared
         refuse_other_settings({k: old[k] for k in shared}, {k: settings[k] for k in shared}, "a learning curve", out,
                               "use another output folder (or the same settings) so cached runs stay comparable")
-    write_json(path, {"run_settings": settings, "config": asdict(cfg)})
+    if write:
+        write_json(path, {"run_settings": settings, "config": asdict(cfg)})
 
 
 def finetune_config(cfg: CurveConfig, task, size: int, seed: int) -> FinetuneConfig:

@@ -116,6 +116,10 @@ class AttributeTask(Task):
     def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
         return self.examples("train", unit_ids, tokenizer)
 
+    def eval_size(self, split: str = "test") -> int:
+        """Products in ``split``: an evaluation's ``limit`` counts products in either unit."""
+        return len(self.data.products(split))
+
     def set_progress(self, show: bool) -> None:
         self.config.progress = show
 

@@ -68,6 +68,11 @@ class Task:
         """The scalar keys ``evaluate`` always returns (checked before any training, e.g. ``curve --metric``)."""
         raise NotImplementedError
 
+    def eval_size(self, split: str = "test") -> int | None:
+        """Units an evaluation of the whole ``split`` covers (what ``limit`` counts), or None when the
+        task cannot say without running it; used to plan a curve's cost."""
+        return None
+
     def default_sizes(self) -> tuple[int, ...]:
         """Learning-curve sizes when none are given."""
         return DEFAULT_CURVE_SIZES

@@ -1,0 +1,144 @@
+"""What a learning curve will cost, before it runs (``leantune curve --plan``).
+
+``plan_curve`` counts the runs still missing from the curve folder, their optimizer steps and test
+evaluations; ``measure_costs`` times a few optimizer steps of the curve's own recipe and the evaluation
+of a few test units on this machine; ``CurvePlan.lines`` turns both into the core-hours the missing runs
+need. The estimate is linear in steps and evaluated units: it leaves out model loading and the first
+step's warm-up, and a few timed units stand for all of them, so read it to the nearest factor of two.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runner import CurveConfig, _check_settings, finetune_config, make_task, run_dir
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    size: int  # 0: the zero-shot evaluation
+    seed: int | None
+    steps: int  # optimizer steps (0 for zero-shot)
+    cached: bool  # its result is already in the curve folder
+
+
+@dataclass
+class CurvePlan:
+    runs: list[PlannedRun]
+    batch_size: int
+    eval_units: int | None  # test units per evaluation (None: the task cannot say before running)
+    schedule: str  # ``CurveConfig.schedule_label()``
+
+    @property
+    def missing(self) -> list[PlannedRun]:
+        return [r for r in self.runs if not r.cached]
+
+    @property
+    def train_steps(self) -> int:
+        return sum(r.steps for r in self.missing)
+
+    def estimate_s(self, costs: dict) -> float | None:
+        """Seconds of the missing runs at ``costs`` (``measure_costs``), or None without an evaluation size."""
+        if self.eval_units is None:
+            return None
+        return self.train_steps * costs["s_per_step"] + len(self.missing) * self.eval_units * costs["s_per_eval_unit"]
+
+    def lines(self, costs: dict | None = None) -> list[str]:
+        """The plan as printed lines: one per size, totals and, with ``costs``, the estimate."""
+        by_size: dict[int, list[PlannedRun]] = {}
+        for r in self.runs:
+            by_size.setdefault(r.size, []).append(r)
+        out = [self.schedule, "", "| size | runs (missing) | optimizer steps each | examples each |", "|---:|---:|---:|---:|"]
+        for size, runs in sorted(by_size.items()):
+            missing = sum(not r.cached for r in runs)
+            steps = runs[0].steps
+            label = "0 (zero-shot)" if size == 0 else str(size)
+            out.append(f"| {label} | {len(runs)} ({missing}) | {steps} | {steps * self.batch_size if steps else 0} |")
+        units = "?" if self.eval_units is None else str(self.eval_units)
+        out += ["", f"missing: {len(self.missing)} of {len(self.runs)} runs, {self.train_steps:,} optimizer steps of "
+                f"{self.batch_size}, {len(self.missing)} evaluations of {units} test units"]
+        if costs:
+            out.append(f"measured here ({costs['threads']} torch thread(s), load average {costs['load_avg']}): "
+                       f"{costs['s_per_step']:.1f} s per optimizer step, {costs['s_per_eval_unit']:.1f} s per test unit")
+            total = self.estimate_s(costs)
+            if total is None:
+                out.append("estimate: the task cannot count its whole test split before running; pass --eval-limit")
+            else:
+                train = self.train_steps * costs["s_per_step"]
+                out.append(f"estimate: {_duration(total)} for one process of {costs['threads']} torch thread(s) "
+                           f"({_duration(train)} training, {_duration(total - train)} evaluation)")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def plan_curve(cfg: CurveConfig, out: str | Path, task=None) -> CurvePlan:
+    """The runs of ``cfg`` and which of them ``out`` already holds; nothing is trained or loaded."""
+    out = Path(out)
+    task = task or make_task(cfg.task, cfg.task_options)
+    _check_settings(out, cfg, write=False)  # a folder of other runs is refused, as the curve itself would
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    plan = [(0, None)] if 0 in cfg.sizes else []
+    plan += [(n, s) for s in seeds for n in cfg.sizes if n > 0]
+    runs = [PlannedRun(size, seed, 0 if seed is None else cfg.steps_for(size), (run_dir(out, size, seed) / "result.json").is_file())
+            for size, seed in plan]
+    eval_units = cfg.eval_limit
+    size = task.eval_size("test")
+    if size is not None:
+        eval_units = min(eval_units, size) if eval_units else size
+    return CurvePlan(runs, cfg.batch_size, eval_units, cfg.schedule_label())
+
+
+def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int = 2, log=print) -> dict:
+    """Seconds per optimizer step of ``cfg``'s recipe (the median step after the first, on random
+    training units) and per evaluated test unit, in a throw-away folder. The evaluation is timed on the
+    base model after one unit of warm-up; a base model's answers often run longer than a fine-tuned
+    one's, so this part tends to be an upper estimate."""
+    import statistics
+
+    import numpy as np
+    from transformers import TrainerCallback
+
+    from ..device import resolve_device
+    from ..models.llm import load_model, load_tokenizer
+    from ..train import finetune
+
+    if steps < 2 or eval_units < 1:
+        raise ValueError("measure_costs needs at least 2 steps and 1 test unit")
+    task = task or make_task(cfg.task, cfg.task_options)
+    pool = task.train_pool()
+    rng = np.random.default_rng(cfg.seed)
+    units = [pool[i] for i in rng.choice(len(pool), size=min(len(pool), steps * cfg.batch_size), replace=False)]
+    tokenizer = load_tokenizer(cfg.model)
+    train = task.train_examples(units, tokenizer)
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if not stamps:
+                stamps.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    from dataclasses import replace
+
+    ft = replace(finetune_config(cfg, task, steps * cfg.batch_size, cfg.seed), max_steps=steps)
+    log(f"timing {steps} optimizer steps of {cfg.batch_size} ({cfg.model})")
+    with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
+        finetune(cfg.model, train, None, Path(tmp) / "train", ft, progress=False, callbacks=[Clock()])
+    step_s = [b - a for a, b in zip(stamps, stamps[1:])]
+    log(f"timing the evaluation of {eval_units + 1} test units")
+    model, tok = load_model(cfg.model, device=resolve_device(cfg.device))
+    task.evaluate_units(model, tok, split="test", limit=1, seed=cfg.eval_seed)  # warm-up
+    start = time.perf_counter()
+    task.evaluate_units(model, tok, split="test", limit=eval_units, seed=cfg.eval_seed + 1)
+    import torch
+
+    return {"s_per_step": statistics.median(step_s[1:]), "s_per_eval_unit": (time.perf_counter() - start) / eval_units,
+            "threads": torch.get_num_threads(), "load_avg": [round(x, 1) for x in os.getloadavg()]}
