@@ -179,6 +179,12 @@ def test_answer_only_logits_give_the_full_loss_and_gradient(tokenizer):
     tok.padding_side = "right"
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     assert accepts_logits_to_keep(model)
+
+    class OwnForward(torch.nn.Module):  # takes the argument but does not slice with transformers' helper
+        def forward(self, input_ids, logits_to_keep=0, **kwargs):
+            return None
+
+    assert not accepts_logits_to_keep(OwnForward())  # such a model trains with logits everywhere
     rows = [tokenize_example(tok, ex, cutoff_len=512, train_on_inputs=False) for ex in (EXAMPLES[0], EXAMPLES[5], VALID[2])]
     rows[1]["input_ids"] += tok("and a longer answer", add_special_tokens=False)["input_ids"]
     rows[1]["labels"] = rows[1]["labels"] + rows[1]["input_ids"][len(rows[1]["labels"]):]

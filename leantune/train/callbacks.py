@@ -16,11 +16,24 @@ class DivergedError(RuntimeError):
 
 
 def accepts_logits_to_keep(model) -> bool:
-    """Whether the causal LM under ``model`` (a peft wrapper or not) takes ``logits_to_keep`` and passes
-    loss keyword arguments (``shift_labels``) on to its loss, as transformers' decoder LMs do."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
-    return "logits_to_keep" in params and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    """Whether the causal LM under ``model`` (a peft wrapper or not) takes a boolean ``logits_to_keep``
+    mask and passes loss keyword arguments (``shift_labels``) on to its loss, as transformers' decoder
+    LMs do from the releases whose ``slice_logits_to_keep`` accepts a mask. Anything else (an older
+    transformers, a model with its own forward) trains with logits at every position, as before."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    try:
+        if slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[True, False]])).shape != (1, 1):
+            return False
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
+        source = inspect.getsource(type(base).forward)
+    except (TypeError, ValueError, OSError, IndexError, RuntimeError):
+        return False
+    return ("logits_to_keep" in params and "slice_logits_to_keep" in source
+            and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
 
 
 def answer_only_logits(inputs: dict) -> dict:
