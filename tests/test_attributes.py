@@ -316,6 +316,24 @@ def test_few_shot_prompts_show_solved_same_category_training_products(attr_folde
         AttributeTask(data=str(attr_folder), shots=-1)
 
 
+def test_finetune_cli_save_every_checkpoints_between_epochs(attr_folder, tmp_path):
+    """--save-every N: a checkpoint (to resume from) every N optimizer steps instead of once per epoch."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+
+    def run(out, *extra):
+        result = CliRunner().invoke(app, ["attributes", "finetune", "--data", str(attr_folder), "--model", "tiny", "--train-limit", "8",
+                                          "--max-steps", "3", "--batch-size", "2", "--micro-batch-size", "2", "--eval-limit", "0",
+                                          "--out", str(out), "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+        return sorted(p.name for p in (out / "train" / "checkpoints").iterdir())
+
+    assert run(tmp_path / "epoch") == ["checkpoint-3"]  # 4 steps an epoch: only the last step is saved
+    assert run(tmp_path / "often", "--save-every", "1") == ["checkpoint-2", "checkpoint-3"]  # the newest two are kept
+    assert json.loads((tmp_path / "often" / "train" / "manifest.json").read_text())["config"]["eval_every"] == 1
+
+
 def test_finetune_cli_takes_the_task_recipe_unless_a_flag_overrides_it(attr_folder, tmp_path):
     """`attributes finetune` trains with the task's recipe (RECIPE) by default; each flag overrides one setting."""
     from typer.testing import CliRunner

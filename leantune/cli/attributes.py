@@ -88,6 +88,11 @@ def finetune_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate. Default: the recipe's (2e-3)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches). Default: the recipe's (16)."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass (memory, not results; use the whole batch on a GPU)."),
+    save_every: Optional[int] = typer.Option(
+        None, "--save-every", min=1, help="Optimizer steps between checkpoints (and validations with --valid-limit); a stopped run "
+        "resumes from the newest when run again. Default: once per epoch (81 steps on all products: about 45 min for Gemma 3 270M "
+        "on one CPU thread). Fixed per run folder."
+    ),
     r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the recipe's (16)."),
     alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the recipe's (32)."),
     target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer of the blocks). Default: the recipe's (all)."),
@@ -119,7 +124,7 @@ def finetune_cmd(
     cfg = FinetuneConfig(r=pick(r, "r"), alpha=pick(alpha, "alpha"), lr=pick(lr, "lr"), batch_size=pick(batch_size, "batch_size"),
                          micro_batch_size=micro_batch_size, epochs=pick(epochs, "epochs"), max_steps=max_steps,
                          target_modules=modules, train_on_inputs=AttributeTask.train_on_inputs, seed=seed, device=resolve_device(device),
-                         bf16=True if bf16 else None)
+                         bf16=True if bf16 else None, eval_every=save_every)
     run = finetune_attributes(cfg, data, model, unit=unit, train_limit=train_limit, valid_limit=valid_limit or 0,
                               eval_limit=evaluate_limit, out=out, progress=not quiet)
     result = run.result
