@@ -384,6 +384,8 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
     assert again.train_steps == cfg.steps_for(2) + cfg.steps_for(4)
     with pytest.raises(LeantuneError, match="learning curve"):  # a folder of other runs is refused, not miscounted
         plan_curve(_tiny_config(folder, seeds=2, min_steps=3), out)
+    with pytest.raises(LeantuneError, match="^steps"):
+        measure_costs(cfg, steps=1)
     measured = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None)
     assert measured["s_per_step"] > 0 and measured["s_per_eval_unit"] > 0 and measured["threads"] >= 1
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ParameterError
 from .runner import CurveConfig, _check_settings, finetune_config, make_task, run_dir
 
 
@@ -100,16 +101,20 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
     base model after one unit of warm-up; a base model's answers often run longer than a fine-tuned
     one's, so this part tends to be an upper estimate."""
     import statistics
+    from dataclasses import replace
 
     import numpy as np
+    import torch
     from transformers import TrainerCallback
 
     from ..device import resolve_device
     from ..models.llm import load_model, load_tokenizer
     from ..train import finetune
 
-    if steps < 2 or eval_units < 1:
-        raise ValueError("measure_costs needs at least 2 steps and 1 test unit")
+    if steps < 2:
+        raise ParameterError("steps", steps, "at least 2 (the first optimizer step is a warm-up)")
+    if eval_units < 1:
+        raise ParameterError("eval_units", eval_units, "at least 1")
     task = task or make_task(cfg.task, cfg.task_options)
     pool = task.train_pool()
     rng = np.random.default_rng(cfg.seed)
@@ -126,8 +131,6 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append(time.perf_counter())
 
-    from dataclasses import replace
-
     ft = replace(finetune_config(cfg, task, steps * cfg.batch_size, cfg.seed), max_steps=steps)
     log(f"timing {steps} optimizer steps of {cfg.batch_size} ({cfg.model})")
     with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
@@ -138,7 +141,5 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
     task.evaluate_units(model, tok, split="test", limit=1, seed=cfg.eval_seed)  # warm-up
     start = time.perf_counter()
     task.evaluate_units(model, tok, split="test", limit=eval_units, seed=cfg.eval_seed + 1)
-    import torch
-
     return {"s_per_step": statistics.median(step_s[1:]), "s_per_eval_unit": (time.perf_counter() - start) / eval_units,
             "threads": torch.get_num_threads(), "load_avg": [round(x, 1) for x in os.getloadavg()]}
