@@ -376,6 +376,7 @@ def report(args) -> str:
     if args.note:
         lines += ["", args.note]
     labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "task-default", "best"]
+    task_default = task_default_recipe()
     evs = {label: _load(args, label) for label in labels}
     lines += ["", f"## Test: all test products, seeds {args.seeds} (fine-tuning seeds; few-shot example draws)", "",
               "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | 95% CI over test products (one run) | P | R | accuracy |",
@@ -387,7 +388,7 @@ def report(args) -> str:
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
         name = {"best": f"fine-tuned, chosen recipe ({best.name if best else 'no grid yet'})",
-                "task-default": f"fine-tuned, the task's recipe ({task_default_recipe().name}; chosen on SmolLM2-135M's grid)",
+                "task-default": f"fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid)",
                 "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         old = before.get("test", {}).get(label)
         if not ms and old and best is not None and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
@@ -399,7 +400,7 @@ def report(args) -> str:
             summary["test"][label] = old
             continue
         if not ms:
-            if not (label == "task-default" and best == task_default_recipe()):  # then "best" is that row
+            if not (label == "task-default" and best == task_default):  # then "best" is that row
                 lines.append(f"| {name} | 0 | not run yet | | | | | |")
             continue
         f1 = [m["f1"] for m in ms]

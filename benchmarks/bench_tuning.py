@@ -89,7 +89,7 @@ def _recorded_wall_s(cfg: TuneConfig) -> float:
 
     try:
         rec = load_records(cfg.study, cfg.storage_url)
-    except ParameterError:  # the file is there, the study not yet
+    except ParameterError:  # no study file yet, or the file without this study
         return 0.0
     return sum(t.early_wall_s + t.final_wall_s for t in rec.trials)
 
@@ -104,7 +104,7 @@ def run_early_bo(runner, space, args, seed: int, work: Path) -> dict:
     log = (lambda m: print(f"  s{seed}/early_bo {m}", flush=True)) if getattr(args, "verbose", False) else (lambda _: None)
     # A study resumed in place (an interrupted sitting) keeps the runs it finished; their recorded
     # seconds count toward the wall time, as a resumed Optuna cell's do.
-    earlier_s = _recorded_wall_s(cfg) if (work / "early.db").is_file() else 0.0
+    earlier_s = _recorded_wall_s(cfg)
     start = time.perf_counter()
     EarlySearch(cfg, runner, space, log=log).run()
     wall = time.perf_counter() - start + earlier_s

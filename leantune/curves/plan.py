@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ParameterError
-from .runner import CurveConfig, _check_settings, finetune_config, make_task, run_dir
+from .runner import CurveConfig, _check_settings, finetune_config, make_task, run_dir, run_plan
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class CurvePlan:
             missing = sum(not r.cached for r in runs)
             steps = runs[0].steps
             label = "0 (zero-shot)" if size == 0 else str(size)
-            out.append(f"| {label} | {len(runs)} ({missing}) | {steps} | {steps * self.batch_size if steps else 0} |")
+            out.append(f"| {label} | {len(runs)} ({missing}) | {steps} | {steps * self.batch_size} |")
         units = "?" if self.eval_units is None else str(self.eval_units)
         out += ["", f"missing: {len(self.missing)} of {len(self.runs)} runs, {self.train_steps:,} optimizer steps of "
                 f"{self.batch_size}, {len(self.missing)} evaluations of {units} test units"]
@@ -83,11 +83,8 @@ def plan_curve(cfg: CurveConfig, out: str | Path, task=None) -> CurvePlan:
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
     _check_settings(out, cfg, write=False)  # a folder of other runs is refused, as the curve itself would
-    seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    plan = [(0, None)] if 0 in cfg.sizes else []
-    plan += [(n, s) for s in seeds for n in cfg.sizes if n > 0]
     runs = [PlannedRun(size, seed, 0 if seed is None else cfg.steps_for(size), (run_dir(out, size, seed) / "result.json").is_file())
-            for size, seed in plan]
+            for size, seed in run_plan(cfg)]
     eval_units = cfg.eval_limit
     size = task.eval_size("test")
     if size is not None:

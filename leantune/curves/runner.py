@@ -232,6 +232,14 @@ def _check_settings(out: Path, cfg: CurveConfig, write: bool = True) -> None:
         write_json(path, {"run_settings": settings, "config": asdict(cfg)})
 
 
+def run_plan(cfg: CurveConfig) -> list[tuple[int, int | None]]:
+    """(size, seed) of every run of ``cfg`` in running order: zero-shot first (seed None, once), then
+    each seed's sizes."""
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    plan = [(0, None)] if 0 in cfg.sizes else []
+    return plan + [(n, s) for s in seeds for n in cfg.sizes if n > 0]
+
+
 def finetune_config(cfg: CurveConfig, task, size: int, seed: int) -> FinetuneConfig:
     """``cfg.finetune`` for the run at ``size`` units: the schedule's steps (no validation set means no
     early stopping), the run's seed and device, and the task's loss mask and cutoff."""
@@ -342,9 +350,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     if too_big:
         raise ParameterError("sizes", too_big, f"larger than the {task.name} training pool ({len(pool)} units)")
     _check_settings(out, cfg)
-    seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    plan = [(0, None)] if 0 in cfg.sizes else []
-    plan += [(n, s) for s in seeds for n in cfg.sizes if n > 0]
+    plan = run_plan(cfg)
     rows, trained, cached = [], 0, 0
     subsets: dict[int, dict] = {}
     for k, (size, seed) in enumerate(plan, 1):
