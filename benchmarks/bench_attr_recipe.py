@@ -193,9 +193,10 @@ def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="pro
         log = GenerationLog(Path(log_folder) / "generation.partial.jsonl",
                             {"model": args.model, "data": args.data, "adapter": str(adapter) if adapter else None, "unit": unit,
                              "split": split, "limit": limit or None, "seed": seed, "shots": shots})
+    earlier = log.seconds() if log is not None else 0.0  # a resumed evaluation counts its earlier sittings too
     t0 = time.perf_counter()
     metrics, rows = task.predict(lm, tok, split, limit=limit or None, seed=seed, log=log)
-    return metrics, rows, time.perf_counter() - t0
+    return metrics, rows, earlier + time.perf_counter() - t0
 
 
 def _mine(items: list, costs: list[float], shard: int, shards: int) -> list:
@@ -348,11 +349,12 @@ def report(args) -> str:
     out.mkdir(parents=True, exist_ok=True)
     cells = sorted(grid_cells(args), key=lambda c: -(c["valid"] or {}).get("f1", -1))
     best = best_recipe(args, required=False)
-    n_valid = cells[0]["valid"]["n_products"] if cells and cells[0]["valid"] else 0
+    n_valid = cells[0]["valid"]["n_products"] if cells and cells[0]["valid"] else None
+    scope = f"all {n_valid} validation products" if n_valid else "the validation products"
     lines = [f"# Attribute-extraction recipes: {args.model} on {args.data}", "",
              f"Cells ran on: {args.machine or 'the device named in each cell'}. Report: "
              f"`python3 benchmarks/bench_attr_recipe.py --phase report --model {args.model} --work <work> --seeds {' '.join(map(str, args.seeds))}`", "",
-             f"## Validation grid (seed 0, all {n_valid} validation products; chooses the recipe — the test split is not used)", "",
+             f"## Validation grid (seed 0, {scope}; chooses the recipe — the test split is not used)", "",
              "Loss on the answer only, no early stopping, LoRA dropout 0.05, linear decay; `qv` = q_proj, v_proj; "
              "`all` = every linear layer of the blocks; bf16 autocast on CUDA.", "",
              "| recipe | unit | epochs | lr | r/α | modules | batch | steps | valid F1 | P | R | accuracy | invalid |",

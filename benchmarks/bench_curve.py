@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names, or 'all' (the attribute recipe's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--micro-batch-size", type=int, default=4)
+    p.add_argument("--save-every", type=int, default=0,
+                   help="optimizer steps between checkpoints of each run (0: once per epoch); a stopped run resumes from the newest")
     p.add_argument("--gain-threshold", type=float, default=0.01)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training and effort scores (evaluation stays fp32)")
@@ -64,7 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--metric", default="f1", help="the metric the curve is fitted on (the task's headline: micro-F1)")
     p.add_argument("--step-metrics", nargs="*", default=["accuracy"],
                    help="more metrics (besides --metric) whose paired steps between sizes are reported")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.save_every < 0:
+        p.error(f"--save-every: {args.save_every} (optimizer steps; 0 saves once per epoch)")
+    return args
 
 
 def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> str:
@@ -135,7 +140,8 @@ def main(argv=None) -> None:
         eval_limit=args.eval_limit or None, schedule=args.schedule, epochs=args.epochs,
         min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps,
         finetune=curve_recipe(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, r=args.r, alpha=args.alpha,
-                              target_modules=parse_target_modules(args.target_modules), bf16=True if args.bf16 else None),
+                              target_modules=parse_target_modules(args.target_modules), bf16=True if args.bf16 else None,
+                              eval_every=args.save_every or None),
         gain_threshold=args.gain_threshold, device=args.device, metric=args.metric,
     )
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))

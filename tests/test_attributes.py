@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -388,6 +389,7 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
     from leantune.errors import LeantuneError
     from leantune.pipelines.attributes import GENERATION_LOG, evaluate_attributes
     from leantune.tasks import attributes as attributes_module
+    from leantune.tasks.attributes_generate import GenerationLog
 
     folder = str(write_attribute_folder(tmp_path / "d", n_test=6))
     kw = dict(unit="question", batch_size=4, progress=False)
@@ -398,6 +400,7 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
 
     def interrupted(*args, on_batch=None, **kwargs):
         def stop_after_first(idx, texts):
+            time.sleep(2.0)  # a slow first sitting: its seconds must count in the resumed run's wall time
             on_batch(idx, texts)
             raise KeyboardInterrupt
 
@@ -408,13 +411,25 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         evaluate_attributes(folder, "tiny", out=tmp_path / "cut", **kw)
     logged = (tmp_path / "cut" / GENERATION_LOG).read_text().splitlines()
-    assert json.loads(logged[0])["settings"]["unit"] == "question" and len(logged) == 1 + 4  # settings + one batch
-    seen = []
-    monkeypatch.setattr("leantune.tasks.attributes.generate_texts",
-                        lambda *a, **k: (seen.append(len(k.get("done") or {})), original(*a, **k))[1])
+    assert json.loads(logged[0])["settings"]["unit"] == "question" and len(logged) == 1 + 4 + 1  # settings, one batch, its seconds
+    earlier = GenerationLog(tmp_path / "cut" / GENERATION_LOG, {}).seconds()
+    assert earlier >= 2.0 and json.loads(logged[-1]) == {"s": earlier}
+    seen, generating = [], []
+
+    def timed(*args, **kwargs):
+        seen.append(len(kwargs.get("done") or {}))
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            generating.append(time.perf_counter() - start)
+
+    monkeypatch.setattr("leantune.tasks.attributes.generate_texts", timed)
     resumed = evaluate_attributes(folder, "tiny", out=tmp_path / "cut", **kw)
     assert seen == [4]  # the first batch came from the log
     assert [r["raw"] for r in resumed.rows] == [r["raw"] for r in straight.rows] and resumed.metrics == straight.metrics
+    # wall_s counts both sittings: the first's logged seconds and the second's own generation.
+    assert resumed.wall_s >= earlier + generating[0] and json.loads((tmp_path / "cut" / "metrics.json").read_text())["settings"]["wall_s"] == resumed.wall_s
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / GENERATION_LOG).write_text(json.dumps({"settings": {"unit": "product"}}) + "\n")
     with pytest.raises(LeantuneError, match="a generation log made with other settings"):

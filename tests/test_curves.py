@@ -396,3 +396,31 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
     assert not (tmp_path / "other" / "runs").exists()  # nothing trained
     bad = CliRunner().invoke(app, ["curve", "--model", "tiny", "--plan", "--plan-steps", "1"])
     assert bad.exit_code != 0 and "--plan-steps" in bad.output
+
+
+def test_curve_cli_save_every_checkpoints_each_run_between_epochs(tmp_path):
+    """``curve --save-every N``: each run saves a checkpoint every N optimizer steps (a 1-epoch run
+    otherwise saves only at its end), so an interrupted long run resumes; the curve's settings are unchanged."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+    from leantune.curves.runner import run_dir
+
+    folder = write_attribute_folder(tmp_path / "data")
+
+    def run(out, *extra):
+        result = CliRunner().invoke(app, ["curve", "--data", str(folder), "--model", "tiny", "--sizes", "4", "--seeds", "1",
+                                          "--batch-size", "2", "--micro-batch-size", "2", "--eval-limit", "1", "--bootstrap", "10",
+                                          "--out", str(out), "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+        train = run_dir(out, 4, 0) / "train"
+        return sorted(p.name for p in (train / "checkpoints").iterdir()), json.loads((train / "manifest.json").read_text())["config"]
+
+    assert run(tmp_path / "epoch")[0] == ["checkpoint-2"]  # 2 steps an epoch: only the last is saved
+    saved, config = run(tmp_path / "often", "--save-every", "1")
+    assert saved == ["checkpoint-1", "checkpoint-2"] and config["eval_every"] == 1
+    settings = [json.loads((tmp_path / name / "curve.json").read_text())["run_settings"] for name in ("often", "epoch")]
+    assert settings[0] == settings[1]  # not a setting of the curve: a folder may be continued with another --save-every
+    assert run(tmp_path / "epoch", "--save-every", "1")[0] == ["checkpoint-2"]  # its finished run is cached, not redone
+    bad = CliRunner().invoke(app, ["curve", "--model", "tiny", "--save-every", "0"])
+    assert bad.exit_code != 0 and "--save-every" in bad.output

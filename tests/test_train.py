@@ -82,6 +82,37 @@ def test_pause_then_resume_matches_one_run(tmp_path):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def test_interrupted_run_resumed_from_a_checkpoint_reports_the_time_of_both_sittings(tmp_path):
+    """A run killed after a checkpoint (no result.json) and run again resumes there; its ``wall_s``
+    counts the first sitting's seconds up to that checkpoint (``wall.json`` in it), not only the second's."""
+    import time
+
+    from transformers import TrainerCallback
+
+    from leantune.train.callbacks import checkpoint_wall
+
+    class SlowThenKilled(TrainerCallback):  # 2 s steps, each checkpointed; killed as the third begins
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step >= 2:
+                raise KeyboardInterrupt
+
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(2.0)
+
+    out, cfg = tmp_path / "run", small_cfg()
+    with pytest.raises(KeyboardInterrupt):
+        finetune("tiny", EXAMPLES, VALID, out, cfg, progress=False, callbacks=[SlowThenKilled()])
+    assert not (out / "result.json").exists()
+    checkpoint = latest_checkpoint(out / "checkpoints")
+    first = checkpoint_wall(checkpoint)
+    assert checkpoint.name == "checkpoint-2" and first >= 4.0
+    start = time.perf_counter()
+    rest = finetune("tiny", EXAMPLES, VALID, out, cfg, progress=False)
+    second = time.perf_counter() - start
+    assert rest.status == "finished" and rest.steps == 6
+    assert rest.wall_s > second and rest.wall_s >= first
+
+
 def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path):
     import torch
     from transformers import TrainerCallback

@@ -25,7 +25,8 @@ CURVE_HELP = (
     "--seed/--seeds (e.g. --seed 0 --seeds 2 and --seed 2 --seeds 1), then the full command with "
     "--cached-only for the joint fit. Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
     "for the full one (e.g. --eval-limit 0). --plan lists the missing runs and estimates their hours on this "
-    "machine from a few timed steps before anything is trained.\n\n"
+    "machine from a few timed steps before anything is trained; --save-every checkpoints long runs so a stopped "
+    "curve loses at most that many steps.\n\n"
     "Examples:\n\n"
     "  leantune curve --sizes 0,25,50,100 --seeds 2 --eval-limit 50 --bf16\n\n"
     "  leantune curve --unit question --seeds 3 --bf16 --plan     # what it would cost here, nothing trained\n\n"
@@ -68,6 +69,11 @@ def curve(
     r: int = typer.Option(8, "--r", help="LoRA rank."),
     alpha: int = typer.Option(16, "--alpha", help="LoRA alpha."),
     target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer; the attribute recipe's)."),
+    save_every: Optional[int] = typer.Option(
+        None, "--save-every", min=1, help="Optimizer steps between checkpoints of each run (default: once per epoch, which for a "
+        "1-epoch run is only its end); an interrupted run resumes from its newest checkpoint when the curve is run again. "
+        "Change it only between whole runs: a half-trained run keeps the value it started with."
+    ),
     valid_limit: int = typer.Option(0, "--valid-limit", help="Validation units for early stopping (0: none, a fixed budget; cheaper)."),
     gain_threshold: float = typer.Option(0.01, "--gain-threshold", help="Saturation: the size beyond which one doubling of the data gains less than this."),
     ceiling: float = typer.Option(1.0, "--ceiling", help="Upper bound of the fitted plateau a (accuracy, F1 and recall cannot pass 1.0); 0 = unbounded (e.g. a loss)."),
@@ -92,7 +98,8 @@ def curve(
     from ..train import parse_target_modules
 
     recipe = curve_recipe(lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, r=r, alpha=alpha,
-                          target_modules=parse_target_modules(target_modules), bf16=True if bf16 else None)
+                          target_modules=parse_target_modules(target_modules), bf16=True if bf16 else None,
+                          eval_every=save_every)
 
     options = {}
     if data is not None:

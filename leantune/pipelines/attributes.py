@@ -63,9 +63,10 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     dev = resolve_device(device)
     task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress)
     lm, tokenizer = load_finetuned(model, adapter, device=dev) if adapter is not None else load_model(model, device=dev)
+    earlier = log.seconds()  # the sittings before this one, when it resumes
     start = time.perf_counter()
     metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed, log=log)
-    wall = time.perf_counter() - start
+    wall = earlier + time.perf_counter() - start
     settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
                 "seed": seed, "strict_json": strict_json, "shots": shots, "device": dev, "wall_s": wall}
     write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})

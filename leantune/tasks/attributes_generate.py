@@ -11,8 +11,9 @@ from typing import Sequence
 class GenerationLog:
     """A resumable record of generated texts: one JSON line per prompt (``{"i", "prompt", "text"}``)
     after a settings line, appended and flushed batch by batch, so an interrupted evaluation restarts
-    where it stopped. Lines whose prompt no longer matches, and a torn last line, are ignored; a log
-    written under other settings is refused."""
+    where it stopped. Each batch also leaves a ``{"s"}`` line: the seconds it took, so the time of
+    earlier sittings is known (``seconds``). Lines whose prompt no longer matches, and a torn last line,
+    are ignored; a log written under other settings is refused."""
 
     def __init__(self, path, settings: dict):
         self.path, self.settings = Path(path), settings
@@ -61,20 +62,45 @@ class GenerationLog:
                     done[i] = row["text"]
         return done
 
-    def writer(self, prompts: Sequence[str]):
-        """An ``on_batch`` callback appending each batch's texts to the log."""
+    def seconds(self) -> float:
+        """Seconds of generation the log's batches record (earlier sittings, when read before a resume);
+        a batch cut off by an interruption is not counted, nor are logs written before batches were timed."""
         import json
+
+        if not self.path.is_file():
+            return 0.0
+        total = 0.0
+        with open(self.path, encoding="utf-8") as fh:
+            next(fh, None)  # the settings line
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict) and "i" not in row and isinstance(row.get("s"), (int, float)):
+                    total += float(row["s"])
+        return total
+
+    def writer(self, prompts: Sequence[str]):
+        """An ``on_batch`` callback appending each batch's texts, then its seconds, to the log."""
+        import json
+        import time
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.is_file():
             with open(self.path, "w", encoding="utf-8") as fh:
                 fh.write(json.dumps({"settings": self.settings}) + "\n")
 
+        since = [time.perf_counter()]
+
         def append(indices, texts):
+            now = time.perf_counter()
             with open(self.path, "a", encoding="utf-8") as fh:
                 for i, text in zip(indices, texts):
                     fh.write(json.dumps({"i": int(i), "prompt": self._key(prompts[i]), "text": text}) + "\n")
+                fh.write(json.dumps({"s": round(now - since[0], 3)}) + "\n")
                 fh.flush()
+            since[0] = now
 
         return append
 

@@ -106,6 +106,41 @@ class ScheduleCallback(TrainerCallback):
         return control
 
 
+WALL_FILE = "wall.json"
+
+
+class WallClockCallback(TrainerCallback):
+    """Write ``{"wall_s"}`` into each checkpoint: the run's seconds up to it, ``prior`` (earlier
+    sittings) plus this sitting's since ``start`` (``time.perf_counter``), so a run resumed after an
+    interruption reports the time of all its sittings (``checkpoint_wall``)."""
+
+    def __init__(self, prior: float, start: float):
+        self.prior, self.start = prior, start
+
+    def on_save(self, args, state, control, **kwargs):
+        import json
+        import os
+        import time
+
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if os.path.isdir(folder):
+            with open(os.path.join(folder, WALL_FILE), "w", encoding="utf-8") as fh:
+                json.dump({"wall_s": self.prior + time.perf_counter() - self.start}, fh)
+
+
+def checkpoint_wall(checkpoint) -> float | None:
+    """The seconds a run took up to ``checkpoint`` (a checkpoint folder), when it recorded them."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(checkpoint, WALL_FILE), encoding="utf-8") as fh:
+            value = json.load(fh).get("wall_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 class ProgressCallback(TrainerCallback):
     """One tqdm bar over optimizer steps with the latest training and validation loss."""
 

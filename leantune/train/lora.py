@@ -58,12 +58,14 @@ def finetune(
     if previous is not None and (previous.status in FINAL_STATUSES or previous.steps >= target):
         return previous  # finished, or already paused at (or past) the requested point
 
-    from .callbacks import DivergedError, ProgressCallback
+    from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_wall
 
     start = time.perf_counter()
-    prior_wall = previous.wall_s if previous else 0.0
-    trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress, callbacks)
     checkpoint = latest_checkpoint(out / "checkpoints")
+    # The seconds of earlier sittings: up to the checkpoint resumed from (an interrupted run), else a pause's result.
+    prior_wall = (checkpoint_wall(checkpoint) if checkpoint else None) or (previous.wall_s if previous else 0.0)
+    trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress,
+                                    [WallClockCallback(prior_wall, start), *callbacks])
     status, reason = None, ""
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
