@@ -44,32 +44,27 @@ class GenerationLog:
 
     def read(self, prompts: Sequence[str]) -> dict[int, str]:
         """The texts already generated for ``prompts`` (by index), after ``check``."""
-        import json
-
         if not self.path.is_file():
             return {}
         self.check()
         done: dict[int, str] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            next(fh, None)  # the settings line
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut off by an interruption
-                i = row.get("i")
-                if isinstance(i, int) and 0 <= i < len(prompts) and row.get("prompt") == self._key(prompts[i]):
-                    done[i] = row["text"]
+        for row in self._rows():
+            i = row.get("i")
+            if isinstance(i, int) and 0 <= i < len(prompts) and row.get("prompt") == self._key(prompts[i]):
+                done[i] = row["text"]
         return done
 
     def seconds(self) -> float:
         """Seconds of generation the log's batches record (earlier sittings, when read before a resume);
         a batch cut off by an interruption is not counted, nor are logs written before batches were timed."""
+        return sum(float(row["s"]) for row in self._rows() if "i" not in row and isinstance(row.get("s"), (int, float)))
+
+    def _rows(self):
+        """The log's JSON objects after the settings line; a line cut off by an interruption is skipped."""
         import json
 
         if not self.path.is_file():
-            return 0.0
-        total = 0.0
+            return
         with open(self.path, encoding="utf-8") as fh:
             next(fh, None)  # the settings line
             for line in fh:
@@ -77,9 +72,8 @@ class GenerationLog:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(row, dict) and "i" not in row and isinstance(row.get("s"), (int, float)):
-                    total += float(row["s"])
-        return total
+                if isinstance(row, dict):
+                    yield row
 
     def writer(self, prompts: Sequence[str]):
         """An ``on_batch`` callback appending each batch's texts, then its seconds, to the log."""
