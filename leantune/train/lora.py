@@ -3,7 +3,7 @@
 One output folder per run::
 
     out_dir/manifest.json     model, settings and data fingerprints (a folder is never reused for other data)
-    out_dir/checkpoints/      Trainer checkpoints (adapter safetensors, optimizer, scheduler, RNG, state)
+    out_dir/checkpoints/      Trainer checkpoints (adapter safetensors, optimizer, scheduler, RNG, state; wall.json: seconds so far)
     out_dir/adapter/          the adapter to use: best validation loss so far (or last weights without validation)
     out_dir/result.json       FinetuneResult of the last call
 
