@@ -50,6 +50,23 @@ def test_tokenize_appends_eos_and_masks_prompt(tokenizer):
     assert len(cut["input_ids"]) == 8  # no room left for EOS: the text is cut, as the reference does
 
 
+def test_tokenize_keeps_the_prompt_tokens_generation_sees_when_the_boundary_merges(tokenizer):
+    """A prompt ending in a space ("Answer: ", the plain prompt without a chat template) merges with the
+    answer's first token in the full text (" Alpine"); training must start from the prompt's own tokens,
+    as generation does, and put loss on every answer token, the first one included."""
+    ex = TextExample("Title: Alpine Start Coffee\nAnswer: ", "Alpine Start", "q")
+    prompt_ids = tokenizer(ex.prompt)["input_ids"]
+    joint = tokenizer(ex.prompt + ex.response)["input_ids"]
+    assert joint[: len(prompt_ids)] != prompt_ids  # the case this guards: the trailing space merged into the answer
+    out = tokenize_example(tokenizer, ex, cutoff_len=512, train_on_inputs=False)
+    answer = tokenizer(ex.response, add_special_tokens=False)["input_ids"]
+    assert out["input_ids"] == prompt_ids + answer + [tokenizer.eos_token_id]
+    assert out["labels"] == [IGNORE_INDEX] * len(prompt_ids) + answer + [tokenizer.eos_token_id]
+    # A boundary that does not merge (a chat template's newline) keeps the one tokenisation of the full text.
+    plain = TextExample("Title: Alpine Start Coffee\nAnswer:\n", "Alpine Start", "q")
+    assert tokenize_example(tokenizer, plain, cutoff_len=512)["input_ids"][:-1] == tokenizer(plain.prompt + plain.response)["input_ids"]
+
+
 def test_pause_then_resume_matches_one_run(tmp_path):
     cfg = small_cfg()
     one = finetune("tiny", EXAMPLES, VALID, tmp_path / "one", cfg, progress=False)
