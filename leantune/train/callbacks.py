@@ -1,8 +1,11 @@
-"""Trainer pieces: pausing at a fraction of the schedule, a progress bar with the loss, and a
-divergence guard. Imported lazily (it pulls in transformers)."""
+"""Trainer pieces: pausing at a fraction of the schedule, a progress bar with the loss, a
+divergence guard and the run's seconds in each checkpoint. Imported lazily (it pulls in transformers)."""
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -118,10 +121,6 @@ class WallClockCallback(TrainerCallback):
         self.prior, self.start = prior, start
 
     def on_save(self, args, state, control, **kwargs):
-        import json
-        import os
-        import time
-
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):
             with open(os.path.join(folder, WALL_FILE), "w", encoding="utf-8") as fh:
@@ -130,9 +129,6 @@ class WallClockCallback(TrainerCallback):
 
 def checkpoint_wall(checkpoint) -> float | None:
     """The seconds a run took up to ``checkpoint`` (a checkpoint folder), when it recorded them."""
-    import json
-    import os
-
     try:
         with open(os.path.join(checkpoint, WALL_FILE), encoding="utf-8") as fh:
             value = json.load(fh).get("wall_s")
