@@ -49,7 +49,10 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
 
 
-def measure(model_name: str, args) -> dict:
+def prepare(model_name: str, args):
+    """The recipe's LoRA model, an AdamW over its trainable weights and the micro-batches of OA-Mine
+    training products (``args.steps`` of ``args.micro_batch_size``), tokenised and padded as
+    ``leantune attributes finetune`` does. Shared with ``bench_ce_loss.py``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq
@@ -57,7 +60,6 @@ def measure(model_name: str, args) -> dict:
     from leantune.data.tokenize import tokenize_examples
     from leantune.models.llm import load_model
     from leantune.tasks.attributes import RECIPE, AttributeTask
-    from leantune.train.callbacks import answer_only_logits
     from leantune.train.config import FinetuneConfig
 
     model, tokenizer = load_model(model_name, dtype="float32", device="cpu")
@@ -71,6 +73,15 @@ def measure(model_name: str, args) -> dict:
     rows = tokenize_examples(tokenizer, task.train_examples(task.train_pool()[:n], tokenizer), FinetuneConfig().cutoff_len, train_on_inputs=False)
     collate = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, padding=True, return_tensors="pt")
     batches = [collate(rows[i : i + args.micro_batch_size]) for i in range(0, n, args.micro_batch_size)]
+    return model, optim, batches
+
+
+def measure(model_name: str, args) -> dict:
+    import torch
+
+    from leantune.train.callbacks import answer_only_logits
+
+    model, optim, batches = prepare(model_name, args)
     positions = sum(int(b["attention_mask"].sum()) for b in batches)
     scored = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
 

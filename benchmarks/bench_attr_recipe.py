@@ -117,7 +117,7 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch-size", type=int, default=0, help="examples per forward pass (0: the whole batch)")
     p.add_argument("--save-every", type=int, default=0,
                    help="optimizer steps between checkpoints a stopped run resumes from (0: once per epoch); fixed per run folder")
-    p.add_argument("--progress", action="store_true", help="grid/test: a progress bar over each run's training steps")
+    p.add_argument("--progress", action="store_true", help="grid/test: progress bars over each run's training steps and each evaluation's prompts")
     p.add_argument("--gen-batch-size", type=int, default=64, help="prompts per generation batch")
     p.add_argument("--valid-limit", type=int, default=0, help="grid: validation products scored (0: all)")
     p.add_argument("--test-limit", type=int, default=0, help="test: test products scored (0: all)")
@@ -186,7 +186,7 @@ def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="pro
     from leantune.tasks.attributes_generate import GenerationLog
     from leantune.train import load_finetuned
 
-    task = AttributeTask(data=args.data, unit=unit, batch_size=args.gen_batch_size, shots=shots, progress=False)
+    task = AttributeTask(data=args.data, unit=unit, batch_size=args.gen_batch_size, shots=shots, progress=args.progress)
     lm, tok = load_finetuned(args.model, adapter, device=device) if adapter else load_model(args.model, device=device)
     log = None
     if log_folder is not None:

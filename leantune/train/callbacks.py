@@ -60,11 +60,18 @@ class GuardedTrainer(Trainer):
 
     ``answer_logits_only`` (default on where the model supports it): compute logits only at scored
     positions (``answer_only_logits``), which saves time and memory when the loss is on the answer
-    only and the vocabulary is large."""
+    only and the vocabulary is large. ``chunked_loss`` (default on for transformers' causal LMs): their
+    loss is ``train.loss.causal_lm_loss``, the same cross-entropy without a float32 copy of the logits."""
 
-    def __init__(self, *args, answer_logits_only: bool = True, **kwargs):
+    def __init__(self, *args, answer_logits_only: bool = True, chunked_loss: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.answer_logits_only = answer_logits_only and accepts_logits_to_keep(self.model)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self.chunked_loss = chunked_loss and getattr(base, "loss_type", None) == "ForCausalLM"
+        if self.chunked_loss:
+            from .loss import causal_lm_loss
+
+            base.loss_function = causal_lm_loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.answer_logits_only:
