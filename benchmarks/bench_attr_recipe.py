@@ -115,6 +115,8 @@ def parse_args(argv=None):
     p.add_argument("--deadline-s", type=float, default=0, help="grid/test: start no new cell after this many seconds (0: none)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in training on CPU (on CUDA it is on anyway)")
     p.add_argument("--micro-batch-size", type=int, default=0, help="examples per forward pass (0: the whole batch)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="CPU training processes per run (DDP over gloo): a 2-core machine trains one run on both cores")
     p.add_argument("--save-every", type=int, default=0,
                    help="optimizer steps between checkpoints a stopped run resumes from (0: once per epoch); fixed per run folder")
     p.add_argument("--progress", action="store_true", help="grid/test: progress bars over each run's training steps and each evaluation's prompts")
@@ -155,7 +157,7 @@ def track_small_records(work: Path) -> None:
         (work / ".gitignore").write_text(CELLS_GITIGNORE)
 
 
-def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False, save_every: int = 0):
+def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False, save_every: int = 0, processes: int = 1):
     from leantune.tasks.attributes import AttributeTask
     from leantune.train import FinetuneConfig
 
@@ -163,7 +165,7 @@ def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: b
                           batch_size=recipe.batch_size, micro_batch_size=micro or recipe.batch_size, epochs=recipe.epochs,
                           warmup_ratio=recipe.warmup_ratio, train_on_inputs=AttributeTask.train_on_inputs,
                           early_stopping_patience=None, seed=seed, device=device, bf16=True if bf16 else None,
-                          eval_every=save_every or None)
+                          eval_every=save_every or None, processes=processes)
 
 
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
@@ -174,7 +176,7 @@ def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     task = AttributeTask(data=args.data, unit=recipe.unit, progress=False)
     tokenizer = load_tokenizer(args.model)
     train = task.train_examples(task.train_pool(), tokenizer)
-    return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16, args.save_every),
+    return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16, args.save_every, args.processes),
                     progress=args.progress)
 
 

@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training and effort scores (evaluation stays fp32)")
     p.add_argument("--cached-only", action="store_true", help="train nothing; report the runs already in --work")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed CPU")
+    p.add_argument("--processes", type=int, default=1,
+                   help="CPU training processes per run (DDP over gloo; leantune curve --processes): not a curve setting")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
     p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
     p.add_argument("--note", default="", help="a paragraph added to the markdown (what the numbers mean, conditions)")
@@ -141,7 +143,7 @@ def main(argv=None) -> None:
         min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps,
         finetune=curve_recipe(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, r=args.r, alpha=args.alpha,
                               target_modules=parse_target_modules(args.target_modules), bf16=True if args.bf16 else None,
-                              eval_every=args.save_every or None),
+                              eval_every=args.save_every or None, processes=args.processes),
         gain_threshold=args.gain_threshold, device=args.device, metric=args.metric,
     )
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))

@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from leantune.errors import LeantuneError
 from leantune.tasks.base import TextExample
@@ -278,3 +279,54 @@ def test_training_uses_answer_only_logits_and_learns_the_same(tmp_path, monkeypa
     a, b = adapter_tensors(fast.adapter_dir), adapter_tensors(full.adapter_dir)
     for key in a:
         assert (a[key] - b[key]).abs().max().item() < 1e-5
+
+
+def test_two_cpu_processes_train_the_adapter_one_process_trains(tmp_path):
+    """``processes=2``: DDP over gloo on this CPU, each rank half of every step's micro-batches; the
+    steps, losses and adapter are those of one process, and only rank 0 writes."""
+    from safetensors.torch import load_file
+
+    train = [TextExample(f"question: {i}+{i}?", str(2 * i), str(i)) for i in range(24)]
+    results = {}
+    for n in (1, 2):
+        cfg = FinetuneConfig(batch_size=8, micro_batch_size=2, max_steps=3, lr=1e-3, dropout=0.0, processes=n,
+                             device="cpu", train_on_inputs=False, eval_every=2)
+        results[n] = finetune("tiny", train, None, tmp_path / f"p{n}", cfg, progress=False)
+    one, two = results[1], results[2]
+    assert two.status == "finished" and two.steps == one.steps == 3 and two.tokens_seen == one.tokens_seen
+    assert [h["train_loss"] for h in two.history] == pytest.approx([h["train_loss"] for h in one.history], abs=1e-5)
+    a, b = load_file(one.adapter_dir / "adapter_model.safetensors"), load_file(two.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-6 for k in a)
+    checkpoint = latest_checkpoint(tmp_path / "p2" / "checkpoints")
+    assert (checkpoint / "wall.json").exists() and (checkpoint / "rng_state_1.pth").exists()
+    # A finished multi-process run is read back like any other; the process count is not a training setting.
+    again = finetune("tiny", train, None, tmp_path / "p2", FinetuneConfig(
+        batch_size=8, micro_batch_size=2, max_steps=3, lr=1e-3, dropout=0.0, processes=1, device="cpu",
+        train_on_inputs=False, eval_every=2), progress=False)
+    assert again.steps == 3 and again.wall_s == two.wall_s
+
+
+def test_processes_must_divide_a_step_and_train_on_the_cpu_without_callbacks(tmp_path):
+    with pytest.raises(LeantuneError, match="processes 3 must divide the 2 micro-batches"):
+        FinetuneConfig(batch_size=8, micro_batch_size=4, processes=3)
+    with pytest.raises(LeantuneError, match="processes must be at least 1"):
+        FinetuneConfig(processes=0)
+    train = [TextExample("q: 1?", "1", "a")]
+    cfg = FinetuneConfig(batch_size=2, micro_batch_size=1, max_steps=1, processes=2, device="cpu")
+    with pytest.raises(LeantuneError, match="processes.*callbacks"):
+        finetune("tiny", train, None, tmp_path / "run", cfg, progress=False, callbacks=[object()])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_run_trains_the_same_adapter_whether_or_not_the_model_was_cached(tmp_path, monkeypatch):
+    """Building the tiny model draws random numbers; it happens before the run is seeded, so the first
+    run on a fresh cache initialises LoRA as every later run does."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
+    train = [TextExample(f"question: {i}+{i}?", str(2 * i), str(i)) for i in range(8)]
+    cfg = FinetuneConfig(batch_size=4, micro_batch_size=2, max_steps=2, lr=1e-3, dropout=0.0, device="cpu")
+    first = finetune("tiny", train, None, tmp_path / "first", cfg, progress=False)  # builds the model
+    second = finetune("tiny", train, None, tmp_path / "second", cfg, progress=False)  # loads it
+    a, b = (load_file(r.adapter_dir / "adapter_model.safetensors") for r in (first, second))
+    assert all(torch.equal(a[k], b[k]) for k in a)

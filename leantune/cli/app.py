@@ -17,6 +17,9 @@ DATA_HELP = "Dataset: 'games' (shipped Amazon Games), 'ml-100k' (MovieLens-100K 
 # Every model name --model accepts (from leantune.models.llm, so a new shipped model shows up in every help text).
 MODEL_NAMES_HELP = models_help()
 SEED_HELP = "Random seed (every random choice derives from it)."
+PROCESSES_HELP = ("CPU training processes (PyTorch DDP over gloo): each takes its share of every optimizer step's "
+                  "micro-batches, so one run trains on N cores; steps and batches stay the same. Must divide "
+                  "--batch-size / --micro-batch-size; set OMP_NUM_THREADS=1. Memory: one model per process.")
 # numpy seeds must lie in [0, 2**32); derived seeds add small offsets (seed + 1, seed + 1000 * worker).
 SEED_MAX = 2**31 - 1
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
+from .app import MODEL_NAMES_HELP, PROCESSES_HELP, SEED_HELP, SEED_MAX, app
 
 CURVE_HELP = (
     "Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the same "
@@ -83,6 +83,7 @@ def curve(
         False, "--bf16", help="bf16 autocast for training and effort scores: ~1.7x faster training on CPUs with AMX "
         "(check `lscpu | grep amx`), slower without; evaluation stays fp32. Results differ slightly, so a curve folder keeps one setting."
     ),
+    processes: int = typer.Option(1, "--processes", min=1, help=PROCESSES_HELP + " Not a curve setting: a folder may continue with another value."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Train nothing: fit and plot the runs already in --out (e.g. while another process fills it)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Curve folder (default: runs/curve-<task>-<unit>-<method>-<model>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
@@ -99,7 +100,7 @@ def curve(
 
     recipe = curve_recipe(lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, r=r, alpha=alpha,
                           target_modules=parse_target_modules(target_modules), bf16=True if bf16 else None,
-                          eval_every=save_every)
+                          eval_every=save_every, processes=processes)
 
     options = {}
     if data is not None:

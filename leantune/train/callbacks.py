@@ -78,13 +78,24 @@ class GuardedTrainer(Trainer):
             inputs = answer_only_logits(inputs)
         output = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         loss = (output[0] if return_outputs else output).detach()
-        if not torch.isfinite(loss).all():
+        if not _finite_everywhere(loss):
             phase = "training" if model.training else "validation"
             raise DivergedError(
                 f"non-finite {phase} loss ({loss.float().mean().item()}) at step {self.state.global_step + 1} "
                 f"(epoch {self.state.epoch or 0:.2f}); try a lower learning rate"
             )
         return output
+
+
+def _finite_everywhere(loss: torch.Tensor) -> bool:
+    """Whether ``loss`` is finite in this process and, under data parallelism, in every other one: all
+    ranks then stop at the same step instead of one waiting for the others' gradients."""
+    finite = bool(torch.isfinite(loss).all())
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        flag = torch.tensor([1.0 if finite else 0.0])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        finite = bool(flag.item() > 0)
+    return finite
 
 
 class FiniteWeightsCallback(TrainerCallback):
@@ -129,7 +140,7 @@ class WallClockCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if os.path.isdir(folder):
+        if state.is_world_process_zero and os.path.isdir(folder):
             with open(os.path.join(folder, WALL_FILE), "w", encoding="utf-8") as fh:
                 json.dump({"wall_s": self.prior + time.perf_counter() - self.start}, fh)
 
@@ -151,7 +162,8 @@ class ProgressCallback(TrainerCallback):
         self.total, self.enabled, self.bar, self.postfix = total, enabled, None, {}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=self.total, initial=state.global_step, desc="fine-tune", unit="step", disable=not self.enabled)
+        self.bar = tqdm(total=self.total, initial=state.global_step, desc="fine-tune", unit="step",
+                        disable=not (self.enabled and state.is_world_process_zero))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -51,6 +51,9 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda"
     bf16: bool | None = None  # None = on for cuda devices that support it, off on CPU
+    # CPU data-parallel processes (gloo): each takes its share of every optimizer step's micro-batches,
+    # so a 2-core machine trains one run on both cores; the steps and batches stay those of one process.
+    processes: int = 1
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -68,6 +71,10 @@ class FinetuneConfig:
             (self.eval_every is None or self.eval_every > 0, "eval_every must be positive"),
             (bool(self.target_modules), "target_modules must not be empty"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"device {self.device!r} unknown"),
+            (self.processes >= 1, f"processes must be at least 1, got {self.processes}"),
+            (self.processes < 2 or self.micro_steps % self.processes == 0,
+             f"processes {self.processes} must divide the {self.micro_steps} micro-batches of an optimizer step "
+             f"(batch_size {self.batch_size} / micro_batch_size {self.micro})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -78,12 +85,18 @@ class FinetuneConfig:
         return min(self.micro_batch_size, self.batch_size)
 
     @property
-    def accumulation(self) -> int:
+    def micro_steps(self) -> int:
+        """Micro-batches per optimizer step, over all processes."""
         return max(1, self.batch_size // self.micro)
+
+    @property
+    def accumulation(self) -> int:
+        """Gradient-accumulation steps of each process."""
+        return max(1, self.micro_steps // self.processes)
 
     def steps_per_epoch(self, n_examples: int) -> int:
         micro_batches = math.ceil(n_examples / self.micro)
-        return max(1, math.ceil(micro_batches / self.accumulation))
+        return max(1, math.ceil(micro_batches / self.micro_steps))
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps:
@@ -104,9 +117,11 @@ class FinetuneConfig:
         return cls(**data)
 
     def training_dict(self) -> dict:
-        """The settings that change the trained weights (device/bf16 choice excluded on purpose)."""
+        """The settings that change the trained weights (device and process count excluded on purpose:
+        a run may resume on another device or with another number of processes)."""
         data = self.to_dict()
         data.pop("device")
+        data.pop("processes")
         return data
 
 

@@ -10,6 +10,10 @@ One output folder per run::
 ``stop_after_fraction`` trains part of the schedule that ``cfg`` defines (learning-rate decay of the
 full run) and leaves a checkpoint; a later call with the same folder continues from the newest
 complete checkpoint. An interrupted run (Ctrl-C, crash) resumes the same way.
+
+``cfg.processes`` > 1 trains on the CPU as that many DDP processes (gloo, started here with
+``torch.multiprocessing.spawn``): each takes its share of every optimizer step's micro-batches; rank 0
+writes checkpoints, adapter and ``result.json``. A run may resume with another number of processes.
 """
 from __future__ import annotations
 
@@ -53,11 +57,64 @@ def finetune(
     total = cfg.total_steps(len(train))
     target = total if stop_after_fraction is None else max(1, math.ceil(stop_after_fraction * total))
 
+    if cfg.processes > 1:
+        _check_processes(cfg, callbacks)
     _check_manifest(out, model_spec, cfg, train, valid)
     previous = _read_result(out)
     if previous is not None and (previous.status in FINAL_STATUSES or previous.steps >= target):
         return previous  # finished, or already paused at (or past) the requested point
+    if cfg.processes > 1:
+        return _spawn_ranks(model_spec, train, valid, out, cfg, total, target, stop_after_fraction, progress, previous)
+    return _train(model_spec, train, valid, out, cfg, total, target, stop_after_fraction, progress, previous, callbacks)
 
+
+def _check_processes(cfg: FinetuneConfig, callbacks) -> None:
+    from ..device import resolve_device
+    from ..errors import ParameterError
+
+    if resolve_device(cfg.device) != "cpu":
+        raise ParameterError("processes", cfg.processes, "several processes are for CPU training; on a GPU use one")
+    if callbacks:
+        raise ParameterError("processes", cfg.processes, "not with trainer callbacks (e.g. tuning's early scoring): use 1")
+
+
+def _spawn_ranks(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, target, stop_after_fraction, progress, previous) -> FinetuneResult:
+    """Train in ``cfg.processes`` CPU processes (torch DDP over gloo on this machine); rank 0 writes
+    checkpoints, adapter and ``result.json``, which this process then reads."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from ..models.llm import resolve_model
+
+    resolve_model(model_spec)  # convert a shipped model once here, not in every process at the same time
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    job = (model_spec, list(train), list(valid), out, cfg, total, target, stop_after_fraction, progress, previous)
+    try:
+        mp.spawn(_rank_main, args=(cfg.processes, port, job), nprocs=cfg.processes, join=True)
+    except mp.ProcessRaisedException as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise LeantuneError(f"fine-tuning in {cfg.processes} processes failed: {lines[-1] if lines else exc}") from None
+    result = _read_result(out)
+    if result is None:
+        raise LeantuneError(f"fine-tuning in {cfg.processes} processes left no result in {out}")
+    return result
+
+
+def _rank_main(rank: int, world: int, port: int, job: tuple) -> None:
+    import torch
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
+    torch.set_num_threads(max(1, torch.get_num_threads() // world))  # the caller's threads, shared out
+    _train(*job, callbacks=())
+
+
+def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, target, stop_after_fraction, progress, previous,
+           callbacks) -> FinetuneResult | None:
+    """The training loop of ``finetune`` (one process, or one rank of several: only rank 0 writes)."""
     from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_wall
 
     start = time.perf_counter()
@@ -77,6 +134,8 @@ def finetune(
                 cb.close()
 
     state = trainer.state
+    if not trainer.is_world_process_zero():
+        return None
     if status == "diverged":
         adapter_dir = _adapter_from_last_good_checkpoint(out)
         steps = state.global_step
@@ -180,13 +239,16 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgressCallback
 
-    from ..models.llm import load_model
+    from ..models.llm import load_model, resolve_model
     from .callbacks import FiniteWeightsCallback, GuardedTrainer, ProgressCallback, ScheduleCallback
 
     import warnings
 
     # Emitted by transformers' own Trainer/peft plumbing in every run; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # Prepare (convert, or build the tiny model) before seeding: building draws random numbers, and the
+    # LoRA initialisation must not depend on whether the model was already cached.
+    resolve_model(model_spec)
     transformers.set_seed(cfg.seed)
     from ..device import resolve_device
 
@@ -241,6 +303,8 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=use_cpu,
+        ddp_backend="gloo" if cfg.processes > 1 else None,
+        ddp_find_unused_parameters=False if cfg.processes > 1 else None,
         bf16=bf16,
         dataloader_num_workers=0,
     )
