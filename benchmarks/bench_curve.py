@@ -1,7 +1,8 @@
 """Learning curve of SmolLM2-135M on OA-Mine attribute extraction (the ``leantune curve`` defaults).
 
-Runs (or resumes) the curve in ``--work`` (adapters and checkpoints; not for the repository), then
-copies the table and plots to ``benchmarks/results/<name>.{json,md,csv}``, ``<name>.png`` and
+Runs (or resumes) the curve in ``--work`` (default ``benchmarks/results/curve-cells/<name>``, where git
+tracks each finished run's ``result.json`` and ``per_unit.jsonl`` but not adapters or checkpoints, so a
+curve filled over several sittings survives a change of machine), then copies the table and plots to ``benchmarks/results/<name>.{json,md,csv}``, ``<name>.png`` and
 ``<name>_per_attribute.png``, with the exact settings, wall times, the machine's load while it ran,
 and the command that reproduces it. The default is the full curve (hours on CPU); reduce it with
 ``--sizes``, ``--seeds`` and ``--eval-limit``:
@@ -62,7 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster on an oversubscribed CPU")
     p.add_argument("--processes", type=int, default=1,
                    help="CPU training processes per run (DDP over gloo; leantune curve --processes): not a curve setting")
-    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "cache" / "curve", help="curve folder (runs, adapters)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="curve folder (runs, adapters; default: benchmarks/results/curve-cells/<name>, its small records tracked by git)")
     p.add_argument("--name", default="curve", help="results file stem in benchmarks/results")
     p.add_argument("--note", default="", help="a paragraph added to the markdown (what the numbers mean, conditions)")
     p.add_argument("--metric", default="f1", help="the metric the curve is fitted on (the task's headline: micro-F1)")
@@ -149,6 +151,8 @@ def main(argv=None) -> None:
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
     load_before = [round(x, 1) for x in os.getloadavg()]
     start = time.perf_counter()
+    # Relative to where it runs: the run records name their adapters by this path (no machine paths in git).
+    args.work = args.work or Path(os.path.relpath(RESULTS / "curve-cells" / args.name))
     result = learning_curve(cfg, args.work, cached_only=args.cached_only)
     from leantune.curves import paired_steps
 
