@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -330,3 +331,31 @@ def test_a_run_trains_the_same_adapter_whether_or_not_the_model_was_cached(tmp_p
     second = finetune("tiny", train, None, tmp_path / "second", cfg, progress=False)  # loads it
     a, b = (load_file(r.adapter_dir / "adapter_model.safetensors") for r in (first, second))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _finite_rank(rank: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    from leantune.train.callbacks import _finite_everywhere
+
+    try:
+        verdict = _finite_everywhere(torch.tensor(float("nan") if rank == 1 else 1.0))
+        (Path(out) / f"rank{rank}").write_text(str(verdict))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_non_finite_loss_in_one_process_stops_every_process(tmp_path):
+    """Under data parallelism the divergence check agrees across ranks (else one rank raises and the
+    others wait for its gradients for ever)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_finite_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "rank0").read_text() == "False" and (tmp_path / "rank1").read_text() == "False"
