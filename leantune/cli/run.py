@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import DATA_HELP, MODEL_NAMES_HELP, SEED_HELP, SEED_MAX, app
+from .app import DATA_HELP, MODEL_NAMES_HELP, PROCESSES_HELP, SEED_HELP, SEED_MAX, app
 
 MODEL_HELP = f"Causal LM: {MODEL_NAMES_HELP} or a local transformers folder."
 DEVICE_HELP = "'auto' (cuda when available), 'cpu' or 'cuda'."
@@ -28,12 +28,13 @@ MASK = typer.Option(False, "--mask-prompt/--train-on-inputs", help="Compute the 
 PATIENCE = typer.Option(5, "--patience", help="Early stopping: evaluations without validation improvement (0 = off).")
 EVAL_EVERY = typer.Option(None, "--eval-every", help="Optimizer steps between validations (default: once per epoch).")
 GROUP = typer.Option(False, "--group-by-length", help="Batch examples of similar length (faster on CPU; not the reference order).")
+PROCESSES = typer.Option(1, "--processes", min=1, help=PROCESSES_HELP)
 DEVICE = typer.Option("auto", "--device", help=DEVICE_HELP)
 QUIET = typer.Option(False, "--quiet", help="No progress bars.")
 
 
 def _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
-                     mask_prompt, patience, eval_every, group, seed, device):
+                     mask_prompt, patience, eval_every, group, seed, device, processes=1):
     from ..train import FinetuneConfig, parse_target_modules
 
     return FinetuneConfig(
@@ -41,6 +42,7 @@ def _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, 
         lr=lr, batch_size=batch_size, micro_batch_size=micro, epochs=epochs, max_steps=max_steps,
         warmup_ratio=warmup, cutoff_len=cutoff, train_on_inputs=not mask_prompt,
         early_stopping_patience=patience or None, eval_every=eval_every, group_by_length=group, seed=seed, device=device,
+        processes=processes,
     )
 
 
@@ -93,7 +95,7 @@ def run_cmd(
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, modules: str = MODULES, lr: float = LR,
     batch_size: int = BATCH, micro: int = MICRO, max_steps: Optional[int] = MAX_STEPS, warmup: float = WARMUP,
     cutoff: int = CUTOFF, mask_prompt: bool = MASK, patience: int = PATIENCE, eval_every: Optional[int] = EVAL_EVERY,
-    group: bool = GROUP, device: str = DEVICE, quiet: bool = QUIET,
+    group: bool = GROUP, device: str = DEVICE, quiet: bool = QUIET, processes: int = PROCESSES,
 ) -> None:
     from ..errors import LeantuneError
     from ..pruning import RECOMMENDERS, PruneConfig, resolve_method
@@ -117,7 +119,7 @@ def run_cmd(
     from ..pipelines.bigrec import BigrecRunConfig, default_run_dir, run_bigrec
 
     ft = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
-                          mask_prompt, patience, eval_every, group, seed, "auto")
+                          mask_prompt, patience, eval_every, group, seed, "auto", processes)
     cfg = BigrecRunConfig(data=data, budget=budget, method=method, pool=pool or None, seed=seed, model=model,
                           test_users=test_users or None, eval_seed=eval_seed, base=base, device=device, finetune=ft,
                           num_beams=beams, max_new_tokens=max_new_tokens, gen_batch_size=gen_batch_size,
@@ -235,7 +237,7 @@ def finetune_cmd(
     r: int = R, alpha: int = ALPHA, dropout: float = DROPOUT, modules: str = MODULES, lr: float = LR,
     batch_size: int = BATCH, micro: int = MICRO, max_steps: Optional[int] = MAX_STEPS, warmup: float = WARMUP,
     cutoff: int = CUTOFF, mask_prompt: bool = MASK, patience: int = PATIENCE, eval_every: Optional[int] = EVAL_EVERY,
-    group: bool = GROUP, device: str = DEVICE, quiet: bool = QUIET,
+    group: bool = GROUP, device: str = DEVICE, quiet: bool = QUIET, processes: int = PROCESSES,
 ) -> None:
     """LoRA fine-tuning on recommendation prompts (defaults: the BIGRec recipe), validated and early-stopped
     on the same users' validation samples. Writes OUT/adapter (safetensors), OUT/checkpoints, OUT/result.json.
@@ -253,7 +255,8 @@ def finetune_cmd(
 
     if task == "sft":
         return _finetune_sft(data, valid, selection, budget, model, out, seed, 3 if epochs is None else epochs, r, alpha, dropout,
-                             modules, lr, batch_size, micro, max_steps, warmup, cutoff, group, device, base, quiet, generate, max_new_tokens)
+                             modules, lr, batch_size, micro, max_steps, warmup, cutoff, group, device, base, quiet, generate, max_new_tokens,
+                             processes)
     if task != "recommendation":
         raise LeantuneError(f"--task {task!r}: choose recommendation or sft")
     if valid is not None or base or generate is not None:
@@ -262,7 +265,7 @@ def finetune_cmd(
     if selection is None and not budget:
         raise LeantuneError("finetune needs --selection FILE or --budget N")
     cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
-                           mask_prompt, patience, eval_every, group, seed, device)
+                           mask_prompt, patience, eval_every, group, seed, device, processes)
     result, out, _ = finetune_recommendation(cfg, data, model, selection=selection, budget=None if selection is not None else budget,
                                              out=out, stop_after_fraction=stop_after_fraction, progress=not quiet)
     best = f", best validation loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else ""
@@ -273,14 +276,14 @@ def finetune_cmd(
 
 
 def _finetune_sft(data, valid, selection, budget, model, out, seed, epochs, r, alpha, dropout, modules, lr, batch_size, micro,
-                  max_steps, warmup, cutoff, group, device, base, quiet, generate=None, max_new_tokens=64) -> None:
+                  max_steps, warmup, cutoff, group, device, base, quiet, generate=None, max_new_tokens=64, processes=1) -> None:
     from ..errors import LeantuneError
     from ..pipelines.sft import finetune_sft
 
     if data == "games":
         raise LeantuneError("--task sft needs --data FILE (a JSONL file of chat 'messages' or 'prompt'/'completion' records)")
     cfg = _finetune_config(r, alpha, dropout, modules, lr, batch_size, micro, epochs, max_steps, warmup, cutoff,
-                           True, 0, None, group, seed, device)
+                           True, 0, None, group, seed, device, processes)
     name = Path(selection).name if selection else (f"n{budget}" if budget else "all")
     out = out or Path("runs") / f"finetune-sft-{Path(data).stem}-{name}-s{seed}"
     result = finetune_sft(data, out, cfg, selection=selection, budget=budget, model=model, valid=valid, base=base, generate=generate,

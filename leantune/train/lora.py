@@ -108,7 +108,9 @@ def _rank_main(rank: int, world: int, port: int, job: tuple) -> None:
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
-    torch.set_num_threads(max(1, torch.get_num_threads() // world))  # the caller's threads, shared out
+    threads = max(1, torch.get_num_threads() // world)  # the caller's threads, shared out
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # else accelerate sets its own count (physical cores / processes)
     _train(*job, callbacks=())
 
 
