@@ -18,7 +18,8 @@ DATA_HELP = "Dataset: 'games' (shipped Amazon Games), 'ml-100k' (MovieLens-100K 
 MODEL_NAMES_HELP = models_help()
 SEED_HELP = "Random seed (every random choice derives from it)."
 PROCESSES_HELP = ("CPU training processes (PyTorch DDP over gloo): each takes its share of every optimizer step's "
-                  "micro-batches, so one run trains on N cores; steps and batches stay the same. Must divide "
+                  "micro-batches, so one run trains on N cores; the steps and their batches stay the same (at an epoch's end "
+                  "a process may repeat a few examples to even out). Must divide "
                   "--batch-size / --micro-batch-size; set OMP_NUM_THREADS=1. Memory: one model per process.")
 # numpy seeds must lie in [0, 2**32); derived seeds add small offsets (seed + 1, seed + 1000 * worker).
 SEED_MAX = 2**31 - 1

@@ -52,7 +52,8 @@ class FinetuneConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda"
     bf16: bool | None = None  # None = on for cuda devices that support it, off on CPU
     # CPU data-parallel processes (gloo): each takes its share of every optimizer step's micro-batches,
-    # so a 2-core machine trains one run on both cores; the steps and batches stay those of one process.
+    # so a 2-core machine trains one run on both cores; the steps and batches stay those of one process
+    # (at an epoch's end a process may repeat a few of the epoch's first examples to even out the shares).
     processes: int = 1
 
     def __post_init__(self):
