@@ -73,13 +73,13 @@ class FinetuneConfig:
             (bool(self.target_modules), "target_modules must not be empty"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"device {self.device!r} unknown"),
             (self.processes >= 1, f"processes must be at least 1, got {self.processes}"),
-            (self.processes < 2 or self.micro_steps % self.processes == 0,
-             f"processes {self.processes} must divide the {self.micro_steps} micro-batches of an optimizer step "
-             f"(batch_size {self.batch_size} / micro_batch_size {self.micro})"),
         ]
         for ok, message in checks:
             if not ok:
                 raise LeantuneError(f"fine-tuning setting: {message}")
+        if self.processes > 1 and self.micro_steps % self.processes:  # batch sizes are known positive here
+            raise LeantuneError(f"fine-tuning setting: processes {self.processes} must divide the {self.micro_steps} micro-batches "
+                                f"of an optimizer step (batch_size {self.batch_size} / micro_batch_size {self.micro})")
 
     @property
     def micro(self) -> int:
