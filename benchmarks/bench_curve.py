@@ -2,8 +2,8 @@
 
 Runs (or resumes) the curve in ``--work`` (default ``benchmarks/results/curve-cells/<name>``, where git
 tracks each finished run's ``result.json`` and ``per_unit.jsonl`` but not adapters or checkpoints, so a
-curve filled over several sittings survives a change of machine), then copies the table and plots to ``benchmarks/results/<name>.{json,md,csv}``, ``<name>.png`` and
-``<name>_per_attribute.png``, with the exact settings, wall times, the machine's load while it ran,
+curve filled over several sittings survives a change of machine), then copies the table and plots to
+``benchmarks/results/<name>.{json,md,csv}``, ``<name>.png`` and ``<name>_per_attribute.png``, with the exact settings, wall times, the machine's load while it ran,
 and the command that reproduces it. The default is the full curve (hours on CPU); reduce it with
 ``--sizes``, ``--seeds`` and ``--eval-limit``:
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from leantune.device import free_port  # noqa: E402
 from leantune.io import write_json  # noqa: E402
 from leantune.pruning import load_selection  # noqa: E402
 from leantune.scoring.scorefile import read_scores  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(launcher: list[str], args: list[str], out: Path, threads: int) -> float:

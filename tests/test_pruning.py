@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from leantune.device import free_port
 from leantune.errors import LeantuneError
 from leantune.pruning import METHODS, load_selection, prune
 from leantune.scoring import SCORERS
@@ -253,14 +254,6 @@ def test_influence_records_its_damping_in_the_selection(tiny_rec, tmp_path, tiny
     assert again.record["timings"]["scoring"]["influence"]["info"] == info
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_accelerate_launch_two_real_processes_equal_one(tiny_rec_folder, tmp_path):
     # Real processes, as a user scales scoring out on a CPU-only machine: `accelerate launch --multi_gpu
@@ -275,7 +268,7 @@ def test_accelerate_launch_two_real_processes_equal_one(tiny_rec_folder, tmp_pat
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(_free_port()), "-m", "leantune", *args, "--out", str(tmp_path / "two")],
+                          "--main_process_port", str(free_port()), "-m", "leantune", *args, "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = read_scores(tmp_path / "one" / "scores.parquet"), read_scores(tmp_path / "two" / "scores.parquet")

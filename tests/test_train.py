@@ -350,12 +350,9 @@ def _finite_rank(rank: int, port: int, out: str) -> None:
 def test_a_non_finite_loss_in_one_process_stops_every_process(tmp_path):
     """Under data parallelism the divergence check agrees across ranks (else one rank raises and the
     others wait for its gradients for ever)."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_finite_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    from leantune.device import free_port
+
+    mp.spawn(_finite_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "rank0").read_text() == "False" and (tmp_path / "rank1").read_text() == "False"

@@ -11,13 +11,14 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from leantune.device import free_port
 
 optuna = pytest.importorskip("optuna")
 
@@ -28,12 +29,6 @@ def _pg_bindir() -> Path | None:
             return Path(candidate)
     found = shutil.which("initdb")
     return Path(found).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_as(user: str | None, cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -65,7 +60,7 @@ def postgres_url():
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    port = _free_port()
+    port = free_port()
     init = _run_as(user, [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "leantune", "--no-sync"], cwd=root)
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)

@@ -81,16 +81,13 @@ def _check_processes(cfg: FinetuneConfig, callbacks) -> None:
 def _spawn_ranks(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, target, stop_after_fraction, progress, previous) -> FinetuneResult:
     """Train in ``cfg.processes`` CPU processes (torch DDP over gloo on this machine); rank 0 writes
     checkpoints, adapter and ``result.json``, which this process then reads."""
-    import socket
-
     import torch.multiprocessing as mp
 
+    from ..device import free_port
     from ..models.llm import resolve_model
 
     resolve_model(model_spec)  # convert a shipped model once here, not in every process at the same time
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     job = (model_spec, list(train), list(valid), out, cfg, total, target, stop_after_fraction, progress, previous)
     try:
         mp.spawn(_rank_main, args=(cfg.processes, port, job), nprocs=cfg.processes, join=True)

@@ -7,7 +7,7 @@ fifth of a product-level training step (``benchmarks/bench_ce_loss.py``). ``caus
 the same loss — the same shifting, ``ignore_index``, mean or ``sum / num_items_in_batch`` — keeping
 only the logits (in their own dtype) and one float32 log-sum-exp per row for the backward pass, which
 recomputes the softmax a chunk of rows at a time. Values and gradients equal the reference's up to
-float32 rounding (``tests/test_train.py``).
+float32 rounding (``tests/test_loss.py``).
 """
 from __future__ import annotations
 
