@@ -112,6 +112,8 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="*", default=None,
                    help="test: run only these labels (zero-shot, 3-shot, 10-shot, default, task-default, best); task-default is "
                         "the task's recipe, run where it is not already the grid's choice")
+    p.add_argument("--recipes", nargs="*", default=None,
+                   help="grid: train only these recipes of --grid, by name (e.g. question-e1-lr0.001-r16a32-all-b32); default: all")
     p.add_argument("--deadline-s", type=float, default=0, help="grid/test: start no new cell after this many seconds (0: none)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in training on CPU (on CUDA it is on anyway)")
     p.add_argument("--micro-batch-size", type=int, default=0, help="examples per forward pass (0: the whole batch)")
@@ -130,6 +132,11 @@ def parse_args(argv=None):
     if args.grid == "tiny":
         args.model = "tiny"
     args.name = args.name or f"attr-recipe-{Path(args.model).name}"
+    if args.recipes is not None:
+        unknown = sorted(set(args.recipes) - {r.name for r in GRIDS[args.grid]})
+        if unknown:
+            p.error(f"--recipes: {', '.join(unknown)} not in --grid {args.grid} "
+                    f"(its recipes: {', '.join(r.name for r in GRIDS[args.grid])})")
     return args
 
 
@@ -220,7 +227,7 @@ def _cost(recipe: Recipe) -> float:
 
 
 def grid_phase(args, device: str, start: float) -> None:
-    recipes = GRIDS[args.grid]
+    recipes = [r for r in GRIDS[args.grid] if args.recipes is None or r.name in args.recipes]
     for recipe in _mine(recipes, [_cost(r) for r in recipes], args.shard, args.shards):
         cell = args.work / "grid" / f"{recipe.name}.json"
         if cell.is_file():

@@ -133,3 +133,20 @@ def test_save_every_sets_the_checkpoint_interval_and_defaults_to_one_per_epoch()
     cfg = bench._finetune_config(recipe, 0, "cpu", 8, save_every=9)
     assert cfg.eval_every == 9 and cfg.micro_batch_size == 8 and cfg.train_on_inputs is False
     assert bench.parse_args(["--phase", "test", "--work", "w", "--save-every", "9"]).save_every == 9
+
+
+def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys):
+    grid = bench.GRIDS["smollm2"]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--phase", "grid", "--work", str(tmp_path), "--recipes", grid[0].name, "no-such-recipe"])
+    assert "--recipes: no-such-recipe not in --grid smollm2" in capsys.readouterr().err
+    trained = []
+
+    class Result:
+        status, steps, tokens_seen, adapter_dir = "finished", 1, 1, None
+
+    monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out: trained.append(recipe.name) or Result())
+    args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path), "--recipes", grid[10].name, grid[1].name])
+    bench.grid_phase(args, "cpu", 0.0)
+    assert sorted(trained) == sorted([grid[10].name, grid[1].name])
+    assert sorted(p.stem for p in (tmp_path / "grid").glob("*.json")) == sorted(trained)

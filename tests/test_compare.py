@@ -465,3 +465,32 @@ def test_a_comparison_written_before_the_seed_mde_reads_back_with_it(tmp_path):
     back = Comparison.from_dict(old)
     assert back.row("a").mde_total == pytest.approx(c.row("a").mde_total) and c.row("a").mde_total is not None
     assert "MDE units + seeds" in back.to_markdown()
+
+
+def test_resampled_metric_draws_the_same_products_for_every_run():
+    from leantune.evaluation.compare import metric_interval, resampled_metric
+
+    rng = np.random.default_rng(3)
+    outcomes = np.array(["NN", "NV", "VN", "VC", "VW"])
+    products = {f"p{i}": list(rng.choice(outcomes, size=int(rng.integers(1, 6)))) for i in range(40)}
+    better = {pid: [("VC" if o in ("VW", "VN") else o) for o in outs] for pid, outs in products.items()}
+    runs = [ev("a", attr_rows(products)), ev("b", attr_rows(better)), ev("a2", attr_rows(products))]
+    observed, draws = resampled_metric(runs, "f1", n_boot=400, seed=1)
+    assert observed[0] == pytest.approx(direct_micro(attr_rows(products))["f1"])
+    assert observed[1] == pytest.approx(direct_micro(attr_rows(better))["f1"])
+    assert draws.shape == (400, 3)
+    # Identical runs move identically (the same products in every resample), and every resample
+    # keeps the better run ahead: whole products are drawn, never half of one.
+    assert np.array_equal(draws[:, 0], draws[:, 2]) and (draws[:, 1] >= draws[:, 0]).all()
+    assert draws[:, 0].std() > 0
+    # Its spread is one run's interval over products.
+    _, low, high = metric_interval(runs[0], "f1", n_boot=4000)
+    lo, hi = np.quantile(draws[:, 0], [0.025, 0.975])
+    assert lo == pytest.approx(low, abs=0.03) and hi == pytest.approx(high, abs=0.03)
+    # Rows in another order give the same draws (aligned by unit id); other units are refused.
+    shuffled = ev("b", list(reversed(attr_rows(better))))
+    assert np.array_equal(resampled_metric([runs[0], shuffled, runs[2]], "f1", n_boot=400, seed=1)[1], draws)
+    with pytest.raises(LeantuneError, match="different units"):
+        resampled_metric([runs[0], ev("c", attr_rows({"p0": ["VC"]}))], "f1")
+    with pytest.raises(LeantuneError, match="available"):
+        resampled_metric(runs, "recall@20")

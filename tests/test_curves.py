@@ -424,3 +424,41 @@ def test_curve_cli_save_every_checkpoints_each_run_between_epochs(tmp_path):
     assert run(tmp_path / "epoch", "--save-every", "1")[0] == ["checkpoint-2"]  # its finished run is cached, not redone
     bad = CliRunner().invoke(app, ["curve", "--model", "tiny", "--save-every", "0"])
     assert bad.exit_code != 0 and "--save-every" in bad.output
+
+
+def test_saturation_interval_over_test_units_has_width_with_one_seed():
+    # One seed per size: resampling seeds alone gives a point interval; resampling the test units
+    # (values that move together across sizes, as paired runs on one test set do) gives a real one.
+    a, b, c, t = 0.9, 0.8, 0.5, 0.01
+    sizes = np.array(SIZES, dtype=float)
+    values = a - b * sizes ** (-c)
+    seeds = [0] * len(SIZES)
+    seeds_only = bootstrap_saturation(sizes, values, seeds, threshold=t, resamples=100, rng=np.random.default_rng(0))
+    assert seeds_only.low == seeds_only.high == seeds_only.point and seeds_only.over == "seeds"
+    rng = np.random.default_rng(1)
+    shift = rng.normal(0, 0.02, size=(300, 1))  # a resample's harder or easier test set moves every size
+    slope = rng.normal(0, 0.05, size=(300, 1))  # ... and changes how much the data helps
+    draws = values + shift + slope * (b * sizes ** (-c))
+    units = bootstrap_saturation(sizes, values, seeds, threshold=t, rng=np.random.default_rng(0), unit_draws=draws)
+    assert units.bootstrap == 300 and units.over == "test units and seeds"
+    assert units.low < units.point < units.high
+    with pytest.raises(ValueError, match="one column per point"):
+        bootstrap_saturation(sizes, values, seeds, unit_draws=draws[:, :3])
+
+
+def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):
+    from leantune.curves import learning_curve
+    from leantune.curves.analysis import describe
+
+    folder = write_attribute_folder(tmp_path / "data")
+    cfg = _tiny_config(folder, seeds=1, sizes=(0, 2, 3, 4))
+    result = learning_curve(cfg, tmp_path / "curve", log=lambda line: None)
+    sat = result.analysis.saturation
+    assert sat["over"] == "test units and seeds" and sat["bootstrap"] == cfg.bootstrap
+    assert "resamples of test units and seeds" in "\n".join(describe(result.analysis))
+    assert "degenerate" not in "\n".join(result.lines)
+    # A run without per-question results (evaluated before they were written) leaves the seeds alone, and says so.
+    (tmp_path / "curve" / "runs" / "size00003-seed0" / "per_unit.jsonl").unlink()
+    again = learning_curve(cfg, tmp_path / "curve", log=lambda line: None, cached_only=True)
+    assert again.analysis.saturation["over"] == "seeds"
+    assert "over seeds only (no per_unit.jsonl in size00003-seed0)" in again.analysis.note

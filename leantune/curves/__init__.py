@@ -12,7 +12,7 @@ from typing import Callable
 from ..errors import ParameterError
 from .analysis import CurveAnalysis, analyse, describe, write_table
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
-from .paired import PairedSteps, paired_steps
+from .paired import PairedSteps, paired_steps, unit_draws
 from .plan import CurvePlan, measure_costs, plan_curve
 from .runner import DEFAULT_SIZES, CurveConfig, CurveRun, default_sizes, make_task, run_curve
 
@@ -51,7 +51,11 @@ def learning_curve(
     failed = [r for r in run.rows if not r["metrics"]]
     for r in failed:
         log(f"size {r['size']} seed {r['seed']}: {r['status']} ({(r.get('train') or {}).get('reason', '')}); left out of the fit")
-    analysis = analyse(run.rows, metric, cfg.gain_threshold, cfg.bootstrap, seed=cfg.seed, ceiling=cfg.ceiling)
+    # The saturation interval resamples the test units too (paired across sizes) when every run has per-unit results.
+    draws, why_not = unit_draws(out, run.rows, metric, n_boot=cfg.bootstrap, seed=cfg.seed) if cfg.bootstrap else (None, "")
+    analysis = analyse(run.rows, metric, cfg.gain_threshold, cfg.bootstrap, seed=cfg.seed, ceiling=cfg.ceiling, unit_draws=draws)
+    if draws is None and why_not and analysis.saturation:
+        analysis.note = (analysis.note + "; " if analysis.note else "") + f"saturation interval over seeds only ({why_not})"
     csv_path, json_path = write_table(out, run.rows, analysis, {"config": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds})
     files = {"csv": csv_path, "json": json_path}
     label = f"{task.name} ({cfg.method}, {cfg.model})"

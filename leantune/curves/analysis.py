@@ -57,8 +57,11 @@ def metric_keys(rows: list[dict]) -> list[str]:
 
 def analyse(
     rows: list[dict], metric: str, gain_threshold: float = 0.01, bootstrap: int = 1000, gain_sizes=(200,), seed: int = 0,
-    ceiling: float | None = 1.0,
+    ceiling: float | None = 1.0, unit_draws=None,
 ) -> CurveAnalysis:
+    """Per-size summary, fit, saturation point and zero-shot gain of a curve's ``rows``. With
+    ``unit_draws`` (``paired.unit_draws``: the trained runs' ``metric`` in bootstrap resamples of the
+    test units) the saturation interval resamples the test units as well as the seeds."""
     zero = [r["metrics"][metric] for r in rows if r["size"] == 0 and metric in r["metrics"]]
     zero_shot = float(zero[0]) if zero else None
     trained = [r for r in rows if r["size"] > 0 and metric in r["metrics"]]
@@ -76,7 +79,8 @@ def analyse(
         seeds = [r["seed"] for r in trained]
         fitted = fit_curve(sizes, values, ceiling=ceiling)
         fit = fitted.as_dict()
-        saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted, ceiling=ceiling).as_dict()
+        saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted, ceiling=ceiling,
+                                          unit_draws=unit_draws).as_dict()
     else:
         note = "no trained runs: nothing to fit"
     gain_at = {}
@@ -140,9 +144,9 @@ def describe(analysis: CurveAnalysis) -> list[str]:
         where = "beyond the largest size (extrapolated)" if s["beyond_data"] else "within the measured sizes"
         lines.append(
             f"saturation (gain per doubling < {s['threshold']}): n* = {_fmt(s['point'])}, {int(s['level'] * 100)}% bootstrap "
-            f"interval [{_fmt(s['low'])}, {_fmt(s['high'])}] over {s['bootstrap']} resamples of seeds "
+            f"interval [{_fmt(s['low'])}, {_fmt(s['high'])}] over {s['bootstrap']} resamples of {s.get('over', 'seeds')} "
             f"({s['bootstrap_power']} power-law fits, {s['bootstrap_infinite']} never saturate); {where}"
-            + _single_seed_note(analysis.by_size)
+            + (_single_seed_note(analysis.by_size) if s.get("over", "seeds") == "seeds" else "")
         )
     for size, g in analysis.gain_at.items():
         parts = []

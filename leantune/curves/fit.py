@@ -131,8 +131,9 @@ class Saturation:
     bootstrap_power: int  # of which the power law was fitted (the rest fell back)
     bootstrap_infinite: int  # of which never saturate
     beyond_data: bool  # point larger than the largest size measured (an extrapolation)
-    min_seeds: int  # fewest runs at any size: with 1 the bootstrap has nothing to resample
+    min_seeds: int  # fewest runs at any size: with 1 the seed bootstrap has nothing to resample
     per_size_gain: dict = field(default_factory=dict)  # fitted gain per doubling at each measured size
+    over: str = "seeds"  # what the bootstrap resampled: "seeds", or "test units and seeds"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,24 +149,35 @@ def bootstrap_saturation(
     rng: np.random.Generator | None = None,
     fit: CurveFit | None = None,
     ceiling: float | None = None,
+    unit_draws=None,
 ) -> Saturation:
-    """Saturation point of the fit plus a bootstrap interval over seeds.
+    """Saturation point of the fit plus a bootstrap interval over seeds (and test units).
 
     Each resample redraws, for every size independently, as many runs as there are seeds (with
-    replacement) from that size's seed runs, refits the curve and takes its saturation point.
+    replacement) from that size's seed runs, refits the curve and takes its saturation point. With
+    ``unit_draws`` (shape (resamples, points): every point's value in bootstrap resamples of the
+    test units, the same units drawn for all points, from ``leantune.evaluation.compare.resampled_metric``),
+    resample ``b`` also takes its values from row ``b``: the interval then covers the test set's
+    sampling as well, and has width with a single seed.
     """
     rng = rng or np.random.default_rng(0)
     n = np.asarray(sizes, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     keep = (n > 0) & np.isfinite(y)
+    if unit_draws is not None:
+        unit_draws = np.asarray(unit_draws, dtype=np.float64)
+        if unit_draws.ndim != 2 or unit_draws.shape[1] != len(n):
+            raise ValueError(f"unit_draws has shape {unit_draws.shape}: expected (resamples, {len(n)}), one column per point")
+        resamples = unit_draws.shape[0]
+        unit_draws = unit_draws[:, keep]
     n, y, seeds = n[keep], y[keep], np.asarray(seeds)[keep]
     fit = fit or fit_curve(n, y, ceiling=ceiling)
     point = fit.saturation_point(threshold)
     groups = [np.flatnonzero(n == s) for s in np.unique(n)]
     points, power = [], 0
-    for _ in range(resamples):
+    for b in range(resamples):
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        boot = fit_curve(n[idx], y[idx], ceiling=ceiling)
+        boot = fit_curve(n[idx], (y if unit_draws is None else unit_draws[b])[idx], ceiling=ceiling)
         power += boot.kind == "power"
         points.append(boot.saturation_point(threshold))
     points = np.asarray(points) if points else np.asarray([point])
@@ -186,5 +198,6 @@ def bootstrap_saturation(
         beyond_data=bool(point > max(measured)),
         min_seeds=int(min(len(g) for g in groups)),
         per_size_gain={int(s): float(fit.gain_per_doubling(s)) for s in measured},
+        over="seeds" if unit_draws is None else "test units and seeds",
     )
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..evaluation.units import PER_UNIT_FILE
 from ..io import atomic_path, write_json
 
@@ -123,3 +125,31 @@ def paired_steps(out, rows: list[dict], metric: str, n_boot: int = 10000, seed: 
         if 0 in by_size:
             zero_shot.append(s if prev == 0 else step(size, 0)[1])
     return PairedSteps(metric, n_units, n_clusters, previous, zero_shot, left_out)
+
+
+def unit_draws(out, rows: list[dict], metric: str, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray | None, str]:
+    """(draws, why not): the ``metric`` of every trained run of the curve in ``out`` (rows with size > 0
+    and the metric, in ``rows``' order) in ``n_boot`` bootstrap resamples of the shared test units
+    (shape (n_boot, runs)), for a saturation interval that covers the test set's sampling; ``None`` and
+    the reason when some run has no per-unit results or they cannot give the metric."""
+    from ..errors import LeantuneError
+    from ..evaluation.compare import load_evaluation, resampled_metric
+    from .runner import run_dir
+
+    trained = [r for r in rows if r["size"] > 0 and metric in (r.get("metrics") or {})]
+    if not trained:
+        return None, "no trained runs"
+    evaluations, missing = [], []
+    for r in trained:
+        folder = run_dir(Path(out), r["size"], r["seed"])
+        if (folder / PER_UNIT_FILE).is_file():
+            evaluations.append(load_evaluation(folder, name=_name(r["size"])))
+        else:
+            missing.append(folder.name)
+    if missing:
+        return None, f"no {PER_UNIT_FILE} in {', '.join(missing)}"
+    try:
+        _, draws = resampled_metric(evaluations, metric, n_boot=n_boot, seed=seed)
+    except LeantuneError as exc:
+        return None, str(exc)
+    return draws, ""

@@ -488,6 +488,45 @@ def _swap_chunks(n_clusters: int, n_perm: int, rng: np.random.Generator):
         done += b
 
 
+def _cluster_totals(evaluations: Sequence[Evaluation], m: _Metric) -> tuple[int, np.ndarray]:
+    """(units, (runs, clusters, k) totals): every run aligned to the first run's unit order, its
+    per-unit columns summed per cluster (clusters in order of first appearance)."""
+    ref_units = evaluations[0].units
+    position = {u: i for i, u in enumerate(ref_units)}
+    clusters = [r["cluster"] for r in evaluations[0].rows]
+    cluster_ids = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    cl = np.array([cluster_ids[c] for c in clusters])
+    n_units, n_clusters = len(ref_units), len(cluster_ids)
+    totals = []
+    for ev in evaluations:
+        order = [0] * n_units
+        for i, r in enumerate(ev.rows):
+            order[position[r["unit"]]] = i
+        u = m.unit_columns(ev, order)  # (N, k)
+        totals.append(np.stack([np.bincount(cl, weights=u[:, j], minlength=n_clusters) for j in range(u.shape[1])], axis=1))
+    return n_units, np.stack(totals)
+
+
+def resampled_metric(evaluations: Sequence[Evaluation], metric: str, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(observed, draws): each run's ``metric`` (shape (runs,)) and its value in ``n_boot`` bootstrap
+    resamples of the test clusters (shape (n_boot, runs)), every resample drawing the same clusters for
+    all runs -- for statistics of several runs at once that must stay paired over the test units (a
+    learning curve's fit, say). Runs must cover the same units; micro metrics are recomputed from each
+    resample's totals."""
+    evaluations = list(evaluations)
+    if not evaluations:
+        raise LeantuneError("nothing to resample: no evaluations given")
+    if n_boot < 1:
+        raise LeantuneError(f"bootstrap resamples {n_boot}: need at least 1")
+    _check_same_units(evaluations)
+    m = _resolve_metric(metric, evaluations)
+    _, totals = _cluster_totals(evaluations, m)  # (R, C, k)
+    observed = m.stat(totals.sum(axis=1))
+    rng = np.random.default_rng([seed, 2])
+    draws = np.concatenate([m.stat(np.einsum("bc,rck->brk", w, totals)) for w in _resample_chunks(totals.shape[1], n_boot, rng)])
+    return observed, draws
+
+
 def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metric: str = "recall@20",
             n_boot: int = 10000, n_perm: int = 10000, seed: int = 0, alpha: float = 0.05,
             power: float = 0.8) -> Comparison:
@@ -517,30 +556,13 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         raise LeantuneError(f"baseline {baseline!r} is not among the methods: {', '.join(groups_evs)}")
     _check_same_units(evaluations)
     m = _resolve_metric(metric, evaluations)
-
-    # Align every run to the first run's unit order; clusters in order of first appearance.
-    ref_units = evaluations[0].units
-    position = {u: i for i, u in enumerate(ref_units)}
-    clusters = [r["cluster"] for r in evaluations[0].rows]
-    cluster_ids = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
-    cl = np.array([cluster_ids[c] for c in clusters])
-    n_units, n_clusters = len(ref_units), len(cluster_ids)
+    n_units, per_run = _cluster_totals(evaluations, m)
+    n_clusters = per_run.shape[1]
 
     # Per group: (R, C, k) per-seed cluster totals.
     cluster_data: dict[str, np.ndarray] = {}
-    for name, evs in groups_evs.items():
-        per_run = []
-        for ev in evs:
-            order = [0] * n_units
-            for i, r in enumerate(ev.rows):
-                order[position[r["unit"]]] = i
-            per_run.append(m.unit_columns(ev, order))
-        u = np.stack(per_run)  # (R, N, k)
-        c = np.zeros((u.shape[0], n_clusters, u.shape[2]))
-        for r in range(u.shape[0]):
-            for j in range(u.shape[2]):
-                c[r, :, j] = np.bincount(cl, weights=u[r, :, j], minlength=n_clusters)
-        cluster_data[name] = c
+    for name in groups_evs:
+        cluster_data[name] = per_run[[i for i, ev in enumerate(evaluations) if ev.name == name]]
 
     # Observed values.
     groups: dict[str, GroupSummary] = {}
