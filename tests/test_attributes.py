@@ -368,6 +368,47 @@ def test_evaluate_cli_few_shot_records_its_shots(attr_folder, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["settings"]["shots"] == 2 and saved["metrics"]["n_products"] == 2 and "2-shot on" in result.output
+    assert saved["settings"]["cue_space"] is True
+    result = CliRunner().invoke(app, ["attributes", "evaluate", "--data", str(attr_folder), "--model", "tiny", "--limit", "2",
+                                      "--shots", "2", "--no-cue-space", "--out", str(tmp_path / "nocue"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "nocue" / "metrics.json").read_text())["settings"]["cue_space"] is False
+
+
+@pytest.mark.parametrize("unit", ["product", "question"])
+def test_plain_prompts_can_end_without_the_cue_space(attr_folder, unit):
+    """cue_space=False: a prompt without a chat template ends in "Answer:" (the model writes the space, as
+    in the solved examples, whose "Answer: " blocks are unchanged); chat-template prompts are not affected."""
+    from leantune.models.llm import load_tokenizer
+    from leantune.tasks.attributes import AttributeTask
+
+    class Plain:  # the tiny tokenizer without its chat template, as Gemma's base model has none
+        def __init__(self, tok):
+            self.tok, self.chat_template = tok, None
+
+        def __call__(self, *a, **k):
+            return self.tok(*a, **k)
+
+    tok = load_tokenizer("tiny")
+    plain = Plain(tok)
+    prompts = {}
+    for cue_space in (True, False):
+        task = AttributeTask(data=str(attr_folder), unit=unit, shots=2, cue_space=cue_space, progress=False)
+        for key, tokenizer in (("plain", plain), ("chat", tok)):
+            seen = {}
+            task._generate = lambda model, t, p, *a: seen.setdefault("all", p) and ["n/a"] * len(p)
+            task.predict(None, tokenizer, "test")
+            train = task.train_examples(task.train_pool()[:2], tokenizer)
+            prompts[cue_space, key] = seen["all"], [e.prompt for e in train]
+    for (cue_space, key), (evaluated, trained) in prompts.items():
+        if key == "plain":
+            end = "\nAnswer: " if cue_space else "\nAnswer:"
+            assert all(p.endswith(end) for p in evaluated + trained)
+            assert all(p.count("\nAnswer: ") == p.count("\nAnswer:") - (0 if cue_space else 1) for p in evaluated)
+    assert prompts[True, "chat"] == prompts[False, "chat"]
+    assert [p.rstrip(" ") for p in prompts[True, "plain"][0]] == prompts[False, "plain"][0]
+    with pytest.raises(LeantuneError, match="^cue_space 'no'"):
+        AttributeTask(data=str(attr_folder), cue_space="no")
 
 
 def test_per_attribute_f1_is_the_micro_f1_of_that_attributes_questions():

@@ -56,6 +56,7 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default: runs/attributes-eval-<adapter name, zero-shot or N-shot>-<unit>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Picks the --limit subset and the --shots examples."),
+    cue_space: bool = typer.Option(True, "--cue-space/--no-cue-space", help="Prompts without a chat template (gemma3-270m) end in 'Answer: ' (default) or 'Answer:', so the model writes the space itself as in the few-shot examples. Evaluate an adapter with the prompts it was trained on (the default)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate answers for every attribute of the test products and score them (micro-F1, P/R, accuracy, per attribute).
@@ -71,7 +72,7 @@ def evaluate(
     from ..pipelines.attributes import evaluate_attributes
 
     ev = evaluate_attributes(data, model, adapter, unit=unit, split=split, limit=limit, batch_size=batch_size, strict_json=strict_json,
-                             shots=shots, device=device, out=out, seed=seed, progress=not quiet)
+                             shots=shots, device=device, out=out, seed=seed, progress=not quiet, cue_space=cue_space)
     _print_metrics(ev.metrics, f"{ev.name} on {data} {split} ({unit} prompts)")
     print(f"{len(ev.rows)} questions in {ev.wall_s:.0f} s; wrote {ev.out / 'metrics.json'} and {ev.out / 'predictions.jsonl'}")
 

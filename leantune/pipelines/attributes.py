@@ -35,9 +35,11 @@ def evaluation_name(adapter: Path | None, shots: int) -> str:
 def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: Path | None = None, *, unit: str = "product",
                         split: str = "test", limit: int | None = None, batch_size: int = 16, strict_json: bool = False,
                         shots: int = 0, device: str = "cpu", out: Path | None = None, seed: int = 0,
-                        progress: bool = True) -> AttributesEvaluation:
+                        progress: bool = True, cue_space: bool = True) -> AttributesEvaluation:
     """Micro-F1, P/R, accuracy and per-attribute scores of ``model`` (with ``adapter``) on ``split``;
-    ``limit`` evaluates a seeded subset of products, ``shots`` puts solved training products in each prompt."""
+    ``limit`` evaluates a seeded subset of products, ``shots`` puts solved training products in each prompt;
+    ``cue_space=False`` ends prompts without a chat template in "Answer:" rather than "Answer: "
+    (``leantune.tasks.attributes_prompts``)."""
     from ..device import resolve_device
     from ..models.llm import load_model
     from ..tasks.attributes import AttributeTask, write_predictions
@@ -57,18 +59,19 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     # the data or the model is loaded), not mixed in.
     log_settings = {"data": data, "model": model, "adapter": str(adapter) if adapter is not None else None,
                     "adapter_sha256": adapter_fingerprint(adapter), "unit": unit, "split": split, "limit": limit, "seed": seed,
-                    "shots": shots}
+                    "shots": shots, **({} if cue_space else {"cue_space": False})}  # logs from before the option stay valid
     log = GenerationLog(out / GENERATION_LOG, log_settings)
     log.check()
     dev = resolve_device(device)
-    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress)
+    task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress,
+                         cue_space=cue_space)
     lm, tokenizer = load_finetuned(model, adapter, device=dev) if adapter is not None else load_model(model, device=dev)
     earlier = log.seconds()  # the sittings before this one, when it resumes
     start = time.perf_counter()
     metrics, rows = task.predict(lm, tokenizer, split=split, limit=limit, seed=seed, log=log)
     wall = earlier + time.perf_counter() - start
     settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
-                "seed": seed, "strict_json": strict_json, "shots": shots, "device": dev, "wall_s": wall}
+                "seed": seed, "strict_json": strict_json, "shots": shots, "cue_space": cue_space, "device": dev, "wall_s": wall}
     write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
     write_predictions(out / "predictions.jsonl", rows)
     (out / GENERATION_LOG).unlink(missing_ok=True)  # the answers are in predictions.jsonl now

@@ -37,6 +37,7 @@ class AttributeConfig:
     max_new_tokens: int | None = None  # None: per prompt, the longest answer it could need (see _budget)
     strict_json: bool = False  # True: text around the JSON object makes every answer invalid
     shots: int = 0  # evaluation prompts show this many solved training products of the same category first
+    cue_space: bool = True  # without a chat template, prompts end in "Answer: " (True) or "Answer:" (attributes_prompts)
     # Generation: "transformers" (batches through model.generate) or "leantune" (the pooled search:
     # batch_size prompts in flight, each leaving as soon as its answer ends; Llama-style models).
     search: str = "transformers"
@@ -49,6 +50,8 @@ class AttributeConfig:
             raise ParameterError("batch_size", self.batch_size, "must be at least 1")
         if isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 0:
             raise ParameterError("shots", repr(self.shots), "must be a whole number, at least 0")
+        if not isinstance(self.cue_space, bool):
+            raise ParameterError("cue_space", repr(self.cue_space), "must be True or False")
         if self.search not in SEARCHES:
             raise ParameterError("search", repr(self.search), f"choose one of {', '.join(SEARCHES)}")
 
@@ -104,13 +107,13 @@ class AttributeTask(Task):
                 p = products.get(uid)
                 if p is None:
                     raise LeantuneError(f"product {uid!r} is not in the {split} split of {self.data.folder}")
-                out.append(TextExample(product_prompt(p, tokenizer), product_answer(p), uid))
+                out.append(TextExample(product_prompt(p, tokenizer, cue_space=self.config.cue_space), product_answer(p), uid))
             else:
                 pid, attribute = split_question_id(uid)
                 p = products.get(pid)
                 if p is None or attribute not in p.attributes:
                     raise LeantuneError(f"question {uid!r} is not in the {split} split of {self.data.folder}")
-                out.append(TextExample(question_prompt(p, attribute, tokenizer), question_answer(p, attribute), uid))
+                out.append(TextExample(question_prompt(p, attribute, tokenizer, cue_space=self.config.cue_space), question_answer(p, attribute), uid))
         return out
 
     def train_examples(self, unit_ids: Sequence[str], tokenizer) -> list[TextExample]:
@@ -157,7 +160,7 @@ class AttributeTask(Task):
         products = seeded_subset(self.data.products(split), limit, seed)
         judged, rows, status = [], [], []
         if self.unit == "product":
-            prompts = [product_prompt(p, tokenizer, self.demos(p, seed)) for p in products]
+            prompts = [product_prompt(p, tokenizer, self.demos(p, seed), cfg.cue_space) for p in products]
             budgets = cfg.max_new_tokens or [self._budget(tokenizer, p) for p in products]
             raw = self._generate(model, tokenizer, prompts, budgets, json_object_closed, log)
             for p, text in zip(products, raw):
@@ -169,7 +172,7 @@ class AttributeTask(Task):
                     rows.append({**j.as_dict(), "raw": text, "parse": st})
         else:
             pairs = [(p, a) for p in products for a in p.attributes]
-            prompts = [question_prompt(p, a, tokenizer, self.demos(p, seed)) for p, a in pairs]
+            prompts = [question_prompt(p, a, tokenizer, self.demos(p, seed), cfg.cue_space) for p, a in pairs]
             budgets = cfg.max_new_tokens or [self._budget(tokenizer, p, a) for p, a in pairs]
             raw = self._generate(model, tokenizer, prompts, budgets, line_ended, log)
             for (p, a), text in zip(pairs, raw):

@@ -5,6 +5,12 @@ zero-shot baseline sees the format the instruct model was tuned on and fine-tuni
 
 Few-shot prompts (``shots``: evaluation without training) put solved examples before the question:
 as earlier user/assistant turns in a chat template, or as earlier "Answer:" blocks without one.
+
+Without a chat template a prompt ends in the cue ``"Answer: "``. Tokenizers that merge a space into
+the next word (Gemma's: ``"▁{"``) then end the prompt on a lone ``"▁"`` token, while every solved
+example's answer starts with the merged token. ``cue_space=False`` ends it in ``"Answer:"`` instead,
+so the model writes the space itself, as in the examples (answers are parsed with surrounding
+whitespace stripped). Chat-template prompts are not affected.
 """
 from __future__ import annotations
 
@@ -20,8 +26,9 @@ PRODUCT_INSTRUCTION = 'Fill in this JSON object: copy each value from the title,
 QUESTION_INSTRUCTION = 'Answer with the value copied from the title, or "n/a" if the title does not state it.'
 
 
-def _chat(user: str, tokenizer, demos: Sequence[tuple[str, str]] = ()) -> str:
-    """The prompt for ``user``, after ``demos`` ((user, answer) pairs shown as solved examples)."""
+def _chat(user: str, tokenizer, demos: Sequence[tuple[str, str]] = (), cue_space: bool = True) -> str:
+    """The prompt for ``user``, after ``demos`` ((user, answer) pairs shown as solved examples);
+    ``cue_space``: a plain prompt ends in "Answer: " (True) or "Answer:" (module docstring)."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": SYSTEM}]
         for demo_user, demo_answer in demos:
@@ -29,7 +36,7 @@ def _chat(user: str, tokenizer, demos: Sequence[tuple[str, str]] = ()) -> str:
         messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     shown = "".join(f"{demo_user}\nAnswer: {demo_answer}\n\n" for demo_user, demo_answer in demos)
-    return f"{SYSTEM}\n\n{shown}{user}\nAnswer: "
+    return f"{SYSTEM}\n\n{shown}{user}\nAnswer:" + (" " if cue_space else "")
 
 
 def product_user_text(product: Product) -> str:
@@ -39,10 +46,10 @@ def product_user_text(product: Product) -> str:
     return f"Product category: {product.category}\nTitle: {product.text}\n{PRODUCT_INSTRUCTION}\n{skeleton}"
 
 
-def product_prompt(product: Product, tokenizer=None, demos: Sequence[Product] = ()) -> str:
+def product_prompt(product: Product, tokenizer=None, demos: Sequence[Product] = (), cue_space: bool = True) -> str:
     """The prompt for one product (``demos``: solved training products shown first, for few-shot)."""
     shown = [(product_user_text(d), product_answer(d)) for d in demos]
-    return _chat(product_user_text(product), tokenizer, shown)
+    return _chat(product_user_text(product), tokenizer, shown, cue_space)
 
 
 def product_answer(product: Product) -> str:
@@ -57,10 +64,10 @@ def question_user_text(product: Product, attribute: str) -> str:
     )
 
 
-def question_prompt(product: Product, attribute: str, tokenizer=None, demos: Sequence[Product] = ()) -> str:
+def question_prompt(product: Product, attribute: str, tokenizer=None, demos: Sequence[Product] = (), cue_space: bool = True) -> str:
     """The prompt for one (product, attribute) question (``demos``: solved products asked the same attribute)."""
     shown = [(question_user_text(d, attribute), question_answer(d, attribute)) for d in demos if attribute in d.attributes]
-    return _chat(question_user_text(product, attribute), tokenizer, shown)
+    return _chat(question_user_text(product, attribute), tokenizer, shown, cue_space)
 
 
 def question_answer(product: Product, attribute: str) -> str:
