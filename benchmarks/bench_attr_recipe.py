@@ -398,7 +398,9 @@ def report(args) -> str:
     carried = []
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
-        name = {"best": f"fine-tuned, chosen recipe ({best.name if best else 'no grid yet'})",
+        chosen_from = len([c for c in cells if c["valid"]])
+        name = {"best": f"fine-tuned, chosen recipe ({best.name}; the best of {chosen_from} grid cell{'s' * (chosen_from != 1)} on validation)"
+                if best else "fine-tuned, chosen recipe (no grid yet)",
                 "task-default": f"fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid)",
                 "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         old = before.get("test", {}).get(label)

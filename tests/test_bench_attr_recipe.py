@@ -71,6 +71,7 @@ def test_a_new_machine_carries_the_committed_grid_rows_and_comparisons(tmp_path,
     rows(first.work / "test" / "best" / "s0", 30)
     text1 = bench.report(first)
     assert "### f1 against zero-shot" in text1 and "(carried)" not in text1
+    assert f"| fine-tuned, chosen recipe ({grid[3].name}; the best of 2 grid cells on validation) | 1 | 0.750 |" in text1
 
     second = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w2"), "--seeds", "0", "--name", "r"])
     assert bench.best_recipe(second) == grid[3]  # from the committed summary: no grid cell in w2
