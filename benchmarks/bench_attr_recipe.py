@@ -396,9 +396,9 @@ def report(args) -> str:
                "grid": [{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")} for c in cells]}
     before = _previous(args)
     carried = []
+    chosen_from = len([c for c in cells if c["valid"]])
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
-        chosen_from = len([c for c in cells if c["valid"]])
         name = {"best": f"fine-tuned, chosen recipe ({best.name}; the best of {chosen_from} grid cell{'s' * (chosen_from != 1)} on validation)"
                 if best else "fine-tuned, chosen recipe (no grid yet)",
                 "task-default": f"fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid)",

@@ -82,6 +82,22 @@ def _name(size: int) -> str:
     return "zero-shot" if size == 0 else f"n={size}"
 
 
+def _run_evaluations(out, rows: list[dict]):
+    """(row, its per-unit results as an ``Evaluation`` or None, run folder name) for every evaluated run of the curve in ``out``."""
+    from ..evaluation.compare import load_evaluation
+    from .runner import run_dir
+
+    for r in rows:
+        if not r.get("metrics"):
+            continue
+        folder = run_dir(Path(out), r["size"], r["seed"])
+        ev = None
+        if (folder / PER_UNIT_FILE).is_file():
+            ev = load_evaluation(folder, name=_name(r["size"]))
+            ev.seed = int(r["seed"] or 0)
+        yield r, ev, folder.name
+
+
 def paired_steps(out, rows: list[dict], metric: str, n_boot: int = 10000, seed: int = 0) -> PairedSteps | None:
     """Each evaluated size of the curve in ``out`` against the next smaller one and against zero-shot.
 
@@ -89,22 +105,15 @@ def paired_steps(out, rows: list[dict], metric: str, n_boot: int = 10000, seed: 
     ``leantune.evaluation.compare`` reads from per-unit rows (attribute ``accuracy`` and micro
     ``f1``, recommendation ``recall@20`` ...). ``None`` when fewer than two sizes have per-unit results.
     """
-    from ..evaluation.compare import compare, load_evaluation
-    from .runner import run_dir
+    from ..evaluation.compare import compare
 
-    out = Path(out)
     by_size: dict[int, list] = {}
     left_out = []
-    for r in rows:
-        if not r.get("metrics"):
-            continue
-        folder = run_dir(out, r["size"], r["seed"])
-        if not (folder / PER_UNIT_FILE).is_file():
-            left_out.append(folder.name)
-            continue
-        ev = load_evaluation(folder, name=_name(r["size"]))
-        ev.seed = int(r["seed"] or 0)
-        by_size.setdefault(int(r["size"]), []).append(ev)
+    for r, ev, folder in _run_evaluations(out, rows):
+        if ev is None:
+            left_out.append(folder)
+        else:
+            by_size.setdefault(int(r["size"]), []).append(ev)
     sizes = sorted(by_size)
     if len(sizes) < 2:
         return None
@@ -133,19 +142,17 @@ def unit_draws(out, rows: list[dict], metric: str, n_boot: int = 1000, seed: int
     (shape (n_boot, runs)), for a saturation interval that covers the test set's sampling; ``None`` and
     the reason when some run has no per-unit results or they cannot give the metric."""
     from ..errors import LeantuneError
-    from ..evaluation.compare import load_evaluation, resampled_metric
-    from .runner import run_dir
+    from ..evaluation.compare import resampled_metric
 
     trained = [r for r in rows if r["size"] > 0 and metric in (r.get("metrics") or {})]
     if not trained:
         return None, "no trained runs"
     evaluations, missing = [], []
-    for r in trained:
-        folder = run_dir(Path(out), r["size"], r["seed"])
-        if (folder / PER_UNIT_FILE).is_file():
-            evaluations.append(load_evaluation(folder, name=_name(r["size"])))
+    for _, ev, folder in _run_evaluations(out, trained):
+        if ev is None:
+            missing.append(folder)
         else:
-            missing.append(folder.name)
+            evaluations.append(ev)
     if missing:
         return None, f"no {PER_UNIT_FILE} in {', '.join(missing)}"
     try:
