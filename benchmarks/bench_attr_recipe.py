@@ -175,6 +175,23 @@ def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: b
                           eval_every=save_every or None, processes=processes)
 
 
+def _bf16_used(flag: bool, device: str) -> bool:
+    """Whether training ran under bf16 autocast: ``--bf16``, or a CUDA card that supports it (FinetuneConfig's default)."""
+    if flag:
+        return True
+    if not device.startswith("cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _cell_bf16(cell: dict) -> str:
+    """The grid table's bf16 column; cells written before the field existed: CUDA ones trained in bf16."""
+    used = cell.get("bf16", True if str(cell.get("device", "")).startswith("cuda") else None)
+    return "?" if used is None else ("yes" if used else "no")
+
+
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     from leantune.models.llm import load_tokenizer
     from leantune.tasks.attributes import AttributeTask
@@ -243,7 +260,7 @@ def grid_phase(args, device: str, start: float) -> None:
             metrics, _, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
         write_json(cell, {"recipe": recipe.__dict__, "name": recipe.name, "status": result.status, "steps": result.steps,
                           "tokens": result.tokens_seen, "train_s": train_s, "eval_s": eval_s if metrics else None,
-                          "valid": metrics, "device": device})
+                          "valid": metrics, "device": device, "bf16": _bf16_used(args.bf16, device)})
         print(f"[shard {args.shard}] {recipe.name}: {result.status}, {result.steps} steps in {train_s:.0f} s, "
               f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
 
@@ -365,15 +382,15 @@ def report(args) -> str:
              f"`python3 benchmarks/bench_attr_recipe.py --phase report --model {args.model} --work <work> --seeds {' '.join(map(str, args.seeds))}`", "",
              f"## Validation grid (seed 0, {scope}; chooses the recipe — the test split is not used)", "",
              "Loss on the answer only, no early stopping, LoRA dropout 0.05, linear decay; `qv` = q_proj, v_proj; "
-             "`all` = every linear layer of the blocks; bf16 autocast on CUDA.", "",
-             "| recipe | unit | epochs | lr | r/α | modules | batch | steps | valid F1 | P | R | accuracy | invalid |",
-             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "`all` = every linear layer of the blocks; bf16: autocast in training (on CUDA by default, on CPU with `--bf16`).", "",
+             "| recipe | unit | epochs | lr | r/α | modules | batch | steps | bf16 | valid F1 | P | R | accuracy | invalid |",
+             "|---|---|---:|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for c in cells:
         r, v = c["recipe"], c["valid"] or {}
         mark = " **(chosen)**" if best is not None and c["name"] == best.name else (" (previous default)" if c["name"] == CLI_DEFAULT.name else "")
         mark += " (carried)" if c.get("carried") else ""
         lines.append(f"| {c['name']}{mark} | {r['unit']} | {r['epochs']:g} | {r['lr']:g} | {r['r']}/{r['alpha']} | {r['modules']} | "
-                     f"{r['batch_size']} | {c['steps']} | {v.get('f1', float('nan')):.3f} | "
+                     f"{r['batch_size']} | {c['steps']} | {_cell_bf16(c)} | {v.get('f1', float('nan')):.3f} | "
                      f"{v.get('precision', float('nan')):.3f} | {v.get('recall', float('nan')):.3f} | {v.get('accuracy', float('nan')):.3f} | "
                      f"{v.get('invalid_rate', float('nan')):.3f} |")
     missing = [r.name for r in GRIDS[args.grid] if r.name not in {c["name"] for c in cells}]
@@ -393,7 +410,8 @@ def report(args) -> str:
               "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | 95% CI over test products (one run) | P | R | accuracy |",
               "|---|---:|---:|---:|---|---:|---:|---:|"]
     summary = {"best_recipe": best and best.name, "test": {},
-               "grid": [{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")} for c in cells]}
+               "grid": [{**{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")},
+                         **({"bf16": c["bf16"]} if "bf16" in c else {})} for c in cells]}
     before = _previous(args)
     carried = []
     chosen_from = len([c for c in cells if c["valid"]])

@@ -151,3 +151,10 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     bench.grid_phase(args, "cpu", 0.0)
     assert sorted(trained) == sorted([grid[10].name, grid[1].name])
     assert sorted(p.stem for p in (tmp_path / "grid").glob("*.json")) == sorted(trained)
+    from leantune.io import read_json
+
+    assert read_json(tmp_path / "grid" / f"{grid[1].name}.json")["bf16"] is False  # CPU without --bf16
+    args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path / "b"), "--recipes", grid[1].name, "--bf16"])
+    bench.grid_phase(args, "cpu", 0.0)
+    assert read_json(tmp_path / "b" / "grid" / f"{grid[1].name}.json")["bf16"] is True
+    assert bench._cell_bf16({"device": "cuda"}) == "yes" and bench._cell_bf16({"device": "cpu"}) == "?"
