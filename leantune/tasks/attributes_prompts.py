@@ -10,7 +10,9 @@ Without a chat template a prompt ends in the cue ``"Answer: "``. Tokenizers that
 the next word (Gemma's: ``"▁{"``) then end the prompt on a lone ``"▁"`` token, while every solved
 example's answer starts with the merged token. ``cue_space=False`` ends it in ``"Answer:"`` instead,
 so the model writes the space itself, as in the examples (answers are parsed with surrounding
-whitespace stripped). Chat-template prompts are not affected.
+whitespace stripped). Chat-template prompts are not affected. ``leantune attributes evaluate``
+chooses it per run: few-shot prompting of a base model ends without the space, adapters and zero-shot
+keep it (``leantune.pipelines.attributes.default_cue_space``).
 """
 from __future__ import annotations
 
