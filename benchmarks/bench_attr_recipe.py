@@ -175,17 +175,6 @@ def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: b
                           eval_every=save_every or None, processes=processes)
 
 
-def _bf16_used(flag: bool, device: str) -> bool:
-    """Whether training ran under bf16 autocast: ``--bf16``, or a CUDA card that supports it (FinetuneConfig's default)."""
-    if flag:
-        return True
-    if not device.startswith("cuda"):
-        return False
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
 def _cell_bf16(cell: dict) -> str:
     """The grid table's bf16 column; cells written before the field existed: CUDA ones trained in bf16."""
     used = cell.get("bf16", True if str(cell.get("device", "")).startswith("cuda") else None)
@@ -260,7 +249,8 @@ def grid_phase(args, device: str, start: float) -> None:
             metrics, _, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
         write_json(cell, {"recipe": recipe.__dict__, "name": recipe.name, "status": result.status, "steps": result.steps,
                           "tokens": result.tokens_seen, "train_s": train_s, "eval_s": eval_s if metrics else None,
-                          "valid": metrics, "device": device, "bf16": _bf16_used(args.bf16, device)})
+                          "valid": metrics, "device": device,
+                          "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)})
         print(f"[shard {args.shard}] {recipe.name}: {result.status}, {result.steps} steps in {train_s:.0f} s, "
               f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
 

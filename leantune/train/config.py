@@ -104,6 +104,15 @@ class FinetuneConfig:
             return self.max_steps
         return max(1, math.ceil(self.epochs * self.steps_per_epoch(n_examples)))
 
+    def uses_bf16(self, device: str) -> bool:
+        """Whether training on the resolved ``device`` runs under bf16 autocast: ``bf16`` when set,
+        otherwise on CUDA cards that support it and never on the CPU."""
+        if self.bf16 is not None:
+            return self.bf16
+        import torch
+
+        return device != "cpu" and torch.cuda.is_bf16_supported()
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)

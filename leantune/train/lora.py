@@ -232,7 +232,6 @@ def _read_result(out: Path) -> FinetuneResult | None:
 
 
 def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total: int, target: int, progress, callbacks):
-    import torch
     import transformers
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, TrainingArguments
@@ -253,7 +252,7 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
 
     device = resolve_device(cfg.device)
     use_cpu = device == "cpu"
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (not use_cpu and torch.cuda.is_bf16_supported())
+    bf16 = cfg.uses_bf16(device)
 
     model, tokenizer = load_model(model_spec, dtype="float32", device="cpu")
     tokenizer.padding_side = "right"
