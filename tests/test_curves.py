@@ -209,12 +209,15 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
         learning_curve(_tiny_config(folder, finetune={"lr": 1e-2}), out)
 
     # --cached-only: a fourth seed is reported missing, not trained; the fit uses the 7 cached runs.
+    # The report-only call leaves the folder's curve.json (written by the runs that trained) as it was.
+    recorded = (out / "curve.json").read_bytes()
     train.finetune = no_training
     try:
         partial = learning_curve(_tiny_config(folder, seeds=4), out, log=logs.append, cached_only=True)
     finally:
         train.finetune = original
     assert (partial.run.trained, partial.run.cached, len(partial.run.rows)) == (0, 7, 7)
+    assert (out / "curve.json").read_bytes() == recorded
     assert any("size 4 seed 3: not in" in line for line in logs)
     with pytest.raises(LeantuneError, match="no finished runs"):
         learning_curve(_tiny_config(folder, sizes=(3,)), out, cached_only=True)

@@ -349,7 +349,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     too_big = [n for n in cfg.sizes if n > len(pool)]
     if too_big:
         raise ParameterError("sizes", too_big, f"larger than the {task.name} training pool ({len(pool)} units)")
-    _check_settings(out, cfg)
+    _check_settings(out, cfg, write=not cached_only)  # a report-only call leaves the folder as it found it
     plan = run_plan(cfg)
     rows, trained, cached = [], 0, 0
     subsets: dict[int, dict] = {}
