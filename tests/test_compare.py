@@ -134,6 +134,29 @@ def test_runs_on_different_units_are_refused(tmp_path):
     assert "--test-users" in msg and "--eval-seed" in msg
 
 
+def test_shared_units_pair_a_subset_run_with_a_full_run(tmp_path):
+    # A run on products p0..p9 against one on p0..p29 (the first 10 the same products): --shared-units
+    # gives exactly the comparison of the two runs cut by hand to p0..p9, and says what each lost.
+    rng = np.random.default_rng(3)
+    outcomes = np.array(["NN", "NV", "VN", "VC", "VW"])
+    full = attr_rows({f"p{i}": list(rng.choice(outcomes, size=3)) for i in range(30)})
+    part = attr_rows({f"p{i}": list(rng.choice(outcomes, size=3)) for i in range(10)})
+    a, b = ev("full", full), ev("part", part)
+    with pytest.raises(LeantuneError, match="--shared-units"):
+        compare([a, b], baseline="full", metric="f1")
+    c = compare([a, b], baseline="full", metric="f1", n_boot=400, n_perm=400, shared=True)
+    by_hand = compare([ev("full", [r for r in full if r["cluster"] in {f"p{i}" for i in range(10)}]), b],
+                      baseline="full", metric="f1", n_boot=400, n_perm=400)
+    assert c.n_units == 30 and c.n_clusters == 10 and c.settings["dropped_units"] == {a.label: 60, b.label: 0}
+    assert (c.row("part").diff, c.row("part").ci_low, c.row("part").p_value) == (
+        by_hand.row("part").diff, by_hand.row("part").ci_low, by_hand.row("part").p_value)
+    assert c.baseline_value == pytest.approx(direct_micro(full[:30])["f1"])
+    assert "units left out: 60 of runs/full-s0, 0 of runs/part-s0" in c.to_markdown()
+    assert read_comparison(c.write(tmp_path / "cmp")["json"].parent).settings["dropped_units"] == c.settings["dropped_units"]
+    with pytest.raises(LeantuneError, match="share no test unit"):
+        compare([a, ev("other", attr_rows({"q1": ["VC"]}))], metric="f1", shared=True)
+
+
 def test_unknown_metric_lists_columns():
     with pytest.raises(LeantuneError, match=r"'recall@50'.*available: n_targets, hits@20, recall@20, ndcg@20"):
         compare([ev("random", rec_rows([1, 0])), ev("m", rec_rows([0, 1]))], metric="recall@50")
@@ -346,6 +369,15 @@ def test_cli_compare_writes_table_and_files(tmp_path):
     assert {r["name"] for r in data["rows"]} == {"dealrec", "base"}
     assert (out / "forest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out / "comparison.md") in result.output
+
+    # Runs on different users are refused, or with --shared-units paired over the users they share.
+    make_run(runs / "few", "few", 0, rec_rows(rng.random(20) < 0.4, users=range(20)))
+    args = ["compare", str(runs / "run-random-s0"), str(runs / "few"), "--out", str(tmp_path / "few"), "--boot", "200", "--perm", "200"]
+    refused = CliRunner().invoke(app, args)
+    assert isinstance(refused.exception, LeantuneError) and "--shared-units" in str(refused.exception)
+    shared = CliRunner().invoke(app, args + ["--shared-units"])
+    assert shared.exit_code == 0, (shared.output, shared.exception)
+    assert "Paired over the 20 units every run shares; units left out: 40 of " in shared.output
 
     # Errors are one-line LeantuneErrors.
     bad = CliRunner().invoke(app, ["compare", str(runs / "nope-*"), "--out", str(out)])

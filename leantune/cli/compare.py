@@ -10,7 +10,7 @@ from .app import app
 
 COMPARE_HELP = """Paired statistical comparison of evaluation runs on the same test units.
 
-Each RUN is a run folder (with eval/per_unit.jsonl), an evaluation folder (with per_unit.jsonl) or a glob of them (quote it). Runs are grouped by method (settings.method in run.json, else --name, else the folder name); several runs of a method are its seeds and are averaged. Every run must have been evaluated on the identical units (same --test-users and --eval-seed).
+Each RUN is a run folder (with eval/per_unit.jsonl), an evaluation folder (with per_unit.jsonl) or a glob of them (quote it). Runs are grouped by method (settings.method in run.json, else --name, else the folder name); several runs of a method are its seeds and are averaged. Every run must have been evaluated on the identical units (same --test-users and --eval-seed), or, with --shared-units, is paired over the units all runs share.
 
 For each method against the baseline: the difference, a 95% paired bootstrap interval over units (over products for attribute metrics), a two-sided paired permutation p-value, the spread from units and from seeds, and the minimum detectable effect at 80% power.
 
@@ -42,6 +42,7 @@ def compare_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and permutation draws (same seed, same numbers)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level (the interval is 1-alpha)."),
     power: float = typer.Option(0.8, "--power", help="Power of the minimum detectable effect."),
+    shared_units: bool = typer.Option(False, "--shared-units", help="Pair over the units every run was evaluated on (e.g. a run on 100 of the test products against one on all 500) instead of refusing runs on different units; how many units each run lost is printed and written."),
 ) -> None:
     from ..errors import LeantuneError
     from ..evaluation.compare import base_evaluation, compare, expand_paths, load_evaluation
@@ -53,7 +54,7 @@ def compare_cmd(
     if with_base:
         evaluations.append(base_evaluation(_run_folder(paths[0])))
     result = compare(evaluations, baseline=baseline, metric=metric, n_boot=boot, n_perm=perm, seed=seed,
-                     alpha=alpha, power=power)
+                     alpha=alpha, power=power, shared=shared_units)
     folder = out or Path("runs") / f"compare-{metric}"
     files = result.write(folder)
     typer.echo(result.to_markdown())

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import glob
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -398,6 +398,8 @@ class Comparison:
             "MDE units + seeds: the smallest Δ that interval detects at the same power with these seeds (it shrinks "
             "towards the paired MDE as seeds are added).",
             "",
+            *([f"Paired over the {self.n_units} units every run shares; units left out: "
+               + ", ".join(f"{n} of {label}" for label, n in s["dropped_units"].items()) + ".", ""] if "dropped_units" in s else []),
             f"With {self.n_units} units a difference smaller than {_f(self.mde_planning)} ({_pct(self.mde_planning_rel, sign=False)} relative) "
             f"cannot be told apart from zero at {round(100 * s['power'])}% power (two unpaired runs, from the baseline's "
             "per-unit spread; paired runs detect the smaller MDE in the table).",
@@ -448,7 +450,8 @@ def _check_same_units(evaluations: Sequence[Evaluation]) -> None:
         if units != ref_units:
             raise LeantuneError(
                 f"{ref.label} ({len(ref_units)} units) and {ev.label} ({len(units)} units) were evaluated on different "
-                f"units ({len(ref_units ^ units)} not shared); evaluate them on the same test users (the same `--test-users` and `--eval-seed` of `leantune run` or `evaluate`)"
+                f"units ({len(ref_units ^ units)} not shared); evaluate them on the same test users (the same `--test-users` and `--eval-seed` of `leantune run` or `evaluate`), "
+                "or pair over the units they share (`--shared-units`)"
             )
         for r in ev.rows:
             if ref_clusters[r["unit"]] != r["cluster"]:
@@ -527,18 +530,36 @@ def resampled_metric(evaluations: Sequence[Evaluation], metric: str, n_boot: int
     return observed, draws
 
 
+def shared_units(evaluations: Sequence[Evaluation]) -> tuple[list[Evaluation], dict[str, int]]:
+    """Every evaluation cut to the units all of them were evaluated on (in the first one's order), and
+    how many units each one lost, by label. E.g. a run on 100 of the test products against one on all
+    500 pairs over those 100 products. No shared unit at all is refused."""
+    common = set(evaluations[0].units)
+    for ev in evaluations[1:]:
+        common &= set(ev.units)
+    if not common:
+        raise LeantuneError("the runs share no test unit: " + ", ".join(f"{ev.label} ({len(ev.rows)} units)" for ev in evaluations))
+    cut = [replace(ev, rows=[r for r in ev.rows if r["unit"] in common]) for ev in evaluations]
+    return cut, {ev.label: len(ev.rows) - len(common) for ev in evaluations}
+
+
 def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metric: str = "recall@20",
             n_boot: int = 10000, n_perm: int = 10000, seed: int = 0, alpha: float = 0.05,
-            power: float = 0.8) -> Comparison:
+            power: float = 0.8, shared: bool = False) -> Comparison:
     """Paired comparison of methods (groups of runs by name, one run per seed) against a baseline method.
 
-    All evaluations must cover the identical set of units (rows are aligned by unit id). The
-    baseline defaults to "random" when present, else the first method. See the module docstring for
-    the statistics; the same ``seed`` gives identical numbers.
+    All evaluations must cover the identical set of units (rows are aligned by unit id), unless
+    ``shared``: then each is cut to the units all of them share (``shared_units``) and the units
+    each one lost are recorded in ``settings["dropped_units"]``. The baseline defaults to "random"
+    when present, else the first method. See the module docstring for the statistics; the same
+    ``seed`` gives identical numbers.
     """
     evaluations = list(evaluations)
     if not evaluations:
         raise LeantuneError("nothing to compare: no evaluations given")
+    dropped: dict[str, int] = {}
+    if shared:
+        evaluations, dropped = shared_units(evaluations)
     if n_boot < 2:
         raise LeantuneError(f"bootstrap resamples {n_boot}: need at least 2")
     if n_perm < 1:
@@ -645,7 +666,8 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         metric=metric, metric_kind=m.kind, baseline=baseline, baseline_value=base_value, n_units=n_units,
         n_clusters=n_clusters, groups=groups, rows=rows, mde_planning=mde_planning,
         mde_planning_rel=_rel(mde_planning, base_value),
-        settings={"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "alpha": alpha, "power": power},
+        settings={"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "alpha": alpha, "power": power,
+                  **({"dropped_units": dropped} if shared else {})},
     )
 
 
