@@ -147,11 +147,11 @@ def test_shared_units_pair_a_subset_run_with_a_full_run(tmp_path):
     c = compare([a, b], baseline="full", metric="f1", n_boot=400, n_perm=400, shared=True)
     by_hand = compare([ev("full", [r for r in full if r["cluster"] in {f"p{i}" for i in range(10)}]), b],
                       baseline="full", metric="f1", n_boot=400, n_perm=400)
-    assert c.n_units == 30 and c.n_clusters == 10 and c.settings["dropped_units"] == {a.label: 60, b.label: 0}
+    assert c.n_units == 30 and c.n_clusters == 10 and c.settings["dropped_units"] == {"full": 60, "part": 0}
     assert (c.row("part").diff, c.row("part").ci_low, c.row("part").p_value) == (
         by_hand.row("part").diff, by_hand.row("part").ci_low, by_hand.row("part").p_value)
     assert c.baseline_value == pytest.approx(direct_micro(full[:30])["f1"])
-    assert "units left out: 60 of runs/full-s0, 0 of runs/part-s0" in c.to_markdown()
+    assert "units left out: 60 of full, 0 of part" in c.to_markdown()
     assert read_comparison(c.write(tmp_path / "cmp")["json"].parent).settings["dropped_units"] == c.settings["dropped_units"]
     with pytest.raises(LeantuneError, match="share no test unit"):
         compare([a, ev("other", attr_rows({"q1": ["VC"]}))], metric="f1", shared=True)

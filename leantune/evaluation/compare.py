@@ -532,7 +532,7 @@ def resampled_metric(evaluations: Sequence[Evaluation], metric: str, n_boot: int
 
 def shared_units(evaluations: Sequence[Evaluation]) -> tuple[list[Evaluation], dict[str, int]]:
     """Every evaluation cut to the units all of them were evaluated on (in the first one's order), and
-    how many units each one lost, by label. E.g. a run on 100 of the test products against one on all
+    how many units each one lost, by run folder as reports write it (``display_path``). E.g. a run on 100 of the test products against one on all
     500 pairs over those 100 products. No shared unit at all is refused."""
     common = set(evaluations[0].units)
     for ev in evaluations[1:]:
@@ -540,7 +540,7 @@ def shared_units(evaluations: Sequence[Evaluation]) -> tuple[list[Evaluation], d
     if not common:
         raise LeantuneError("the runs share no test unit: " + ", ".join(f"{ev.label} ({len(ev.rows)} units)" for ev in evaluations))
     cut = [replace(ev, rows=[r for r in ev.rows if r["unit"] in common]) for ev in evaluations]
-    return cut, {ev.label: len(ev.rows) - len(common) for ev in evaluations}
+    return cut, {display_path(ev.path): len(ev.rows) - len(common) for ev in evaluations}
 
 
 def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metric: str = "recall@20",
