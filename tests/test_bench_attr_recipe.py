@@ -144,7 +144,7 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     trained = []
 
     class Result:
-        status, steps, tokens_seen, adapter_dir = "finished", 1, 1, None
+        status, steps, tokens_seen, adapter_dir, wall_s = "finished", 1, 1, None, 2.0
 
     monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out: trained.append(recipe.name) or Result())
     args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path), "--recipes", grid[10].name, grid[1].name])
@@ -158,3 +158,27 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     bench.grid_phase(args, "cpu", 0.0)
     assert read_json(tmp_path / "b" / "grid" / f"{grid[1].name}.json")["bf16"] is True
     assert bench._cell_bf16({"device": "cuda"}) == "yes" and bench._cell_bf16({"device": "cpu"}) == "?"
+
+
+def test_grid_and_test_records_count_the_runs_training_over_all_its_sittings(tmp_path, monkeypatch):
+    """A run resumed from a checkpoint, or finished by the grid and reused by the test phase, records the
+    run's own training seconds (``FinetuneResult.wall_s``), not the seconds of the last call."""
+    from leantune.io import read_json
+    from leantune.train import FinetuneResult
+
+    recipe = bench.GRIDS["tiny"][0]
+    result = FinetuneResult(adapter_dir=tmp_path / "adapter", status="finished", steps=4, total_steps=4, tokens_seen=99,
+                            history=[], best_valid_loss=None, wall_s=1234.5, reason="", n_train=8, n_valid=0)
+    monkeypatch.setattr(bench, "_train", lambda *a, **k: result)
+    monkeypatch.setattr(bench, "_evaluate", lambda *a, **k: ({"f1": 0.5, "accuracy": 0.6}, [], 7.0))
+    args = bench.parse_args(["--phase", "grid", "--grid", "tiny", "--recipes", recipe.name, "--work", str(tmp_path), "--name", "r"])
+    bench.grid_phase(args, "cpu", 0.0)
+    assert read_json(tmp_path / "grid" / f"{recipe.name}.json")["train_s"] == 1234.5
+
+    import leantune.evaluation.units as units
+    monkeypatch.setattr(units, "attribute_unit_rows", lambda rows: [])
+    monkeypatch.setattr(units, "write_per_unit", lambda folder, rows: None)
+    args = bench.parse_args(["--phase", "test", "--grid", "tiny", "--only", "best", "--seeds", "0", "--work", str(tmp_path), "--name", "r"])
+    bench.test_phase(args, "cpu", 0.0)
+    settings = read_json(tmp_path / "test" / "best" / "s0" / "metrics.json")["settings"]
+    assert settings["train_s"] == 1234.5 and settings["eval_s"] == 7.0
