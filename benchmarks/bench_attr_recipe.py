@@ -83,16 +83,29 @@ GRIDS = {
 FEW_SHOTS = (3, 10)
 
 
+def _as_recipe(recipe: dict) -> Recipe:
+    """A library recipe (``leantune.tasks.attributes.default_recipe``) as a grid recipe."""
+    modules = {v: k for k, v in MODULES.items()}.get(tuple(recipe["target_modules"]))
+    if modules is None:
+        raise SystemExit(f"the task's recipe targets {recipe['target_modules']}, which is none of {sorted(MODULES)}")
+    return Recipe(unit=recipe["unit"], epochs=recipe["epochs"], lr=recipe["lr"], r=recipe["r"], alpha=recipe["alpha"],
+                  modules=modules, batch_size=recipe["batch_size"])
+
+
 def task_default_recipe() -> Recipe:
-    """``leantune attributes finetune``'s recipe (``leantune.tasks.attributes.RECIPE``, chosen on SmolLM2's
-    grid) as a grid recipe, so a model without a grid of its own gets a fine-tuned row ("task-default")."""
+    """The task's recipe (``leantune.tasks.attributes.RECIPE``, chosen on SmolLM2's grid; ``leantune attributes
+    finetune``'s default for models without one of their own) as a grid recipe, so a model without a grid
+    of its own gets a fine-tuned row ("task-default")."""
     from leantune.tasks.attributes import RECIPE
 
-    modules = {v: k for k, v in MODULES.items()}.get(tuple(RECIPE["target_modules"]))
-    if modules is None:
-        raise SystemExit(f"the task's recipe targets {RECIPE['target_modules']}, which is none of {sorted(MODULES)}")
-    return Recipe(unit=RECIPE["unit"], epochs=RECIPE["epochs"], lr=RECIPE["lr"], r=RECIPE["r"], alpha=RECIPE["alpha"],
-                  modules=modules, batch_size=RECIPE["batch_size"])
+    return _as_recipe(RECIPE)
+
+
+def model_default_recipe(model: str) -> Recipe:
+    """``leantune attributes finetune --model MODEL``'s default recipe as a grid recipe."""
+    from leantune.tasks.attributes import default_recipe
+
+    return _as_recipe(default_recipe(model))
 
 
 def parse_args(argv=None):
@@ -403,11 +416,15 @@ def report(args) -> str:
     before = _previous(args)
     carried = []
     chosen_from = len([c for c in cells if c["valid"]])
+    model_default = model_default_recipe(args.model)
+    cli_default = "; `attributes finetune`'s default for this model" if best == model_default else ""
+    not_default = "" if task_default == model_default else "; not this model's default"
     for label in labels:
         ms = [read_json(args.work / "test" / label / f"s{e.seed}" / "metrics.json")["metrics"] for e in evs[label]]
-        name = {"best": f"fine-tuned, chosen recipe ({best.name}; the best of {chosen_from} grid cell{'s' * (chosen_from != 1)} on validation)"
-                if best else "fine-tuned, chosen recipe (no grid yet)",
-                "task-default": f"fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid)",
+        name = {"best": f"fine-tuned, chosen recipe ({best.name}; the best of {chosen_from} grid cell{'s' * (chosen_from != 1)} on validation"
+                        f"{cli_default})" if best else "fine-tuned, chosen recipe (no grid yet)",
+                "task-default": f"fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid"
+                                f"{not_default})",
                 "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         old = before.get("test", {}).get(label)
         if not ms and old and best is not None and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row

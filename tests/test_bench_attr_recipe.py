@@ -115,7 +115,10 @@ def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkey
     assert "--phase report --model gemma3-270m --work <work> --seeds 0`" in text
     assert "No grid cell has finished for gemma3-270m" in text and "| zero-shot | 1 | 0.150 |" in text
     assert "| fine-tuned, chosen recipe (no grid yet) | 0 | not run yet |" in text
-    assert f"| fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid) | 0 | not run yet |" in text
+    # Gemma trains with a recipe of its own by default (leantune.tasks.attributes.MODEL_RECIPES): the row says so.
+    assert bench.model_default_recipe("gemma3-270m") != task_default == bench.model_default_recipe("smollm2")
+    assert (f"| fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid; not this model's default) "
+            "| 0 | not run yet |") in text
     assert (tmp_path / "results" / "attr-recipe-gemma3-270m" / "README.md").is_file()
 
 

@@ -81,22 +81,22 @@ def evaluate(
 def finetune_cmd(
     data: str = typer.Option("oa-mine", "--data", help=ATTR_DATA_HELP),
     model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local transformers folder."),
-    unit: Optional[str] = typer.Option(None, "--unit", help=UNIT_HELP + " Default: the recipe's (product)."),
+    unit: Optional[str] = typer.Option(None, "--unit", help=UNIT_HELP + " Default: the model's recipe (product; gemma3-270m: question)."),
     train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on a seeded random subset of N units (products or questions)."),
     valid_limit: Optional[int] = typer.Option(0, "--valid-limit", help="Validation products for early stopping on validation loss (0: none, the recipe's setting: it keeps the final adapter)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training units (early stopping may end sooner). Default: the recipe's (5)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training units (early stopping may end sooner). Default: the model's recipe (5; gemma3-270m: 1)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate. Default: the recipe's (2e-3)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches). Default: the recipe's (16)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate. Default: the model's recipe (2e-3; gemma3-270m: 1e-3)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches). Default: the model's recipe (16; gemma3-270m: 32)."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass (memory, not results; use the whole batch on a GPU)."),
     save_every: Optional[int] = typer.Option(
         None, "--save-every", min=1, help="Optimizer steps between checkpoints (and validations with --valid-limit); a stopped run "
         "resumes from the newest when run again. Default: once per epoch (81 steps on all products: about 45 min for Gemma 3 270M "
         "on one CPU thread). Fixed per run folder."
     ),
-    r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the recipe's (16)."),
-    alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the recipe's (32)."),
-    target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer of the blocks). Default: the recipe's (all)."),
+    r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the model's recipe (16)."),
+    alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the model's recipe (32)."),
+    target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer of the blocks). Default: the model's recipe (all)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast in training on CPU (~1.7x faster with AMX); on CUDA it is on by default."),
     processes: int = typer.Option(1, "--processes", min=1, help=PROCESSES_HELP),
@@ -107,26 +107,29 @@ def finetune_cmd(
 ) -> None:
     """LoRA fine-tune on the training products (shared trainer, loss on the answers), then evaluate.
 
-    The default recipe (product unit, 5 epochs, lr 2e-3, batch 16, LoRA r 16 / alpha 32 on every linear layer, no validation, the final adapter) had the best validation micro-F1 of benchmarks/bench_attr_recipe.py's grid (0.736 on all 150 validation products, one seed, against 0.596 for the earlier 3-epoch r 8 q/v default); each flag overrides one setting. On all 1,288 products it is 405 optimizer steps of 16.
+    Each model trains with its own default recipe (loss on the answer only, no validation, the final adapter); each flag overrides one setting.
+
+    smollm2 (and tiny or a local folder): product unit, 5 epochs, lr 2e-3, batch 16, LoRA r 16 / alpha 32 on every linear layer; 405 optimizer steps on all 1,288 products. It had the best validation micro-F1 of SmolLM2's cells of benchmarks/bench_attr_recipe.py's grid (0.736 on all 150 validation products, one seed, against 0.596 for the earlier 3-epoch r 8 q/v default).
+
+    gemma3-270m: question unit (one (product, attribute) question per sample), 1 epoch, lr 1e-3, batch 32, LoRA r 16 / alpha 32 on every linear layer; 432 optimizer steps on all 13,795 questions, about 1.5 h on two CPU threads with --bf16 (use --save-every 20 to checkpoint). Validation F1 0.733, test 0.706 on all 500 products; the one Gemma grid cell so far.
 
     Examples:
 
       leantune attributes finetune --train-limit 50 --epochs 1 --eval-limit 20   # a quick look
 
+      leantune attributes finetune --model gemma3-270m --bf16 --micro-batch-size 8 --save-every 20
+
       leantune attributes finetune --device cuda --micro-batch-size 16 --eval-limit 0
     """
     from ..device import resolve_device
-    from ..pipelines.attributes import check_limits, finetune_attributes
-    from ..tasks.attributes import RECIPE, AttributeTask
-    from ..train import FinetuneConfig, parse_target_modules
+    from ..pipelines.attributes import check_limits, finetune_attributes, recipe_config
+    from ..train import parse_target_modules
 
     check_limits(train_limit, valid_limit, evaluate_limit)  # before the fine-tuning settings, the data or the model
-    modules = RECIPE["target_modules"] if target_modules is None else parse_target_modules(target_modules)
-    pick = lambda value, key: RECIPE[key] if value is None else value  # noqa: E731
-    cfg = FinetuneConfig(r=pick(r, "r"), alpha=pick(alpha, "alpha"), lr=pick(lr, "lr"), batch_size=pick(batch_size, "batch_size"),
-                         micro_batch_size=micro_batch_size, epochs=pick(epochs, "epochs"), max_steps=max_steps,
-                         target_modules=modules, train_on_inputs=AttributeTask.train_on_inputs, seed=seed, device=resolve_device(device),
-                         bf16=True if bf16 else None, eval_every=save_every, processes=processes)
+    cfg, unit = recipe_config(model, unit=unit, r=r, alpha=alpha, lr=lr, batch_size=batch_size, epochs=epochs,
+                              target_modules=None if target_modules is None else parse_target_modules(target_modules),
+                              micro_batch_size=micro_batch_size, max_steps=max_steps, seed=seed, device=resolve_device(device),
+                              bf16=True if bf16 else None, eval_every=save_every, processes=processes)
     run = finetune_attributes(cfg, data, model, unit=unit, train_limit=train_limit, valid_limit=valid_limit or 0,
                               eval_limit=evaluate_limit, out=out, progress=not quiet)
     result = run.result
@@ -134,5 +137,5 @@ def finetune_cmd(
           + (f", best valid loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "")
           + f"; adapter {result.adapter_dir}")
     if run.metrics is not None:
-        _print_metrics(run.metrics, f"fine-tuned ({len(run.units)} {unit or RECIPE['unit']}s) on {data} test")
+        _print_metrics(run.metrics, f"fine-tuned ({len(run.units)} {unit}s) on {data} test")
         print(f"wrote {run.out / 'metrics.json'} and {run.out / 'predictions.jsonl'}")

@@ -108,6 +108,20 @@ def check_limits(train_limit: int | None, valid_limit: int | None, eval_limit: i
             raise ParameterError(name, value, f"must be at least {least}")
 
 
+def recipe_config(model: str, *, unit: str | None = None, **settings):
+    """The ``FinetuneConfig`` of ``model``'s default recipe (``tasks.attributes.default_recipe``) and the unit
+    it trains on. Each recipe setting (unit, epochs, lr, r, alpha, target_modules, batch_size) that is not
+    None overrides the recipe's; the others (micro_batch_size, seed, device, ...) go to the config as given."""
+    from ..tasks.attributes import AttributeTask, default_recipe
+    from ..train import FinetuneConfig
+
+    recipe = default_recipe(model)
+    for key in ("epochs", "lr", "r", "alpha", "target_modules", "batch_size"):
+        if settings.get(key) is None:
+            settings[key] = recipe[key]
+    return FinetuneConfig(train_on_inputs=AttributeTask.train_on_inputs, **settings), unit or recipe["unit"]
+
+
 def finetune_attributes(cfg, data: str = "oa-mine", model: str = "smollm2", *, unit: str | None = None,
                         train_limit: int | None = None, valid_limit: int = 0, eval_limit: int | None = 100,
                         out: Path | None = None, progress: bool = True) -> AttributesFinetune:
@@ -116,11 +130,11 @@ def finetune_attributes(cfg, data: str = "oa-mine", model: str = "smollm2", *, u
     on ``eval_limit`` seeded test products (0 or None: not evaluated)."""
     from ..data.units import training_subset
     from ..models.llm import load_tokenizer
-    from ..tasks.attributes import RECIPE, AttributeTask, write_predictions
+    from ..tasks.attributes import AttributeTask, default_recipe, write_predictions
     from ..train import finetune, load_finetuned
 
     check_limits(train_limit, valid_limit, eval_limit)
-    unit = unit or RECIPE["unit"]
+    unit = unit or default_recipe(model)["unit"]
     task = AttributeTask(data=data, unit=unit, progress=progress)
     pool = task.train_pool()
     units = training_subset(pool, None if train_limit is None or train_limit >= len(pool) else train_limit, cfg.seed)
