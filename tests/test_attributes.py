@@ -369,6 +369,8 @@ def test_each_shipped_model_has_its_own_default_recipe():
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.r, cfg.alpha, tuple(cfg.target_modules)) == (
         gemma["epochs"], gemma["lr"], gemma["batch_size"], gemma["r"], gemma["alpha"], tuple(gemma["target_modules"]))
     assert cfg.micro_batch_size == 8 and cfg.seed == 3 and cfg.train_on_inputs is False
+    assert cfg.eval_every == gemma["save_every"] and recipe_config("gemma3-270m", eval_every=7)[0].eval_every == 7
+    assert recipe_config("smollm2")[0].eval_every is None  # once per epoch
     cfg, unit = recipe_config("gemma3-270m", unit="product", lr=5e-4)
     assert unit == "product" and cfg.lr == 5e-4 and cfg.epochs == gemma["epochs"] and cfg.batch_size == gemma["batch_size"]
     for model in ("smollm2", "tiny", "runs/some-local-model"):

@@ -91,8 +91,8 @@ def finetune_cmd(
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass (memory, not results; use the whole batch on a GPU)."),
     save_every: Optional[int] = typer.Option(
         None, "--save-every", min=1, help="Optimizer steps between checkpoints (and validations with --valid-limit); a stopped run "
-        "resumes from the newest when run again. Default: once per epoch (81 steps on all products: about 45 min for Gemma 3 270M "
-        "on one CPU thread). Fixed per run folder."
+        "resumes from the newest when run again. Default: the model's recipe: once per epoch (81 steps on all products), every 20 "
+        "steps for gemma3-270m (its one epoch is 432 steps, about 1.5 h on two CPU threads). Fixed per run folder."
     ),
     r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the model's recipe (16)."),
     alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the model's recipe (32)."),
@@ -111,13 +111,13 @@ def finetune_cmd(
 
     smollm2 (and tiny or a local folder): product unit, 5 epochs, lr 2e-3, batch 16, LoRA r 16 / alpha 32 on every linear layer; 405 optimizer steps on all 1,288 products. It had the best validation micro-F1 of SmolLM2's cells of benchmarks/bench_attr_recipe.py's grid (0.736 on all 150 validation products, one seed, against 0.596 for the earlier 3-epoch r 8 q/v default).
 
-    gemma3-270m: question unit (one (product, attribute) question per sample), 1 epoch, lr 1e-3, batch 32, LoRA r 16 / alpha 32 on every linear layer; 432 optimizer steps on all 13,795 questions, about 1.5 h on two CPU threads with --bf16 (use --save-every 20 to checkpoint). Validation F1 0.733, test 0.706 on all 500 products; the one Gemma grid cell so far.
+    gemma3-270m: question unit (one (product, attribute) question per sample), 1 epoch, lr 1e-3, batch 32, LoRA r 16 / alpha 32 on every linear layer; 432 optimizer steps on all 13,795 questions, about 1.5 h on two CPU threads with --bf16, a checkpoint every 20 steps. Validation F1 0.733, test 0.706 on all 500 products; the one Gemma grid cell so far.
 
     Examples:
 
       leantune attributes finetune --train-limit 50 --epochs 1 --eval-limit 20   # a quick look
 
-      leantune attributes finetune --model gemma3-270m --bf16 --micro-batch-size 8 --save-every 20
+      leantune attributes finetune --model gemma3-270m --bf16 --micro-batch-size 8
 
       leantune attributes finetune --device cuda --micro-batch-size 16 --eval-limit 0
     """

@@ -110,8 +110,9 @@ def check_limits(train_limit: int | None, valid_limit: int | None, eval_limit: i
 
 def recipe_config(model: str, *, unit: str | None = None, **settings):
     """The ``FinetuneConfig`` of ``model``'s default recipe (``tasks.attributes.default_recipe``) and the unit
-    it trains on. Each recipe setting (unit, epochs, lr, r, alpha, target_modules, batch_size) that is not
-    None overrides the recipe's; the others (micro_batch_size, seed, device, ...) go to the config as given."""
+    it trains on. Each recipe setting (unit, epochs, lr, r, alpha, target_modules, batch_size; eval_every for
+    the recipe's save_every) that is not None overrides the recipe's; the others (micro_batch_size, seed,
+    device, ...) go to the config as given."""
     from ..tasks.attributes import AttributeTask, default_recipe
     from ..train import FinetuneConfig
 
@@ -119,6 +120,8 @@ def recipe_config(model: str, *, unit: str | None = None, **settings):
     for key in ("epochs", "lr", "r", "alpha", "target_modules", "batch_size"):
         if settings.get(key) is None:
             settings[key] = recipe[key]
+    if settings.get("eval_every") is None:  # checkpoints: the recipe's cadence, else once per epoch
+        settings["eval_every"] = recipe.get("save_every")
     return FinetuneConfig(train_on_inputs=AttributeTask.train_on_inputs, **settings), unit or recipe["unit"]
 
 
