@@ -105,7 +105,7 @@ def finetune_cmd(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """LoRA fine-tune on the training products (shared trainer, loss on the answers), then evaluate.
+    """LoRA fine-tune on the training products or questions (shared trainer, loss on the answers), then evaluate.
 
     Each model trains with its own default recipe (loss on the answer only, no validation, the final adapter); each flag overrides one setting.
 
