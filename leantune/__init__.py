@@ -29,6 +29,7 @@ _LAZY = {
     # attribute extraction (`leantune attributes evaluate|finetune`)
     "evaluate_attributes": "leantune.pipelines.attributes:evaluate_attributes",
     "finetune_attributes": "leantune.pipelines.attributes:finetune_attributes",
+    "attribute_finetune_config": "leantune.pipelines.attributes:attribute_finetune_config",  # a model's default recipe
     "FinetuneConfig": "leantune.train:FinetuneConfig",
     "RecommendationTask": "leantune.tasks.recommendation:RecommendationTask",
     "load_tokenizer": "leantune.models.llm:load_tokenizer",

@@ -360,21 +360,21 @@ def test_finetune_cli_takes_the_task_recipe_unless_a_flag_overrides_it(attr_fold
 def test_each_shipped_model_has_its_own_default_recipe():
     """Gemma 3 270M defaults to the recipe chosen on its own validation cell (questions, 1 epoch); SmolLM2, the
     tiny model and local folders to the task's; a flag that is given overrides only its own setting."""
-    from leantune.pipelines.attributes import recipe_config
+    from leantune.pipelines.attributes import attribute_finetune_config
     from leantune.tasks.attributes import MODEL_RECIPES, RECIPE, default_recipe
 
     gemma = MODEL_RECIPES["gemma3-270m"]
-    cfg, unit = recipe_config("gemma3-270m", micro_batch_size=8, seed=3)
+    cfg, unit = attribute_finetune_config("gemma3-270m", micro_batch_size=8, seed=3)
     assert unit == gemma["unit"] == "question" and gemma != RECIPE
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.r, cfg.alpha, tuple(cfg.target_modules)) == (
         gemma["epochs"], gemma["lr"], gemma["batch_size"], gemma["r"], gemma["alpha"], tuple(gemma["target_modules"]))
     assert cfg.micro_batch_size == 8 and cfg.seed == 3 and cfg.train_on_inputs is False
-    assert cfg.eval_every == gemma["save_every"] and recipe_config("gemma3-270m", eval_every=7)[0].eval_every == 7
-    assert recipe_config("smollm2")[0].eval_every is None  # once per epoch
-    cfg, unit = recipe_config("gemma3-270m", unit="product", lr=5e-4)
+    assert cfg.eval_every == gemma["save_every"] and attribute_finetune_config("gemma3-270m", eval_every=7)[0].eval_every == 7
+    assert attribute_finetune_config("smollm2")[0].eval_every is None  # once per epoch
+    cfg, unit = attribute_finetune_config("gemma3-270m", unit="product", lr=5e-4)
     assert unit == "product" and cfg.lr == 5e-4 and cfg.epochs == gemma["epochs"] and cfg.batch_size == gemma["batch_size"]
     for model in ("smollm2", "tiny", "runs/some-local-model"):
-        assert default_recipe(model) == RECIPE and recipe_config(model)[1] == RECIPE["unit"]
+        assert default_recipe(model) == RECIPE and attribute_finetune_config(model)[1] == RECIPE["unit"]
     default_recipe("gemma3-270m")["lr"] = 1.0  # a copy: the table is not changed through it
     assert MODEL_RECIPES["gemma3-270m"]["lr"] == gemma["lr"] != 1.0
 

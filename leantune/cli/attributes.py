@@ -122,14 +122,15 @@ def finetune_cmd(
       leantune attributes finetune --device cuda --micro-batch-size 16 --eval-limit 0
     """
     from ..device import resolve_device
-    from ..pipelines.attributes import check_limits, finetune_attributes, recipe_config
+    from ..pipelines.attributes import attribute_finetune_config, check_limits, finetune_attributes
     from ..train import parse_target_modules
 
     check_limits(train_limit, valid_limit, evaluate_limit)  # before the fine-tuning settings, the data or the model
-    cfg, unit = recipe_config(model, unit=unit, r=r, alpha=alpha, lr=lr, batch_size=batch_size, epochs=epochs,
-                              target_modules=None if target_modules is None else parse_target_modules(target_modules),
-                              micro_batch_size=micro_batch_size, max_steps=max_steps, seed=seed, device=resolve_device(device),
-                              bf16=True if bf16 else None, eval_every=save_every, processes=processes)
+    cfg, unit = attribute_finetune_config(
+        model, unit=unit, r=r, alpha=alpha, lr=lr, batch_size=batch_size, epochs=epochs,
+        target_modules=None if target_modules is None else parse_target_modules(target_modules), micro_batch_size=micro_batch_size,
+        max_steps=max_steps, seed=seed, device=resolve_device(device), bf16=True if bf16 else None, eval_every=save_every,
+        processes=processes)
     run = finetune_attributes(cfg, data, model, unit=unit, train_limit=train_limit, valid_limit=valid_limit or 0,
                               eval_limit=evaluate_limit, out=out, progress=not quiet)
     result = run.result

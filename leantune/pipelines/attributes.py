@@ -3,7 +3,8 @@
 ``evaluate_attributes`` generates and judges every question of a split with the base model or an
 adapter (zero- or few-shot) and writes ``metrics.json`` and ``predictions.jsonl``;
 ``finetune_attributes`` draws the training units (``training_subset``), fine-tunes with the shared
-trainer and evaluates the adapter the same way. The CLI only parses flags and prints.
+trainer and evaluates the adapter the same way; ``attribute_finetune_config`` builds its settings from
+the model's default recipe. The CLI only parses flags and prints.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def check_limits(train_limit: int | None, valid_limit: int | None, eval_limit: i
             raise ParameterError(name, value, f"must be at least {least}")
 
 
-def recipe_config(model: str, *, unit: str | None = None, **settings):
+def attribute_finetune_config(model: str, *, unit: str | None = None, **settings):
     """The ``FinetuneConfig`` of ``model``'s default recipe (``tasks.attributes.default_recipe``) and the unit
     it trains on. Each recipe setting (unit, epochs, lr, r, alpha, target_modules, batch_size; eval_every for
     the recipe's save_every) that is not None overrides the recipe's; the others (micro_batch_size, seed,
