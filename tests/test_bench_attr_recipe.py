@@ -95,7 +95,7 @@ def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkey
     assert args.name == "attr-recipe-gemma3-270m"
     labels = {label for label, _, _ in bench.test_items(args)}
     assert labels == {"zero-shot", "3-shot", "10-shot", "default", "task-default"}  # no 'best' without a grid
-    # ... but a fine-tuned row all the same: the task's recipe (leantune attributes finetune's default).
+    # ... but a fine-tuned row all the same: the task's recipe (attributes finetune's default for models without their own).
     from leantune.tasks.attributes import RECIPE
 
     task_default = bench.task_default_recipe()
