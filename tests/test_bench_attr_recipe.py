@@ -120,6 +120,15 @@ def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkey
     assert (f"| fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid; not this model's default) "
             "| 0 | not run yet |") in text
     assert (tmp_path / "results" / "attr-recipe-gemma3-270m" / "README.md").is_file()
+    # Once Gemma's own recipe is the grid's choice, its row says it is what `attributes finetune` trains.
+    own = bench.model_default_recipe("gemma3-270m")
+    assert own in bench.GRIDS["smollm2"]
+    write_json(args.work / "grid" / f"{own.name}.json",
+               {"recipe": own.__dict__, "name": own.name, "status": "finished", "steps": 5, "tokens": 9, "device": "cpu",
+                "valid": {"f1": 0.7, "precision": 0.7, "recall": 0.7, "accuracy": 0.7, "invalid_rate": 0.0, "n_products": 3}})
+    text = bench.report(bench.parse_args(["--phase", "report", "--model", "gemma3-270m", "--work", str(args.work), "--seeds", "0"]))
+    assert (f"| fine-tuned, chosen recipe ({own.name}; the best of 1 grid cell on validation; "
+            "`attributes finetune`'s default for this model) | 0 | not run yet |") in text
 
 
 def test_a_work_folder_under_results_tracks_only_its_small_records(tmp_path, monkeypatch):
