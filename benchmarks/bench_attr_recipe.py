@@ -87,7 +87,7 @@ def _as_recipe(recipe: dict) -> Recipe:
     """A library recipe (``leantune.tasks.attributes.default_recipe``) as a grid recipe."""
     modules = {v: k for k, v in MODULES.items()}.get(tuple(recipe["target_modules"]))
     if modules is None:
-        raise SystemExit(f"the task's recipe targets {recipe['target_modules']}, which is none of {sorted(MODULES)}")
+        raise SystemExit(f"the library's default recipe targets {recipe['target_modules']}, which is none of the grid's module sets {sorted(MODULES)}")
     return Recipe(unit=recipe["unit"], epochs=recipe["epochs"], lr=recipe["lr"], r=recipe["r"], alpha=recipe["alpha"],
                   modules=modules, batch_size=recipe["batch_size"])
 

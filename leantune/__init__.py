@@ -55,6 +55,7 @@ _LAZY = {
     "learning_curve": "leantune.curves:learning_curve",
     "CurveConfig": "leantune.curves:CurveConfig",
     "plan_curve": "leantune.curves:plan_curve",
+    "resolve_recipe": "leantune.curves:resolve_recipe",  # a curve's recipe: the short-run one or the model's own
     # hyperparameter search (`leantune tune`, `leantune tune report`)
     "EarlySearch": "leantune.tuning:EarlySearch",
     "TuneConfig": "leantune.tuning:TuneConfig",

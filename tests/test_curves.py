@@ -401,6 +401,54 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
     assert bad.exit_code != 0 and "--plan-steps" in bad.output
 
 
+def test_recipe_model_trains_the_curve_with_the_models_own_recipe_and_flags_override_it(tmp_path):
+    """``curve --recipe model``: the unit, epochs, LoRA settings and checkpoint cadence of what ``attributes
+    finetune`` trains that model with (Gemma's question recipe, the task's product recipe for other models);
+    each flag given wins; the default 'curve' recipe is unchanged, so existing folders keep their settings."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+    from leantune.curves.runner import resolve_recipe
+    from leantune.errors import ParameterError
+    from leantune.tasks.attributes import RECIPE, default_recipe
+    from leantune.train import ALL_LINEAR
+
+    gemma = resolve_recipe("attributes", "gemma3-270m", "model")
+    want = default_recipe("gemma3-270m")
+    f = gemma.finetune
+    assert (gemma.unit, gemma.epochs) == (want["unit"], want["epochs"]) == ("question", 1.0)
+    assert (f.lr, f.batch_size, f.r, f.alpha, f.target_modules, f.eval_every) == (1e-3, 32, 16, 32, ALL_LINEAR, 20)
+    mine = resolve_recipe("attributes", "gemma3-270m", "model", unit="product", epochs=2, save_every=5, lr=5e-4, r=4,
+                          target_modules=("q_proj",), micro_batch_size=8, bf16=None)
+    assert (mine.unit, mine.epochs, mine.finetune.eval_every, mine.finetune.lr, mine.finetune.r) == ("product", 2, 5, 5e-4, 4)
+    assert (mine.finetune.target_modules, mine.finetune.micro_batch_size, mine.finetune.batch_size) == (("q_proj",), 8, 32)
+    other = resolve_recipe("attributes", "some/local/folder", "model")  # no recipe of its own: the task's
+    assert (other.unit, other.epochs, other.finetune.lr, other.finetune.batch_size) == (RECIPE["unit"], RECIPE["epochs"], 2e-3, 16)
+    assert other.finetune.eval_every is None
+    short = resolve_recipe("attributes", "gemma3-270m")  # 'curve': short runs whatever the model
+    assert (short.unit, short.epochs, short.finetune.r, short.finetune.batch_size, short.finetune.target_modules) == (
+        None, 1.0, 8, 8, ("q_proj", "v_proj"))
+    with pytest.raises(ParameterError, match="recipe 'model'.*no per-model recipe"):
+        resolve_recipe("recommendation", "smollm2", "model")
+    with pytest.raises(ParameterError, match="recipe 'best'.*curve, model"):
+        resolve_recipe("attributes", "smollm2", "best")
+
+    folder = write_attribute_folder(tmp_path / "data")
+    args = ["curve", "--data", str(folder), "--sizes", "0,2", "--seeds", "1", "--eval-limit", "2", "--plan", "--plan-steps", "0", "--quiet"]
+    result = CliRunner().invoke(app, args + ["--model", "gemma3-270m", "--recipe", "model", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    assert "recipe: gemma3-270m's default fine-tuning recipe" in result.output and "unit question" in result.output
+    assert "(batch 32)" in result.output and "missing: 2 of 2 runs" in result.output
+    # A folder made with one recipe refuses the other rather than mixing runs of both.
+    made = CliRunner().invoke(app, ["curve", "--data", str(folder), "--model", "tiny", "--sizes", "0,2", "--seeds", "1", "--eval-limit", "2",
+                                    "--min-steps", "1", "--batch-size", "2", "--micro-batch-size", "2", "--out", str(tmp_path / "t"), "--quiet"])
+    assert made.exit_code == 0, made.output
+    assert "recipe: the curve's short-run recipe" in made.output
+    again = CliRunner().invoke(app, args + ["--model", "tiny", "--recipe", "model", "--micro-batch-size", "2", "--out", str(tmp_path / "t")])
+    assert isinstance(again.exception, LeantuneError), again.output  # main() prints it as one line
+    assert "made with other settings: epochs=1.0 there, 5.0 now" in str(again.exception)
+
+
 def test_curve_cli_save_every_checkpoints_each_run_between_epochs(tmp_path):
     """``curve --save-every N``: each run saves a checkpoint every N optimizer steps (a 1-epoch run
     otherwise saves only at its end), so an interrupted long run resumes; the curve's settings are unchanged."""

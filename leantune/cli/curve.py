@@ -30,6 +30,7 @@ CURVE_HELP = (
     "Examples:\n\n"
     "  leantune curve --sizes 0,25,50,100 --seeds 2 --eval-limit 50 --bf16\n\n"
     "  leantune curve --unit question --seeds 3 --bf16 --plan     # what it would cost here, nothing trained\n\n"
+    "  leantune curve --model gemma3-270m --recipe model --bf16 --micro-batch-size 8   # Gemma's own recipe (questions)\n\n"
     "  leantune curve --unit question --sizes 0,500,2000,6500,13795 --schedule steps --steps 400\n\n"
     "  leantune curve --task recommendation --data games --sizes 0,256,1024 --seeds 2"
 )
@@ -60,18 +61,24 @@ def curve(
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric to fit (default: the task's primary metric; e.g. f1 for attributes)."),
     eval_limit: int = typer.Option(100, "--eval-limit", help="Test products/users evaluated per run (the same seeded subset for all runs); 0 = the whole test split."),
     schedule: str = typer.Option("epochs", "--schedule", help="Compute per size: 'epochs' (--epochs passes over each subset) or 'steps' (--steps optimizer steps at every size)."),
-    epochs: float = typer.Option(1.0, "--epochs", help="--schedule epochs: passes over each subset (also sets the default --steps)."),
+    recipe: str = typer.Option(
+        "curve", "--recipe", help="Where the LoRA recipe's defaults come from: 'curve' (short runs: 1 epoch, lr 1e-3, batch 8, r 8 / "
+        "alpha 16 on q/v) or 'model' (what `attributes finetune` trains --model with: its unit, epochs, lr, batch, LoRA modules "
+        "and checkpoint cadence; gemma3-270m: questions, 1 epoch, batch 32, r 16 / alpha 32 on all linear layers, a checkpoint "
+        "every 20 steps). Any of --unit/--epochs/--lr/--batch-size/--r/--alpha/--target-modules/--save-every given overrides it."
+    ),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="--schedule epochs: passes over each subset (also sets the default --steps). Default: the recipe's (curve: 1)."),
     min_steps: int = typer.Option(0, "--min-steps", help="--schedule epochs: at least this many optimizer steps, so small subsets still learn the answer format (0: none)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="--schedule steps: optimizer steps of every run (default: what the largest size gets under --epochs)."),
-    lr: float = typer.Option(1e-3, "--lr", help="LoRA learning rate (1e-3 suits these short runs; the BIGRec recipe uses 1e-4 over many epochs)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Effective batch size."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="LoRA learning rate. Default: the recipe's (curve: 1e-3, which suits these short runs; the BIGRec recipe uses 1e-4 over many epochs)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size. Default: the recipe's (curve: 8)."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
-    r: int = typer.Option(8, "--r", help="LoRA rank."),
-    alpha: int = typer.Option(16, "--alpha", help="LoRA alpha."),
-    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer; the attribute recipe's)."),
+    r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the recipe's (curve: 8)."),
+    alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the recipe's (curve: 16)."),
+    target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer; the attribute recipes'). Default: the recipe's (curve: q_proj,v_proj)."),
     save_every: Optional[int] = typer.Option(
-        None, "--save-every", min=1, help="Optimizer steps between checkpoints of each run (default: once per epoch, which for a "
-        "1-epoch run is only its end); an interrupted run resumes from its newest checkpoint when the curve is run again. "
+        None, "--save-every", min=1, help="Optimizer steps between checkpoints of each run (default: the recipe's; the curve's is once "
+        "per epoch, which for a 1-epoch run is only its end); an interrupted run resumes from its newest checkpoint when the curve is run again. "
         "Change it only between whole runs: a half-trained run keeps the value it started with."
     ),
     valid_limit: int = typer.Option(0, "--valid-limit", help="Validation units for early stopping (0: none, a fixed budget; cheaper)."),
@@ -95,12 +102,15 @@ def curve(
     plan_steps: int = typer.Option(3, "--plan-steps", help="--plan: optimizer steps to time (at least 2; 0: count only, time nothing)."),
 ) -> None:
     from ..curves import CurveConfig, learning_curve, make_task
-    from ..curves.runner import curve_recipe, task_default_sizes
+    from ..curves.runner import resolve_recipe, task_default_sizes
     from ..train import parse_target_modules
 
-    recipe = curve_recipe(lr=lr, batch_size=batch_size, micro_batch_size=micro_batch_size, r=r, alpha=alpha,
-                          target_modules=parse_target_modules(target_modules), bf16=True if bf16 else None,
-                          eval_every=save_every, processes=processes)
+    chosen_recipe = resolve_recipe(
+        task, model, recipe, unit=unit, epochs=epochs, save_every=save_every, lr=lr, batch_size=batch_size,
+        micro_batch_size=micro_batch_size, r=r, alpha=alpha, bf16=True if bf16 else None, processes=processes,
+        target_modules=None if target_modules is None else parse_target_modules(target_modules),
+    )
+    unit = chosen_recipe.unit
 
     options = {}
     if data is not None:
@@ -114,11 +124,12 @@ def curve(
     chosen = tuple(_parse_sizes(sizes)) if built is None else task_default_sizes(built)
     cfg = CurveConfig(
         task=task, task_options=options, model=model, sizes=chosen, seeds=seeds, seed=seed,
-        method=method, selector=selector, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=epochs, min_steps=min_steps, steps=steps,
-        finetune=recipe, valid_limit=valid_limit, gain_threshold=gain_threshold,
+        method=method, selector=selector, metric=metric, eval_limit=eval_limit or None, schedule=schedule, epochs=chosen_recipe.epochs,
+        min_steps=min_steps, steps=steps, finetune=chosen_recipe.finetune, valid_limit=valid_limit, gain_threshold=gain_threshold,
         ceiling=ceiling or None, bootstrap=bootstrap, device=device, progress=not quiet,
     )
     out = out or Path("runs") / f"curve-{task}-{unit or 'default'}-{method}{'-' + selector if selector else ''}-{Path(model).name}"
+    print(chosen_recipe.describe())
     if plan:
         from ..curves.plan import measure_costs, plan_curve
 

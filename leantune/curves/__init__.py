@@ -14,12 +14,12 @@ from .analysis import CurveAnalysis, analyse, describe, write_table
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
 from .paired import PairedSteps, paired_steps, unit_draws
 from .plan import CurvePlan, measure_costs, plan_curve
-from .runner import DEFAULT_SIZES, CurveConfig, CurveRun, default_sizes, make_task, run_curve
+from .runner import DEFAULT_SIZES, CurveConfig, CurveRecipe, CurveRun, default_sizes, make_task, resolve_recipe, run_curve
 
 __all__ = [
-    "CurveConfig", "CurveFit", "CurvePlan", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
+    "CurveConfig", "CurveFit", "CurvePlan", "CurveRecipe", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
     "bootstrap_saturation", "default_sizes", "fit_curve", "learning_curve", "make_task", "measure_costs", "paired_steps",
-    "plan_curve", "run_curve",
+    "plan_curve", "resolve_recipe", "run_curve",
 ]
 
 

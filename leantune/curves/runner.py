@@ -24,7 +24,7 @@ from ..io import read_json, write_json
 from ..io import refuse_other_settings
 from ..device import resolve_device
 from ..tasks.base import DEFAULT_CURVE_SIZES as DEFAULT_SIZES
-from ..train.config import FinetuneConfig
+from ..train.config import ALL_LINEAR, FinetuneConfig
 
 
 @dataclass
@@ -144,6 +144,51 @@ def curve_recipe(**overrides) -> FinetuneConfig:
     """The curve's default LoRA recipe: short runs (lr 1e-3, batch 8 in micro-batches of 4, r 8 / alpha 16 on
     q/v; 3e-4 had not learned the values after 25 steps, benchmarks/results/curve*.md); ``overrides`` change fields."""
     return FinetuneConfig(**{"r": 8, "alpha": 16, "lr": 1e-3, "batch_size": 8, "micro_batch_size": 4, "device": "cpu", **overrides})
+
+
+RECIPES = ("curve", "model")  # CurveRecipe.source: where a curve's LoRA recipe comes from
+
+
+@dataclass(frozen=True)
+class CurveRecipe:
+    """A curve's training recipe (``resolve_recipe``): the per-run ``FinetuneConfig``, epochs per size,
+    the task's ``unit`` option (None: the task's default) and where the recipe came from."""
+
+    finetune: FinetuneConfig
+    epochs: float
+    unit: str | None
+    source: str  # "curve" (curve_recipe's short runs) or "model" (the task's recipe for the model)
+    model: str = ""
+
+    def describe(self) -> str:
+        f = self.finetune
+        modules = "all linear layers" if set(f.target_modules) == set(ALL_LINEAR) else "/".join(f.target_modules)
+        origin = f"{self.model}'s default fine-tuning recipe" if self.source == "model" else "the curve's short-run recipe"
+        unit = f", unit {self.unit}" if self.unit else ""
+        return (f"recipe: {origin} (overridden by any flag given){unit}, {self.epochs:g} epoch(s), lr {f.lr:g}, "
+                f"batch {f.batch_size}, LoRA r {f.r} / alpha {f.alpha} on {modules}")
+
+
+def resolve_recipe(task: str, model: str, recipe: str = "curve", *, unit: str | None = None, epochs: float | None = None,
+                   save_every: int | None = None, **finetune) -> CurveRecipe:
+    """The LoRA recipe, epochs and unit a curve trains with. ``recipe`` 'curve': ``curve_recipe``'s short runs,
+    1 epoch, the task's default unit; 'model': the task's default fine-tuning recipe for ``model``
+    (``Task.model_recipe``; for attributes, what ``leantune attributes finetune`` trains with), its unit,
+    epochs and checkpoint cadence included. Every setting given (not None) overrides the recipe's:
+    ``unit``, ``epochs``, ``save_every`` (``eval_every``) and the ``FinetuneConfig`` fields in ``finetune``."""
+    if recipe not in RECIPES:
+        raise ParameterError("recipe", repr(recipe), f"choose one of {', '.join(RECIPES)}")
+    given = {key: value for key, value in finetune.items() if value is not None}
+    if recipe == "curve":
+        return CurveRecipe(curve_recipe(eval_every=save_every, **given), 1.0 if epochs is None else epochs, unit, recipe, str(model))
+    base = task_class(task).model_recipe(str(model))
+    if base is None:
+        raise ParameterError("recipe", repr(recipe), f"task {task!r} has no per-model recipe; use 'curve' and set the LoRA flags")
+    settings = {key: base[key] for key in ("lr", "r", "alpha", "target_modules", "batch_size")}
+    settings.update(given)
+    cadence = base.get("save_every") if save_every is None else save_every
+    return CurveRecipe(curve_recipe(eval_every=cadence, **settings), base["epochs"] if epochs is None else epochs,
+                       unit or base.get("unit"), recipe, str(model))
 
 
 def _plain(value):

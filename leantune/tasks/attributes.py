@@ -102,6 +102,11 @@ class AttributeTask(Task):
         self.data: AttributeData = load_attribute_data(data)
         self.unit = unit
 
+    @classmethod
+    def model_recipe(cls, model: str) -> dict:
+        """``default_recipe(model)``: what ``leantune attributes finetune`` trains ``model`` with."""
+        return default_recipe(model)
+
     # -- training data ---------------------------------------------------------------------------
     def default_sizes(self) -> tuple[int, ...]:
         """Learning-curve sizes in this unit, from zero-shot to the whole pool (question units reach past

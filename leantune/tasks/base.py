@@ -77,6 +77,13 @@ class Task:
         """Learning-curve sizes when none are given."""
         return DEFAULT_CURVE_SIZES
 
+    @classmethod
+    def model_recipe(cls, model: str) -> dict | None:
+        """The fine-tuning recipe the task trains ``model`` with by default, or None when it has none.
+        Keys: lr, r, alpha, target_modules, batch_size, epochs, and optionally unit (a task option) and
+        save_every (optimizer steps between checkpoints). ``leantune curve --recipe model`` reads it."""
+        return None
+
     def baselines(self, metric: str, split: str = "test", limit: int | None = None, seed: int = 0) -> dict[str, float]:
         """Reference scores that need no model (e.g. answering "n/a" everywhere), drawn on curve plots."""
         return {}
