@@ -140,3 +140,42 @@ def finetune_cmd(
     if run.metrics is not None:
         _print_metrics(run.metrics, f"fine-tuned ({len(run.units)} {unit}s) on {data} test")
         print(f"wrote {run.out / 'metrics.json'} and {run.out / 'predictions.jsonl'}")
+
+
+@attributes_app.command("errors")
+def errors_cmd(
+    run: Path = typer.Argument(..., help="An evaluation's folder (from `attributes evaluate` or `attributes finetune`) or its predictions.jsonl."),
+    top: int = typer.Option(10, "--top", min=0, help="Attributes to list, those costing the most F1 first."),
+    examples: int = typer.Option(5, "--examples", min=0, help="Random wrong answers shown per kind of error."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Picks the examples."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the breakdown here: .json, or .md for the printed Markdown."),
+) -> None:
+    """Where a run loses micro-F1: its errors by kind (a wrong value at the gold span's boundary, another value,
+    a missed value, a spurious one) and by attribute, each with the F1 the run would have were those answers right.
+
+    Reads the judged answers in predictions.jsonl; trains and generates nothing.
+
+    Examples:
+
+      leantune attributes errors runs/attributes-question-n13795-s0
+
+      leantune attributes errors runs/attributes-eval-10-shot-product/predictions.jsonl --top 20 --out errors.md
+    """
+    from ..io import write_json
+    from ..tasks.attributes_errors import error_breakdown, read_predictions
+
+    if out is not None and out.suffix not in (".json", ".md"):
+        raise typer.BadParameter(f"{out}: name a .json or .md file", param_hint="--out")
+    rows, file = read_predictions(run)
+    breakdown = error_breakdown(rows, source=str(run), examples=examples, seed=seed)
+    lines = breakdown.lines(top=top)
+    print("\n".join(lines))
+    if out is not None:
+        if out.suffix == ".json":
+            write_json(out, breakdown.as_dict())
+        else:
+            from ..io import atomic_path
+
+            with atomic_path(out) as tmp:
+                tmp.write_text("\n".join(lines) + "\n")
+        print(f"wrote {out}")
