@@ -422,6 +422,8 @@ def test_recipe_model_trains_the_curve_with_the_models_own_recipe_and_flags_over
                           target_modules=("q_proj",), micro_batch_size=8, bf16=None)
     assert (mine.unit, mine.epochs, mine.finetune.eval_every, mine.finetune.lr, mine.finetune.r) == ("product", 2, 5, 5e-4, 4)
     assert (mine.finetune.target_modules, mine.finetune.micro_batch_size, mine.finetune.batch_size) == (("q_proj",), 8, 32)
+    assert "unit product (the recipe was chosen on question units)" in mine.describe()
+    assert "chosen on" not in gemma.describe() and "gemma3-270m's default fine-tuning recipe" in gemma.describe()
     other = resolve_recipe("attributes", "some/local/folder", "model")  # no recipe of its own: the task's
     assert (other.unit, other.epochs, other.finetune.lr, other.finetune.batch_size) == (RECIPE["unit"], RECIPE["epochs"], 2e-3, 16)
     assert other.finetune.eval_every is None
@@ -437,13 +439,13 @@ def test_recipe_model_trains_the_curve_with_the_models_own_recipe_and_flags_over
     args = ["curve", "--data", str(folder), "--sizes", "0,2", "--seeds", "1", "--eval-limit", "2", "--plan", "--plan-steps", "0", "--quiet"]
     result = CliRunner().invoke(app, args + ["--model", "gemma3-270m", "--recipe", "model", "--out", str(tmp_path / "g")])
     assert result.exit_code == 0, result.output
-    assert "recipe: gemma3-270m's default fine-tuning recipe" in result.output and "unit question" in result.output
+    assert "recipe (gemma3-270m's default fine-tuning recipe, then the flags given), unit question" in result.output and "unit question" in result.output
     assert "(batch 32)" in result.output and "missing: 2 of 2 runs" in result.output
     # A folder made with one recipe refuses the other rather than mixing runs of both.
     made = CliRunner().invoke(app, ["curve", "--data", str(folder), "--model", "tiny", "--sizes", "0,2", "--seeds", "1", "--eval-limit", "2",
                                     "--min-steps", "1", "--batch-size", "2", "--micro-batch-size", "2", "--out", str(tmp_path / "t"), "--quiet"])
     assert made.exit_code == 0, made.output
-    assert "recipe: the curve's short-run recipe" in made.output
+    assert "recipe (the curve's short-run recipe, then the flags given), 1 epoch(s), lr 0.001, batch 2," in made.output
     again = CliRunner().invoke(app, args + ["--model", "tiny", "--recipe", "model", "--micro-batch-size", "2", "--out", str(tmp_path / "t")])
     assert isinstance(again.exception, LeantuneError), again.output  # main() prints it as one line
     assert "made with other settings: epochs=1.0 there, 5.0 now" in str(again.exception)

@@ -159,13 +159,16 @@ class CurveRecipe:
     unit: str | None
     source: str  # "curve" (curve_recipe's short runs) or "model" (the task's recipe for the model)
     model: str = ""
+    chosen_on: str | None = None  # source 'model': the unit the recipe was chosen on, when the task has units
 
     def describe(self) -> str:
         f = self.finetune
         modules = "all linear layers" if set(f.target_modules) == set(ALL_LINEAR) else "/".join(f.target_modules)
         origin = f"{self.model}'s default fine-tuning recipe" if self.source == "model" else "the curve's short-run recipe"
         unit = f", unit {self.unit}" if self.unit else ""
-        return (f"recipe: {origin} (overridden by any flag given){unit}, {self.epochs:g} epoch(s), lr {f.lr:g}, "
+        if self.chosen_on and self.unit != self.chosen_on:
+            unit += f" (the recipe was chosen on {self.chosen_on} units)"
+        return (f"recipe ({origin}, then the flags given){unit}, {self.epochs:g} epoch(s), lr {f.lr:g}, "
                 f"batch {f.batch_size}, LoRA r {f.r} / alpha {f.alpha} on {modules}")
 
 
@@ -188,7 +191,7 @@ def resolve_recipe(task: str, model: str, recipe: str = "curve", *, unit: str | 
     settings.update(given)
     cadence = base.get("save_every") if save_every is None else save_every
     return CurveRecipe(curve_recipe(eval_every=cadence, **settings), base["epochs"] if epochs is None else epochs,
-                       unit or base.get("unit"), recipe, str(model))
+                       unit or base.get("unit"), recipe, str(model), base.get("unit"))
 
 
 def _plain(value):
