@@ -479,6 +479,24 @@ def test_curve_cli_save_every_checkpoints_each_run_between_epochs(tmp_path):
     assert bad.exit_code != 0 and "--save-every" in bad.output
 
 
+def test_a_resumed_runs_wall_time_counts_its_training_in_earlier_sittings(tmp_path, monkeypatch):
+    """A run resumed from a checkpoint reports the trainer's training time over all sittings; the run's
+    ``wall_s`` (the report's "sum of the runs' own wall times") is then at least that plus its evaluation."""
+    from leantune.curves import runner
+
+    folder = write_attribute_folder(tmp_path / "data")
+    cfg = _tiny_config(folder, sizes=(2,), seeds=1)
+
+    def resumed(task, cfg, out, size, seed, units):  # as run_one returns it after a resumed training
+        return {"size": size, "seed": seed, "status": "finished", "metrics": {"f1": 0.5},
+                "train": {"status": "finished", "steps": 1, "wall_s": 1000.0}, "eval_s": 20.0}
+
+    monkeypatch.setattr(runner, "run_one", resumed)
+    run = runner.run_curve(cfg, tmp_path / "curve", log=lambda *_: None)
+    assert run.rows[0]["wall_s"] == 1020.0
+    assert json.loads((runner.run_dir(tmp_path / "curve", 2, 0) / "result.json").read_text())["wall_s"] == 1020.0
+
+
 def test_saturation_interval_over_test_units_has_width_with_one_seed():
     # One seed per size: resampling seeds alone gives a point interval; resampling the test units
     # (values that move together across sizes, as paired runs on one test set do) gives a real one.

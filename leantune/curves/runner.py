@@ -422,7 +422,10 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
                 subsets[seed] = curve_subsets(task, cfg, out, pool, seed)
             log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
             row = run_one(task, cfg, out, size, seed, subsets[seed][size])
-        row["wall_s"] = time.perf_counter() - start
+        # A run resumed from a checkpoint trained partly in earlier sittings: its training time (the trainer's
+        # wall_s) counts them all, so the run's own time is at least that plus its evaluation.
+        earlier = ((row.get("train") or {}).get("wall_s") or 0) + (row.get("eval_s") or 0)
+        row["wall_s"] = max(time.perf_counter() - start, earlier)
         row["method"] = cfg.method
         row["load_avg"] = [round(x, 1) for x in os.getloadavg()]  # timings on a shared CPU need this context
         write_json(path, row)
