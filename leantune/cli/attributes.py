@@ -166,7 +166,7 @@ def errors_cmd(
 
     if out is not None and out.suffix not in (".json", ".md"):
         raise typer.BadParameter(f"{out}: name a .json or .md file", param_hint="--out")
-    rows, file = read_predictions(run)
+    rows, _ = read_predictions(run)
     breakdown = error_breakdown(rows, source=str(run), examples=examples, seed=seed)
     lines = breakdown.lines(top=top)
     print("\n".join(lines))

@@ -24,6 +24,7 @@ from ..io import read_json, write_json
 from ..io import refuse_other_settings
 from ..device import resolve_device
 from ..tasks.base import DEFAULT_CURVE_SIZES as DEFAULT_SIZES
+from ..tasks.base import apply_recipe
 from ..train.config import ALL_LINEAR, FinetuneConfig
 
 
@@ -181,17 +182,16 @@ def resolve_recipe(task: str, model: str, recipe: str = "curve", *, unit: str | 
     ``unit``, ``epochs``, ``save_every`` (``eval_every``) and the ``FinetuneConfig`` fields in ``finetune``."""
     if recipe not in RECIPES:
         raise ParameterError("recipe", repr(recipe), f"choose one of {', '.join(RECIPES)}")
-    given = {key: value for key, value in finetune.items() if value is not None}
     if recipe == "curve":
+        given = {key: value for key, value in finetune.items() if value is not None}
         return CurveRecipe(curve_recipe(eval_every=save_every, **given), 1.0 if epochs is None else epochs, unit, recipe, str(model))
     base = task_class(task).model_recipe(str(model))
     if base is None:
         raise ParameterError("recipe", repr(recipe), f"task {task!r} has no per-model recipe; use 'curve' and set the LoRA flags")
-    settings = {key: base[key] for key in ("lr", "r", "alpha", "target_modules", "batch_size")}
-    settings.update(given)
-    cadence = base.get("save_every") if save_every is None else save_every
-    return CurveRecipe(curve_recipe(eval_every=cadence, **settings), base["epochs"] if epochs is None else epochs,
-                       unit or base.get("unit"), recipe, str(model), base.get("unit"))
+    merged = apply_recipe(base, {**finetune, "epochs": epochs, "eval_every": save_every})
+    per_size = merged.pop("epochs")  # the curve's, not each run's (a run's budget is set per size)
+    settings = {key: value for key, value in merged.items() if value is not None}
+    return CurveRecipe(curve_recipe(**settings), per_size, unit or base.get("unit"), recipe, str(model), base.get("unit"))
 
 
 def _plain(value):

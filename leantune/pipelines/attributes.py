@@ -115,15 +115,11 @@ def attribute_finetune_config(model: str, *, unit: str | None = None, **settings
     the recipe's save_every) that is not None overrides the recipe's; the others (micro_batch_size, seed,
     device, ...) go to the config as given."""
     from ..tasks.attributes import AttributeTask, default_recipe
+    from ..tasks.base import apply_recipe
     from ..train import FinetuneConfig
 
     recipe = default_recipe(model)
-    for key in ("epochs", "lr", "r", "alpha", "target_modules", "batch_size"):
-        if settings.get(key) is None:
-            settings[key] = recipe[key]
-    if settings.get("eval_every") is None:  # checkpoints: the recipe's cadence, else once per epoch
-        settings["eval_every"] = recipe.get("save_every")
-    return FinetuneConfig(train_on_inputs=AttributeTask.train_on_inputs, **settings), unit or recipe["unit"]
+    return FinetuneConfig(train_on_inputs=AttributeTask.train_on_inputs, **apply_recipe(recipe, settings)), unit or recipe["unit"]
 
 
 def finetune_attributes(cfg, data: str = "oa-mine", model: str = "smollm2", *, unit: str | None = None,

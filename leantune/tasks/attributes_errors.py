@@ -36,15 +36,22 @@ _FIXED = {"boundary": ("VW", "VC"), "other value": ("VW", "VC"), "missed": ("VN"
 
 def error_kind(row: dict) -> str | None:
     """The kind of error of one judged row (``KINDS``), or None for a right answer (VC, NN)."""
+    return _classify(row)[0]
+
+
+def _classify(row: dict) -> tuple[str | None, bool | None]:
+    """``error_kind`` and, for a boundary error, whether the answer has fewer words than the gold value."""
     outcome = row["outcome"]
     if outcome == "VN":
-        return "missed"
+        return "missed", None
     if outcome == "NV":
-        return "spurious"
+        return "spurious", None
     if outcome != "VW":
-        return None
+        return None, None
     gold, predicted = normalise(str(row["gold"])).split(), normalise(str(row["predicted"])).split()
-    return "boundary" if _inside(gold, predicted) or _inside(predicted, gold) else "other value"
+    if _inside(gold, predicted) or _inside(predicted, gold):
+        return "boundary", len(predicted) < len(gold)
+    return "other value", None
 
 
 def _inside(part: list[str], whole: list[str]) -> bool:
@@ -121,12 +128,11 @@ def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, se
         counts[row["outcome"]] += 1
         a = per_attr.setdefault(row["attribute"], {"counts": {k: 0 for k in OUTCOMES}, **{k: 0 for k in KINDS}})
         a["counts"][row["outcome"]] += 1
-        kind = error_kind(row)
+        kind, shorter = _classify(row)
         if kind is not None:
             by_kind[kind].append(row)
             a[kind] += 1
         if kind == "boundary":
-            shorter = len(normalise(str(row["predicted"])).split()) < len(normalise(str(row["gold"])).split())
             sides["shorter" if shorter else "longer"] += 1
     p, r, f1 = prf(counts)
     errors = sum(len(v) for v in by_kind.values())

@@ -21,6 +21,20 @@ class TextExample:
 
 
 DEFAULT_CURVE_SIZES = (0, 25, 50, 100, 200, 400, 800, 1288)
+# The settings of a task's model recipe (``Task.model_recipe``) that map onto ``FinetuneConfig`` fields.
+RECIPE_KEYS = ("epochs", "lr", "r", "alpha", "target_modules", "batch_size")
+
+
+def apply_recipe(recipe: dict, settings: dict) -> dict:
+    """``settings`` (``FinetuneConfig`` fields) with every recipe setting they leave None taken from ``recipe``:
+    ``RECIPE_KEYS``, and ``eval_every`` from the recipe's ``save_every`` (checkpoints; absent: once per epoch)."""
+    merged = dict(settings)
+    for key in RECIPE_KEYS:
+        if merged.get(key) is None:
+            merged[key] = recipe[key]
+    if merged.get("eval_every") is None:
+        merged["eval_every"] = recipe.get("save_every")
+    return merged
 
 
 class Task:
