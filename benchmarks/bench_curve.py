@@ -1,7 +1,7 @@
 """Learning curve of SmolLM2-135M on OA-Mine attribute extraction (the ``leantune curve`` defaults).
 
 Runs (or resumes) the curve in ``--work`` (default ``benchmarks/results/curve-cells/<name>``, where git
-tracks each finished run's ``result.json`` and ``per_unit.jsonl`` but not adapters or checkpoints, so a
+tracks each finished run's ``result.json``, ``per_unit.jsonl`` and ``predictions.jsonl`` but not adapters or checkpoints, so a
 curve filled over several sittings survives a change of machine), then copies the table and plots to
 ``benchmarks/results/<name>.{json,md,csv}``, ``<name>.png`` and ``<name>_per_attribute.png``, with the exact settings, wall times, the machine's load while it ran,
 and the command that reproduces it. The default is the full curve (hours on CPU); reduce it with
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leantune.curves import CurveConfig, learning_curve  # noqa: E402
-from leantune.curves.runner import curve_recipe  # noqa: E402
+from leantune.curves.runner import resolve_recipe  # noqa: E402
 from leantune.train import parse_target_modules  # noqa: E402
 from leantune.curves.analysis import _finite  # noqa: E402
 from leantune.io import atomic_path, write_json  # noqa: E402
@@ -40,22 +40,24 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first run seed (runs use seed, seed+1, ...): lets processes fill one --work folder side by side")
     p.add_argument("--eval-limit", type=int, default=100, help="test products per evaluation (0: all 500)")
-    p.add_argument("--unit", default="product", choices=["product", "question"])
+    p.add_argument("--recipe", choices=["curve", "model"], default="curve",
+                   help="curve: short runs (lr 1e-3, batch 8, r 8 / alpha 16 on q/v, 1 epoch, products); model: the recipe `leantune attributes finetune` trains --model with (its unit, epochs, lr, batch, LoRA and checkpoint cadence). Each flag below that is given overrides one setting")
+    p.add_argument("--unit", default=None, choices=["product", "question"], help="default: the recipe's (curve: product)")
     p.add_argument("--method", default="random", help="random, effort, loss, gradient-influence or kcenter (leantune.pipelines.units)")
     p.add_argument("--selector", default=None, help="for a scored method: coverage, topk or stratified (default: the method's)")
     p.add_argument("--model", default="smollm2")
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--epochs", type=float, default=None, help="default: the recipe's (curve: 1)")
     p.add_argument("--min-steps", type=int, default=25, help="--schedule epochs: a floor of optimizer steps (25: the cached curves' setting)")
     p.add_argument("--schedule", choices=["epochs", "steps"], default="epochs")
     p.add_argument("--steps", type=int, default=None, help="--schedule steps: optimizer steps at every size")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--r", type=int, default=8, help="LoRA rank")
-    p.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
-    p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated module names, or 'all' (the attribute recipe's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's (curve: 1e-3)")
+    p.add_argument("--r", type=int, default=None, help="LoRA rank (default: the recipe's; curve: 8)")
+    p.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default: the recipe's; curve: 16)")
+    p.add_argument("--target-modules", default=None, help="comma-separated module names, or 'all' (default: the recipe's; curve: q_proj,v_proj)")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per optimizer step (default: the recipe's; curve: 8)")
     p.add_argument("--micro-batch-size", type=int, default=4)
     p.add_argument("--save-every", type=int, default=0,
-                   help="optimizer steps between checkpoints of each run (0: once per epoch); a stopped run resumes from the newest")
+                   help="optimizer steps between checkpoints of each run (0: the recipe's, else once per epoch); a stopped run resumes from the newest")
     p.add_argument("--gain-threshold", type=float, default=0.01)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training and effort scores (evaluation stays fp32)")
@@ -130,6 +132,24 @@ def _without_note(argv: list[str]) -> list[str]:
     return out
 
 
+def build_config(args):
+    """The curve ``args`` ask for and the recipe it trains with (``leantune.curves.resolve_recipe``): the
+    flags given override the chosen recipe's settings, the others keep it."""
+    recipe = resolve_recipe(
+        "attributes", args.model, args.recipe, unit=args.unit, epochs=args.epochs, save_every=args.save_every or None, lr=args.lr,
+        batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, r=args.r, alpha=args.alpha, bf16=True if args.bf16 else None,
+        target_modules=None if args.target_modules is None else parse_target_modules(args.target_modules), processes=args.processes,
+    )
+    cfg = CurveConfig(
+        task="attributes", task_options={"data": "oa-mine", "unit": recipe.unit or "product"}, model=args.model,
+        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method, selector=args.selector,
+        eval_limit=args.eval_limit or None, schedule=args.schedule, epochs=recipe.epochs,
+        min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps, finetune=recipe.finetune,
+        gain_threshold=args.gain_threshold, device=args.device, metric=args.metric,
+    )
+    return cfg, recipe
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -138,16 +158,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     import torch
 
-    cfg = CurveConfig(
-        task="attributes", task_options={"data": "oa-mine", "unit": args.unit}, model=args.model,
-        sizes=tuple(int(s) for s in args.sizes.split(",")), seeds=args.seeds, seed=args.seed, method=args.method, selector=args.selector,
-        eval_limit=args.eval_limit or None, schedule=args.schedule, epochs=args.epochs,
-        min_steps=args.min_steps if args.schedule == "epochs" else 0, steps=args.steps,
-        finetune=curve_recipe(lr=args.lr, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, r=args.r, alpha=args.alpha,
-                              target_modules=parse_target_modules(args.target_modules), bf16=True if args.bf16 else None,
-                              eval_every=args.save_every or None, processes=args.processes),
-        gain_threshold=args.gain_threshold, device=args.device, metric=args.metric,
-    )
+    cfg, recipe = build_config(args)
+    print(recipe.describe(), flush=True)
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
     load_before = [round(x, 1) for x in os.getloadavg()]
     start = time.perf_counter()

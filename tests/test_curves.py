@@ -497,6 +497,49 @@ def test_a_resumed_runs_wall_time_counts_its_training_in_earlier_sittings(tmp_pa
     assert json.loads((runner.run_dir(tmp_path / "curve", 2, 0) / "result.json").read_text())["wall_s"] == 1020.0
 
 
+def test_curve_runs_keep_their_answers_and_an_interrupted_evaluation_resumes_from_them(tmp_path, monkeypatch):
+    """Each curve run writes its judged answers (``predictions.jsonl``, read by ``attributes errors``) beside
+    ``per_unit.jsonl``; answers are logged as they come, so an evaluation cut off before its files are
+    written generates nothing again when the run is repeated, and the log goes once they are written."""
+    import transformers
+
+    from leantune.curves import runner
+    from leantune.evaluation import units
+    from leantune.evaluation.units import read_per_unit
+    from leantune.tasks.attributes_errors import error_breakdown, read_predictions
+
+    folder = write_attribute_folder(tmp_path / "data")
+    cfg = _tiny_config(folder, sizes=(0, 2), seeds=1)
+    out, quiet = tmp_path / "curve", (lambda *_: None)
+    real_write, generate = units.write_evaluation, transformers.GenerationMixin.generate
+
+    def cut_off(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(units, "write_evaluation", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_curve(cfg, out, log=quiet)
+    zero, trained = runner.run_dir(out, 0, None), runner.run_dir(out, 2, 0)
+    assert (zero / runner.GENERATION_LOG).is_file() and not (zero / "per_unit.jsonl").exists()
+    monkeypatch.setattr(units, "write_evaluation", real_write)
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(k.get("input_ids", a[1] if len(a) > 1 else None).shape[0])
+        return generate(*a, **k)
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", counted)
+    done = runner.run_curve(cfg, out, log=quiet)
+    assert done.trained == 2 and not (zero / runner.GENERATION_LOG).exists() and not (trained / runner.GENERATION_LOG).exists()
+    prompts = len({u["cluster"] for u in read_per_unit(trained)})  # one prompt per product (the task's unit)
+    assert sum(calls) == prompts  # the trained run's answers only: the zero-shot ones came from the log
+    for run in (zero, trained):
+        rows, _ = read_predictions(run)
+        assert [f"{r['product_id']}::{r['attribute']}" for r in rows] == [u["unit"] for u in read_per_unit(run)]
+        assert [r["outcome"] for r in rows] == [u["outcome"] for u in read_per_unit(run)]
+        assert error_breakdown(rows).f1 == pytest.approx(json.loads((run / "result.json").read_text())["metrics"]["f1"])
+
+
 def test_saturation_interval_over_test_units_has_width_with_one_seed():
     # One seed per size: resampling seeds alone gives a point interval; resampling the test units
     # (values that move together across sizes, as paired runs on one test set do) gives a real one.

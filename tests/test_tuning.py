@@ -468,6 +468,11 @@ def test_a_finished_trial_is_scored_again_on_a_larger_test_set(tmp_path):
     runner.evaluate_test(tmp_path / "t0", 5, tmp_path / "five")
     assert {r["unit"].split("::")[0] for r in read_per_unit(tmp_path / "five")} > {r["unit"].split("::")[0] for r in read_per_unit(tmp_path / "again")}
     assert read_json(tmp_path / "five" / "metrics.json")[runner.metric] is not None
+    # The judged answers are kept beside the per-question rows, for `leantune attributes errors`.
+    from leantune.tasks.attributes_errors import read_predictions
+
+    answers, _ = read_predictions(tmp_path / "five")
+    assert [f"{r['product_id']}::{r['attribute']}" for r in answers] == [r["unit"] for r in read_per_unit(tmp_path / "five")]
     # The answers were logged as they came: scoring again (after an interruption) generates nothing.
     assert (tmp_path / "five" / "generation.partial.jsonl").is_file()
     rows = read_per_unit(tmp_path / "five")

@@ -74,7 +74,8 @@ def evaluate(
     ev = evaluate_attributes(data, model, adapter, unit=unit, split=split, limit=limit, batch_size=batch_size, strict_json=strict_json,
                              shots=shots, device=device, out=out, seed=seed, progress=not quiet, cue_space=cue_space)
     _print_metrics(ev.metrics, f"{ev.name} on {data} {split} ({unit} prompts)")
-    print(f"{len(ev.rows)} questions in {ev.wall_s:.0f} s; wrote {ev.out / 'metrics.json'} and {ev.out / 'predictions.jsonl'}")
+    print(f"{len(ev.rows)} questions in {ev.wall_s:.0f} s; wrote {ev.out / 'metrics.json'} and {ev.out / 'predictions.jsonl'}"
+          f" (where the errors are: leantune attributes errors {ev.out})")
 
 
 @attributes_app.command("finetune")
@@ -139,12 +140,12 @@ def finetune_cmd(
           + f"; adapter {result.adapter_dir}")
     if run.metrics is not None:
         _print_metrics(run.metrics, f"fine-tuned ({len(run.units)} {unit}s) on {data} test")
-        print(f"wrote {run.out / 'metrics.json'} and {run.out / 'predictions.jsonl'}")
+        print(f"wrote {run.out / 'metrics.json'} and {run.out / 'predictions.jsonl'} (where the errors are: leantune attributes errors {run.out})")
 
 
 @attributes_app.command("errors")
 def errors_cmd(
-    run: Path = typer.Argument(..., help="An evaluation's folder (from `attributes evaluate` or `attributes finetune`) or its predictions.jsonl."),
+    run: Path = typer.Argument(..., help="An evaluation's folder (from `attributes evaluate` or `attributes finetune`, a curve run of `leantune curve --task attributes`, or a tuned trial's test folder) or its predictions.jsonl."),
     top: int = typer.Option(10, "--top", min=0, help="Attributes to list, those costing the most F1 first."),
     examples: int = typer.Option(5, "--examples", min=0, help="Random wrong answers shown per kind of error."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Picks the examples."),

@@ -297,21 +297,32 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int) -> FinetuneCon
                    seed=seed, device=resolve_device(cfg.device))
 
 
-def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path) -> tuple[dict, float]:
-    """Test metrics; the per-unit results go to ``folder/per_unit.jsonl`` (for ``leantune compare``)."""
-    from ..evaluation.units import write_per_unit
+GENERATION_LOG = "generation.partial.jsonl"
 
+
+def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path, adapter: Path | None) -> tuple[dict, float]:
+    """Test metrics and their seconds (earlier sittings included); the per-unit results go to
+    ``folder/per_unit.jsonl`` (for ``leantune compare``) and, where the task keeps them, the judged
+    answers to ``folder/predictions.jsonl`` (for ``leantune attributes errors``). Where the task logs its
+    answers as they come (``Task.generation_log``), an interrupted evaluation resumes from them."""
+    from ..evaluation.units import write_evaluation
+    from ..train import adapter_fingerprint
+
+    log = task.generation_log(folder / GENERATION_LOG, {"model": cfg.model, "adapter": adapter_fingerprint(adapter),
+                                                        "split": "test", "limit": cfg.eval_limit, "seed": cfg.eval_seed})
+    earlier = log.seconds() if log is not None else 0.0
     start = time.perf_counter()
-    metrics, rows = task.evaluate_units(model, tokenizer, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)
-    write_per_unit(folder, rows)
-    return metrics, time.perf_counter() - start
+    metrics, rows, answers = task.evaluate_answers(model, tokenizer, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed, log=log)
+    write_evaluation(folder, rows, answers)
+    (folder / GENERATION_LOG).unlink(missing_ok=True)  # its answers are written out now
+    return metrics, earlier + time.perf_counter() - start
 
 
 def run_zero_shot(task, cfg: CurveConfig, out: Path) -> dict:
     from ..models.llm import load_model
 
     model, tokenizer = load_model(cfg.model, device=resolve_device(cfg.device))
-    metrics, eval_s = _evaluate(task, model, tokenizer, cfg, run_dir(out, 0, None))
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg, run_dir(out, 0, None), None)
     return {"size": 0, "seed": None, "status": "zero-shot", "metrics": metrics, "eval_s": eval_s, "train": None}
 
 
@@ -332,7 +343,7 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
     if result.adapter_dir is None:  # diverged before any usable checkpoint: nothing to evaluate
         return {**row, "metrics": {}, "eval_s": 0.0}
     model, tokenizer = load_finetuned(cfg.model, result.adapter_dir, device=resolve_device(cfg.device))
-    metrics, eval_s = _evaluate(task, model, tokenizer, cfg, folder)
+    metrics, eval_s = _evaluate(task, model, tokenizer, cfg, folder, result.adapter_dir)
     return {**row, "metrics": metrics, "eval_s": eval_s}
 
 

@@ -23,6 +23,7 @@ from ..io import read_jsonl, write_jsonl
 from ..metrics import mean_ranking_metrics, ranking_unit_rows  # noqa: F401  (the rows this file holds)
 
 PER_UNIT_FILE = "per_unit.jsonl"
+PREDICTIONS_FILE = "predictions.jsonl"  # judged answers, where a task keeps them
 
 
 def attribute_unit_rows(judged: Iterable[dict]) -> list[dict]:
@@ -37,6 +38,15 @@ def attribute_unit_rows(judged: Iterable[dict]) -> list[dict]:
 def write_per_unit(folder, rows: Sequence[dict]) -> Path:
     path = Path(folder) / PER_UNIT_FILE
     write_jsonl(path, rows)
+    return path
+
+
+def write_evaluation(folder, rows: Sequence[dict], answers: Sequence[dict] | None = None) -> Path:
+    """Write an evaluation's per-unit rows and, when the task keeps them (``Task.evaluate_answers``),
+    its judged answers as ``predictions.jsonl`` beside them (``leantune attributes errors`` reads it)."""
+    path = write_per_unit(folder, rows)
+    if answers is not None:
+        write_jsonl(Path(folder) / PREDICTIONS_FILE, answers)
     return path
 
 

@@ -91,7 +91,6 @@ class AttributeTask(Task):
     primary_metric = "f1"
     breakdown_prefix = "attribute_f1/"  # per-attribute metrics, for per-attribute curves
     breakdown_support_prefix = "attribute_support/"  # questions per attribute: which lines to draw
-    resumable_evaluation = True  # evaluate_units(log=GenerationLog): answers are logged as they come
     train_on_inputs = False  # loss on the answer only: the title is given, not to be learned
 
     def __init__(self, data: str = "oa-mine", unit: str = "product", **options):
@@ -224,6 +223,21 @@ class AttributeTask(Task):
 
         metrics, rows = self.predict(model, tokenizer, split, limit, seed, log=log)
         return metrics, attribute_unit_rows(rows)
+
+    def evaluate_answers(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0, log=None):
+        """``evaluate_units``'s metrics and rows, and the judged answers (``predict``'s rows)."""
+        from ..evaluation.units import attribute_unit_rows
+
+        metrics, rows = self.predict(model, tokenizer, split, limit, seed, log=log)
+        return metrics, attribute_unit_rows(rows), rows
+
+    def generation_log(self, path, settings: dict):
+        """Answers are logged batch by batch (``GenerationLog``), so a long evaluation resumes."""
+        from .attributes_generate import GenerationLog
+
+        log = GenerationLog(path, settings)
+        log.check()
+        return log
 
     def metric_names(self) -> list[str]:
         """The scalar keys ``evaluate`` always returns (per-attribute ones, ``attribute_f1/<name>`` etc., besides)."""

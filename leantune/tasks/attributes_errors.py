@@ -20,10 +20,11 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..evaluation.units import PREDICTIONS_FILE
 from ..errors import DataError, LeantuneError
 from .attributes_scoring import OUTCOMES, normalise, prf
 
-PREDICTIONS = "predictions.jsonl"
+PREDICTIONS = PREDICTIONS_FILE
 KINDS = ("boundary", "other value", "missed", "spurious")
 KIND_HELP = {
     "boundary": "wrong value containing the gold value or inside it",
@@ -164,7 +165,7 @@ def read_predictions(path: str | Path) -> tuple[list[dict], Path]:
     path = Path(path)
     file = path / PREDICTIONS if path.is_dir() else path
     if path.is_dir() and not file.exists():
-        per_unit = " (it holds per_unit.jsonl, which has outcomes but not the answers)" if (path / "per_unit.jsonl").exists() else ""
+        per_unit = " (it holds per_unit.jsonl, which has outcomes but not the answers: curve runs evaluated before 2026-12-02 kept no answers)" if (path / "per_unit.jsonl").exists() else ""
         raise LeantuneError(f"{path}: no {PREDICTIONS} with the judged answers{per_unit}; pass an evaluation's folder or file")
     rows = []
     for line, row in iter_jsonl(file):

@@ -52,9 +52,6 @@ class Task:
     validates_on_train_units: bool = False
     breakdown_prefix: str | None = None  # per-group metric keys (``attribute_f1/<name>``) for per-group curves
     breakdown_support_prefix: str | None = None  # units per group, to choose which groups to draw
-    # Whether ``evaluate_units`` takes ``log=`` (a ``tasks.attributes_generate.GenerationLog``) and
-    # resumes an interrupted evaluation from the answers logged there.
-    resumable_evaluation: bool = False
 
     def train_pool(self) -> list[str]:
         """Ids of every unit a subset can be drawn from (a sample, a product, a question)."""
@@ -77,6 +74,20 @@ class Task:
                        seed: int = 0) -> tuple[dict[str, float], list[dict]]:
         """``evaluate``'s metrics and the per-unit rows behind them (``leantune.evaluation.units``)."""
         raise NotImplementedError
+
+    def evaluate_answers(self, model, tokenizer, split: str = "test", limit: int | None = None, seed: int = 0,
+                         log=None) -> tuple[dict[str, float], list[dict], list[dict] | None]:
+        """``evaluate_units`` and the answers behind its rows: (metrics, per-unit rows, answer rows or None).
+        Answer rows are what ``leantune.evaluation.units.write_evaluation`` keeps as ``predictions.jsonl``;
+        a task that keeps no answers returns None. ``log`` comes from ``generation_log``."""
+        metrics, rows = self.evaluate_units(model, tokenizer, split, limit, seed, **({"log": log} if log is not None else {}))
+        return metrics, rows, None
+
+    def generation_log(self, path, settings: dict):
+        """A record at ``path`` that lets an interrupted evaluation resume from the answers it generated
+        (passed to ``evaluate_answers`` as ``log``), or None when the task's evaluation does not resume.
+        ``settings`` are what the answers depend on; a record written under others is refused."""
+        return None
 
     def metric_names(self) -> list[str]:
         """The scalar keys ``evaluate`` always returns (checked before any training, e.g. ``curve --metric``)."""

@@ -174,22 +174,18 @@ class FinetuneRunner:
             raise ParameterError("objective", repr(self.objective), "a test evaluation of units needs objective 'metric'")
         adapter, folder = Path(out_dir) / "adapter", Path(folder)
         model, tokenizer = load_finetuned(self.model, adapter, device=self._device())
-        log = None
-        if self._task.resumable_evaluation:  # a long evaluation resumes from the answers it logged
-            from ..tasks.attributes_generate import GenerationLog
-
-            log = GenerationLog(folder / "generation.partial.jsonl", {"model": self.model, "adapter": adapter_fingerprint(adapter),
-                                                                      "split": "test", "limit": limit, "seed": self.seed})
+        # a long evaluation resumes from the answers it logged (where the task logs them)
+        log = self._task.generation_log(folder / "generation.partial.jsonl", {"model": self.model, "adapter": adapter_fingerprint(adapter),
+                                                                              "split": "test", "limit": limit, "seed": self.seed})
         metrics = self._test_units(model, tokenizer, folder, limit, log=log)
         write_json(folder / "metrics.json", _headline(metrics))
         return float(self._metric(metrics))
 
     def _test_units(self, model, tokenizer, folder: Path, limit: int | None, log=None) -> dict:
-        from ..evaluation.units import write_per_unit
+        from ..evaluation.units import write_evaluation
 
-        extra = {"log": log} if log is not None else {}
-        metrics, unit_rows = self._task.evaluate_units(model, tokenizer, split="test", limit=limit, seed=self.seed, **extra)
-        write_per_unit(folder, unit_rows)
+        metrics, unit_rows, answers = self._task.evaluate_answers(model, tokenizer, split="test", limit=limit, seed=self.seed, log=log)
+        write_evaluation(folder, unit_rows, answers)
         return metrics
 
     def _heldout_loss(self, model, tokenizer, cfg) -> float:
