@@ -801,13 +801,9 @@ def metric_interval(evaluation: Evaluation, metric: str, alpha: float = 0.05, n_
     if not evaluation.rows:
         raise LeantuneError(f"{evaluation.label or evaluation.path}: no units")
     m = _resolve_metric(metric, [evaluation])
-    cols = m.unit_columns(evaluation, range(len(evaluation.rows)))
-    clusters: dict[str, int] = {}
-    index = np.array([clusters.setdefault(r.get("cluster", r["unit"]), len(clusters)) for r in evaluation.rows])
-    totals = np.zeros((len(clusters), cols.shape[1]))
-    np.add.at(totals, index, cols)
+    totals = _cluster_totals([evaluation], m)[1][0]  # (clusters, k)
     value = float(m.stat(totals.sum(axis=0)))
     rng = np.random.default_rng(seed)
-    draws = np.concatenate([m.stat(counts @ totals) for counts in _resample_chunks(len(clusters), n_boot, rng)])
+    draws = np.concatenate([m.stat(counts @ totals) for counts in _resample_chunks(len(totals), n_boot, rng)])
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
     return value, float(low), float(high)
