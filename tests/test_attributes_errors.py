@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from leantune.errors import LeantuneError
 from leantune.tasks.attributes_errors import error_breakdown, error_kind, read_predictions
 
+from .attributes_fixtures import write_attribute_folder
+
 
 def _row(attribute, outcome, gold=None, predicted=None, pid="p1"):
     return {"product_id": pid, "category": "c", "attribute": attribute, "gold": gold, "predicted": predicted, "outcome": outcome}
@@ -58,6 +60,27 @@ def test_errors_are_split_by_kind_and_each_kind_reports_the_f1_it_costs():
     assert "- Flavor: 'Honey' -> n/a" in text and "fewer words than the gold value in 1, more in 1." in text
 
 
+def test_values_not_in_the_products_text_are_counted_with_the_f1_of_answering_na_there():
+    text = {"p1": "Sun Bum Arm & Hammer Yogi Mint Bourbon Vanilla Honey"}
+    b = error_breakdown(ROWS, texts=text)
+    # Not in the text: "Yogi Tea" and "?" (nothing left after normalisation), both wrong values. As n/a:
+    # VW 4 -> 2, VN 1 -> 3, so precision 2/5, recall 2/7, F1 1/3.
+    assert b.off_text == {"wrong": 2, "spurious": 0, "right": 0, "gold_off_text": 2, "f1_if_na": pytest.approx(1 / 3),
+                          "gain": pytest.approx(1 / 3 - 2 / 7)}  # golds not in it: "Arm & Hammer Spinbrush PRO+", "Sunbum"
+    lines = "\n".join(b.lines())
+    assert "not in the product's text: 2 (2 wrong values, 0 where the product has none)" in lines and "would be 0.3333 (+0.0476)" in lines
+    assert "2 gold values are not in their product's text either" in lines
+    # Every gold value in the text: no right answer is lost, the spurious "Mint" (not in it) becomes a right n/a.
+    spans = {"p1": "Sun Bum Arm & Hammer Spinbrush PRO+ Yogi Sunbum Bourbon Vanilla Honey Mint"}
+    rows = [r for r in ROWS if r["predicted"] != "?"] + [_row("Color", "NV", None, "Red")]
+    c = error_breakdown(rows, texts=spans)
+    assert (c.off_text["wrong"], c.off_text["spurious"], c.off_text["right"], c.off_text["gold_off_text"]) == (1, 1, 0, 0)
+    assert c.off_text["gain"] > 0 and "either" not in "\n".join(c.lines())
+    assert error_breakdown(ROWS).off_text is None and "not in the product's text" not in "\n".join(error_breakdown(ROWS).lines())
+    with pytest.raises(LeantuneError, match="product_id 'p1' is not in the data given"):
+        error_breakdown(ROWS, texts={"p2": "x"})
+
+
 def test_read_predictions_refuses_what_is_not_an_attribute_evaluation(tmp_path):
     good = tmp_path / "run"
     good.mkdir()
@@ -93,14 +116,28 @@ def test_errors_cli_prints_the_breakdown_and_writes_it_as_json_or_markdown(tmp_p
     run = tmp_path / "run"
     run.mkdir()
     (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    result = CliRunner().invoke(app, ["attributes", "errors", str(run), "--top", "2", "--out", str(tmp_path / "e.json")])
+    result = CliRunner().invoke(app, ["attributes", "errors", str(run), "--top", "2", "--out", str(tmp_path / "e.json"), "--data", "none"])
     assert result.exit_code == 0, result.output
     assert "| boundary (wrong value containing the gold value or inside it) | 2 | 33.3% | 0.5714 | +0.2857 |" in result.output
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["counts"]["VW"] == 4 and saved["f1"] == pytest.approx(2 / 7) and len(saved["attributes"]) == 2
-    md = CliRunner().invoke(app, ["attributes", "errors", str(run / "predictions.jsonl"), "--examples", "0", "--out", str(tmp_path / "e.md")])
+    md = CliRunner().invoke(app, ["attributes", "errors", str(run / "predictions.jsonl"), "--examples", "0", "--out", str(tmp_path / "e.md"),
+                                  "--data", "none"])
     assert md.exit_code == 0, md.output
     assert (tmp_path / "e.md").read_text().startswith(f"{run / 'predictions.jsonl'}: micro-F1 0.2857")
     assert "Examples" not in (tmp_path / "e.md").read_text()
     bad = CliRunner().invoke(app, ["attributes", "errors", str(run), "--out", str(tmp_path / "e.txt")])
     assert bad.exit_code != 0 and not (tmp_path / "e.txt").exists()
+    # The products' texts come from --data (OA-Mine by default): these rows' product is in neither.
+    other = CliRunner().invoke(app, ["attributes", "errors", str(run)])
+    assert other.exit_code != 0 and "has no product 'p1'" in other.output
+    folder = write_attribute_folder(tmp_path / "data")
+    from leantune.tasks.attributes_data import load_attribute_data
+
+    product = load_attribute_data(str(folder)).products("test")[0]
+    mine = [{**r, "product_id": product.id} for r in ROWS]
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mine))
+    texts = CliRunner().invoke(app, ["attributes", "errors", str(run), "--data", str(folder)])
+    assert texts.exit_code == 0, texts.output
+    expected = error_breakdown(mine, texts={product.id: product.text}).off_text
+    assert f"Values answered that are not in the product's text: {expected['wrong'] + expected['spurious']}" in texts.output

@@ -150,6 +150,8 @@ def errors_cmd(
     examples: int = typer.Option(5, "--examples", min=0, help="Random wrong answers shown per kind of error."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Picks the examples."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the breakdown here: .json, or .md for the printed Markdown."),
+    data: str = typer.Option("oa-mine", "--data", help="The evaluation's dataset (name or folder), for its products' texts: values "
+                             "answered that are not in the text are counted, with the F1 of answering n/a there. 'none': skip."),
 ) -> None:
     """Where a run loses micro-F1: its errors by kind (a wrong value at the gold span's boundary, another value,
     a missed value, a spurious one) and by attribute, each with the F1 the run would have were those answers right.
@@ -168,7 +170,17 @@ def errors_cmd(
     if out is not None and out.suffix not in (".json", ".md"):
         raise typer.BadParameter(f"{out}: name a .json or .md file", param_hint="--out")
     rows, _ = read_predictions(run)
-    breakdown = error_breakdown(rows, source=str(run), examples=examples, seed=seed)
+    texts = None
+    if data != "none":
+        from ..tasks.attributes_data import load_attribute_data
+
+        loaded = load_attribute_data(data)
+        texts = {p.id: p.text for split in loaded.splits.values() for p in split}
+        unknown = next((r.get("product_id") for r in rows if str(r.get("product_id")) not in texts), None)
+        if unknown is not None:
+            raise typer.BadParameter(f"{data}: has no product {unknown!r} of {run}; name the evaluation's data, or 'none' to skip the texts",
+                                     param_hint="--data")
+    breakdown = error_breakdown(rows, source=str(run), examples=examples, seed=seed, texts=texts)
     lines = breakdown.lines(top=top)
     print("\n".join(lines))
     if out is not None:

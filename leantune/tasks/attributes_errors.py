@@ -13,6 +13,11 @@ question with its ``outcome``, ``gold`` and ``predicted`` value) and splits the 
 For each kind, and for each attribute, it reports the micro-F1 the run would have if those errors
 alone were answered right: the F1 each one costs. The gains do not add up (fixing one kind changes
 the denominators of the others).
+
+Given the products' texts, it also counts the values answered that do not occur in the product's text
+(after the scorer's normalisation) and the micro-F1 the run would have had it answered "n/a" there.
+Where every gold value occurs in its product's text (OA-Mine's do: values are spans of the title), no
+such answer can be right, so that change only removes false positives: it never lowers F1.
 """
 from __future__ import annotations
 
@@ -74,6 +79,7 @@ class ErrorBreakdown:
     attributes: list = field(default_factory=list)  # {attribute, questions, f1, errors, <kind>: n, f1_if_fixed, gain}
     examples: dict = field(default_factory=dict)  # kind -> [{product_id, attribute, gold, predicted}]
     boundary_sides: dict = field(default_factory=dict)  # boundary errors whose answer has fewer / more words than the gold
+    off_text: dict | None = None  # values not in the product's text: {wrong, spurious, f1_if_na, gain}; None without texts
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -91,6 +97,14 @@ class ErrorBreakdown:
         if sum(sides.values()):
             out += ["", f"Boundary errors: the answer has fewer words than the gold value in {sides['shorter']:,}, "
                         f"more in {sides['longer']:,}."]
+        if self.off_text is not None:
+            o = self.off_text
+            out += ["", f"Values answered that are not in the product's text: {o['wrong'] + o['spurious']:,} "
+                        f"({o['wrong']:,} wrong values, {o['spurious']:,} where the product has none); answered \"n/a\" "
+                        f"instead, micro-F1 would be {o['f1_if_na']:.4f} (+{o['gain']:.4f})."]
+            if o["gold_off_text"]:
+                out.append(f"({o['gold_off_text']:,} gold values are not in their product's text either, so such an answer can be right: "
+                           f"{o['right']:,} right answers are counted as \"n/a\" in that F1.)")
         shown = self.attributes[:top]
         if shown:
             out += ["", f"Attributes costing the most F1 ({len(shown)} of {len(self.attributes)}):", "",
@@ -118,9 +132,11 @@ def _fixed_f1(counts: dict, moves: dict) -> float:
     return prf(fixed)[2]
 
 
-def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, seed: int = 0) -> ErrorBreakdown:
+def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, seed: int = 0,
+                    texts: dict[str, str] | None = None) -> ErrorBreakdown:
     """Split the errors of judged rows (``predictions.jsonl``) by kind and by attribute, with the micro-F1
-    each costs; ``examples`` seeded random rows per kind."""
+    each costs; ``examples`` seeded random rows per kind. ``texts`` (product id -> the product's text)
+    adds the values answered that are not in the text (``ErrorBreakdown.off_text``)."""
     counts = {k: 0 for k in OUTCOMES}
     by_kind: dict[str, list[dict]] = {k: [] for k in KINDS}
     sides = {"shorter": 0, "longer": 0}
@@ -154,7 +170,32 @@ def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, se
     rng = random.Random(seed)
     shown = {kind: [{k: row.get(k) for k in ("product_id", "attribute", "gold", "predicted")}
                     for row in rng.sample(by_kind[kind], min(examples, len(by_kind[kind])))] for kind in KINDS}
-    return ErrorBreakdown(source, counts, p, r, f1, kinds, attributes, shown, sides)
+    off = None if texts is None else _off_text(rows, texts, counts, f1)
+    return ErrorBreakdown(source, counts, p, r, f1, kinds, attributes, shown, sides, off)
+
+
+def _off_text(rows: list[dict], texts: dict[str, str], counts: dict, f1: float) -> dict:
+    """Values answered (VW, NV, and VC where the gold is not in the text either) that are not in the product's
+    normalised text, and the micro-F1 with "n/a" answered there instead."""
+    from ..errors import LeantuneError
+
+    missing = sorted({str(r.get("product_id")) for r in rows} - set(texts))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LeantuneError(f"product_id {missing[0]!r}{more} is not in the data given for the products' texts")
+    normal = {pid: normalise(text) for pid, text in texts.items()}
+    moves = {("VW", "VN"): 0, ("NV", "NN"): 0, ("VC", "VN"): 0}
+    gold_off = 0
+    for row in rows:
+        text = normal[str(row["product_id"])]
+        if row.get("gold") is not None and normalise(str(row["gold"])) not in text:
+            gold_off += 1
+        answer = normalise(str(row.get("predicted")))
+        if row["outcome"] in ("VW", "NV", "VC") and (not answer or answer not in text):  # nothing left of it: in no text
+            moves[(row["outcome"], "NN" if row["outcome"] == "NV" else "VN")] += 1
+    now = _fixed_f1(counts, moves)
+    return {"wrong": moves[("VW", "VN")], "spurious": moves[("NV", "NN")], "right": moves[("VC", "VN")],
+            "gold_off_text": gold_off, "f1_if_na": now, "gain": now - f1}
 
 
 def read_predictions(path: str | Path) -> tuple[list[dict], Path]:
