@@ -79,7 +79,7 @@ class ErrorBreakdown:
     attributes: list = field(default_factory=list)  # {attribute, questions, f1, errors, <kind>: n, f1_if_fixed, gain}
     examples: dict = field(default_factory=dict)  # kind -> [{product_id, attribute, gold, predicted}]
     boundary_sides: dict = field(default_factory=dict)  # boundary errors whose answer has fewer / more words than the gold
-    off_text: dict | None = None  # values not in the product's text: {wrong, spurious, f1_if_na, gain}; None without texts
+    off_text: dict | None = None  # answers not in the product's text: {wrong, spurious, right, gold_off_text, f1_if_na, gain}; None without texts
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
