@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from leantune.io import read_json, write_json  # noqa: E402
+from leantune.tasks.attributes_generate import GENERATION_LOG  # noqa: E402
 from leantune.train.config import ALL_LINEAR  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -218,7 +219,7 @@ def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="pro
     lm, tok = load_finetuned(args.model, adapter, device=device) if adapter else load_model(args.model, device=device)
     log = None
     if log_folder is not None:
-        log = GenerationLog(Path(log_folder) / "generation.partial.jsonl",
+        log = GenerationLog.in_folder(log_folder,
                             {"model": args.model, "data": args.data, "adapter": str(adapter) if adapter else None, "unit": unit,
                              "split": split, "limit": limit or None, "seed": seed, "shots": shots})
     earlier = log.seconds() if log is not None else 0.0  # a resumed evaluation counts its earlier sittings too
@@ -349,7 +350,7 @@ def test_phase(args, device: str, start: float) -> None:
 
         write_jsonl(folder / "predictions.jsonl", rows)
         write_json(folder / "metrics.json", {"settings": settings, "metrics": metrics})
-        (folder / "generation.partial.jsonl").unlink(missing_ok=True)
+        (folder / GENERATION_LOG).unlink(missing_ok=True)
         print(f"[shard {args.shard}] test {label} s{seed}: F1 {metrics['f1']:.3f} accuracy {metrics['accuracy']:.3f} "
               f"(train {train_s:.0f} s, eval {eval_s:.0f} s)", flush=True)
 

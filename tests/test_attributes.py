@@ -459,7 +459,8 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
     import json
 
     from leantune.errors import LeantuneError
-    from leantune.pipelines.attributes import GENERATION_LOG, evaluate_attributes
+    from leantune.pipelines.attributes import evaluate_attributes
+    from leantune.tasks.attributes_generate import GENERATION_LOG
     from leantune.tasks import attributes as attributes_module
     from leantune.tasks.attributes_generate import GenerationLog
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
 
-from leantune.errors import LeantuneError
+from leantune.errors import LeantuneError, ParameterError
 from leantune.tasks.attributes_errors import error_breakdown, error_kind, read_predictions
 
 from .attributes_fixtures import write_attribute_folder
@@ -130,7 +131,7 @@ def test_errors_cli_prints_the_breakdown_and_writes_it_as_json_or_markdown(tmp_p
     assert bad.exit_code != 0 and not (tmp_path / "e.txt").exists()
     # The products' texts come from --data (OA-Mine by default): these rows' product is in neither.
     other = CliRunner().invoke(app, ["attributes", "errors", str(run)])
-    assert other.exit_code != 0 and "has no product 'p1'" in other.output
+    assert isinstance(other.exception, ParameterError) and "has no product 'p1'" in str(other.exception)  # printed as --data (bad_inputs)
     folder = write_attribute_folder(tmp_path / "data")
     from leantune.tasks.attributes_data import load_attribute_data
 
@@ -140,4 +141,7 @@ def test_errors_cli_prints_the_breakdown_and_writes_it_as_json_or_markdown(tmp_p
     texts = CliRunner().invoke(app, ["attributes", "errors", str(run), "--data", str(folder)])
     assert texts.exit_code == 0, texts.output
     expected = error_breakdown(mine, texts={product.id: product.text}).off_text
+    assert error_breakdown(mine, data=str(folder)).off_text == expected  # the library loads the texts the same way
+    with pytest.raises(ParameterError, match=re.escape(f"data {folder}: has no product 'p1' of run; name the evaluation's data")):
+        error_breakdown(ROWS, data=str(folder))
     assert f"Values answered that are not in the product's text: {expected['wrong'] + expected['spurious']}" in texts.output

@@ -11,6 +11,7 @@ import pytest
 
 from leantune.curves.fit import CurveFit, bootstrap_saturation, fit_curve
 from leantune.errors import LeantuneError
+from leantune.tasks.attributes_generate import GENERATION_LOG
 
 from .attributes_fixtures import write_attribute_folder
 
@@ -520,7 +521,7 @@ def test_curve_runs_keep_their_answers_and_an_interrupted_evaluation_resumes_fro
     with pytest.raises(KeyboardInterrupt):
         runner.run_curve(cfg, out, log=quiet)
     zero, trained = runner.run_dir(out, 0, None), runner.run_dir(out, 2, 0)
-    assert (zero / runner.GENERATION_LOG).is_file() and not (zero / "per_unit.jsonl").exists()
+    assert (zero / GENERATION_LOG).is_file() and not (zero / "per_unit.jsonl").exists()
     monkeypatch.setattr(units, "write_evaluation", real_write)
     calls = []
 
@@ -530,7 +531,7 @@ def test_curve_runs_keep_their_answers_and_an_interrupted_evaluation_resumes_fro
 
     monkeypatch.setattr(transformers.GenerationMixin, "generate", counted)
     done = runner.run_curve(cfg, out, log=quiet)
-    assert done.trained == 2 and not (zero / runner.GENERATION_LOG).exists() and not (trained / runner.GENERATION_LOG).exists()
+    assert done.trained == 2 and not (zero / GENERATION_LOG).exists() and not (trained / GENERATION_LOG).exists()
     prompts = len({u["cluster"] for u in read_per_unit(trained)})  # one prompt per product (the task's unit)
     assert sum(calls) == prompts  # the trained run's answers only: the zero-shot ones came from the log
     for run in (zero, trained):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from leantune.errors import DataError, LeantuneError
+from leantune.tasks.attributes_generate import GENERATION_LOG
 from leantune.tuning import (EarlySearch, RunResult, SyntheticRunner, TuneConfig, failure_reason, load_records, load_space,
                              rank_agreement, write_report)
 from leantune.tuning.space import DEFAULT_BASELINE
@@ -474,7 +475,7 @@ def test_a_finished_trial_is_scored_again_on_a_larger_test_set(tmp_path):
     answers, _ = read_predictions(tmp_path / "five")
     assert [f"{r['product_id']}::{r['attribute']}" for r in answers] == [r["unit"] for r in read_per_unit(tmp_path / "five")]
     # The answers were logged as they came: scoring again (after an interruption) generates nothing.
-    assert (tmp_path / "five" / "generation.partial.jsonl").is_file()
+    assert (tmp_path / "five" / GENERATION_LOG).is_file()
     rows = read_per_unit(tmp_path / "five")
     import transformers
 

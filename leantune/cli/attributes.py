@@ -170,17 +170,7 @@ def errors_cmd(
     if out is not None and out.suffix not in (".json", ".md"):
         raise typer.BadParameter(f"{out}: name a .json or .md file", param_hint="--out")
     rows, _ = read_predictions(run)
-    texts = None
-    if data != "none":
-        from ..tasks.attributes_data import load_attribute_data
-
-        loaded = load_attribute_data(data)
-        texts = {p.id: p.text for split in loaded.splits.values() for p in split}
-        unknown = next((r.get("product_id") for r in rows if str(r.get("product_id")) not in texts), None)
-        if unknown is not None:
-            raise typer.BadParameter(f"{data}: has no product {unknown!r} of {run}; name the evaluation's data, or 'none' to skip the texts",
-                                     param_hint="--data")
-    breakdown = error_breakdown(rows, source=str(run), examples=examples, seed=seed, texts=texts)
+    breakdown = error_breakdown(rows, source=str(run), examples=examples, seed=seed, data=None if data == "none" else data)
     lines = breakdown.lines(top=top)
     print("\n".join(lines))
     if out is not None:

@@ -297,9 +297,6 @@ def finetune_config(cfg: CurveConfig, task, size: int, seed: int) -> FinetuneCon
                    seed=seed, device=resolve_device(cfg.device))
 
 
-GENERATION_LOG = "generation.partial.jsonl"
-
-
 def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path, adapter: Path | None) -> tuple[dict, float]:
     """Test metrics and their seconds (earlier sittings included); the per-unit results go to
     ``folder/per_unit.jsonl`` (for ``leantune compare``) and, where the task keeps them, the judged
@@ -308,13 +305,14 @@ def _evaluate(task, model, tokenizer, cfg: CurveConfig, folder: Path, adapter: P
     from ..evaluation.units import write_evaluation
     from ..train import adapter_fingerprint
 
-    log = task.generation_log(folder / GENERATION_LOG, {"model": cfg.model, "adapter": adapter_fingerprint(adapter),
-                                                        "split": "test", "limit": cfg.eval_limit, "seed": cfg.eval_seed})
+    log = task.generation_log(folder, {"model": cfg.model, "adapter": adapter_fingerprint(adapter),
+                                       "split": "test", "limit": cfg.eval_limit, "seed": cfg.eval_seed})
     earlier = log.seconds() if log is not None else 0.0
     start = time.perf_counter()
     metrics, rows, answers = task.evaluate_answers(model, tokenizer, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed, log=log)
     write_evaluation(folder, rows, answers)
-    (folder / GENERATION_LOG).unlink(missing_ok=True)  # its answers are written out now
+    if log is not None:
+        log.discard()  # its answers are written out now
     return metrics, earlier + time.perf_counter() - start
 
 

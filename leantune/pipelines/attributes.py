@@ -73,7 +73,7 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     log_settings = {"data": data, "model": model, "adapter": str(adapter) if adapter is not None else None,
                     "adapter_sha256": adapter_fingerprint(adapter), "unit": unit, "split": split, "limit": limit, "seed": seed,
                     "shots": shots, **({} if cue_space else {"cue_space": False})}  # logs from before the option stay valid
-    log = GenerationLog(out / GENERATION_LOG, log_settings)
+    log = GenerationLog.in_folder(out, log_settings)
     log.check()
     dev = resolve_device(device)
     task = AttributeTask(data=data, unit=unit, batch_size=batch_size, strict_json=strict_json, shots=shots, progress=progress,
@@ -87,11 +87,9 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
                 "seed": seed, "strict_json": strict_json, "shots": shots, "cue_space": cue_space, "device": dev, "wall_s": wall}
     write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
     write_predictions(out / "predictions.jsonl", rows)
-    (out / GENERATION_LOG).unlink(missing_ok=True)  # the answers are in predictions.jsonl now
+    log.discard()  # the answers are in predictions.jsonl now
     return AttributesEvaluation(metrics, rows, out, name, wall)
 
-
-GENERATION_LOG = "generation.partial.jsonl"
 
 
 @dataclass

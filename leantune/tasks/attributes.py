@@ -231,11 +231,11 @@ class AttributeTask(Task):
         metrics, rows = self.predict(model, tokenizer, split, limit, seed, log=log)
         return metrics, attribute_unit_rows(rows), rows
 
-    def generation_log(self, path, settings: dict):
+    def generation_log(self, folder, settings: dict):
         """Answers are logged batch by batch (``GenerationLog``), so a long evaluation resumes."""
         from .attributes_generate import GenerationLog
 
-        log = GenerationLog(path, settings)
+        log = GenerationLog.in_folder(folder, settings)
         log.check()
         return log
 

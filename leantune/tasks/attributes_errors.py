@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..evaluation.units import PREDICTIONS_FILE
-from ..errors import DataError, LeantuneError
+from ..errors import DataError, LeantuneError, ParameterError
 from .attributes_scoring import OUTCOMES, normalise, prf
 
 PREDICTIONS = PREDICTIONS_FILE
@@ -133,10 +133,15 @@ def _fixed_f1(counts: dict, moves: dict) -> float:
 
 
 def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, seed: int = 0,
-                    texts: dict[str, str] | None = None) -> ErrorBreakdown:
+                    texts: dict[str, str] | None = None, data: str | None = None) -> ErrorBreakdown:
     """Split the errors of judged rows (``predictions.jsonl``) by kind and by attribute, with the micro-F1
-    each costs; ``examples`` seeded random rows per kind. ``texts`` (product id -> the product's text)
-    adds the values answered that are not in the text (``ErrorBreakdown.off_text``)."""
+    each costs; ``examples`` seeded random rows per kind. ``texts`` (product id -> the product's text), or
+    ``data`` (the evaluation's dataset, name or folder, whose products give them), adds the values answered
+    that are not in the text (``ErrorBreakdown.off_text``)."""
+    if data is not None:
+        if texts is not None:
+            raise ParameterError("data", data, "give the products' texts or their data, not both")
+        texts = product_texts(data)
     counts = {k: 0 for k in OUTCOMES}
     by_kind: dict[str, list[dict]] = {k: [] for k in KINDS}
     sides = {"shorter": 0, "longer": 0}
@@ -170,19 +175,29 @@ def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, se
     rng = random.Random(seed)
     shown = {kind: [{k: row.get(k) for k in ("product_id", "attribute", "gold", "predicted")}
                     for row in rng.sample(by_kind[kind], min(examples, len(by_kind[kind])))] for kind in KINDS}
+    if texts is not None:  # checked before any work on them
+        missing = sorted({str(r.get("product_id")) for r in rows} - set(texts))
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            if data is not None:
+                raise ParameterError("data", data, f"has no product {missing[0]!r}{more} of {source}; name the evaluation's data, "
+                                                   "or none to skip the products' texts")
+            raise LeantuneError(f"product_id {missing[0]!r}{more} is not in the data given for the products' texts")
     off = None if texts is None else _off_text(rows, texts, counts, f1)
     return ErrorBreakdown(source, counts, p, r, f1, kinds, attributes, shown, sides, off)
 
 
+def product_texts(data: str) -> dict[str, str]:
+    """Product id -> the product's text, over every split of the attribute dataset ``data`` (name or folder)."""
+    from .attributes_data import load_attribute_data
+
+    loaded = load_attribute_data(data)
+    return {p.id: p.text for split in loaded.splits.values() for p in split}
+
+
 def _off_text(rows: list[dict], texts: dict[str, str], counts: dict, f1: float) -> dict:
     """Values answered (VW, NV, and VC where the gold is not in the text either) that are not in the product's
-    normalised text, and the micro-F1 with "n/a" answered there instead."""
-    from ..errors import LeantuneError
-
-    missing = sorted({str(r.get("product_id")) for r in rows} - set(texts))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise LeantuneError(f"product_id {missing[0]!r}{more} is not in the data given for the products' texts")
+    normalised text, and the micro-F1 with "n/a" answered there instead; every row's product is in ``texts``."""
     normal = {pid: normalise(text) for pid, text in texts.items()}
     moves = {("VW", "VN"): 0, ("NV", "NN"): 0, ("VC", "VN"): 0}
     gold_off = 0

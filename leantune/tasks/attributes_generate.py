@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+GENERATION_LOG = "generation.partial.jsonl"  # the log's file name in an evaluation's folder; removed once its answers are written
+
 
 class GenerationLog:
     """A resumable record of generated texts: one JSON line per prompt (``{"i", "prompt", "text"}``)
@@ -17,6 +19,15 @@ class GenerationLog:
 
     def __init__(self, path, settings: dict):
         self.path, self.settings = Path(path), settings
+
+    @classmethod
+    def in_folder(cls, folder, settings: dict) -> "GenerationLog":
+        """The log of the evaluation written to ``folder`` (its ``GENERATION_LOG`` file)."""
+        return cls(Path(folder) / GENERATION_LOG, settings)
+
+    def discard(self) -> None:
+        """Remove the log, once the answers it holds are written out."""
+        self.path.unlink(missing_ok=True)
 
     @staticmethod
     def _key(prompt: str) -> str:

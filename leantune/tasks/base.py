@@ -83,8 +83,8 @@ class Task:
         metrics, rows = self.evaluate_units(model, tokenizer, split, limit, seed, **({"log": log} if log is not None else {}))
         return metrics, rows, None
 
-    def generation_log(self, path, settings: dict):
-        """A record at ``path`` that lets an interrupted evaluation resume from the answers it generated
+    def generation_log(self, folder, settings: dict):
+        """A record in the evaluation's ``folder`` that lets an interrupted evaluation resume from the answers it generated
         (passed to ``evaluate_answers`` as ``log``), or None when the task's evaluation does not resume.
         ``settings`` are what the answers depend on; a record written under others is refused."""
         return None

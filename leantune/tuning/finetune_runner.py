@@ -175,8 +175,8 @@ class FinetuneRunner:
         adapter, folder = Path(out_dir) / "adapter", Path(folder)
         model, tokenizer = load_finetuned(self.model, adapter, device=self._device())
         # a long evaluation resumes from the answers it logged (where the task logs them)
-        log = self._task.generation_log(folder / "generation.partial.jsonl", {"model": self.model, "adapter": adapter_fingerprint(adapter),
-                                                                              "split": "test", "limit": limit, "seed": self.seed})
+        log = self._task.generation_log(folder, {"model": self.model, "adapter": adapter_fingerprint(adapter),
+                                                 "split": "test", "limit": limit, "seed": self.seed})
         metrics = self._test_units(model, tokenizer, folder, limit, log=log)
         write_json(folder / "metrics.json", _headline(metrics))
         return float(self._metric(metrics))
