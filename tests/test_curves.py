@@ -561,6 +561,22 @@ def test_saturation_interval_over_test_units_has_width_with_one_seed():
         bootstrap_saturation(sizes, values, seeds, unit_draws=draws[:, :3])
 
 
+def test_each_size_gets_an_interval_over_test_units_for_its_seed_mean():
+    from leantune.curves.analysis import analyse, describe
+
+    rows = [{"size": 0, "seed": None, "metrics": {"f1": 0.1}}, {"size": 10, "seed": 0, "metrics": {"f1": 0.5}},
+            {"size": 20, "seed": 0, "metrics": {"f1": 0.7}}, {"size": 10, "seed": 1, "metrics": {"f1": 0.6}}]
+    e = np.linspace(-0.1, 0.1, 201)
+    # Columns follow the trained rows' order: size 10's two seeds move in opposite directions, so
+    # their mean does not move at all; size 20's one run spreads evenly over ±0.1.
+    draws = np.stack([0.5 + e, 0.7 + e, 0.6 - e], axis=1)
+    a = analyse(rows, "f1", bootstrap=50, unit_draws=draws)
+    assert (a.by_size[10]["ci_low"], a.by_size[10]["ci_high"]) == pytest.approx((0.55, 0.55))
+    assert (a.by_size[20]["ci_low"], a.by_size[20]["ci_high"]) == pytest.approx((0.7 - 0.095, 0.7 + 0.095))
+    assert "ci_low" not in a.by_size[0] and "95% CI over test units [0.6050, 0.7950]" in "\n".join(describe(a))
+    assert "ci_low" not in analyse(rows, "f1", bootstrap=50).by_size[20]  # no per-unit results: no interval
+
+
 def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):
     from leantune.curves import learning_curve
     from leantune.curves.analysis import describe
@@ -572,8 +588,11 @@ def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):
     assert sat["over"] == "test units and seeds" and sat["bootstrap"] == cfg.bootstrap
     assert "resamples of test units and seeds" in "\n".join(describe(result.analysis))
     assert "degenerate" not in "\n".join(result.lines)
+    for size in (2, 3, 4):  # one seed each: its interval over the test units holds its value (the tiny model's F1 may be 0)
+        s = result.analysis.by_size[size]
+        assert s["ci_low"] <= s["mean"] <= s["ci_high"]
     # A run without per-question results (evaluated before they were written) leaves the seeds alone, and says so.
     (tmp_path / "curve" / "runs" / "size00003-seed0" / "per_unit.jsonl").unlink()
     again = learning_curve(cfg, tmp_path / "curve", log=lambda line: None, cached_only=True)
-    assert again.analysis.saturation["over"] == "seeds"
+    assert again.analysis.saturation["over"] == "seeds" and "ci_low" not in again.analysis.by_size[4]
     assert "over seeds only (no per_unit.jsonl in size00003-seed0)" in again.analysis.note

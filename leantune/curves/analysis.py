@@ -18,7 +18,7 @@ TABLE_FIELDS = ("size", "seed", "method", "status", "train_steps", "tokens_seen"
 class CurveAnalysis:
     metric: str
     zero_shot: float | None
-    by_size: dict  # size -> {"mean", "std", "min", "max", "n"}
+    by_size: dict  # size -> {"mean", "std", "min", "max", "n"} and, with per-unit results, "ci_low", "ci_high"
     fit: dict | None
     saturation: dict | None
     gain_at: dict  # size -> {"measured": mean - zero-shot | None, "fitted": fit(size) - zero-shot | None}
@@ -61,7 +61,8 @@ def analyse(
 ) -> CurveAnalysis:
     """Per-size summary, fit, saturation point and zero-shot gain of a curve's ``rows``. With
     ``unit_draws`` (``paired.unit_draws``: the trained runs' ``metric`` in bootstrap resamples of the
-    test units) the saturation interval resamples the test units as well as the seeds."""
+    test units) the saturation interval resamples the test units as well as the seeds, and each trained
+    size gets a 95% interval over the test units for its seed mean (``ci_low``, ``ci_high``)."""
     zero = [r["metrics"][metric] for r in rows if r["size"] == 0 and metric in r["metrics"]]
     zero_shot = float(zero[0]) if zero else None
     trained = [r for r in rows if r["size"] > 0 and metric in r["metrics"]]
@@ -81,6 +82,11 @@ def analyse(
         fit = fitted.as_dict()
         saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted, ceiling=ceiling,
                                           unit_draws=unit_draws).as_dict()
+        if unit_draws is not None:  # (checked above: one column per trained run) each size's seeds averaged in every resample
+            draws, run_sizes = np.asarray(unit_draws, dtype=np.float64), np.array(sizes)
+            for size in sorted(set(sizes)):
+                low, high = np.quantile(draws[:, run_sizes == size].mean(axis=1), [0.025, 0.975])
+                by_size[size].update(ci_low=float(low), ci_high=float(high))
     else:
         note = "no trained runs: nothing to fit"
     gain_at = {}
@@ -130,7 +136,8 @@ def describe(analysis: CurveAnalysis) -> list[str]:
         lines.append(f"zero-shot {m}: {analysis.zero_shot:.4f}")
     for size, s in analysis.by_size.items():
         if size:
-            lines.append(f"  n={size:>6}: {m} {s['mean']:.4f} ± {s['std']:.4f} (min {s['min']:.4f}, max {s['max']:.4f}, {s['n']} seeds)")
+            ci = f"; 95% CI over test units [{s['ci_low']:.4f}, {s['ci_high']:.4f}]" if "ci_low" in s else ""
+            lines.append(f"  n={size:>6}: {m} {s['mean']:.4f} ± {s['std']:.4f} (min {s['min']:.4f}, max {s['max']:.4f}, {s['n']} seeds{ci})")
     if analysis.fit:
         f = analysis.fit
         if f["kind"] == "power":

@@ -51,8 +51,8 @@ def _step_floor(trained: list[dict]) -> tuple[int, int] | None:
 
 
 def plot_curve(rows: list[dict], analysis, path: Path, title: str = "", subtitle: str = "", baselines: dict | None = None) -> Path:
-    """Metric vs training size: every seed, the mean with its min-max band, the fit and n*; the
-    zero-shot line and any ``baselines`` ({label: value}, e.g. answering "n/a" everywhere) as flat lines."""
+    """Metric vs training size: every seed, the mean with its min-max band and (where the analysis has
+    them) its 95% interval over the test units, the fit and n*; the zero-shot line and any ``baselines`` ({label: value}, e.g. answering "n/a" everywhere) as flat lines."""
     from .fit import CurveFit
 
     plt = _plt()
@@ -65,6 +65,12 @@ def plot_curve(rows: list[dict], analysis, path: Path, title: str = "", subtitle
         mean = [analysis.by_size[s]["mean"] for s in sizes]
         ax.plot(sizes, mean, "o-", color="C0", label="mean over seeds")
         ax.fill_between(sizes, [analysis.by_size[s]["min"] for s in sizes], [analysis.by_size[s]["max"] for s in sizes], color="C0", alpha=0.15, label="seed range")
+        ci = [s for s in sizes if "ci_low" in analysis.by_size[s]]
+        if ci:
+            mid = np.array([analysis.by_size[s]["mean"] for s in ci])
+            bars = [mid - [analysis.by_size[s]["ci_low"] for s in ci], [analysis.by_size[s]["ci_high"] for s in ci] - mid]
+            ax.errorbar(ci, mid, yerr=np.clip(bars, 0, None), fmt="none", ecolor="C0", capsize=3, lw=1,
+                        label="95% CI over test units (seeds averaged)")
         if analysis.fit:
             fit = CurveFit(**analysis.fit)
             grid = np.geomspace(min(sizes), max(sizes) * 2, 200)
