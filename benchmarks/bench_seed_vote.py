@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ from leantune.tasks.attributes import write_predictions  # noqa: E402
 from leantune.tasks.attributes_errors import read_predictions  # noqa: E402
 from leantune.tasks.attributes_scoring import Judged, normalise, summarise  # noqa: E402
 
-JUDGED_FIELDS = ("product_id", "category", "attribute", "gold", "predicted", "valid", "outcome", "correct", "strict_correct")
+JUDGED_FIELDS = tuple(f.name for f in fields(Judged))  # what a judged row holds besides its raw answer
 
 
 def _key(row: dict) -> tuple[str, str]:
