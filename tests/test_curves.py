@@ -561,6 +561,32 @@ def test_saturation_interval_over_test_units_has_width_with_one_seed():
         bootstrap_saturation(sizes, values, seeds, unit_draws=draws[:, :3])
 
 
+def test_a_run_another_process_is_making_is_left_out_not_made_twice(tmp_path):
+    from filelock import FileLock
+
+    from leantune.curves import learning_curve
+    from leantune.curves.runner import RUN_LOCK, run_dir
+
+    folder = write_attribute_folder(tmp_path / "data")
+    out = tmp_path / "curve"
+    cfg = _tiny_config(folder, sizes=(0, 2, 4), seeds=2)
+    busy = run_dir(out, 4, 1)
+    busy.mkdir(parents=True)
+    other = FileLock(str(busy / RUN_LOCK))  # another process training size 4, seed 1
+    other.acquire()
+    logs: list[str] = []
+    try:
+        first = learning_curve(cfg, out, log=logs.append)
+    finally:
+        other.release()
+    assert (first.run.trained, first.run.cached) == (4, 0) and not (busy / "result.json").exists()
+    assert any("size 4 seed 1: another process is making it" in line for line in logs)
+    assert sorted((r["size"], r["seed"]) for r in first.run.rows if r["seed"] is not None) == [(2, 0), (2, 1), (4, 0)]
+    # Once it lets go (finished, or died: the OS lock goes with the process), the next call makes it.
+    second = learning_curve(cfg, out, log=logs.append)
+    assert (second.run.trained, second.run.cached) == (1, 4) and (busy / "result.json").exists()
+
+
 def test_each_size_gets_an_interval_over_test_units_for_its_seed_mean():
     from leantune.curves.analysis import analyse, describe
 

@@ -394,10 +394,28 @@ class CurveRun:
     cached: int  # runs read from the folder
 
 
+RUN_LOCK = "run.lock"  # held in a run's folder while one process trains and evaluates it
+
+
+def _claim(folder: Path):
+    """The lock on a run's folder (``RUN_LOCK``, an OS lock: it goes with the process that holds it,
+    however that process ends), or None while another process holds it."""
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / RUN_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
 def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print, cached_only: bool = False) -> CurveRun:
     """Train and evaluate every missing (size, seed) run; cached runs are read back. With
     ``cached_only`` nothing is trained: the curve is what the folder holds so far (e.g. while
-    another process is still filling it)."""
+    another process is still filling it). Processes filling one folder at once share the work: a
+    run another process is making (it holds the run's ``RUN_LOCK``) is left out, not made twice."""
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
     metric = cfg.metric or task.primary_metric
@@ -422,22 +440,34 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
         if cached_only:
             log(f"{label}: not in {out} yet; left out (--cached-only)")
             continue
-        start = time.perf_counter()
-        if seed is None:
-            log(f"{label}: zero-shot evaluation of {cfg.model}")
-            row = run_zero_shot(task, cfg, out)
-        else:
-            if seed not in subsets:
-                subsets[seed] = curve_subsets(task, cfg, out, pool, seed)
-            log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
-            row = run_one(task, cfg, out, size, seed, subsets[seed][size])
-        # A run resumed from a checkpoint trained partly in earlier sittings: its training time (the trainer's
-        # wall_s) counts them all, so the run's own time is at least that plus its evaluation.
-        earlier = ((row.get("train") or {}).get("wall_s") or 0) + (row.get("eval_s") or 0)
-        row["wall_s"] = max(time.perf_counter() - start, earlier)
-        row["method"] = cfg.method
-        row["load_avg"] = [round(x, 1) for x in os.getloadavg()]  # timings on a shared CPU need this context
-        write_json(path, row)
+        lock = _claim(path.parent)
+        if lock is None:
+            log(f"{label}: another process is making it (it holds {path.parent / RUN_LOCK}); left out")
+            continue
+        try:
+            if path.exists():  # finished by another process since it was looked for
+                rows.append(read_json(path))
+                cached += 1
+                log(f"{label}: made by another process meanwhile, {metric} {rows[-1]['metrics'].get(metric, float('nan')):.4f}")
+                continue
+            start = time.perf_counter()
+            if seed is None:
+                log(f"{label}: zero-shot evaluation of {cfg.model}")
+                row = run_zero_shot(task, cfg, out)
+            else:
+                if seed not in subsets:
+                    subsets[seed] = curve_subsets(task, cfg, out, pool, seed)
+                log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
+                row = run_one(task, cfg, out, size, seed, subsets[seed][size])
+            # A run resumed from a checkpoint trained partly in earlier sittings: its training time (the trainer's
+            # wall_s) counts them all, so the run's own time is at least that plus its evaluation.
+            earlier = ((row.get("train") or {}).get("wall_s") or 0) + (row.get("eval_s") or 0)
+            row["wall_s"] = max(time.perf_counter() - start, earlier)
+            row["method"] = cfg.method
+            row["load_avg"] = [round(x, 1) for x in os.getloadavg()]  # timings on a shared CPU need this context
+            write_json(path, row)
+        finally:
+            lock.release()
         if row["metrics"] and metric not in row["metrics"]:  # fail at the first run, not after all of them
             have = ", ".join(sorted(k for k in row["metrics"] if "/" not in k))
             raise ParameterError("metric", repr(metric), f"not among the {task.name} task's metrics ({have})")
