@@ -52,7 +52,8 @@ def _step_floor(trained: list[dict]) -> tuple[int, int] | None:
 
 def plot_curve(rows: list[dict], analysis, path: Path, title: str = "", subtitle: str = "", baselines: dict | None = None) -> Path:
     """Metric vs training size: every seed, the mean with its min-max band and (where the analysis has
-    them) its 95% interval over the test units, the fit and n*; the zero-shot line and any ``baselines`` ({label: value}, e.g. answering "n/a" everywhere) as flat lines."""
+    them) its 95% interval over the test units, the fit and n*; the zero-shot line and any ``baselines``
+    ({label: value}, e.g. answering "n/a" everywhere) as flat lines."""
     from .fit import CurveFit
 
     plt = _plt()

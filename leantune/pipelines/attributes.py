@@ -91,7 +91,6 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     return AttributesEvaluation(metrics, rows, out, name, wall)
 
 
-
 @dataclass
 class AttributesFinetune:
     result: object  # leantune.train.FinetuneResult

@@ -142,6 +142,14 @@ def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, se
         if texts is not None:
             raise ParameterError("data", data, "give the products' texts or their data, not both")
         texts = product_texts(data)
+    if texts is not None:  # every row's product must have its text
+        missing = sorted({str(r.get("product_id")) for r in rows} - set(texts))
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            if data is not None:
+                raise ParameterError("data", data, f"has no product {missing[0]!r}{more} of {source}; name the evaluation's data, "
+                                                   "or none to skip the products' texts")
+            raise LeantuneError(f"product_id {missing[0]!r}{more} is not in the data given for the products' texts")
     counts = {k: 0 for k in OUTCOMES}
     by_kind: dict[str, list[dict]] = {k: [] for k in KINDS}
     sides = {"shorter": 0, "longer": 0}
@@ -175,14 +183,6 @@ def error_breakdown(rows: list[dict], source: str = "run", examples: int = 5, se
     rng = random.Random(seed)
     shown = {kind: [{k: row.get(k) for k in ("product_id", "attribute", "gold", "predicted")}
                     for row in rng.sample(by_kind[kind], min(examples, len(by_kind[kind])))] for kind in KINDS}
-    if texts is not None:  # checked before any work on them
-        missing = sorted({str(r.get("product_id")) for r in rows} - set(texts))
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            if data is not None:
-                raise ParameterError("data", data, f"has no product {missing[0]!r}{more} of {source}; name the evaluation's data, "
-                                                   "or none to skip the products' texts")
-            raise LeantuneError(f"product_id {missing[0]!r}{more} is not in the data given for the products' texts")
     off = None if texts is None else _off_text(rows, texts, counts, f1)
     return ErrorBreakdown(source, counts, p, r, f1, kinds, attributes, shown, sides, off)
 
