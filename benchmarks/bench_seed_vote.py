@@ -2,7 +2,8 @@
 
 Reads each evaluation's judged answers (``predictions.jsonl``), and for every (product, attribute)
 question keeps the answer most of them give (compared after the scorer's normalisation; "n/a" and an
-unparseable answer count as one answer, n/a); a tie goes to the first evaluation's answer. The vote's
+unparseable answer count as one answer, n/a); a tie goes to the tied answer the earliest evaluation gave
+(with three evaluations, a tie means three answers, and the first one's wins). The vote's
 row is that evaluation's judged row, so nothing is scored again. Writes ``--out/metrics.json``,
 ``predictions.jsonl`` and ``per_unit.jsonl``, so ``leantune compare`` pairs the vote with its members:
 
@@ -35,7 +36,8 @@ def _key(row: dict) -> tuple[str, str]:
 
 
 def vote(runs: list[list[dict]]) -> tuple[list[dict], dict]:
-    """The voted rows (in the first run's order) and how the votes fell: {"unanimous", "majority", "tie"}."""
+    """The voted rows (in the first run's order) and how the votes fell: {"unanimous", "majority", "no_majority"}
+    (no answer given by more than half the runs: the most frequent wins, a tie going to the answer given earliest)."""
     if len(runs) < 2:
         raise LeantuneError("a vote needs at least two evaluations")
     indexed = [{_key(r): r for r in rows} for rows in runs]
@@ -50,15 +52,15 @@ def vote(runs: list[list[dict]]) -> tuple[list[dict], dict]:
         answers = [None if r.get("predicted") is None else normalise(str(r["predicted"])) for r in rows]
         counts = Counter(answers)
         top = max(counts.values())
-        winner = next(a for a in answers if counts[a] == top)  # a tie: the first evaluation's answer
-        how["unanimous" if top == len(rows) else "majority" if top > len(rows) / 2 else "tie"] += 1
+        winner = next(a for a in answers if counts[a] == top)  # a tie: the tied answer given earliest
+        how["unanimous" if top == len(rows) else "majority" if top > len(rows) / 2 else "no_majority"] += 1
         voted.append(rows[answers.index(winner)])
     return voted, dict(how)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="Evaluation folders (or predictions.jsonl files) of the same questions; the first breaks ties.")
+    p.add_argument("runs", nargs="+", help="Evaluation folders (or predictions.jsonl files) of the same questions; earlier ones break ties.")
     p.add_argument("--out", required=True, type=Path, help="Folder for the vote's metrics.json, predictions.jsonl and per_unit.jsonl.")
     args = p.parse_args(argv)
     try:
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
         return 2
     metrics = summarise(Judged(**{k: r[k] for k in JUDGED_FIELDS}) for r in voted)
     write_predictions(args.out / "predictions.jsonl", voted)
-    write_json(args.out / "metrics.json", {"settings": {"runs": args.runs, "rule": "majority of normalised answers, ties to the first run",
+    write_json(args.out / "metrics.json", {"settings": {"runs": args.runs, "rule": "the most frequent normalised answer; a tie to the answer given earliest",
                                                         "votes": how}, "metrics": metrics})
     member = ", ".join(f"{summarise(Judged(**{k: r[k] for k in JUDGED_FIELDS}) for r in rows)['f1']:.4f}" for rows in runs)
     print(f"vote of {len(runs)}: micro-F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}, accuracy "

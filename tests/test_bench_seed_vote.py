@@ -34,7 +34,7 @@ def test_the_vote_keeps_the_majority_answer_and_gives_ties_to_the_first_run(tmp_
     voted, how = bench.vote(runs)
     assert [r["predicted"] for r in voted] == ["Acme", None, "Zed", "Mint"]  # the last: three answers, a tie, the first run's
     assert [r["outcome"] for r in voted] == ["VC", "NN", "VC", "VC"]
-    assert how == {"unanimous": 1, "majority": 2, "tie": 1}
+    assert how == {"unanimous": 1, "majority": 2, "no_majority": 1}
     for i, rows in enumerate(runs):
         folder = tmp_path / f"s{i}"
         folder.mkdir()
