@@ -31,6 +31,11 @@ from leantune.tasks.attributes_scoring import Judged, normalise, summarise  # no
 JUDGED_FIELDS = tuple(f.name for f in fields(Judged))  # what a judged row holds besides its raw answer
 
 
+def _metrics(rows: list[dict]) -> dict:
+    """The task's metrics of judged rows, as its evaluation computes them."""
+    return summarise(Judged(**{k: r[k] for k in JUDGED_FIELDS}) for r in rows)
+
+
 def _key(row: dict) -> tuple[str, str]:
     return str(row.get("product_id")), str(row["attribute"])
 
@@ -69,11 +74,11 @@ def main(argv=None) -> int:
     except LeantuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    metrics = summarise(Judged(**{k: r[k] for k in JUDGED_FIELDS}) for r in voted)
+    metrics = _metrics(voted)
     write_predictions(args.out / "predictions.jsonl", voted)
     write_json(args.out / "metrics.json", {"settings": {"runs": args.runs, "rule": "the most frequent normalised answer; a tie to the answer given earliest",
                                                         "votes": how}, "metrics": metrics})
-    member = ", ".join(f"{summarise(Judged(**{k: r[k] for k in JUDGED_FIELDS}) for r in rows)['f1']:.4f}" for rows in runs)
+    member = ", ".join(f"{_metrics(rows)['f1']:.4f}" for rows in runs)
     print(f"vote of {len(runs)}: micro-F1 {metrics['f1']:.4f} (P {metrics['precision']:.4f}, R {metrics['recall']:.4f}, accuracy "
           f"{metrics['accuracy']:.4f}); members {member}; questions {sum(how.values()):,}: " + ", ".join(f"{k} {v:,}" for k, v in how.items()))
     print(f"wrote {args.out / 'metrics.json'}, predictions.jsonl and per_unit.jsonl")

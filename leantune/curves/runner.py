@@ -428,14 +428,18 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
     plan = run_plan(cfg)
     rows, trained, cached = [], 0, 0
     subsets: dict[int, dict] = {}
+
+    def read_back(path: Path, label: str, how: str) -> None:
+        nonlocal cached
+        rows.append(read_json(path))
+        cached += 1
+        log(f"{label}: {how}, {metric} {rows[-1]['metrics'].get(metric, float('nan')):.4f}")
+
     for k, (size, seed) in enumerate(plan, 1):
         path = run_dir(out, size, seed) / "result.json"
         label = f"[{k}/{len(plan)}] size {size}" + ("" if seed is None else f" seed {seed}")
         if path.exists():
-            row = read_json(path)
-            cached += 1
-            log(f"{label}: cached, {metric} {row['metrics'].get(metric, float('nan')):.4f}")
-            rows.append(row)
+            read_back(path, label, "cached")
             continue
         if cached_only:
             log(f"{label}: not in {out} yet; left out (--cached-only)")
@@ -446,9 +450,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             continue
         try:
             if path.exists():  # finished by another process since it was looked for
-                rows.append(read_json(path))
-                cached += 1
-                log(f"{label}: made by another process meanwhile, {metric} {rows[-1]['metrics'].get(metric, float('nan')):.4f}")
+                read_back(path, label, "made by another process meanwhile")
                 continue
             start = time.perf_counter()
             if seed is None:
