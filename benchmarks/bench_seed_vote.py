@@ -70,6 +70,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         runs = [read_predictions(run)[0] for run in args.runs]
+        for run, rows in zip(args.runs, runs):  # before any voting: the vote's rows are scored as judged rows
+            line, field = next(((i, k) for i, r in enumerate(rows, 1) for k in JUDGED_FIELDS if k not in r), (None, None))
+            if field is not None:
+                raise LeantuneError(f"{run}: row {line} has no {field!r}; give the predictions.jsonl of an attribute evaluation")
         voted, how = vote(runs)
     except LeantuneError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -44,6 +44,11 @@ def test_the_vote_keeps_the_majority_answer_and_gives_ties_to_the_first_run(tmp_
     assert metrics["f1"] == pytest.approx(1.0) and metrics["accuracy"] == pytest.approx(1.0)
     units = [json.loads(line) for line in (tmp_path / "vote" / "per_unit.jsonl").read_text().splitlines()]
     assert [u["unit"] for u in units] == ["p1::Brand", "p1::Flavor", "p2::Brand", "p2::Flavor"]
+    # Rows without the judged fields (not an attribute evaluation's answers): one line naming the file, no vote.
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"product_id": "p1", "attribute": "Brand", "outcome": "VC"}) + "\n")
+    assert bench.main([str(bare), str(bare), "--out", str(tmp_path / "bare-vote")]) == 2
+    assert not (tmp_path / "bare-vote").exists()
 
 
 def test_the_vote_refuses_evaluations_of_other_questions():
