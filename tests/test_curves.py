@@ -204,8 +204,12 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     finally:
         train.finetune = original
     assert (again.run.trained, again.run.cached) == (0, 5)
+    recorded = (out / "curve.json").read_bytes()
     more = learning_curve(_tiny_config(folder, seeds=3), out, log=logs.append)
     assert (more.run.trained, more.run.cached) == (2, 5)
+    # Same run settings, another seed count: the folder's record is kept as it was, not rewritten by
+    # each process that fills the folder.
+    assert (out / "curve.json").read_bytes() == recorded
     with pytest.raises(LeantuneError, match="lr"):
         learning_curve(_tiny_config(folder, finetune={"lr": 1e-2}), out)
 

@@ -263,12 +263,15 @@ def run_dir(out: Path, size: int, seed: int | None) -> Path:
 
 
 def _check_settings(out: Path, cfg: CurveConfig, write: bool = True) -> None:
-    """Refuse a folder whose runs were made with other settings; record these (``write``) otherwise."""
+    """Refuse a folder whose runs were made with other settings; record these (``write``) where the
+    folder has none yet, or lacks some it predates. A folder's ``curve.json`` is left as it is
+    otherwise, so processes filling one folder with other sizes or seeds do not rewrite it in turn
+    (its ``config`` is the call that first recorded the settings)."""
     path = out / "curve.json"
     settings = cfg.run_settings()
-    if path.exists():
-        old = read_json(path).get("run_settings", {})
-        old = {**cfg.RUN_KEY_DEFAULTS, **old}
+    stored = read_json(path).get("run_settings", {}) if path.exists() else None
+    if stored is not None:
+        old = {**cfg.RUN_KEY_DEFAULTS, **stored}
         if "selector" not in old:  # folders from before --selector: scored methods took their top-k units
             old["selector"] = {"random": "random", "kcenter": "kcenter"}.get(old.get("method"), "topk")
         if "task_options" in old:
@@ -276,7 +279,7 @@ def _check_settings(out: Path, cfg: CurveConfig, write: bool = True) -> None:
         shared = [k for k in settings if k in old]  # a setting the folder predates is not compared
         refuse_other_settings({k: old[k] for k in shared}, {k: settings[k] for k in shared}, "a learning curve", out,
                               "use another output folder (or the same settings) so cached runs stay comparable")
-    if write:
+    if write and stored != settings:
         write_json(path, {"run_settings": settings, "config": asdict(cfg)})
 
 
