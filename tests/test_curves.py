@@ -390,6 +390,18 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
     again = plan_curve(cfg, out)
     assert [(r.size, r.seed) for r in again.missing] == [(2, 1), (4, 1)]
     assert again.train_steps == cfg.steps_for(2) + cfg.steps_for(4)
+    # An interrupted run resumes from its newest complete checkpoint (trainer_state.json written last):
+    # those steps are not counted again; a checkpoint cut off while saving is not one.
+    from leantune.curves.runner import run_dir
+
+    checkpoints = run_dir(out, 4, 1) / "train" / "checkpoints"
+    (checkpoints / "checkpoint-1").mkdir(parents=True)
+    (checkpoints / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (checkpoints / "checkpoint-2").mkdir()  # no trainer_state.json: incomplete
+    resumed = plan_curve(cfg, out)
+    assert [r.checkpointed for r in resumed.missing] == [0, 1]
+    assert resumed.train_steps == cfg.steps_for(2) + cfg.steps_for(4) - 1 and resumed.checkpointed_steps == 1
+    assert f"size 4 seed 1 at step 1 of {cfg.steps_for(4)}" in "\n".join(resumed.lines())
     with pytest.raises(LeantuneError, match="learning curve"):  # a folder of other runs is refused, not miscounted
         plan_curve(_tiny_config(folder, seeds=2, min_steps=3), out)
     with pytest.raises(LeantuneError, match="^steps"):

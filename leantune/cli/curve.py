@@ -97,7 +97,8 @@ def curve(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Run seeds are seed, seed+1, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     plan: bool = typer.Option(
-        False, "--plan", help="Train nothing: list the runs still missing from --out, their optimizer steps and evaluations, "
+        False, "--plan", help="Train nothing: list the runs still missing from --out, their optimizer steps and evaluations "
+        "(an interrupted run counts only the steps after its newest checkpoint), "
         "and estimate their core-hours from --plan-steps optimizer steps and a few test units timed here (a minute or two)."
     ),
     plan_steps: int = typer.Option(3, "--plan-steps", help="--plan: optimizer steps to time (at least 2; 0: count only, time nothing)."),

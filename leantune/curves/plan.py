@@ -1,8 +1,9 @@
 """What a learning curve will cost, before it runs (``leantune curve --plan``).
 
-``plan_curve`` counts the runs still missing from the curve folder, their optimizer steps and test
-evaluations; ``measure_costs`` times a few optimizer steps of the curve's own recipe and the evaluation
-of a few test units on this machine; ``CurvePlan.lines`` turns both into the core-hours the missing runs
+``plan_curve`` counts the runs still missing from the curve folder, the optimizer steps they still
+need (an interrupted run resumes from its newest checkpoint) and their test evaluations;
+``measure_costs`` times a few optimizer steps of the curve's own recipe and the evaluation of a few
+test units on this machine; ``CurvePlan.lines`` turns both into the core-hours the missing runs
 need. The estimate is linear in steps and evaluated units: it leaves out model loading and the first
 step's warm-up, and a few timed units stand for all of them, so read it to the nearest factor of two.
 """
@@ -24,6 +25,11 @@ class PlannedRun:
     seed: int | None
     steps: int  # optimizer steps (0 for zero-shot)
     cached: bool  # its result is already in the curve folder
+    checkpointed: int = 0  # steps an interrupted run has checkpointed and resumes from (missing runs only)
+
+    @property
+    def steps_left(self) -> int:
+        return 0 if self.cached else self.steps - min(self.checkpointed, self.steps)
 
 
 @dataclass
@@ -39,7 +45,12 @@ class CurvePlan:
 
     @property
     def train_steps(self) -> int:
-        return sum(r.steps for r in self.missing)
+        """Optimizer steps the missing runs still need (less those interrupted runs have checkpointed)."""
+        return sum(r.steps_left for r in self.missing)
+
+    @property
+    def checkpointed_steps(self) -> int:
+        return sum(r.steps - r.steps_left for r in self.missing)
 
     def estimate_s(self, costs: dict) -> float | None:
         """Seconds of the missing runs at ``costs`` (``measure_costs``), or None without an evaluation size."""
@@ -59,8 +70,12 @@ class CurvePlan:
             label = "0 (zero-shot)" if size == 0 else str(size)
             out.append(f"| {label} | {len(runs)} ({missing}) | {steps} | {steps * self.batch_size} |")
         units = "?" if self.eval_units is None else str(self.eval_units)
+        resumed = [r for r in self.missing if r.checkpointed]
         out += ["", f"missing: {len(self.missing)} of {len(self.runs)} runs, {self.train_steps:,} optimizer steps of "
                 f"{self.batch_size}, {len(self.missing)} evaluations of {units} test units"]
+        if resumed:
+            runs = ", ".join(f"size {r.size} seed {r.seed} at step {min(r.checkpointed, r.steps)} of {r.steps}" for r in resumed)
+            out.append(f"checkpointed: {self.checkpointed_steps:,} steps of interrupted runs, which resume from them ({runs})")
         if costs:
             out.append(f"measured here ({costs['threads']} torch thread(s), load average {costs['load_avg']}): "
                        f"{costs['s_per_step']:.1f} s per optimizer step, {costs['s_per_eval_unit']:.1f} s per test unit")
@@ -79,12 +94,19 @@ def _duration(seconds: float) -> str:
 
 
 def plan_curve(cfg: CurveConfig, out: str | Path, task=None) -> CurvePlan:
-    """The runs of ``cfg`` and which of them ``out`` already holds; nothing is trained or loaded."""
+    """The runs of ``cfg``, which of them ``out`` already holds and how far its interrupted ones got;
+    nothing is trained or loaded."""
+    from ..train import checkpointed_steps
+
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
     _check_settings(out, cfg, write=False)  # a folder of other runs is refused, as the curve itself would
-    runs = [PlannedRun(size, seed, 0 if seed is None else cfg.steps_for(size), (run_dir(out, size, seed) / "result.json").is_file())
-            for size, seed in run_plan(cfg)]
+    runs = []
+    for size, seed in run_plan(cfg):
+        folder = run_dir(out, size, seed)
+        cached = (folder / "result.json").is_file()
+        done = 0 if cached or seed is None else checkpointed_steps(folder / "train")
+        runs.append(PlannedRun(size, seed, 0 if seed is None else cfg.steps_for(size), cached, done))
     eval_units = cfg.eval_limit
     size = task.eval_size("test")
     if size is not None:

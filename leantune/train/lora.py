@@ -207,6 +207,13 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
 
 
+def checkpointed_steps(out) -> int:
+    """Optimizer steps that the fine-tuning run in ``out`` (``finetune``'s folder) has checkpointed and
+    would resume from: the step of its newest complete checkpoint, 0 where it has none."""
+    checkpoint = latest_checkpoint(Path(out) / "checkpoints")
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):]) if checkpoint else 0
+
+
 def _check_manifest(out: Path, model_spec: str, cfg: FinetuneConfig, train, valid) -> None:
     manifest = {
         "model": str(model_spec),
