@@ -234,6 +234,9 @@ def test_evaluate_tiny_model_end_to_end(attr_folder, tmp_path):
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == metrics["n_questions"] and "raw" in json.loads(lines[0])
     assert "per attribute" in result.output
+    # F1 comes with its interval over the evaluated products, in metrics.json and on screen.
+    low, high = metrics["f1_ci95"]
+    assert 0 <= low <= metrics["f1"] <= high <= 1 and "f1 95% CI" in result.output
 
 
 @pytest.mark.parametrize("unit", ["product", "question"])

@@ -24,6 +24,9 @@ def _print_metrics(metrics: dict, title: str) -> None:
     overall = Table(title=title, show_header=False)
     for key in ("f1", "precision", "recall", "strict_f1", "accuracy", "strict_accuracy", "valued_accuracy", "na_accuracy", "invalid_rate"):
         overall.add_row(key, f"{metrics[key]:.4f}")
+    if "f1_ci95" in metrics:
+        low, high = metrics["f1_ci95"]
+        overall.add_row("f1 95% CI", f"[{low:.4f}, {high:.4f}] over the {metrics['n_products']} products")
     counts = " ".join(f"{k[6:]}={metrics[k]}" for k in metrics if k.startswith("count/"))
     parse = " ".join(f"{k[6:]}={metrics[k]:.2f}" for k in metrics if k.startswith("parse/"))
     overall.add_row("questions", f"{metrics['n_questions']} ({metrics['n_valued']} with a value) in {metrics['n_products']} products")

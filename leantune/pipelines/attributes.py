@@ -50,8 +50,11 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     """Micro-F1, P/R, accuracy and per-attribute scores of ``model`` (with ``adapter``) on ``split``;
     ``limit`` evaluates a seeded subset of products, ``shots`` puts solved training products in each prompt;
     ``cue_space=False`` ends prompts without a chat template in "Answer:" rather than "Answer: "
-    (``leantune.tasks.attributes_prompts``); the default (None) is ``default_cue_space(adapter, shots)``."""
+    (``leantune.tasks.attributes_prompts``); the default (None) is ``default_cue_space(adapter, shots)``.
+    ``metrics["f1_ci95"]`` is micro-F1's 95% interval over the evaluated products (a percentile bootstrap
+    that draws each product's questions together; ``leantune.evaluation.compare.metric_interval``)."""
     from ..device import resolve_device
+    from ..evaluation.compare import load_evaluation, metric_interval
     from ..models.llm import load_model
     from ..tasks.attributes import AttributeTask, write_predictions
 
@@ -85,8 +88,9 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     wall = earlier + time.perf_counter() - start
     settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
                 "seed": seed, "strict_json": strict_json, "shots": shots, "cue_space": cue_space, "device": dev, "wall_s": wall}
+    write_predictions(out / "predictions.jsonl", rows)  # and per_unit.jsonl, which the interval resamples
+    metrics["f1_ci95"] = list(metric_interval(load_evaluation(out), "f1")[1:])
     write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})
-    write_predictions(out / "predictions.jsonl", rows)
     log.discard()  # the answers are in predictions.jsonl now
     return AttributesEvaluation(metrics, rows, out, name, wall)
 
