@@ -25,11 +25,7 @@ class PlannedRun:
     seed: int | None
     steps: int  # optimizer steps (0 for zero-shot)
     cached: bool  # its result is already in the curve folder
-    checkpointed: int = 0  # steps an interrupted run has checkpointed and resumes from (missing runs only)
-
-    @property
-    def steps_left(self) -> int:
-        return 0 if self.cached else self.steps - min(self.checkpointed, self.steps)
+    checkpointed: int = 0  # of ``steps``, those an interrupted run has checkpointed and resumes from (missing runs only)
 
 
 @dataclass
@@ -46,11 +42,11 @@ class CurvePlan:
     @property
     def train_steps(self) -> int:
         """Optimizer steps the missing runs still need (less those interrupted runs have checkpointed)."""
-        return sum(r.steps_left for r in self.missing)
+        return sum(r.steps - r.checkpointed for r in self.missing)
 
     @property
     def checkpointed_steps(self) -> int:
-        return sum(r.steps - r.steps_left for r in self.missing)
+        return sum(r.checkpointed for r in self.missing)
 
     def estimate_s(self, costs: dict) -> float | None:
         """Seconds of the missing runs at ``costs`` (``measure_costs``), or None without an evaluation size."""
@@ -74,7 +70,7 @@ class CurvePlan:
         out += ["", f"missing: {len(self.missing)} of {len(self.runs)} runs, {self.train_steps:,} optimizer steps of "
                 f"{self.batch_size}, {len(self.missing)} evaluations of {units} test units"]
         if resumed:
-            runs = ", ".join(f"size {r.size} seed {r.seed} at step {min(r.checkpointed, r.steps)} of {r.steps}" for r in resumed)
+            runs = ", ".join(f"size {r.size} seed {r.seed} at step {r.checkpointed} of {r.steps}" for r in resumed)
             out.append(f"checkpointed: {self.checkpointed_steps:,} steps of interrupted runs, which resume from them ({runs})")
         if costs:
             out.append(f"measured here ({costs['threads']} torch thread(s), load average {costs['load_avg']}): "
@@ -105,8 +101,9 @@ def plan_curve(cfg: CurveConfig, out: str | Path, task=None) -> CurvePlan:
     for size, seed in run_plan(cfg):
         folder = run_dir(out, size, seed)
         cached = (folder / "result.json").is_file()
-        done = 0 if cached or seed is None else checkpointed_steps(folder / "train")
-        runs.append(PlannedRun(size, seed, 0 if seed is None else cfg.steps_for(size), cached, done))
+        steps = 0 if seed is None else cfg.steps_for(size)
+        done = 0 if cached or seed is None else min(checkpointed_steps(folder / "train"), steps)
+        runs.append(PlannedRun(size, seed, steps, cached, done))
     eval_units = cfg.eval_limit
     size = task.eval_size("test")
     if size is not None:

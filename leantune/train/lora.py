@@ -33,6 +33,7 @@ from .config import FinetuneConfig, FinetuneResult
 from .data import examples_fingerprint, tokenize_examples
 
 CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_DIR = "checkpoints"  # the Trainer checkpoints inside a fine-tuning run's folder
 FINAL_STATUSES = ("finished", "early_stopped", "diverged")
 
 
@@ -117,7 +118,7 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
     from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_wall
 
     start = time.perf_counter()
-    checkpoint = latest_checkpoint(out / "checkpoints")
+    checkpoint = latest_checkpoint(out / CHECKPOINT_DIR)
     # The seconds of earlier sittings: up to the checkpoint resumed from (an interrupted run), else a pause's result.
     prior_wall = (checkpoint_wall(checkpoint) if checkpoint else None) or (previous.wall_s if previous else 0.0)
     trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress,
@@ -204,14 +205,19 @@ def latest_checkpoint(folder: Path) -> Path | None:
         if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit()
         and (p / "trainer_state.json").exists()
     ]
-    return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+    return max(complete, key=_checkpoint_step, default=None)
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a checkpoint folder (``checkpoint-<step>``) was saved at."""
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
 
 
 def checkpointed_steps(out) -> int:
     """Optimizer steps that the fine-tuning run in ``out`` (``finetune``'s folder) has checkpointed and
     would resume from: the step of its newest complete checkpoint, 0 where it has none."""
-    checkpoint = latest_checkpoint(Path(out) / "checkpoints")
-    return int(checkpoint.name[len(CHECKPOINT_PREFIX):]) if checkpoint else 0
+    checkpoint = latest_checkpoint(Path(out) / CHECKPOINT_DIR)
+    return _checkpoint_step(checkpoint) if checkpoint else 0
 
 
 def _check_manifest(out: Path, model_spec: str, cfg: FinetuneConfig, train, valid) -> None:
@@ -278,7 +284,7 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     eval_every = cfg.eval_every or cfg.steps_per_epoch(len(train))
     has_valid = bool(valid_rows)
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(out / CHECKPOINT_DIR),
         per_device_train_batch_size=cfg.micro,
         per_device_eval_batch_size=cfg.micro,
         gradient_accumulation_steps=cfg.accumulation,
@@ -345,7 +351,7 @@ def _save_adapter(model, dest: Path) -> Path:
 
 
 def _adapter_from_last_good_checkpoint(out: Path) -> Path | None:
-    checkpoint = latest_checkpoint(out / "checkpoints")
+    checkpoint = latest_checkpoint(out / CHECKPOINT_DIR)
     if checkpoint is None:
         return None
     dest = out / "adapter"
