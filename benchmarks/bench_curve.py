@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT))
 from leantune.curves import CurveConfig, learning_curve  # noqa: E402
 from leantune.curves.runner import resolve_recipe  # noqa: E402
 from leantune.train import parse_target_modules  # noqa: E402
-from leantune.curves.analysis import _finite  # noqa: E402
-from leantune.io import atomic_path, write_json  # noqa: E402
+from leantune.io import atomic_path, json_safe, write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -181,7 +180,7 @@ def main(argv=None) -> None:
     }
     name = args.name
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / f"{name}.json", _finite({
+    write_json(RESULTS / f"{name}.json", json_safe({
         "command": command, "info": {k: v for k, v in info.items() if k != "extra_steps"}, "settings": cfg.run_settings(), "sizes": list(cfg.sizes), "seeds": cfg.seeds,
         "analysis": result.analysis.as_dict(), "summary": result.lines,
         "steps": {cfg.metric: result.steps.to_dict() if result.steps else None,

@@ -638,3 +638,21 @@ def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):
     again = learning_curve(cfg, tmp_path / "curve", log=lambda line: None, cached_only=True)
     assert again.analysis.saturation["over"] == "seeds" and "ci_low" not in again.analysis.by_size[4]
     assert "over seeds only (no per_unit.jsonl in size00003-seed0)" in again.analysis.note
+
+
+def test_results_json_keeps_unreached_saturation_as_a_string(tmp_path):
+    """A curve without saturation has n* = inf, which JSON cannot hold: results.json writes it as the
+    string "inf" (a strict JSON reader still loads the file) and the CSV is untouched."""
+    from leantune.curves.analysis import CurveAnalysis, write_table
+
+    rows = [{"size": 0, "seed": None, "status": "zero-shot", "metrics": {"f1": 0.1}},
+            {"size": 10, "seed": 0, "status": "finished", "metrics": {"f1": float("nan")}}]
+    analysis = CurveAnalysis("f1", 0.1, {10: {"mean": 0.2, "std": 0.0, "min": 0.2, "max": 0.2, "n": 1}}, None,
+                             {"n_star": math.inf, "interval": [1000.0, math.inf]}, {10: {"measured": 0.1, "fitted": None}})
+    _, json_path = write_table(tmp_path, rows, analysis, {"model": "tiny"})
+    text = json_path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data["analysis"]["saturation"] == {"n_star": "inf", "interval": [1000.0, "inf"]}
+    assert data["analysis"]["by_size"]["10"]["mean"] == 0.2
+    assert data["runs"][1]["f1"] == "nan"

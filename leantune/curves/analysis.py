@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, write_json
+from ..io import atomic_path, json_safe, write_json
 from .fit import bootstrap_saturation, fit_curve
 
 TABLE_FIELDS = ("size", "seed", "method", "status", "train_steps", "tokens_seen", "train_s", "eval_s", "wall_s")
@@ -113,19 +113,8 @@ def write_table(out: Path, rows: list[dict], analysis: CurveAnalysis, settings: 
         writer.writeheader()
         writer.writerows(table)
     json_path = out / "results.json"
-    write_json(json_path, {"settings": settings, "analysis": _finite(analysis.as_dict()), "runs": table})
+    write_json(json_path, json_safe({"settings": settings, "analysis": analysis.as_dict(), "runs": table}))
     return csv_path, json_path
-
-
-def _finite(obj):
-    """JSON has no inf/nan: write them as strings."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def describe(analysis: CurveAnalysis) -> list[str]:
