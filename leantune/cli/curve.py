@@ -9,9 +9,9 @@ import typer
 from .app import MODEL_NAMES_HELP, PROCESSES_HELP, SEED_HELP, SEED_MAX, app
 
 CURVE_HELP = (
-    "Train one LoRA adapter per (subset size, seed) on nested random subsets, evaluate each on the same "
+    "Train one LoRA adapter per (subset size, seed) on nested subsets (random, or chosen by --method), evaluate each on the same "
     "test subset, fit metric(n) = a - b*n^(-c) and report the saturation point (with a bootstrap interval "
-    "over seeds), each size's step over the previous size and over zero-shot with a paired interval over the "
+    "over seeds and test units), each size's step over the previous size and over zero-shot with a paired interval over the "
     "test units (steps.md: does adding data change the metric at all?), the results table (CSV + JSON) and "
     "plots (PNG). Every run is cached in --out; re-running "
     "finishes only what is missing.\n\n"
