@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from leantune.curves.fit import CurveFit, bootstrap_saturation, fit_curve
+from leantune.curves.fit import CurveFit, bootstrap_saturation, fit_curve, size_weights
 from leantune.errors import LeantuneError
 from leantune.tasks.attributes_generate import GENERATION_LOG
 
@@ -64,6 +64,26 @@ def test_fallbacks_are_reported():
     assert noisy.kind in ("power", "loglinear")
     with pytest.raises(ValueError):
         fit_curve([0, 0], [0.1, 0.2])
+
+
+def test_every_size_weighs_the_same_whatever_its_number_of_seeds():
+    """Five runs at one size and one at the others: the fit equals the fit to the size means (the
+    unweighted fit would be dragged toward the size with five runs)."""
+    sizes = [50, 100, 200, 400, 800]
+    means = [0.40, 0.52, 0.60, 0.655, 0.685]
+    spread = [-0.04, -0.02, 0.0, 0.02, 0.04]
+    points = [(n, m) for n, m in zip(sizes, means) if n != 50] + [(50, 0.40 + d) for d in spread]
+    many = fit_curve([p[0] for p in points], [p[1] for p in points], ceiling=1.0)
+    means_fit = fit_curve(sizes, means, ceiling=1.0)
+    assert many.kind == means_fit.kind == "power"
+    for key in ("a", "b", "c"):
+        assert many.params[key] == pytest.approx(means_fit.params[key], rel=1e-3)
+    # The log-linear fall-back weighs sizes alike too: one size with four runs, another with one.
+    line = fit_curve([10, 10, 10, 10, 20], [0.4, 0.5, 0.6, 0.5, 0.7])
+    assert line.kind == "loglinear" and line.params["s"] == pytest.approx(0.2)
+    # Equal seeds: every weight is exactly 1, so curves with as many seeds at every size fit as before.
+    assert size_weights(np.array(sizes * 3, dtype=float)).tolist() == [1.0] * 15
+    assert size_weights(np.array([10, 10, 20, 10], dtype=float)).tolist() == [1 / 3, 1 / 3, 1.0, 1 / 3]
 
 
 def test_ceiling_keeps_a_bounded_plateau_and_refuses_a_line_in_disguise():

@@ -126,7 +126,7 @@ def describe(analysis: CurveAnalysis) -> list[str]:
     for size, s in analysis.by_size.items():
         if size:
             ci = f"; 95% CI over test units [{s['ci_low']:.4f}, {s['ci_high']:.4f}]" if "ci_low" in s else ""
-            lines.append(f"  n={size:>6}: {m} {s['mean']:.4f} ± {s['std']:.4f} (min {s['min']:.4f}, max {s['max']:.4f}, {s['n']} seeds{ci})")
+            lines.append(f"  n={size:>6}: {m} {s['mean']:.4f} ± {s['std']:.4f} (min {s['min']:.4f}, max {s['max']:.4f}, {s['n']} seed{'s' if s['n'] != 1 else ''}{ci})")
     if analysis.fit:
         f = analysis.fit
         if f["kind"] == "power":

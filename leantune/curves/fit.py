@@ -1,7 +1,10 @@
 """Saturating learning-curve fit and the saturation point.
 
 Model: ``metric(n) = a - b * n**(-c)`` (a: the plateau, c: how fast it is approached), fitted with
-``scipy.optimize.curve_fit`` on every (size, seed) point with n > 0. When that cannot work (fewer
+``scipy.optimize.curve_fit`` on every (size, seed) point with n > 0, each point weighted by one over
+its size's number of runs, so every size counts the same however many seeds it has (with equal seeds
+this is the unweighted fit; with unequal ones, a size with three seeds would otherwise pull the curve
+three times as hard as one with a single seed). When that cannot work (fewer
 than 3 sizes or 4 points, no convergence, the exponent stuck at its bound), a log-linear fit
 ``metric = a + s * log2(n)`` stands in and the reason is reported. For bounded metrics (accuracy,
 F1, recall) the plateau is bounded by ``ceiling``: a curve still straight in log(n) would otherwise
@@ -61,13 +64,22 @@ def power_law(n, a, b, c):
     return a - b * np.power(n, -c)
 
 
+def size_weights(n: np.ndarray) -> np.ndarray:
+    """Weight of each point: proportional to one over the number of points at its size, so each size
+    weighs the same in all; scaled so that the points of the size with fewest runs weigh 1 (with equal
+    seeds every weight is exactly 1 and the fit is the unweighted one)."""
+    _, inverse, counts = np.unique(n, return_inverse=True, return_counts=True)
+    return counts.min() / counts[inverse]
+
+
 def _loglinear(n: np.ndarray, y: np.ndarray, reason: str) -> CurveFit:
     x = np.log2(n)
     if len(np.unique(x)) < 2:
         s, a = 0.0, float(np.mean(y))
         reason += "; one size only: flat line"
     else:
-        s, a = np.polyfit(x, y, 1)
+        # polyfit's w multiplies the residual: sqrt of the per-point weight gives a weighted least squares
+        s, a = np.polyfit(x, y, 1, w=np.sqrt(size_weights(n)))
     fit = CurveFit("loglinear", {"a": float(a), "s": float(s)}, len(n), 0.0, reason)
     fit.rmse = float(np.sqrt(np.mean((fit.predict(n) - y) ** 2)))
     return fit
@@ -77,8 +89,9 @@ MIN_C = 1e-3
 
 
 def fit_curve(sizes, values, max_c: float = 3.0, ceiling: float | None = None) -> CurveFit:
-    """Fit ``a - b n^-c`` to (size, value) points with size > 0 (repeated sizes = seeds); with
-    ``ceiling``, the plateau ``a`` is at most that (1.0 for accuracy-like metrics)."""
+    """Fit ``a - b n^-c`` to (size, value) points with size > 0 (repeated sizes = seeds, each size
+    weighted equally whatever its number of seeds); with ``ceiling``, the plateau ``a`` is at most that
+    (1.0 for accuracy-like metrics)."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
     n = np.asarray(sizes, dtype=np.float64)
@@ -102,7 +115,8 @@ def fit_curve(sizes, values, max_c: float = 3.0, ceiling: float | None = None) -
         with warnings.catch_warnings():
             # "covariance could not be estimated" says nothing about the parameters we use
             warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(power_law, n, y, p0=p0, bounds=bounds, maxfev=20000)
+            # sigma is the residual's scale: 1/sqrt(weight) makes the loss sum(weight * residual**2)
+            params, _ = curve_fit(power_law, n, y, p0=p0, sigma=1.0 / np.sqrt(size_weights(n)), bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError) as exc:
         return _loglinear(n, y, f"curve_fit failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
     a, b, c = (float(v) for v in params)
