@@ -394,7 +394,7 @@ def test_evaluate_cli_few_shot_records_its_shots(attr_folder, tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["settings"]["shots"] == 2 and saved["metrics"]["n_products"] == 2 and "2-shot on" in result.output
     assert saved["settings"]["cue_space"] is False  # few-shot without an adapter: "Answer:" unless told otherwise
-    for flags, expected in ((["--shots", "2", "--cue-space"], True), (["--shots", "0"], True), (["--shots", "0", "--no-cue-space"], False)):
+    for flags, expected in ((["--shots", "2", "--cue-space"], True), (["--shots", "0"], False), (["--shots", "0", "--cue-space"], True)):
         folder = tmp_path / "-".join(flags)
         result = CliRunner().invoke(app, ["attributes", "evaluate", "--data", str(attr_folder), "--model", "tiny", "--limit", "2",
                                           *flags, "--out", str(folder), "--quiet"])
@@ -402,11 +402,12 @@ def test_evaluate_cli_few_shot_records_its_shots(attr_folder, tmp_path):
         assert json.loads((folder / "metrics.json").read_text())["settings"]["cue_space"] is expected, flags
 
 
-def test_default_cue_space_ends_only_base_model_few_shot_prompts_without_the_space():
+def test_default_cue_space_ends_only_prompts_without_an_adapter_without_the_space():
     from leantune.pipelines.attributes import default_cue_space
 
     assert default_cue_space(None, 3) is False
-    assert default_cue_space(None, 0) is True and default_cue_space("adapter", 3) is True and default_cue_space("adapter", 0) is True
+    assert default_cue_space(None, 0) is False  # zero-shot too (measured on Gemma's validation products)
+    assert default_cue_space("adapter", 3) is True and default_cue_space("adapter", 0) is True
 
 
 @pytest.mark.parametrize("unit", ["product", "question"])

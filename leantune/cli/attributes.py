@@ -59,7 +59,7 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default: runs/attributes-eval-<adapter name, zero-shot or N-shot>-<unit>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help=SEED_HELP + " Picks the --limit subset and the --shots examples."),
-    cue_space: Optional[bool] = typer.Option(None, "--cue-space/--no-cue-space", show_default=False, help="Prompts without a chat template (gemma3-270m) end in 'Answer: ' or 'Answer:' (the model writes the space itself, as in the few-shot examples). Default: 'Answer:' for --shots without --adapter (measured better on Gemma's validation products), 'Answer: ' otherwise (the prompts adapters are trained on)."),
+    cue_space: Optional[bool] = typer.Option(None, "--cue-space/--no-cue-space", show_default=False, help="Prompts without a chat template (gemma3-270m) end in 'Answer: ' or 'Answer:' (the model writes the space itself, as in the few-shot examples). Default: 'Answer:' without --adapter, zero- or few-shot (measured better on Gemma's validation products), 'Answer: ' with one (the prompts adapters are trained on)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate answers for every attribute of the test products and score them (micro-F1, P/R, accuracy, per attribute).

@@ -11,8 +11,8 @@ the next word (Gemma's: ``"▁{"``) then end the prompt on a lone ``"▁"`` toke
 example's answer starts with the merged token. ``cue_space=False`` ends it in ``"Answer:"`` instead,
 so the model writes the space itself, as in the examples (answers are parsed with surrounding
 whitespace stripped). Chat-template prompts are not affected. ``leantune attributes evaluate``
-chooses it per run: few-shot prompting of a base model ends without the space, adapters and zero-shot
-keep it (``leantune.pipelines.attributes.default_cue_space``).
+chooses it per run: prompting a base model without an adapter (zero- or few-shot) ends without the
+space, adapters keep it (``leantune.pipelines.attributes.default_cue_space``).
 """
 from __future__ import annotations
 
