@@ -4,9 +4,11 @@ Times forward + backward + optimizer step of the curve's LoRA set-up (r 8, alpha
 v_proj) on micro-batches of real OA-Mine training prompts, alternating fp32 and bf16 rounds in one
 process so both see the same machine load; also the greedy generation of answers for a few test
 products, where autocast is slower (why ``--bf16`` leaves evaluation in fp32). Writes
-``benchmarks/results/bf16-train.{json,md}``.
+``benchmarks/results/<name>.{json,md}`` (default ``bf16-train``), with the CPU's native bf16 support
+(AMX, AVX512-BF16: ``leantune.device.cpu_native_bf16``), which decides the answer.
 
     python3 benchmarks/bench_bf16_train.py --threads 1
+    python3 benchmarks/bench_bf16_train.py --threads 1 --steps 1 --rounds 1 --generate 0 --name bf16-train-avx2
 """
 from __future__ import annotations
 
@@ -22,9 +24,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from leantune.device import cpu_native_bf16  # noqa: E402
 from leantune.io import atomic_path, write_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def parse_args(argv=None):
@@ -34,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=4, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=2, help="fp32/bf16 alternations")
     p.add_argument("--generate", type=int, default=4, help="test products for the generation timing (0: skip)")
+    p.add_argument("--name", default="bf16-train", help="results file stem in benchmarks/results")
     return p.parse_args(argv)
 
 
@@ -90,6 +105,7 @@ def main(argv=None) -> None:
     result = {
         "command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}",
+        "cpu": _cpu_model(), "native_bf16": cpu_native_bf16(),
         "load_avg": [round(x, 1) for x in os.getloadavg()],
         "tokens_per_round": tokens, "steps": len(batches), "micro_batch_size": args.micro_batch_size,
         "train_s": times, "train_tokens_per_s": {k: tokens / v for k, v in best.items()},
@@ -97,13 +113,14 @@ def main(argv=None) -> None:
         "generate_s": gen, "generate_products": args.generate,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "bf16-train.json", result)
+    write_json(RESULTS / f"{args.name}.json", result)
     lines = [
         "# bf16-train: LoRA training step and generation speed, fp32 vs bf16 autocast (SmolLM2-135M, CPU)",
         "",
         f"Reproduce: `{command}`",
         "",
-        f"Machine: {result['machine']}; load average after {result['load_avg']}.",
+        f"Machine: {result['machine']}; CPU {result['cpu']}, native bf16: {result['native_bf16'] or 'none (bf16 is emulated)'}; "
+        f"load average after {result['load_avg']}.",
         f"{len(batches)} micro-batches of {args.micro_batch_size} OA-Mine training prompts + answers ({tokens} tokens per round), "
         f"forward + backward + AdamW step, LoRA r 8 / alpha 16 on q_proj, v_proj; best of {args.rounds} alternating rounds.",
         "",
@@ -111,12 +128,13 @@ def main(argv=None) -> None:
         "|---|---:|---:|",
         *[f"| {k} | {best[k]:.2f} | {tokens / best[k]:.0f} |" for k in ("fp32", "bf16")],
         "",
-        f"bf16 autocast trains {result['train_speedup_bf16']:.2f}x as fast as fp32 here.",
+        f"bf16 autocast trains {result['train_speedup_bf16']:.2f}x as fast as fp32 here"
+        + (f" ({1 / result['train_speedup_bf16']:.1f}x as slow)." if result["train_speedup_bf16"] < 1 else "."),
     ]
     if gen:
         lines += ["", f"Greedy generation of answers for {args.generate} test products (the curve's evaluation): "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in gen.items()) + "."]
-    with atomic_path(RESULTS / "bf16-train.md") as tmp:
+    with atomic_path(RESULTS / f"{args.name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -17,6 +17,28 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_native_bf16() -> str:
+    """The CPU's native bf16 instructions torch can use ("AMX", "AVX512-BF16", both joined by ", "),
+    "" when it has none (bf16 autocast is then emulated and trains slower than fp32:
+    ``benchmarks/results/bf16-train-avx2.md``), or "unknown" when this torch cannot tell."""
+    import torch
+
+    try:
+        found = [name for name, probe in (("AMX", torch.cpu._is_amx_tile_supported), ("AVX512-BF16", torch.cpu._is_avx512_bf16_supported)) if probe()]
+    except (AttributeError, RuntimeError):  # private probes: absent from some torch builds
+        return "unknown"
+    return ", ".join(found)
+
+
+def bf16_training_warning(device: str) -> str:
+    """A one-line warning when bf16 autocast training on ``device`` is known to be slower than fp32
+    (a CPU without AMX or AVX512-BF16), else ""."""
+    if device != "cpu" or cpu_native_bf16():
+        return ""
+    return ("--bf16 on a CPU without native bf16 (no AMX or AVX512-BF16): autocast is emulated and trains "
+            "slower than fp32 here (benchmarks/results/bf16-train-avx2.md); leave --bf16 off on this machine")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
     import socket

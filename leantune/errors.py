@@ -33,3 +33,8 @@ class DataError(LeantuneError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.line = line
+
+
+class LeantuneWarning(UserWarning):
+    """Something that works but not as the user likely wants (e.g. a setting that is slow on this
+    machine); emitted with ``warnings.warn`` and printed by the CLI as one ``warning: ...`` line."""

@@ -356,3 +356,41 @@ def test_a_non_finite_loss_in_one_process_stops_every_process(tmp_path):
 
     mp.spawn(_finite_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "rank0").read_text() == "False" and (tmp_path / "rank1").read_text() == "False"
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_in_one_line(tmp_path, monkeypatch, capsys):
+    """bf16 autocast is emulated on a CPU without AMX or AVX512-BF16 (slower than fp32): training with
+    it asked for says so, and the CLI prints the warning as one ``warning: ...`` line."""
+    import warnings
+
+    import leantune.device as device
+    from leantune.cli import _show_warning
+    from leantune.errors import LeantuneWarning
+
+    monkeypatch.setattr(device, "cpu_native_bf16", lambda: "AMX")
+    assert device.bf16_training_warning("cpu") == "" and device.bf16_training_warning("cuda") == ""
+    monkeypatch.setattr(device, "cpu_native_bf16", lambda: "")
+    assert "no AMX or AVX512-BF16" in device.bf16_training_warning("cpu") and device.bf16_training_warning("cuda") == ""
+    assert device.bf16_training_warning("cpu").count("\n") == 0
+    with pytest.warns(LeantuneWarning, match="without native bf16"):
+        finetune("tiny", EXAMPLES, None, tmp_path / "bf16", small_cfg(max_steps=1, bf16=True), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LeantuneWarning)  # fp32 (the CPU default) warns nothing
+        finetune("tiny", EXAMPLES, None, tmp_path / "fp32", small_cfg(max_steps=1), progress=False)
+    capsys.readouterr()  # the runs' progress output
+    _show_warning("slow\nhere", LeantuneWarning, "x.py", 1)
+    assert capsys.readouterr().err == "warning: slow here\n"
+
+
+def test_cpu_native_bf16_names_what_torch_reports(monkeypatch):
+    import torch
+
+    from leantune.device import cpu_native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert cpu_native_bf16() == "AMX"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert cpu_native_bf16() == ""
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert cpu_native_bf16() == "unknown"

@@ -10,6 +10,7 @@ interrupted (Ctrl-C), 1 a broken pipe. Anything else is a bug and keeps its trac
 from __future__ import annotations
 
 import sys
+import warnings
 
 from .app import app
 
@@ -49,6 +50,16 @@ def _error(message: str, code: int = 2, hint: str | None = None) -> None:
     sys.exit(code)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning) -> None:
+    """leantune's own warnings as one ``warning: ...`` line on stderr; others as Python prints them."""
+    from ..errors import LeantuneWarning
+
+    if isinstance(category, type) and issubclass(category, LeantuneWarning):
+        print(f"warning: {_one_line(message)}", file=file or sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def _interrupted() -> None:
     print(INTERRUPTED, file=sys.stderr)
     sys.exit(130)
@@ -75,6 +86,7 @@ def main(args: list[str] | None = None) -> None:
     no_args_help = _click_classes("NoArgsIsHelpError")
 
     args = list(sys.argv[1:] if args is None else args)
+    warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     try:
         # Parse and invoke directly rather than through ``app()``: in non-standalone mode typer
