@@ -188,6 +188,13 @@ def test_bf16_weights_track_fp32_and_keep_the_adapter_in_fp32(tiny_rec, tiny_mod
     # nearly equal, and peft's fresh LoRA B matrices (whose gradients are the score) stay float32.
     samples, enc = encoded
     exact = tiny_model.scores(enc, progress=False)
+    import leantune.device as device
+    from leantune.errors import LeantuneWarning
+
+    with pytest.MonkeyPatch.context() as mp:  # a CPU without native bf16: the setting is named in a warning
+        mp.setattr(device, "cpu_native_bf16", lambda: "")
+        with pytest.warns(LeantuneWarning, match="effort_dtype=bfloat16-weights on a CPU without native bf16"):
+            EffortModel(replace(TINY, dtype="bfloat16-weights"), "cpu", seed=0)
     fast = EffortModel(replace(TINY, dtype="bfloat16-weights"), "cpu", seed=0)
     assert next(fast.lm.parameters()).dtype == torch.bfloat16
     assert all(b.weight.dtype == torch.float32 for b in fast.targets.values())

@@ -184,14 +184,17 @@ def test_evaluation_from_before_per_unit_results_is_completed_without_generating
     assert again.metrics == first.metrics and len(read_per_unit(out)) == 5
 
 
-def test_bfloat16_generation_is_recorded_and_refused_when_unknown(tiny_rec, tmp_path):
-    from leantune.errors import LeantuneError
+def test_bfloat16_generation_is_recorded_and_refused_when_unknown(tiny_rec, tmp_path, monkeypatch):
+    import leantune.device as device
+    from leantune.errors import LeantuneError, LeantuneWarning
 
     with pytest.raises(LeantuneError, match="gen_dtype"):
         BigrecEvalConfig(gen_dtype="float16")
     assert "gen_dtype" not in BigrecEvalConfig().identity()  # float32 folders from before still match
     cfg = BigrecEvalConfig(users=3, seed=0, num_beams=2, max_new_tokens=3, gen_dtype="bfloat16")
-    evaluate_bigrec("tiny", tiny_rec, None, cfg, tmp_path / "bf", progress=False)
+    monkeypatch.setattr(device, "cpu_native_bf16", lambda: "")  # a CPU without native bf16: said in a warning
+    with pytest.warns(LeantuneWarning, match="--gen-dtype bfloat16 on a CPU without native bf16"):
+        evaluate_bigrec("tiny", tiny_rec, None, cfg, tmp_path / "bf", progress=False)
     settings = json.loads((tmp_path / "bf" / "eval_settings.json").read_text())
     assert settings["settings"]["gen_dtype"] == "bfloat16"
     assert len(read_per_unit(tmp_path / "bf")) == 3

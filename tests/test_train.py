@@ -368,10 +368,11 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once_in_one_line(tmp_path, monk
     from leantune.errors import LeantuneWarning
 
     monkeypatch.setattr(device, "cpu_native_bf16", lambda: "AMX")
-    assert device.bf16_training_warning("cpu") == "" and device.bf16_training_warning("cuda") == ""
+    assert device.bf16_cpu_warning("cpu") == "" and device.bf16_cpu_warning("cuda") == ""
     monkeypatch.setattr(device, "cpu_native_bf16", lambda: "")
-    assert "no AMX or AVX512-BF16" in device.bf16_training_warning("cpu") and device.bf16_training_warning("cuda") == ""
-    assert device.bf16_training_warning("cpu").count("\n") == 0
+    assert "no AMX or AVX512-BF16" in device.bf16_cpu_warning("cpu") and device.bf16_cpu_warning("cuda:0") == ""
+    assert device.bf16_cpu_warning("cpu", "--gen-dtype bfloat16").startswith("--gen-dtype bfloat16 on a CPU")
+    assert "\n" not in device.bf16_cpu_warning("cpu")
     with pytest.warns(LeantuneWarning, match="without native bf16"):
         finetune("tiny", EXAMPLES, None, tmp_path / "bf16", small_cfg(max_steps=1, bf16=True), progress=False)
     with warnings.catch_warnings():

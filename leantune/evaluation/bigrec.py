@@ -161,6 +161,10 @@ def evaluate_loaded(model, tokenizer, dataset, samples: Sequence, cfg: BigrecEva
                              stop_at_newline=cfg.stop_at_newline)
     start = time.perf_counter()
     if todo:
+        if cfg.gen_dtype != "float32":
+            from ..device import warn_if_bf16_emulated
+
+            warn_if_bf16_emulated(next(model.parameters()).device.type, f"--gen-dtype {cfg.gen_dtype}")
         gen_model = with_dtype(model, cfg.gen_dtype)
         for sample, text in zip(todo, generate_texts(gen_model, tokenizer, prompts, gen, progress, save_batch)):
             done[sample.sample_id] = text

@@ -159,6 +159,10 @@ class EffortModel:
         config.validate()
         self.config = config
         self.device = torch.device(device)
+        if config.dtype != "float32":
+            from ..device import warn_if_bf16_emulated
+
+            warn_if_bf16_emulated(self.device.type, f"--opt effort_dtype={config.dtype}")
         base, self.tokenizer = load_model(config.model, self.weights_dtype(config), "cpu")
         n_layers = base.config.num_hidden_layers
         if any(not -n_layers <= i < n_layers for i in config.layers):

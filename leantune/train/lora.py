@@ -261,15 +261,13 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     # LoRA initialisation must not depend on whether the model was already cached.
     resolve_model(model_spec)
     transformers.set_seed(cfg.seed)
-    from ..device import bf16_training_warning, resolve_device
+    from ..device import resolve_device, warn_if_bf16_emulated
 
     device = resolve_device(cfg.device)
     use_cpu = device == "cpu"
     bf16 = cfg.uses_bf16(device)
-    if bf16 and (slow := bf16_training_warning(device)):
-        from ..errors import LeantuneWarning
-
-        warnings.warn(slow, LeantuneWarning, stacklevel=2)
+    if bf16:
+        warn_if_bf16_emulated(device, "--bf16")
 
     model, tokenizer = load_model(model_spec, dtype="float32", device="cpu")
     tokenizer.padding_side = "right"
