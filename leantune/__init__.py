@@ -65,6 +65,8 @@ _LAZY = {
     # paired comparison of runs, test-set sizing and seed planning (`leantune compare`, `leantune power`)
     "compare": "leantune.evaluation.compare:compare",
     "read_comparison": "leantune.evaluation.compare:read_comparison",
+    "compare_by_group": "leantune.evaluation.compare_groups:compare_by_group",
+    "read_grouped_comparison": "leantune.evaluation.compare_groups:read_grouped_comparison",
     "seed_plan": "leantune.evaluation.compare:seed_plan",
     "seed_paired": "leantune.evaluation.compare:seed_paired",
     "load_evaluation": "leantune.evaluation.compare:load_evaluation",

@@ -14,9 +14,11 @@ Each RUN is a run folder (with eval/per_unit.jsonl), an evaluation folder (with 
 
 For each method against the baseline: the difference, a 95% paired bootstrap interval over units (over products for attribute metrics), a two-sided paired permutation p-value, the spread from units and from seeds, and the minimum detectable effect at 80% power.
 
-Writes OUT/comparison.md, OUT/comparison.json and OUT/forest.png.
+Writes OUT/comparison.md, OUT/comparison.json and OUT/forest.png. With --by attribute (attribute evaluations), the same comparison also runs within each attribute's questions, with Benjamini-Hochberg adjusted p-values (q) over all attributes, into OUT/by-attribute.md, .json and .png.
 
 Example: leantune compare 'runs/run-games-*-b256-s*' --baseline random --metric recall@20 --with-base --out runs/compare-b256
+
+Example: leantune compare runs/eval-a runs/eval-b --name a --name b --baseline a --metric f1 --by attribute --out runs/compare-ab
 """
 
 POWER_HELP = """Minimum detectable effect of a test set: the smallest absolute difference of a 0/1-like per-unit metric (rate --rate) that two unpaired runs on --units units tell apart from zero (two-sided --alpha) with probability --power. Paired comparisons of correlated runs detect less; use this to size --test-users conservatively.
@@ -43,9 +45,11 @@ def compare_cmd(
     alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level (the interval is 1-alpha)."),
     power: float = typer.Option(0.8, "--power", help="Power of the minimum detectable effect."),
     shared_units: bool = typer.Option(False, "--shared-units", help="Pair over the units every run was evaluated on (e.g. a run on 100 of the test products against one on all 500) instead of refusing runs on different units; how many units each run lost is printed and written."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also compare within each group of units: 'attribute' (attribute evaluations: each attribute's questions), with Benjamini-Hochberg adjusted p-values over the groups; writes OUT/by-attribute.md/.json/.png."),
 ) -> None:
     from ..errors import LeantuneError
     from ..evaluation.compare import base_evaluation, compare, expand_paths, load_evaluation
+    from ..evaluation.compare_groups import compare_by_group
 
     paths = expand_paths(runs)
     if names and len(names) != len(paths):
@@ -53,12 +57,16 @@ def compare_cmd(
     evaluations = [load_evaluation(p, name=names[i] if names else None) for i, p in enumerate(paths)]
     if with_base:
         evaluations.append(base_evaluation(_run_folder(paths[0])))
-    result = compare(evaluations, baseline=baseline, metric=metric, n_boot=boot, n_perm=perm, seed=seed,
-                     alpha=alpha, power=power, shared=shared_units)
+    kwargs = dict(baseline=baseline, metric=metric, n_boot=boot, n_perm=perm, seed=seed, alpha=alpha, power=power, shared=shared_units)
+    grouped = compare_by_group(evaluations, by=by, **kwargs) if by is not None else None
+    result = grouped.overall if grouped is not None else compare(evaluations, **kwargs)
     folder = out or Path("runs") / f"compare-{metric}"
-    files = result.write(folder)
+    files = list(result.write(folder).values())
+    if grouped is not None:
+        files += list(grouped.write(folder).values())
+        typer.echo(grouped.to_markdown())
     typer.echo(result.to_markdown())
-    typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
+    typer.echo("wrote " + ", ".join(str(p) for p in files))
 
 
 def _run_folder(path: Path) -> Path:

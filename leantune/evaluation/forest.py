@@ -45,3 +45,51 @@ def forest_plot(comparison, path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def grouped_forest_plot(grouped, path) -> Path:
+    """Write a PNG forest plot of ``grouped`` (``leantune.evaluation.compare_groups.GroupedComparison``):
+    one panel per method against the baseline, one row per group (largest on top) and the overall
+    difference as a shaded band. Blue: the group's adjusted q is below α; gray: it is not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    path = Path(path)
+    o = grouped.overall
+    alpha = o.settings.get("alpha", 0.05)
+    level = round(100 * (1 - alpha))
+    methods, groups = grouped.methods, list(grouped.groups)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods) + 2.0, 1.2 + 0.24 * max(len(groups), 1)),
+                             sharey=True, squeeze=False)
+    try:
+        ys = list(range(len(groups)))[::-1]  # largest group on top
+        for ax, name in zip(axes[0], methods):
+            total = o.row(name)
+            ax.axvspan(total.ci_low, total.ci_high, color="tab:orange", alpha=0.15, label=f"all {grouped.by}s ({level}% CI)")
+            ax.axvline(total.diff, color="tab:orange", linewidth=1.0)
+            for y, group in zip(ys, groups):
+                r = grouped.groups[group].row(name)
+                color = "tab:blue" if grouped.q_values[group][name] < alpha else "tab:gray"
+                ax.errorbar([r.diff], [y], xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="o", color=color,
+                            ecolor=color, capsize=2, markersize=3, linewidth=0.8)
+            ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+            ax.set_title(f"{name} − {o.baseline}", fontsize=9)
+            ax.set_xlabel(f"Δ {o.metric}", fontsize=8)
+            ax.grid(axis="x", alpha=0.3)
+            ax.tick_params(labelsize=7)
+        axes[0][0].set_yticks(ys)
+        axes[0][0].set_yticklabels([f"{g} ({grouped.groups[g].n_units})" for g in groups])
+        axes[0][0].set_ylim(-0.7, len(groups) - 0.3)
+        axes[0][0].legend(loc="lower left", fontsize=7)
+        fig.suptitle(f"{o.metric} per {grouped.by} vs {o.baseline}: paired {level}% CI; blue where the "
+                     f"Benjamini–Hochberg q < {alpha:g}", fontsize=9)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,170 @@
+"""Paired comparison per group of test units: for attribute extraction, per attribute.
+
+``compare_by_group(evaluations, by="attribute")`` cuts every run to the questions of one attribute
+at a time and runs ``compare`` on each cut, so every attribute gets the same paired statistics as
+the whole test set (difference to the baseline, bootstrap interval, permutation p-value, paired
+minimum detectable effect). Many attributes mean many tests: beside each p-value stands its
+Benjamini–Hochberg adjusted value (``q``, over every attribute and method of the table), which is
+the one to read before calling any single attribute's difference real.
+
+Within one attribute a product holds one question, so the resampled unit is the question; the
+overall comparison (all attributes) still resamples whole products.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import LeantuneError, ParameterError
+from ..io import atomic_path, read_json, write_json
+from .compare import Comparison, Evaluation, _check_same_units, _f, compare, shared_units
+
+GROUPINGS = ("attribute",)
+GROUP_FILE = "by-{by}"  # .md, .json and .png written beside comparison.*
+
+
+def unit_group(unit: str, by: str) -> str | None:
+    """The group of test unit ``unit`` (``by="attribute"``: the attribute of a '<product>::<attribute>'
+    question id); None when the unit has no such group."""
+    if by == "attribute":
+        from ..tasks.attributes_data import QUESTION_SEP
+
+        _, sep, attribute = unit.partition(QUESTION_SEP)
+        return attribute if sep and attribute else None
+    raise ParameterError("by", repr(by), f"choose one of {', '.join(GROUPINGS)}")
+
+
+@dataclass
+class GroupedComparison:
+    """``compare`` over all units (``overall``) and within each group of units (``groups``, largest first),
+    with Benjamini–Hochberg adjusted p-values ``q_values[group][method]`` over the whole table, and for
+    attribute units ``valued[group]``: the questions with a gold value (what F1's recall counts)."""
+
+    by: str
+    overall: Comparison
+    groups: dict[str, Comparison]
+    q_values: dict[str, dict[str, float]]
+    valued: dict[str, int] | None = None
+
+    @property
+    def methods(self) -> list[str]:
+        return [r.name for r in self.overall.rows]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (``from_dict`` reads it back)."""
+        return {"by": self.by, "overall": self.overall.to_dict(),
+                "groups": {k: c.to_dict() for k, c in self.groups.items()}, "q_values": self.q_values, "valued": self.valued}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GroupedComparison:
+        """The inverse of ``to_dict``."""
+        return cls(by=data["by"], overall=Comparison.from_dict(data["overall"]),
+                   groups={k: Comparison.from_dict(c) for k, c in data["groups"].items()}, q_values=data["q_values"],
+                   valued=data.get("valued"))
+
+    def significant(self, method: str, alpha: float | None = None) -> list[str]:
+        """The groups where ``method`` differs from the baseline at false-discovery rate ``alpha``
+        (default: the comparison's α), largest group first."""
+        alpha = self.overall.settings["alpha"] if alpha is None else alpha
+        return [g for g in self.groups if self.q_values[g][method] < alpha]
+
+    def to_markdown(self) -> str:
+        """One table per method against the baseline: a row per group, then the overall row."""
+        o, s = self.overall, self.overall.settings
+        level = round(100 * (1 - s["alpha"]))
+        lines = []
+        valued = self.valued
+        for name in self.methods:
+            lines += [f"### {name} vs {o.baseline}, per {self.by}", "",
+                      f"| {self.by} | units |{' with a value |' if valued else ''} {o.baseline} {o.metric} | {name} {o.metric} | Δ | "
+                      f"{level}% CI | p | q (BH) | paired MDE |",
+                      f"|---|---:|{'---:|' if valued else ''}---:|---:|---:|---|---:|---:|---:|"]
+            for group, c in [*self.groups.items(), (f"**all {self.by}s**", o)]:
+                r = c.row(name)
+                q = self.q_values[group][name] if group in self.q_values else None
+                mark = "**" if q is not None and q < s["alpha"] else ""
+                n_valued = f" {valued.get(group, sum(valued.values()))} |" if valued else ""
+                lines.append(f"| {group} | {c.n_units} |{n_valued} {_f(c.baseline_value)} | {_f(r.value)} | {mark}{_f(r.diff, sign=True)}{mark} | "
+                             f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {r.p_value:.3g} | "
+                             f"{'' if q is None else f'{q:.3g}'} | {_f(r.mde_paired)} |")
+            n_sig = len(self.significant(name))
+            lines += ["", f"{n_sig} of {len(self.groups)} {self.by}s differ at a false-discovery rate of {s['alpha']:g} "
+                          f"(bold: q < {s['alpha']:g}).", ""]
+        lines += [
+            f"Each {self.by}'s row is `leantune compare` on that {self.by}'s units alone: Δ = {o.metric} of the method "
+            f"minus the baseline's (seeds averaged), a paired bootstrap interval ({s['n_boot']} resamples, seed {s['seed']}), "
+            "a two-sided paired permutation p and the paired minimum detectable effect at "
+            f"{round(100 * s['power'])}% power; q: Benjamini–Hochberg adjusted p over all "
+            f"{sum(len(v) for v in self.q_values.values())} tests of this file. A group with few units shows only "
+            "large differences (its MDE says how large; 0 where no unit's answer differs)"
+            + ("; F1 and recall count only the questions with a gold value, so an attribute with few of them is "
+               "measured on those few" if valued else "") + ". The last row is the comparison over all units.",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir) -> dict[str, Path]:
+        """Write ``by-<by>.md``, ``by-<by>.json`` and ``by-<by>.png`` into ``out_dir``; return their paths."""
+        from .forest import grouped_forest_plot
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = GROUP_FILE.format(by=self.by)
+        files = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json", "plot": out / f"{stem}.png"}
+        o = self.overall
+        with atomic_path(files["markdown"]) as tmp:
+            tmp.write_text(f"# Paired comparison per {self.by}: {o.metric} vs {o.baseline}\n\n" + self.to_markdown())
+        write_json(files["json"], self.to_dict())
+        grouped_forest_plot(self, files["plot"])
+        return files
+
+
+def read_grouped_comparison(folder, by: str = "attribute") -> GroupedComparison:
+    """The grouped comparison that ``GroupedComparison.write`` saved in ``folder``."""
+    return GroupedComparison.from_dict(read_json(Path(folder) / f"{GROUP_FILE.format(by=by)}.json"))
+
+
+def compare_by_group(evaluations: Sequence[Evaluation], by: str = "attribute", baseline: str | None = None,
+                     metric: str = "f1", n_boot: int = 10000, n_perm: int = 10000, seed: int = 0,
+                     alpha: float = 0.05, power: float = 0.8, shared: bool = False) -> GroupedComparison:
+    """``compare`` over all units and within each group of units (see the module docstring).
+
+    ``by="attribute"`` needs attribute evaluations (units are '<product>::<attribute>' question ids).
+    The same arguments as ``compare``; ``seed`` gives every group the same bootstrap and permutation
+    streams, so re-running gives identical numbers.
+    """
+    from scipy.stats import false_discovery_control
+
+    evaluations = list(evaluations)
+    if not evaluations:
+        raise LeantuneError("nothing to compare: no evaluations given")
+    if by not in GROUPINGS:
+        raise ParameterError("by", repr(by), f"choose one of {', '.join(GROUPINGS)}")
+    dropped: dict[str, int] = {}
+    if shared:
+        evaluations, dropped = shared_units(evaluations)
+    _check_same_units(evaluations)
+    members: dict[str, set[str]] = {}
+    for unit in evaluations[0].units:
+        group = unit_group(unit, by)
+        if group is None:
+            raise LeantuneError(f"{evaluations[0].label}: unit {unit!r} has no {by} (per-{by} comparison needs attribute "
+                                "evaluations, whose units are '<product>::<attribute>' questions)")
+        members.setdefault(group, set()).add(unit)
+    kwargs = dict(baseline=baseline, metric=metric, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, power=power)
+    overall = compare(evaluations, **kwargs)
+    if dropped:
+        overall.settings["dropped_units"] = dropped
+    groups = {}
+    for group in sorted(members, key=lambda g: (-len(members[g]), g)):
+        cut = [replace(ev, rows=[r for r in ev.rows if r["unit"] in members[group]]) for ev in evaluations]
+        groups[group] = compare(cut, **kwargs)
+    keys = [(g, r.name) for g, c in groups.items() for r in c.rows]
+    q = false_discovery_control([groups[g].row(m).p_value for g, m in keys], method="bh") if keys else []
+    q_values: dict[str, dict[str, float]] = {g: {} for g in groups}
+    for (g, m), value in zip(keys, q):
+        q_values[g][m] = float(value)
+    rows = evaluations[0].rows
+    valued = ({g: sum(int(r["valued"]) for r in rows if r["unit"] in members[g]) for g in groups}
+              if all("valued" in r for r in rows) else None)
+    return GroupedComparison(by=by, overall=overall, groups=groups, q_values=q_values, valued=valued)
