@@ -48,6 +48,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = False) -> Path:
+    """Write matplotlib figure ``fig`` to ``path`` as a PNG (atomically, like every artefact), then close it.
+    ``tight``: crop to the drawn area (``bbox_inches="tight"``)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
 def json_safe(x: Any) -> Any:
     """``x`` with every non-finite float (in nested dicts, lists and tuples too) kept as its string
     ("nan", "inf", "-inf"): JSON has no NaN/inf, and a reader can still tell such a value apart."""

@@ -69,3 +69,19 @@ def test_json_safe_keeps_non_finite_floats_as_strings_at_any_depth(tmp_path):
     write_json(tmp_path / "x.json", safe)  # strict JSON: no NaN/Infinity tokens
     text = (tmp_path / "x.json").read_text()
     assert "NaN" not in text and "Infinity" not in text and read_json(tmp_path / "x.json") == safe
+
+
+def test_save_figure_writes_a_png_in_one_step_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leantune.io import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = save_figure(fig, tmp_path / "plot.png", dpi=50, tight=True)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]  # no temporary file left behind
+    assert not plt.fignum_exists(fig.number)

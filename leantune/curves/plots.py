@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..io import save_figure
 
 
 def _plt():
@@ -19,10 +19,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    return save_figure(fig, path, dpi=120, tight=True)
 
 
 def _label_sizes(ax, sizes) -> None:

@@ -15,7 +15,7 @@ def forest_plot(comparison, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..io import save_figure
 
     path = Path(path)
     rows = list(comparison.rows)
@@ -40,10 +40,9 @@ def forest_plot(comparison, path) -> Path:
                      f"({comparison.baseline_value:.4f}), {units}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        save_figure(fig, path)
     finally:
-        plt.close(fig)
+        plt.close(fig)  # also when drawing failed
     return path
 
 
@@ -56,7 +55,7 @@ def grouped_forest_plot(grouped, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..io import save_figure
 
     path = Path(path)
     o = grouped.overall
@@ -88,8 +87,7 @@ def grouped_forest_plot(grouped, path) -> Path:
         fig.suptitle(f"{o.metric} per {grouped.by} vs {o.baseline}: paired {level}% CI; blue where the "
                      f"Benjamini–Hochberg q < {alpha:g}", fontsize=9)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        save_figure(fig, path)
     finally:
-        plt.close(fig)
+        plt.close(fig)  # also when drawing failed
     return path

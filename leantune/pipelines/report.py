@@ -153,7 +153,7 @@ def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..io import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
@@ -194,7 +194,5 @@ def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None
         ax.set(ylabel="Recall@K (mean over users)", title=f"Recall@K, {users}, 95% bootstrap intervals")
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True

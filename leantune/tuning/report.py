@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..io import atomic_path, write_json
+from ..io import atomic_path, save_figure, write_json
 from .analysis import SearchRecords, TrialRecord, early_vs_final, load_records, ranking_by_fraction
 from .study import public_url
 
@@ -12,11 +12,7 @@ PLOTS = ("score_vs_trial.png", "lr_vs_alpha.png", "valid_loss.png", "early_vs_fi
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, tight=True)
 
 
 def _plot_scores(rec: SearchRecords, path: Path) -> None:
