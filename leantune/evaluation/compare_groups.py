@@ -98,8 +98,8 @@ class GroupedComparison:
             f"{round(100 * s['power'])}% power; q: Benjamini–Hochberg adjusted p over all "
             f"{sum(len(v) for v in self.q_values.values())} tests of this file. A group with few units shows only "
             "large differences (its MDE says how large; 0 where no unit's answer differs)"
-            + ("; F1 and recall count only the questions with a gold value, so an attribute with few of them is "
-               "measured on those few" if valued else "") + ". The last row is the comparison over all units.",
+            + ("; recall counts only the questions with a gold value and precision only those answered with a value, "
+               "so an attribute with few of them is measured on those few" if valued else "") + ". The last row is the comparison over all units.",
         ]
         return "\n".join(lines) + "\n"
 
