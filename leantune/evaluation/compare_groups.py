@@ -18,21 +18,25 @@ from typing import Sequence
 
 from ..errors import LeantuneError, ParameterError
 from ..io import atomic_path, read_json, write_json
-from .compare import Comparison, Evaluation, _check_same_units, _f, compare, shared_units
+from .compare import Comparison, Evaluation, _f, compare, shared_units
 
 GROUPINGS = ("attribute",)
 GROUP_FILE = "by-{by}"  # .md, .json and .png written beside comparison.*
 
 
+def _check_by(by: str) -> None:
+    if by not in GROUPINGS:
+        raise ParameterError("by", repr(by), f"choose one of {', '.join(GROUPINGS)}")
+
+
 def unit_group(unit: str, by: str) -> str | None:
     """The group of test unit ``unit`` (``by="attribute"``: the attribute of a '<product>::<attribute>'
     question id); None when the unit has no such group."""
-    if by == "attribute":
-        from ..tasks.attributes_data import QUESTION_SEP
+    _check_by(by)
+    from ..tasks.attributes_data import QUESTION_SEP
 
-        _, sep, attribute = unit.partition(QUESTION_SEP)
-        return attribute if sep and attribute else None
-    raise ParameterError("by", repr(by), f"choose one of {', '.join(GROUPINGS)}")
+    _, sep, attribute = unit.partition(QUESTION_SEP)
+    return attribute if sep and attribute else None
 
 
 @dataclass
@@ -138,19 +142,23 @@ def compare_by_group(evaluations: Sequence[Evaluation], by: str = "attribute", b
     evaluations = list(evaluations)
     if not evaluations:
         raise LeantuneError("nothing to compare: no evaluations given")
-    if by not in GROUPINGS:
-        raise ParameterError("by", repr(by), f"choose one of {', '.join(GROUPINGS)}")
+    _check_by(by)
     dropped: dict[str, int] = {}
     if shared:
         evaluations, dropped = shared_units(evaluations)
-    _check_same_units(evaluations)
+    # Groups from the first run, before any resampling; the overall compare checks that every run has its units.
     members: dict[str, set[str]] = {}
-    for unit in evaluations[0].units:
-        group = unit_group(unit, by)
+    valued: dict[str, int] | None = {}
+    for row in evaluations[0].rows:
+        group = unit_group(row["unit"], by)
         if group is None:
-            raise LeantuneError(f"{evaluations[0].label}: unit {unit!r} has no {by} (per-{by} comparison needs attribute "
+            raise LeantuneError(f"{evaluations[0].label}: unit {row['unit']!r} has no {by} (per-{by} comparison needs attribute "
                                 "evaluations, whose units are '<product>::<attribute>' questions)")
-        members.setdefault(group, set()).add(unit)
+        members.setdefault(group, set()).add(row["unit"])
+        if valued is not None and "valued" not in row:
+            valued = None  # not attribute rows: no gold-value count
+        elif valued is not None:
+            valued[group] = valued.get(group, 0) + int(row["valued"])
     kwargs = dict(baseline=baseline, metric=metric, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, power=power)
     overall = compare(evaluations, **kwargs)
     if dropped:
@@ -164,7 +172,5 @@ def compare_by_group(evaluations: Sequence[Evaluation], by: str = "attribute", b
     q_values: dict[str, dict[str, float]] = {g: {} for g in groups}
     for (g, m), value in zip(keys, q):
         q_values[g][m] = float(value)
-    rows = evaluations[0].rows
-    valued = ({g: sum(int(r["valued"]) for r in rows if r["unit"] in members[g]) for g in groups}
-              if all("valued" in r for r in rows) else None)
-    return GroupedComparison(by=by, overall=overall, groups=groups, q_values=q_values, valued=valued)
+    return GroupedComparison(by=by, overall=overall, groups=groups, q_values=q_values,
+                             valued=None if valued is None else {g: valued[g] for g in groups})
