@@ -14,21 +14,15 @@ process's peak memory after each path's warm-up (the answer-only path runs first
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import shlex
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, load_average, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, write_json  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def parse_args(argv=None):
@@ -128,13 +122,13 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_before = [round(x, 1) for x in os.getloadavg()]
+    load_before = load_average()
     rows = [measure(args.model, args)]
     command = "python3 benchmarks/bench_answer_logits.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     result = {
         "command": command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}",
-        "load_avg_before": load_before, "load_avg_after": [round(x, 1) for x in os.getloadavg()],
+        "machine": machine_summary(),
+        "load_avg_before": load_before, "load_avg_after": load_average(),
         "precision": "fp32" if args.no_bf16 else "bf16 autocast", "micro_batch_size": args.micro_batch_size,
         "rounds": args.rounds, "models": rows,
     }

@@ -22,22 +22,16 @@ processes (or one GPU shared by several processes) fill one work folder side by 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import read_json, write_json  # noqa: E402
 from leantune.tasks.attributes_generate import GENERATION_LOG  # noqa: E402
 from leantune.train.config import ALL_LINEAR  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 MODULES = {"qv": ("q_proj", "v_proj"), "all": ALL_LINEAR}
 
 
@@ -469,7 +463,7 @@ def report(args) -> str:
             cmp.write(out / f"vs-{baseline}-{metric}")
             summary[f"vs-{baseline}-{metric}"] = cmp.to_dict()
             lines += ["", f"### {metric} against {baseline} (paired over test products, seeds averaged)", "", cmp.to_markdown()]
-    lines += ["", f"Report written on {platform.machine()}, {os.cpu_count()} CPUs (no timing in this report depends on it)."]
+    lines += ["", f"Report written on {machine_summary(threads=False)} (no timing in this report depends on it)."]
     text = "\n".join(lines) + "\n"
     (out / "README.md").write_text(text)
     write_json(out / "summary.json", summary)

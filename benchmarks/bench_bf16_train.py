@@ -13,32 +13,14 @@ products, where autocast is slower (why ``--bf16`` leaves evaluation in fp32). W
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, load_average, machine_summary  # first: puts the repo on sys.path, the hub offline
 
-from leantune.device import cpu_native_bf16  # noqa: E402
+from leantune.device import cpu_model, cpu_native_bf16  # noqa: E402
 from leantune.io import atomic_path, write_json  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_args(argv=None):
@@ -104,9 +86,9 @@ def main(argv=None) -> None:
     command = "python3 benchmarks/bench_bf16_train.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     result = {
         "command": command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}",
-        "cpu": _cpu_model(), "native_bf16": cpu_native_bf16(),
-        "load_avg": [round(x, 1) for x in os.getloadavg()],
+        "machine": machine_summary(),
+        "cpu": cpu_model(), "native_bf16": cpu_native_bf16(),
+        "load_avg": load_average(),
         "tokens_per_round": tokens, "steps": len(batches), "micro_batch_size": args.micro_batch_size,
         "train_s": times, "train_tokens_per_s": {k: tokens / v for k, v in best.items()},
         "train_speedup_bf16": best["fp32"] / best["bf16"],

@@ -26,8 +26,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import write_json  # noqa: E402
 from leantune.paths import cache_dir, display_path  # noqa: E402

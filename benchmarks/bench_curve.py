@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, load_average, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.curves import CurveConfig, learning_curve  # noqa: E402
 from leantune.curves.runner import resolve_recipe  # noqa: E402
 from leantune.train import parse_target_modules  # noqa: E402
 from leantune.io import atomic_path, json_safe, write_json  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def parse_args(argv=None):
@@ -160,7 +155,7 @@ def main(argv=None) -> None:
     cfg, recipe = build_config(args)
     print(recipe.describe(), flush=True)
     command = "python3 benchmarks/bench_curve.py " + shlex.join(_without_note(argv if argv is not None else sys.argv[1:]))
-    load_before = [round(x, 1) for x in os.getloadavg()]
+    load_before = load_average()
     start = time.perf_counter()
     # Relative to where it runs: the run records name their adapters by this path (no machine paths in git).
     args.work = args.work or Path(os.path.relpath(RESULTS / "curve-cells" / args.name))
@@ -170,10 +165,10 @@ def main(argv=None) -> None:
     extra_steps = {m: paired_steps(args.work, result.run.rows, m, seed=cfg.seed) for m in args.step_metrics}
     extra_steps = {m: st for m, st in extra_steps.items() if st is not None}
     info = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": machine_summary(threads=False),
         "threads": torch.get_num_threads(),
         "load_before": load_before,
-        "load_after": [round(x, 1) for x in os.getloadavg()],
+        "load_after": load_average(),
         "wall_s": time.perf_counter() - start,
         "note": args.note,
         "extra_steps": extra_steps,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -37,16 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 import torch  # noqa: E402
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import atomic_path, write_json  # noqa: E402
 from leantune.scoring.effort import EffortConfig, EffortModel, StageTimer  # noqa: E402
-
 
 
 def spearman(a, b) -> float:
@@ -254,7 +250,7 @@ def main(argv=None) -> dict:
     result = {
         "command": "python3 benchmarks/bench_effort.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": machine_summary(str(device)),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

@@ -27,19 +27,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, write_json  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 GAMES_TEST_USERS = 8696
 
 
@@ -168,7 +164,7 @@ def main(argv=None) -> None:
     rows: list[dict] = []
     notes: list[str] = []
     report = {"command": "python3 benchmarks/bench_generation.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+              "machine": machine_summary(),
               "load_at_start": _load()}
     if args.users:
         report["bigrec"] = bigrec_part(args, rows, notes)

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # first: puts the repo on sys.path, the hub offline
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.errors import LeantuneError  # noqa: E402

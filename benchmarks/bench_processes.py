@@ -15,8 +15,6 @@ Writes ``benchmarks/results/processes-<model>.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -24,13 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, load_average, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, write_json  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def parse_args(argv=None):
@@ -103,14 +97,12 @@ def measure(args) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import torch
-
-    load_before = [round(x, 1) for x in os.getloadavg()]
+    load_before = load_average()
     row = measure(args)
     command = "python3 benchmarks/bench_processes.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     result = {
-        "command": command, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-        "load_avg_before": load_before, "load_avg_after": [round(x, 1) for x in os.getloadavg()],
+        "command": command, "machine": machine_summary(),
+        "load_avg_before": load_before, "load_avg_after": load_average(),
         "precision": "fp32" if args.no_bf16 else "bf16 autocast", "dropout": args.dropout, "cores": args.cores, "batch_size": args.batch_size,
         "micro_batch_size": args.micro_batch_size, "rounds": args.rounds, "models": [row],
     }

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # first: puts the repo on sys.path, the hub offline
 
 from leantune.device import free_port  # noqa: E402
 from leantune.io import write_json  # noqa: E402

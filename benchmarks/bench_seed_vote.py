@@ -19,8 +19,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _common  # noqa: F401  (puts the repo on sys.path, the hub offline)
 
 from leantune.errors import LeantuneError  # noqa: E402
 from leantune.io import write_json  # noqa: E402

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, read_json, write_json, write_jsonl  # noqa: E402
 
@@ -196,7 +193,7 @@ def report(args, work) -> str:
     lines = ["# Pruning OA-Mine as an SFT dataset (`--task sft`)", "",
              f"`python3 benchmarks/bench_sft_pruning.py {' '.join(sys.argv[1:])}`".replace("  ", " "), "",
              f"Model {args.model}; budgets {args.budgets}; seeds {args.seeds}; test products: "
-             f"{args.eval_limit or 'all'}; machine {platform.machine()}, {os.cpu_count()} CPUs.", ""]
+             f"{args.eval_limit or 'all'}; machine {machine_summary(threads=False)}.", ""]
     old = args.out / "sft-pruning.json"
     summary = read_json(old) if old.is_file() else {}
     for budget in args.budgets:

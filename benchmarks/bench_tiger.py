@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -30,9 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from _common import ROOT, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.io import parse_options, write_json  # noqa: E402
@@ -308,7 +304,7 @@ def main():
         "command": command,
         "settings": {**vars(args), "work": display_path(args.work), "out": display_path(args.out),
                      "surrogate_dir": display_path(args.surrogate_dir) if args.surrogate_dir else None},
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}",
+        "machine": f"{machine_summary(args.device)}, device {args.device}",
         "test_users": runs["full"][0]["test_users"],
         "test_users_total": len(ds.test_samples),
         "configs": {"full": asdict(full_cfg), "pruned": asdict(pruned_cfg)},

@@ -38,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, json_safe, write_json  # noqa: E402
 from leantune.tuning import EarlySearch, SyntheticRunner, TuneConfig, load_records, load_space, rank_agreement  # noqa: E402

@@ -54,9 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import ROOT  # first: puts the repo on sys.path, the hub offline
 
 import bench_tuning  # noqa: E402  (the runner factory, the seed interval and the per-unit comparison)
 from leantune.errors import LeantuneError, ParameterError  # noqa: E402

@@ -16,12 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, read_json  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def parse_args(argv=None):

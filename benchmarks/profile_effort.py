@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -25,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 import torch  # noqa: E402
 
@@ -103,7 +100,7 @@ def markdown(r: dict, command: str) -> str:
     lines = ["# Where effort spends its time (SmolLM2-135M, Games prompts, CPU)", "",
              f"`{command}`", "",
              f"{r['samples']} seeded Games training samples, {r['tokens']} tokens (mean {r['mean_tokens']:.0f}), batch "
-             f"{r['batch_size']}, {r['threads']} torch thread(s), {platform.machine()}, {os.cpu_count()} CPUs; "
+             f"{r['batch_size']}, {r['threads']} torch thread(s), {machine_summary(threads=False)}; "
              f"1/5/15-min load average {r['load_before']} before and {r['load_after']} after "
              "(the load includes other jobs running beside this one: read the shares, not the absolute seconds).", "",
              "| part | " + " | ".join(f"{n} s | share" for n in names) + " |",

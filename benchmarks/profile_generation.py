@@ -15,13 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import atomic_path, write_json  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 # Multiply-adds per token of SmolLM2-135M: 30 layers of 3.54 M weights, plus the 28.3 M-weight output
 # layer for a decoding row (prompt encoding keeps only the last position's logits).
 LAYER_WEIGHTS, HEAD_WEIGHTS = 30 * 3.54e6, 49152 * 576

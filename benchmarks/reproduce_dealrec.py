@@ -25,18 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from _common import ROOT, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.errors import LeantuneError  # noqa: E402
 from leantune.io import read_json, write_json  # noqa: E402
@@ -573,7 +569,7 @@ def report(args, cells, work) -> str:
              f"Budget {args.budget} of 49,156 training samples (2%); TIGER `small` preset, recipe of `leantune run --recommender tiger`; "
              f"scores per seed from the surrogate `leantune surrogate train --data games` wrote with its defaults; "
              f"every model evaluated on {'all' if not args.test_users else args.test_users} test users "
-             "(constrained beam search, beam 20). Machine: " + f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU; "
+             "(constrained beam search, beam 20). Machine: " + f"{machine_summary(threads=False)}; "
              "one torch thread per process, two processes side by side.", ""]
     lines += [f"**{len(done)} of {len(cells)} cells finished.**" + (f" Missing: {', '.join(missing)}." if missing else ""), ""]
     result = {"done": sorted(done), "missing": missing, "comparisons": {}}

@@ -1,5 +1,6 @@
-"""The one place that turns a ``--device`` value into a torch device name, and the free local port
-that processes working together on this machine (DDP training, launched scorers, test servers) meet on."""
+"""The one place that turns a ``--device`` value into a torch device name, describes the machine a
+timing was taken on, and finds the free local port that processes working together on this machine
+(DDP training, launched scorers, test servers) meet on."""
 from __future__ import annotations
 
 from .errors import ParameterError
@@ -48,6 +49,51 @@ def warn_if_bf16_emulated(device: str, setting: str = "--bf16") -> None:
         from .errors import LeantuneWarning
 
         warnings.warn(message, LeantuneWarning, stacklevel=3)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` in /proc/cpuinfo on Linux), else ``platform.processor()``,
+    else the architecture (``x86_64``)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages, rounded to 0.1 ([] where the OS has none)."""
+    import os
+
+    try:
+        return [round(x, 1) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return []
+
+
+def machine_summary(device: str = "cpu", threads: bool = True) -> str:
+    """One line naming what a timing ran on, for reports: the CPU model, its core count and native bf16
+    (bf16 training runs 20x slower on a CPU without it), the GPU when ``device`` is CUDA, torch's version
+    and, with ``threads``, this process's torch thread count, e.g.
+    ``AMD EPYC, 2 CPUs, native bf16: none, torch 2.13.0+cpu, 2 threads``. Pass ``threads=False`` where
+    the timed work ran in other processes or with a thread count the report states itself."""
+    import os
+
+    import torch
+
+    bf16 = cpu_native_bf16() or "none"
+    parts = [cpu_model(), f"{os.cpu_count()} CPUs", f"native bf16: {bf16}"]
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(torch.device(device))}")
+    parts.append(f"torch {torch.__version__}")
+    if threads:
+        parts.append(f"{torch.get_num_threads()} threads")
+    return ", ".join(parts)
 
 
 def free_port() -> int:
