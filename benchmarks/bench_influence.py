@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from _common import ROOT  # first: puts the repo on sys.path, the hub offline
+from _common import ROOT, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.data import load_dataset  # noqa: E402
 from leantune.errors import LeantuneError  # noqa: E402
@@ -132,8 +132,8 @@ def surrogate_machine(meta: dict) -> str:
 
 def machine(load_before: float) -> str:
     load = os.getloadavg()
-    return (f"{os.cpu_count()} CPU cores (1-min load average {load_before:.1f} before the timed runs, {load[0]:.1f} at the end; "
-            f"this benchmark's own threads count), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    return (f"{machine_summary()} (1-min load average {load_before:.1f} before the timed runs, {load[0]:.1f} at the end; "
+            "this benchmark's own threads count)")
 
 
 def shown(path: Path) -> str:
