@@ -44,8 +44,11 @@ def _umask() -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` to ``path`` atomically as strict JSON (what any JSON reader accepts, jq and
+    browsers too): a non-finite float is written as its string ("nan", "inf", "-inf"; see
+    :func:`json_safe`), and :func:`read_float` turns such a field back into a float."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n")
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = False) -> Path:
@@ -73,6 +76,26 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def read_float(value: Any, field: str = "value") -> float | None:
+    """A float field read back from a file :func:`write_json` wrote: a number as a float, the strings
+    it writes for non-finite floats ("nan", "inf", "-inf") as those floats, ``None`` as ``None``;
+    anything else is a one-line :class:`~leantune.errors.DataError` naming ``field``."""
+    from .errors import DataError
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise DataError(field, f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.lower() in _NON_FINITE:
+        return _NON_FINITE[value.lower()]
+    raise DataError(field, f"expected a number, got {value!r}")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     from .errors import DataError
 
@@ -87,10 +110,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(path, f"invalid JSON ({exc.msg})", exc.lineno) from None
 
 
+def read_loss_history(rows: list[dict], where: str = "history") -> list[dict]:
+    """Training-history rows (``{"step", "epoch", "train_loss", "valid_loss", ...}``) read back from JSON
+    with every ``*_loss`` field a float again (:func:`read_float`): a diverged run's "nan" is NaN."""
+    return [{k: read_float(v, f"{where} {k}") if k.endswith("_loss") else v for k, v in row.items()} for row in rows]
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         for row in rows:
-            fh.write(json.dumps(row, default=_jsonable) + "\n")
+            fh.write(json.dumps(json_safe(row), default=_jsonable, allow_nan=False) + "\n")
 
 
 def iter_jsonl(path: str | os.PathLike, missing: str = "file not found"):
@@ -240,14 +269,14 @@ def _first_undecodable_line(path: Path) -> tuple[int | None, int | None]:
 
 
 def _jsonable(obj: Any):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+    if hasattr(obj, "tolist"):  # numpy and torch values: their NaN/inf become strings too
+        return json_safe(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "__dataclass_fields__"):
         from dataclasses import asdict
 
-        return asdict(obj)
+        return json_safe(asdict(obj))
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from leantune.io import json_safe, read_json, write_json
 
 
@@ -69,6 +71,41 @@ def test_json_safe_keeps_non_finite_floats_as_strings_at_any_depth(tmp_path):
     write_json(tmp_path / "x.json", safe)  # strict JSON: no NaN/Infinity tokens
     text = (tmp_path / "x.json").read_text()
     assert "NaN" not in text and "Infinity" not in text and read_json(tmp_path / "x.json") == safe
+
+
+def test_write_json_and_jsonl_write_strict_json_and_read_float_restores_non_finite_values(tmp_path):
+    """No NaN/Infinity token even where a caller skips json_safe, numpy values and dataclasses too."""
+    import json
+    import math
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from leantune.errors import DataError
+    from leantune.io import read_float, read_jsonl, read_loss_history, write_jsonl
+
+    @dataclass
+    class Row:
+        loss: float
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+
+    value = {"loss": float("nan"), "np": np.float32("inf"), "arr": np.array([1.0, -np.inf]), "row": Row(float("nan")), "ok": 0.5}
+    write_json(tmp_path / "x.json", value)
+    back = strict((tmp_path / "x.json").read_text())
+    assert back == {"loss": "nan", "np": "inf", "arr": [1.0, "-inf"], "row": {"loss": "nan"}, "ok": 0.5}
+    write_jsonl(tmp_path / "x.jsonl", [{"f1": float("nan")}, {"f1": np.float64(0.25)}])
+    assert [strict(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()] == read_jsonl(tmp_path / "x.jsonl")
+    assert read_jsonl(tmp_path / "x.jsonl") == [{"f1": "nan"}, {"f1": 0.25}]
+
+    assert math.isnan(read_float(back["loss"])) and read_float(back["np"]) == math.inf and read_float(back["arr"][1]) == -math.inf
+    assert read_float(0.5) == 0.5 and read_float(3) == 3.0 and isinstance(read_float(3), float) and read_float(None) is None
+    for bad in ("0.5x", True, [1.0]):
+        with pytest.raises(DataError, match="^valid_loss: expected a number, got"):
+            read_float(bad, "valid_loss")
+    rows = read_loss_history([{"step": 2, "train_loss": "inf", "valid_loss": None, "status": "nan"}])
+    assert rows == [{"step": 2, "train_loss": math.inf, "valid_loss": None, "status": "nan"}]  # only *_loss fields
 
 
 def test_save_figure_writes_a_png_in_one_step_and_closes_the_figure(tmp_path):

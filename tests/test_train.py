@@ -11,6 +11,7 @@ import torch
 from leantune.errors import LeantuneError
 from leantune.tasks.base import TextExample
 from leantune.train import FinetuneConfig, finetune, latest_checkpoint, load_finetuned
+from leantune.train.config import FinetuneResult
 from leantune.train.data import IGNORE_INDEX, tokenize_example
 
 EXAMPLES = [
@@ -155,6 +156,20 @@ def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path)
     assert all(torch.equal(kept[k], good[k]) for k in good)
     saved = json.loads((tmp_path / "nan" / "result.json").read_text())
     assert saved["status"] == "diverged"
+
+
+def test_a_result_with_non_finite_losses_round_trips_through_strict_json(tmp_path):
+    from leantune.io import read_json, write_json
+
+    history = [{"epoch": 0.5, "step": 1, "train_loss": 2.5, "valid_loss": 2.4},
+               {"epoch": 1.0, "step": 2, "train_loss": float("nan"), "valid_loss": float("inf")}]
+    result = FinetuneResult(adapter_dir=tmp_path / "adapter", status="diverged", steps=2, total_steps=4, tokens_seen=10,
+                            history=history, best_valid_loss=2.4, wall_s=1.5, reason="non-finite loss")
+    write_json(tmp_path / "result.json", result.to_dict())
+    assert '"train_loss": "nan"' in (tmp_path / "result.json").read_text()  # strict JSON, no NaN token
+    back = FinetuneResult.from_dict(read_json(tmp_path / "result.json"))
+    assert math.isnan(back.history[1]["train_loss"]) and back.history[1]["valid_loss"] == math.inf
+    assert back.history[0] == history[0] and back.best_valid_loss == 2.4 and back.adapter_dir == tmp_path / "adapter"
 
 
 def test_nan_training_loss_without_validation_is_caught_before_the_step(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import read_json, read_jsonl
+from ..io import read_float, read_json, read_jsonl, read_loss_history
 
 KS = (5, 10, 20, 50)
 
@@ -54,7 +54,7 @@ def write_run_report(run) -> dict[str, Path]:
         lines.append("not evaluated yet")
     lines += ["", "## Fine-tuning", ""]
     if ft:
-        best = ft.get("best_valid_loss")
+        best = read_float(ft.get("best_valid_loss"), "best_valid_loss")
         lines.append(
             f"status **{ft['status']}** after {ft['steps']} of {ft['total_steps']} optimizer steps; "
             f"{ft['n_train']} training / {ft['n_valid']} validation examples; {ft['tokens_seen']:,} tokens seen; "
@@ -157,6 +157,7 @@ def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
+    history = read_loss_history(history)  # a diverged run's "nan" (io.write_json) as a float again
     train = [(h["step"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
     valid = [(h["step"], h["valid_loss"]) for h in history if h.get("valid_loss") is not None]
     if train:

@@ -156,6 +156,12 @@ class FinetuneResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneResult":
+        """The result ``to_dict`` gave, read back from JSON: the losses a diverged run wrote as "nan" or
+        "inf" (``io.write_json``) come back as floats."""
+        from ..io import read_float, read_loss_history
+
         data = dict(data)
         data["adapter_dir"] = Path(data["adapter_dir"]) if data.get("adapter_dir") else None
+        data["best_valid_loss"] = read_float(data.get("best_valid_loss"), "best_valid_loss")
+        data["history"] = read_loss_history(data.get("history", []))
         return cls(**data)

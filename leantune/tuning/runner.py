@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import LeantuneError
-from ..io import read_json, write_json
+from ..io import read_json, read_loss_history, write_json
 
 # Statuses a run can end in. 'paused' = stopped at the requested fraction with a resumable checkpoint.
 OK_STATUSES = ("paused", "finished", "early_stopped")
@@ -153,6 +153,7 @@ class SyntheticRunner:
         state_path = out_dir / "synthetic_state.json"
         total = self.total_steps(params)
         state = read_json(state_path) if state_path.exists() else {"params": params, "steps": 0, "segments": [], "history": []}
+        state["history"] = read_loss_history(state["history"], str(state_path))
         if state["params"] != params:
             raise LeantuneError(f"{state_path}: checkpoint was trained with other hyperparameters")
         target = total if fraction is None else max(1, min(total, math.ceil(fraction * total)))
