@@ -92,8 +92,15 @@ def machine_summary(device: str = "cpu", threads: bool = True) -> str:
         parts.append(f"GPU {torch.cuda.get_device_name(torch.device(device))}")
     parts.append(f"torch {torch.__version__}")
     if threads:
-        parts.append(f"{torch.get_num_threads()} threads")
+        parts.append(f"{torch_threads()} threads")
     return ", ".join(parts)
+
+
+def torch_threads() -> int:
+    """The CPU threads torch computes with in this process (``OMP_NUM_THREADS``, ``torch.set_num_threads``)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def free_port() -> int:

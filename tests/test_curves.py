@@ -428,6 +428,24 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
         measure_costs(cfg, steps=1)
     measured = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None)
     assert measured["s_per_step"] > 0 and measured["s_per_eval_unit"] > 0 and measured["threads"] >= 1
+    assert "base model" in measured["eval_source"]  # no folder to learn from: the base model's upper estimate
+    # With the folder: its fine-tuned runs evaluated on this machine with these threads price the evaluation
+    # (each run records both); a run made on another machine is left out.
+    import statistics
+
+    from leantune.curves.plan import finished_eval_cost
+    from leantune.device import machine_summary
+    from leantune.io import read_json, write_json
+
+    rows = [read_json(run_dir(out, n, 0) / "result.json") for n in (2, 4)]
+    assert all(r["machine"] == machine_summary(threads=False) and r["threads"] >= 1 for r in rows)
+    assert finished_eval_cost(out, plan.eval_units) == (statistics.median(r["eval_s"] / 2 for r in rows), 2)
+    measured = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None, out=out)
+    assert measured["s_per_eval_unit"] == statistics.median(r["eval_s"] / 2 for r in rows)
+    assert "median of 2 fine-tuned run(s) in the folder" in measured["eval_source"]
+    write_json(run_dir(out, 4, 0) / "result.json", {**rows[1], "machine": "Another CPU"})
+    assert finished_eval_cost(out, plan.eval_units) == (rows[0]["eval_s"] / 2, 1)
+    assert finished_eval_cost(tmp_path / "empty", plan.eval_units) is None
 
     result = CliRunner().invoke(app, ["curve", "--data", str(folder), "--model", "tiny", "--sizes", "0,2,4", "--seeds", "2",
                                       "--eval-limit", "2", "--out", str(tmp_path / "other"), "--plan", "--plan-steps", "0", "--quiet"])

@@ -139,7 +139,7 @@ def curve(
             raise typer.BadParameter("at least 2 (the first step is a warm-up), or 0 to time nothing", param_hint="--plan-steps")
         built = built or make_task(task, options)
         planned = plan_curve(cfg, out, task=built)
-        costs = measure_costs(cfg, built, steps=plan_steps) if plan_steps and planned.missing else None
+        costs = measure_costs(cfg, built, steps=plan_steps, out=out) if plan_steps and planned.missing else None
         for line in planned.lines(costs):
             print(line)
         return

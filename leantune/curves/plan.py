@@ -6,10 +6,12 @@ need (an interrupted run resumes from its newest checkpoint) and their test eval
 test units on this machine; ``CurvePlan.lines`` turns both into the core-hours the missing runs
 need. The estimate is linear in steps and evaluated units: it leaves out model loading and the first
 step's warm-up, and a few timed units stand for all of them, so read it to the nearest factor of two.
+The evaluation is priced from the fine-tuned runs the folder already holds where they were evaluated on
+this machine with this many torch threads (``finished_eval_cost``); before any such run, from the base
+model, whose answers run longer than a fine-tuned model's (an upper estimate).
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -74,7 +76,8 @@ class CurvePlan:
             out.append(f"checkpointed: {self.checkpointed_steps:,} steps of interrupted runs, which resume from them ({runs})")
         if costs:
             out.append(f"measured here ({costs['threads']} torch thread(s), load average {costs['load_avg']}): "
-                       f"{costs['s_per_step']:.1f} s per optimizer step, {costs['s_per_eval_unit']:.1f} s per test unit")
+                       f"{costs['s_per_step']:.1f} s per optimizer step, {costs['s_per_eval_unit']:.1f} s per test unit "
+                       f"({costs.get('eval_source', 'timed here')})")
             total = self.estimate_s(costs)
             if total is None:
                 out.append("estimate: the task cannot count its whole test split before running; pass --eval-limit")
@@ -104,18 +107,47 @@ def plan_curve(cfg: CurveConfig, out: str | Path, task=None) -> CurvePlan:
         steps = 0 if seed is None else cfg.steps_for(size)
         done = 0 if cached or seed is None else min(checkpointed_steps(folder / "train"), steps)
         runs.append(PlannedRun(size, seed, steps, cached, done))
-    eval_units = cfg.eval_limit
+    return CurvePlan(runs, cfg.batch_size, _eval_units(cfg, task), cfg.schedule_label())
+
+
+def _eval_units(cfg: CurveConfig, task) -> int | None:
+    """Test units each evaluation of ``cfg`` answers: ``--eval-limit`` capped at the test split's size
+    (None when the task cannot count its test split before running and no limit is set)."""
     size = task.eval_size("test")
-    if size is not None:
-        eval_units = min(eval_units, size) if eval_units else size
-    return CurvePlan(runs, cfg.batch_size, eval_units, cfg.schedule_label())
+    if size is None:
+        return cfg.eval_limit
+    return min(cfg.eval_limit, size) if cfg.eval_limit else size
 
 
-def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int = 2, log=print) -> dict:
+def finished_eval_cost(out: str | Path, eval_units: int | None, device: str = "cpu") -> tuple[float, int] | None:
+    """(median seconds per test unit, runs it rests on) over the fine-tuned runs in curve folder ``out``
+    that were evaluated on ``eval_units`` units on this machine (``machine_summary``) with as many torch
+    threads as this process has; None when there is none (runs made before runs recorded their machine
+    count as made elsewhere)."""
+    import statistics
+
+    from ..device import machine_summary, resolve_device, torch_threads
+    from ..io import read_json
+
+    if not eval_units:
+        return None
+    here, threads = machine_summary(resolve_device(device), threads=False), torch_threads()
+    per_unit = []
+    for path in sorted(Path(out).glob("runs/size*-seed*/result.json")):
+        row = read_json(path)
+        if row.get("machine") == here and row.get("threads") == threads and row.get("size") and row.get("eval_s"):
+            per_unit.append(float(row["eval_s"]) / eval_units)
+    return (statistics.median(per_unit), len(per_unit)) if per_unit else None
+
+
+def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int = 2, log=print,
+                  out: str | Path | None = None) -> dict:
     """Seconds per optimizer step of ``cfg``'s recipe (the median step after the first, on random
-    training units) and per evaluated test unit, in a throw-away folder. The evaluation is timed on the
-    base model after one unit of warm-up; a base model's answers often run longer than a fine-tuned
-    one's, so this part tends to be an upper estimate."""
+    training units) and per evaluated test unit, in a throw-away folder. The evaluation cost comes from
+    the fine-tuned runs curve folder ``out`` holds, where it has some evaluated here
+    (``finished_eval_cost``); otherwise it is timed on the base model after one unit of warm-up, and a
+    base model's answers often run longer than a fine-tuned one's, so that part is an upper estimate.
+    ``eval_source`` says which."""
     import statistics
     from dataclasses import replace
 
@@ -123,7 +155,7 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
     import torch
     from transformers import TrainerCallback
 
-    from ..device import resolve_device
+    from ..device import load_average, resolve_device
     from ..models.llm import load_model, load_tokenizer
     from ..train import finetune
 
@@ -152,10 +184,18 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
     with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
         finetune(cfg.model, train, None, Path(tmp) / "train", ft, progress=False, callbacks=[Clock()])
     step_s = [b - a for a, b in zip(stamps, stamps[1:])]
-    log(f"timing the evaluation of {eval_units + 1} test units")
-    model, tok = load_model(cfg.model, device=resolve_device(cfg.device))
-    task.evaluate_units(model, tok, split="test", limit=1, seed=cfg.eval_seed)  # warm-up
-    start = time.perf_counter()
-    task.evaluate_units(model, tok, split="test", limit=eval_units, seed=cfg.eval_seed + 1)
-    return {"s_per_step": statistics.median(step_s[1:]), "s_per_eval_unit": (time.perf_counter() - start) / eval_units,
-            "threads": torch.get_num_threads(), "load_avg": [round(x, 1) for x in os.getloadavg()]}
+    costs = {"s_per_step": statistics.median(step_s[1:]), "threads": torch.get_num_threads()}
+    finished = finished_eval_cost(out, _eval_units(cfg, task), cfg.device) if out is not None else None
+    if finished:
+        costs["s_per_eval_unit"], n = finished
+        costs["eval_source"] = f"evaluation: the median of {n} fine-tuned run(s) in the folder, evaluated on this machine"
+    else:
+        log(f"timing the evaluation of {eval_units + 1} test units")
+        model, tok = load_model(cfg.model, device=resolve_device(cfg.device))
+        task.evaluate_units(model, tok, split="test", limit=1, seed=cfg.eval_seed)  # warm-up
+        start = time.perf_counter()
+        task.evaluate_units(model, tok, split="test", limit=eval_units, seed=cfg.eval_seed + 1)
+        costs["s_per_eval_unit"] = (time.perf_counter() - start) / eval_units
+        costs["eval_source"] = ("evaluation timed on the base model, whose answers run longer than a fine-tuned "
+                                "model's: an upper estimate")
+    return {**costs, "load_avg": load_average()}

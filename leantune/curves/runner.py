@@ -11,7 +11,6 @@ Folder layout (every file written atomically; re-running finishes only what is m
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from ..errors import LeantuneError, ParameterError
 from ..io import read_json, write_json
 from ..io import refuse_other_settings
-from ..device import resolve_device
+from ..device import load_average, machine_summary, resolve_device, torch_threads
 from ..tasks.base import DEFAULT_CURVE_SIZES as DEFAULT_SIZES
 from ..tasks.base import apply_recipe
 from ..train.config import ALL_LINEAR, FinetuneConfig
@@ -469,7 +468,9 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
             earlier = ((row.get("train") or {}).get("wall_s") or 0) + (row.get("eval_s") or 0)
             row["wall_s"] = max(time.perf_counter() - start, earlier)
             row["method"] = cfg.method
-            row["load_avg"] = [round(x, 1) for x in os.getloadavg()]  # timings on a shared CPU need this context
+            row["load_avg"] = load_average()  # timings on a shared CPU need this context, and the machine
+            row["machine"] = machine_summary(resolve_device(cfg.device), threads=False)  # AMX or not: bf16 differs 20x
+            row["threads"] = torch_threads()
             write_json(path, row)
         finally:
             lock.release()
