@@ -37,6 +37,9 @@ def test_run_twice_reuses_finished_stages(tiny_rec_folder, tmp_path, monkeypatch
     assert set(metrics) >= {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
     report = (out / "report.md").read_text()
     assert "fine-tuned" in report and "base (no fine-tuning)" in report and "| finetune | finished |" in report
+    from leantune.device import machine_summary
+
+    assert f"Trained on: {machine_summary('cpu')}" in report  # the machine beside the wall times
     assert (out / "report.png").stat().st_size > 1000
     assert run.outputs("evaluate_base")["n_users"] == run.outputs("evaluate")["n_users"] == 4
 

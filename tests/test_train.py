@@ -156,6 +156,9 @@ def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path)
     assert all(torch.equal(kept[k], good[k]) for k in good)
     saved = json.loads((tmp_path / "nan" / "result.json").read_text())
     assert saved["status"] == "diverged"
+    from leantune.device import machine_summary
+
+    assert saved["machine"] == result.machine == machine_summary("cpu")  # what the timing (wall_s) ran on
 
 
 def test_a_result_with_non_finite_losses_round_trips_through_strict_json(tmp_path):

@@ -63,6 +63,8 @@ def write_run_report(run) -> dict[str, Path]:
         )
         if ft.get("reason"):
             lines.append(f"\n{ft['reason']}")
+        if ft.get("machine"):
+            lines.append(f"\nTrained on: {ft['machine']}")
     lines += ["", "## Wall time per stage", "", "| stage | status | wall time |", "|---|---|---|"]
     for name, stage in run.stages.items():
         if name == "report":

@@ -148,6 +148,9 @@ class FinetuneResult:
     reason: str = ""
     n_train: int = 0
     n_valid: int = 0
+    # What the sitting that ended the run trained on (``device.machine_summary``: CPU model, native bf16,
+    # GPU, torch threads); wall_s counts every sitting of a resumed run. "" in results written before.
+    machine: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)

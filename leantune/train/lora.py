@@ -115,6 +115,7 @@ def _rank_main(rank: int, world: int, port: int, job: tuple) -> None:
 def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, target, stop_after_fraction, progress, previous,
            callbacks) -> FinetuneResult | None:
     """The training loop of ``finetune`` (one process, or one rank of several: only rank 0 writes)."""
+    from ..device import machine_summary, resolve_device
     from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_wall
 
     start = time.perf_counter()
@@ -163,6 +164,7 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
         reason=reason,
         n_train=len(train),
         n_valid=len(valid),
+        machine=machine_summary(resolve_device(cfg.device)),
     )
     write_json(out / "result.json", result.to_dict())
     return result
