@@ -226,6 +226,33 @@ def test_seeds_are_averaged_and_their_spread_reported():
     assert r.ci_total_low is None and "units + seeds" in c2.to_markdown()  # one baseline seed: no seed spread to add
 
 
+def test_a_method_declared_deterministic_adds_no_seed_spread_and_gets_the_units_plus_seeds_interval():
+    """A greedy zero-shot baseline (one run, no seed to vary) against 3 training seeds: the units + seeds
+    interval is Δ ± t_df·sqrt(unit SE² + sd_m²/3), the method's seeds alone."""
+    from scipy.stats import t as student_t
+
+    base = rec_rows([0, 1, 0, 0, 1, 0, 0, 0])
+    seeds = [rec_rows([1, 1, 0, 0, 1, 0, 1, 0]), rec_rows([1, 1, 1, 1, 1, 0, 1, 0]), rec_rows([0, 1, 0, 0, 1, 0, 0, 1])]
+    runs = [ev("m", rows, i) for i, rows in enumerate(seeds)] + [ev("zero-shot", base, 0)]
+    plain = compare(runs, baseline="zero-shot", n_boot=500, n_perm=500)
+    assert plain.row("m").ci_total_low is None and plain.groups["zero-shot"].seed_sd is None  # unknown spread
+    c = compare(runs, baseline="zero-shot", n_boot=500, n_perm=500, deterministic=["zero-shot"])
+    r, sd_m = c.row("m"), np.std([4 / 8, 6 / 8, 3 / 8], ddof=1)
+    assert c.groups["zero-shot"].seed_sd == 0.0 and r.seed_se_diff == pytest.approx(sd_m / math.sqrt(3))
+    assert (r.diff, r.ci_low, r.ci_high, r.unit_se) == (plain.row("m").diff, plain.row("m").ci_low, plain.row("m").ci_high,
+                                                        plain.row("m").unit_se)  # the paired figures do not change
+    total = r.unit_se ** 2 + sd_m ** 2 / 3
+    df = total ** 2 / ((sd_m ** 2 / 3) ** 2 / 2)  # Welch–Satterthwaite: the only seed part is m's, 3 - 1 df
+    half = student_t.ppf(0.975, df) * math.sqrt(total)
+    assert (r.ci_total_low, r.ci_total_high) == pytest.approx((r.diff - half, r.diff + half))
+    assert c.settings["deterministic"] == ["zero-shot"] and "deterministic" not in plain.settings
+    assert "Declared deterministic (one run, seed spread 0): zero-shot" in c.to_markdown()
+    with pytest.raises(LeantuneError, match=r"^deterministic 'greedy': not among the methods: m, zero-shot"):
+        compare(runs, deterministic=["greedy"], n_boot=50, n_perm=50)
+    with pytest.raises(LeantuneError, match=r"^deterministic 'm': 3 runs given"):
+        compare(runs, deterministic=["m"], n_boot=50, n_perm=50)
+
+
 def test_seed_paired_takes_the_spread_of_the_per_seed_differences():
     """Seeds as blocks: a seed that lifts the method and the baseline alike leaves Δ_s steady, so the
     interval paired by seed is narrow where the one that treats both sides as independent is not."""
@@ -378,6 +405,11 @@ def test_cli_compare_writes_table_and_files(tmp_path):
     shared = CliRunner().invoke(app, args + ["--shared-units"])
     assert shared.exit_code == 0, (shared.output, shared.exception)
     assert "Paired over the 20 units every run shares; units left out: 40 of " in shared.output
+    declared = CliRunner().invoke(app, ["compare", str(runs / "run-random-s0"), str(runs / "run-dealrec-s*"), "--out",
+                                        str(tmp_path / "det"), "--boot", "200", "--perm", "200", "--deterministic", "random"])
+    assert declared.exit_code == 0, (declared.output, declared.exception)
+    assert "Declared deterministic (one run, seed spread 0): random" in declared.output
+    assert json.loads((tmp_path / "det" / "comparison.json").read_text())["rows"][0]["ci_total_low"] is not None
 
     # Errors are one-line LeantuneErrors.
     bad = CliRunner().invoke(app, ["compare", str(runs / "nope-*"), "--out", str(out)])

@@ -45,6 +45,7 @@ def compare_cmd(
     alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level (the interval is 1-alpha)."),
     power: float = typer.Option(0.8, "--power", help="Power of the minimum detectable effect."),
     shared_units: bool = typer.Option(False, "--shared-units", help="Pair over the units every run was evaluated on (e.g. a run on 100 of the test products against one on all 500) instead of refusing runs on different units; how many units each run lost is printed and written."),
+    deterministic: List[str] = typer.Option([], "--deterministic", help="A method no training seed varies (e.g. zero-shot with greedy decoding), given as one run: its seed spread is taken as 0, so rows against it get the units + seeds interval from the other method's seeds alone (repeat per method)."),
     by: Optional[str] = typer.Option(None, "--by", help="Also compare within each group of units: 'attribute' (attribute evaluations: each attribute's questions), with Benjamini-Hochberg adjusted p-values over the groups; writes OUT/by-attribute.md/.json/.png."),
 ) -> None:
     from ..errors import LeantuneError
@@ -57,7 +58,8 @@ def compare_cmd(
     evaluations = [load_evaluation(p, name=names[i] if names else None) for i, p in enumerate(paths)]
     if with_base:
         evaluations.append(base_evaluation(_run_folder(paths[0])))
-    kwargs = dict(baseline=baseline, metric=metric, n_boot=boot, n_perm=perm, seed=seed, alpha=alpha, power=power, shared=shared_units)
+    kwargs = dict(baseline=baseline, metric=metric, n_boot=boot, n_perm=perm, seed=seed, alpha=alpha, power=power, shared=shared_units,
+                  deterministic=deterministic)
     grouped = compare_by_group(evaluations, by=by, **kwargs) if by is not None else None
     result = grouped.overall if grouped is not None else compare(evaluations, **kwargs)
     folder = out or Path("runs") / f"compare-{metric}"

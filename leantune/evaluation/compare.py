@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import DataError, LeantuneError
+from ..errors import DataError, LeantuneError, ParameterError
 from ..io import read_json, read_jsonl, write_json
 from ..paths import display_path
 from .units import PER_UNIT_FILE
@@ -398,6 +398,8 @@ class Comparison:
             "MDE units + seeds: the smallest Δ that interval detects at the same power with these seeds (it shrinks "
             "towards the paired MDE as seeds are added).",
             "",
+            *([f"Declared deterministic (one run, seed spread 0): {', '.join(s['deterministic'])}; a row against it "
+               "has a units + seeds interval from the other method's seeds alone.", ""] if s.get("deterministic") else []),
             *([f"Paired over the {self.n_units} units every run shares; units left out: "
                + ", ".join(f"{n} of {label}" for label, n in s["dropped_units"].items()) + ".", ""] if "dropped_units" in s else []),
             f"With {self.n_units} units a difference smaller than {_f(self.mde_planning)} ({_pct(self.mde_planning_rel, sign=False)} relative) "
@@ -545,14 +547,16 @@ def shared_units(evaluations: Sequence[Evaluation]) -> tuple[list[Evaluation], d
 
 def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metric: str = "recall@20",
             n_boot: int = 10000, n_perm: int = 10000, seed: int = 0, alpha: float = 0.05,
-            power: float = 0.8, shared: bool = False) -> Comparison:
+            power: float = 0.8, shared: bool = False, deterministic: Sequence[str] = ()) -> Comparison:
     """Paired comparison of methods (groups of runs by name, one run per seed) against a baseline method.
 
     All evaluations must cover the identical set of units (rows are aligned by unit id), unless
     ``shared``: then each is cut to the units all of them share (``shared_units``) and the units
     each one lost are recorded in ``settings["dropped_units"]``. The baseline defaults to "random"
-    when present, else the first method. See the module docstring for the statistics; the same
-    ``seed`` gives identical numbers.
+    when present, else the first method. ``deterministic`` names methods that no training seed
+    varies (e.g. zero-shot with greedy decoding): each is given as one run, and its seed spread is
+    taken as 0, so its rows get the units + seeds interval from the other side's seeds alone. See the
+    module docstring for the statistics; the same ``seed`` gives identical numbers.
     """
     evaluations = list(evaluations)
     if not evaluations:
@@ -575,6 +579,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         baseline = "random" if "random" in groups_evs else next(iter(groups_evs))
     elif baseline not in groups_evs:
         raise LeantuneError(f"baseline {baseline!r} is not among the methods: {', '.join(groups_evs)}")
+    deterministic = _check_deterministic(deterministic, groups_evs)
     _check_same_units(evaluations)
     m = _resolve_metric(metric, evaluations)
     n_units, per_run = _cluster_totals(evaluations, m)
@@ -590,7 +595,7 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
     for name, evs in groups_evs.items():
         per_seed = m.stat(cluster_data[name].sum(axis=1))  # (R,)
         values = [float(v) for v in per_seed]
-        sd = float(np.std(per_seed, ddof=1)) if len(values) > 1 else None
+        sd = float(np.std(per_seed, ddof=1)) if len(values) > 1 else (0.0 if name in deterministic else None)
         groups[name] = GroupSummary(name=name, seeds=[ev.seed for ev in evs], values=values,
                                     value=float(np.mean(per_seed)), seed_sd=sd, paths=[display_path(ev.path) for ev in evs])
     names = list(groups_evs)
@@ -667,8 +672,21 @@ def compare(evaluations: Sequence[Evaluation], baseline: str | None = None, metr
         n_clusters=n_clusters, groups=groups, rows=rows, mde_planning=mde_planning,
         mde_planning_rel=_rel(mde_planning, base_value),
         settings={"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "alpha": alpha, "power": power,
-                  **({"dropped_units": dropped} if shared else {})},
+                  **({"dropped_units": dropped} if shared else {}),
+                  **({"deterministic": deterministic} if deterministic else {})},
     )
+
+
+def _check_deterministic(names: Sequence[str], groups_evs: dict[str, list]) -> list[str]:
+    """The methods declared deterministic, checked: each is among the methods and given as one run."""
+    names = sorted(set(names))
+    for name in names:
+        if name not in groups_evs:
+            raise ParameterError("deterministic", repr(name), f"not among the methods: {', '.join(groups_evs)}")
+        if len(groups_evs[name]) != 1:
+            raise ParameterError("deterministic", repr(name), f"{len(groups_evs[name])} runs given; a method no seed varies is "
+                                 "compared from one run (several would measure a seed spread instead)")
+    return names
 
 
 def _with_seeds(diff: float, unit_se: float, g: GroupSummary, b: GroupSummary, alpha: float, power: float,

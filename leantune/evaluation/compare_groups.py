@@ -130,7 +130,8 @@ def read_grouped_comparison(folder, by: str = "attribute") -> GroupedComparison:
 
 def compare_by_group(evaluations: Sequence[Evaluation], by: str = "attribute", baseline: str | None = None,
                      metric: str = "f1", n_boot: int = 10000, n_perm: int = 10000, seed: int = 0,
-                     alpha: float = 0.05, power: float = 0.8, shared: bool = False) -> GroupedComparison:
+                     alpha: float = 0.05, power: float = 0.8, shared: bool = False,
+                     deterministic: Sequence[str] = ()) -> GroupedComparison:
     """``compare`` over all units and within each group of units (see the module docstring).
 
     ``by="attribute"`` needs attribute evaluations (units are '<product>::<attribute>' question ids).
@@ -159,7 +160,8 @@ def compare_by_group(evaluations: Sequence[Evaluation], by: str = "attribute", b
             valued = None  # not attribute rows: no gold-value count
         elif valued is not None:
             valued[group] = valued.get(group, 0) + int(row["valued"])
-    kwargs = dict(baseline=baseline, metric=metric, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, power=power)
+    kwargs = dict(baseline=baseline, metric=metric, n_boot=n_boot, n_perm=n_perm, seed=seed, alpha=alpha, power=power,
+                  deterministic=deterministic)
     overall = compare(evaluations, **kwargs)
     if dropped:
         overall.settings["dropped_units"] = dropped
