@@ -23,6 +23,7 @@ from pathlib import Path
 from _common import RESULTS, load_average, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.curves import CurveConfig, learning_curve  # noqa: E402
+from leantune.curves.analysis import machines  # noqa: E402
 from leantune.curves.runner import resolve_recipe  # noqa: E402
 from leantune.train import parse_target_modules  # noqa: E402
 from leantune.io import atomic_path, json_safe, write_json  # noqa: E402
@@ -81,6 +82,7 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         "",
         f"Machine: {info['machine']}; torch threads {info['threads']}; load average before/after {info['load_before']} / {info['load_after']}"
         " (a CPU shared with other jobs: absolute times are inflated).",
+        f"Runs made on: {machines(result.run.rows)}.",
         f"Wall time of this call: {info['wall_s']:.0f} s ({result.run.trained} runs trained now, {result.run.cached} read from the cache); "
         f"sum of the runs' own wall times (training + evaluation, whenever they ran): {sum(r.get('wall_s') or 0 for r in result.run.rows):.0f} s.",
         "",

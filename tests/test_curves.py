@@ -694,3 +694,14 @@ def test_results_json_keeps_unreached_saturation_as_a_string(tmp_path):
     assert data["analysis"]["saturation"] == {"n_star": "inf", "interval": [1000.0, "inf"]}
     assert data["analysis"]["by_size"]["10"]["mean"] == 0.2
     assert data["runs"][1]["f1"] == "nan"
+
+
+def test_machines_names_where_a_curves_runs_ran_and_counts_the_unrecorded_ones():
+    from leantune.curves.analysis import machines, table_rows
+
+    rows = [{"size": 0, "seed": None, "metrics": {}, "machine": "CPU A", "threads": 2},
+            {"size": 4, "seed": 0, "metrics": {}, "machine": "CPU A", "threads": 2},
+            {"size": 4, "seed": 1, "metrics": {}, "machine": "CPU B", "threads": 1},
+            {"size": 8, "seed": 0, "metrics": {}}]
+    assert machines(rows) == "CPU A, 2 threads (2 runs); CPU B, 1 thread (1 run); 1 run made before runs recorded their machine"
+    assert [(r["machine"], r["threads"]) for r in table_rows(rows, [])] == [("CPU A", 2), ("CPU A", 2), ("CPU B", 1), ("", "")]

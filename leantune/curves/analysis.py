@@ -11,7 +11,7 @@ import numpy as np
 from ..io import atomic_path, json_safe, write_json
 from .fit import bootstrap_saturation, fit_curve
 
-TABLE_FIELDS = ("size", "seed", "method", "status", "train_steps", "tokens_seen", "train_s", "eval_s", "wall_s")
+TABLE_FIELDS = ("size", "seed", "method", "status", "train_steps", "tokens_seen", "train_s", "eval_s", "wall_s", "machine", "threads")
 
 
 @dataclass
@@ -36,10 +36,25 @@ def table_rows(rows: list[dict], metric_keys: list[str]) -> list[dict]:
             "size": r["size"], "seed": "" if r["seed"] is None else r["seed"], "method": r.get("method", ""),
             "status": r.get("status", ""), "train_steps": train.get("steps", ""), "tokens_seen": train.get("tokens_seen", ""),
             "train_s": _round(train.get("wall_s")), "eval_s": _round(r.get("eval_s")), "wall_s": _round(r.get("wall_s")),
+            "machine": r.get("machine", ""), "threads": r.get("threads", ""),  # "" for runs made before they were recorded
         }
         row.update({k: r["metrics"].get(k, "") for k in metric_keys})
         out.append(row)
     return out
+
+
+def machines(rows: list[dict]) -> str:
+    """Where a curve's runs ran, for the line beside its timings: each machine with its run count (and
+    torch threads), then the runs made before runs recorded their machine."""
+    from collections import Counter
+
+    made = Counter((r["machine"], r.get("threads")) for r in rows if r.get("machine"))
+    parts = [f"{m}, {t} thread{'s' if t != 1 else ''} ({n} run{'s' if n != 1 else ''})"
+             for (m, t), n in sorted(made.items(), key=lambda kv: -kv[1])]
+    unknown = sum(1 for r in rows if not r.get("machine"))
+    if unknown:
+        parts.append(f"{unknown} run{'s' if unknown != 1 else ''} made before runs recorded their machine")
+    return "; ".join(parts)
 
 
 def _round(v):
