@@ -115,7 +115,8 @@ def _intervals(units: dict) -> list[str]:
 
 def _history(out: Path) -> list[dict]:
     path = out / "finetune" / "result.json"
-    return read_json(path).get("history", []) if path.exists() else []
+    # a diverged run's "nan" (io.write_json) comes back as a float
+    return read_loss_history(read_json(path).get("history", []), str(path)) if path.exists() else []
 
 
 def _examples(out: Path, run, n: int = 5) -> list[str]:
@@ -159,7 +160,6 @@ def _plot(path: Path, history: list[dict], tuned: dict | None, base: dict | None
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
-    history = read_loss_history(history)  # a diverged run's "nan" (io.write_json) as a float again
     train = [(h["step"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
     valid = [(h["step"], h["valid_loss"]) for h in history if h.get("valid_loss") is not None]
     if train:
