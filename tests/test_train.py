@@ -413,3 +413,21 @@ def test_cpu_native_bf16_names_what_torch_reports(monkeypatch):
     assert cpu_native_bf16() == ""
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
     assert cpu_native_bf16() == "unknown"
+
+
+def test_loading_an_adapter_raises_no_peft_plumbing_warning(tmp_path):
+    """peft's own ``is_gradient_checkpointing`` call is deprecated in transformers 5.x; a user loading an
+    adapter for evaluation is not shown that FutureWarning (nothing they can act on)."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from leantune.models.llm import load_model
+
+    model, _ = load_model("tiny")
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(tmp_path / "adapter")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded, _ = load_finetuned("tiny", tmp_path / "adapter")
+    assert any("lora_A" in name for name, _ in loaded.named_parameters())
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

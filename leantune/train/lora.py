@@ -170,6 +170,14 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
     return result
 
 
+def _quiet_peft_plumbing() -> None:
+    """Silence the deprecation warning peft's own calls raise in transformers 5.x (``is_gradient_checkpointing``)
+    when it wraps a model for training or loads an adapter: nothing a user can act on."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def load_finetuned(model_spec: str, adapter_dir, dtype: str = "float32", device: str = "cpu"):
     """The base model with a saved LoRA adapter on top -> ``(peft_model, tokenizer)``."""
     from peft import PeftModel
@@ -180,6 +188,7 @@ def load_finetuned(model_spec: str, adapter_dir, dtype: str = "float32", device:
     if not (adapter_dir / "adapter_config.json").exists():
         raise LeantuneError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
     model, tokenizer = load_model(model_spec, dtype=dtype, device=device)
+    _quiet_peft_plumbing()
     model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     model.to(device)
     model.eval()
@@ -255,10 +264,7 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     from ..models.llm import load_model, resolve_model
     from .callbacks import FiniteWeightsCallback, GuardedTrainer, ProgressCallback, ScheduleCallback
 
-    import warnings
-
-    # Emitted by transformers' own Trainer/peft plumbing in every run; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    _quiet_peft_plumbing()
     # Prepare (convert, or build the tiny model) before seeding: building draws random numbers, and the
     # LoRA initialisation must not depend on whether the model was already cached.
     resolve_model(model_spec)
