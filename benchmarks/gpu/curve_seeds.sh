@@ -87,8 +87,13 @@ if [ "${STAGE:-}" = 1 ]; then
 fi
 
 [ "${STAGE:-}" = 2 ] || { echo "STAGE must be pack, hide, 1, 2 or unhide"; exit 2; }
-if [ -d $C ] && [ ! -L $C ]; then  # a checkout's own curve folder (its committed runs): never replaced
-  echo "refusing: $C is a real folder here; STAGE=2 runs on the GPU machine, where benchmarks/results does not travel"; exit 5
+# A checkout's own curve folder (its committed runs) is never replaced. The device's copy of the working
+# tree keeps the hidden folders' empty directories (seen 2026-12-04): a folder without a file is removed.
+if [ -d $C ] && [ ! -L $C ]; then
+  if [ -n "$(find $C -type f -print -quit)" ]; then
+    echo "refusing: $C holds files here; STAGE=2 runs on the GPU machine, where benchmarks/results does not travel"; exit 5
+  fi
+  rm -r $C
 fi
 export PYTHONPATH=/tmp/site:/tmp/pkgs LEANTUNE_HOME=/tmp/lt
 T0=$(date +%s)
@@ -136,6 +141,7 @@ fi
 for f in $L/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep -v "^\s*$" | tail -n 2; done
 nvidia-smi --query-gpu=name --format=csv,noheader > $L/gpu.txt 2>/dev/null
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" >> $L/gpu.txt
+sed -i "s#$PWD/##g" $L/*.log  # the logs name files relative to the repository root, as the runs do
 mkdir -p $OUT
 # -h: through the link; runs that have not finished have no result.json and stay behind
 tar czhf $OUT/results.tar.gz $R-*/result.json $R-*/per_unit.jsonl $R-*/predictions.jsonl $([ "${EVAL500:-0}" = 1 ] && echo $E) \
