@@ -161,6 +161,24 @@ def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path)
     assert saved["machine"] == result.machine == machine_summary("cpu")  # what the timing (wall_s) ran on
 
 
+def test_finite_weights_check_names_the_first_non_finite_trainable_tensor_and_skips_frozen_ones():
+    from types import SimpleNamespace
+
+    from leantune.train.callbacks import DivergedError, FiniteWeightsCallback
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    net[0].requires_grad_(False)
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")  # frozen: not the run's weights to check
+    check, state = FiniteWeightsCallback(), SimpleNamespace(global_step=7)
+    check.on_step_end(None, state, None, model=net)  # every trainable tensor finite: no error
+    with torch.no_grad():
+        net[2].bias[1] = float("inf")
+        net[1].weight[2, 0] = float("nan")
+    with pytest.raises(DivergedError, match=r"non-finite weights in 1\.weight after step 7"):
+        check.on_step_end(None, state, None, model=net)
+
+
 def test_a_result_with_non_finite_losses_round_trips_through_strict_json(tmp_path):
     from leantune.io import read_json, write_json
 

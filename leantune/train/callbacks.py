@@ -101,14 +101,21 @@ def _finite_everywhere(loss: torch.Tensor) -> bool:
 class FiniteWeightsCallback(TrainerCallback):
     """Raise ``DivergedError`` when an optimizer step left non-finite trainable weights (e.g. from
     overflowing gradients), so such weights are never validated as "good" or checkpointed.
-    Checks only the trainable (LoRA) parameters: cheap next to a training step."""
+    Checks only the trainable (LoRA) parameters: cheap next to a training step, and one wait for the
+    device a step however many tensors they are (an accelerator runs ahead of the host otherwise)."""
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is None:
             return
-        for name, param in model.named_parameters():
-            if param.requires_grad and not torch.isfinite(param.detach()).all():
-                raise DivergedError(f"non-finite weights in {name} after step {state.global_step}; try a lower learning rate")
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not trainable:
+            return
+        where = trainable[0][1].device
+        finite = torch.stack([torch.isfinite(p.detach()).all().to(where) for _, p in trainable])
+        if bool(finite.all()):
+            return
+        name = trainable[int((~finite).nonzero()[0, 0])][0]
+        raise DivergedError(f"non-finite weights in {name} after step {state.global_step}; try a lower learning rate")
 
 
 class ScheduleCallback(TrainerCallback):
