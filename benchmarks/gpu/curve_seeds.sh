@@ -24,6 +24,8 @@
 # benchmarks/results/gpu-curve-seeds-h200/): 0.88 s an optimizer step of 16 products for one run alone,
 # 1.19 s each for two runs side by side. A seed's 403 steps take about 6 minutes alone, so one seed fits
 # one 15-minute lease (the machine's start and the first call took 114 s of device time); two do not.
+# The next lease (seed 1): STAGE=1 27.7 s (73.6 s with the machine's start), STAGE=2 467 s (conversion 27 s,
+# 403 steps in 377 s, the 100-product evaluation 35 s): 566 device-seconds in all, 334 left over.
 #
 # Back here, from the repository root: `tar xzf results.tar.gz` puts each finished run's records into the
 # curve folder and the logs into benchmarks/results/gpu-curve-seeds-h200/logs; `cat adapters.tar.* | tar xf -`
