@@ -419,6 +419,19 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once_in_one_line(tmp_path, monk
     assert capsys.readouterr().err == "warning: slow here\n"
 
 
+def test_micro_batches_on_a_gpu_get_a_one_line_hint_and_never_on_a_cpu():
+    import leantune.device as device
+    from leantune.errors import LeantuneWarning
+
+    hint = device.micro_batch_warning("cuda", 4, 16)
+    assert hint.startswith("--micro-batch-size 4 on cuda: 4 forward passes an optimizer step of 16;") and "\n" not in hint
+    assert "3.8x" in hint and hint.endswith("raise it towards 16 unless GPU memory runs short")
+    assert "3 forward passes an optimizer step of 10" in device.micro_batch_warning("cuda:1", 4, 10)  # the last pass is short
+    assert device.micro_batch_warning("cuda", 16, 16) == "" and device.micro_batch_warning("cpu", 4, 16) == ""
+    with pytest.warns(LeantuneWarning, match="micro-batch-size 8 on cuda"):
+        device.warn_if_small_micro_batches("cuda", 8, 32)
+
+
 def test_cpu_native_bf16_names_what_torch_reports(monkeypatch):
     import torch
 

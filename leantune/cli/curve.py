@@ -73,7 +73,7 @@ def curve(
     steps: Optional[int] = typer.Option(None, "--steps", help="--schedule steps: optimizer steps of every run (default: what the largest size gets under --epochs)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="LoRA learning rate. Default: the recipe's (curve: 1e-3, which suits these short runs; the BIGRec recipe uses 1e-4 over many epochs)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size. Default: the recipe's (curve: 8)."),
-    micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass."),
+    micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass (on a GPU use the whole batch unless memory runs short: 3.8x as fast on an H200, benchmarks/results/gpu-step-time-h200)."),
     r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the recipe's (curve: 8)."),
     alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the recipe's (curve: 16)."),
     target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer; the attribute recipes'). Default: the recipe's (curve: q_proj,v_proj)."),

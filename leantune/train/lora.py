@@ -269,13 +269,14 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     # LoRA initialisation must not depend on whether the model was already cached.
     resolve_model(model_spec)
     transformers.set_seed(cfg.seed)
-    from ..device import resolve_device, warn_if_bf16_emulated
+    from ..device import resolve_device, warn_if_bf16_emulated, warn_if_small_micro_batches
 
     device = resolve_device(cfg.device)
     use_cpu = device == "cpu"
     bf16 = cfg.uses_bf16(device)
     if bf16:
         warn_if_bf16_emulated(device, "--bf16")
+    warn_if_small_micro_batches(device, cfg.micro_batch_size, cfg.batch_size)
 
     model, tokenizer = load_model(model_spec, dtype="float32", device="cpu")
     tokenizer.padding_side = "right"
