@@ -275,6 +275,40 @@ def test_finetune_cli_tiny_question_unit(attr_folder, tmp_path):
     assert again.exit_code == 0 and "2/2 steps" in again.output
 
 
+def test_an_adapter_evaluation_records_and_compare_lists_the_seed_that_trained_it(attr_folder, tmp_path):
+    """The adapter folder carries its training seed; `attributes evaluate` copies it into its settings as
+    train_seed (the evaluation's own seed stays `seed`), and `compare` lists it as the run's seed."""
+    from typer.testing import CliRunner
+
+    from leantune.cli import app
+    from leantune.evaluation.compare import compare, load_evaluation
+    from leantune.train import load_training_record
+
+    runs = {}
+    for train_seed in (3, 5):
+        out = tmp_path / f"ft{train_seed}"
+        result = CliRunner().invoke(app, ["attributes", "finetune", "--data", str(attr_folder), "--model", "tiny", "--train-limit", "4",
+                                          "--max-steps", "1", "--batch-size", "2", "--micro-batch-size", "2", "--eval-limit", "0",
+                                          "--seed", str(train_seed), "--out", str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        adapter = out / "train" / "adapter"
+        assert load_training_record(adapter) == {"model": "tiny", "seed": train_seed}
+        ev = tmp_path / f"ev{train_seed}"
+        result = CliRunner().invoke(app, ["attributes", "evaluate", "--data", str(attr_folder), "--model", "tiny", "--adapter", str(adapter),
+                                          "--limit", "2", "--out", str(ev), "--quiet"])
+        assert result.exit_code == 0, result.output
+        settings = json.loads((ev / "metrics.json").read_text())["settings"]
+        assert settings["train_seed"] == train_seed and settings["seed"] == 0
+        assert load_evaluation(ev).seed == train_seed
+        runs[train_seed] = load_evaluation(ev, name="tiny")
+    assert compare([runs[3], runs[5], load_evaluation(tmp_path / "ev3", name="again")], baseline="tiny", metric="accuracy",
+                   n_boot=200, n_perm=200).groups["tiny"].seeds == [3, 5]
+    zero = tmp_path / "zero"
+    assert CliRunner().invoke(app, ["attributes", "evaluate", "--data", str(attr_folder), "--model", "tiny", "--limit", "2",
+                                    "--seed", "4", "--out", str(zero), "--quiet"]).exit_code == 0
+    assert "train_seed" not in json.loads((zero / "metrics.json").read_text())["settings"] and load_evaluation(zero).seed == 4
+
+
 @pytest.mark.parametrize("unit", ["product", "question"])
 def test_few_shot_prompts_show_solved_same_category_training_products(attr_folder, unit):
     """--shots k: k training products of the product's category precede it as solved user/assistant turns,

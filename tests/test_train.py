@@ -154,6 +154,9 @@ def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path)
     good = adapter_tensors(tmp_path / "nan" / "checkpoints" / "checkpoint-1")
     assert all(torch.isfinite(t).all() for t in kept.values())
     assert all(torch.equal(kept[k], good[k]) for k in good)
+    from leantune.train import load_training_record
+
+    assert load_training_record(result.adapter_dir) == {"model": "tiny", "seed": 0}  # the kept adapter says what trained it
     saved = json.loads((tmp_path / "nan" / "result.json").read_text())
     assert saved["status"] == "diverged"
     from leantune.device import machine_summary
@@ -462,3 +465,14 @@ def test_loading_an_adapter_raises_no_peft_plumbing_warning(tmp_path):
         loaded, _ = load_finetuned("tiny", tmp_path / "adapter")
     assert any("lora_A" in name for name, _ in loaded.named_parameters())
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
+def test_a_training_record_round_trips_and_a_malformed_one_is_refused_naming_its_file(tmp_path):
+    from leantune.train import load_training_record, save_training_record
+
+    assert load_training_record(tmp_path) is None  # an adapter saved before leantune wrote one
+    save_training_record(tmp_path, {"model": "tiny", "seed": 7})
+    assert load_training_record(tmp_path) == {"model": "tiny", "seed": 7}
+    (tmp_path / "leantune_training.json").write_text('{"seed": "7"}')
+    with pytest.raises(LeantuneError, match=r"leantune_training\.json: expected an object with an integer 'seed'"):
+        load_training_record(tmp_path)

@@ -95,13 +95,25 @@ def _curve_run_settings(folder: Path) -> dict | None:
     return {"method": "zero-shot" if record["size"] == 0 else record["method"], "seed": record["seed"]}
 
 
+def _evaluation_settings(folder: Path) -> dict | None:
+    """An evaluation folder's ``metrics.json`` settings (``attributes evaluate``), or None."""
+    file = folder / "metrics.json"
+    if not file.is_file():
+        return None
+    record = read_json(file)
+    settings = record.get("settings") if isinstance(record, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
 def load_evaluation(path, name: str | None = None) -> Evaluation:
     """Read an evaluation: ``path`` is a folder with ``per_unit.jsonl`` or a run folder with ``eval/per_unit.jsonl``.
 
     The method name is ``name`` if given, else ``settings["method"]`` of the nearest ``run.json``
     (next to ``per_unit.jsonl`` or one folder up), else the method of a learning-curve run's
-    ``result.json`` ("zero-shot" for size 0), else the folder's name; the seed is taken from the same
-    file, else 0. A missing or malformed file raises a
+    ``result.json`` ("zero-shot" for size 0), else the folder's name. The seed comes from the first of
+    those files found, else from an evaluation folder's ``metrics.json`` settings (``attributes
+    evaluate``: ``train_seed``, the seed that trained its adapter, before the evaluation's own
+    ``seed``), else 0. A missing or malformed file raises a
     ``LeantuneError`` naming it.
     """
     path = Path(path)
@@ -123,13 +135,13 @@ def load_evaluation(path, name: str | None = None) -> Evaluation:
     if record is not None:
         settings = record.get("settings") or {}
     else:
-        settings = _curve_run_settings(folder) or {}
+        settings = _curve_run_settings(folder) or _evaluation_settings(folder) or {}
     if not isinstance(settings, dict):
         settings = {}
     if name is None:
         name = settings.get("method") or (path.name or path.resolve().name)
     try:
-        seed = int(settings.get("seed", 0) or 0)
+        seed = int(settings.get("train_seed", settings.get("seed", 0)) or 0)
     except (TypeError, ValueError):
         seed = 0
     return Evaluation(path=folder, name=str(name), seed=seed, rows=rows, label=str(path))

@@ -66,7 +66,7 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
         raise ParameterError("adapter", adapter, "not a LoRA adapter folder (no adapter_config.json)")
     from ..tasks.attributes_generate import GenerationLog
-    from ..train import adapter_fingerprint, load_finetuned
+    from ..train import adapter_fingerprint, load_finetuned, load_training_record
 
     if cue_space is None:
         cue_space = default_cue_space(adapter, shots)
@@ -89,6 +89,8 @@ def evaluate_attributes(data: str = "oa-mine", model: str = "smollm2", adapter: 
     wall = earlier + time.perf_counter() - start
     settings = {"data": data, "model": model, "adapter": adapter, "unit": unit, "split": split, "limit": limit,
                 "seed": seed, "strict_json": strict_json, "shots": shots, "cue_space": cue_space, "device": dev, "wall_s": wall}
+    if (record := load_training_record(adapter) if adapter is not None else None) is not None:
+        settings["train_seed"] = record["seed"]  # the adapter's training seed: what `compare` lists as the run's seed
     write_predictions(out / "predictions.jsonl", rows)  # and per_unit.jsonl, which the interval resamples
     metrics["f1_ci95"] = list(metric_interval(load_evaluation(out), "f1")[1:])
     write_json(out / "metrics.json", {"settings": settings, "metrics": metrics})

@@ -7,7 +7,8 @@ The from-scratch training loops of the recommenders live beside it: ``train.sasr
 surrogate), ``train.tiger`` (TIGER) and ``train.rqvae`` (semantic IDs); ``models/`` holds the models.
 """
 from .config import ALL_LINEAR, STATUSES, FinetuneConfig, FinetuneResult, parse_target_modules
-from .lora import adapter_fingerprint, checkpointed_steps, finetune, latest_checkpoint, load_finetuned
+from .lora import adapter_fingerprint, checkpointed_steps, finetune, latest_checkpoint, load_finetuned, load_training_record, save_training_record
 
 __all__ = ["ALL_LINEAR", "adapter_fingerprint", "checkpointed_steps", "STATUSES", "FinetuneConfig", "FinetuneResult", "finetune", "latest_checkpoint", "load_finetuned",
+           "load_training_record", "save_training_record",
            "parse_target_modules"]

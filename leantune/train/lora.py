@@ -35,6 +35,7 @@ from .data import examples_fingerprint, tokenize_examples
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_DIR = "checkpoints"  # the Trainer checkpoints inside a fine-tuning run's folder
 FINAL_STATUSES = ("finished", "early_stopped", "diverged")
+TRAINING_RECORD = "leantune_training.json"  # in a run's adapter folder: what trained it (model, training seed)
 
 
 def finetune(
@@ -138,7 +139,7 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
     if not trainer.is_world_process_zero():
         return None
     if status == "diverged":
-        adapter_dir = _adapter_from_last_good_checkpoint(out)
+        adapter_dir = _adapter_from_last_good_checkpoint(out, _training_record(model_spec, cfg))
         steps = state.global_step
     else:
         steps = state.global_step
@@ -148,7 +149,7 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
             status, reason = "paused", f"stopped after {steps} of {total} steps (stop_after_fraction={stop_after_fraction})"
         else:
             status, reason = "early_stopped", f"validation loss did not improve for {cfg.early_stopping_patience} evaluations"
-        adapter_dir = _save_adapter(model, out / "adapter")
+        adapter_dir = _save_adapter(model, out / "adapter", _training_record(model_spec, cfg))
 
     history = _history(state.log_history)
     valid_losses = [h["valid_loss"] for h in history if h.get("valid_loss") is not None]
@@ -348,12 +349,34 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     return trainer, model
 
 
-def _save_adapter(model, dest: Path) -> Path:
-    """Write the adapter (safetensors) to a temporary sibling, then swap it into place."""
+def _training_record(model_spec: str, cfg: FinetuneConfig) -> dict:
+    return {"model": str(model_spec), "seed": cfg.seed}
+
+
+def save_training_record(adapter_dir, record: dict) -> None:
+    """Write what trained an adapter (``{"model", "seed"}``) into its folder, beside peft's files."""
+    write_json(Path(adapter_dir) / TRAINING_RECORD, record)
+
+
+def load_training_record(adapter_dir) -> dict | None:
+    """What trained the adapter in ``adapter_dir`` (``save_training_record``'s ``{"model", "seed"}``), or None
+    for an adapter saved before leantune wrote it, or by another tool."""
+    path = Path(adapter_dir) / TRAINING_RECORD
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("seed"), int):
+        raise LeantuneError(f"{path}: expected an object with an integer 'seed'")
+    return record
+
+
+def _save_adapter(model, dest: Path, record: dict) -> Path:
+    """Write the adapter (safetensors) and its training record to a temporary sibling, then swap it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        save_training_record(tmp, record)
         _replace_dir(tmp, dest)
     finally:
         if tmp.exists():
@@ -361,7 +384,7 @@ def _save_adapter(model, dest: Path) -> Path:
     return dest
 
 
-def _adapter_from_last_good_checkpoint(out: Path) -> Path | None:
+def _adapter_from_last_good_checkpoint(out: Path, record: dict) -> Path | None:
     checkpoint = latest_checkpoint(out / CHECKPOINT_DIR)
     if checkpoint is None:
         return None
@@ -370,6 +393,7 @@ def _adapter_from_last_good_checkpoint(out: Path) -> Path | None:
     try:
         for name in ("adapter_model.safetensors", "adapter_config.json"):
             shutil.copy2(checkpoint / name, tmp / name)
+        save_training_record(tmp, record)
         _replace_dir(tmp, dest)
     finally:
         if tmp.exists():
