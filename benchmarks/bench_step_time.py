@@ -24,8 +24,9 @@ import _common  # noqa: F401  (puts the repo on sys.path, the hub offline)
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from leantune.pipelines.attributes import attribute_finetune_config
 from leantune.tasks.base import TextExample
-from leantune.train import FinetuneConfig, finetune
+from leantune.train import finetune
 
 
 class StepTimer(TrainerCallback):
@@ -82,10 +83,9 @@ def main(argv=None) -> int:
     report = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
               "torch": torch.__version__, "examples": len(examples), "runs": []}
     for micro in [int(m) for m in args.micro.split(",")]:
-        cfg = FinetuneConfig(r=16, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                             lr=2e-3, batch_size=16, micro_batch_size=micro, max_steps=args.steps, cutoff_len=512,
-                             train_on_inputs=False, early_stopping_patience=None, device=args.device,
-                             bf16=args.device == "cuda")
+        # SmolLM2's own product recipe (attributes finetune's), cut to --steps steps, no validation
+        cfg, _ = attribute_finetune_config("smollm2", micro_batch_size=micro, max_steps=args.steps, early_stopping_patience=None,
+                                           device=args.device, bf16=args.device == "cuda")
         timer = StepTimer()
         start = time.perf_counter()
         result = finetune(str(model_dir), examples, None, work / f"mb{micro}", cfg, progress=False, callbacks=[timer])

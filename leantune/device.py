@@ -41,14 +41,20 @@ def bf16_cpu_warning(device: str, setting: str = "--bf16") -> str:
             "leave it off on this machine")
 
 
-def warn_if_bf16_emulated(device: str, setting: str = "--bf16") -> None:
-    """Emit ``bf16_cpu_warning`` as a ``LeantuneWarning`` (the CLI prints it as one line) when it applies."""
-    if message := bf16_cpu_warning(device, setting):
+def _warn(message: str) -> None:
+    """Emit ``message`` as a ``LeantuneWarning`` (the CLI prints it as one line) at the caller of the
+    ``warn_if_...`` function that called this; nothing for ""."""
+    if message:
         import warnings
 
         from .errors import LeantuneWarning
 
-        warnings.warn(message, LeantuneWarning, stacklevel=3)
+        warnings.warn(message, LeantuneWarning, stacklevel=4)
+
+
+def warn_if_bf16_emulated(device: str, setting: str = "--bf16") -> None:
+    """Emit ``bf16_cpu_warning`` as a ``LeantuneWarning`` when it applies."""
+    _warn(bf16_cpu_warning(device, setting))
 
 
 def micro_batch_warning(device: str, micro_batch_size: int, batch_size: int) -> str:
@@ -65,12 +71,7 @@ def micro_batch_warning(device: str, micro_batch_size: int, batch_size: int) -> 
 
 def warn_if_small_micro_batches(device: str, micro_batch_size: int, batch_size: int) -> None:
     """Emit ``micro_batch_warning`` as a ``LeantuneWarning`` when it applies."""
-    if message := micro_batch_warning(device, micro_batch_size, batch_size):
-        import warnings
-
-        from .errors import LeantuneWarning
-
-        warnings.warn(message, LeantuneWarning, stacklevel=3)
+    _warn(micro_batch_warning(device, micro_batch_size, batch_size))
 
 
 def cpu_model() -> str:
