@@ -105,7 +105,11 @@ def model_default_recipe(model: str) -> Recipe:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=["grid", "test", "report"], required=True)
+    p.add_argument("--phase", choices=["grid", "test", "report", "missing", "best"], required=True,
+                   help="grid: train and validate recipes; test: evaluate on the test split; report: write the README; "
+                        "missing: print, one per line, the grid's recipes that have no cell here or in the committed report "
+                        "and no run under way in --work (what a GPU lease should train: its --recipes); best: print the "
+                        "recipe the finished cells choose (nothing when none has finished)")
     p.add_argument("--grid", choices=sorted(GRIDS), default="smollm2",
                    help="recipe grid; 'tiny': seconds on the random tiny model, for plumbing checks")
     p.add_argument("--model", default="smollm2")
@@ -189,6 +193,11 @@ def _cell_bf16(cell: dict) -> str:
     return "?" if used is None else ("yes" if used else "no")
 
 
+def _cell_device(cell: dict) -> str:
+    """The grid table's "trained on" column: the machine the cell recorded, else its device."""
+    return str(cell.get("machine") or cell.get("device") or "?").replace("|", "/")
+
+
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     from leantune.models.llm import load_tokenizer
     from leantune.tasks.attributes import AttributeTask
@@ -256,7 +265,7 @@ def grid_phase(args, device: str, start: float) -> None:
             metrics, _, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
         write_json(cell, {"recipe": recipe.__dict__, "name": recipe.name, "status": result.status, "steps": result.steps,
                           "tokens": result.tokens_seen, "train_s": train_s, "eval_s": eval_s if metrics else None,
-                          "valid": metrics, "device": device,
+                          "valid": metrics, "device": device, "machine": result.machine,
                           "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)})
         print(f"[shard {args.shard}] {recipe.name}: {result.status}, {result.steps} steps in {train_s:.0f} s, "
               f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
@@ -269,17 +278,40 @@ def _previous(args) -> dict:
 
 
 def grid_cells(args) -> list[dict]:
-    """The finished grid cells in ``--work``; when it holds none (a new machine), the grid of the
-    committed report, each cell marked ``carried`` -- the recipe choice needs no new training."""
-    cells = []
+    """The finished grid cells: those in ``--work``, then, for recipes that have no cell there, the
+    committed report's (each marked ``carried``: it ran on another machine). So the recipe is chosen
+    over the whole grid, wherever each cell ran, and a new machine needs no new training to choose."""
+    cells, here = [], set()
     for recipe in GRIDS[args.grid]:
         f = args.work / "grid" / f"{recipe.name}.json"
         if f.is_file():
             cells.append(read_json(f))
-    if not cells:
-        names = {r.name for r in GRIDS[args.grid]}
-        cells = [{**c, "carried": True} for c in _previous(args).get("grid", []) if c["name"] in names]
-    return cells
+            here.add(recipe.name)
+    names = {r.name for r in GRIDS[args.grid]} - here
+    return cells + [{**c, "carried": True} for c in _previous(args).get("grid", []) if c["name"] in names]
+
+
+def missing_recipes(args) -> tuple[list[Recipe], list[Recipe]]:
+    """The grid's recipes without a finished cell (here or carried): (not started, under way in --work)."""
+    done = {c["name"] for c in grid_cells(args)}
+    todo, started = [], []
+    for recipe in GRIDS[args.grid]:
+        if recipe.name not in done:
+            (started if (args.work / "runs" / recipe.name).exists() else todo).append(recipe)
+    return todo, started
+
+
+def print_missing(args) -> None:
+    """``--phase missing``: the names on stdout (for ``--recipes``), a summary on stderr."""
+    import sys
+
+    todo, started = missing_recipes(args)
+    for recipe in todo:
+        print(recipe.name)
+    sys.stdout.flush()
+    steps = sum(_cost(r) for r in todo)
+    print(f"{len(todo)} of {len(GRIDS[args.grid])} recipes not started ({steps:,.0f} optimizer steps)"
+          + (f"; under way in {args.work}: {', '.join(r.name for r in started)}" if started else ""), file=sys.stderr)
 
 
 def best_recipe(args, required: bool = True) -> Recipe | None:
@@ -379,14 +411,14 @@ def report(args) -> str:
              f"## Validation grid (seed 0, {scope}; chooses the recipe — the test split is not used)", "",
              "Loss on the answer only, no early stopping, LoRA dropout 0.05, linear decay; `qv` = q_proj, v_proj; "
              "`all` = every linear layer of the blocks; bf16: autocast in training (on CUDA by default, on CPU with `--bf16`).", "",
-             "| recipe | unit | epochs | lr | r/α | modules | batch | steps | bf16 | valid F1 | P | R | accuracy | invalid |",
-             "|---|---|---:|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| recipe | unit | epochs | lr | r/α | modules | batch | steps | trained on | bf16 | valid F1 | P | R | accuracy | invalid |",
+             "|---|---|---:|---:|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]
     for c in cells:
         r, v = c["recipe"], c["valid"] or {}
         mark = " **(chosen)**" if best is not None and c["name"] == best.name else (" (previous default)" if c["name"] == CLI_DEFAULT.name else "")
         mark += " (carried)" if c.get("carried") else ""
         lines.append(f"| {c['name']}{mark} | {r['unit']} | {r['epochs']:g} | {r['lr']:g} | {r['r']}/{r['alpha']} | {r['modules']} | "
-                     f"{r['batch_size']} | {c['steps']} | {_cell_bf16(c)} | {v.get('f1', float('nan')):.3f} | "
+                     f"{r['batch_size']} | {c['steps']} | {_cell_device(c)} | {_cell_bf16(c)} | {v.get('f1', float('nan')):.3f} | "
                      f"{v.get('precision', float('nan')):.3f} | {v.get('recall', float('nan')):.3f} | {v.get('accuracy', float('nan')):.3f} | "
                      f"{v.get('invalid_rate', float('nan')):.3f} |")
     missing = [r.name for r in GRIDS[args.grid] if r.name not in {c["name"] for c in cells}]
@@ -396,7 +428,8 @@ def report(args) -> str:
         lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
                   "the chosen recipe's row waits for it."]
     if any(c.get("carried") for c in cells):
-        lines += ["", "(carried): this work folder holds no grid cells; the grid is the committed report's (`summary.json`)."]
+        lines += ["", "(carried): the cell is not in this work folder (it ran on another machine); its row is the committed "
+                  "report's (`summary.json`)."]
     if args.note:
         lines += ["", args.note]
     labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "task-default", "best"]
@@ -407,7 +440,7 @@ def report(args) -> str:
               "|---|---:|---:|---:|---|---:|---:|---:|"]
     summary = {"best_recipe": best and best.name, "test": {},
                "grid": [{**{k: c[k] for k in ("name", "recipe", "status", "steps", "tokens", "device", "valid")},
-                         **({"bf16": c["bf16"]} if "bf16" in c else {})} for c in cells]}
+                         **{k: c[k] for k in ("bf16", "machine", "train_s") if k in c}} for c in cells]}
     before = _previous(args)
     carried = []
     chosen_from = len([c for c in cells if c["valid"]])
@@ -475,6 +508,13 @@ def main(argv=None) -> None:
     start = time.time()
     if args.phase == "report":
         print(report(args))
+        return
+    if args.phase == "missing":
+        print_missing(args)
+        return
+    if args.phase == "best":
+        best = best_recipe(args, required=False)
+        print(best.name if best else "")
         return
     from leantune.device import resolve_device
 

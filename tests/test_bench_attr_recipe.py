@@ -84,6 +84,49 @@ def test_a_new_machine_carries_the_committed_grid_rows_and_comparisons(tmp_path,
     assert set(summary["test"]) == {"zero-shot", "10-shot", "best"} and "vs-zero-shot-f1" in summary
 
 
+def test_cells_run_here_join_the_committed_grid_and_the_choice_is_over_all_of_them(tmp_path, monkeypatch, capsys):
+    """A grid filled across machines: a cell trained in this work folder is added to the committed
+    report's cells (carried, marked), not put in their place, and the recipe is chosen over all of them."""
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    grid = bench.GRIDS["smollm2"]
+
+    def cell(recipe, f1, **extra):
+        return {"recipe": recipe.__dict__, "name": recipe.name, "status": "finished", "steps": 5, "tokens": 9, **extra,
+                "valid": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1, "invalid_rate": 0.0, "n_products": 3}}
+
+    elsewhere = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "gpu"), "--seeds", "0", "--name", "r"])
+    for recipe, f1 in ((grid[3], 0.7), (grid[5], 0.74)):
+        write_json(elsewhere.work / "grid" / f"{recipe.name}.json", cell(recipe, f1, device="cuda"))
+    bench.report(elsewhere)
+    here = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "cpu"), "--seeds", "0", "--name", "r"])
+    write_json(here.work / "grid" / f"{grid[10].name}.json", cell(grid[10], 0.72, device="cpu", machine="AMD EPYC, 2 CPUs", bf16=False))
+    cells = {c["name"]: c for c in bench.grid_cells(here)}
+    assert set(cells) == {grid[3].name, grid[5].name, grid[10].name}
+    assert cells[grid[3].name]["carried"] and cells[grid[5].name]["carried"] and "carried" not in cells[grid[10].name]
+    assert bench.best_recipe(here) == grid[5]  # the committed cell still wins
+    text = bench.report(here)
+    assert f"| {grid[5].name} **(chosen)** (carried) |" in text
+    assert f"| {grid[10].name} | question |" in text and "| AMD EPYC, 2 CPUs | no | 0.720 |" in text
+    assert f"Not run yet ({len(grid) - 3} of {len(grid)})" in text
+    # The summary now holds all three, so the next machine carries the CPU cell too.
+    from leantune.io import read_json
+
+    summary = read_json(tmp_path / "results" / "r" / "summary.json")
+    assert {c["name"] for c in summary["grid"]} == set(cells) and summary["best_recipe"] == grid[5].name
+    assert [c["machine"] for c in summary["grid"] if c["name"] == grid[10].name] == ["AMD EPYC, 2 CPUs"]
+    # --phase missing lists what no machine has trained, leaving out a run under way here.
+    (here.work / "runs" / grid[11].name / "s0").mkdir(parents=True)
+    todo, started = bench.missing_recipes(here)
+    assert started == [grid[11]] and len(todo) == len(grid) - 4 and grid[10] not in todo and grid[0] in todo
+    bench.main(["--phase", "missing", "--work", str(here.work), "--name", "r"])
+    out = capsys.readouterr()
+    assert out.out.split() == [r.name for r in todo]
+    assert f"{len(todo)} of {len(grid)} recipes not started" in out.err and f"under way in {here.work}: {grid[11].name}" in out.err
+    # A better cell here is chosen over the carried ones.
+    write_json(here.work / "grid" / f"{grid[10].name}.json", cell(grid[10], 0.8, device="cpu"))
+    assert bench.best_recipe(here) == grid[10]
+
+
 def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkeypatch):
     """Zero-/few-shot and the default recipe need no grid: a new model (Gemma) is evaluated and
     reported before its grid has run, under its own report name, and only 'best' waits."""
@@ -156,7 +199,7 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     trained = []
 
     class Result:
-        status, steps, tokens_seen, adapter_dir, wall_s = "finished", 1, 1, None, 2.0
+        status, steps, tokens_seen, adapter_dir, wall_s, machine = "finished", 1, 1, None, 2.0, "AMD EPYC, 2 CPUs"
 
     monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out: trained.append(recipe.name) or Result())
     args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path), "--recipes", grid[10].name, grid[1].name])
@@ -165,7 +208,8 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     assert sorted(p.stem for p in (tmp_path / "grid").glob("*.json")) == sorted(trained)
     from leantune.io import read_json
 
-    assert read_json(tmp_path / "grid" / f"{grid[1].name}.json")["bf16"] is False  # CPU without --bf16
+    cell = read_json(tmp_path / "grid" / f"{grid[1].name}.json")
+    assert cell["bf16"] is False and cell["machine"] == "AMD EPYC, 2 CPUs"  # CPU without --bf16
     args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path / "b"), "--recipes", grid[1].name, "--bf16"])
     bench.grid_phase(args, "cpu", 0.0)
     assert read_json(tmp_path / "b" / "grid" / f"{grid[1].name}.json")["bf16"] is True

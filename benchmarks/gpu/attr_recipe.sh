@@ -7,17 +7,33 @@
 #
 #   STAGE=1 (carry .whl and .gpu/s1 = part_a + tok/, the cached SmolLM2 tokenizer folder):
 #       installs the wheels into /tmp/site, keeps part_a, runs --grid tiny on CUDA as a plumbing check.
-#   STAGE=2 (carry .gpu/s2 = part_b): joins and checks the GGUF (SHA-256), converts it once
-#       (`leantune model prepare smollm2`), runs the grid and test phases as $SHARDS processes, and
-#       packs the cells into $OUT.
+#   STAGE=pack, here: fills .whl and .gpu (curve_seeds.sh STAGE=pack) unless present, and writes
+#       .gpu/s2/recipes.txt: the grid's recipes that no machine has trained and none is training here
+#       (`bench_attr_recipe.py --phase missing`). benchmarks/results does not travel (curve_seeds.sh
+#       STAGE=hide / unhide), so the GPU cannot see which cells are done: this list tells it.
+#   STAGE=2 (carry .gpu/s2 = part_b and recipes.txt): joins and checks the GGUF (SHA-256), converts it
+#       once (`leantune model prepare smollm2`), runs the grid phase over the listed recipes as $SHARDS
+#       processes (TEST=1: then the test phase too, which there sees only this lease's cells), and
+#       packs the cells into $OUT. Back here: `tar xzf attr-recipe-work.tar.gz -C <the work folder>`
+#       (benchmarks/results/attr-recipe-smollm2/cells), then `--phase report` chooses over every cell.
 #
 # Measured on one H200 (2026-11-30): six processes sharing the GPU each ran ~1 s per optimizer step
 # of 16 products (0.35 s per step of 8), against 0.14 s per step with two processes: the processes
-# time-slice the GPU. Use SHARDS=1 or 2. Adapters stay behind: $OUT takes files of at most 16 MB
-# (an r 16 all-linear adapter is 19.5 MB in fp32), so run the test phase there too.
+# time-slice the GPU. Use SHARDS=1 or 2. $OUT takes at most 8 files of 16 MiB, 64 MiB together: of the
+# adapters only this lease's best cell's (by validation F1) comes back, in 15 MB parts (adapters.tar.*;
+# an r 16 all-linear adapter is 19.5 MB in fp32; one over 45 MB stays behind), so that, if the report
+# here chooses it, its test rows can be evaluated here (`cat adapters.tar.* | tar xf - -C <work>`).
 set -u
 . "$(dirname "$0")/smollm2_transfer.sh"  # left, transfer_stage1, transfer_stage2 (.gpu/s1, .gpu/s2: curve_seeds.sh STAGE=pack)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+OUT=${OUT:-/tmp/gpu-out}  # set by the device tool there; a CPU rehearsal packs here
+if [ "${STAGE:-2}" = pack ]; then
+  set -e
+  [ -f .gpu/s2/part_b ] && [ -d .whl ] || STAGE=pack bash "$(dirname "$0")/curve_seeds.sh"
+  python3 benchmarks/bench_attr_recipe.py --phase missing --grid ${GRID:-smollm2} --model smollm2 \
+      --work ${HERE_WORK:-benchmarks/results/attr-recipe-smollm2/cells} > .gpu/s2/recipes.txt
+  exit
+fi
 if [ "${STAGE:-2}" = 1 ]; then
   transfer_stage1
   python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from attributes_fixtures import write_attribute_folder; write_attribute_folder(Path('/tmp/attrs'), n_train=24, n_valid=6, n_test=8)"
@@ -28,7 +44,16 @@ fi
 G="--grid ${GRID:-smollm2} --data ${DATA:-oa-mine} --device ${DEVICE:-cuda}"
 T0=$(date +%s)
 transfer_stage2 || exit 3
-W=${WORK:-/tmp/work}; mkdir -p $W/logs
+# The work folder lives in /tmp (the next call's copy of the working tree replaces benchmarks/results),
+# reached through its usual relative path, so the runs record paths that hold here too once unpacked.
+W=${WORK:-benchmarks/results/attr-recipe-smollm2/cells}
+if [ -d $W ] && [ ! -L $W ]; then
+  if [ -n "$(find $W -type f -print -quit)" ]; then
+    echo "refusing: $W holds files here; STAGE=2 runs on the GPU machine, where benchmarks/results does not travel"; exit 5
+  fi
+  rm -r $W  # the empty folders the device's copy of a hidden tree keeps
+fi
+mkdir -p /tmp/work/logs $(dirname $W) && rm -f $W && ln -s /tmp/work $W
 N=${SHARDS:-2}
 run_phase() {  # phase, seconds after T0 at which its processes are stopped, then at which none starts a new cell
   for i in $(seq 0 $((N-1))); do
@@ -38,10 +63,25 @@ run_phase() {  # phase, seconds after T0 at which its processes are stopped, the
   grep -h "^\[shard" $W/logs/$1-*.log
   echo "$1 done at $(( $(date +%s) - T0 )) s"
 }
+RECIPES=""
+if [ -f .gpu/s2/recipes.txt ]; then
+  RECIPES="--recipes $(tr '\n' ' ' < .gpu/s2/recipes.txt)"
+  echo "recipes to train: $(wc -w < .gpu/s2/recipes.txt)"
+fi
+G="$G $RECIPES"
 run_phase grid 420 250
-run_phase test 560 500
-nvidia-smi --query-gpu=name --format=csv,noheader > $W/logs/gpu.txt
+[ "${TEST:-0}" = 1 ] && run_phase test 560 500
+nvidia-smi --query-gpu=name --format=csv,noheader > $W/logs/gpu.txt 2>/dev/null
 python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" >> $W/logs/gpu.txt
-cd $W && tar czf $OUT/attr-recipe-work.tar.gz grid logs test/*/*/metrics.json test/*/*/per_unit.jsonl runs/*/*/result.json 2>/dev/null
+sed -i "s#$PWD/##g" $W/logs/*.log
+mkdir -p $OUT
+BEST=$(python3 benchmarks/bench_attr_recipe.py --phase best $G --work $W)  # this lease's choice (the rest stayed here)
+cd $W && tar czf $OUT/attr-recipe-work.tar.gz grid logs test/*/*/metrics.json test/*/*/per_unit.jsonl runs/*/*/result.json \
+    runs/*/*/manifest.json 2>/dev/null
 tar czf $OUT/attr-recipe-predictions.tar.gz test/*/*/predictions.jsonl 2>/dev/null
+A=runs/$BEST/s0/adapter
+if [ -n "$BEST" ] && [ -d $A ]; then
+  if [ $(du -sm $A | cut -f1) -le 45 ]; then tar cf - $A | split -b 15M - $OUT/adapters.tar.; echo "adapter of $BEST packed"
+  else echo "adapter of $BEST is over 45 MB: left behind"; fi
+fi
 ls -la $OUT
