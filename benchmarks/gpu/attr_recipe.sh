@@ -43,7 +43,9 @@ if [ "${STAGE:-2}" = 1 ]; then
 fi
 G="--grid ${GRID:-smollm2} --data ${DATA:-oa-mine} --device ${DEVICE:-cuda}"
 T0=$(date +%s)
-transfer_stage2 || exit 3
+export PYTHONPATH=/tmp/site:/tmp/pkgs LEANTUNE_HOME=${LEANTUNE_HOME:-/tmp/lt}
+# A warm machine that already converted SmolLM2 (this script's or curve_seeds.sh's earlier STAGE=2) skips it.
+[ -f $LEANTUNE_HOME/models/smollm2/model.safetensors ] || transfer_stage2 || exit 3
 # The work folder lives in /tmp (the next call's copy of the working tree replaces benchmarks/results),
 # reached through its usual relative path, so the runs record paths that hold here too once unpacked.
 W=${WORK:-benchmarks/results/attr-recipe-smollm2/cells}
@@ -69,7 +71,10 @@ if [ -f .gpu/s2/recipes.txt ]; then
   echo "recipes to train: $(wc -w < .gpu/s2/recipes.txt)"
 fi
 G="$G $RECIPES"
-run_phase grid 420 250
+# Seconds after this call's start: GRID_END stops the grid's processes, GRID_START is the last moment a
+# cell may start; leave the pack ~20 s. For a call after curve_seeds.sh's seed in the same lease (about
+# 330 device-seconds left): GRID_END=290 GRID_START=200 and a timeout_s of 320.
+run_phase grid ${GRID_END:-420} ${GRID_START:-250}
 [ "${TEST:-0}" = 1 ] && run_phase test 560 500
 nvidia-smi --query-gpu=name --format=csv,noheader > $W/logs/gpu.txt 2>/dev/null
 python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" >> $W/logs/gpu.txt
