@@ -162,6 +162,8 @@ CELLS_GITIGNORE = """\
 !*/
 !.gitignore
 !/grid/*.json
+!/grid/valid/*/metrics.json
+!/grid/valid/*/per_unit.jsonl
 !/test/**/metrics.json
 !/test/**/per_unit.jsonl
 !/test/**/generation.partial.jsonl
@@ -171,9 +173,10 @@ CELLS_GITIGNORE = """\
 def track_small_records(work: Path) -> None:
     """Give a work folder inside benchmarks/results/ the .gitignore that tracks only its small records."""
     work = work.resolve()
-    if work.is_relative_to(RESULTS.resolve()) and not (work / ".gitignore").is_file():
+    ignore = work / ".gitignore"
+    if work.is_relative_to(RESULTS.resolve()) and not (ignore.is_file() and ignore.read_text() == CELLS_GITIGNORE):
         work.mkdir(parents=True, exist_ok=True)
-        (work / ".gitignore").write_text(CELLS_GITIGNORE)
+        ignore.write_text(CELLS_GITIGNORE)  # written by this script: an older version is brought up to date
 
 
 def _finetune_config(recipe: Recipe, seed: int, device: str, micro: int, bf16: bool = False, save_every: int = 0, processes: int = 1):
@@ -262,13 +265,41 @@ def grid_phase(args, device: str, start: float) -> None:
         train_s = result.wall_s  # the run's training seconds over all its sittings, not this call's
         metrics = None
         if result.adapter_dir is not None:
-            metrics, _, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
+            metrics, rows, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
+            write_valid_rows(args.work, recipe.name, rows, metrics)
         write_json(cell, {"recipe": recipe.__dict__, "name": recipe.name, "status": result.status, "steps": result.steps,
                           "tokens": result.tokens_seen, "train_s": train_s, "eval_s": eval_s if metrics else None,
                           "valid": metrics, "device": device, "machine": result.machine,
                           "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)})
         print(f"[shard {args.shard}] {recipe.name}: {result.status}, {result.steps} steps in {train_s:.0f} s, "
               f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
+
+
+def write_valid_rows(work: Path, name: str, rows: list, metrics: dict) -> None:
+    """A grid cell's per-question validation rows (``grid/valid/<recipe>/``), so cells can be compared
+    paired over the same validation products (tracked by git: a few hundred kB a cell)."""
+    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
+
+    folder = work / "grid" / "valid" / name
+    write_per_unit(folder, attribute_unit_rows(rows))
+    write_json(folder / "metrics.json", {"settings": {"recipe": name, "split": "valid", "seed": 0}, "metrics": metrics})
+
+
+def valid_comparison(args, cells: list[dict], out: Path) -> list[str]:
+    """Report lines: every grid cell with validation rows against the best of them, paired over the
+    validation products (the grid has one seed a cell, so the interval is over products only)."""
+    from leantune.evaluation.compare import compare, load_evaluation
+
+    here = [c for c in cells if c["valid"] and (args.work / "grid" / "valid" / c["name"] / "per_unit.jsonl").is_file()]
+    if len(here) < 2:
+        return []
+    top = max(here, key=lambda c: c["valid"]["f1"])
+    group = [load_evaluation(args.work / "grid" / "valid" / c["name"], name=c["name"]) for c in [top] + [c for c in here if c is not top]]
+    cmp = compare(group, baseline=top["name"], metric="f1")
+    cmp.write(out / "grid-valid-f1")
+    return ["", f"### Validation F1 of the {len(here)} cells with per-question rows, against the best of them (paired over "
+                "the validation products; one seed a cell, so the seed spread is not in the interval)", "", cmp.to_markdown().strip(),
+            "", f"Cells without rows (trained before 2026-12-04) are not in this table: {len(cells) - len(here)}."]
 
 
 def _previous(args) -> dict:
@@ -427,6 +458,7 @@ def report(args) -> str:
     if not cells:
         lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
                   "the chosen recipe's row waits for it."]
+    lines += valid_comparison(args, cells, out)
     if any(c.get("carried") for c in cells):
         lines += ["", "(carried): the cell is not in this work folder (it ran on another machine); its row is the committed "
                   "report's (`summary.json`)."]

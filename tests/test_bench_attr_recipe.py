@@ -238,3 +238,50 @@ def test_grid_and_test_records_count_the_runs_training_over_all_its_sittings(tmp
     bench.test_phase(args, "cpu", 0.0)
     settings = read_json(tmp_path / "test" / "best" / "s0" / "metrics.json")["settings"]
     assert settings["train_s"] == 1234.5 and settings["eval_s"] == 7.0
+
+
+def test_grid_cells_keep_their_validation_rows_and_the_report_pairs_them(tmp_path, monkeypatch):
+    """Each new grid cell writes its per-question validation rows; the report then compares the cells
+    that have them against the best of them, paired over the same validation products, with an interval."""
+    from leantune.io import read_json
+    from leantune.train import FinetuneResult
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    grid = bench.GRIDS["smollm2"]
+    right = {grid[1].name: 10, grid[3].name: 30, grid[10].name: 24}
+
+    def judged(n_right, n=40):
+        return [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < n_right else "VW",
+                 "correct": i < n_right, "gold": "x"} for i in range(n)]
+
+    def train(args, recipe, seed, device, out):
+        return FinetuneResult(adapter_dir=out / "adapter", status="finished", steps=3, total_steps=3, tokens_seen=9, history=[],
+                              best_valid_loss=None, wall_s=1.0, reason="", n_train=8, n_valid=0, machine="box")
+
+    def evaluate(args, device, split, limit, seed, adapter=None, unit="product", **kw):
+        n_right = right[adapter.parent.parent.name]
+        f1 = n_right / 40
+        return ({"f1": f1, "precision": f1, "recall": f1, "accuracy": f1, "invalid_rate": 0.0, "n_products": 20},
+                judged(n_right), 2.0)
+
+    monkeypatch.setattr(bench, "_train", train)
+    monkeypatch.setattr(bench, "_evaluate", evaluate)
+    args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path / "w"), "--recipes", *right, "--name", "r"])
+    bench.grid_phase(args, "cpu", 0.0)
+    for name, n_right in right.items():
+        folder = tmp_path / "w" / "grid" / "valid" / name
+        assert len((folder / "per_unit.jsonl").read_text().splitlines()) == 40
+        assert read_json(folder / "metrics.json")["metrics"]["f1"] == n_right / 40
+    text = bench.report(bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w"), "--seeds", "0", "--name", "r"]))
+    assert "### Validation F1 of the 3 cells with per-question rows, against the best of them" in text
+    section = text.split("### Validation F1")[1]
+    assert f"| {grid[3].name} (baseline) | 1 | 0.7500 |" in section
+    assert f"| {grid[10].name} | 1 | 0.6000 | -0.1500 |" in section and f"| {grid[1].name} | 1 | 0.2500 | -0.5000 |" in section
+    assert (tmp_path / "results" / "r" / "grid-valid-f1" / "comparison.json").is_file()
+    # One cell with rows is no comparison.
+    only = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w1"), "--seeds", "0", "--name", "r1"])
+    bench.write_valid_rows(only.work, grid[3].name, judged(30), {"f1": 0.75})
+    write_json(only.work / "grid" / f"{grid[3].name}.json",
+               {"recipe": grid[3].__dict__, "name": grid[3].name, "status": "finished", "steps": 5, "tokens": 9, "device": "cpu",
+                "valid": {"f1": 0.75, "precision": 0.75, "recall": 0.75, "accuracy": 0.75, "invalid_rate": 0.0, "n_products": 20}})
+    assert "### Validation F1" not in bench.report(only)
