@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -185,3 +185,32 @@ def errors_cmd(
             with atomic_path(out) as tmp:
                 tmp.write_text("\n".join(lines) + "\n")
         print(f"wrote {out}")
+
+
+@attributes_app.command("vote")
+def vote_cmd(
+    runs: List[Path] = typer.Argument(..., help="Two or more evaluation folders (or their predictions.jsonl) of the same questions, "
+                                       "e.g. one recipe fine-tuned with several seeds; earlier ones break ties."),
+    out: Path = typer.Option(..., "--out", help="Folder for the vote's metrics.json, predictions.jsonl and per_unit.jsonl."),
+) -> None:
+    """A majority vote of several evaluations: for every (product, attribute) question the answer most of them
+    give (after the scorer's normalisation; n/a counts as an answer), a tie to the earliest evaluation's.
+
+    The vote's rows are its members' judged rows, so it is scored exactly as they were; compare it with
+    them, paired over the same questions, with `leantune compare`. Generates nothing.
+
+    Example (three seeds of one recipe, evaluated with `attributes evaluate`):
+
+      leantune attributes vote runs/eval-s0 runs/eval-s1 runs/eval-s2 --out runs/eval-vote
+
+      leantune compare runs/eval-s0 runs/eval-s1 runs/eval-s2 runs/eval-vote --name seeds --name seeds --name seeds --name vote --baseline seeds --metric f1
+    """
+    from ..tasks.attributes_vote import vote, write_vote
+
+    result = vote(runs)  # every evaluation is read and checked before anything is written
+    path = write_vote(out, result, runs)
+    m = result.metrics
+    members = ", ".join(f"{x['f1']:.4f}" for x in result.member_metrics)
+    print(f"vote of {len(runs)}: micro-F1 {m['f1']:.4f} (P {m['precision']:.4f}, R {m['recall']:.4f}, accuracy {m['accuracy']:.4f}); "
+          f"members {members}; questions {sum(result.how.values()):,}: " + ", ".join(f"{k} {v:,}" for k, v in result.how.items()))
+    print(f"wrote {path}, predictions.jsonl and per_unit.jsonl")
