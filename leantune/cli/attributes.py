@@ -196,8 +196,9 @@ def vote_cmd(
     """A majority vote of several evaluations: for every (product, attribute) question the answer most of them
     give (after the scorer's normalisation; n/a counts as an answer), a tie to the earliest evaluation's.
 
-    The vote's rows are its members' judged rows, so it is scored exactly as they were; compare it with
-    them, paired over the same questions, with `leantune compare`. Generates nothing.
+    Its rows are its members' judged rows, so it is scored as they were. Generates nothing.
+
+    Compare it with them, paired over the same questions, with `leantune compare`.
 
     Example (three seeds of one recipe, evaluated with `attributes evaluate`):
 
