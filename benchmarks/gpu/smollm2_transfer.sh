@@ -8,12 +8,16 @@ left() { echo $(( $1 - ($(date +%s) - T0) )); }  # seconds from now until $1 s a
 
 # First call: the wheels into /tmp/site (the image's transformers if the carried one fails to import),
 # part_a kept in /tmp/gguf, the tokenizer into $LEANTUNE_HOME (/tmp/lt).
-transfer_stage1() {
+install_wheels() {  # any model's first call (carry .whl)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
   python3 -c "import transformers, peft; from transformers import Trainer" || rm -rf /tmp/site/transformers /tmp/site/transformers-*
   python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+}
+
+transfer_stage1() {
+  install_wheels
   mkdir -p /tmp/gguf && cp .gpu/s1/part_a /tmp/gguf/part_a
   export LEANTUNE_HOME=/tmp/lt
   mkdir -p $LEANTUNE_HOME/tokenizers && rm -rf $LEANTUNE_HOME/tokenizers/smollm2 && cp -r .gpu/s1/tok $LEANTUNE_HOME/tokenizers/smollm2
