@@ -58,6 +58,8 @@ def test_the_vote_refuses_evaluations_of_other_questions_and_fewer_than_two():
         vote_rows([RUNS[0], RUNS[0][:3]])
     with pytest.raises(LeantuneError, match="at least two"):
         vote_rows([RUNS[0]])
+    with pytest.raises(LeantuneError, match="evaluation 2 answers p1::Brand more than once"):
+        vote_rows([RUNS[0], RUNS[1] + RUNS[1][:1]])
 
 
 def test_the_cli_votes_compares_and_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -47,6 +47,10 @@ def vote_rows(runs: Sequence[Sequence[dict]]) -> tuple[list[dict], dict[str, int
     if len(runs) < 2:
         raise LeantuneError("a vote needs at least two evaluations")
     indexed = [{_key(r): r for r in rows} for rows in runs]
+    for i, (rows, index) in enumerate(zip(runs, indexed), start=1):
+        if len(index) != len(rows):
+            twice = next(k for k, n in Counter(_key(r) for r in rows).items() if n > 1)
+            raise LeantuneError(f"evaluation {i} answers {twice[0]}::{twice[1]} more than once")
     first = [_key(r) for r in runs[0]]
     for i, rows in enumerate(indexed[1:], start=2):
         if set(rows) != set(first):
