@@ -200,7 +200,7 @@ def vote_cmd(
 
     Compare it with them, paired over the same questions, with `leantune compare`.
 
-    Example (three seeds of one recipe, evaluated with `attributes evaluate`):
+    Examples: three seeds of one recipe, each evaluated with `attributes evaluate`, voted, then compared.
 
       leantune attributes vote runs/eval-s0 runs/eval-s1 runs/eval-s2 --out runs/eval-vote
 
