@@ -29,6 +29,7 @@ from pathlib import Path
 from _common import RESULTS, machine_summary  # first: puts the repo on sys.path, the hub offline
 
 from leantune.io import read_json, write_json  # noqa: E402
+from leantune.tasks.attributes import write_predictions  # noqa: E402
 from leantune.tasks.attributes_generate import GENERATION_LOG  # noqa: E402
 from leantune.train.config import ALL_LINEAR  # noqa: E402
 
@@ -276,12 +277,10 @@ def grid_phase(args, device: str, start: float) -> None:
 
 
 def write_valid_rows(work: Path, name: str, rows: list, metrics: dict) -> None:
-    """A grid cell's per-question validation rows (``grid/valid/<recipe>/``), so cells can be compared
-    paired over the same validation products (tracked by git: a few hundred kB a cell)."""
-    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
-
+    """A grid cell's judged validation answers and per-question rows (``grid/valid/<recipe>/``), so cells can
+    be compared paired over the same validation products (git tracks the rows, a few hundred kB a cell)."""
     folder = work / "grid" / "valid" / name
-    write_per_unit(folder, attribute_unit_rows(rows))
+    write_predictions(folder / "predictions.jsonl", rows)  # and per_unit.jsonl beside it
     write_json(folder / "metrics.json", {"settings": {"recipe": name, "split": "valid", "seed": 0}, "metrics": metrics})
 
 
@@ -378,8 +377,6 @@ def _item_cost(spec: dict) -> float:
 
 
 def test_phase(args, device: str, start: float) -> None:
-    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
-
     items = [i for i in test_items(args) if args.only is None or i[0] in args.only]
     for label, spec, seed in _mine(items, [_item_cost(s) for _, s, _ in items], args.shard, args.shards):
         folder = args.work / "test" / label / f"s{seed}"
@@ -402,10 +399,7 @@ def test_phase(args, device: str, start: float) -> None:
                 continue
         metrics, rows, eval_s = _evaluate(args, device, "test", args.test_limit, seed, adapter, spec.get("shots", 0), unit, log_folder=folder)
         settings.update(train_s=train_s, eval_s=eval_s)
-        write_per_unit(folder, attribute_unit_rows(rows))
-        from leantune.io import write_jsonl
-
-        write_jsonl(folder / "predictions.jsonl", rows)
+        write_predictions(folder / "predictions.jsonl", rows)  # and per_unit.jsonl beside it
         write_json(folder / "metrics.json", {"settings": settings, "metrics": metrics})
         (folder / GENERATION_LOG).unlink(missing_ok=True)
         print(f"[shard {args.shard}] test {label} s{seed}: F1 {metrics['f1']:.3f} accuracy {metrics['accuracy']:.3f} "

@@ -85,6 +85,12 @@ def test_the_cli_votes_compares_and_refuses_bad_input_in_one_line(tmp_path, caps
     err = capsys.readouterr().err
     assert done.value.code != 0 and "bare.jsonl" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bare-vote").exists()
+    # The line named is the file's own, blank lines counted.
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text(json.dumps(RUNS[0][0]) + "\n\n" + json.dumps({"product_id": "p1", "attribute": "Flavor", "outcome": "NN"}) + "\n")
+    with pytest.raises(SystemExit):
+        main(["attributes", "vote", str(gap), str(gap), "--out", str(tmp_path / "gap-vote")])
+    assert "gap.jsonl:3" in capsys.readouterr().err
     with pytest.raises(SystemExit) as done:
         main(["attributes", "vote", paths[0], str(tmp_path / "s0" / "missing"), "--out", str(tmp_path / "v2")])
     assert done.value.code != 0 and not (tmp_path / "v2").exists()

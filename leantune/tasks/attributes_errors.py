@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from ..evaluation.units import PREDICTIONS_FILE
 from ..errors import DataError, LeantuneError, ParameterError
@@ -213,9 +214,10 @@ def _off_text(rows: list[dict], texts: dict[str, str], counts: dict, f1: float) 
             "gold_off_text": gold_off, "f1_if_na": now, "gain": now - f1}
 
 
-def read_predictions(path: str | Path) -> tuple[list[dict], Path]:
+def read_predictions(path: str | Path, required: Sequence[str] = ()) -> tuple[list[dict], Path]:
     """The judged rows of an evaluation: ``path`` is a ``predictions.jsonl`` or a folder holding one. Each row
-    needs ``attribute``, ``outcome`` (one of NN, NV, VN, VC, VW), and for a wrong value ``gold`` and ``predicted``."""
+    needs ``attribute``, ``outcome`` (one of NN, NV, VN, VC, VW), for a wrong value ``gold`` and ``predicted``,
+    and every field in ``required``."""
     from ..io import iter_jsonl
 
     path = Path(path)
@@ -227,7 +229,7 @@ def read_predictions(path: str | Path) -> tuple[list[dict], Path]:
     for line, row in iter_jsonl(file):
         if not isinstance(row, dict):
             raise DataError(file, f"expected a JSON object, got {type(row).__name__}", line)
-        missing = [k for k in ("attribute", "outcome") if k not in row]
+        missing = [k for k in ("attribute", "outcome", *required) if k not in row]
         if missing:
             raise DataError(file, f"no field {missing[0]!r} (is this an attribute evaluation's {PREDICTIONS}?)", line)
         if row["outcome"] not in OUTCOMES:

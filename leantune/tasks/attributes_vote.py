@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import DataError, LeantuneError
+from ..errors import LeantuneError
 from .attributes_scoring import Judged, normalise, summarise
 
 RULE = "the most frequent normalised answer; a tie to the answer given earliest"
@@ -73,12 +73,7 @@ def read_judged(path: str | Path) -> list[dict]:
     scorer needs; a row without one is refused, naming the file and line."""
     from .attributes_errors import read_predictions
 
-    rows, file = read_predictions(path)
-    for line, row in enumerate(rows, 1):
-        missing = [k for k in JUDGED_FIELDS if k not in row]
-        if missing:
-            raise DataError(file, f"no field {missing[0]!r}: give the predictions.jsonl of an attribute evaluation", line)
-    return rows
+    return read_predictions(path, required=JUDGED_FIELDS)[0]
 
 
 def vote(paths: Sequence[str | Path]) -> Vote:
