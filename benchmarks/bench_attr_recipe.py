@@ -331,8 +331,21 @@ def missing_recipes(args) -> tuple[list[Recipe], list[Recipe]]:
     return todo, started
 
 
+def run_progress(run: Path, now: float | None = None) -> str:
+    """How far a started grid run got, for telling a live run from an abandoned one: its newest
+    checkpoint and how long ago anything in the run's folder was last written."""
+    files = [f for f in run.rglob("*") if f.is_file()]
+    steps = [int(d.name.split("-")[-1]) for d in run.rglob("checkpoint-*") if d.is_dir() and d.name.split("-")[-1].isdigit()]
+    if not files:
+        return "nothing written yet"
+    hours = ((time.time() if now is None else now) - max(f.stat().st_mtime for f in files)) / 3600
+    where = f"checkpoint {max(steps)}" if steps else "no checkpoint yet"
+    return f"{where}, last written {hours:.1f} h ago"
+
+
 def print_missing(args) -> None:
-    """``--phase missing``: the names on stdout (for ``--recipes``), a summary on stderr."""
+    """``--phase missing``: the names on stdout (for ``--recipes``), a summary on stderr (a run under
+    way in ``--work`` with its newest checkpoint and age, so an abandoned one shows as such)."""
     import sys
 
     todo, started = missing_recipes(args)
@@ -340,8 +353,9 @@ def print_missing(args) -> None:
         print(recipe.name)
     sys.stdout.flush()
     steps = sum(_cost(r) for r in todo)
+    under_way = ", ".join(f"{r.name} ({run_progress(args.work / 'runs' / r.name)})" for r in started)
     print(f"{len(todo)} of {len(GRIDS[args.grid])} recipes not started ({steps:,.0f} optimizer steps)"
-          + (f"; under way in {args.work}: {', '.join(r.name for r in started)}" if started else ""), file=sys.stderr)
+          + (f"; under way in {args.work}: {under_way}" if started else ""), file=sys.stderr)
 
 
 def best_recipe(args, required: bool = True) -> Recipe | None:

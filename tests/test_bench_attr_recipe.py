@@ -1,7 +1,9 @@
 """The recipe benchmark's bookkeeping (benchmarks/bench_attr_recipe.py): shards, the chosen recipe, test items."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,7 +123,19 @@ def test_cells_run_here_join_the_committed_grid_and_the_choice_is_over_all_of_th
     bench.main(["--phase", "missing", "--work", str(here.work), "--name", "r"])
     out = capsys.readouterr()
     assert out.out.split() == [r.name for r in todo]
-    assert f"{len(todo)} of {len(grid)} recipes not started" in out.err and f"under way in {here.work}: {grid[11].name}" in out.err
+    assert f"{len(todo)} of {len(grid)} recipes not started" in out.err
+    assert f"under way in {here.work}: {grid[11].name} (nothing written yet)" in out.err
+    # A started run shows its newest checkpoint and how long ago it last wrote (an abandoned run looks old).
+    ckpt = here.work / "runs" / grid[11].name / "s0" / "checkpoints"
+    for step in (20, 40, 100):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        (ckpt / f"checkpoint-{step}" / "state.json").write_text("{}")
+    old = time.time() - 5 * 3600
+    os.utime(ckpt / "checkpoint-100" / "state.json", (old, old))
+    assert bench.run_progress(here.work / "runs" / grid[11].name) == "checkpoint 100, last written 0.0 h ago"
+    for f in ckpt.rglob("state.json"):
+        os.utime(f, (old, old))
+    assert bench.run_progress(here.work / "runs" / grid[11].name) == "checkpoint 100, last written 5.0 h ago"
     # A better cell here is chosen over the carried ones.
     write_json(here.work / "grid" / f"{grid[10].name}.json", cell(grid[10], 0.8, device="cpu"))
     assert bench.best_recipe(here) == grid[10]
