@@ -198,8 +198,11 @@ def _cell_bf16(cell: dict) -> str:
 
 
 def _cell_device(cell: dict) -> str:
-    """The grid table's "trained on" column: the machine the cell recorded, else its device."""
-    return str(cell.get("machine") or cell.get("device") or "?").replace("|", "/")
+    """The grid table's "trained on" column: the machine the cell recorded, else its device, marked as
+    such (cells from before machines were recorded: the report's "Cells ran on" line names it)."""
+    if cell.get("machine"):
+        return str(cell["machine"]).replace("|", "/")
+    return f"{cell.get('device') or '?'} (machine not recorded)".replace("|", "/")
 
 
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path):

@@ -228,6 +228,9 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     bench.grid_phase(args, "cpu", 0.0)
     assert read_json(tmp_path / "b" / "grid" / f"{grid[1].name}.json")["bf16"] is True
     assert bench._cell_bf16({"device": "cuda"}) == "yes" and bench._cell_bf16({"device": "cpu"}) == "?"
+    # A cell from before machines were recorded names only its device, and says so.
+    assert bench._cell_device({"device": "cuda"}) == "cuda (machine not recorded)"
+    assert bench._cell_device({"device": "cpu", "machine": "AMD EPYC, 2 CPUs"}) == "AMD EPYC, 2 CPUs"
 
 
 def test_grid_and_test_records_count_the_runs_training_over_all_its_sittings(tmp_path, monkeypatch):
