@@ -382,6 +382,10 @@ def _finite_rank(rank: int, port: int, out: str) -> None:
     try:
         verdict = _finite_everywhere(torch.tensor(float("nan") if rank == 1 else 1.0))
         (Path(out) / f"rank{rank}").write_text(str(verdict))
+        # Both ranks finish their collectives before either tears gloo down: a rank that destroys its group
+        # while the other's all_reduce is still in flight aborts that one ("terminate called without an
+        # active exception", SIGABRT; seen once in a CI run).
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
