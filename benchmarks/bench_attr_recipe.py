@@ -334,15 +334,18 @@ def missing_recipes(args) -> tuple[list[Recipe], list[Recipe]]:
     return todo, started
 
 
-def run_progress(run: Path, now: float | None = None) -> str:
-    """How far a started grid run got, for telling a live run from an abandoned one: its newest
-    checkpoint and how long ago anything in the run's folder was last written."""
+def run_progress(run: Path) -> str:
+    """How far a started grid run got, for telling a live run from an abandoned one: the step its seeds'
+    fine-tuning runs (``runs/<recipe>/s<seed>``) would resume from, and how long ago anything in the
+    run's folder was last written."""
+    from leantune.train import checkpointed_steps
+
     files = [f for f in run.rglob("*") if f.is_file()]
-    steps = [int(d.name.split("-")[-1]) for d in run.rglob("checkpoint-*") if d.is_dir() and d.name.split("-")[-1].isdigit()]
     if not files:
         return "nothing written yet"
-    hours = ((time.time() if now is None else now) - max(f.stat().st_mtime for f in files)) / 3600
-    where = f"checkpoint {max(steps)}" if steps else "no checkpoint yet"
+    hours = (time.time() - max(f.stat().st_mtime for f in files)) / 3600
+    step = max((checkpointed_steps(seed) for seed in run.iterdir() if seed.is_dir()), default=0)
+    where = f"checkpoint {step}" if step else "no checkpoint yet"
     return f"{where}, last written {hours:.1f} h ago"
 
 

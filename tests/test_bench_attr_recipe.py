@@ -125,15 +125,18 @@ def test_cells_run_here_join_the_committed_grid_and_the_choice_is_over_all_of_th
     assert out.out.split() == [r.name for r in todo]
     assert f"{len(todo)} of {len(grid)} recipes not started" in out.err
     assert f"under way in {here.work}: {grid[11].name} (nothing written yet)" in out.err
-    # A started run shows its newest checkpoint and how long ago it last wrote (an abandoned run looks old).
+    # A started run shows the (complete) checkpoint it would resume from and how long ago it last wrote
+    # (an abandoned run looks old); a checkpoint still being written (no trainer_state.json yet) is not counted.
     ckpt = here.work / "runs" / grid[11].name / "s0" / "checkpoints"
     for step in (20, 40, 100):
         (ckpt / f"checkpoint-{step}").mkdir(parents=True)
-        (ckpt / f"checkpoint-{step}" / "state.json").write_text("{}")
+        (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (ckpt / "checkpoint-120").mkdir()
+    (ckpt / "checkpoint-120" / "adapter_model.safetensors").write_text("")
     old = time.time() - 5 * 3600
-    os.utime(ckpt / "checkpoint-100" / "state.json", (old, old))
+    os.utime(ckpt / "checkpoint-100" / "trainer_state.json", (old, old))
     assert bench.run_progress(here.work / "runs" / grid[11].name) == "checkpoint 100, last written 0.0 h ago"
-    for f in ckpt.rglob("state.json"):
+    for f in ckpt.rglob("*.*"):
         os.utime(f, (old, old))
     assert bench.run_progress(here.work / "runs" / grid[11].name) == "checkpoint 100, last written 5.0 h ago"
     # A better cell here is chosen over the carried ones.
