@@ -122,3 +122,26 @@ def test_save_figure_writes_a_png_in_one_step_and_closes_the_figure(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]  # no temporary file left behind
     assert not plt.fignum_exists(fig.number)
+
+
+def test_atomic_dir_replaces_a_folder_only_when_the_new_one_is_complete(tmp_path):
+    from leantune.io import atomic_dir
+
+    dest = tmp_path / "adapter"
+    with atomic_dir(dest) as tmp:
+        (tmp / "w.bin").write_text("first")
+    assert (dest / "w.bin").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest) as tmp:
+            (tmp / "w.bin").write_text("half")
+            raise RuntimeError("killed while writing")
+    assert (dest / "w.bin").read_text() == "first"  # the old folder stays, untouched
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(dest) as tmp:
+            (tmp / "v.bin").write_text("second")
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in dest.iterdir()) == ["v.bin"]  # replaced whole, not merged
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temporary or set-aside folder left

@@ -15,11 +15,11 @@ import importlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LeantuneError, ParameterError
+from ..io import atomic_dir, atomic_path
 from ..paths import cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,16 +94,11 @@ def _assembled_gguf(name: str) -> Path:
             return Path(wheel.assemble(target))  # an existing file: only its SHA-256 is checked
         except (FileExistsError, ValueError):
             target.unlink()  # an earlier copy is damaged: join the chunks again
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{m.filename}.", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        wheel.assemble(tmp, overwrite=True)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            wheel.assemble(tmp, overwrite=True)
     except ValueError as exc:
         raise LeantuneError(f"{m.packages[0]}: {exc}; reinstall the wheels: `{m.pip_command} --force-reinstall`") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -148,17 +143,9 @@ def is_prepared(folder: Path) -> bool:
 
 
 def _publish(build, dest: Path) -> Path:
-    """Build a model folder in a temporary sibling, then rename it into place (atomic for readers)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    """Build a model folder in a temporary sibling, then swap it into place (atomic for readers)."""
+    with atomic_dir(dest) as tmp:
         build(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dest
 
 

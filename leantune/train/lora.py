@@ -20,13 +20,12 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import LeantuneError
-from ..io import read_json, write_json
+from ..io import atomic_dir, read_json, write_json
 from ..io import refuse_other_settings
 from ..tasks.base import TextExample
 from .config import FinetuneConfig, FinetuneResult
@@ -372,15 +371,9 @@ def load_training_record(adapter_dir) -> dict | None:
 
 def _save_adapter(model, dest: Path, record: dict) -> Path:
     """Write the adapter (safetensors) and its training record to a temporary sibling, then swap it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         save_training_record(tmp, record)
-        _replace_dir(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dest
 
 
@@ -389,28 +382,11 @@ def _adapter_from_last_good_checkpoint(out: Path, record: dict) -> Path | None:
     if checkpoint is None:
         return None
     dest = out / "adapter"
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
-    try:
+    with atomic_dir(dest) as tmp:
         for name in ("adapter_model.safetensors", "adapter_config.json"):
             shutil.copy2(checkpoint / name, tmp / name)
         save_training_record(tmp, record)
-        _replace_dir(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dest
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, dest)
 
 
 def _history(log_history: list[dict]) -> list[dict]:
