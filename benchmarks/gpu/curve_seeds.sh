@@ -51,7 +51,10 @@ if [ "${STAGE:-}" = pack ]; then
   rm -rf .gpu && mkdir -p .gpu/s1 .gpu/s2
   head -c 40000000 "$G" > .gpu/s1/part_a
   tail -c +40000001 "$G" > .gpu/s2/part_b
-  cp -r "${LEANTUNE_HOME:-$HOME/.cache/leantune}/tokenizers/smollm2" .gpu/s1/tok
+  # the cached tokenizer (a fresh machine has none yet: built from the wheel's GGUF, a few seconds)
+  TOK=$(python3 -c "from leantune.models.llm import prepare_tokenizer; from leantune.paths import cache_dir
+prepare_tokenizer('smollm2'); print(cache_dir('tokenizers', 'smollm2'))")
+  cp -r "$TOK" .gpu/s1/tok
   cp $C/curve.json .gpu/s2/curve.json
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 -d .whl transformers==5.24.0 peft==0.21.2 gguf==0.19.0
