@@ -89,7 +89,7 @@ def curve(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     bf16: bool = typer.Option(
         False, "--bf16", help="bf16 autocast for training and effort scores: ~1.7x faster training on CPUs with AMX "
-        "(check `lscpu | grep amx`), slower without (a warning says so); evaluation stays fp32. Results differ slightly, so a curve folder keeps one setting."
+        "or AVX512-BF16 (check `lscpu | grep -E 'amx|avx512_bf16'`), slower without (a warning says so); evaluation stays fp32. Results differ slightly, so a curve folder keeps one setting."
     ),
     processes: int = typer.Option(1, "--processes", min=1, help=PROCESSES_HELP + " Not a curve setting: a folder may continue with another value."),
     cached_only: bool = typer.Option(False, "--cached-only", help="Train nothing: fit and plot the runs already in --out (e.g. while another process fills it)."),
