@@ -43,8 +43,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a new, empty temporary folder next to ``path``; on success it takes the place of ``path``.
 
     A folder already at ``path`` is moved aside and removed only once the new one is in place, so a
-    killed job leaves either the old folder or the new one there, never a half-written one. On an
-    exception ``path`` is left as it was and the temporary folder is removed.
+    killed job never leaves a half-written folder at ``path`` (killed between the two renames, it leaves
+    none there and the old one at ``.<name>.old``, which the next swap removes). On an exception
+    ``path`` is left as it was and the temporary folder is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,10 +53,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the mode a plain mkdir would
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():  # set aside by a job killed mid-swap
+            shutil.rmtree(old)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old)

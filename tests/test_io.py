@@ -145,3 +145,7 @@ def test_atomic_dir_replaces_a_folder_only_when_the_new_one_is_complete(tmp_path
     assert sorted(p.name for p in dest.iterdir()) == ["v.bin"]  # replaced whole, not merged
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755  # not mkdtemp's 0700
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temporary or set-aside folder left
+    (tmp_path / ".adapter.old").mkdir()  # left by a job killed between its two renames
+    with atomic_dir(dest) as tmp:
+        (tmp / "u.bin").write_text("third")
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"] and (dest / "u.bin").exists()

@@ -102,7 +102,7 @@ def finetune_cmd(
     alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the model's recipe (32)."),
     target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer of the blocks). Default: the model's recipe (all)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
-    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast in training on CPU: ~1.7x faster with AMX or AVX512-BF16, slower than fp32 without AMX or AVX512-BF16 (a warning says so); on CUDA it is on by default."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast in training on CPU: ~1.7x faster on CPUs with AMX or AVX512-BF16, slower than fp32 on those without (a warning says so); on CUDA it is on by default."),
     processes: int = typer.Option(1, "--processes", min=1, help=PROCESSES_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/attributes-<unit>-n<units>-s<seed>); re-running resumes."),
     evaluate_limit: Optional[int] = typer.Option(100, "--eval-limit", help="Then evaluate on N seeded test products (0: skip)."),
