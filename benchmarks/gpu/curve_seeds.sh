@@ -52,8 +52,7 @@ if [ "${STAGE:-}" = pack ]; then
   head -c 40000000 "$G" > .gpu/s1/part_a
   tail -c +40000001 "$G" > .gpu/s2/part_b
   # the cached tokenizer (a fresh machine has none yet: built from the wheel's GGUF, a few seconds)
-  TOK=$(python3 -c "from leantune.models.llm import prepare_tokenizer; from leantune.paths import cache_dir
-prepare_tokenizer('smollm2'); print(cache_dir('tokenizers', 'smollm2'))")
+  TOK=$(python3 -c "from leantune.models.llm import prepare_tokenizer; print(prepare_tokenizer('smollm2').name_or_path)")
   cp -r "$TOK" .gpu/s1/tok
   cp $C/curve.json .gpu/s2/curve.json
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
