@@ -203,3 +203,33 @@ def test_every_command_help_shows_an_example():
 
     walk(typer.main.get_command(app), [])
     assert missing == []
+
+
+def test_the_command_listing_has_one_line_summaries(monkeypatch, capsys):
+    """``leantune --help`` lists each command by a one-line summary: its own ``short_help``, else its help's
+    first paragraph joined into one line (typer's rich listing would keep a hard-wrapped docstring's line
+    breaks and break rows mid-sentence)."""
+    import inspect
+
+    import typer.main
+
+    from leantune.cli import app, one_line_summaries
+
+    def commands(group, path=()):
+        for name, sub in getattr(group, "commands", {}).items():
+            yield " ".join((*path, name)), sub
+            yield from commands(sub, (*path, name))
+
+    command = typer.main.get_command(app)
+    derived = {name for name, sub in commands(command) if not sub.short_help}
+    one_line_summaries(command)
+    joined = []
+    for name, sub in commands(command):
+        assert sub.short_help and "\n" not in sub.short_help, name
+        first = inspect.cleandoc(sub.help or "").split("\n\n")[0]
+        if name in derived and "\n" in first:
+            joined.append(name)
+            assert sub.short_help == " ".join(line.strip() for line in first.splitlines()), name
+    assert "attributes errors" in joined  # a hard-wrapped first paragraph was there to join
+    code, out, _ = run_main(monkeypatch, capsys, "attributes", "--help")
+    assert code == 0 and "errors" in out and "vote" in out

@@ -9,6 +9,7 @@ interrupted (Ctrl-C), 1 a broken pipe. Anything else is a bug and keeps its trac
 """
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 
@@ -71,6 +72,17 @@ FLAG_NAMES = {"lam": "--lambda", "options": "--opt", "max_epochs": "--epochs", "
               "heartbeat_interval": "--heartbeat"}
 
 
+def one_line_summaries(command) -> None:
+    """Give every (sub)command without a ``short_help`` its help's first paragraph on one line: the
+    listing under ``leantune --help`` (typer's rich panels) otherwise keeps a hard-wrapped docstring's
+    line breaks, and rows break mid-sentence."""
+    for sub in getattr(command, "commands", {}).values():
+        if not sub.short_help and sub.help:
+            first = inspect.cleandoc(sub.help).partition("\f")[0].split("\n\n")[0]
+            sub.short_help = _one_line(first)
+        one_line_summaries(sub)
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI on ``args`` (default ``sys.argv[1:]``); always ends in ``SystemExit``."""
     import errno
@@ -88,6 +100,7 @@ def main(args: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
+    one_line_summaries(command)
     try:
         # Parse and invoke directly rather than through ``app()``: in non-standalone mode typer
         # turns Ctrl-C into a *returned* 130 and usage errors into tracebacks.

@@ -78,7 +78,8 @@ def _run_folder(path: Path) -> Path:
     return path.parent
 
 
-@app.command("power", help=POWER_HELP)
+@app.command("power", help=POWER_HELP,
+             short_help="Minimum detectable effect of a test set (--units, --rate): size test sets before training.")
 def power_cmd(
     rate: Optional[float] = typer.Option(None, "--rate", help="Baseline rate of the metric (e.g. recall@20 = 0.015)."),
     units: Optional[int] = typer.Option(None, "--units", help="Test units per run."),

@@ -49,7 +49,9 @@ def _parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-@app.command("curve", help=CURVE_HELP)
+@app.command("curve", help=CURVE_HELP,
+             short_help="Learning curve: a LoRA run per (subset size, seed), a fitted curve and the saturation point with its "
+                        "interval.")
 def curve(
     task: str = typer.Option("attributes", "--task", help="Registered task: 'attributes' (micro-F1) or 'recommendation' (recall@20)."),
     data: Optional[str] = typer.Option(None, "--data", help="Task data (default: the task's own, e.g. oa-mine / games)."),

@@ -70,7 +70,8 @@ Examples:
 """
 
 
-@app.command("run", help=RUN_HELP)
+@app.command("run", help=RUN_HELP,
+             short_help="Prune -> train -> evaluate in one run folder, for a BIGRec LLM (default) or TIGER (--recommender).")
 def run_cmd(
     data: str = typer.Option("games", "--data", help=DATA_HELP),
     recommender: str = typer.Option("bigrec", "--recommender", help="'bigrec' (LoRA fine-tuned LLM) or 'tiger' (semantic-ID T5 trained from scratch); see above."),
@@ -164,7 +165,8 @@ def _print_summary(run) -> None:
     print(f"report: {run.path / 'report.md'}")
 
 
-@app.command("evaluate")
+@app.command("evaluate", short_help="BIGRec evaluation: beam-search titles grounded to items; Recall/NDCG@5/10/20/50 over all "
+                                     "target items.")
 def evaluate_cmd(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="LoRA adapter folder (e.g. RUN/finetune/adapter); without it the base model is evaluated."),
     data: str = typer.Option("games", "--data", help=DATA_HELP),
@@ -219,7 +221,8 @@ def _adapter_tag(adapter: Path) -> str:
     return parts[-1] if parts else "adapter"
 
 
-@app.command("finetune")
+@app.command("finetune", short_help="LoRA fine-tuning on recommendation prompts (the BIGRec recipe), early-stopped "
+                                     "on validation.")
 def finetune_cmd(
     data: str = typer.Option("games", "--data", help=DATA_HELP + " With --task sft: the JSONL file."),
     task: str = typer.Option("recommendation", "--task", help="'recommendation' (the default) or 'sft' (any instruction JSONL: chat 'messages' or 'prompt'/'completion' lines; loss on the answer, fixed --epochs without early stopping, then the answer loss and token accuracy on every validation record in OUT/eval)."),
