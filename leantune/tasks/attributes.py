@@ -29,8 +29,8 @@ UNITS = ("product", "question")
 # Models without a recipe of their own in MODEL_RECIPES (tiny, local folders) train with it.
 RECIPE = {"unit": "product", "epochs": 5.0, "lr": 2e-3, "r": 16, "alpha": 32, "target_modules": ALL_LINEAR, "batch_size": 16}
 # Per shipped model, the recipe chosen on that model's own validation cells. Gemma 3 270M: one epoch over
-# all 13,795 training questions (432 steps of 32), validation F1 0.733 on all 150 products; the one Gemma
-# cell trained after the tokenisation fix of 2026-12-01 (benchmarks/results/attr-recipe-gemma3-270m/).
+# all 13,795 training questions (432 steps of 32), validation F1 0.733 on all 150 products; the best of the
+# Gemma grid cells run so far (benchmarks/results/attr-recipe-gemma3-270m/).
 MODEL_RECIPES = {
     "smollm2": RECIPE,
     "gemma3-270m": {"unit": "question", "epochs": 1.0, "lr": 1e-3, "r": 16, "alpha": 32, "target_modules": ALL_LINEAR,
