@@ -396,8 +396,28 @@ def _item_cost(spec: dict) -> float:
     return 200 + 20 * spec["shots"]
 
 
+def held_recipe(folder: Path) -> str | None:
+    """The recipe whose test evaluation a finished label folder holds (None: none finished, or no recipe)."""
+    if not (folder / "metrics.json").is_file():
+        return None
+    return (read_json(folder / "metrics.json").get("settings") or {}).get("recipe")
+
+
+def check_label_folder(args, label: str, seed: int, recipe: str) -> None:
+    """A label folder ('best', 'default', ...) finished under another recipe is not this label's row:
+    the grid's choice moved since. Say so in one line rather than skip it or report it under the new name."""
+    folder = args.work / "test" / label / f"s{seed}"
+    held = held_recipe(folder)
+    if held is not None and held != recipe:
+        raise SystemExit(f"{folder}/metrics.json: holds recipe {held}, but '{label}' is now {recipe}; move the "
+                         f"folder aside (e.g. to {args.work / 'test' / held.split('-lr')[0]}/s{seed}) and run again")
+
+
 def test_phase(args, device: str, start: float) -> None:
     items = [i for i in test_items(args) if args.only is None or i[0] in args.only]
+    for label, spec, seed in items:  # before any training
+        if "recipe" in spec:
+            check_label_folder(args, label, seed, Recipe(**spec["recipe"]).name)
     for label, spec, seed in _mine(items, [_item_cost(s) for _, s, _ in items], args.shard, args.shards):
         folder = args.work / "test" / label / f"s{seed}"
         if (folder / "metrics.json").is_file():
@@ -426,12 +446,14 @@ def test_phase(args, device: str, start: float) -> None:
               f"(train {train_s:.0f} s, eval {eval_s:.0f} s)", flush=True)
 
 
-def _load(args, label: str):
+def _load(args, label: str, recipe: Recipe | None = None):
     from leantune.evaluation.compare import load_evaluation
 
     evs = []
     for s in args.seeds:
         folder = args.work / "test" / label / f"s{s}"
+        if recipe is not None:
+            check_label_folder(args, label, s, recipe.name)
         if (folder / "per_unit.jsonl").is_file():
             ev = load_evaluation(folder, name=label)
             ev.seed = s
@@ -480,7 +502,14 @@ def report(args) -> str:
         lines += ["", args.note]
     labels = ["zero-shot", *(f"{k}-shot" for k in FEW_SHOTS), "default", "task-default", "best"]
     task_default = task_default_recipe()
-    evs = {label: _load(args, label) for label in labels}
+    recipes = {"default": CLI_DEFAULT, "task-default": task_default, "best": best}
+    evs = {label: _load(args, label, recipes.get(label)) for label in labels}
+    # Other folders in test/ (an earlier choice moved aside, say) get rows of their own, named by the recipe they hold.
+    earlier = sorted(p.name for p in (args.work / "test").glob("*") if p.is_dir() and p.name not in labels)
+    for label in earlier:
+        evs[label] = _load(args, label)
+    earlier = [label for label in earlier if evs[label]]
+    labels += earlier
     lines += ["", f"## Test: all test products, seeds {args.seeds} (fine-tuning seeds; few-shot example draws)", "",
               "| prompt / model | runs | micro-F1 (mean of runs) | seed SD | 95% CI over test products (one run) | P | R | accuracy |",
               "|---|---:|---:|---:|---|---:|---:|---:|"]
@@ -500,6 +529,9 @@ def report(args) -> str:
                 "task-default": f"fine-tuned, the task's recipe ({task_default.name}; chosen on SmolLM2-135M's grid"
                                 f"{not_default})",
                 "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
+        if label in earlier:
+            held = held_recipe(args.work / "test" / label / f"s{evs[label][0].seed}")
+            name = f"fine-tuned, {held} (`test/{label}`; not the grid's choice now)" if held else f"`test/{label}`"
         old = before.get("test", {}).get(label)
         if not ms and old and best is not None and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
             carried.append(label)
@@ -527,7 +559,8 @@ def report(args) -> str:
     if carried:
         lines += ["", f"Carried rows ({', '.join(carried)}): their cells ran on another machine and are not in this work "
                   "folder; the row is the committed report's (`summary.json`), P/R/accuracy shown where it kept them."]
-    for baseline, others in (("zero-shot", ["3-shot", "10-shot", "default", "task-default", "best"]), ("default", ["best"])):
+    groups = [("zero-shot", ["3-shot", "10-shot", "default", "task-default", "best", *earlier]), ("default", ["best", *earlier])]
+    for baseline, others in groups + ([("best", earlier)] if earlier else []):
         group = [e for label in [baseline, *others] for e in evs[label]]
         if not evs[baseline] or len({e.name for e in group}) < 2:
             for metric in ("f1", "accuracy"):  # comparisons whose rows ran elsewhere stay as written then

@@ -395,21 +395,21 @@ def test_finetune_cli_takes_the_task_recipe_unless_a_flag_overrides_it(attr_fold
 
 
 def test_each_shipped_model_has_its_own_default_recipe():
-    """Gemma 3 270M defaults to the recipe chosen on its own validation cell (questions, 1 epoch); SmolLM2, the
+    """Gemma 3 270M defaults to the recipe chosen on its own validation cells; SmolLM2, the
     tiny model and local folders to the task's; a flag that is given overrides only its own setting."""
     from leantune.pipelines.attributes import attribute_finetune_config
     from leantune.tasks.attributes import MODEL_RECIPES, RECIPE, default_recipe
 
     gemma = MODEL_RECIPES["gemma3-270m"]
     cfg, unit = attribute_finetune_config("gemma3-270m", micro_batch_size=8, seed=3)
-    assert unit == gemma["unit"] == "question" and gemma != RECIPE
+    assert unit == gemma["unit"] and gemma != RECIPE
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.r, cfg.alpha, tuple(cfg.target_modules)) == (
         gemma["epochs"], gemma["lr"], gemma["batch_size"], gemma["r"], gemma["alpha"], tuple(gemma["target_modules"]))
     assert cfg.micro_batch_size == 8 and cfg.seed == 3 and cfg.train_on_inputs is False
     assert cfg.eval_every == gemma["save_every"] and attribute_finetune_config("gemma3-270m", eval_every=7)[0].eval_every == 7
     assert attribute_finetune_config("smollm2")[0].eval_every is None  # once per epoch
-    cfg, unit = attribute_finetune_config("gemma3-270m", unit="product", lr=5e-4)
-    assert unit == "product" and cfg.lr == 5e-4 and cfg.epochs == gemma["epochs"] and cfg.batch_size == gemma["batch_size"]
+    cfg, unit = attribute_finetune_config("gemma3-270m", unit="question", lr=5e-4)
+    assert unit == "question" != gemma["unit"] and cfg.lr == 5e-4 and cfg.epochs == gemma["epochs"] and cfg.batch_size == gemma["batch_size"]
     for model in ("smollm2", "tiny", "runs/some-local-model"):
         assert default_recipe(model) == RECIPE and attribute_finetune_config(model)[1] == RECIPE["unit"]
     default_recipe("gemma3-270m")["lr"] = 1.0  # a copy: the table is not changed through it
@@ -545,3 +545,25 @@ def test_interrupted_evaluation_resumes_from_its_generation_log(tmp_path, monkey
     (tmp_path / "other" / GENERATION_LOG).write_text(json.dumps({"settings": {"unit": "product"}}) + "\n")
     with pytest.raises(LeantuneError, match="a generation log made with other settings"):
         evaluate_attributes(folder, "tiny", out=tmp_path / "other", **kw)
+
+
+def test_the_finetune_help_states_each_shipped_models_recipe():
+    """`attributes finetune --help` spells the recipes out by hand (the CLI imports no model code to draw its
+    help); this keeps them from drifting from MODEL_RECIPES when a grid changes a default."""
+    import inspect
+
+    from leantune.cli.attributes import finetune_cmd
+    from leantune.tasks.attributes import MODEL_RECIPES
+
+    doc = " ".join(inspect.getdoc(finetune_cmd).split())
+    options = {p.default.param_decls[0]: p.default.help for p in inspect.signature(finetune_cmd).parameters.values()
+               if hasattr(p.default, "param_decls")}
+    for model, recipe in MODEL_RECIPES.items():
+        paragraph = doc.split(f" {model}" if model != "smollm2" else "smollm2", 1)[1].split(". ")[0]
+        assert f"{recipe['unit']} unit, {recipe['epochs']:g} epochs" in paragraph, (model, paragraph)
+        assert f"batch {recipe['batch_size']}, LoRA r {recipe['r']} / alpha {recipe['alpha']}" in paragraph, (model, paragraph)
+    gemma = MODEL_RECIPES["gemma3-270m"]
+    for flag, value in (("--epochs", f"{gemma['epochs']:g}"), ("--batch-size", gemma["batch_size"]), ("--r", gemma["r"]),
+                        ("--alpha", gemma["alpha"])):
+        assert f"gemma3-270m: {value})" in options[flag], (flag, options[flag])
+    assert f"({gemma['unit']}, gemma3-270m included)" in options["--unit"] or f"gemma3-270m: {gemma['unit']})" in options["--unit"]

@@ -305,3 +305,50 @@ def test_grid_cells_keep_their_validation_rows_and_the_report_pairs_them(tmp_pat
                {"recipe": grid[3].__dict__, "name": grid[3].name, "status": "finished", "steps": 5, "tokens": 9, "device": "cpu",
                 "valid": {"f1": 0.75, "precision": 0.75, "recall": 0.75, "accuracy": 0.75, "invalid_rate": 0.0, "n_products": 20}})
     assert "### Validation F1" not in bench.report(only)
+
+
+def test_a_label_folder_left_by_an_earlier_choice_is_refused_and_a_moved_one_gets_its_own_row(tmp_path, monkeypatch):
+    """'best' names whatever the grid chooses now: a test/best folder finished under an earlier choice
+    stops the test phase (before any training) and the report with one line naming the folder and both
+    recipes; moved aside, it is reported as a row of its own and compared with the new choice."""
+    from leantune.evaluation.units import attribute_unit_rows, write_per_unit
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    grid = bench.GRIDS["smollm2"]
+    work = tmp_path / "w"
+
+    def cell(recipe, f1):
+        write_json(work / "grid" / f"{recipe.name}.json",
+                   {"recipe": recipe.__dict__, "name": recipe.name, "status": "finished", "steps": 5, "tokens": 9, "device": "cpu",
+                    "valid": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1, "invalid_rate": 0.0, "n_products": 3}})
+
+    def rows(folder, right, recipe=None, n=40):
+        judged = [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < right else "VW",
+                   "correct": i < right, "gold": "x"} for i in range(n)]
+        write_per_unit(folder, attribute_unit_rows(judged))
+        f1 = right / n
+        settings = {"recipe": recipe.name} if recipe else {}
+        write_json(folder / "metrics.json", {"settings": settings, "metrics": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1}})
+
+    cell(grid[3], 0.7)
+    rows(work / "test" / "zero-shot" / "s0", 4)
+    rows(work / "test" / "best" / "s0", 30, grid[3])
+    report = ["--phase", "report", "--work", str(work), "--seeds", "0", "--name", "r"]
+    assert "| fine-tuned, chosen recipe" in bench.report(bench.parse_args(report))
+    cell(grid[5], 0.8)  # a better cell: the grid's choice moves
+    trained = []
+    monkeypatch.setattr(bench, "_train", lambda *a, **k: trained.append(a) or None)
+    test = bench.parse_args(["--phase", "test", "--only", "best", "--seeds", "0", "--work", str(work), "--name", "r"])
+    message = f"test/best/s0/metrics.json: holds recipe {grid[3].name}, but 'best' is now {grid[5].name}; move the folder aside"
+    with pytest.raises(SystemExit, match=message.replace("/", "[/\\\\]")):
+        bench.test_phase(test, "cpu", 0.0)
+    assert trained == []
+    with pytest.raises(SystemExit, match="holds recipe"):
+        bench.report(bench.parse_args(report))
+    (work / "test" / "best").rename(work / "test" / "earlier")
+    rows(work / "test" / "best" / "s0", 34, grid[5])
+    text = bench.report(bench.parse_args(report))
+    assert f"| fine-tuned, chosen recipe ({grid[5].name}; the best of 2 grid cells on validation" in text and "| 1 | 0.850 |" in text
+    assert f"| fine-tuned, {grid[3].name} (`test/earlier`; not the grid's choice now) | 1 | 0.750 |" in text
+    assert "### f1 against best (paired over test products, seeds averaged)" in text
+    assert (tmp_path / "results" / "r" / "vs-best-f1" / "comparison.json").is_file()

@@ -85,21 +85,21 @@ def evaluate(
 def finetune_cmd(
     data: str = typer.Option("oa-mine", "--data", help=ATTR_DATA_HELP),
     model: str = typer.Option("smollm2", "--model", help=f"Base model: {MODEL_NAMES_HELP} or a local transformers folder."),
-    unit: Optional[str] = typer.Option(None, "--unit", help=UNIT_HELP + " Default: the model's recipe (product; gemma3-270m: question)."),
+    unit: Optional[str] = typer.Option(None, "--unit", help=UNIT_HELP + " Default: the model's recipe (product, gemma3-270m included)."),
     train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on a seeded random subset of N units (products or questions)."),
     valid_limit: Optional[int] = typer.Option(0, "--valid-limit", help="Validation products for early stopping on validation loss (0: none, the recipe's setting: it keeps the final adapter)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training units (early stopping may end sooner). Default: the model's recipe (5; gemma3-270m: 1)."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the training units (early stopping may end sooner). Default: the model's recipe (5; gemma3-270m: 3)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate. Default: the model's recipe (2e-3; gemma3-270m: 1e-3)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches). Default: the model's recipe (16; gemma3-270m: 32)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches). Default: the model's recipe (16; gemma3-270m: 8)."),
     micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass (memory, not results; use the whole batch on a GPU)."),
     save_every: Optional[int] = typer.Option(
         None, "--save-every", min=1, help="Optimizer steps between checkpoints (and validations with --valid-limit); a stopped run "
         "resumes from the newest when run again. Default: the model's recipe: once per epoch (81 steps on all products), every 20 "
-        "steps for gemma3-270m (its one epoch is 432 steps, about 1.5 h on two CPU threads). Fixed per run folder."
+        "steps for gemma3-270m (its 3 epochs are 483 steps, about 1.3 h on two CPU threads with --bf16). Fixed per run folder."
     ),
-    r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the model's recipe (16)."),
-    alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the model's recipe (32)."),
+    r: Optional[int] = typer.Option(None, "--r", help="LoRA rank. Default: the model's recipe (16; gemma3-270m: 8)."),
+    alpha: Optional[int] = typer.Option(None, "--alpha", help="LoRA alpha. Default: the model's recipe (32; gemma3-270m: 16)."),
     target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Comma-separated module names LoRA adapts, or 'all' (every linear layer of the blocks). Default: the model's recipe (all)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast in training on CPU: ~1.7x faster on CPUs with AMX or AVX512-BF16, slower than fp32 on those without (a warning says so); on CUDA it is on by default."),
@@ -115,7 +115,7 @@ def finetune_cmd(
 
     smollm2 (and tiny or a local folder): product unit, 5 epochs, lr 2e-3, batch 16, LoRA r 16 / alpha 32 on every linear layer; 405 optimizer steps on all 1,288 products. It had the best validation micro-F1 of SmolLM2's cells of benchmarks/bench_attr_recipe.py's grid (0.736 on all 150 validation products, one seed, against 0.596 for the earlier 3-epoch r 8 q/v default).
 
-    gemma3-270m: question unit (one (product, attribute) question per sample), 1 epoch, lr 1e-3, batch 32, LoRA r 16 / alpha 32 on every linear layer; 432 optimizer steps on all 13,795 questions, about 1.5 h on two CPU threads with --bf16, a checkpoint every 20 steps. Validation F1 0.733, test 0.706 on all 500 products; the best of the Gemma grid cells run so far (benchmarks/results/attr-recipe-gemma3-270m).
+    gemma3-270m: product unit, 3 epochs, lr 1e-3, batch 8, LoRA r 8 / alpha 16 on every linear layer; 483 optimizer steps on all 1,288 products, about 1.3 h on two CPU threads with --bf16 (AVX512-BF16), a checkpoint every 20 steps. Validation F1 0.766, test 0.740 on all 500 products; the best of the Gemma grid cells run so far (benchmarks/results/attr-recipe-gemma3-270m).
 
     Examples:
 

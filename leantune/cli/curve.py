@@ -31,7 +31,7 @@ CURVE_HELP = (
     "Examples:\n\n"
     "  leantune curve --sizes 0,25,50,100 --seeds 2 --eval-limit 50 --bf16\n\n"
     "  leantune curve --unit question --seeds 3 --bf16 --plan     # what it would cost here, nothing trained\n\n"
-    "  leantune curve --model gemma3-270m --recipe model --bf16 --micro-batch-size 8   # Gemma's own recipe (questions)\n\n"
+    "  leantune curve --model gemma3-270m --recipe model --bf16 --micro-batch-size 8   # Gemma's own recipe (products, 3 epochs)\n\n"
     "  leantune curve --unit question --sizes 0,500,2000,6500,13795 --schedule steps --steps 400\n\n"
     "  leantune curve --task recommendation --data games --sizes 0,256,1024 --seeds 2"
 )
@@ -67,7 +67,7 @@ def curve(
     recipe: str = typer.Option(
         "curve", "--recipe", help="Where the LoRA recipe's defaults come from: 'curve' (short runs: 1 epoch, lr 1e-3, batch 8, r 8 / "
         "alpha 16 on q/v) or 'model' (what `attributes finetune` trains --model with: its unit, epochs, lr, batch, LoRA modules "
-        "and checkpoint cadence; gemma3-270m: questions, 1 epoch, batch 32, r 16 / alpha 32 on all linear layers, a checkpoint "
+        "and checkpoint cadence; gemma3-270m: products, 3 epochs, batch 8, r 8 / alpha 16 on all linear layers, a checkpoint "
         "every 20 steps). Any of --unit/--epochs/--lr/--batch-size/--r/--alpha/--target-modules/--save-every given overrides it."
     ),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="--schedule epochs: passes over each subset (also sets the default --steps). Default: the recipe's (curve: 1)."),
