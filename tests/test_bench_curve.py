@@ -24,8 +24,12 @@ def test_the_curve_recipe_keeps_the_settings_earlier_curve_folders_were_made_wit
     assert (f.lr, f.batch_size, f.micro_batch_size, f.r, f.alpha, tuple(f.target_modules), f.eval_every) == (1e-3, 8, 4, 8, 16, ("q_proj", "v_proj"), None)
     spelled, _ = _config("--unit", "question", "--epochs", "1", "--batch-size", "32", "--r", "16", "--alpha", "32",
                          "--target-modules", "all", "--lr", "1e-3", "--save-every", "20", "--micro-batch-size", "8", "--model", "gemma3-270m")
-    own, _ = _config("--recipe", "model", "--micro-batch-size", "8", "--model", "gemma3-270m")
-    assert asdict(own) == asdict(spelled)  # Gemma's recipe is the question curve's settings, spelled out before
+    own, _ = _config("--recipe", "model", "--unit", "question", "--epochs", "1", "--batch-size", "32", "--r", "16", "--alpha", "32",
+                     "--micro-batch-size", "8", "--model", "gemma3-270m")
+    assert asdict(own) == asdict(spelled)  # the question curve's settings (question-e1, Gemma's default until 2026-12-05)
+    product, _ = _config("--unit", "product", "--epochs", "3", "--batch-size", "8", "--r", "8", "--alpha", "16",
+                         "--target-modules", "all", "--lr", "1e-3", "--save-every", "20", "--micro-batch-size", "8", "--model", "gemma3-270m")
+    assert asdict(_config("--recipe", "model", "--micro-batch-size", "8", "--model", "gemma3-270m")[0]) == asdict(product)
 
 
 def test_the_model_recipe_follows_the_model_and_each_flag_given_overrides_one_setting():
