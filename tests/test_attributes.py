@@ -559,7 +559,7 @@ def test_the_finetune_help_states_each_shipped_models_recipe():
     options = {p.default.param_decls[0]: p.default.help for p in inspect.signature(finetune_cmd).parameters.values()
                if hasattr(p.default, "param_decls")}
     for model, recipe in MODEL_RECIPES.items():
-        paragraph = doc.split(f" {model}" if model != "smollm2" else "smollm2", 1)[1].split(". ")[0]
+        paragraph = doc.split(f" {model}", 1)[1].split(". ")[0]  # the model's paragraph, up to its first sentence's end
         assert f"{recipe['unit']} unit, {recipe['epochs']:g} epochs" in paragraph, (model, paragraph)
         assert f"batch {recipe['batch_size']}, LoRA r {recipe['r']} / alpha {recipe['alpha']}" in paragraph, (model, paragraph)
     gemma = MODEL_RECIPES["gemma3-270m"]
