@@ -149,6 +149,16 @@ def test_curve_scores_for_text_tasks_and_methods_refused_up_front(tmp_path):
     assert (tmp_path / "scores-gradient_influence-seed0.safetensors").exists()
     subsets = curve_subsets(task, cfg, tmp_path, pool, 0)
     assert [len(subsets[n]) for n in (4, 8)] == [4, 8] and set(subsets[8]) <= set(pool)
+    # A run's subset comes from scores made with the run's own seed, whichever --seed the process
+    # filling the folder started from: seed 1's run is the same from a `--seed 0 --seeds 2` process
+    # as from a `--seed 1` one (they used to differ: the process's seed scored every run).
+    assert not (tmp_path / "scores-effort-seed1.safetensors").exists()
+    from_seed0_process = curve_subsets(task, cfg, tmp_path, pool, 1)
+    assert (tmp_path / "scores-effort-seed1.safetensors").exists()
+    seed1 = curve_scores(task, cfg, tmp_path, 1)["effort"]
+    assert not np.array_equal(seed1, scores["effort"])  # the LoRA initialisation differs, so the scores do
+    assert from_seed0_process == curve_subsets(task, CurveConfig(method="effort", model="tiny", sizes=(4, 8), seed=1,
+                                                                  progress=False), tmp_path, pool, 1)
     with pytest.raises(LeantuneError, match="method 'coverage': not available for the attributes task .*pass it as the selector"):
         CurveConfig(method="coverage")
     with pytest.raises(LeantuneError, match="method 'nonsense': not available"):

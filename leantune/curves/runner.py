@@ -350,17 +350,19 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
 def curve_subsets(task, cfg: CurveConfig, out: Path, pool: list[str], seed: int) -> dict[int, list[str]]:
     """The units of each size's run for ``seed``, through the pruning path of every text task
     (``leantune.pipelines.units``): random draws nest (``training_subset``); a scored method's
-    columns are computed once per curve (with ``cfg.seed``), cached in ``out``, and each size selects
-    from them (nested only when the selector is greedy, as k-center and top-k are)."""
+    columns are computed once per seed (with the run's ``seed``, so each seed repeats the whole
+    method, scoring included, and a run is the same whichever process fills it), cached in ``out``,
+    and each size selects from them (nested only when the selector is greedy, as k-center and top-k are)."""
     from ..pipelines.units import select_units
 
-    scores = curve_scores(task, cfg, out)
+    scores = curve_scores(task, cfg, out, seed)
     return {n: [pool[i] for i in select_units(scores, len(pool), cfg.method, n, seed, cfg.selector)] for n in cfg.sizes if n > 0}
 
 
-def curve_scores(task, cfg: CurveConfig, out: Path) -> dict:
-    """``score_units`` for the curve's method, cached as ``out/scores-<column>[-bf16]-seed<seed>.safetensors``
-    (``-bf16``: gradients under bf16 autocast, for effort and gradient influence)."""
+def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None) -> dict:
+    """``score_units`` for the curve's method with ``seed`` (default ``cfg.seed``), cached as
+    ``out/scores-<column>[-bf16]-seed<seed>.safetensors`` (``-bf16``: gradients under bf16 autocast,
+    for effort and gradient influence)."""
     from safetensors.numpy import load_file, save_file
 
     from ..io import atomic_path
@@ -370,11 +372,12 @@ def curve_scores(task, cfg: CurveConfig, out: Path) -> dict:
     if column is None:
         return {}
     bf16 = cfg.bf16 and column in ("effort", "gradient_influence")  # their LoRA gradients are taken under bf16 autocast
-    path = out / f"scores-{column}{'-bf16' if bf16 else ''}-seed{cfg.seed}.safetensors"
+    seed = cfg.seed if seed is None else seed
+    path = out / f"scores-{column}{'-bf16' if bf16 else ''}-seed{seed}.safetensors"
     if path.is_file():
         return {column: load_file(str(path))[column]}
     options = {"device": cfg.device, **({"effort_dtype": "bfloat16"} if cfg.bf16 else {})}
-    scores = score_units(task, cfg.method, cfg.model, cfg.seed, options, work_dir=out / "scoring", progress=cfg.progress)
+    scores = score_units(task, cfg.method, cfg.model, seed, options, work_dir=out / f"scoring-seed{seed}", progress=cfg.progress)
     with atomic_path(path) as tmp:
         save_file({column: np.ascontiguousarray(scores[column], dtype=np.float32)}, str(tmp))
     return scores
