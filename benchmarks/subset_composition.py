@@ -12,7 +12,6 @@ Prints a Markdown table and writes it to ``--out`` when given:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections import Counter
@@ -22,7 +21,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 
 from leantune.data.units import training_subset  # noqa: E402
 from leantune.errors import LeantuneError  # noqa: E402
-from leantune.io import atomic_path  # noqa: E402
+from leantune.io import atomic_path, read_json  # noqa: E402
 from leantune.tasks.attributes import AttributeTask  # noqa: E402
 
 
@@ -57,11 +56,14 @@ def main(argv=None) -> int:
              "| --- | ---: | ---: | ---: | --- | ---: |",
              row(f"training pool ({len(pool)} products)", composition([by_id[u] for u in pool]))]
     for path in runs:
-        sub = json.loads(path.read_text())
-        try:
-            chosen = [by_id[u] for u in sub["units"]]
-        except KeyError as e:
-            raise LeantuneError(f"{path}: unit {e.args[0]!r} is not a training product of {args.data}") from None
+        sub = read_json(path)
+        missing = [k for k in ("size", "seed", "method", "units") if k not in sub]
+        if missing:
+            raise LeantuneError(f"{path}: no field {missing[0]!r} (a curve run's subset.json has size, seed, method, units)")
+        unknown = next((u for u in sub["units"] if u not in by_id), None)
+        if unknown is not None:
+            raise LeantuneError(f"{path}: unit {unknown!r} is not a training product of {args.data}")
+        chosen = [by_id[u] for u in sub["units"]]
         drawn = training_subset(pool, sub["size"], sub["seed"])
         lines.append(row(f"random, {sub['size']} products, seed {sub['seed']}", composition([by_id[u] for u in drawn])))
         lines.append(row(f"{sub['method']}, {sub['size']} products, seed {sub['seed']}", composition(chosen),
