@@ -167,6 +167,51 @@ def test_curve_scores_for_text_tasks_and_methods_refused_up_front(tmp_path):
         CurveConfig(method="kcenter", selector="topk")
 
 
+def test_a_seed_another_process_is_scoring_is_waited_for_not_scored_twice(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from filelock import FileLock
+    from safetensors.numpy import save_file
+
+    import leantune.pipelines.units as units
+    from leantune.curves import CurveConfig
+    from leantune.curves.runner import curve_scores, curve_subsets
+    from leantune.tasks.attributes import AttributeTask
+
+    task = AttributeTask(data=str(write_attribute_folder(tmp_path / "d")))
+    cfg = CurveConfig(method="effort", model="tiny", sizes=(4,), progress=False)
+    path = tmp_path / "scores-effort-seed3.safetensors"
+    made = np.arange(12, dtype=np.float32) + 1
+    holding = threading.Event()
+
+    def other_process():  # scores seed 3: holds the lock, writes the file, lets go
+        with FileLock(str(path) + ".lock"):
+            holding.set()
+            time.sleep(0.5)
+            save_file({"effort": made}, str(path))
+
+    def refuse(*a, **k):
+        raise AssertionError("scored a seed another process was scoring")
+
+    monkeypatch.setattr(units, "score_units", refuse)
+    logs: list[str] = []
+    other = threading.Thread(target=other_process)
+    other.start()
+    holding.wait()
+    try:
+        got = curve_subsets(task, cfg, tmp_path, task.train_pool(), 3, log=logs.append)
+    finally:
+        other.join()
+    assert len(got[4]) == 4 and np.array_equal(curve_scores(task, cfg, tmp_path, 3)["effort"], made)
+    assert logs == ["seed 3: another process is scoring it (it holds "
+                    f"{path}.lock); waiting for scores-effort-seed3.safetensors"]
+    # Once the lock is free and no file is there, the caller scores the seed itself.
+    monkeypatch.undo()
+    fresh = curve_scores(task, cfg, tmp_path, 4, log=logs.append)
+    assert fresh["effort"].shape == (12,) and (tmp_path / "scores-effort-seed4.safetensors").exists() and len(logs) == 1
+
+
 def _tiny_config(folder, **over):
     from leantune.curves import CurveConfig
     from leantune.curves.runner import curve_recipe

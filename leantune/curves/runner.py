@@ -347,7 +347,8 @@ def run_one(task, cfg: CurveConfig, out: Path, size: int, seed: int, units: list
     return {**row, "metrics": metrics, "eval_s": eval_s}
 
 
-def curve_subsets(task, cfg: CurveConfig, out: Path, pool: list[str], seed: int) -> dict[int, list[str]]:
+def curve_subsets(task, cfg: CurveConfig, out: Path, pool: list[str], seed: int,
+                  log: Callable[[str], None] | None = None) -> dict[int, list[str]]:
     """The units of each size's run for ``seed``, through the pruning path of every text task
     (``leantune.pipelines.units``): random draws nest (``training_subset``); a scored method's
     columns are computed once per seed (with the run's ``seed``, so each seed repeats the whole
@@ -355,14 +356,17 @@ def curve_subsets(task, cfg: CurveConfig, out: Path, pool: list[str], seed: int)
     and each size selects from them (nested only when the selector is greedy, as k-center and top-k are)."""
     from ..pipelines.units import select_units
 
-    scores = curve_scores(task, cfg, out, seed)
+    scores = curve_scores(task, cfg, out, seed, log=log)
     return {n: [pool[i] for i in select_units(scores, len(pool), cfg.method, n, seed, cfg.selector)] for n in cfg.sizes if n > 0}
 
 
-def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None) -> dict:
+def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None,
+                 log: Callable[[str], None] | None = None) -> dict:
     """``score_units`` for the curve's method with ``seed`` (default ``cfg.seed``), cached as
     ``out/scores-<column>[-bf16]-seed<seed>.safetensors`` (``-bf16``: gradients under bf16 autocast,
-    for effort and gradient influence)."""
+    for effort and gradient influence). Processes filling one folder score a seed once: the one
+    scoring holds ``<cache>.lock`` and the others wait for its file (``log`` says so)."""
+    from filelock import FileLock, Timeout
     from safetensors.numpy import load_file, save_file
 
     from ..io import atomic_path
@@ -376,11 +380,25 @@ def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None) -> 
     path = out / f"scores-{column}{'-bf16' if bf16 else ''}-seed{seed}.safetensors"
     if path.is_file():
         return {column: load_file(str(path))[column]}
-    options = {"device": cfg.device, **({"effort_dtype": "bfloat16"} if cfg.bf16 else {})}
-    scores = score_units(task, cfg.method, cfg.model, seed, options, work_dir=out / f"scoring-seed{seed}", progress=cfg.progress)
-    with atomic_path(path) as tmp:
-        save_file({column: np.ascontiguousarray(scores[column], dtype=np.float32)}, str(tmp))
-    return scores
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        if log:
+            log(f"seed {seed}: another process is scoring it (it holds {lock.lock_file}); waiting for {path.name}")
+        lock.acquire(timeout=-1)
+    try:
+        if path.is_file():  # made by another process meanwhile
+            return {column: load_file(str(path))[column]}
+        options = {"device": cfg.device, **({"effort_dtype": "bfloat16"} if cfg.bf16 else {})}
+        scores = score_units(task, cfg.method, cfg.model, seed, options, work_dir=out / f"scoring-seed{seed}",
+                             progress=cfg.progress)
+        with atomic_path(path) as tmp:
+            save_file({column: np.ascontiguousarray(scores[column], dtype=np.float32)}, str(tmp))
+        return scores
+    finally:
+        lock.release()
 
 
 def _valid_examples(task, tokenizer, cfg: CurveConfig, units: list[str]):
@@ -463,7 +481,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
                 row = run_zero_shot(task, cfg, out)
             else:
                 if seed not in subsets:
-                    subsets[seed] = curve_subsets(task, cfg, out, pool, seed)
+                    subsets[seed] = curve_subsets(task, cfg, out, pool, seed, log=log)
                 log(f"{label}: training {cfg.steps_for(size)} steps on {size} units")
                 row = run_one(task, cfg, out, size, seed, subsets[seed][size])
             # A run resumed from a checkpoint trained partly in earlier sittings: its training time (the trainer's
