@@ -366,7 +366,7 @@ def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None,
     ``out/scores-<column>[-bf16]-seed<seed>.safetensors`` (``-bf16``: gradients under bf16 autocast,
     for effort and gradient influence). Processes filling one folder score a seed once: the one
     scoring holds ``<cache>.lock`` and the others wait for its file (``log`` says so)."""
-    from filelock import FileLock, Timeout
+    from filelock import FileLock
     from safetensors.numpy import load_file, save_file
 
     from ..io import atomic_path
@@ -380,14 +380,13 @@ def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None,
     path = out / f"scores-{column}{'-bf16' if bf16 else ''}-seed{seed}.safetensors"
     if path.is_file():
         return {column: load_file(str(path))[column]}
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + ".lock", timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
+    lock_file = path.with_name(path.name + ".lock")
+    lock = _claim(lock_file)
+    if lock is None:
         if log:
-            log(f"seed {seed}: another process is scoring it (it holds {lock.lock_file}); waiting for {path.name}")
-        lock.acquire(timeout=-1)
+            log(f"seed {seed}: another process is scoring it (it holds {lock_file}); waiting for {path.name}")
+        lock = FileLock(str(lock_file))
+        lock.acquire()
     try:
         if path.is_file():  # made by another process meanwhile
             return {column: load_file(str(path))[column]}
@@ -420,13 +419,13 @@ class CurveRun:
 RUN_LOCK = "run.lock"  # held in a run's folder while one process trains and evaluates it
 
 
-def _claim(folder: Path):
-    """The lock on a run's folder (``RUN_LOCK``, an OS lock: it goes with the process that holds it,
-    however that process ends), or None while another process holds it."""
+def _claim(lock_file: Path):
+    """The lock ``lock_file`` (an OS lock: it goes with the process that holds it, however that
+    process ends; e.g. a run folder's ``RUN_LOCK``), or None while another process holds it."""
     from filelock import FileLock, Timeout
 
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / RUN_LOCK), timeout=0)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file), timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -467,7 +466,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
         if cached_only:
             log(f"{label}: not in {out} yet; left out (--cached-only)")
             continue
-        lock = _claim(path.parent)
+        lock = _claim(path.parent / RUN_LOCK)
         if lock is None:
             log(f"{label}: another process is making it (it holds {path.parent / RUN_LOCK}); left out")
             continue
