@@ -109,7 +109,7 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         lines += [f"Paired steps ({metric}; micro-averaged metrics are resampled by product):", "", steps.to_markdown(), ""]
     if info.get("note"):
         lines += [info["note"], ""]
-    if a.fit is None:
+    if a.fit is None and not a.note:  # (the analysis's note, in result.lines above, says why when it knows)
         lines.append("No fit: no trained runs.")
     lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` (per-attribute micro-F1, 12 most frequent attributes).")
     return "\n".join(lines) + "\n"

@@ -712,6 +712,18 @@ def test_each_size_gets_an_interval_over_test_units_for_its_seed_mean():
     assert "ci_low" not in analyse(rows, "f1", bootstrap=50).by_size[20]  # no per-unit results: no interval
 
 
+def test_one_trained_size_gets_no_fit_and_no_saturation_point():
+    from leantune.curves.analysis import analyse, describe
+
+    rows = [{"size": 0, "seed": None, "metrics": {"f1": 0.1}}, {"size": 200, "seed": 0, "metrics": {"f1": 0.55}},
+            {"size": 200, "seed": 1, "metrics": {"f1": 0.53}}]
+    a = analyse(rows, "f1", bootstrap=20)
+    assert a.fit is None and a.saturation is None and a.by_size[200]["n"] == 2
+    text = "\n".join(describe(a))
+    assert "no fit and no saturation point" in text and "n* =" not in text
+    assert analyse(rows + [{"size": 400, "seed": 0, "metrics": {"f1": 0.6}}], "f1", bootstrap=20).saturation is not None
+
+
 def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):
     from leantune.curves import learning_curve
     from leantune.curves.analysis import describe
