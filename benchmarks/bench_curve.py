@@ -74,7 +74,6 @@ def parse_args(argv=None):
 
 
 def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> str:
-    a = result.analysis
     lines = [
         f"# {name}: learning curve, {cfg.task} ({cfg.task_options.get('unit', 'product')} units), {cfg.model}, method {cfg.method}" + (f" ({cfg.selector})" if cfg.method != "random" else ""),
         "",
@@ -109,8 +108,6 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         lines += [f"Paired steps ({metric}; micro-averaged metrics are resampled by product):", "", steps.to_markdown(), ""]
     if info.get("note"):
         lines += [info["note"], ""]
-    if a.fit is None and not a.note:  # (the analysis's note, in result.lines above, says why when it knows)
-        lines.append("No fit: no trained runs.")
     lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` (per-attribute micro-F1, 12 most frequent attributes).")
     return "\n".join(lines) + "\n"
 
