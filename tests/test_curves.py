@@ -66,6 +66,16 @@ def test_fallbacks_are_reported():
         fit_curve([0, 0], [0.1, 0.2])
 
 
+def test_one_size_is_no_curve():
+    """A line through a single size is flat and would saturate at n = 1: fitting it is refused."""
+    with pytest.raises(ValueError, match="two distinct sizes"):
+        fit_curve([200, 200, 200], [0.5, 0.52, 0.55])
+    with pytest.raises(ValueError, match="two distinct sizes"):  # the other size has no finite value
+        fit_curve([0, 100, 200, 200], [0.3, float("nan"), 0.5, 0.52])
+    with pytest.raises(ValueError, match="two distinct sizes"):
+        bootstrap_saturation([200, 200], [0.5, 0.52], [0, 1], resamples=10)
+
+
 def test_every_size_weighs_the_same_whatever_its_number_of_seeds():
     """Five runs at one size and one at the others: the fit equals the fit to the size means (the
     unweighted fit would be dragged toward the size with five runs)."""
@@ -722,6 +732,8 @@ def test_one_trained_size_gets_no_fit_and_no_saturation_point():
     text = "\n".join(describe(a))
     assert "no fit and no saturation point" in text and "n* =" not in text
     assert analyse(rows + [{"size": 400, "seed": 0, "metrics": {"f1": 0.6}}], "f1", bootstrap=20).saturation is not None
+    nan = analyse(rows + [{"size": 400, "seed": 0, "metrics": {"f1": float("nan")}}], "f1", bootstrap=20)  # 400 has no value to fit
+    assert nan.fit is None and nan.saturation is None and "one trained size (200)" in nan.note
 
 
 def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):

@@ -93,13 +93,14 @@ def analyse(
         sizes = [r["size"] for r in trained]
         values = [r["metrics"][metric] for r in trained]
         seeds = [r["seed"] for r in trained]
-        if len(set(sizes)) > 1:
+        fittable = {size for size, value in zip(sizes, values) if np.isfinite(value)}  # fit_curve drops non-finite values
+        if len(fittable) > 1:
             fitted = fit_curve(sizes, values, ceiling=ceiling)
             fit = fitted.as_dict()
             saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted,
                                               ceiling=ceiling, unit_draws=unit_draws).as_dict()
         else:  # a flat line through one size would claim saturation at any size
-            note = f"one trained size ({sizes[0]}): no fit and no saturation point (they need two sizes > 0 or more)"
+            note = f"one trained size ({', '.join(map(str, sorted(fittable))) or 'none with a finite value'}): no fit and no saturation point (they need two sizes > 0 or more)"
         if unit_draws is not None:  # (checked above: one column per trained run) each size's seeds averaged in every resample
             draws, run_sizes = np.asarray(unit_draws, dtype=np.float64), np.array(sizes)
             for size in sorted(set(sizes)):

@@ -14,7 +14,8 @@ the bound, or an exponent at its lower bound, also falls back to the log-linear 
 The saturation point is the size beyond which one more doubling of the data gains less than
 ``threshold``: for the power law, gain(n) = metric(2n) - metric(n) = b * n**(-c) * (1 - 2**(-c)),
 so n* = (b * (1 - 2**(-c)) / threshold) ** (1 / c). A log-linear fit gains ``s`` per doubling at any
-size, so it saturates everywhere (s < threshold) or nowhere (n* = inf).
+size, so it saturates everywhere (s < threshold) or nowhere (n* = inf). One size alone is no curve:
+``fit_curve`` refuses it.
 """
 from __future__ import annotations
 
@@ -73,13 +74,8 @@ def size_weights(n: np.ndarray) -> np.ndarray:
 
 
 def _loglinear(n: np.ndarray, y: np.ndarray, reason: str) -> CurveFit:
-    x = np.log2(n)
-    if len(np.unique(x)) < 2:
-        s, a = 0.0, float(np.mean(y))
-        reason += "; one size only: flat line"
-    else:
-        # polyfit's w multiplies the residual: sqrt of the per-point weight gives a weighted least squares
-        s, a = np.polyfit(x, y, 1, w=np.sqrt(size_weights(n)))
+    # polyfit's w multiplies the residual: sqrt of the per-point weight gives a weighted least squares
+    s, a = np.polyfit(np.log2(n), y, 1, w=np.sqrt(size_weights(n)))
     fit = CurveFit("loglinear", {"a": float(a), "s": float(s)}, len(n), 0.0, reason)
     fit.rmse = float(np.sqrt(np.mean((fit.predict(n) - y) ** 2)))
     return fit
@@ -100,6 +96,9 @@ def fit_curve(sizes, values, max_c: float = 3.0, ceiling: float | None = None) -
     n, y = n[keep], y[keep]
     if len(n) == 0:
         raise ValueError("no points with size > 0 to fit")
+    if len(np.unique(n)) < 2:
+        # A line through one size is flat: it would claim saturation at any size.
+        raise ValueError(f"sizes: a curve needs two distinct sizes > 0 or more, got only {n[0]:g}")
     if len(np.unique(n)) < 3:
         return _loglinear(n, y, f"power law needs 3 distinct sizes > 0, got {len(np.unique(n))}")
     if len(n) <= 3:
