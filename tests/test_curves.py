@@ -734,6 +734,8 @@ def test_one_trained_size_gets_no_fit_and_no_saturation_point():
     assert analyse(rows + [{"size": 400, "seed": 0, "metrics": {"f1": 0.6}}], "f1", bootstrap=20).saturation is not None
     nan = analyse(rows + [{"size": 400, "seed": 0, "metrics": {"f1": float("nan")}}], "f1", bootstrap=20)  # 400 has no value to fit
     assert nan.fit is None and nan.saturation is None and "one trained size (200)" in nan.note
+    none = analyse([{"size": 200, "seed": 0, "metrics": {"f1": float("nan")}}], "f1", bootstrap=20)
+    assert none.fit is None and "no trained run has a finite f1" in none.note
 
 
 def test_curve_saturation_interval_resamples_the_per_question_results(tmp_path):

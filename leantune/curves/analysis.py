@@ -100,7 +100,8 @@ def analyse(
             saturation = bootstrap_saturation(sizes, values, seeds, gain_threshold, bootstrap, rng=np.random.default_rng(seed), fit=fitted,
                                               ceiling=ceiling, unit_draws=unit_draws).as_dict()
         else:  # a flat line through one size would claim saturation at any size
-            note = f"one trained size ({', '.join(map(str, sorted(fittable))) or 'none with a finite value'}): no fit and no saturation point (they need two sizes > 0 or more)"
+            note = (f"one trained size ({next(iter(fittable))}): no fit and no saturation point (they need two sizes > 0 or more)"
+                    if fittable else f"no trained run has a finite {metric}: nothing to fit")
         if unit_draws is not None:  # (checked above: one column per trained run) each size's seeds averaged in every resample
             draws, run_sizes = np.asarray(unit_draws, dtype=np.float64), np.array(sizes)
             for size in sorted(set(sizes)):
