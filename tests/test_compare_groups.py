@@ -70,6 +70,27 @@ def test_each_attribute_is_compare_on_its_questions_alone():
     assert "1 of 3 attributes differ at a false-discovery rate of 0.05" in md
 
 
+def test_seeded_runs_get_a_units_plus_seeds_interval_per_attribute():
+    """With 2+ seeds a side, each attribute's row also carries the units + seeds interval that compare
+    computes on its questions; a0's gain is the same in every seed, so it outlasts the seed spread."""
+    runs = []
+    for seed in (0, 1, 2):
+        base, meth = three_attributes(seed=seed)
+        runs += [ev("random", base, seed=seed), ev("m", meth, seed=seed)]
+    g = compare_by_group(runs, metric="f1", n_boot=300, n_perm=300)
+    md = g.to_markdown()
+    assert "| paired MDE | 95% CI units + seeds |" in md
+    r = g.groups["a0"].row("m")
+    assert r.ci_total_low is not None and r.ci_total_low > 0
+    assert f"[{r.ci_total_low:+.4f}, {r.ci_total_high:+.4f}] |" in md
+    assert g.significant("m") == ["a0"] and g.beyond_seeds("m", ["a0"]) == ["a0"]
+    assert "Of those, 1 keeps a units + seeds interval clear of zero (a0)." in md
+    assert "It is not adjusted for the 3 attributes" in md
+    # One seed a side: no seed spread, so neither the column nor the sentence.
+    one = compare_by_group(runs[:2], metric="f1", n_boot=200, n_perm=200)
+    assert one.beyond_seeds("m") == [] and "units + seeds" not in one.to_markdown()
+
+
 def test_q_values_span_every_method_and_attribute(tmp_path):
     base, meth = three_attributes(seed=1)
     worse = [dict(r, outcome="VW", correct=0) if r["unit"].endswith("::a1") and r["outcome"] == "VC" else r for r in base]

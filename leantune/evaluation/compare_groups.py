@@ -73,28 +73,49 @@ class GroupedComparison:
         alpha = self.overall.settings["alpha"] if alpha is None else alpha
         return [g for g in self.groups if self.q_values[g][method] < alpha]
 
+    def beyond_seeds(self, method: str, groups: Sequence[str] | None = None) -> list[str]:
+        """Of ``groups`` (default: every group), those where ``method``'s units + seeds interval excludes
+        zero; empty when either side ran fewer than 2 seeds (no such interval)."""
+        out = []
+        for g in self.groups if groups is None else groups:
+            r = self.groups[g].row(method)
+            if r.ci_total_low is not None and (r.ci_total_low > 0 or r.ci_total_high < 0):
+                out.append(g)
+        return out
+
     def to_markdown(self) -> str:
         """One table per method against the baseline: a row per group, then the overall row."""
         o, s = self.overall, self.overall.settings
         level = round(100 * (1 - s["alpha"]))
         lines = []
         valued = self.valued
+        any_seeded = False
         for name in self.methods:
+            # Both sides with ≥ 2 seeds: each group's units + seeds interval too (compare computes it per group).
+            seeded = o.row(name).ci_total_low is not None
+            any_seeded |= seeded
             lines += [f"### {name} vs {o.baseline}, per {self.by}", "",
                       f"| {self.by} | units |{' with a value |' if valued else ''} {o.baseline} {o.metric} | {name} {o.metric} | Δ | "
-                      f"{level}% CI | p | q (BH) | paired MDE |",
-                      f"|---|---:|{'---:|' if valued else ''}---:|---:|---:|---|---:|---:|---:|"]
+                      f"{level}% CI | p | q (BH) | paired MDE |{f' {level}% CI units + seeds |' if seeded else ''}",
+                      f"|---|---:|{'---:|' if valued else ''}---:|---:|---:|---|---:|---:|---:|{'---|' if seeded else ''}"]
             for group, c in [*self.groups.items(), (f"**all {self.by}s**", o)]:
                 r = c.row(name)
                 q = self.q_values[group][name] if group in self.q_values else None
                 mark = "**" if q is not None and q < s["alpha"] else ""
                 n_valued = f" {valued.get(group, sum(valued.values()))} |" if valued else ""
+                total = (f" [{_f(r.ci_total_low, sign=True)}, {_f(r.ci_total_high, sign=True)}] |"
+                         if seeded and r.ci_total_low is not None else " – |" if seeded else "")
                 lines.append(f"| {group} | {c.n_units} |{n_valued} {_f(c.baseline_value)} | {_f(r.value)} | {mark}{_f(r.diff, sign=True)}{mark} | "
                              f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {r.p_value:.3g} | "
-                             f"{'' if q is None else f'{q:.3g}'} | {_f(r.mde_paired)} |")
-            n_sig = len(self.significant(name))
-            lines += ["", f"{n_sig} of {len(self.groups)} {self.by}s differ at a false-discovery rate of {s['alpha']:g} "
-                          f"(bold: q < {s['alpha']:g}).", ""]
+                             f"{'' if q is None else f'{q:.3g}'} | {_f(r.mde_paired)} |{total}")
+            sig = self.significant(name)
+            lines += ["", f"{len(sig)} of {len(self.groups)} {self.by}s differ at a false-discovery rate of {s['alpha']:g} "
+                          f"(bold: q < {s['alpha']:g})."]
+            if seeded:
+                held = self.beyond_seeds(name, sig)
+                lines.append(f"Of those, {len(held)} {'keeps' if len(held) == 1 else 'keep'} a units + seeds interval clear of zero"
+                             + (f" ({', '.join(held)})" if held else "") + ".")
+            lines.append("")
         lines += [
             f"Each {self.by}'s row is `leantune compare` on that {self.by}'s units alone: Δ = {o.metric} of the method "
             f"minus the baseline's (seeds averaged), a paired bootstrap interval ({s['n_boot']} resamples, seed {s['seed']}), "
@@ -105,6 +126,14 @@ class GroupedComparison:
             + ("; recall counts only the questions with a gold value and precision only those answered with a value, "
                "so an attribute with few of them is measured on those few" if valued else "") + ". The last row is the comparison over all units.",
         ]
+        if any_seeded:
+            lines += [
+                "",
+                f"CI units + seeds (where both sides ran 2 or more seeds): Δ ± t·sqrt(unit SE² + seed SE²) within the {self.by}, "
+                "as in `comparison.md`; the p, q and interval before it hold the training runs fixed, so they say where *these* "
+                f"runs differ, and this one whether the difference outlasts the seed spread. It is not adjusted for the "
+                f"{len(self.groups)} {self.by}s: read it for the {self.by}s that q already picks out.",
+            ]
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir) -> dict[str, Path]:
