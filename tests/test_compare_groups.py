@@ -91,6 +91,39 @@ def test_seeded_runs_get_a_units_plus_seeds_interval_per_attribute():
     assert one.beyond_seeds("m") == [] and "units + seeds" not in one.to_markdown()
 
 
+def test_forest_plots_draw_the_units_plus_seeds_bar(tmp_path, monkeypatch):
+    """Both forest plots draw a row's units + seeds interval (exactly its ends) when it has one, and none without."""
+    import matplotlib.axes
+
+    from leantune.evaluation.forest import SEEDS_STYLE, forest_plot, grouped_forest_plot
+
+    drawn = []  # the seeds bars only (errorbar draws its own bars with hlines too)
+    real = matplotlib.axes.Axes.hlines
+
+    def hlines(self, y, lo, hi, **kw):
+        if kw.get("color") == SEEDS_STYLE["color"]:
+            drawn.append((y, lo, hi))
+        return real(self, y, lo, hi, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "hlines", hlines)
+    runs = []
+    for seed in (0, 1):
+        base, meth = three_attributes(seed=seed)
+        runs += [ev("random", base, seed=seed), ev("m", meth, seed=seed)]
+    g = compare_by_group(runs, metric="f1", n_boot=200, n_perm=200)
+    forest_plot(g.overall, tmp_path / "f.png")
+    r = g.overall.row("m")
+    assert drawn == [(0, r.ci_total_low, r.ci_total_high)]
+    drawn.clear()
+    grouped_forest_plot(g, tmp_path / "g.png")
+    assert sorted(d[1:] for d in drawn) == sorted((c.row("m").ci_total_low, c.row("m").ci_total_high) for c in g.groups.values())
+    drawn.clear()
+    one = compare_by_group(runs[:2], metric="f1", n_boot=200, n_perm=200)
+    forest_plot(one.overall, tmp_path / "f1.png")
+    grouped_forest_plot(one, tmp_path / "g1.png")
+    assert drawn == []
+
+
 def test_q_values_span_every_method_and_attribute(tmp_path):
     base, meth = three_attributes(seed=1)
     worse = [dict(r, outcome="VW", correct=0) if r["unit"].endswith("::a1") and r["outcome"] == "VC" else r for r in base]
