@@ -390,9 +390,9 @@ class Comparison:
             p = f"{r.p_value:.4g}"
             lines.append(
                 f"| {r.name} | {r.n_seeds} | {_f(r.value)} | {_f(r.diff, sign=True)} | {_pct(r.rel)} | "
-                f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {p} | {_f(r.unit_se)} | "
+                f"{_ci(r.ci_low, r.ci_high)} | {p} | {_f(r.unit_se)} | "
                 f"{_f(r.seed_se_diff) if r.seed_se_diff is not None else '–'} | {_f(r.mde_paired)} | "
-                + (f"[{_f(r.ci_total_low, sign=True)}, {_f(r.ci_total_high, sign=True)}] | " if r.ci_total_low is not None else "– | ")
+                + f"{_ci(r.ci_total_low, r.ci_total_high)} | "
                 + (f"{_f(r.mde_total)} |" if r.mde_total is not None else "– |")
             )
         units = f"{self.n_units} units" + (f" in {self.n_clusters} clusters" if self.n_clusters != self.n_units else "")
@@ -444,6 +444,11 @@ def _f(x: float | None, sign: bool = False) -> str:
     if x is None:
         return "–"
     return f"{x:+.4f}" if sign else f"{x:.4f}"
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    """An interval as a table cell, '[low, high]' with signs; '–' where there is none."""
+    return "–" if low is None else f"[{_f(low, sign=True)}, {_f(high, sign=True)}]"
 
 
 def _pct(x: float | None, sign: bool = True) -> str:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from ..errors import LeantuneError, ParameterError
 from ..io import atomic_path, read_json, write_json
-from .compare import Comparison, Evaluation, _f, compare, shared_units
+from .compare import Comparison, Evaluation, _ci, _f, compare, shared_units
 
 GROUPINGS = ("attribute",)
 GROUP_FILE = "by-{by}"  # .md, .json and .png written beside comparison.*
@@ -103,10 +103,9 @@ class GroupedComparison:
                 q = self.q_values[group][name] if group in self.q_values else None
                 mark = "**" if q is not None and q < s["alpha"] else ""
                 n_valued = f" {valued.get(group, sum(valued.values()))} |" if valued else ""
-                total = (f" [{_f(r.ci_total_low, sign=True)}, {_f(r.ci_total_high, sign=True)}] |"
-                         if seeded and r.ci_total_low is not None else " – |" if seeded else "")
+                total = f" {_ci(r.ci_total_low, r.ci_total_high)} |" if seeded else ""
                 lines.append(f"| {group} | {c.n_units} |{n_valued} {_f(c.baseline_value)} | {_f(r.value)} | {mark}{_f(r.diff, sign=True)}{mark} | "
-                             f"[{_f(r.ci_low, sign=True)}, {_f(r.ci_high, sign=True)}] | {r.p_value:.3g} | "
+                             f"{_ci(r.ci_low, r.ci_high)} | {r.p_value:.3g} | "
                              f"{'' if q is None else f'{q:.3g}'} | {_f(r.mde_paired)} |{total}")
             sig = self.significant(name)
             lines += ["", f"{len(sig)} of {len(self.groups)} {self.by}s differ at a false-discovery rate of {s['alpha']:g} "

@@ -9,7 +9,7 @@ SEEDS_STYLE = dict(color="tab:purple", alpha=0.3, zorder=1)  # the units + seeds
 
 def _seeds_bar(ax, r, y, linewidth: float, label: str | None = None) -> bool:
     """Draw row ``r``'s units + seeds interval at height ``y`` when it has one; True if drawn."""
-    if getattr(r, "ci_total_low", None) is None:
+    if r.ci_total_low is None:
         return False
     ax.hlines(y, r.ci_total_low, r.ci_total_high, linewidth=linewidth, label=label, **SEEDS_STYLE)
     return True
