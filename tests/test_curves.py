@@ -493,24 +493,40 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
         measure_costs(cfg, steps=1)
     measured = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None)
     assert measured["s_per_step"] > 0 and measured["s_per_eval_unit"] > 0 and measured["threads"] >= 1
+    assert measured["step_source"] == "2 steps timed here" and measured["timed"] is True
     assert "base model" in measured["eval_source"]  # no folder to learn from: the base model's upper estimate
-    # With the folder: its fine-tuned runs evaluated on this machine with these threads price the evaluation
-    # (each run records both); a run made on another machine is left out.
+    # With the folder: its fine-tuned runs trained and evaluated on this machine with these threads price
+    # both the steps and the evaluation (each run records both); a run made on another machine is left out.
     import statistics
 
-    from leantune.curves.plan import finished_eval_cost
+    from leantune.curves.plan import finished_costs
     from leantune.device import machine_summary
     from leantune.io import read_json, write_json
 
     rows = [read_json(run_dir(out, n, 0) / "result.json") for n in (2, 4)]
     assert all(r["machine"] == machine_summary(threads=False) and r["threads"] >= 1 for r in rows)
-    assert finished_eval_cost(out, plan.eval_units) == (statistics.median(r["eval_s"] / 2 for r in rows), 2)
-    measured = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None, out=out)
-    assert measured["s_per_eval_unit"] == statistics.median(r["eval_s"] / 2 for r in rows)
-    assert "median of 2 fine-tuned run(s) in the folder" in measured["eval_source"]
+    per_step = statistics.median(r["train"]["wall_s"] / r["train"]["steps"] for r in rows)
+    per_unit = statistics.median(r["eval_s"] / 2 for r in rows)
+    assert finished_costs(out, plan.eval_units) == {"s_per_step": (per_step, 2), "s_per_eval_unit": (per_unit, 2)}
+    stamp = lambda *a: pytest.fail("nothing is timed when the folder prices both")  # noqa: E731
+    measured = measure_costs(cfg, steps=2, eval_units=1, log=stamp, out=out)
+    assert (measured["s_per_step"], measured["s_per_eval_unit"]) == (per_step, per_unit)
+    assert "median of 2 fine-tuned run(s) in the folder, trained" in measured["step_source"]
+    assert "median of 2 fine-tuned run(s) in the folder" in measured["eval_source"] and "busy" not in measured
+    lines = "\n".join(again.lines(measured))
+    assert f"{per_step:.1f} s per optimizer step (the median of 2" in lines and "priced from the folder's runs" in lines
+    assert measured["timed"] is False and "measured here" not in lines
     write_json(run_dir(out, 4, 0) / "result.json", {**rows[1], "machine": "Another CPU"})
-    assert finished_eval_cost(out, plan.eval_units) == (rows[0]["eval_s"] / 2, 1)
-    assert finished_eval_cost(tmp_path / "empty", plan.eval_units) is None
+    assert finished_costs(out, plan.eval_units) == {"s_per_step": (rows[0]["train"]["wall_s"] / rows[0]["train"]["steps"], 1),
+                                                    "s_per_eval_unit": (rows[0]["eval_s"] / 2, 1)}
+    assert finished_costs(tmp_path / "empty", plan.eval_units) == {}
+    # Steps timed on a machine with more work than cores are flagged as an upper bound.
+    from leantune.curves.plan import busy_warning
+
+    assert busy_warning([0.1, 0.1, 0.1], threads=2, cpus=2) is None
+    assert busy_warning([], threads=2, cpus=2) is None
+    assert "load average 2.8 before timing, plus 2 thread(s) timed, on 2 CPU(s)" in busy_warning([2.8, 2.0, 2.0], threads=2, cpus=2)
+    assert "busy" in "\n".join(again.lines({**measured, "busy": busy_warning([2.8], threads=2, cpus=2)}))
 
     result = CliRunner().invoke(app, ["curve", "--data", str(folder), "--model", "tiny", "--sizes", "0,2,4", "--seeds", "2",
                                       "--eval-limit", "2", "--out", str(tmp_path / "other"), "--plan", "--plan-steps", "0", "--quiet"])

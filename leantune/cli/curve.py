@@ -27,7 +27,7 @@ CURVE_HELP = (
     "other process waits for them. Then the full command with "
     "--cached-only for the joint fit. Shrink it with --sizes/--seeds/--eval-limit, or use --device cuda "
     "for the full one (e.g. --eval-limit 0). --plan lists the missing runs and estimates their hours on this "
-    "machine from a few timed steps before anything is trained; --save-every checkpoints long runs so a stopped "
+    "machine before anything is trained (from the folder's own runs made here, else a few timed steps); --save-every checkpoints long runs so a stopped "
     "curve loses at most that many steps.\n\n"
     "Examples:\n\n"
     "  leantune curve --sizes 0,25,50,100 --seeds 2 --eval-limit 50 --bf16\n\n"
@@ -102,7 +102,9 @@ def curve(
     plan: bool = typer.Option(
         False, "--plan", help="Train nothing: list the runs still missing from --out, their optimizer steps and evaluations "
         "(an interrupted run counts only the steps after its newest checkpoint), "
-        "and estimate their core-hours from --plan-steps optimizer steps and a few test units timed here (a minute or two)."
+        "and estimate their core-hours: from the folder's runs made on this machine with as many torch threads (their recorded "
+        "seconds per step and per test unit; nothing is timed), else from --plan-steps optimizer steps and a few test units "
+        "timed here (a minute or two; flagged when the machine is busy)."
     ),
     plan_steps: int = typer.Option(3, "--plan-steps", help="--plan: optimizer steps to time (at least 2; 0: count only, time nothing)."),
 ) -> None:

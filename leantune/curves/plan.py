@@ -6,9 +6,12 @@ need (an interrupted run resumes from its newest checkpoint) and their test eval
 test units on this machine; ``CurvePlan.lines`` turns both into the core-hours the missing runs
 need. The estimate is linear in steps and evaluated units: it leaves out model loading and the first
 step's warm-up, and a few timed units stand for all of them, so read it to the nearest factor of two.
-The evaluation is priced from the fine-tuned runs the folder already holds where they were evaluated on
-this machine with this many torch threads (``finished_eval_cost``); before any such run, from the base
-model, whose answers run longer than a fine-tuned model's (an upper estimate).
+Both costs are priced from the fine-tuned runs the folder already holds where they ran on this machine
+with this many torch threads (``finished_costs``): their recorded seconds per optimizer step and per
+evaluated unit, measured while they ran, which a few steps timed now cannot match when other work shares
+the machine. Before any such run the steps are timed here (and the plan says when the machine was busy
+while they were), and the evaluation on the base model, whose answers run longer than a fine-tuned
+model's (an upper estimate).
 """
 from __future__ import annotations
 
@@ -75,9 +78,13 @@ class CurvePlan:
             runs = ", ".join(f"size {r.size} seed {r.seed} at step {r.checkpointed} of {r.steps}" for r in resumed)
             out.append(f"checkpointed: {self.checkpointed_steps:,} steps of interrupted runs, which resume from them ({runs})")
         if costs:
-            out.append(f"measured here ({costs['threads']} torch thread(s), load average {costs['load_avg']}): "
-                       f"{costs['s_per_step']:.1f} s per optimizer step, {costs['s_per_eval_unit']:.1f} s per test unit "
-                       f"({costs.get('eval_source', 'timed here')})")
+            where = f"measured here ({costs['threads']} torch thread(s), load average {costs['load_avg']})" if costs.get("timed", True) else (
+                f"priced from the folder's runs ({costs['threads']} torch thread(s), as this process has)")
+            out.append(f"{where}: "
+                       f"{costs['s_per_step']:.1f} s per optimizer step ({costs.get('step_source', 'timed here')}), "
+                       f"{costs['s_per_eval_unit']:.1f} s per test unit ({costs.get('eval_source', 'timed here')})")
+            if costs.get("busy"):
+                out.append(costs["busy"])
             total = self.estimate_s(costs)
             if total is None:
                 out.append("estimate: the task cannot count its whole test split before running; pass --eval-limit")
@@ -119,35 +126,47 @@ def _eval_units(cfg: CurveConfig, task) -> int | None:
     return min(cfg.eval_limit, size) if cfg.eval_limit else size
 
 
-def finished_eval_cost(out: str | Path, eval_units: int | None, device: str = "cpu") -> tuple[float, int] | None:
-    """(median seconds per test unit, runs it rests on) over the fine-tuned runs in curve folder ``out``
-    that were evaluated on ``eval_units`` units on this machine (``machine_summary``) with as many torch
-    threads as this process has; None when there is none (runs made before runs recorded their machine
-    count as made elsewhere)."""
+def finished_costs(out: str | Path, eval_units: int | None, device: str = "cpu") -> dict:
+    """What the fine-tuned runs in curve folder ``out`` cost where they ran on this machine
+    (``machine_summary``) with as many torch threads as this process has: ``{"s_per_step": (median
+    seconds per optimizer step, runs), "s_per_eval_unit": (median seconds per test unit, runs)}``, each
+    key present only where some run gives it (a step: the run's training seconds over all its sittings,
+    model loading included, over its steps; an evaluation: on ``eval_units`` units). Runs made before
+    runs recorded their machine count as made elsewhere."""
     import statistics
 
     from ..device import machine_summary, resolve_device, torch_threads
     from ..io import read_json
 
-    if not eval_units:
-        return None
     here, threads = machine_summary(resolve_device(device), threads=False), torch_threads()
-    per_unit = []
+    per_step, per_unit = [], []
     for path in sorted(Path(out).glob("runs/size*-seed*/result.json")):
         row = read_json(path)
-        if row.get("machine") == here and row.get("threads") == threads and row.get("size") and row.get("eval_s"):
+        if row.get("machine") != here or row.get("threads") != threads or not row.get("size"):
+            continue
+        train = row.get("train") or {}
+        if train.get("steps") and train.get("wall_s"):
+            per_step.append(float(train["wall_s"]) / int(train["steps"]))
+        if eval_units and row.get("eval_s"):
             per_unit.append(float(row["eval_s"]) / eval_units)
-    return (statistics.median(per_unit), len(per_unit)) if per_unit else None
+    found = {}
+    if per_step:
+        found["s_per_step"] = (statistics.median(per_step), len(per_step))
+    if per_unit:
+        found["s_per_eval_unit"] = (statistics.median(per_unit), len(per_unit))
+    return found
 
 
 def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int = 2, log=print,
                   out: str | Path | None = None) -> dict:
-    """Seconds per optimizer step of ``cfg``'s recipe (the median step after the first, on random
-    training units) and per evaluated test unit, in a throw-away folder. The evaluation cost comes from
-    the fine-tuned runs curve folder ``out`` holds, where it has some evaluated here
-    (``finished_eval_cost``); otherwise it is timed on the base model after one unit of warm-up, and a
-    base model's answers often run longer than a fine-tuned one's, so that part is an upper estimate.
-    ``eval_source`` says which."""
+    """Seconds per optimizer step of ``cfg``'s recipe and per evaluated test unit. Each comes from the
+    fine-tuned runs curve folder ``out`` holds, where it has some made on this machine with these torch
+    threads (``finished_costs``); otherwise it is timed here in a throw-away folder: the median of
+    ``steps`` optimizer steps after the first, on random training units, and the evaluation of
+    ``eval_units`` test units on the base model after one unit of warm-up (a base model's answers often
+    run longer than a fine-tuned one's, so that part is an upper estimate). ``step_source`` and
+    ``eval_source`` say which, ``timed`` whether either was timed now; ``busy`` (when present) warns that the machine had more work than cores
+    while steps were timed here."""
     import statistics
     from dataclasses import replace
 
@@ -164,30 +183,39 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
     if eval_units < 1:
         raise ParameterError("eval_units", eval_units, "at least 1")
     task = task or make_task(cfg.task, cfg.task_options)
-    pool = task.train_pool()
-    rng = np.random.default_rng(cfg.seed)
-    units = [pool[i] for i in rng.choice(len(pool), size=min(len(pool), steps * cfg.batch_size), replace=False)]
-    tokenizer = load_tokenizer(cfg.model)
-    train = task.train_examples(units, tokenizer)
-    stamps: list[float] = []
+    finished = finished_costs(out, _eval_units(cfg, task), cfg.device) if out is not None else {}
+    costs: dict = {"threads": torch.get_num_threads(), "timed": not {"s_per_step", "s_per_eval_unit"} <= finished.keys()}
+    if "s_per_step" in finished:
+        costs["s_per_step"], n = finished["s_per_step"]
+        costs["step_source"] = f"the median of {n} fine-tuned run(s) in the folder, trained on this machine"
+    else:
+        before = load_average()
+        pool = task.train_pool()
+        rng = np.random.default_rng(cfg.seed)
+        units = [pool[i] for i in rng.choice(len(pool), size=min(len(pool), steps * cfg.batch_size), replace=False)]
+        tokenizer = load_tokenizer(cfg.model)
+        train = task.train_examples(units, tokenizer)
+        stamps: list[float] = []
 
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if not stamps:
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if not stamps:
+                    stamps.append(time.perf_counter())
+
+            def on_step_end(self, args, state, control, **kwargs):
                 stamps.append(time.perf_counter())
 
-        def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
-
-    ft = replace(finetune_config(cfg, task, steps * cfg.batch_size, cfg.seed), max_steps=steps)
-    log(f"timing {steps} optimizer steps of {cfg.batch_size} ({cfg.model})")
-    with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
-        finetune(cfg.model, train, None, Path(tmp) / "train", ft, progress=False, callbacks=[Clock()])
-    step_s = [b - a for a, b in zip(stamps, stamps[1:])]
-    costs = {"s_per_step": statistics.median(step_s[1:]), "threads": torch.get_num_threads()}
-    finished = finished_eval_cost(out, _eval_units(cfg, task), cfg.device) if out is not None else None
-    if finished:
-        costs["s_per_eval_unit"], n = finished
+        ft = replace(finetune_config(cfg, task, steps * cfg.batch_size, cfg.seed), max_steps=steps)
+        log(f"timing {steps} optimizer steps of {cfg.batch_size} ({cfg.model})")
+        with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
+            finetune(cfg.model, train, None, Path(tmp) / "train", ft, progress=False, callbacks=[Clock()])
+        step_s = [b - a for a, b in zip(stamps, stamps[1:])]
+        costs["s_per_step"], costs["step_source"] = statistics.median(step_s[1:]), f"{steps} steps timed here"
+        busy = busy_warning(before, costs["threads"])
+        if busy:
+            costs["busy"] = busy
+    if "s_per_eval_unit" in finished:
+        costs["s_per_eval_unit"], n = finished["s_per_eval_unit"]
         costs["eval_source"] = f"evaluation: the median of {n} fine-tuned run(s) in the folder, evaluated on this machine"
     else:
         log(f"timing the evaluation of {eval_units + 1} test units")
@@ -199,3 +227,16 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
         costs["eval_source"] = ("evaluation timed on the base model, whose answers run longer than a fine-tuned "
                                 "model's: an upper estimate")
     return {**costs, "load_avg": load_average()}
+
+
+def busy_warning(load_avg: list[float], threads: int, cpus: int | None = None) -> str | None:
+    """A line warning that timings taken now overstate an idle machine's: None unless the 1-minute
+    ``load_avg`` taken before timing, plus the ``threads`` the timing adds, passes the ``cpus`` (default:
+    this machine's) by more than half a core."""
+    import os
+
+    cpus = cpus or os.cpu_count() or 1
+    if not load_avg or load_avg[0] + threads <= cpus + 0.5:
+        return None
+    return (f"busy: load average {load_avg[0]} before timing, plus {threads} thread(s) timed, on {cpus} CPU(s); "
+            f"the step time overstates what an idle machine (or one thread a core) does: read the estimate as an upper bound")
