@@ -84,8 +84,26 @@ def test_seeded_runs_get_a_units_plus_seeds_interval_per_attribute():
     assert r.ci_total_low is not None and r.ci_total_low > 0
     assert f"[{r.ci_total_low:+.4f}, {r.ci_total_high:+.4f}] |" in md
     assert g.significant("m") == ["a0"] and g.beyond_seeds("m", ["a0"]) == ["a0"]
-    assert "Of those, 1 keeps a units + seeds interval clear of zero (a0)." in md
-    assert "It is not adjusted for the 3 attributes" in md
+    # Read after selection: 1 of the 3 tests flagged, so the interval is drawn at 1 - 0.05/3, wider than
+    # the column's 95% one and around the same difference.
+    assert g.selection_alpha() == (pytest.approx(0.05 / 3), 1, 3)
+    assert g.seeds_interval("m", "a0", adjusted=False) == (r.ci_total_low, r.ci_total_high)
+    low, high = g.seeds_interval("m", "a0")
+    assert low < r.ci_total_low and high > r.ci_total_high
+    assert (low + high) / 2 == pytest.approx(r.diff) and (r.ci_total_low + r.ci_total_high) / 2 == pytest.approx(r.diff)
+    assert (f"Of those, 1 keeps a units + seeds interval clear of zero (a0) when the interval is drawn at the level their "
+            f"selection calls for, 98.33% (false-coverage-rate adjusted: 1 − α·1/3, 1 of the table's 3 tests flagged): "
+            f"a0 [{low:+.4f}, {high:+.4f}].") in md
+    assert "The column is not adjusted for the 3 attributes" in md
+    # A difference that clears zero at 95% but not at the adjusted level is not counted.
+    from dataclasses import replace
+
+    h95 = (r.ci_total_high - r.ci_total_low) / 2
+    d = 1.1 * h95  # the 95% interval just clears zero; the adjusted one, about as wide as above, cannot
+    shifted = replace(g, groups={**g.groups, "a0": replace(g.groups["a0"], rows=[
+        replace(row, diff=d, ci_total_low=d - h95, ci_total_high=d + h95) if row.name == "m" else row
+        for row in g.groups["a0"].rows])})
+    assert shifted.beyond_seeds("m", ["a0"], adjusted=False) == ["a0"] and shifted.beyond_seeds("m", ["a0"]) == []
     # One seed a side: no seed spread, so neither the column nor the sentence.
     one = compare_by_group(runs[:2], metric="f1", n_boot=200, n_perm=200)
     assert one.beyond_seeds("m") == [] and "units + seeds" not in one.to_markdown()

@@ -14,7 +14,7 @@ Each RUN is a run folder (with eval/per_unit.jsonl), an evaluation folder (with 
 
 For each method against the baseline: the difference, a 95% paired bootstrap interval over units (over products for attribute metrics), a two-sided paired permutation p-value, the spread from units and from seeds, and the minimum detectable effect at 80% power.
 
-Writes OUT/comparison.md, OUT/comparison.json and OUT/forest.png. With --by attribute (attribute evaluations), the same comparison also runs within each attribute's questions, with Benjamini-Hochberg adjusted p-values (q) over all attributes and, where both sides ran 2 or more seeds, each attribute's units + seeds interval, into OUT/by-attribute.md, .json and .png.
+Writes OUT/comparison.md, OUT/comparison.json and OUT/forest.png. With --by attribute (attribute evaluations), the same comparison also runs within each attribute's questions, with Benjamini-Hochberg adjusted p-values (q) over all attributes and, where both sides ran 2 or more seeds, each attribute's units + seeds interval (for the attributes q picks out, redrawn at the false-coverage-rate adjusted level 1 - alpha*R/m their selection calls for), into OUT/by-attribute.md, .json and .png.
 
 Example: leantune compare 'runs/run-games-*-b256-s*' --baseline random --metric recall@20 --with-base --out runs/compare-b256
 

@@ -73,13 +73,40 @@ class GroupedComparison:
         alpha = self.overall.settings["alpha"] if alpha is None else alpha
         return [g for g in self.groups if self.q_values[g][method] < alpha]
 
-    def beyond_seeds(self, method: str, groups: Sequence[str] | None = None) -> list[str]:
+    def selection_alpha(self) -> tuple[float, int, int]:
+        """(α·R/m, R, m): the level at which intervals of the groups ``significant`` picks out are drawn so
+        that they stay honest after the selection (Benjamini & Yekutieli's false-coverage-rate adjustment,
+        2005), with R the tests flagged at q < α over the whole table and m the table's tests; α when none is."""
+        alpha = self.overall.settings["alpha"]
+        m = sum(len(v) for v in self.q_values.values())
+        r = sum(q < alpha for v in self.q_values.values() for q in v.values())
+        return (alpha * r / m if r else alpha), r, m
+
+    def seeds_interval(self, method: str, group: str, adjusted: bool = True) -> tuple[float, float] | None:
+        """``method``'s units + seeds interval within ``group`` (Δ ± t·sqrt(unit SE² + seed SE²), as
+        ``compare`` draws it), at the selection-adjusted level ``selection_alpha`` unless not ``adjusted``;
+        None when either side ran fewer than 2 seeds."""
+        from .compare import _with_seeds
+
+        c = self.groups[group]
+        r = c.row(method)
+        if r.ci_total_low is None:
+            return None
+        if not adjusted:
+            return r.ci_total_low, r.ci_total_high
+        s = self.overall.settings
+        _, low, high, _ = _with_seeds(r.diff, r.unit_se, c.groups[method], c.groups[c.baseline],
+                                      self.selection_alpha()[0], s["power"])
+        return low, high
+
+    def beyond_seeds(self, method: str, groups: Sequence[str] | None = None, adjusted: bool = True) -> list[str]:
         """Of ``groups`` (default: every group), those where ``method``'s units + seeds interval excludes
-        zero; empty when either side ran fewer than 2 seeds (no such interval)."""
+        zero, at the selection-adjusted level (``seeds_interval``) unless not ``adjusted``; empty when either
+        side ran fewer than 2 seeds (no such interval)."""
         out = []
         for g in self.groups if groups is None else groups:
-            r = self.groups[g].row(method)
-            if r.ci_total_low is not None and (r.ci_total_low > 0 or r.ci_total_high < 0):
+            ci = self.seeds_interval(method, g, adjusted)
+            if ci is not None and (ci[0] > 0 or ci[1] < 0):
                 out.append(g)
         return out
 
@@ -110,10 +137,15 @@ class GroupedComparison:
             sig = self.significant(name)
             lines += ["", f"{len(sig)} of {len(self.groups)} {self.by}s differ at a false-discovery rate of {s['alpha']:g} "
                           f"(bold: q < {s['alpha']:g})."]
-            if seeded:
+            if seeded and sig:
                 held = self.beyond_seeds(name, sig)
+                a_sel, n_sel, n_tests = self.selection_alpha()
+                cis = "; ".join(f"{g} {_ci(*self.seeds_interval(name, g))}" for g in sig)
                 lines.append(f"Of those, {len(held)} {'keeps' if len(held) == 1 else 'keep'} a units + seeds interval clear of zero"
-                             + (f" ({', '.join(held)})" if held else "") + ".")
+                             + (f" ({', '.join(held)})" if held else "")
+                             + f" when the interval is drawn at the level their selection calls for, {100 * (1 - a_sel):.2f}% "
+                             f"(false-coverage-rate adjusted: 1 − α·{n_sel}/{n_tests}, {n_sel} of the table's {n_tests} tests "
+                             f"flagged): {cis}.")
             lines.append("")
         lines += [
             f"Each {self.by}'s row is `leantune compare` on that {self.by}'s units alone: Δ = {o.metric} of the method "
@@ -130,8 +162,10 @@ class GroupedComparison:
                 "",
                 f"CI units + seeds (where both sides ran 2 or more seeds): Δ ± t·sqrt(unit SE² + seed SE²) within the {self.by}, "
                 "as in `comparison.md`; the p, q and interval before it hold the training runs fixed, so they say where *these* "
-                f"runs differ, and this one whether the difference outlasts the seed spread. It is not adjusted for the "
-                f"{len(self.groups)} {self.by}s: read it for the {self.by}s that q already picks out.",
+                f"runs differ, and this one whether the difference outlasts the seed spread. The column is not adjusted for the "
+                f"{len(self.groups)} {self.by}s; the sentence under each table redraws it, for the {self.by}s that q picks out, "
+                "at the false-coverage-rate adjusted level 1 − α·R/m (Benjamini & Yekutieli 2005; R tests flagged of m), "
+                "which is the one to read.",
             ]
         return "\n".join(lines) + "\n"
 
