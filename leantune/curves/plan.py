@@ -4,8 +4,8 @@
 need (an interrupted run resumes from its newest checkpoint) and their test evaluations;
 ``measure_costs`` times a few optimizer steps of the curve's own recipe and the evaluation of a few
 test units on this machine; ``CurvePlan.lines`` turns both into the core-hours the missing runs
-need. The estimate is linear in steps and evaluated units: it leaves out model loading and the first
-step's warm-up, and a few timed units stand for all of them, so read it to the nearest factor of two.
+need. The estimate is linear in steps and evaluated units; steps timed now leave out model loading and
+the first step's warm-up, and a few timed units stand for all of them, so read it to the nearest factor of two.
 Both costs are priced from the fine-tuned runs the folder already holds where they ran on this machine
 with this many torch threads (``finished_costs``): their recorded seconds per optimizer step and per
 evaluated unit, measured while they ran, which a few steps timed now cannot match when other work shares
@@ -165,18 +165,12 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
     ``steps`` optimizer steps after the first, on random training units, and the evaluation of
     ``eval_units`` test units on the base model after one unit of warm-up (a base model's answers often
     run longer than a fine-tuned one's, so that part is an upper estimate). ``step_source`` and
-    ``eval_source`` say which, ``timed`` whether either was timed now; ``busy`` (when present) warns that the machine had more work than cores
-    while steps were timed here."""
-    import statistics
-    from dataclasses import replace
-
-    import numpy as np
+    ``eval_source`` say which, ``timed`` whether either was timed now; ``busy`` (when present) warns
+    that the machine had more work than cores while steps were timed here."""
     import torch
-    from transformers import TrainerCallback
 
     from ..device import load_average, resolve_device
-    from ..models.llm import load_model, load_tokenizer
-    from ..train import finetune
+    from ..models.llm import load_model
 
     if steps < 2:
         raise ParameterError("steps", steps, "at least 2 (the first optimizer step is a warm-up)")
@@ -190,27 +184,7 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
         costs["step_source"] = f"the median of {n} fine-tuned run(s) in the folder, trained on this machine"
     else:
         before = load_average()
-        pool = task.train_pool()
-        rng = np.random.default_rng(cfg.seed)
-        units = [pool[i] for i in rng.choice(len(pool), size=min(len(pool), steps * cfg.batch_size), replace=False)]
-        tokenizer = load_tokenizer(cfg.model)
-        train = task.train_examples(units, tokenizer)
-        stamps: list[float] = []
-
-        class Clock(TrainerCallback):
-            def on_step_begin(self, args, state, control, **kwargs):
-                if not stamps:
-                    stamps.append(time.perf_counter())
-
-            def on_step_end(self, args, state, control, **kwargs):
-                stamps.append(time.perf_counter())
-
-        ft = replace(finetune_config(cfg, task, steps * cfg.batch_size, cfg.seed), max_steps=steps)
-        log(f"timing {steps} optimizer steps of {cfg.batch_size} ({cfg.model})")
-        with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
-            finetune(cfg.model, train, None, Path(tmp) / "train", ft, progress=False, callbacks=[Clock()])
-        step_s = [b - a for a, b in zip(stamps, stamps[1:])]
-        costs["s_per_step"], costs["step_source"] = statistics.median(step_s[1:]), f"{steps} steps timed here"
+        costs["s_per_step"], costs["step_source"] = _time_steps(cfg, task, steps, log), f"{steps} steps timed here"
         busy = busy_warning(before, costs["threads"])
         if busy:
             costs["busy"] = busy
@@ -227,6 +201,40 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
         costs["eval_source"] = ("evaluation timed on the base model, whose answers run longer than a fine-tuned "
                                 "model's: an upper estimate")
     return {**costs, "load_avg": load_average()}
+
+
+def _time_steps(cfg: CurveConfig, task, steps: int, log=print) -> float:
+    """The median seconds of ``steps`` optimizer steps of ``cfg``'s recipe after the first (a warm-up), on
+    random training units, trained in a throw-away folder."""
+    import statistics
+    from dataclasses import replace
+
+    import numpy as np
+    from transformers import TrainerCallback
+
+    from ..models.llm import load_tokenizer
+    from ..train import finetune
+
+    pool = task.train_pool()
+    rng = np.random.default_rng(cfg.seed)
+    units = [pool[i] for i in rng.choice(len(pool), size=min(len(pool), steps * cfg.batch_size), replace=False)]
+    train = task.train_examples(units, load_tokenizer(cfg.model))
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if not stamps:
+                stamps.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    ft = replace(finetune_config(cfg, task, steps * cfg.batch_size, cfg.seed), max_steps=steps)
+    log(f"timing {steps} optimizer steps of {cfg.batch_size} ({cfg.model})")
+    with tempfile.TemporaryDirectory(prefix="leantune-plan-") as tmp:
+        finetune(cfg.model, train, None, Path(tmp) / "train", ft, progress=False, callbacks=[Clock()])
+    step_s = [b - a for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(step_s[1:])
 
 
 def busy_warning(load_avg: list[float], threads: int, cpus: int | None = None) -> str | None:
