@@ -108,7 +108,12 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         lines += [f"Paired steps ({metric}; micro-averaged metrics are resampled by product):", "", steps.to_markdown(), ""]
     if info.get("note"):
         lines += [info["note"], ""]
-    lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` (per-attribute micro-F1, 12 most frequent attributes).")
+    if result.files.get("breakdown_md"):
+        table = Path(result.files["breakdown_md"]).read_text().split("\n", 2)[2]  # without its title
+        lines += [f"Per attribute (`{name}_per_attribute.md`):", "", table]
+    lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` "
+                 f"(per-attribute {cfg.metric}, the 12 attributes with the most test questions, each with its interval over the test "
+                 "products where the runs kept per-question rows).")
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +192,8 @@ def main(argv=None) -> None:
     shutil.copyfile(result.files["curve_png"], RESULTS / f"{name}.png")
     if "breakdown_png" in result.files:
         shutil.copyfile(result.files["breakdown_png"], RESULTS / f"{name}_per_attribute.png")
+    if "breakdown_md" in result.files:
+        shutil.copyfile(result.files["breakdown_md"], RESULTS / f"{name}_per_attribute.md")
     print("\n".join(result.lines))
     print(f"wrote {RESULTS / name}.{{json,md,csv,png}}; reproduce: {command}")
 

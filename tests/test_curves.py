@@ -256,6 +256,10 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["analysis"]["fit"]["kind"] in ("power", "loglinear") and "saturation" in saved["analysis"]
     assert (out / "curve.png").stat().st_size > 0 and (out / "per_attribute.png").stat().st_size > 0
+    # Per attribute: each size with its interval over the test products, from the runs' per-question rows.
+    per_attribute = json.loads((out / "per_attribute.json").read_text())
+    assert per_attribute["metric"] == "f1" and per_attribute["groups"][0]["points"][0]["size"] == 0
+    assert "breakdown_md" in first.files and (out / "per_attribute.md").is_file()
     # Every run wrote its per-question results, on the same questions, so sizes compare paired.
     from leantune.evaluation.compare import compare, load_evaluation
 

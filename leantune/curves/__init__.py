@@ -11,14 +11,15 @@ from typing import Callable
 
 from ..errors import ParameterError
 from .analysis import CurveAnalysis, analyse, describe, write_table
+from .breakdown import BreakdownCurves, breakdown_curves
 from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
 from .paired import PairedSteps, paired_steps, unit_draws
 from .plan import CurvePlan, measure_costs, plan_curve
 from .runner import DEFAULT_SIZES, CurveConfig, CurveRecipe, CurveRun, default_sizes, make_task, resolve_recipe, run_curve
 
 __all__ = [
-    "CurveConfig", "CurveFit", "CurvePlan", "CurveRecipe", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
-    "bootstrap_saturation", "default_sizes", "fit_curve", "learning_curve", "make_task", "measure_costs", "paired_steps",
+    "BreakdownCurves", "CurveConfig", "CurveFit", "CurvePlan", "CurveRecipe", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
+    "bootstrap_saturation", "breakdown_curves", "default_sizes", "fit_curve", "learning_curve", "make_task", "measure_costs", "paired_steps",
     "plan_curve", "resolve_recipe", "run_curve",
 ]
 
@@ -36,7 +37,7 @@ def learning_curve(
     cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print, cached_only: bool = False
 ) -> CurveResult:
     """Run (or resume) every (size, seed) adapter of ``cfg`` in ``out``, fit the curve and write table, fit and plots."""
-    from .plots import plot_breakdown, plot_curve
+    from .plots import plot_breakdown, plot_breakdown_bands, plot_curve
 
     out = Path(out)
     task = task or make_task(cfg.task, cfg.task_options)
@@ -64,11 +65,18 @@ def learning_curve(
                                     subtitle=cfg.schedule_label(), baselines=baselines)
     prefix = task.breakdown_prefix
     if prefix:
-        support = task.breakdown_support_prefix
-        what = prefix.rstrip("/").replace("_", " ")
-        breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: {what}")
-        if breakdown:
-            files["breakdown_png"] = breakdown
+        # Per attribute: a panel each with its interval over the test products where the runs kept
+        # per-question rows; otherwise one line each from the runs' own per-attribute metrics.
+        curves, _ = breakdown_curves(out, run.rows, metric, n_boot=cfg.bootstrap or 1000, seed=cfg.seed)
+        if curves is not None:
+            files.update(curves.write(out))
+            files["breakdown_png"] = plot_breakdown_bands(curves, out / "per_attribute.png", title=f"{label}: {metric} per attribute")
+        else:
+            support = task.breakdown_support_prefix
+            what = prefix.rstrip("/").replace("_", " ")
+            breakdown = plot_breakdown(run.rows, prefix, out / "per_attribute.png", support_prefix=support, title=f"{label}: {what}")
+            if breakdown:
+                files["breakdown_png"] = breakdown
     lines = [cfg.schedule_label(), *describe(analysis)]
     lines += [f"baseline '{name}': {metric} {value:.4f}" for name, value in baselines.items()]
     steps = paired_steps(out, run.rows, metric, seed=cfg.seed)

@@ -120,3 +120,38 @@ def plot_breakdown(rows: list[dict], prefix: str, path: Path, top: int = 12, sup
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")
     return _save(fig, path)
+
+
+def plot_breakdown_bands(curves, path: Path, title: str = "", ncols: int = 4) -> Path:
+    """One panel per group of ``curves`` (``BreakdownCurves``, e.g. per attribute): the seed-averaged
+    metric at each size with its interval over the test products as a band, zero-shot at the left edge
+    of a symlog axis; each panel names its test questions and its last step with that step's interval."""
+    plt = _plt()
+    n = len(curves.groups)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.7 * nrows + 0.8), sharex=True, sharey=True, squeeze=False,
+                             layout="constrained")
+    level = round(100 * (1 - curves.alpha))
+    for ax, g in zip(axes.flat, curves.groups):
+        xs = [p.size for p in g.points]
+        ax.fill_between(xs, [p.ci_low for p in g.points], [p.ci_high for p in g.points], color="C0", alpha=0.2, lw=0)
+        ax.plot(xs, [p.value for p in g.points], "o-", ms=3, color="C0")
+        s = g.last_step
+        step = "" if s is None else f"\nlast step {s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
+        ax.set_title(f"{g.group} ({g.units} q.){step}", fontsize=8, color="C2" if s and s.ci_low > 0 else "black")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    sizes = sorted({p.size for g in curves.groups for p in g.points})
+    for ax in axes.flat:
+        ax.set_xscale("symlog", linthresh=max(1, min((x for x in sizes if x > 0), default=1)))
+        _label_sizes(ax, sizes)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(curves.metric, fontsize=8)
+    fig.suptitle((title + "\n" if title else "") + f"band: {level}% interval over the test products (seeds averaged); "
+                 "green title: last step's interval above zero", fontsize=9)
+    fig.supxlabel("training units (symlog; 0 = zero-shot)", fontsize=8)
+    return _save(fig, path)

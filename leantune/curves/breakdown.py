@@ -1,0 +1,162 @@
+"""Per-attribute learning curves with intervals (Oliver & Wang's Figure 1, with the test set's noise drawn).
+
+A curve's runs are all evaluated on the same test questions, so each attribute's curve comes from the
+runs' per-question rows cut to that attribute: at every size the metric over the attribute's questions,
+seeds averaged, with a percentile bootstrap interval over the test products (every resample draws the
+same products for every run, so the sizes stay paired), and the last step (the largest size against the
+next smaller one) with its paired interval: whether that attribute still gains from more data. With a
+hundred test products an attribute holds a few dozen questions, so most intervals are wide; the table
+says so rather than drawing bare lines. The intervals are per attribute, not adjusted for how many are
+shown.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_path, write_json
+
+BREAKDOWN_FILE = "per_attribute"  # .md and .json in the curve folder, beside per_attribute.png
+
+
+@dataclass
+class GroupPoint:
+    size: int  # 0: zero-shot
+    seeds: int
+    value: float  # seeds averaged
+    ci_low: float
+    ci_high: float
+
+
+@dataclass
+class GroupStep:
+    size: int
+    against: int
+    diff: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass
+class GroupCurve:
+    group: str
+    units: int  # test questions of the group
+    valued: int | None  # of them, those with a gold value (None: the rows do not say)
+    points: list[GroupPoint]
+    last_step: GroupStep | None  # the largest size against the next smaller one (None with one size)
+
+
+@dataclass
+class BreakdownCurves:
+    by: str
+    metric: str
+    n_boot: int
+    alpha: float
+    groups: list[GroupCurve]  # most test questions first
+    n_groups: int  # groups in the test questions (``groups`` holds the ``top`` of them)
+    left_out: list[str] = field(default_factory=list)  # runs without per-unit results
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def gaining(self) -> list[str]:
+        """The groups whose last step's interval lies above zero (still gaining from more data)."""
+        return [g.group for g in self.groups if g.last_step and g.last_step.ci_low > 0]
+
+    def to_markdown(self) -> str:
+        level = round(100 * (1 - self.alpha))
+        sizes = sorted({p.size for g in self.groups for p in g.points})
+        step = next((g.last_step for g in self.groups if g.last_step), None)
+        head = [self.by, "test questions (with a value)", *("zero-shot" if s == 0 else f"{s:,}" for s in sizes)]
+        if step:
+            head.append(f"last step {step.against:,} → {step.size:,} [{level}% CI]")
+        lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---|" * (len(head) - 2)]
+        for g in self.groups:
+            at = {p.size: p for p in g.points}
+            cells = [g.group, f"{g.units}" + ("" if g.valued is None else f" ({g.valued})")]
+            cells += [f"{at[s].value:.3f} [{at[s].ci_low:.2f}, {at[s].ci_high:.2f}]" if s in at else "–" for s in sizes]
+            if step:
+                s = g.last_step
+                cells.append("–" if s is None else f"{'**' if s.ci_low > 0 or s.ci_high < 0 else ''}{s.diff:+.3f}"
+                             f"{'**' if s.ci_low > 0 or s.ci_high < 0 else ''} [{s.ci_low:+.3f}, {s.ci_high:+.3f}]")
+            lines.append("| " + " | ".join(cells) + " |")
+        shown = f"the {len(self.groups)} {self.by}s with the most test questions, of {self.n_groups}"
+        lines += ["", f"{self.metric} per {self.by} ({shown}), seeds averaged, with {level}% percentile intervals over the "
+                      f"test products ({self.n_boot} bootstrap resamples drawing the same products for every run, so the "
+                      "sizes stay paired). The training seeds' spread is not inside the intervals, and they are not adjusted "
+                      f"for the {len(self.groups)} {self.by}s shown."]
+        if step:
+            gaining = self.gaining()
+            lines.append(f"Last step {step.against:,} → {step.size:,}: {len(gaining)} of {len(self.groups)} {self.by}s gain with "
+                         "an interval above zero" + (f" ({', '.join(gaining)}; bold)" if gaining else "")
+                         + f"; the others' intervals hold zero (or lie below it), which with so few questions an "
+                         f"{self.by} needs large steps to escape.")
+        if self.left_out:
+            lines.append(f"Left out (no per-unit results): {', '.join(self.left_out)}.")
+        return "\n".join(lines) + "\n"
+
+    def write(self, out) -> dict[str, Path]:
+        """``per_attribute.md`` and ``per_attribute.json`` in curve folder ``out``."""
+        out = Path(out)
+        write_json(out / f"{BREAKDOWN_FILE}.json", self.to_dict())
+        with atomic_path(out / f"{BREAKDOWN_FILE}.md") as tmp:
+            Path(tmp).write_text(f"# Per-{self.by} learning curves ({self.metric})\n\n" + self.to_markdown())
+        return {"breakdown_md": out / f"{BREAKDOWN_FILE}.md", "breakdown_json": out / f"{BREAKDOWN_FILE}.json"}
+
+
+def breakdown_curves(out, rows: list[dict], metric: str, by: str = "attribute", top: int = 12, n_boot: int = 1000,
+                     seed: int = 0, alpha: float = 0.05) -> tuple[BreakdownCurves | None, str]:
+    """(curves, why not): the ``top`` groups' curves (``by="attribute"``: the attributes with the most
+    test questions) of the curve in ``out`` from its runs' per-question rows, or None and the reason when
+    no run has them, the units have no such group or the runs were not evaluated on the same questions."""
+    from ..errors import LeantuneError
+    from ..evaluation.compare import resampled_metric
+    from ..evaluation.compare_groups import unit_group
+    from .paired import _run_evaluations
+
+    if top < 1:
+        raise LeantuneError(f"top {top}: need at least 1 group")
+    runs, left_out = [], []
+    for r, ev, folder in _run_evaluations(out, rows):
+        if ev is None:
+            left_out.append(folder)
+        else:
+            runs.append((int(r["size"]), ev))
+    if not runs:
+        return None, "no run has per-unit results"
+    members: dict[str, set[str]] = {}
+    valued: dict[str, int] | None = {}
+    for row in runs[0][1].rows:
+        group = unit_group(row["unit"], by)
+        if group is None:
+            return None, f"unit {row['unit']!r} has no {by}"
+        members.setdefault(group, set()).add(row["unit"])
+        if valued is not None and "valued" in row:
+            valued[group] = valued.get(group, 0) + int(row["valued"])
+        else:
+            valued = None
+    chosen = sorted(members, key=lambda g: (-len(members[g]), g))[:top]
+    sizes = sorted({size for size, _ in runs})
+    index = {s: [i for i, (size, _) in enumerate(runs) if size == s] for s in sizes}
+    q = [alpha / 2, 1 - alpha / 2]
+    curves = []
+    for group in chosen:
+        cut = [replace(ev, rows=[row for row in ev.rows if row["unit"] in members[group]]) for _, ev in runs]
+        try:
+            observed, draws = resampled_metric(cut, metric, n_boot=n_boot, seed=seed)
+        except LeantuneError as exc:
+            return None, str(exc)
+        mean = {s: draws[:, index[s]].mean(axis=1) for s in sizes}
+        points = []
+        for s in sizes:
+            low, high = np.quantile(mean[s], q)
+            points.append(GroupPoint(s, len(index[s]), float(observed[index[s]].mean()), float(low), float(high)))
+        last = None
+        if len(sizes) > 1:
+            a, b = sizes[-2], sizes[-1]
+            low, high = np.quantile(mean[b] - mean[a], q)
+            last = GroupStep(b, a, points[-1].value - points[-2].value, float(low), float(high))
+        curves.append(GroupCurve(group, len(members[group]), None if valued is None else valued.get(group, 0), points, last))
+    return BreakdownCurves(by, metric, n_boot, alpha, curves, len(members), left_out), ""
