@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from leantune.curves import breakdown_curves
+from leantune.curves.breakdown import read_breakdown_curves
 from leantune.curves.plots import plot_breakdown_bands
 from leantune.curves.runner import run_dir
 from leantune.evaluation.units import write_per_unit
@@ -66,6 +67,7 @@ def test_each_attribute_gets_its_curve_with_intervals_and_its_last_step(tmp_path
     assert "not adjusted for the 3 attributes" in md
     files = curves.write(tmp_path)
     assert json.loads(files["breakdown_json"].read_text())["groups"][0]["group"] == "a0"
+    assert read_breakdown_curves(tmp_path) == curves  # saved and read back whole
     assert files["breakdown_md"].read_text().startswith("# Per-attribute learning curves (f1)")
     assert plot_breakdown_bands(curves, tmp_path / "per_attribute.png").stat().st_size > 0
 

@@ -59,7 +59,15 @@ class BreakdownCurves:
     left_out: list[str] = field(default_factory=list)  # runs without per-unit results
 
     def to_dict(self) -> dict:
+        """JSON-ready dictionary (``from_dict`` reads it back)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BreakdownCurves:
+        """The inverse of ``to_dict``."""
+        groups = [GroupCurve(g["group"], g["units"], g["valued"], [GroupPoint(**p) for p in g["points"]],
+                             None if g["last_step"] is None else GroupStep(**g["last_step"])) for g in data["groups"]]
+        return cls(data["by"], data["metric"], data["n_boot"], data["alpha"], groups, data["n_groups"], list(data["left_out"]))
 
     def gaining(self) -> list[str]:
         """The groups whose last step's interval lies above zero (still gaining from more data)."""
@@ -160,3 +168,10 @@ def breakdown_curves(out, rows: list[dict], metric: str, by: str = "attribute", 
             last = GroupStep(b, a, points[-1].value - points[-2].value, float(low), float(high))
         curves.append(GroupCurve(group, len(members[group]), None if valued is None else valued.get(group, 0), points, last))
     return BreakdownCurves(by, metric, n_boot, alpha, curves, len(members), left_out), ""
+
+
+def read_breakdown_curves(folder) -> BreakdownCurves:
+    """The per-attribute curves ``BreakdownCurves.write`` saved in curve folder ``folder``."""
+    from ..io import read_json
+
+    return BreakdownCurves.from_dict(read_json(Path(folder) / f"{BREAKDOWN_FILE}.json"))
