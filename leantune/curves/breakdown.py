@@ -73,6 +73,16 @@ class BreakdownCurves:
         """The groups whose last step's interval lies above zero (still gaining from more data)."""
         return [g.group for g in self.groups if g.last_step and g.last_step.ci_low > 0]
 
+    def summary(self) -> str:
+        """One line for the curve's printed summary: how many groups' last step clears zero."""
+        step = next((g.last_step for g in self.groups if g.last_step), None)
+        if step is None:
+            return f"per {self.by}: one size only, no step ({BREAKDOWN_FILE}.md)"
+        gaining = self.gaining()
+        return (f"per {self.by}: the last step ({step.against:,} → {step.size:,}) has an interval above zero for "
+                f"{len(gaining)} of the {len(self.groups)} {self.by}s with the most test questions"
+                + (f" ({', '.join(gaining)})" if gaining else "") + f"; each size with its interval in {BREAKDOWN_FILE}.md")
+
     def to_markdown(self) -> str:
         level = round(100 * (1 - self.alpha))
         sizes = sorted({p.size for g in self.groups for p in g.points})
