@@ -521,6 +521,15 @@ def test_plan_counts_the_missing_runs_and_estimates_them_from_timed_steps(tmp_pa
     lines = "\n".join(again.lines(measured))
     assert f"{per_step:.1f} s per optimizer step (the median of 2" in lines and "priced from the folder's runs" in lines
     assert measured["timed"] is False and "measured here" not in lines
+    # Runs made here with another thread count do not price this process's runs, but the plan says how to use them.
+    write_json(run_dir(out, 2, 0) / "result.json", {**rows[0], "threads": rows[0]["threads"] + 1})
+    found = finished_costs(out, plan.eval_units)
+    assert found["other_threads"] == {rows[0]["threads"] + 1: 1} and found["s_per_step"][1] == 1
+    write_json(run_dir(out, 4, 0) / "result.json", {**rows[1], "threads": rows[1]["threads"] + 1})
+    hinted = measure_costs(cfg, steps=2, eval_units=1, log=lambda *_: None, out=out)
+    assert hinted["timed"] and f"OMP_NUM_THREADS={rows[0]['threads'] + 1} to price from them" in hinted["hint"]
+    assert hinted["hint"] in "\n".join(again.lines(hinted))
+    write_json(run_dir(out, 2, 0) / "result.json", rows[0])
     write_json(run_dir(out, 4, 0) / "result.json", {**rows[1], "machine": "Another CPU"})
     assert finished_costs(out, plan.eval_units) == {"s_per_step": (rows[0]["train"]["wall_s"] / rows[0]["train"]["steps"], 1),
                                                     "s_per_eval_unit": (rows[0]["eval_s"] / 2, 1)}

@@ -83,8 +83,7 @@ class CurvePlan:
             out.append(f"{where}: "
                        f"{costs['s_per_step']:.1f} s per optimizer step ({costs.get('step_source', 'timed here')}), "
                        f"{costs['s_per_eval_unit']:.1f} s per test unit ({costs.get('eval_source', 'timed here')})")
-            if costs.get("busy"):
-                out.append(costs["busy"])
+            out += [costs[k] for k in ("busy", "hint") if costs.get(k)]
             total = self.estimate_s(costs)
             if total is None:
                 out.append("estimate: the task cannot count its whole test split before running; pass --eval-limit")
@@ -132,17 +131,22 @@ def finished_costs(out: str | Path, eval_units: int | None, device: str = "cpu")
     seconds per optimizer step, runs), "s_per_eval_unit": (median seconds per test unit, runs)}``, each
     key present only where some run gives it (a step: the run's training seconds over all its sittings,
     model loading included, over its steps; an evaluation: on ``eval_units`` units). Runs made before
-    runs recorded their machine count as made elsewhere."""
+    runs recorded their machine count as made elsewhere. ``"other_threads"``: {thread count: runs} of
+    the fine-tuned runs made on this machine with another thread count (present only when there are some)."""
     import statistics
 
     from ..device import machine_summary, resolve_device, torch_threads
     from ..io import read_json
 
     here, threads = machine_summary(resolve_device(device), threads=False), torch_threads()
-    per_step, per_unit = [], []
+    per_step, per_unit, other = [], [], {}
     for path in sorted(Path(out).glob("runs/size*-seed*/result.json")):
         row = read_json(path)
-        if row.get("machine") != here or row.get("threads") != threads or not row.get("size"):
+        if row.get("machine") != here or not row.get("size"):
+            continue
+        if row.get("threads") != threads:
+            if isinstance(row.get("threads"), int):
+                other[row["threads"]] = other.get(row["threads"], 0) + 1
             continue
         train = row.get("train") or {}
         if train.get("steps") and train.get("wall_s"):
@@ -154,6 +158,8 @@ def finished_costs(out: str | Path, eval_units: int | None, device: str = "cpu")
         found["s_per_step"] = (statistics.median(per_step), len(per_step))
     if per_unit:
         found["s_per_eval_unit"] = (statistics.median(per_unit), len(per_unit))
+    if other:
+        found["other_threads"] = dict(sorted(other.items()))
     return found
 
 
@@ -200,6 +206,11 @@ def measure_costs(cfg: CurveConfig, task=None, steps: int = 3, eval_units: int =
         costs["s_per_eval_unit"] = (time.perf_counter() - start) / eval_units
         costs["eval_source"] = ("evaluation timed on the base model, whose answers run longer than a fine-tuned "
                                 "model's: an upper estimate")
+    if costs["timed"] and finished.get("other_threads"):
+        made = ", ".join(f"{n} with {t} thread(s)" for t, n in finished["other_threads"].items())
+        t = max(finished["other_threads"], key=finished["other_threads"].get)
+        costs["hint"] = (f"the folder's runs made on this machine ran with other thread counts ({made}): run the plan with "
+                         f"OMP_NUM_THREADS={t} to price from them, timing nothing")
     return {**costs, "load_avg": load_average()}
 
 
