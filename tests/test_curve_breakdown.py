@@ -63,7 +63,7 @@ def test_each_attribute_gets_its_curve_with_intervals_and_its_last_step(tmp_path
     md = curves.to_markdown()
     assert "| attribute | test questions (with a value) | zero-shot | 10 | 20 | last step 10 → 20 [95% CI] |" in md
     assert f"| a0 | 40 ({a0.valued}) | 0.000 [0.00, 0.00] |" in md and "| **+" in md
-    assert "1 of 3 attributes gain with an interval above zero (a0; bold)" in md
+    assert "1 of 3 attributes gain with an interval above zero (a0);" in md and "Bold: a last step whose interval excludes zero." in md
     assert "not adjusted for the 3 attributes" in md
     assert curves.summary() == ("per attribute: the last step (10 → 20) has an interval above zero for 1 of the 3 attributes "
                                 "with the most test questions (a0); each size with its interval in per_attribute.md")

@@ -84,6 +84,7 @@ class BreakdownCurves:
                 + (f" ({', '.join(gaining)})" if gaining else "") + f"; each size with its interval in {BREAKDOWN_FILE}.md")
 
     def to_markdown(self) -> str:
+        """A row per group: each size's value with its interval, and the last step with its paired interval."""
         level = round(100 * (1 - self.alpha))
         sizes = sorted({p.size for g in self.groups for p in g.points})
         step = next((g.last_step for g in self.groups if g.last_step), None)
@@ -108,9 +109,9 @@ class BreakdownCurves:
         if step:
             gaining = self.gaining()
             lines.append(f"Last step {step.against:,} → {step.size:,}: {len(gaining)} of {len(self.groups)} {self.by}s gain with "
-                         "an interval above zero" + (f" ({', '.join(gaining)}; bold)" if gaining else "")
+                         "an interval above zero" + (f" ({', '.join(gaining)})" if gaining else "")
                          + f"; the others' intervals hold zero (or lie below it), which with so few questions an "
-                         f"{self.by} needs large steps to escape.")
+                         f"{self.by} needs large steps to escape. Bold: a last step whose interval excludes zero.")
         if self.left_out:
             lines.append(f"Left out (no per-unit results): {', '.join(self.left_out)}.")
         return "\n".join(lines) + "\n"
