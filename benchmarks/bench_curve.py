@@ -108,9 +108,8 @@ def markdown(name: str, command: str, cfg: CurveConfig, result, info: dict) -> s
         lines += [f"Paired steps ({metric}; micro-averaged metrics are resampled by product):", "", steps.to_markdown(), ""]
     if info.get("note"):
         lines += [info["note"], ""]
-    if result.files.get("breakdown_md"):
-        table = Path(result.files["breakdown_md"]).read_text().split("\n", 2)[2]  # without its title
-        lines += [f"Per attribute (`{name}_per_attribute.md`):", "", table]
+    if result.breakdown is not None:
+        lines += [f"Per attribute (`{name}_per_attribute.md`):", "", result.breakdown.to_markdown()]
     lines.append(f"Plots: `{name}.png` ({cfg.metric} vs size, with the zero-shot and all-\"n/a\" lines), `{name}_per_attribute.png` "
                  f"(per-attribute {cfg.metric}, the 12 attributes with the most test questions, each with its interval over the test "
                  "products where the runs kept per-question rows).")

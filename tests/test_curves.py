@@ -260,6 +260,7 @@ def test_curve_runner_caches_nests_and_refuses_changed_settings(tmp_path):
     per_attribute = json.loads((out / "per_attribute.json").read_text())
     assert per_attribute["metric"] == "f1" and per_attribute["groups"][0]["points"][0]["size"] == 0
     assert "breakdown_md" in first.files and (out / "per_attribute.md").is_file()
+    assert first.breakdown is not None and first.breakdown.to_dict() == per_attribute
     assert any(line.startswith("per attribute: the last step (2 → 4)") for line in first.lines)
     # Every run wrote its per-question results, on the same questions, so sizes compare paired.
     from leantune.evaluation.compare import compare, load_evaluation

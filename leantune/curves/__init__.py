@@ -31,6 +31,7 @@ class CurveResult:
     files: dict  # name -> path
     lines: list  # the printed summary
     steps: PairedSteps | None = None  # each size against the previous one and zero-shot, paired
+    breakdown: BreakdownCurves | None = None  # per attribute, with intervals (runs with per-question rows)
 
 
 def learning_curve(
@@ -63,14 +64,13 @@ def learning_curve(
     baselines = task.baselines(metric, limit=cfg.eval_limit, seed=cfg.eval_seed)
     files["curve_png"] = plot_curve(run.rows, analysis, out / "curve.png", title=f"{label}: {metric} vs training size",
                                     subtitle=cfg.schedule_label(), baselines=baselines)
-    prefix, breakdown_line = task.breakdown_prefix, ""
+    prefix, curves = task.breakdown_prefix, None
     if prefix:
         # Per attribute: a panel each with its interval over the test products where the runs kept
         # per-question rows; otherwise one line each from the runs' own per-attribute metrics.
         curves, _ = breakdown_curves(out, run.rows, metric, n_boot=cfg.bootstrap or 1000, seed=cfg.seed)
         if curves is not None:
             files.update(curves.write(out))
-            breakdown_line = curves.summary()
             files["breakdown_png"] = plot_breakdown_bands(curves, out / "per_attribute.png", title=f"{label}: {metric} per attribute")
         else:
             support = task.breakdown_support_prefix
@@ -79,11 +79,11 @@ def learning_curve(
             if breakdown:
                 files["breakdown_png"] = breakdown
     lines = [cfg.schedule_label(), *describe(analysis)]
-    if breakdown_line:
-        lines.append(breakdown_line)
+    if curves is not None:
+        lines.append(curves.summary())
     lines += [f"baseline '{name}': {metric} {value:.4f}" for name, value in baselines.items()]
     steps = paired_steps(out, run.rows, metric, seed=cfg.seed)
     if steps is not None:
         files.update(steps.write(out))
         lines += ["", f"Paired steps ({metric}; intervals over the test units, seeds averaged):", steps.to_markdown()]
-    return CurveResult(run, analysis, files, lines, steps)
+    return CurveResult(run, analysis, files, lines, steps, curves)
