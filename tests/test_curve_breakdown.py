@@ -63,10 +63,25 @@ def test_each_attribute_gets_its_curve_with_intervals_and_its_last_step(tmp_path
     md = curves.to_markdown()
     assert "| attribute | test questions (with a value) | zero-shot | 10 | 20 | last step 10 → 20 [95% CI] |" in md
     assert f"| a0 | 40 ({a0.valued}) | 0.000 [0.00, 0.00] |" in md and "| **+" in md
-    assert "1 of 3 attributes gain with an interval above zero (a0);" in md and "Bold: a last step whose interval excludes zero." in md
+    # The steps picked out by their 95% interval are redrawn at the false-coverage-rate level α·R/m.
+    flagged = curves.flagged()
+    assert "a0" in flagged and curves.adj_alpha == pytest.approx(0.05 * len(flagged) / 3)
+    assert curves.adj_boot >= 100 / curves.adj_alpha  # 50 resamples beyond each adjusted bound
+    for g in curves.groups:
+        s = g.last_step
+        if g.group in flagged:  # wider around the same step
+            assert s.adj_low <= s.ci_low and s.ci_high <= s.adj_high
+        else:
+            assert s.adj_low is None and s.adj_high is None
+    assert curves.groups[0].last_step.adj_low > 0 and curves.gaining() == ["a0"]
+    level = f"{100 * (1 - curves.adj_alpha):.2f}%"
+    assert f"| last step 10 → 20 [95% CI] | flagged step at {level} |" in md
+    assert "1 of 3 attributes gain with an interval above zero (a0)." in md and "Bold: a last step clear of zero at that level." in md
+    assert f"redrawn at the false-coverage-rate adjusted level 1 − α·R/m = {level}" in md and f"; {curves.adj_boot:,} resamples)" in md
     assert "not adjusted for the 3 attributes" in md
     assert curves.summary() == ("per attribute: the last step (10 → 20) has an interval above zero for 1 of the 3 attributes "
-                                "with the most test questions (a0); each size with its interval in per_attribute.md")
+                                f"with the most test questions (a0), 1 of them at the selection-adjusted level {level} (a0); "
+                                "each size with its interval in per_attribute.md")
     files = curves.write(tmp_path)
     assert json.loads(files["breakdown_json"].read_text())["groups"][0]["group"] == "a0"
     assert read_breakdown_curves(tmp_path) == curves  # saved and read back whole
@@ -93,3 +108,24 @@ def test_breakdown_leaves_out_runs_without_rows_and_says_why_it_has_none(tmp_pat
     write_per_unit(run_dir(tmp_path, 10, 0), attr_rows({"q1": ["VC", "VW"]}))
     none, why = breakdown_curves(tmp_path, rows, "f1", n_boot=50)
     assert none is None and why
+
+
+def test_a_step_clear_of_zero_only_before_the_selection_adjustment_does_not_count_as_gaining(tmp_path):
+    rows, _ = _curve_folder(tmp_path)
+    curves, _ = breakdown_curves(tmp_path, rows, "f1", n_boot=400)
+    a1 = curves.groups[1].last_step  # as if a1's 95% interval had cleared zero, but not its adjusted one
+    a1.ci_low, a1.ci_high, a1.adj_low, a1.adj_high = 0.01, 0.30, -0.02, 0.33
+    curves.adj_alpha = 0.05 * 2 / 3
+    assert curves.gaining(adjusted=False) == ["a0", "a1"] and curves.gaining() == ["a0"]
+    md = curves.to_markdown()
+    assert "| a1 | 40 (" in md and f"{a1.diff:+.3f} [+0.010, +0.300] | [-0.020, +0.330] |" in md  # not bold
+    assert "2 of 3 attributes gain with an interval above zero (a0, a1)" in md and ": 1 still gain (a0)." in md
+    assert "level 1 − α·R/m = 96.67% (Benjamini & Yekutieli 2005; R = 2 of m = 3;" in md
+    assert "2 of the 3 attributes with the most test questions (a0, a1), 1 of them at the selection-adjusted" in curves.summary()
+    # Curves saved before the adjustment existed read back with the unadjusted reading.
+    old = curves.to_dict()
+    del old["adj_alpha"]
+    for g in old["groups"]:
+        del g["last_step"]["adj_low"], g["last_step"]["adj_high"]
+    from leantune.curves.breakdown import BreakdownCurves
+    assert BreakdownCurves.from_dict(old).gaining() == ["a0", "a1"]

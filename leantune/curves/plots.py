@@ -133,13 +133,14 @@ def plot_breakdown_bands(curves, path: Path, title: str = "", ncols: int = 4) ->
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.7 * nrows + 0.8), sharex=True, sharey=True, squeeze=False,
                              layout="constrained")
     level = round(100 * (1 - curves.alpha))
+    gaining = set(curves.gaining())
     for ax, g in zip(axes.flat, curves.groups):
         xs = [p.size for p in g.points]
         ax.fill_between(xs, [p.ci_low for p in g.points], [p.ci_high for p in g.points], color="C0", alpha=0.2, lw=0)
         ax.plot(xs, [p.value for p in g.points], "o-", ms=3, color="C0")
         s = g.last_step
         step = "" if s is None else f"\nlast step {s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
-        ax.set_title(f"{g.group} ({g.units} q.){step}", fontsize=8, color="C2" if s and s.ci_low > 0 else "black")
+        ax.set_title(f"{g.group} ({g.units} q.){step}", fontsize=8, color="C2" if g.group in gaining else "black")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
@@ -152,6 +153,6 @@ def plot_breakdown_bands(curves, path: Path, title: str = "", ncols: int = 4) ->
     for ax in axes[:, 0]:
         ax.set_ylabel(curves.metric, fontsize=8)
     fig.suptitle((title + "\n" if title else "") + f"band: {level}% interval over the test products (seeds averaged); "
-                 "green title: last step's interval above zero", fontsize=9)
+                 "green title: last step above zero after adjusting for the selection", fontsize=9)
     fig.supxlabel("training units (symlog; 0 = zero-shot)", fontsize=8)
     return _save(fig, path)
