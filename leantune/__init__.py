@@ -56,6 +56,7 @@ _LAZY = {
     "CurveConfig": "leantune.curves:CurveConfig",
     "plan_curve": "leantune.curves:plan_curve",
     "resolve_recipe": "leantune.curves:resolve_recipe",  # a curve's recipe: the short-run one or the model's own
+    "compare_curves": "leantune.curves:compare_curves",  # two curves size by size (`leantune compare-curves`)
     # hyperparameter search (`leantune tune`, `leantune tune report`)
     "EarlySearch": "leantune.tuning:EarlySearch",
     "TuneConfig": "leantune.tuning:TuneConfig",

@@ -71,6 +71,57 @@ def compare_cmd(
     typer.echo("wrote " + ", ".join(str(p) for p in files))
 
 
+CURVES_HELP = """Two learning curves against each other, size by size: curve B (second folder) minus curve A (first).
+
+Each folder is a curve folder (the --out of `leantune curve`); both must have been evaluated on the same test units (the same --eval-limit and --eval-seed), e.g. two models or two selection methods on one task. At every size both curves measured (or those given with --sizes), B's runs (its seeds) are set against A's, paired over the test units with seeds averaged, as `leantune compare` does: the difference, its interval over the test units, where both sides ran 2 or more seeds the units + seeds interval, p and the minimum detectable differences. A curve still being filled contributes the runs it has finished.
+
+Writes OUT/curves.md, OUT/curves.json and OUT/curves.png (both curves on top, B - A with its interval below).
+
+Example: leantune compare-curves runs/curve-smollm2 runs/curve-gemma --name smollm2 --name gemma3 --metric f1 --out runs/curve-gemma-vs-smollm2
+"""
+
+
+@app.command("compare-curves", help=CURVES_HELP,
+             short_help="Two learning curves size by size: B - A with paired intervals at every size both measured.")
+def compare_curves_cmd(
+    curve_a: Path = typer.Argument(..., help="Curve folder A (the reference)."),
+    curve_b: Path = typer.Argument(..., help="Curve folder B (compared with A)."),
+    names: List[str] = typer.Option([], "--name", help="Names of A and B, in order (give both or none; default: the folders' names)."),
+    metric: str = typer.Option("f1", "--metric", help="Per-unit metric: micro f1/precision/recall or accuracy for attribute curves, recall@20, ndcg@10 ... for recommendation."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Comma-separated sizes to compare (default: every size both measured; 0 is zero-shot)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for curves.md/.json/.png (default: runs/curves-<B>-vs-<A>-<metric>)."),
+    boot: int = typer.Option(10000, "--boot", help="Bootstrap resamples (and permutations) at each size."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and permutation draws."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Two-sided significance level (intervals are 1-alpha)."),
+    power: float = typer.Option(0.8, "--power", help="Power of the minimum detectable differences."),
+) -> None:
+    from ..curves.versus import compare_curves
+    from ..errors import LeantuneError
+    from ..paths import display_path
+
+    if names and len(names) != 2:
+        raise LeantuneError(f"--name given {len(names)} times: give it twice (A, then B) or not at all")
+    pair = (names[0], names[1]) if names else (curve_a.name, curve_b.name)
+    wanted = None
+    if sizes is not None:
+        try:
+            wanted = [int(x) for x in sizes.split(",") if x.strip()]
+        except ValueError:
+            raise LeantuneError(f"--sizes {sizes!r}: expected comma-separated integers, e.g. 400,1600") from None
+    gap = compare_curves(curve_a, curve_b, metric, names=pair, sizes=wanted, n_boot=boot, seed=seed, alpha=alpha, power=power)
+    folder = out or Path("runs") / f"curves-{pair[1]}-vs-{pair[0]}-{metric}"
+    import shlex
+
+    extra = ([] if sizes is None else ["--sizes", sizes]) + ([] if boot == 10000 else ["--boot", str(boot)]) \
+        + ([] if seed == 0 else ["--seed", str(seed)]) + ([] if alpha == 0.05 else ["--alpha", str(alpha)]) \
+        + ([] if power == 0.8 else ["--power", str(power)])
+    gap.command = shlex.join(["leantune", "compare-curves", display_path(curve_a), display_path(curve_b), "--name", pair[0],
+                              "--name", pair[1], "--metric", metric, *extra, "--out", display_path(folder)])
+    files = gap.write(folder)
+    typer.echo(gap.to_markdown())
+    typer.echo("wrote " + ", ".join(display_path(p) for p in files.values()))
+
+
 def _run_folder(path: Path) -> Path:
     """The run folder of a path given to compare (a run folder, or its eval/ subfolder)."""
     if (path / "run.json").is_file() or not (path.parent / "run.json").is_file():

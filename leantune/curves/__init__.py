@@ -16,11 +16,12 @@ from .fit import CurveFit, Saturation, bootstrap_saturation, fit_curve
 from .paired import PairedSteps, paired_steps, unit_draws
 from .plan import CurvePlan, measure_costs, plan_curve
 from .runner import DEFAULT_SIZES, CurveConfig, CurveRecipe, CurveRun, default_sizes, make_task, resolve_recipe, run_curve
+from .versus import CurveGap, compare_curves, read_curve_gap
 
 __all__ = [
-    "BreakdownCurves", "CurveConfig", "CurveFit", "CurvePlan", "CurveRecipe", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
-    "bootstrap_saturation", "breakdown_curves", "default_sizes", "fit_curve", "learning_curve", "make_task", "measure_costs", "paired_steps",
-    "plan_curve", "resolve_recipe", "run_curve",
+    "BreakdownCurves", "CurveConfig", "CurveFit", "CurveGap", "CurvePlan", "CurveRecipe", "CurveResult", "DEFAULT_SIZES", "PairedSteps", "Saturation", "analyse",
+    "bootstrap_saturation", "breakdown_curves", "compare_curves", "default_sizes", "fit_curve", "learning_curve", "make_task", "measure_costs", "paired_steps",
+    "plan_curve", "read_curve_gap", "resolve_recipe", "run_curve",
 ]
 
 

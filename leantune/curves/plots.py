@@ -156,3 +156,33 @@ def plot_breakdown_bands(curves, path: Path, title: str = "", ncols: int = 4) ->
                  "green title: last step above zero after adjusting for the selection", fontsize=9)
     fig.supxlabel("training units (symlog; 0 = zero-shot)", fontsize=8)
     return _save(fig, path)
+
+
+def plot_curve_gap(gap, path: Path) -> Path:
+    """Two curves against each other (``CurveGap``): both curves' seed-averaged values at the sizes both
+    measured (top), and B − A with its interval at each size (bottom; units + seeds where both sides ran
+    2 or more seeds, else over the test units), zero-shot at the left edge of a symlog axis."""
+    plt = _plt()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[3, 2], layout="constrained")
+    xs = [g.size for g in gap.gaps]
+    top.plot(xs, [g.value_a for g in gap.gaps], "o-", ms=4, color="C0", label=gap.name_a)
+    top.plot(xs, [g.value_b for g in gap.gaps], "s-", ms=4, color="C1", label=gap.name_b)
+    top.set_ylabel(gap.metric)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="best")
+    level = round(100 * (1 - gap.alpha))
+    for g in gap.gaps:
+        low, high = (g.total_low, g.total_high) if g.total_low is not None else (g.ci_low, g.ci_high)
+        color = "C2" if g.clear() else "0.4"
+        bottom.errorbar([g.size], [g.diff], yerr=[[g.diff - low], [high - g.diff]], fmt="o", ms=4, capsize=3, color=color)
+    bottom.axhline(0, color="black", lw=0.8)
+    bottom.set_ylabel(f"{gap.name_b} − {gap.name_a}")
+    bottom.grid(alpha=0.3)
+    for ax in (top, bottom):
+        ax.set_xscale("symlog", linthresh=max(1, min((x for x in xs if x > 0), default=1)))
+        _label_sizes(ax, xs)
+    bottom.tick_params(axis="x", labelrotation=45)
+    bottom.set_xlabel("training units (symlog; 0 = zero-shot)")
+    fig.suptitle(f"{gap.name_b} against {gap.name_a} ({gap.metric}), paired over {gap.n_units} test units\n"
+                 f"bars: {level}% interval (units + seeds where both ran 2+ seeds); green: excludes zero", fontsize=9)
+    return _save(fig, path)
