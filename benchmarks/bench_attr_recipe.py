@@ -12,10 +12,21 @@ processes (or one GPU shared by several processes) fill one work folder side by 
 * ``report``: tables (validation grid; test F1 with paired intervals against zero-shot and against
   the default recipe) into ``benchmarks/results/<name>/``.
 
+Where the whole grid costs more than a machine has (a CPU: days), ``screen`` trains each recipe only to
+``--fraction`` of its own schedule (the learning rate decays as in the full run, so the run continues
+from there) and scores it on validation; ``missing --top K`` then names the K best-screened recipes for
+``grid --recipes``, which resumes them from the screen's checkpoint. The report sets each recipe's
+early F1 beside its final one where both exist, with their rank agreement, so the screen's choice
+can be checked rather than trusted (leantune's early-performance idea, applied to its own grid).
+
     python3 benchmarks/bench_attr_recipe.py --phase grid --device cuda --shard 0 --shards 4 --work W &
     ...                                                                                       # shards 1-3
     python3 benchmarks/bench_attr_recipe.py --phase test --device cuda --shard 0 --shards 4 --work W &
     python3 benchmarks/bench_attr_recipe.py --phase report --work W --name attr-recipe-smollm2
+
+    python3 benchmarks/bench_attr_recipe.py --phase screen --fraction 0.2 --work W     # a CPU: screen first,
+    python3 benchmarks/bench_attr_recipe.py --phase grid --recipes $(python3 benchmarks/bench_attr_recipe.py \
+        --phase missing --top 2 --work W) --work W                                        # then finish the best two
 
 ``--grid tiny`` is a seconds-long version on the random tiny model, for checking the plumbing.
 """
@@ -106,11 +117,13 @@ def model_default_recipe(model: str) -> Recipe:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=["grid", "test", "report", "missing", "best"], required=True,
-                   help="grid: train and validate recipes; test: evaluate on the test split; report: write the README; "
-                        "missing: print, one per line, the grid's recipes that have no cell here or in the committed report "
-                        "and no run under way in --work (what a GPU lease should train: its --recipes); best: print the "
-                        "recipe the finished cells choose (nothing when none has finished)")
+    p.add_argument("--phase", choices=["grid", "screen", "test", "report", "missing", "best"], required=True,
+                   help="grid: train and validate recipes; screen: train each recipe to --fraction of its schedule and "
+                        "validate it there (a later grid run continues it); test: evaluate on the test split; report: write "
+                        "the README; missing: print, one per line, the grid's recipes that have no cell here or in the "
+                        "committed report and no run under way in --work (what a GPU lease should train: its --recipes), or "
+                        "with --top K the K best-screened recipes without a finished cell; best: print the recipe the "
+                        "finished cells choose (nothing when none has finished)")
     p.add_argument("--grid", choices=sorted(GRIDS), default="smollm2",
                    help="recipe grid; 'tiny': seconds on the random tiny model, for plumbing checks")
     p.add_argument("--model", default="smollm2")
@@ -136,7 +149,12 @@ def parse_args(argv=None):
                    help="optimizer steps between checkpoints a stopped run resumes from (0: once per epoch); fixed per run folder")
     p.add_argument("--progress", action="store_true", help="grid/test: progress bars over each run's training steps and each evaluation's prompts")
     p.add_argument("--gen-batch-size", type=int, default=64, help="prompts per generation batch")
-    p.add_argument("--valid-limit", type=int, default=0, help="grid: validation products scored (0: all)")
+    p.add_argument("--valid-limit", type=int, default=0, help="grid/screen: validation products scored (0: all)")
+    p.add_argument("--fraction", type=float, default=0.2,
+                   help="screen: the fraction of each recipe's own schedule trained before it is scored (0 < f < 1)")
+    p.add_argument("--top", type=int, default=0,
+                   help="missing: the K recipes with the best screened validation F1 that have no finished cell (0: "
+                        "the unscreened listing)")
     p.add_argument("--test-limit", type=int, default=0, help="test: test products scored (0: all)")
     p.add_argument("--name", default=None, help="report: folder under benchmarks/results (default: attr-recipe-<model>)")
     p.add_argument("--machine", default="", help="report: the machine the cells ran on (e.g. 'NVIDIA H200, torch 2.11')")
@@ -144,6 +162,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.grid == "tiny":
         args.model = "tiny"
+    if not 0 < args.fraction < 1:
+        p.error(f"--fraction {args.fraction}: give a fraction of the schedule between 0 and 1 (e.g. 0.2)")
+    if args.top < 0:
+        p.error(f"--top {args.top}: give 0 (no screen) or more")
     args.name = args.name or f"attr-recipe-{Path(args.model).name}"
     if args.recipes is not None:
         unknown = sorted(set(args.recipes) - {r.name for r in GRIDS[args.grid]})
@@ -165,6 +187,9 @@ CELLS_GITIGNORE = """\
 !/grid/*.json
 !/grid/valid/*/metrics.json
 !/grid/valid/*/per_unit.jsonl
+!/grid/screen/*.json
+!/grid/screen/valid/*/metrics.json
+!/grid/screen/valid/*/per_unit.jsonl
 !/test/**/metrics.json
 !/test/**/per_unit.jsonl
 !/test/**/generation.partial.jsonl
@@ -205,7 +230,7 @@ def _cell_device(cell: dict) -> str:
     return f"{cell.get('device') or '?'} (machine not recorded)".replace("|", "/")
 
 
-def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
+def _train(args, recipe: Recipe, seed: int, device: str, out: Path, fraction: float | None = None):
     from leantune.models.llm import load_tokenizer
     from leantune.tasks.attributes import AttributeTask
     from leantune.train import finetune
@@ -214,7 +239,7 @@ def _train(args, recipe: Recipe, seed: int, device: str, out: Path):
     tokenizer = load_tokenizer(args.model)
     train = task.train_examples(task.train_pool(), tokenizer)
     return finetune(args.model, train, None, out, _finetune_config(recipe, seed, device, args.micro_batch_size, args.bf16, args.save_every, args.processes),
-                    progress=args.progress)
+                    stop_after_fraction=fraction, progress=args.progress)
 
 
 def _evaluate(args, device, split, limit, seed, adapter=None, shots=0, unit="product", log_folder=None):
@@ -279,10 +304,77 @@ def grid_phase(args, device: str, start: float) -> None:
               f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
 
 
-def write_valid_rows(work: Path, name: str, rows: list, metrics: dict) -> None:
-    """A grid cell's judged validation answers and per-question rows (``grid/valid/<recipe>/``), so cells can
-    be compared paired over the same validation products (git tracks the rows, a few hundred kB a cell)."""
-    folder = work / "grid" / "valid" / name
+def screen_phase(args, device: str, start: float) -> None:
+    """``--phase screen``: each recipe (``--recipes``, else every one without a finished cell) trained to
+    ``--fraction`` of its own schedule, scored on validation there (``grid/screen/<recipe>.json`` and its
+    rows); the run stays paused at a checkpoint, so ``--phase grid`` later continues it to the end."""
+    done = {c["name"] for c in grid_cells(args)}
+    recipes = [r for r in GRIDS[args.grid] if (r.name in args.recipes if args.recipes is not None else r.name not in done)]
+    for recipe in _mine(recipes, [_cost(r) for r in recipes], args.shard, args.shards):
+        record = args.work / "grid" / "screen" / f"{recipe.name}.json"
+        if record.is_file():
+            continue
+        if args.deadline_s and time.time() - start > args.deadline_s:
+            print(f"[shard {args.shard}] deadline: {recipe.name} not screened", flush=True)
+            continue
+        result = _train(args, recipe, 0, device, args.work / "runs" / recipe.name / "s0", fraction=args.fraction)
+        if result.status != "paused":  # trained past the point already (or diverged): no early score to take
+            print(f"[shard {args.shard}] {recipe.name}: {result.status} at step {result.steps} of {result.total_steps}, "
+                  f"not paused at {args.fraction:g} of its schedule; not screened", flush=True)
+            continue
+        metrics, rows, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
+        write_valid_rows(args.work, recipe.name, rows, metrics, kind="screen")
+        write_json(record, {"recipe": recipe.__dict__, "name": recipe.name, "fraction": args.fraction, "steps": result.steps,
+                            "total_steps": result.total_steps, "train_s": result.wall_s, "eval_s": eval_s, "valid": metrics,
+                            "valid_limit": args.valid_limit or None, "device": device, "machine": result.machine,
+                            "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)})
+        print(f"[shard {args.shard}] {recipe.name}: screened at step {result.steps} of {result.total_steps} in "
+              f"{result.wall_s:.0f} s, valid F1 {metrics['f1']:.3f}", flush=True)
+
+
+def screen_records(args) -> list[dict]:
+    """The screened recipes of ``--grid`` in ``--work`` (``grid/screen/<recipe>.json``), best early F1 first."""
+    recs = [read_json(f) for r in GRIDS[args.grid] if (f := args.work / "grid" / "screen" / f"{r.name}.json").is_file()]
+    return sorted(recs, key=lambda c: -c["valid"]["f1"])
+
+
+def screen_lines(args, cells: list[dict]) -> list[str]:
+    """Report lines: each screened recipe's early validation F1 beside its final one (a finished cell), and
+    how well the early ranks agree with the final ones where both exist."""
+    from scipy.stats import kendalltau, spearmanr
+
+    recs = screen_records(args)
+    if not recs:
+        return []
+    final = {c["name"]: c["valid"]["f1"] for c in cells if c["valid"]}
+    fractions = sorted({r["fraction"] for r in recs})
+    lines = ["", f"## Screen: each recipe at {' / '.join(f'{f:g}' for f in fractions)} of its own schedule (validation, seed 0)", "",
+             "Trained to that point of its own schedule (the learning rate decaying as in the full run), scored on validation "
+             "there; `--phase grid` continues a screened run from its checkpoint.", "",
+             "| screen rank | recipe | steps (of) | valid F1 early | valid F1 final | trained on |", "|---:|---|---|---:|---:|---|"]
+    for i, r in enumerate(recs, 1):
+        f = final.get(r["name"])
+        lines.append(f"| {i} | {r['name']} | {r['steps']} ({r['total_steps']}) | {r['valid']['f1']:.3f} | "
+                     f"{'–' if f is None else f'{f:.3f}'} | {_cell_device(r)} |")
+    pairs = [(r["valid"]["f1"], final[r["name"]]) for r in recs if r["name"] in final]
+    if len(pairs) < 3:
+        lines += ["", f"Early against final: {len(pairs)} screened recipe(s) have a finished cell; the rank agreement needs 3 or "
+                      "more, so the screen's order is not checked yet."]
+    else:
+        early, late = zip(*pairs)
+        rho, tau = spearmanr(early, late), kendalltau(early, late)
+        top = max(pairs, key=lambda x: x[0])[1] == max(late)
+        lines += ["", f"Early against final over the {len(pairs)} recipes with both: Spearman {rho.statistic:+.2f} (p {rho.pvalue:.2f}), "
+                      f"Kendall {tau.statistic:+.2f} (p {tau.pvalue:.2f}); the screen's best of them is "
+                      f"{'also' if top else 'not'} the best at the end. With this few recipes only a strong agreement shows."]
+    return lines
+
+
+def write_valid_rows(work: Path, name: str, rows: list, metrics: dict, kind: str = "grid") -> None:
+    """A grid cell's judged validation answers and per-question rows (``grid/valid/<recipe>/``; a screen's:
+    ``grid/screen/valid/<recipe>/``), so cells can be compared paired over the same validation products
+    (git tracks the rows, a few hundred kB a cell)."""
+    folder = work / "grid" / ("valid" if kind == "grid" else "screen/valid") / name
     write_predictions(folder / "predictions.jsonl", rows)  # and per_unit.jsonl beside it
     write_json(folder / "metrics.json", {"settings": {"recipe": name, "split": "valid", "seed": 0}, "metrics": metrics})
 
@@ -354,6 +446,19 @@ def print_missing(args) -> None:
     way in ``--work`` with its newest checkpoint and age, so an abandoned one shows as such)."""
     import sys
 
+    if args.top:
+        done = {c["name"] for c in grid_cells(args)}
+        recs = [r for r in screen_records(args) if r["name"] not in done]
+        if not recs:
+            raise SystemExit(f"--top {args.top}: no screened recipe without a finished cell in {args.work} "
+                             "(run --phase screen first)")
+        for r in recs[:args.top]:
+            print(r["name"])
+        sys.stdout.flush()
+        print(f"the {min(args.top, len(recs))} best-screened of {len(recs)} screened recipes without a finished cell "
+              f"({sum(_cost(Recipe(**r['recipe'])) - r['steps'] for r in recs[:args.top]):,.0f} optimizer steps to finish them)",
+              file=sys.stderr)
+        return
     todo, started = missing_recipes(args)
     for recipe in todo:
         print(recipe.name)
@@ -495,6 +600,7 @@ def report(args) -> str:
         lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
                   "the chosen recipe's row waits for it."]
     lines += valid_comparison(args, cells, out)
+    lines += screen_lines(args, cells)
     if any(c.get("carried") for c in cells):
         lines += ["", "(carried): the cell is not in this work folder (it ran on another machine); its row is the committed "
                   "report's (`summary.json`)."]
@@ -599,7 +705,7 @@ def main(argv=None) -> None:
 
     device = resolve_device(args.device)
     track_small_records(args.work)
-    (grid_phase if args.phase == "grid" else test_phase)(args, device, start)
+    {"grid": grid_phase, "screen": screen_phase, "test": test_phase}[args.phase](args, device, start)
 
 
 if __name__ == "__main__":

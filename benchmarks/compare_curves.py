@@ -3,7 +3,10 @@
 Reads the ``benchmarks/results/<name>.json`` files that ``bench_curve.py`` writes (one per method)
 and writes a markdown table (per size, each method's mean ± seed spread of the chosen metrics, and
 the difference to the first curve; blanks where a curve did not measure a size) and a plot with one
-panel per metric, one line per method.
+panel per metric, one line per method. Means ± seed spread only, no paired interval: it is kept for
+the early reports whose runs wrote no per-unit results (``curve-random``, ``curve-effort``). For curves
+that have them, ``leantune compare-curves CURVE_A CURVE_B`` gives each size's paired difference with
+its intervals and minimum detectable difference.
 
     python3 benchmarks/compare_curves.py curve-random curve-effort --name curve-random-vs-effort
 """

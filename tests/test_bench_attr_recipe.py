@@ -352,3 +352,72 @@ def test_a_label_folder_left_by_an_earlier_choice_is_refused_and_a_moved_one_get
     assert f"| fine-tuned, {grid[3].name} (`test/earlier`; not the grid's choice now) | 1 | 0.750 |" in text
     assert "### f1 against best (paired over test products, seeds averaged)" in text
     assert (tmp_path / "results" / "r" / "vs-best-f1" / "comparison.json").is_file()
+
+
+def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(tmp_path, monkeypatch, capsys):
+    """--phase screen trains each recipe to --fraction of its schedule and validates it there; missing --top
+    names the best-screened recipes for the grid, which continues their runs; the report sets early against
+    final F1 with their rank agreement."""
+    import math
+
+    from leantune.io import read_json
+    from leantune.train import FinetuneResult
+
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    grid = bench.GRIDS["smollm2"]
+    early = {grid[1].name: 12, grid[3].name: 20, grid[10].name: 16}  # right answers of 40 at the screen
+    final = {grid[1].name: 10, grid[3].name: 30, grid[10].name: 24}
+    calls = []
+
+    def train(args, recipe, seed, device, out, fraction=None):
+        total = bench._cost(recipe)
+        calls.append((recipe.name, fraction))
+        steps = total if fraction is None else math.ceil(fraction * total)
+        return FinetuneResult(adapter_dir=out / "adapter", status="finished" if fraction is None else "paused", steps=steps,
+                              total_steps=total, tokens_seen=9, history=[], best_valid_loss=None, wall_s=float(steps),
+                              reason="", n_train=8, n_valid=0, machine="box")
+
+    def evaluate(args, device, split, limit, seed, adapter=None, unit="product", **kw):
+        name = adapter.parent.parent.name
+        n_right = (final if args.phase == "grid" else early)[name]
+        f1 = n_right / 40
+        rows = [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < n_right else "VW",
+                 "correct": i < n_right, "gold": "x"} for i in range(40)]
+        return {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1, "invalid_rate": 0.0, "n_products": 20}, rows, 2.0
+
+    monkeypatch.setattr(bench, "_train", train)
+    monkeypatch.setattr(bench, "_evaluate", evaluate)
+    work = tmp_path / "w"
+    bench.screen_phase(bench.parse_args(["--phase", "screen", "--work", str(work), "--recipes", *early, "--fraction", "0.25",
+                                         "--name", "r"]), "cpu", 0.0)
+    assert sorted(calls) == sorted((name, 0.25) for name in early)
+    rec = read_json(work / "grid" / "screen" / f"{grid[3].name}.json")
+    assert rec["fraction"] == 0.25 and rec["valid"]["f1"] == 0.5 and rec["steps"] == math.ceil(0.25 * rec["total_steps"])
+    assert len((work / "grid" / "screen" / "valid" / grid[3].name / "per_unit.jsonl").read_text().splitlines()) == 40
+    assert not (work / "grid" / f"{grid[3].name}.json").exists()  # a screen is not a finished cell
+    assert "screened at step" in capsys.readouterr().out
+
+    bench.main(["--phase", "missing", "--top", "2", "--work", str(work), "--name", "r"])
+    out, err = capsys.readouterr()
+    assert out.split() == [grid[3].name, grid[10].name]  # best early F1 first
+    assert "the 2 best-screened of 3 screened recipes without a finished cell" in err
+
+    calls.clear()
+    bench.grid_phase(bench.parse_args(["--phase", "grid", "--work", str(work), "--recipes", *final, "--name", "r"]), "cpu", 0.0)
+    assert sorted(calls) == sorted((name, None) for name in final)  # the grid continues them to the end
+    text = bench.report(bench.parse_args(["--phase", "report", "--work", str(work), "--seeds", "0", "--name", "r"]))
+    assert "## Screen: each recipe at 0.25 of its own schedule" in text
+    assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | 0.500 | 0.750 |" in text
+    assert "Early against final over the 3 recipes with both: Spearman +1.00" in text and "is also the best at the end" in text
+    with pytest.raises(SystemExit, match="--top 1: no screened recipe without a finished cell"):
+        bench.main(["--phase", "missing", "--top", "1", "--work", str(work), "--name", "r"])
+
+    # A run already trained past the screening point is not screened (its score would not be an early one).
+    calls.clear()
+    monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out, fraction=None: train(args, recipe, seed, device, out))
+    bench.screen_phase(bench.parse_args(["--phase", "screen", "--work", str(tmp_path / "w2"), "--recipes", grid[1].name,
+                                         "--name", "r2"]), "cpu", 0.0)
+    assert "finished at step" in capsys.readouterr().out and not (tmp_path / "w2" / "grid" / "screen").exists()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--phase", "screen", "--work", str(work), "--fraction", "1.5"])
+    assert "--fraction 1.5: give a fraction" in capsys.readouterr().err
