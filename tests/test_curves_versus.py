@@ -97,3 +97,16 @@ def test_cli_compare_curves(tmp_path):
     assert isinstance(bad.exception, LeantuneError) and "--name given 1 times" in str(bad.exception)
     bad = CliRunner().invoke(app, args + ["--sizes", "ten"])
     assert isinstance(bad.exception, LeantuneError) and "--sizes 'ten'" in str(bad.exception)
+
+
+def test_recommendation_curves_compare_on_a_per_user_metric(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, rate in (("a", 0.1), ("b", 0.4)):
+        for size, s in [(50, 0), (50, 1)]:
+            hits = (rng.random(300) < rate).astype(float)
+            write_per_unit(run_dir(tmp_path / name, size, s), [{"unit": f"u{i}", "cluster": f"u{i}", "recall@20": h}
+                                                              for i, h in enumerate(hits)])
+    gap = compare_curves(tmp_path / "a", tmp_path / "b", "recall@20", names=("random", "effort"), n_boot=300)
+    g = gap.gaps[0]
+    assert gap.n_units == 300 and g.size == 50 and 0.2 < g.diff < 0.4 and g.clear()
+    assert "| 50 | 2 / 2 |" in gap.to_markdown()
