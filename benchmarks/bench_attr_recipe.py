@@ -417,13 +417,26 @@ def grid_cells(args) -> list[dict]:
 
 
 def missing_recipes(args) -> tuple[list[Recipe], list[Recipe]]:
-    """The grid's recipes without a finished cell (here or carried): (not started, under way in --work)."""
+    """The grid's recipes without a finished cell (here or carried): (not started, under way in --work).
+    A run the screen left paused, and nothing has written to since, is not under way: it waits to be
+    finished, so it is listed with the ones not started."""
     done = {c["name"] for c in grid_cells(args)}
     todo, started = [], []
     for recipe in GRIDS[args.grid]:
         if recipe.name not in done:
-            (started if (args.work / "runs" / recipe.name).exists() else todo).append(recipe)
+            run = args.work / "runs" / recipe.name
+            (started if run.exists() and not _left_paused(run / "s0") else todo).append(recipe)
     return todo, started
+
+
+def _left_paused(run: Path) -> bool:
+    """A fine-tuning run that stopped at its ``stop_after_fraction`` point (``result.json`` says paused) and
+    has not been written to since (a process continuing it would have written checkpoints after it)."""
+    result = run / "result.json"
+    if not result.is_file() or read_json(result).get("status") != "paused":
+        return False
+    newest = max(f.stat().st_mtime for f in run.rglob("*") if f.is_file())
+    return newest <= result.stat().st_mtime + 60
 
 
 def run_progress(run: Path) -> str:
@@ -464,8 +477,10 @@ def print_missing(args) -> None:
         print(recipe.name)
     sys.stdout.flush()
     steps = sum(_cost(r) for r in todo)
+    paused = [r.name for r in todo if (args.work / "runs" / r.name).exists()]
     under_way = ", ".join(f"{r.name} ({run_progress(args.work / 'runs' / r.name)})" for r in started)
-    print(f"{len(todo)} of {len(GRIDS[args.grid])} recipes not started ({steps:,.0f} optimizer steps)"
+    print(f"{len(todo)} of {len(GRIDS[args.grid])} recipes not finished nor under way ({steps:,.0f} optimizer steps from scratch"
+          + (f"; {len(paused)} of them left paused by --phase screen here, which --phase grid continues" if paused else "") + ")"
           + (f"; under way in {args.work}: {under_way}" if started else ""), file=sys.stderr)
 
 

@@ -123,7 +123,7 @@ def test_cells_run_here_join_the_committed_grid_and_the_choice_is_over_all_of_th
     bench.main(["--phase", "missing", "--work", str(here.work), "--name", "r"])
     out = capsys.readouterr()
     assert out.out.split() == [r.name for r in todo]
-    assert f"{len(todo)} of {len(grid)} recipes not started" in out.err
+    assert f"{len(todo)} of {len(grid)} recipes not finished nor under way" in out.err
     assert f"under way in {here.work}: {grid[11].name} (nothing written yet)" in out.err
     # A started run shows the (complete) checkpoint it would resume from and how long ago it last wrote
     # (an abandoned run looks old); a checkpoint still being written (no trainer_state.json yet) is not counted.
@@ -411,6 +411,22 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert "Early against final over the 3 recipes with both: Spearman +1.00" in text and "is also the best at the end" in text
     with pytest.raises(SystemExit, match="--top 1: no screened recipe without a finished cell"):
         bench.main(["--phase", "missing", "--top", "1", "--work", str(work), "--name", "r"])
+
+    # --phase missing lists a run the screen left paused with the recipes to train, not as one under way,
+    # until a process continuing it writes again.
+    run = tmp_path / "w3" / "runs" / grid[4].name / "s0"
+    run.mkdir(parents=True)
+    write_json(run / "result.json", {"status": "paused"})
+    args3 = bench.parse_args(["--phase", "missing", "--work", str(tmp_path / "w3"), "--name", "r3"])
+    todo, started = bench.missing_recipes(args3)
+    assert grid[4] in todo and started == []
+    bench.main(["--phase", "missing", "--work", str(tmp_path / "w3"), "--name", "r3"])
+    assert "1 of them left paused by --phase screen here, which --phase grid continues" in capsys.readouterr().err
+    later = time.time() + 120
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "trainer_state.json").write_text("{}")
+    os.utime(run / "checkpoints" / "trainer_state.json", (later, later))
+    assert bench.missing_recipes(args3)[1] == [grid[4]]  # written after the pause: under way again
 
     # A run already trained past the screening point is not screened (its score would not be an early one).
     calls.clear()
