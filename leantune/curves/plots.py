@@ -178,11 +178,13 @@ def plot_curve_gap(gap, path: Path) -> Path:
     bottom.axhline(0, color="black", lw=0.8)
     bottom.set_ylabel(f"{gap.name_b} − {gap.name_a}")
     bottom.grid(alpha=0.3)
+    linthresh = max(1, min((x for x in xs if x > 0), default=1))
     for ax in (top, bottom):
-        ax.set_xscale("symlog", linthresh=max(1, min((x for x in xs if x > 0), default=1)))
+        ax.set_xscale("symlog", linthresh=linthresh)
+        ax.set_xlim(-0.3 * linthresh if min(xs) == 0 else 0.8 * min(xs), 1.3 * max(xs))  # no empty negative side
         _label_sizes(ax, xs)
     bottom.tick_params(axis="x", labelrotation=45)
     bottom.set_xlabel("training units (symlog; 0 = zero-shot)")
-    fig.suptitle(f"{gap.name_b} against {gap.name_a} ({gap.metric}), paired over {gap.n_units} test units\n"
+    fig.suptitle(f"{gap.name_b} against {gap.name_a} ({gap.metric}), paired over {gap.n_units:,} test units\n"
                  f"bars: {level}% interval (units + seeds where both ran 2+ seeds); green: excludes zero", fontsize=9)
     return _save(fig, path)

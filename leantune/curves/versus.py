@@ -101,9 +101,9 @@ class CurveGap:
             lines.append(f"| {'zero-shot' if g.size == 0 else f'{g.size:,}'} | {g.seeds_a} / {g.seeds_b} | {g.value_a:.3f} | "
                          f"{g.value_b:.3f} | {bold}{g.diff:+.3f}{bold} | [{g.ci_low:+.3f}, {g.ci_high:+.3f}] | {total} | "
                          f"{_p(g.p_value)} | {g.mde:.3f} | {'–' if g.mde_total is None else f'{g.mde_total:.3f}'} |")
-        unit = "test units" if self.n_units == self.n_clusters else f"test units in {self.n_clusters} resampled groups"
+        unit = "test units" if self.n_units == self.n_clusters else f"test units in {self.n_clusters:,} resampled groups"
         lines += ["", f"{a}: `{self.folder_a}`; {b}: `{self.folder_b}`. Each size pairs the two curves' runs over the same "
-                      f"{self.n_units} {unit}, seeds averaged (`leantune compare` at that size); units + seeds: "
+                      f"{self.n_units:,} {unit}, seeds averaged (`leantune compare` at that size); units + seeds: "
                       "Δ ± t·sqrt(unit SE² + seed SE²), where both sides ran 2 or more seeds; MDE: the smallest difference "
                       "detectable at 80% power. Bold: the widest interval drawn excludes zero. Each size's interval is "
                       "its own, not adjusted for the number of sizes.", "", self.summary() + "."]
