@@ -15,12 +15,10 @@ import argparse
 import json
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import RESULTS, ROOT  # first: puts the repo on sys.path, the hub offline
 
 from leantune.curves import breakdown_curves  # noqa: E402
 from leantune.curves.breakdown import TAIL_DRAWS  # noqa: E402
@@ -34,7 +32,7 @@ def main() -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", default=None, help="markdown file to write (default: print only)")
     args = p.parse_args()
-    path = Path(args.report) if args.report.endswith(".json") else ROOT / "benchmarks" / "results" / f"{args.report}.json"
+    path = Path(args.report) if args.report.endswith(".json") else RESULTS / f"{args.report}.json"
     if not path.is_file():
         raise SystemExit(f"--report {args.report}: no file {path}")
     report = json.loads(path.read_text())
