@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import LeantuneError, ParameterError
 from ..evaluation.units import PER_UNIT_FILE
 from ..io import atomic_path, write_json
+from .paired import _p
 
 VERSUS_FILE = "curves"  # curves.md / curves.json / curves.png in the output folder
 _RUN = re.compile(r"size(\d+)(?:-seed(\d+))?$")
@@ -125,10 +126,6 @@ class CurveGap:
             Path(tmp).write_text(f"# {self.name_b} against {self.name_a}, size by size ({self.metric})\n\n" + self.to_markdown())
         png = plot_curve_gap(self, out / f"{VERSUS_FILE}.png")
         return {"md": out / f"{VERSUS_FILE}.md", "json": out / f"{VERSUS_FILE}.json", "png": png}
-
-
-def _p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 def curve_evaluations(folder, name: str) -> dict[int, list]:
