@@ -102,6 +102,16 @@ def test_pause_then_resume_matches_one_run(tmp_path):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def test_the_progress_bar_counts_to_where_the_run_stops_and_names_the_schedule(tmp_path, capsys):
+    cfg = small_cfg()
+    finetune("tiny", EXAMPLES, VALID, tmp_path / "run", cfg, stop_after_fraction=0.5, progress=True)
+    first = capsys.readouterr().err
+    assert "fine-tune (to step 3 of 6)" in first and "3/3" in first and "/6" not in first
+    finetune("tiny", EXAMPLES, VALID, tmp_path / "run", cfg, progress=True)
+    rest = capsys.readouterr().err
+    assert "fine-tune:" in rest and "6/6" in rest and "to step" not in rest
+
+
 def test_interrupted_run_resumed_from_a_checkpoint_reports_the_time_of_both_sittings(tmp_path):
     """A run killed after a checkpoint (no result.json) and run again resumes there; its ``wall_s``
     counts the first sitting's seconds up to that checkpoint (``wall.json`` in it), not only the second's."""

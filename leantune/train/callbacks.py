@@ -163,13 +163,17 @@ def checkpoint_wall(checkpoint) -> float | None:
 
 
 class ProgressCallback(TrainerCallback):
-    """One tqdm bar over optimizer steps with the latest training and validation loss."""
+    """One tqdm bar over optimizer steps with the latest training and validation loss.
 
-    def __init__(self, total: int, enabled: bool = True):
+    ``total`` is where this run stops; a run that stops part-way through a longer schedule (``schedule``,
+    e.g. a screen at 20% of it) counts to its stop and names the schedule in its description."""
+
+    def __init__(self, total: int, enabled: bool = True, schedule: int | None = None):
         self.total, self.enabled, self.bar, self.postfix = total, enabled, None, {}
+        self.desc = "fine-tune" if schedule in (None, total) else f"fine-tune (to step {total} of {schedule})"
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=self.total, initial=state.global_step, desc="fine-tune", unit="step",
+        self.bar = tqdm(total=self.total, initial=min(state.global_step, self.total), desc=self.desc, unit="step",
                         disable=not (self.enabled and state.is_world_process_zero))
 
     def on_step_end(self, args, state, control, **kwargs):

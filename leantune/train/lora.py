@@ -334,7 +334,7 @@ def _build_trainer(model_spec, train, valid, out: Path, cfg: FinetuneConfig, tot
     cbs = [*callbacks, ScheduleCallback(target=target, total=total, validate=has_valid)]
     if has_valid and cfg.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    cbs += [ProgressCallback(total=total, enabled=progress), FiniteWeightsCallback()]
+    cbs += [ProgressCallback(total=target, enabled=progress, schedule=total), FiniteWeightsCallback()]
     trainer = GuardedTrainer(
         model=model,
         args=args,
