@@ -282,26 +282,10 @@ def _cost(recipe: Recipe) -> float:
 
 
 def grid_phase(args, device: str, start: float) -> None:
+    """``--phase grid``: each recipe of ``--grid`` (or ``--recipes``) trained to the end of its schedule (seed 0,
+    continuing a screened run from its checkpoint) and scored on validation (``grid/<recipe>.json`` and its rows)."""
     recipes = [r for r in GRIDS[args.grid] if args.recipes is None or r.name in args.recipes]
-    for recipe in _mine(recipes, [_cost(r) for r in recipes], args.shard, args.shards):
-        cell = args.work / "grid" / f"{recipe.name}.json"
-        if cell.is_file():
-            continue
-        if args.deadline_s and time.time() - start > args.deadline_s:
-            print(f"[shard {args.shard}] deadline: {recipe.name} not started", flush=True)
-            continue
-        result = _train(args, recipe, 0, device, args.work / "runs" / recipe.name / "s0")
-        train_s = result.wall_s  # the run's training seconds over all its sittings, not this call's
-        metrics = None
-        if result.adapter_dir is not None:
-            metrics, rows, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
-            write_valid_rows(args.work, recipe.name, rows, metrics)
-        write_json(cell, {"recipe": recipe.__dict__, "name": recipe.name, "status": result.status, "steps": result.steps,
-                          "tokens": result.tokens_seen, "train_s": train_s, "eval_s": eval_s if metrics else None,
-                          "valid": metrics, "device": device, "machine": result.machine,
-                          "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)})
-        print(f"[shard {args.shard}] {recipe.name}: {result.status}, {result.steps} steps in {train_s:.0f} s, "
-              f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
+    _train_and_validate(args, recipes, device, start, fraction=None)
 
 
 def screen_phase(args, device: str, start: float) -> None:
@@ -310,26 +294,43 @@ def screen_phase(args, device: str, start: float) -> None:
     rows); the run stays paused at a checkpoint, so ``--phase grid`` later continues it to the end."""
     done = {c["name"] for c in grid_cells(args)}
     recipes = [r for r in GRIDS[args.grid] if (r.name in args.recipes if args.recipes is not None else r.name not in done)]
+    _train_and_validate(args, recipes, device, start, fraction=args.fraction)
+
+
+def _train_and_validate(args, recipes: list[Recipe], device: str, start: float, fraction: float | None) -> None:
+    """The one loop of ``grid`` and ``screen``: this shard's recipes without a record, each trained (to the end,
+    or paused at ``fraction`` of its schedule), scored on validation and written as one JSON record."""
+    kind = "grid" if fraction is None else "screen"
+    folder = args.work / "grid" / ("" if fraction is None else "screen")
     for recipe in _mine(recipes, [_cost(r) for r in recipes], args.shard, args.shards):
-        record = args.work / "grid" / "screen" / f"{recipe.name}.json"
+        record = folder / f"{recipe.name}.json"
         if record.is_file():
             continue
         if args.deadline_s and time.time() - start > args.deadline_s:
-            print(f"[shard {args.shard}] deadline: {recipe.name} not screened", flush=True)
+            print(f"[shard {args.shard}] deadline: {recipe.name} not {'started' if fraction is None else 'screened'}", flush=True)
             continue
-        result = _train(args, recipe, 0, device, args.work / "runs" / recipe.name / "s0", fraction=args.fraction)
-        if result.status != "paused":  # trained past the point already (or diverged): no early score to take
+        result = _train(args, recipe, 0, device, args.work / "runs" / recipe.name / "s0", fraction=fraction)
+        if fraction is not None and result.status != "paused":  # trained past the point already (or diverged): no early score
             print(f"[shard {args.shard}] {recipe.name}: {result.status} at step {result.steps} of {result.total_steps}, "
-                  f"not paused at {args.fraction:g} of its schedule; not screened", flush=True)
+                  f"not paused at {fraction:g} of its schedule; not screened", flush=True)
             continue
-        metrics, rows, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
-        write_valid_rows(args.work, recipe.name, rows, metrics, kind="screen")
-        write_json(record, {"recipe": recipe.__dict__, "name": recipe.name, "fraction": args.fraction, "steps": result.steps,
-                            "total_steps": result.total_steps, "train_s": result.wall_s, "eval_s": eval_s, "valid": metrics,
-                            "valid_limit": args.valid_limit or None, "device": device, "machine": result.machine,
-                            "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)})
-        print(f"[shard {args.shard}] {recipe.name}: screened at step {result.steps} of {result.total_steps} in "
-              f"{result.wall_s:.0f} s, valid F1 {metrics['f1']:.3f}", flush=True)
+        metrics = eval_s = None
+        if result.adapter_dir is not None:
+            metrics, rows, eval_s = _evaluate(args, device, "valid", args.valid_limit, 0, result.adapter_dir, unit=recipe.unit)
+            write_valid_rows(args.work, recipe.name, rows, metrics, kind=kind)
+        # train_s: the run's training seconds over all its sittings (a screen's and the grid's), not this call's
+        common = {"recipe": recipe.__dict__, "name": recipe.name, "steps": result.steps, "train_s": result.wall_s,
+                  "eval_s": eval_s, "valid": metrics, "device": device, "machine": result.machine,
+                  "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)}
+        if fraction is None:
+            write_json(record, {**common, "status": result.status, "tokens": result.tokens_seen})
+            print(f"[shard {args.shard}] {recipe.name}: {result.status}, {result.steps} steps in {result.wall_s:.0f} s, "
+                  f"valid F1 {metrics['f1'] if metrics else float('nan'):.3f}", flush=True)
+        else:
+            write_json(record, {**common, "fraction": fraction, "total_steps": result.total_steps,
+                                "valid_limit": args.valid_limit or None})
+            print(f"[shard {args.shard}] {recipe.name}: screened at step {result.steps} of {result.total_steps} in "
+                  f"{result.wall_s:.0f} s, valid F1 {metrics['f1']:.3f}", flush=True)
 
 
 def screen_records(args) -> list[dict]:

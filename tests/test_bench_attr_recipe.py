@@ -218,7 +218,7 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     class Result:
         status, steps, tokens_seen, adapter_dir, wall_s, machine = "finished", 1, 1, None, 2.0, "AMD EPYC, 2 CPUs"
 
-    monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out: trained.append(recipe.name) or Result())
+    monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out, fraction=None: trained.append(recipe.name) or Result())
     args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path), "--recipes", grid[10].name, grid[1].name])
     bench.grid_phase(args, "cpu", 0.0)
     assert sorted(trained) == sorted([grid[10].name, grid[1].name])
@@ -274,7 +274,7 @@ def test_grid_cells_keep_their_validation_rows_and_the_report_pairs_them(tmp_pat
         return [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < n_right else "VW",
                  "correct": i < n_right, "gold": "x"} for i in range(n)]
 
-    def train(args, recipe, seed, device, out):
+    def train(args, recipe, seed, device, out, fraction=None):
         return FinetuneResult(adapter_dir=out / "adapter", status="finished", steps=3, total_steps=3, tokens_seen=9, history=[],
                               best_valid_loss=None, wall_s=1.0, reason="", n_train=8, n_valid=0, machine="box")
 
