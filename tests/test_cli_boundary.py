@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
+import typer
 
 from leantune.cli import INTERRUPTED, main
 
@@ -233,3 +235,32 @@ def test_the_command_listing_has_one_line_summaries(monkeypatch, capsys):
     assert "attributes errors" in joined  # a hard-wrapped first paragraph was there to join
     code, out, _ = run_main(monkeypatch, capsys, "attributes", "--help")
     assert code == 0 and "errors" in out and "vote" in out
+
+
+def test_invocation_repeats_what_was_typed_with_paths_relative_and_defaults_left_out(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from leantune.cli.app import invocation
+
+    root, group = typer.Typer(), typer.Typer()
+    root.add_typer(group, name="outer")
+    seen = []
+
+    @group.command("inner")
+    def inner(ctx: typer.Context, folder: Path = typer.Argument(...), names: List[str] = typer.Option([], "--name"),
+              out: Path = typer.Option(Path("runs"), "--out"), boot: int = typer.Option(10, "--boot"),
+              fast: bool = typer.Option(False, "--fast/--slow")) -> None:
+        seen.append(invocation(ctx))
+
+    @group.command("other")
+    def other(ctx: typer.Context) -> None:
+        seen.append(invocation(ctx))
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run a").mkdir()
+    result = CliRunner().invoke(root, ["outer", "inner", str(tmp_path / "run a"), "--fast", "--name", "x", "--name", "y z",
+                                       "--out", "/elsewhere/o"])
+    assert result.exit_code == 0, result.output
+    # the absolute path inside the working folder written relative (quoted for the shell); --boot not given, so not repeated
+    assert seen[0] == "leantune outer inner 'run a' --name x --name 'y z' --out /elsewhere/o --fast"
+    assert CliRunner().invoke(root, ["outer", "other"]).exit_code == 0 and seen[1] == "leantune outer other"

@@ -88,11 +88,12 @@ def test_cli_compare_curves(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     assert "| 20 | 2 / 2 |" in result.output and "wrote " in result.output
-    assert f"Reproduce: `leantune compare-curves {a} {b} --name slow --name fast --metric f1 --boot 200 --out {out}`" in result.output
+    assert f"Reproduce: `leantune compare-curves {a} {b} --name slow --name fast --metric f1 --out {out} --boot 200`" in result.output
     for name in ("curves.md", "curves.json", "curves.png"):
         assert (out / name).stat().st_size > 100, name
     only = CliRunner().invoke(app, args + ["--sizes", "10,20"])
     assert only.exit_code == 0 and "| zero-shot |" not in only.output
+    assert f"--metric f1 --sizes 10,20 --out {out} --boot 200`" in only.output  # given options only, in the command's order
     bad = CliRunner().invoke(app, args[:3] + ["--name", "one"])
     assert isinstance(bad.exception, LeantuneError) and "--name given 1 times" in str(bad.exception)
     bad = CliRunner().invoke(app, args + ["--sizes", "ten"])

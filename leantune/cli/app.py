@@ -38,3 +38,39 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:
         pass
+
+
+def invocation(ctx: typer.Context) -> str:
+    """The running command as one could type it again, for a report's "Reproduce" line: ``leantune``, its
+    subcommands, then every parameter given on the command line (in the command's order, paths as
+    ``display_path`` writes them, so no machine path lands in a shared report). Defaults are left out: they
+    are what the same command uses again."""
+    import shlex
+    from pathlib import Path
+
+    from ..paths import display_path
+
+    names, c = [], ctx
+    while c is not None:
+        names.append(c.info_name)
+        c = c.parent
+    words = ["leantune", *reversed(names[:-1])]
+
+    def text(value) -> str:
+        return display_path(value) if isinstance(value, Path) else str(value)
+
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if getattr(source, "name", None) != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if param.param_type_name == "argument":
+            words += [text(v) for v in values]
+        elif getattr(param, "is_flag", False) and not getattr(param, "multiple", False):
+            words.append(param.opts[0] if value or not param.secondary_opts else param.secondary_opts[0])
+        else:
+            for v in values:
+                words += [param.opts[0], text(v)]
+    return shlex.join(words)
+

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app
+from .app import app, invocation
 
 COMPARE_HELP = """Paired statistical comparison of evaluation runs on the same test units.
 
@@ -84,6 +84,7 @@ Example: leantune compare-curves runs/curve-smollm2 runs/curve-gemma --name smol
 @app.command("compare-curves", help=CURVES_HELP,
              short_help="Two learning curves size by size: B - A with paired intervals at every size both measured.")
 def compare_curves_cmd(
+    ctx: typer.Context,
     curve_a: Path = typer.Argument(..., help="Curve folder A (the reference)."),
     curve_b: Path = typer.Argument(..., help="Curve folder B (compared with A)."),
     names: List[str] = typer.Option([], "--name", help="Names of A and B, in order (give both or none; default: the folders' names)."),
@@ -110,13 +111,7 @@ def compare_curves_cmd(
             raise LeantuneError(f"--sizes {sizes!r}: expected comma-separated integers, e.g. 400,1600") from None
     gap = compare_curves(curve_a, curve_b, metric, names=pair, sizes=wanted, n_boot=boot, seed=seed, alpha=alpha, power=power)
     folder = out or Path("runs") / f"curves-{pair[1]}-vs-{pair[0]}-{metric}"
-    import shlex
-
-    extra = ([] if sizes is None else ["--sizes", sizes]) + ([] if boot == 10000 else ["--boot", str(boot)]) \
-        + ([] if seed == 0 else ["--seed", str(seed)]) + ([] if alpha == 0.05 else ["--alpha", str(alpha)]) \
-        + ([] if power == 0.8 else ["--power", str(power)])
-    gap.command = shlex.join(["leantune", "compare-curves", display_path(curve_a), display_path(curve_b), "--name", pair[0],
-                              "--name", pair[1], "--metric", metric, *extra, "--out", display_path(folder)])
+    gap.command = invocation(ctx)
     files = gap.write(folder)
     typer.echo(gap.to_markdown())
     typer.echo("wrote " + ", ".join(display_path(p) for p in files.values()))
