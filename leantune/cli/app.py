@@ -73,4 +73,3 @@ def invocation(ctx: typer.Context) -> str:
             for v in values:
                 words += [param.opts[0], text(v)]
     return shlex.join(words)
-
