@@ -25,7 +25,7 @@ can be checked rather than trusted (leantune's early-performance idea, applied t
     python3 benchmarks/bench_attr_recipe.py --phase report --work W --name attr-recipe-smollm2
 
     python3 benchmarks/bench_attr_recipe.py --phase screen --fraction 0.2 --work W     # a CPU: screen first,
-    python3 benchmarks/bench_attr_recipe.py --phase grid --recipes $(python3 benchmarks/bench_attr_recipe.py \
+    python3 benchmarks/bench_attr_recipe.py --phase grid --recipes $(python3 benchmarks/bench_attr_recipe.py \\
         --phase missing --top 2 --work W) --work W                                        # then finish the best two
 
 ``--grid tiny`` is a seconds-long version on the random tiny model, for checking the plumbing.
