@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,11 +147,12 @@ def test_most_popular_ranks_by_training_count(tmp_path):
         target_popularity(ds, [0, 9])
 
 
-def test_cli_surrogate_train(tiny_rec_folder, tmp_path):
+def test_cli_surrogate_train(tiny_rec_folder, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from leantune.cli import app
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     args = ["surrogate", "train", "--data", str(tiny_rec_folder), "--out", str(out), "--epochs", "2",
             "--hidden", "8", "--max-len", "10", "--batch-size", "16", "--seed", "1"]
@@ -161,3 +164,12 @@ def test_cli_surrogate_train(tiny_rec_folder, tmp_path):
     assert meta["command"].startswith("leantune surrogate train --data ") and "--hidden 8" in meta["command"]
     again = CliRunner().invoke(app, args)  # reuses the finished model
     assert again.exit_code == 0 and json.loads((out / "surrogate.json").read_text()) == meta
+    # The recorded command carries no machine path: --out as given, relative to the working folder ...
+    assert " --out run " in meta["command"] and str(tmp_path) not in meta["command"]
+    # ... and, when not given, left out (the default cache folder follows from the settings).
+    cached = CliRunner().invoke(app, [a for a in args if a not in ("--out", str(out))])
+    assert cached.exit_code == 0, cached.output
+    home = Path(os.environ["LEANTUNE_HOME"])
+    written = json.loads(max(home.glob("**/surrogate.json"), key=lambda f: f.stat().st_mtime).read_text())
+    assert written["seed"] == 1 and written["config"]["hidden"] == 8  # the run just made
+    assert written["command"].startswith("leantune surrogate train --data ") and "--out" not in written["command"]

@@ -40,7 +40,7 @@ def train(
     from ..data import load_dataset
     from ..models.sasrec import SASRecConfig
     from ..train.sasrec import surrogate_key, train_surrogate
-    from ..paths import cache_dir
+    from ..paths import cache_dir, display_path
 
     from ..errors import LeantuneError
 
@@ -49,8 +49,12 @@ def train(
     if out is not None and out.exists() and not out.is_dir():
         raise LeantuneError(f"--out {out}: is a file, not a folder")
     dataset = load_dataset(data)
+    # Every setting is recorded, defaults included, paths as reports write them; --out only when given (the
+    # default folder follows from the settings, and a cache path is this machine's).
+    where = [] if out is None else ["--out", display_path(out)]
     out = out or cache_dir("surrogate", surrogate_key(dataset, cfg, seed))
-    command = shlex.join(["leantune", "surrogate", "train", "--data", data, "--out", str(out), "--epochs", str(epochs),
+    shown = display_path(data) if Path(data).exists() else data  # a folder, or a shipped data set's name
+    command = shlex.join(["leantune", "surrogate", "train", "--data", shown, *where, "--epochs", str(epochs),
                           "--patience", str(patience), "--lr", str(lr), "--batch-size", str(batch_size), "--hidden",
                           str(hidden), "--dropout", str(dropout), "--max-len", str(max_len), "--seed", str(seed)])
     meta = train_surrogate(dataset, out, cfg, seed=seed, progress=True, note={"command": command})
