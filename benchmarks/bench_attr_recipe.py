@@ -339,7 +339,7 @@ def screen_records(args) -> list[dict]:
     return sorted(recs, key=lambda c: -c["valid"]["f1"])
 
 
-def screen_lines(args, cells: list[dict]) -> list[str]:
+def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     """Report lines: each screened recipe's early validation F1 beside its final one (a finished cell), and
     how well the early ranks agree with the final ones where both exist."""
     from scipy.stats import kendalltau, spearmanr
@@ -368,7 +368,7 @@ def screen_lines(args, cells: list[dict]) -> list[str]:
         lines += ["", f"Early against final over the {len(pairs)} recipes with both: Spearman {rho.statistic:+.2f} (p {rho.pvalue:.2f}), "
                       f"Kendall {tau.statistic:+.2f} (p {tau.pvalue:.2f}); the screen's best of them is "
                       f"{'also' if top else 'not'} the best at the end. With this few recipes only a strong agreement shows."]
-    return lines
+    return lines + valid_comparison(args, recs, out, kind="screen")
 
 
 def write_valid_rows(work: Path, name: str, rows: list, metrics: dict, kind: str = "grid") -> None:
@@ -380,18 +380,24 @@ def write_valid_rows(work: Path, name: str, rows: list, metrics: dict, kind: str
     write_json(folder / "metrics.json", {"settings": {"recipe": name, "split": "valid", "seed": 0}, "metrics": metrics})
 
 
-def valid_comparison(args, cells: list[dict], out: Path) -> list[str]:
-    """Report lines: every grid cell with validation rows against the best of them, paired over the
-    validation products (the grid has one seed a cell, so the interval is over products only)."""
+def valid_comparison(args, cells: list[dict], out: Path, kind: str = "grid") -> list[str]:
+    """Report lines: every grid cell (``kind="screen"``: every screen record) with validation rows against the
+    best of them, paired over the validation products (one seed a cell, so the interval is over products only)."""
     from leantune.evaluation.compare import compare, load_evaluation
 
-    here = [c for c in cells if c["valid"] and (args.work / "grid" / "valid" / c["name"] / "per_unit.jsonl").is_file()]
+    rows = args.work / "grid" / ("valid" if kind == "grid" else "screen/valid")
+    here = [c for c in cells if c["valid"] and (rows / c["name"] / "per_unit.jsonl").is_file()]
     if len(here) < 2:
         return []
     top = max(here, key=lambda c: c["valid"]["f1"])
-    group = [load_evaluation(args.work / "grid" / "valid" / c["name"], name=c["name"]) for c in [top] + [c for c in here if c is not top]]
+    group = [load_evaluation(rows / c["name"], name=c["name"]) for c in [top] + [c for c in here if c is not top]]
     cmp = compare(group, baseline=top["name"], metric="f1")
-    cmp.write(out / "grid-valid-f1")
+    cmp.write(out / f"{kind}-valid-f1")
+    if kind == "screen":
+        return ["", f"### Early validation F1 of the {len(here)} screened recipes, against the screen's best (paired over the "
+                    "validation products; one seed a recipe, so the seed spread is not in the interval). A recipe whose "
+                    "interval holds 0 is not told apart from the best by the screen: `--top` should reach it.", "",
+                cmp.to_markdown().strip()]
     return ["", f"### Validation F1 of the {len(here)} cells with per-question rows, against the best of them (paired over "
                 "the validation products; one seed a cell, so the seed spread is not in the interval)", "", cmp.to_markdown().strip(),
             "", f"Cells without rows (trained before 2026-12-04) are not in this table: {len(cells) - len(here)}."]
@@ -616,7 +622,7 @@ def report(args) -> str:
         lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
                   "the chosen recipe's row waits for it."]
     lines += valid_comparison(args, cells, out)
-    lines += screen_lines(args, cells)
+    lines += screen_lines(args, cells, out)
     if any(c.get("carried") for c in cells):
         lines += ["", "(carried): the cell is not in this work folder (it ran on another machine); its row is the committed "
                   "report's (`summary.json`)."]

@@ -409,6 +409,11 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert "## Screen: each recipe at 0.25 of its own schedule" in text
     assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | 0.500 | 0.750 |" in text
     assert "Early against final over the 3 recipes with both: Spearman +1.00" in text and "is also the best at the end" in text
+    screen_table = text[text.index("### Early validation F1 of the 3 screened recipes, against the screen's best"):]
+    # Each screened recipe against the screen's best, paired over the validation products (12 and 16 right of 40 vs 20).
+    assert f"| {grid[3].name} (baseline) | 1 | 0.5000 |" in screen_table
+    assert f"| {grid[1].name} | 1 | 0.3000 | -0.2000 |" in screen_table and f"| {grid[10].name} | 1 | 0.4000 | -0.1000 |" in screen_table
+    assert (tmp_path / "results" / "r" / "screen-valid-f1").is_dir()
     with pytest.raises(SystemExit, match="--top 1: no screened recipe without a finished cell"):
         bench.main(["--phase", "missing", "--top", "1", "--work", str(work), "--name", "r"])
 
