@@ -67,6 +67,9 @@ class Recipe:
 # `leantune attributes finetune`'s defaults before this benchmark chose a new one (3 epochs, lr 1e-3,
 # r 8/16 on q,v, batch 8): the "default" rows below are this recipe.
 CLI_DEFAULT = Recipe()
+# The screen's check counts how many of its best SCREEN_TOP recipes are also the best SCREEN_TOP at the end
+# (the README finishes the best two: `--phase missing --top 2`).
+SCREEN_TOP = 2
 GRIDS = {
     "smollm2": [
         Recipe(epochs=1),  # the learning curve's recipe at all 1,288 products
@@ -342,7 +345,8 @@ def screen_records(args) -> list[dict]:
 def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     """Report lines: each screened recipe's early validation F1 beside its final one (a finished cell), and
     how well the early ranks agree with the final ones where both exist."""
-    from scipy.stats import kendalltau, spearmanr
+    from leantune.tuning.analysis import agreement_interval
+    from leantune.tuning.report import plot_early_final
 
     recs = screen_records(args)
     if not recs:
@@ -357,17 +361,27 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
         f = final.get(r["name"])
         lines.append(f"| {i} | {r['name']} | {r['steps']} ({r['total_steps']}) | {r['valid']['f1']:.3f} | "
                      f"{'–' if f is None else f'{f:.3f}'} | {_cell_device(r)} |")
-    pairs = [(r["valid"]["f1"], final[r["name"]]) for r in recs if r["name"] in final]
-    if len(pairs) < 3:
-        lines += ["", f"Early against final: {len(pairs)} screened recipe(s) have a finished cell; the rank agreement needs 3 or "
+    both = [(i, r) for i, r in enumerate(recs, 1) if r["name"] in final]
+    if len(both) < 3:
+        lines += ["", f"Early against final: {len(both)} screened recipe(s) have a finished cell; the rank agreement needs 3 or "
                       "more, so the screen's order is not checked yet."]
     else:
-        early, late = zip(*pairs)
-        rho, tau = spearmanr(early, late), kendalltau(early, late)
-        top = max(pairs, key=lambda x: x[0])[1] == max(late)
-        lines += ["", f"Early against final over the {len(pairs)} recipes with both: Spearman {rho.statistic:+.2f} (p {rho.pvalue:.2f}), "
-                      f"Kendall {tau.statistic:+.2f} (p {tau.pvalue:.2f}); the screen's best of them is "
-                      f"{'also' if top else 'not'} the best at the end. With this few recipes only a strong agreement shows."]
+        early, late = [r["valid"]["f1"] for _, r in both], [final[r["name"]] for _, r in both]
+        k = min(SCREEN_TOP, len(both))
+        agree = agreement_interval(early, late, k)
+        plot_early_final(early, late, [str(i) for i, _ in both], agree, out / "screen-early-vs-final.png",
+                         metric="micro-F1", what="recipes")
+        top = late[early.index(max(early))] == max(late)
+
+        def ci(key: str) -> str:
+            lo_hi = agree.get(f"{key}_ci")
+            return "" if lo_hi is None else f" [{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
+
+        lines += ["", f"Early against final over the {len(both)} recipes with both (`screen-early-vs-final.png`, points "
+                      f"labelled by screen rank): Spearman {agree['spearman']:+.2f}{ci('spearman')}, Kendall "
+                      f"{agree['kendall']:+.2f}{ci('kendall')} (95% bootstrap intervals over recipes); top-{k} overlap "
+                      f"{agree['topk_overlap']} of {k}; the screen's best of them is {'also' if top else 'not'} the best at the "
+                      "end. With this few recipes only a strong agreement shows."]
     return lines + valid_comparison(args, recs, out, kind="screen")
 
 

@@ -408,7 +408,9 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     text = bench.report(bench.parse_args(["--phase", "report", "--work", str(work), "--seeds", "0", "--name", "r"]))
     assert "## Screen: each recipe at 0.25 of its own schedule" in text
     assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | 0.500 | 0.750 |" in text
-    assert "Early against final over the 3 recipes with both: Spearman +1.00" in text and "is also the best at the end" in text
+    assert "Early against final over the 3 recipes with both (`screen-early-vs-final.png`" in text
+    assert "Spearman +1.00 [" in text and "top-2 overlap 2 of 2; the screen's best of them is also the best at the end" in text
+    assert (tmp_path / "results" / "r" / "screen-early-vs-final.png").stat().st_size > 0
     screen_table = text[text.index("### Early validation F1 of the 3 screened recipes, against the screen's best"):]
     # Each screened recipe against the screen's best, paired over the validation products (12 and 16 right of 40 vs 20).
     assert f"| {grid[3].name} (baseline) | 1 | 0.5000 |" in screen_table

@@ -95,24 +95,33 @@ def _plot_losses(rec: SearchRecords, path: Path) -> None:
 
 
 def _plot_early_final(rec: SearchRecords, agreement: dict, k: int, path: Path) -> None:
+    pts = [t for t in rec.continued if t.final_score is not None]
+    colors = ["tab:red" if t.failed else ("tab:orange" if t.baseline else "tab:blue") for t in pts]
+    plot_early_final([t.early_score for t in pts], [t.final_score for t in pts], [str(t.number) for t in pts], agreement,
+                     path, metric=rec.metric, what="trials", colors=colors)
+
+
+def plot_early_final(early: list[float], final: list[float], labels: list[str], agreement: dict, path: Path,
+                     metric: str = "score", what: str = "trials", colors: list[str] | None = None) -> Path:
+    """Scatter of each candidate's early score against its final one (a label beside each point, the
+    diagonal dotted), titled with ``agreement`` (``rank_agreement``/``agreement_interval``); a PNG at ``path``."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    pts = [t for t in rec.continued if t.final_score is not None]
-    colors = ["tab:red" if t.failed else ("tab:orange" if t.baseline else "tab:blue") for t in pts]
-    ax.scatter([t.early_score for t in pts], [t.final_score for t in pts], c=colors, edgecolors="k", linewidths=0.5)
-    for t in pts:
-        ax.annotate(str(t.number), (t.early_score, t.final_score), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    lims = [0, max([1e-9] + [max(t.early_score, t.final_score) for t in pts]) * 1.05]
+    ax.scatter(early, final, c=colors or "tab:blue", edgecolors="k", linewidths=0.5)
+    for x, y, label in zip(early, final, labels):
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    lims = [0, max([1e-9] + [max(x, y) for x, y in zip(early, final)]) * 1.05]
     ax.plot(lims, lims, color="grey", lw=0.8, ls=":")
     sp, kt = agreement.get("spearman"), agreement.get("kendall")
-    title = f"early vs final ({agreement['n']} trials)"
+    title = f"early vs final ({agreement['n']} {what})"
     if sp is not None:
         title += f"\nSpearman {sp:.2f}, Kendall {kt:.2f}, top-{agreement['k']} overlap {agreement['topk_overlap']}/{agreement['k']}"
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel(f"early {rec.metric}")
-    ax.set_ylabel(f"final {rec.metric} (validation)")
+    ax.set_xlabel(f"early {metric}")
+    ax.set_ylabel(f"final {metric} (validation)")
     _save(fig, path)
+    return Path(path)
 
 
 def _fmt(x, digits: int = 4) -> str:
