@@ -70,6 +70,8 @@ CLI_DEFAULT = Recipe()
 # The screen's check counts how many of its best SCREEN_TOP recipes are also the best SCREEN_TOP at the end
 # (the README finishes the best two: `--phase missing --top 2`).
 SCREEN_TOP = 2
+# Below this many recipes with both scores, a bootstrap over recipes mostly redraws the same few: no interval.
+SCREEN_MIN_BOOT = 6
 GRIDS = {
     "smollm2": [
         Recipe(epochs=1),  # the learning curve's recipe at all 1,288 products
@@ -345,6 +347,8 @@ def screen_records(args) -> list[dict]:
 def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     """Report lines: each screened recipe's early validation F1 beside its final one (a finished cell), and
     how well the early ranks agree with the final ones where both exist."""
+    from scipy.stats import kendalltau
+
     from leantune.tuning.analysis import agreement_interval
     from leantune.tuning.report import plot_early_final
 
@@ -372,16 +376,20 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
         plot_early_final(early, late, [str(i) for i, _ in both], agree, out / "screen-early-vs-final.png",
                          metric="micro-F1", what="recipes")
         top = late[early.index(max(early))] == max(late)
+        # How often a random order of these recipes agrees at least as well (exact for a few recipes without ties).
+        chance = kendalltau(early, late, alternative="greater").pvalue
 
         def ci(key: str) -> str:
             lo_hi = agree.get(f"{key}_ci")
-            return "" if lo_hi is None else f" [{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
+            return "" if lo_hi is None or len(both) < SCREEN_MIN_BOOT else f" [{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
 
+        spread = ("95% bootstrap intervals over recipes" if len(both) >= SCREEN_MIN_BOOT else
+                  f"no bootstrap interval below {SCREEN_MIN_BOOT} recipes: resampling so few repeats them")
         lines += ["", f"Early against final over the {len(both)} recipes with both (`screen-early-vs-final.png`, points "
                       f"labelled by screen rank): Spearman {agree['spearman']:+.2f}{ci('spearman')}, Kendall "
-                      f"{agree['kendall']:+.2f}{ci('kendall')} (95% bootstrap intervals over recipes); top-{k} overlap "
-                      f"{agree['topk_overlap']} of {k}; the screen's best of them is {'also' if top else 'not'} the best at the "
-                      "end. With this few recipes only a strong agreement shows."]
+                      f"{agree['kendall']:+.2f}{ci('kendall')} ({spread}); a random order of these recipes agrees at least as "
+                      f"well with chance {chance:.2f} (one-sided Kendall test); top-{k} overlap {agree['topk_overlap']} of {k}; "
+                      f"the screen's best of them is {'also' if top else 'not'} the best at the end."]
     return lines + valid_comparison(args, recs, out, kind="screen")
 
 

@@ -409,7 +409,9 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert "## Screen: each recipe at 0.25 of its own schedule" in text
     assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | 0.500 | 0.750 |" in text
     assert "Early against final over the 3 recipes with both (`screen-early-vs-final.png`" in text
-    assert "Spearman +1.00 [" in text and "top-2 overlap 2 of 2; the screen's best of them is also the best at the end" in text
+    assert "Spearman +1.00, Kendall +1.00 (no bootstrap interval below 6 recipes" in text
+    assert "agrees at least as well with chance 0.17 (one-sided Kendall test); top-2 overlap 2 of 2" in text  # 1 of 3! orders
+    assert "the screen's best of them is also the best at the end" in text
     assert (tmp_path / "results" / "r" / "screen-early-vs-final.png").stat().st_size > 0
     screen_table = text[text.index("### Early validation F1 of the 3 screened recipes, against the screen's best"):]
     # Each screened recipe against the screen's best, paired over the validation products (12 and 16 right of 40 vs 20).
@@ -444,3 +446,21 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     with pytest.raises(SystemExit):
         bench.parse_args(["--phase", "screen", "--work", str(work), "--fraction", "1.5"])
     assert "--fraction 1.5: give a fraction" in capsys.readouterr().err
+
+
+def test_screen_check_gives_rank_intervals_from_six_recipes_and_names_a_wrong_pick(tmp_path):
+    """With 6 or more recipes screened and finished the rank agreement carries bootstrap intervals; a screen
+    whose best is not the final best says so."""
+    grid = bench.GRIDS["smollm2"][:6]
+    early = [0.60, 0.50, 0.40, 0.30, 0.20, 0.10]
+    final = [0.70, 0.75, 0.50, 0.45, 0.30, 0.20]  # the screen's second is the final best
+    for recipe, e in zip(grid, early):
+        write_json(tmp_path / "grid" / "screen" / f"{recipe.name}.json",
+                   {"name": recipe.name, "valid": {"f1": e}, "fraction": 0.2, "steps": 2, "total_steps": 10, "machine": "box"})
+    cells = [{"name": recipe.name, "valid": {"f1": f}} for recipe, f in zip(grid, final)]
+    args = bench.parse_args(["--phase", "report", "--work", str(tmp_path), "--name", "r"])
+    lines = "\n".join(bench.screen_lines(args, cells, tmp_path / "out"))
+    assert "Early against final over the 6 recipes with both" in lines
+    assert "Spearman +0.94 [" in lines and "(95% bootstrap intervals over recipes)" in lines
+    assert "top-2 overlap 2 of 2; the screen's best of them is not the best at the end" in lines
+    assert (tmp_path / "out" / "screen-early-vs-final.png").is_file()
