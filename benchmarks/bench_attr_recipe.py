@@ -366,11 +366,14 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
         lines.append(f"| {i} | {r['name']} | {r['steps']} ({r['total_steps']}) | {r['valid']['f1']:.3f} | "
                      f"{'–' if f is None else f'{f:.3f}'} | {_cell_device(r)} |")
     both = [(i, r) for i, r in enumerate(recs, 1) if r["name"] in final]
+    early, late = [r["valid"]["f1"] for _, r in both], [final[r["name"]] for _, r in both]
     if len(both) < 3:
         lines += ["", f"Early against final: {len(both)} screened recipe(s) have a finished cell; the rank agreement needs 3 or "
                       "more, so the screen's order is not checked yet."]
+    elif len(set(early)) == 1 or len(set(late)) == 1:
+        lines += ["", f"Early against final over the {len(both)} recipes with both: every {'early' if len(set(early)) == 1 else 'final'} "
+                      "F1 is the same, so there is no order to compare."]
     else:
-        early, late = [r["valid"]["f1"] for _, r in both], [final[r["name"]] for _, r in both]
         k = min(SCREEN_TOP, len(both))
         agree = agreement_interval(early, late, k)
         plot_early_final(early, late, [str(i) for i, _ in both], agree, out / "screen-early-vs-final.png",

@@ -464,3 +464,5 @@ def test_screen_check_gives_rank_intervals_from_six_recipes_and_names_a_wrong_pi
     assert "Spearman +0.94 [" in lines and "(95% bootstrap intervals over recipes)" in lines
     assert "top-2 overlap 2 of 2; the screen's best of them is not the best at the end" in lines
     assert (tmp_path / "out" / "screen-early-vs-final.png").is_file()
+    tied = [{**c, "valid": {"f1": 0.5}} for c in cells]  # every final the same: nothing to rank, said so
+    assert "every final F1 is the same, so there is no order to compare" in "\n".join(bench.screen_lines(args, tied, tmp_path / "o2"))
