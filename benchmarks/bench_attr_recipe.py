@@ -349,7 +349,7 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     how well the early ranks agree with the final ones where both exist."""
     from scipy.stats import kendalltau
 
-    from leantune.tuning.analysis import agreement_interval
+    from leantune.tuning.analysis import agreement_interval, rank_agreement
     from leantune.tuning.report import plot_early_final
 
     recs = screen_records(args)
@@ -375,7 +375,8 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
                       "F1 is the same, so there is no order to compare."]
     else:
         k = min(SCREEN_TOP, len(both))
-        agree = agreement_interval(early, late, k)
+        # Below SCREEN_MIN_BOOT recipes a bootstrap would mostly redraw the same few: the point values only.
+        agree = (agreement_interval if len(both) >= SCREEN_MIN_BOOT else rank_agreement)(early, late, k)
         plot_early_final(early, late, [str(i) for i, _ in both], agree, out / "screen-early-vs-final.png",
                          metric="micro-F1", what="recipes")
         top = late[early.index(max(early))] == max(late)
@@ -384,7 +385,7 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
 
         def ci(key: str) -> str:
             lo_hi = agree.get(f"{key}_ci")
-            return "" if lo_hi is None or len(both) < SCREEN_MIN_BOOT else f" [{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
+            return "" if lo_hi is None else f" [{lo_hi[0]:+.2f}, {lo_hi[1]:+.2f}]"
 
         spread = ("95% bootstrap intervals over recipes" if len(both) >= SCREEN_MIN_BOOT else
                   f"no bootstrap interval below {SCREEN_MIN_BOOT} recipes: resampling so few repeats them")
