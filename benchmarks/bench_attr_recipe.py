@@ -4,8 +4,9 @@ then zero-shot, few-shot and fine-tuned micro-F1 on every test product, with int
 Three phases, each resumable (one JSON per finished cell in ``--work``) and shardable, so several
 processes (or one GPU shared by several processes) fill one work folder side by side:
 
-* ``grid``: every recipe of ``--grid`` is trained once (seed 0) on all training products (or
-  questions) and scored on **all validation products** — the test split is never looked at here;
+* ``grid``: every recipe of ``--grid`` without a finished cell (here or in the committed report) is
+  trained once (seed 0) on all training products (or questions) and scored on **all validation
+  products** — the test split is never looked at here;
 * ``test``: the recipe with the best validation micro-F1, the CLI's previous default recipe, the
   zero-shot model and 3-/10-shot prompts are evaluated on **all test products** (fine-tuned ones and
   few-shot draws over ``--seeds``), each writing ``per_unit.jsonl`` for ``leantune compare``;
@@ -15,7 +16,8 @@ processes (or one GPU shared by several processes) fill one work folder side by 
 Where the whole grid costs more than a machine has (a CPU: days), ``screen`` trains each recipe only to
 ``--fraction`` of its own schedule (the learning rate decays as in the full run, so the run continues
 from there) and scores it on validation; ``missing --top K`` then names the K best-screened recipes for
-``grid --recipes``, which resumes them from the screen's checkpoint. The report sets each recipe's
+``grid --recipes``, which resumes them from the screen's checkpoint (checkpoints are not tracked: on a
+machine without them the run starts over, and ``missing --top`` counts its steps so). The report sets each recipe's
 early F1 beside its final one where both exist, with their rank agreement, so the screen's choice
 can be checked rather than trusted (leantune's early-performance idea, applied to its own grid).
 
@@ -144,7 +146,8 @@ def parse_args(argv=None):
                    help="test: run only these labels (zero-shot, 3-shot, 10-shot, default, task-default, best); task-default is "
                         "the task's recipe, run where it is not already the grid's choice")
     p.add_argument("--recipes", nargs="*", default=None,
-                   help="grid: train only these recipes of --grid, by name (e.g. question-e1-lr0.001-r16a32-all-b32); default: all")
+                   help="grid, screen: train only these recipes of --grid, by name (e.g. question-e1-lr0.001-r16a32-all-b32), "
+                        "finished or not; default: every recipe without a finished cell here or in the committed report")
     p.add_argument("--deadline-s", type=float, default=0, help="grid/test: start no new cell after this many seconds (0: none)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in training on CPU (on CUDA it is on anyway)")
     p.add_argument("--micro-batch-size", type=int, default=0, help="examples per forward pass (0: the whole batch)")
@@ -286,20 +289,27 @@ def _cost(recipe: Recipe) -> float:
     return recipe.epochs * math.ceil((13795 if recipe.unit == "question" else 1288) / recipe.batch_size)
 
 
+def _selected(args) -> list[Recipe]:
+    """The recipes a ``grid`` or ``screen`` call trains: those named by ``--recipes``, else every recipe of
+    ``--grid`` without a finished cell here or carried (one finished on another machine is not trained again)."""
+    if args.recipes is not None:
+        return [r for r in GRIDS[args.grid] if r.name in args.recipes]
+    done = {c["name"] for c in grid_cells(args)}
+    return [r for r in GRIDS[args.grid] if r.name not in done]
+
+
 def grid_phase(args, device: str, start: float) -> None:
-    """``--phase grid``: each recipe of ``--grid`` (or ``--recipes``) trained to the end of its schedule (seed 0,
-    continuing a screened run from its checkpoint) and scored on validation (``grid/<recipe>.json`` and its rows)."""
-    recipes = [r for r in GRIDS[args.grid] if args.recipes is None or r.name in args.recipes]
-    _train_and_validate(args, recipes, device, start, fraction=None)
+    """``--phase grid``: each recipe (``--recipes``, else every one without a finished cell) trained to the end of
+    its schedule (seed 0, continuing a screened run from its checkpoint where this work folder has it) and scored
+    on validation (``grid/<recipe>.json`` and its rows)."""
+    _train_and_validate(args, _selected(args), device, start, fraction=None)
 
 
 def screen_phase(args, device: str, start: float) -> None:
     """``--phase screen``: each recipe (``--recipes``, else every one without a finished cell) trained to
     ``--fraction`` of its own schedule, scored on validation there (``grid/screen/<recipe>.json`` and its
     rows); the run stays paused at a checkpoint, so ``--phase grid`` later continues it to the end."""
-    done = {c["name"] for c in grid_cells(args)}
-    recipes = [r for r in GRIDS[args.grid] if (r.name in args.recipes if args.recipes is not None else r.name not in done)]
-    _train_and_validate(args, recipes, device, start, fraction=args.fraction)
+    _train_and_validate(args, _selected(args), device, start, fraction=args.fraction)
 
 
 def _train_and_validate(args, recipes: list[Recipe], device: str, start: float, fraction: float | None) -> None:
@@ -314,7 +324,12 @@ def _train_and_validate(args, recipes: list[Recipe], device: str, start: float, 
         if args.deadline_s and time.time() - start > args.deadline_s:
             print(f"[shard {args.shard}] deadline: {recipe.name} not {'started' if fraction is None else 'screened'}", flush=True)
             continue
-        result = _train(args, recipe, 0, device, args.work / "runs" / recipe.name / "s0", fraction=fraction)
+        run = args.work / "runs" / recipe.name / "s0"
+        if fraction is None and (folder / "screen" / f"{recipe.name}.json").is_file() and not _checkpoint_here(run):
+            # Checkpoints are not tracked: a recipe screened on another machine (or in a lost folder) starts over.
+            print(f"[shard {args.shard}] {recipe.name}: screened, but its checkpoint is not in {args.work}; "
+                  "training from step 0", flush=True)
+        result = _train(args, recipe, 0, device, run, fraction=fraction)
         if fraction is not None and result.status != "paused":  # trained past the point already (or diverged): no early score
             print(f"[shard {args.shard}] {recipe.name}: {result.status} at step {result.steps} of {result.total_steps}, "
                   f"not paused at {fraction:g} of its schedule; not screened", flush=True)
@@ -357,14 +372,21 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
         return []
     final = {c["name"]: c["valid"]["f1"] for c in cells if c["valid"]}
     fractions = sorted({r["fraction"] for r in recs})
+    # Each machine named once: a column of keys (m1, m2, ...) only where the screen ran on more than one.
+    machines = list(dict.fromkeys(_cell_device(r) for r in recs))
+    key = {m: f"m{i}" for i, m in enumerate(machines, 1)}
+    where = (f"every recipe screened on {machines[0]}" if len(machines) == 1 else
+             "screened on " + "; ".join(f"{k}: {m}" for m, k in key.items()))
     lines = ["", f"## Screen: each recipe at {' / '.join(f'{f:g}' for f in fractions)} of its own schedule (validation, seed 0)", "",
              "Trained to that point of its own schedule (the learning rate decaying as in the full run), scored on validation "
-             "there; `--phase grid` continues a screened run from its checkpoint.", "",
-             "| screen rank | recipe | steps (of) | valid F1 early | valid F1 final | trained on |", "|---:|---|---|---:|---:|---|"]
+             "there; `--phase grid` continues a screened run from its checkpoint where the work folder holds it "
+             f"(checkpoints are not tracked: on another machine the run starts over). {where[0].upper() + where[1:]}.", "",
+             "| screen rank | recipe | steps (of) | valid F1 early | valid F1 final |" + (" machine |" if len(machines) > 1 else ""),
+             "|---:|---|---|---:|---:|" + ("---|" if len(machines) > 1 else "")]
     for i, r in enumerate(recs, 1):
         f = final.get(r["name"])
         lines.append(f"| {i} | {r['name']} | {r['steps']} ({r['total_steps']}) | {r['valid']['f1']:.3f} | "
-                     f"{'–' if f is None else f'{f:.3f}'} | {_cell_device(r)} |")
+                     f"{'–' if f is None else f'{f:.3f}'} |" + (f" {key[_cell_device(r)]} |" if len(machines) > 1 else ""))
     both = [(i, r) for i, r in enumerate(recs, 1) if r["name"] in final]
     early, late = [r["valid"]["f1"] for _, r in both], [final[r["name"]] for _, r in both]
     if len(both) < 3:
@@ -462,6 +484,14 @@ def missing_recipes(args) -> tuple[list[Recipe], list[Recipe]]:
     return todo, started
 
 
+def _checkpoint_here(run: Path) -> int:
+    """The optimizer step a fine-tuning run (``runs/<recipe>/s0``) would resume from in this work folder, 0 where
+    it has no checkpoint."""
+    from leantune.train import checkpointed_steps
+
+    return checkpointed_steps(run) if run.is_dir() else 0
+
+
 def _left_paused(run: Path) -> bool:
     """A fine-tuning run that stopped at its ``stop_after_fraction`` point (``result.json`` says paused) and
     has not been written to since (a process continuing it would have written checkpoints after it)."""
@@ -498,12 +528,18 @@ def print_missing(args) -> None:
         if not recs:
             raise SystemExit(f"--top {args.top}: no screened recipe without a finished cell in {args.work} "
                              "(run --phase screen first)")
-        for r in recs[:args.top]:
+        top = recs[:args.top]
+        for r in top:
             print(r["name"])
         sys.stdout.flush()
-        print(f"the {min(args.top, len(recs))} best-screened of {len(recs)} screened recipes without a finished cell "
-              f"({sum(_cost(Recipe(**r['recipe'])) - r['steps'] for r in recs[:args.top]):,.0f} optimizer steps to finish them)",
-              file=sys.stderr)
+        # Steps left from the checkpoint this work folder holds (checkpoints are not tracked: a recipe screened
+        # on another machine starts over here).
+        here = {r["name"]: _checkpoint_here(args.work / "runs" / r["name"] / "s0") for r in top}
+        steps = sum(_cost(Recipe(**r["recipe"])) - here[r["name"]] for r in top)
+        lost = [n for n, step in here.items() if not step]
+        print(f"the {len(top)} best-screened of {len(recs)} screened recipes without a finished cell ({steps:,.0f} optimizer "
+              "steps to finish them" + (f"; no checkpoint in {args.work} for {', '.join(lost)}: from step 0" if lost else "")
+              + ")", file=sys.stderr)
         return
     todo, started = missing_recipes(args)
     for recipe in todo:

@@ -142,6 +142,15 @@ def test_cells_run_here_join_the_committed_grid_and_the_choice_is_over_all_of_th
     # A better cell here is chosen over the carried ones.
     write_json(here.work / "grid" / f"{grid[10].name}.json", cell(grid[10], 0.8, device="cpu"))
     assert bench.best_recipe(here) == grid[10]
+    # --phase grid without --recipes trains only what no machine has finished: not the carried cells again.
+    trained = []
+
+    class Result:
+        status, steps, tokens_seen, adapter_dir, wall_s, machine = "finished", 1, 1, None, 2.0, "box"
+
+    monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out, fraction=None: trained.append(recipe) or Result())
+    bench.grid_phase(bench.parse_args(["--phase", "grid", "--work", str(here.work), "--name", "r"]), "cpu", 0.0)
+    assert trained == [r for r in grid if r not in (grid[3], grid[5], grid[10])]
 
 
 def test_a_model_without_a_grid_gets_its_zero_and_few_shot_rows(tmp_path, monkeypatch):
@@ -400,13 +409,26 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     bench.main(["--phase", "missing", "--top", "2", "--work", str(work), "--name", "r"])
     out, err = capsys.readouterr()
     assert out.split() == [grid[3].name, grid[10].name]  # best early F1 first
-    assert "the 2 best-screened of 3 screened recipes without a finished cell" in err
+    # The fake runs left no checkpoint (as on a machine other than the screen's): the steps count from 0.
+    full = bench._cost(grid[3]) + bench._cost(grid[10])
+    assert (f"the 2 best-screened of 3 screened recipes without a finished cell ({full:,} optimizer steps to finish them; "
+            f"no checkpoint in {work} for {grid[3].name}, {grid[10].name}: from step 0)") in err
+    ckpt = work / "runs" / grid[3].name / "s0" / "checkpoints" / f"checkpoint-{rec['steps']}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    bench.main(["--phase", "missing", "--top", "2", "--work", str(work), "--name", "r"])
+    assert (f"({full - rec['steps']:,} optimizer steps to finish them; no checkpoint in {work} for {grid[10].name}: "
+            "from step 0)") in capsys.readouterr().err
 
     calls.clear()
     bench.grid_phase(bench.parse_args(["--phase", "grid", "--work", str(work), "--recipes", *final, "--name", "r"]), "cpu", 0.0)
     assert sorted(calls) == sorted((name, None) for name in final)  # the grid continues them to the end
+    out = capsys.readouterr().out
+    assert f"{grid[10].name}: screened, but its checkpoint is not in {work}; training from step 0" in out
+    assert f"{grid[3].name}: screened, but" not in out  # its checkpoint is here: continued
     text = bench.report(bench.parse_args(["--phase", "report", "--work", str(work), "--seeds", "0", "--name", "r"]))
     assert "## Screen: each recipe at 0.25 of its own schedule" in text
+    assert "Every recipe screened on box." in text and "| valid F1 final |\n" in text  # one machine: no column
     assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | 0.500 | 0.750 |" in text
     assert "Early against final over the 3 recipes with both (`screen-early-vs-final.png`" in text
     assert "Spearman +1.00, Kendall +1.00 (no bootstrap interval below 6 recipes" in text
@@ -454,13 +476,17 @@ def test_screen_check_gives_rank_intervals_from_six_recipes_and_names_a_wrong_pi
     grid = bench.GRIDS["smollm2"][:6]
     early = [0.60, 0.50, 0.40, 0.30, 0.20, 0.10]
     final = [0.70, 0.75, 0.50, 0.45, 0.30, 0.20]  # the screen's second is the final best
-    for recipe, e in zip(grid, early):
+    for i, (recipe, e) in enumerate(zip(grid, early)):
         write_json(tmp_path / "grid" / "screen" / f"{recipe.name}.json",
-                   {"name": recipe.name, "valid": {"f1": e}, "fraction": 0.2, "steps": 2, "total_steps": 10, "machine": "box"})
+                   {"name": recipe.name, "valid": {"f1": e}, "fraction": 0.2, "steps": 2, "total_steps": 10,
+                    "machine": "box" if i != 2 else "other box"})
     cells = [{"name": recipe.name, "valid": {"f1": f}} for recipe, f in zip(grid, final)]
     args = bench.parse_args(["--phase", "report", "--work", str(tmp_path), "--name", "r"])
     lines = "\n".join(bench.screen_lines(args, cells, tmp_path / "out"))
     assert "Early against final over the 6 recipes with both" in lines
+    # Two machines: each named once, the rows keyed to them.
+    assert "Screened on m1: box; m2: other box." in lines and "| valid F1 final | machine |" in lines
+    assert f"| 3 | {grid[2].name} | 2 (10) | 0.400 | 0.500 | m2 |" in lines and f"| 1 | {grid[0].name} | 2 (10) | 0.600 | 0.700 | m1 |" in lines
     assert "Spearman +0.94 [" in lines and "(95% bootstrap intervals over recipes)" in lines
     assert "top-2 overlap 2 of 2; the screen's best of them is not the best at the end" in lines
     assert (tmp_path / "out" / "screen-early-vs-final.png").is_file()
