@@ -406,17 +406,25 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert not (work / "grid" / f"{grid[3].name}.json").exists()  # a screen is not a finished cell
     assert "screened at step" in capsys.readouterr().out
 
+    # The best of each unit: product grid[3] (0.5) and question grid[10] (0.4), not product grid[1] (0.3);
+    # the top 2 of each unit adds grid[1]. Best early F1 first.
+    assert grid[3].unit == grid[1].unit == "product" and grid[10].unit == "question"
     bench.main(["--phase", "missing", "--top", "2", "--work", str(work), "--name", "r"])
     out, err = capsys.readouterr()
-    assert out.split() == [grid[3].name, grid[10].name]  # best early F1 first
+    assert out.split() == [grid[3].name, grid[10].name, grid[1].name]
+    assert "the 2 best-screened of each unit (product: 2, question: 1) of 3 screened recipes" in err
+    bench.main(["--phase", "missing", "--top", "1", "--work", str(work), "--name", "r"])
+    out, err = capsys.readouterr()
+    assert out.split() == [grid[3].name, grid[10].name]
     # The fake runs left no checkpoint (as on a machine other than the screen's): the steps count from 0.
     full = bench._cost(grid[3]) + bench._cost(grid[10])
-    assert (f"the 2 best-screened of 3 screened recipes without a finished cell ({full:,} optimizer steps to finish them; "
-            f"no checkpoint in {work} for {grid[3].name}, {grid[10].name}: from step 0)") in err
+    assert (f"the 1 best-screened of each unit (product: 1, question: 1) of 3 screened recipes without a finished cell "
+            f"({full:,} optimizer steps to finish them; no checkpoint in {work} for {grid[3].name}, {grid[10].name}: "
+            "from step 0)") in err
     ckpt = work / "runs" / grid[3].name / "s0" / "checkpoints" / f"checkpoint-{rec['steps']}"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text("{}")
-    bench.main(["--phase", "missing", "--top", "2", "--work", str(work), "--name", "r"])
+    bench.main(["--phase", "missing", "--top", "1", "--work", str(work), "--name", "r"])
     assert (f"({full - rec['steps']:,} optimizer steps to finish them; no checkpoint in {work} for {grid[10].name}: "
             "from step 0)") in capsys.readouterr().err
 
