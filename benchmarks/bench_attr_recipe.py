@@ -418,6 +418,10 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
                       f"{agree['kendall']:+.2f}{ci('kendall')} ({spread}); a random order of these recipes agrees at least as "
                       f"well with chance {chance:.2f} (one-sided Kendall test); top-{k} overlap {agree['topk_overlap']} of {k}; "
                       f"the screen's best of them is {'also' if top else 'not'} the best at the end."]
+    if len({r["recipe"]["unit"] for r in recs if "recipe" in r}) > 1:
+        lines += ["", "Both units are screened: at the same fraction of its schedule a question recipe has seen each question "
+                      "at most once, where a product recipe has seen every product, so early F1 ranks within a unit and "
+                      "`--phase missing --top K` names the K best of each."]
     return lines + valid_comparison(args, recs, out, kind="screen")
 
 

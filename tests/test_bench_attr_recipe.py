@@ -442,6 +442,7 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert "Spearman +1.00, Kendall +1.00 (no bootstrap interval below 6 recipes" in text
     assert "agrees at least as well with chance 0.17 (one-sided Kendall test); top-2 overlap 2 of 2" in text  # 1 of 3! orders
     assert "the screen's best of them is also the best at the end" in text
+    assert "Both units are screened" in text  # grid[10] is a question recipe
     assert (tmp_path / "results" / "r" / "screen-early-vs-final.png").stat().st_size > 0
     screen_table = text[text.index("### Early validation F1 of the 3 screened recipes, against the screen's best"):]
     # Each screened recipe against the screen's best, paired over the validation products (12 and 16 right of 40 vs 20).
