@@ -15,12 +15,12 @@ processes (or one GPU shared by several processes) fill one work folder side by 
 
 Where the whole grid costs more than a machine has (a CPU: days), ``screen`` trains each recipe only to
 ``--fraction`` of its own schedule (the learning rate decays as in the full run, so the run continues
-from there) and scores it on validation; ``missing --top K`` then names the K best-screened recipes of each
-unit (product, question) for
-``grid --recipes``, which resumes them from the screen's checkpoint (checkpoints are not tracked: on a
-machine without them the run starts over, and ``missing --top`` counts its steps so). The report sets each recipe's
-early F1 beside its final one where both exist, with their rank agreement, so the screen's choice
-can be checked rather than trusted (leantune's early-performance idea, applied to its own grid).
+from there) and scores it on validation; ``missing --top K`` then names the K best-screened recipes of
+each unit (product, question) for ``grid --recipes``, which resumes them from the screen's checkpoint
+(checkpoints are not tracked: on a machine without them the run starts over, and ``missing --top``
+counts its steps so). The report sets each recipe's early F1 beside its final one where both exist,
+with their rank agreement, so the screen's choice can be checked rather than trusted (leantune's
+early-performance idea, applied to its own grid).
 
     python3 benchmarks/bench_attr_recipe.py --phase grid --device cuda --shard 0 --shards 4 --work W &
     ...                                                                                       # shards 1-3
@@ -495,7 +495,7 @@ def _checkpoint_here(run: Path) -> int:
     it has no checkpoint."""
     from leantune.train import checkpointed_steps
 
-    return checkpointed_steps(run) if run.is_dir() else 0
+    return checkpointed_steps(run)
 
 
 def _left_paused(run: Path) -> bool:
