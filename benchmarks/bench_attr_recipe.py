@@ -317,6 +317,8 @@ def screen_phase(args, device: str, start: float) -> None:
 def _train_and_validate(args, recipes: list[Recipe], device: str, start: float, fraction: float | None) -> None:
     """The one loop of ``grid`` and ``screen``: this shard's recipes without a record, each trained (to the end,
     or paused at ``fraction`` of its schedule), scored on validation and written as one JSON record."""
+    from leantune.train import checkpointed_steps
+
     kind = "grid" if fraction is None else "screen"
     folder = args.work / "grid" / ("" if fraction is None else "screen")
     for recipe in _mine(recipes, [_cost(r) for r in recipes], args.shard, args.shards):
@@ -327,7 +329,7 @@ def _train_and_validate(args, recipes: list[Recipe], device: str, start: float, 
             print(f"[shard {args.shard}] deadline: {recipe.name} not {'started' if fraction is None else 'screened'}", flush=True)
             continue
         run = args.work / "runs" / recipe.name / "s0"
-        if fraction is None and (folder / "screen" / f"{recipe.name}.json").is_file() and not _checkpoint_here(run):
+        if fraction is None and (folder / "screen" / f"{recipe.name}.json").is_file() and not checkpointed_steps(run):
             # Checkpoints are not tracked: a recipe screened on another machine (or in a lost folder) starts over.
             print(f"[shard {args.shard}] {recipe.name}: screened, but its checkpoint is not in {args.work}; "
                   "training from step 0", flush=True)
@@ -377,12 +379,12 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     # Each machine named once: a column of keys (m1, m2, ...) only where the screen ran on more than one.
     machines = list(dict.fromkeys(_cell_device(r) for r in recs))
     key = {m: f"m{i}" for i, m in enumerate(machines, 1)}
-    where = (f"every recipe screened on {machines[0]}" if len(machines) == 1 else
-             "screened on " + "; ".join(f"{k}: {m}" for m, k in key.items()))
+    where = (f"Every recipe screened on {machines[0]}" if len(machines) == 1 else
+             "Screened on " + "; ".join(f"{k}: {m}" for m, k in key.items()))
     lines = ["", f"## Screen: each recipe at {' / '.join(f'{f:g}' for f in fractions)} of its own schedule (validation, seed 0)", "",
              "Trained to that point of its own schedule (the learning rate decaying as in the full run), scored on validation "
              "there; `--phase grid` continues a screened run from its checkpoint where the work folder holds it "
-             f"(checkpoints are not tracked: on another machine the run starts over). {where[0].upper() + where[1:]}.", "",
+             f"(checkpoints are not tracked: on another machine the run starts over). {where}.", "",
              "| screen rank | recipe | steps (of) | valid F1 early | valid F1 final |" + (" machine |" if len(machines) > 1 else ""),
              "|---:|---|---|---:|---:|" + ("---|" if len(machines) > 1 else "")]
     for i, r in enumerate(recs, 1):
@@ -418,7 +420,7 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
                       f"{agree['kendall']:+.2f}{ci('kendall')} ({spread}); a random order of these recipes agrees at least as "
                       f"well with chance {chance:.2f} (one-sided Kendall test); top-{k} overlap {agree['topk_overlap']} of {k}; "
                       f"the screen's best of them is {'also' if top else 'not'} the best at the end."]
-    if len({r["recipe"]["unit"] for r in recs if "recipe" in r}) > 1:
+    if len({r["recipe"]["unit"] for r in recs}) > 1:
         lines += ["", "Both units are screened: a question recipe's early F1 is not on the product recipes' footing (in "
                       "SmolLM2's check question-e1 gained +0.21 after its screen point, the product recipes +0.10 to +0.16), "
                       "so early F1 ranks within a unit and `--phase missing --top K` names the K best of each."]
@@ -490,14 +492,6 @@ def missing_recipes(args) -> tuple[list[Recipe], list[Recipe]]:
     return todo, started
 
 
-def _checkpoint_here(run: Path) -> int:
-    """The optimizer step a fine-tuning run (``runs/<recipe>/s0``) would resume from in this work folder, 0 where
-    it has no checkpoint."""
-    from leantune.train import checkpointed_steps
-
-    return checkpointed_steps(run)
-
-
 def _left_paused(run: Path) -> bool:
     """A fine-tuning run that stopped at its ``stop_after_fraction`` point (``result.json`` says paused) and
     has not been written to since (a process continuing it would have written checkpoints after it)."""
@@ -536,18 +530,25 @@ def print_missing(args) -> None:
                              "(run --phase screen first)")
         # The K best of each unit: early F1 ranks within a unit (README: in SmolLM2's screen check question-e1
         # gained +0.21 F1 after its screen point, the product recipes +0.10 to +0.16).
-        units = list(dict.fromkeys(r["recipe"]["unit"] for r in recs))
-        top = [r for r in recs if [q for q in recs if q["recipe"]["unit"] == r["recipe"]["unit"]].index(r) < args.top]
+        per_unit: dict[str, int] = {}  # unit -> recipes of it taken (each unit's best always is)
+        top = []
+        for r in recs:  # best early F1 first
+            unit, n = r["recipe"]["unit"], per_unit.get(r["recipe"]["unit"], 0)
+            if n < args.top:
+                top.append(r)
+                per_unit[unit] = n + 1
         for r in top:
             print(r["name"])
         sys.stdout.flush()
         # Steps left from the checkpoint this work folder holds (checkpoints are not tracked: a recipe screened
         # on another machine starts over here).
-        here = {r["name"]: _checkpoint_here(args.work / "runs" / r["name"] / "s0") for r in top}
+        from leantune.train import checkpointed_steps
+
+        here = {r["name"]: checkpointed_steps(args.work / "runs" / r["name"] / "s0") for r in top}
         steps = sum(_cost(Recipe(**r["recipe"])) - here[r["name"]] for r in top)
         lost = [n for n, step in here.items() if not step]
-        per_unit = ", ".join(f"{u}: {sum(r['recipe']['unit'] == u for r in top)}" for u in units)
-        print(f"the {args.top} best-screened of each unit ({per_unit}) "
+        taken = ", ".join(f"{unit}: {n}" for unit, n in per_unit.items())
+        print(f"the {args.top} best-screened of each unit ({taken}) "
               f"of {len(recs)} screened recipes without a finished cell ({steps:,.0f} optimizer "
               "steps to finish them" + (f"; no checkpoint in {args.work} for {', '.join(lost)}: from step 0" if lost else "")
               + ")", file=sys.stderr)

@@ -487,7 +487,7 @@ def test_screen_check_gives_rank_intervals_from_six_recipes_and_names_a_wrong_pi
     final = [0.70, 0.75, 0.50, 0.45, 0.30, 0.20]  # the screen's second is the final best
     for i, (recipe, e) in enumerate(zip(grid, early)):
         write_json(tmp_path / "grid" / "screen" / f"{recipe.name}.json",
-                   {"name": recipe.name, "valid": {"f1": e}, "fraction": 0.2, "steps": 2, "total_steps": 10,
+                   {"name": recipe.name, "recipe": recipe.__dict__, "valid": {"f1": e}, "fraction": 0.2, "steps": 2, "total_steps": 10,
                     "machine": "box" if i != 2 else "other box"})
     cells = [{"name": recipe.name, "valid": {"f1": f}} for recipe, f in zip(grid, final)]
     args = bench.parse_args(["--phase", "report", "--work", str(tmp_path), "--name", "r"])
