@@ -423,7 +423,8 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     if len({r["recipe"]["unit"] for r in recs}) > 1:
         lines += ["", "Both units are screened: a question recipe's early F1 is not on the product recipes' footing (in "
                       "SmolLM2's check question-e1 gained +0.21 after its screen point, the product recipes +0.10 to +0.16), "
-                      "so early F1 ranks within a unit and `--phase missing --top K` names the K best of each."]
+                      "so early F1 ranks within a unit (a table per unit below) and `--phase missing --top K` names the K best of "
+                      "each."]
     return lines + valid_comparison(args, recs, out, kind="screen")
 
 
@@ -437,26 +438,40 @@ def write_valid_rows(work: Path, name: str, rows: list, metrics: dict, kind: str
 
 
 def valid_comparison(args, cells: list[dict], out: Path, kind: str = "grid") -> list[str]:
-    """Report lines: every grid cell (``kind="screen"``: every screen record) with validation rows against the
-    best of them, paired over the validation products (one seed a cell, so the interval is over products only)."""
-    from leantune.evaluation.compare import compare, load_evaluation
-
+    """Report lines: every grid cell with validation rows against the best of them, paired over the validation
+    products (one seed a cell, so the interval is over products only). ``kind="screen"``: the screen records,
+    one table per unit (product recipes against the best product recipe, question recipes against the best
+    question recipe), since early F1 ranks within a unit."""
     rows = args.work / "grid" / ("valid" if kind == "grid" else "screen/valid")
     here = [c for c in cells if c["valid"] and (rows / c["name"] / "per_unit.jsonl").is_file()]
-    if len(here) < 2:
-        return []
-    top = max(here, key=lambda c: c["valid"]["f1"])
-    group = [load_evaluation(rows / c["name"], name=c["name"]) for c in [top] + [c for c in here if c is not top]]
+    if kind == "grid":
+        if len(here) < 2:
+            return []
+        return ["", f"### Validation F1 of the {len(here)} cells with per-question rows, against the best of them (paired "
+                    "over the validation products; one seed a cell, so the seed spread is not in the interval)", "",
+                _against_best(here, rows, out / "grid-valid-f1"), "",
+                f"Cells without rows (trained before 2026-12-04) are not in this table: {len(cells) - len(here)}."]
+    lines = []
+    for unit in ("product", "question"):
+        group = [c for c in here if c["recipe"]["unit"] == unit]
+        if len(group) >= 2:
+            lines += ["", f"### Early validation F1 of the {len(group)} screened {unit} recipes, against the best of them "
+                          "(paired over the validation products; one seed a recipe, so the seed spread is not in the "
+                          "interval). A recipe whose interval holds 0 is not told apart from the best by the screen: "
+                          "`--top` should reach it.", "", _against_best(group, rows, out / f"screen-{unit}-valid-f1")]
+    return lines
+
+
+def _against_best(cells: list[dict], rows: Path, folder: Path) -> str:
+    """The cells' validation rows (``rows/<recipe>/``) compared with the best cell's, written to ``folder``;
+    returns the comparison's markdown table."""
+    from leantune.evaluation.compare import compare, load_evaluation
+
+    top = max(cells, key=lambda c: c["valid"]["f1"])
+    group = [load_evaluation(rows / c["name"], name=c["name"]) for c in [top] + [c for c in cells if c is not top]]
     cmp = compare(group, baseline=top["name"], metric="f1")
-    cmp.write(out / f"{kind}-valid-f1")
-    if kind == "screen":
-        return ["", f"### Early validation F1 of the {len(here)} screened recipes, against the screen's best (paired over the "
-                    "validation products; one seed a recipe, so the seed spread is not in the interval). A recipe whose "
-                    "interval holds 0 is not told apart from the best by the screen: `--top` should reach it.", "",
-                cmp.to_markdown().strip()]
-    return ["", f"### Validation F1 of the {len(here)} cells with per-question rows, against the best of them (paired over "
-                "the validation products; one seed a cell, so the seed spread is not in the interval)", "", cmp.to_markdown().strip(),
-            "", f"Cells without rows (trained before 2026-12-04) are not in this table: {len(cells) - len(here)}."]
+    cmp.write(folder)
+    return cmp.to_markdown().strip()
 
 
 def _previous(args) -> dict:

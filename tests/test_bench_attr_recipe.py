@@ -444,11 +444,14 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert "the screen's best of them is also the best at the end" in text
     assert "Both units are screened" in text  # grid[10] is a question recipe
     assert (tmp_path / "results" / "r" / "screen-early-vs-final.png").stat().st_size > 0
-    screen_table = text[text.index("### Early validation F1 of the 3 screened recipes, against the screen's best"):]
-    # Each screened recipe against the screen's best, paired over the validation products (12 and 16 right of 40 vs 20).
+    screen_table = text[text.index("### Early validation F1 of the 2 screened product recipes, against the best of them"):]
+    # Each screened product recipe against the best product recipe, paired over the validation products (12 of
+    # 40 right vs 20); the one question recipe has none of its unit to be compared with: no question table.
     assert f"| {grid[3].name} (baseline) | 1 | 0.5000 |" in screen_table
-    assert f"| {grid[1].name} | 1 | 0.3000 | -0.2000 |" in screen_table and f"| {grid[10].name} | 1 | 0.4000 | -0.1000 |" in screen_table
-    assert (tmp_path / "results" / "r" / "screen-valid-f1").is_dir()
+    assert f"| {grid[1].name} | 1 | 0.3000 | -0.2000 |" in screen_table and grid[10].name not in screen_table
+    assert "screened question recipes" not in text
+    assert (tmp_path / "results" / "r" / "screen-product-valid-f1").is_dir()
+    assert not (tmp_path / "results" / "r" / "screen-question-valid-f1").exists()
     with pytest.raises(SystemExit, match="--top 1: no screened recipe without a finished cell"):
         bench.main(["--phase", "missing", "--top", "1", "--work", str(work), "--name", "r"])
 
@@ -501,3 +504,31 @@ def test_screen_check_gives_rank_intervals_from_six_recipes_and_names_a_wrong_pi
     assert (tmp_path / "out" / "screen-early-vs-final.png").is_file()
     tied = [{**c, "valid": {"f1": 0.5}} for c in cells]  # every final the same: nothing to rank, said so
     assert "every final F1 is the same, so there is no order to compare" in "\n".join(bench.screen_lines(args, tied, tmp_path / "o2"))
+
+
+def test_the_screen_table_pairs_each_recipe_with_the_best_of_its_own_unit(tmp_path):
+    """Early F1 ranks within a unit, so the screen's paired tables do too: product recipes against the best
+    product recipe, question recipes against the best question recipe (even where the best question recipe
+    is below some product recipe)."""
+    grid = bench.GRIDS["smollm2"]
+    right = {grid[6].name: 30, grid[7].name: 20, grid[10].name: 12, grid[11].name: 16}  # of 40 questions
+    for recipe in grid:
+        if recipe.name not in right:
+            continue
+        rows = [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < right[recipe.name] else "VW",
+                 "correct": i < right[recipe.name], "gold": "x"} for i in range(40)]
+        f1 = right[recipe.name] / 40
+        bench.write_valid_rows(tmp_path, recipe.name, rows, {"f1": f1}, kind="screen")
+        write_json(tmp_path / "grid" / "screen" / f"{recipe.name}.json",
+                   {"name": recipe.name, "recipe": recipe.__dict__, "valid": {"f1": f1}, "fraction": 0.2, "steps": 2,
+                    "total_steps": 10, "machine": "box"})
+    args = bench.parse_args(["--phase", "report", "--work", str(tmp_path), "--name", "r"])
+    text = "\n".join(bench.screen_lines(args, [], tmp_path / "out"))
+    product = text[text.index("### Early validation F1 of the 2 screened product recipes"):text.index("### Early validation F1 of the 2 screened question")]
+    question = text[text.index("### Early validation F1 of the 2 screened question recipes, against the best of them"):]
+    assert f"| {grid[6].name} (baseline) | 1 | 0.7500 |" in product and f"| {grid[7].name} | 1 | 0.5000 | -0.2500 |" in product
+    assert grid[10].name not in product and grid[6].name not in question
+    assert f"| {grid[11].name} (baseline) | 1 | 0.4000 |" in question and f"| {grid[10].name} | 1 | 0.3000 | -0.1000 |" in question
+    assert "a table per unit below" in text
+    assert (tmp_path / "out" / "screen-product-valid-f1" / "comparison.json").is_file()
+    assert (tmp_path / "out" / "screen-question-valid-f1" / "comparison.json").is_file()
