@@ -452,7 +452,7 @@ def valid_comparison(args, cells: list[dict], out: Path, kind: str = "grid") -> 
                 _against_best(here, rows, out / "grid-valid-f1"), "",
                 f"Cells without rows (trained before 2026-12-04) are not in this table: {len(cells) - len(here)}."]
     lines = []
-    for unit in ("product", "question"):
+    for unit in sorted({c["recipe"]["unit"] for c in here}):  # product, then question
         group = [c for c in here if c["recipe"]["unit"] == unit]
         if len(group) >= 2:
             lines += ["", f"### Early validation F1 of the {len(group)} screened {unit} recipes, against the best of them "
