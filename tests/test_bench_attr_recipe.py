@@ -443,6 +443,9 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     assert "agrees at least as well with chance 0.17 (one-sided Kendall test); top-2 overlap 2 of 2" in text  # 1 of 3! orders
     assert "the screen's best of them is also the best at the end" in text
     assert "Both units are screened" in text  # grid[10] is a question recipe
+    # Each unit's gain from its screen point to its final cell, from these records (product: 12 -> 10 and 20 -> 30
+    # right of 40; question: 16 -> 24).
+    assert "F1 gained: the 1 question recipe +0.20, the 2 product recipes -0.05 to +0.25)" in text
     assert (tmp_path / "results" / "r" / "screen-early-vs-final.png").stat().st_size > 0
     screen_table = text[text.index("### Early validation F1 of the 2 screened product recipes, against the best of them"):]
     # Each screened product recipe against the best product recipe, paired over the validation products (12 of
