@@ -418,7 +418,7 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
         lines += ["", f"Early against final over the {len(both)} recipes with both (`screen-early-vs-final.png`, points "
                       f"labelled by screen rank): Spearman {agree['spearman']:+.2f}{ci('spearman')}, Kendall "
                       f"{agree['kendall']:+.2f}{ci('kendall')} ({spread}); a random order of these recipes agrees at least as "
-                      f"well with chance {chance:.2f} (one-sided Kendall test); top-{k} overlap {agree['topk_overlap']} of {k}; "
+                      f"well with chance {chance:.2g} (one-sided Kendall test); top-{k} overlap {agree['topk_overlap']} of {k}; "
                       f"the screen's best of them is {'also' if top else 'not'} the best at the end."]
     if len({r["recipe"]["unit"] for r in recs}) > 1:
         # The gain from the screen point to the end, per unit, from the recipes that have both here.
