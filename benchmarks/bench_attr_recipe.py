@@ -381,15 +381,21 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     key = {m: f"m{i}" for i, m in enumerate(machines, 1)}
     where = (f"Every recipe screened on {machines[0]}" if len(machines) == 1 else
              "Screened on " + "; ".join(f"{k}: {m}" for m, k in key.items()))
+    # A fraction of each recipe's own schedule is not equal compute: a long schedule is screened after more
+    # epochs, with less of its run left to gain (SmolLM2's 15-epoch recipe: first early, fourth at the end).
+    done = [r["recipe"]["epochs"] * r["steps"] / r["total_steps"] for r in recs]
+    spread = (f" The screen point lies at {min(done):.1f} to {max(done):.1f} epochs here (`epochs`), so the screen does "
+              "not compare recipes at equal compute: one screened after more epochs may have less of its run left to gain."
+              if round(min(done), 1) != round(max(done), 1) else "")
     lines = ["", f"## Screen: each recipe at {' / '.join(f'{f:g}' for f in fractions)} of its own schedule (validation, seed 0)", "",
              "Trained to that point of its own schedule (the learning rate decaying as in the full run), scored on validation "
              "there; `--phase grid` continues a screened run from its checkpoint where the work folder holds it "
-             f"(checkpoints are not tracked: on another machine the run starts over). {where}.", "",
-             "| screen rank | recipe | steps (of) | valid F1 early | valid F1 final |" + (" machine |" if len(machines) > 1 else ""),
-             "|---:|---|---|---:|---:|" + ("---|" if len(machines) > 1 else "")]
-    for i, r in enumerate(recs, 1):
+             f"(checkpoints are not tracked: on another machine the run starts over). {where}.{spread}", "",
+             "| screen rank | recipe | steps (of) | epochs | valid F1 early | valid F1 final |" + (" machine |" if len(machines) > 1 else ""),
+             "|---:|---|---|---:|---:|---:|" + ("---|" if len(machines) > 1 else "")]
+    for i, (r, e) in enumerate(zip(recs, done), 1):
         f = final.get(r["name"])
-        lines.append(f"| {i} | {r['name']} | {r['steps']} ({r['total_steps']}) | {r['valid']['f1']:.3f} | "
+        lines.append(f"| {i} | {r['name']} | {r['steps']} ({r['total_steps']}) | {e:.1f} | {r['valid']['f1']:.3f} | "
                      f"{'–' if f is None else f'{f:.3f}'} |" + (f" {key[_cell_device(r)]} |" if len(machines) > 1 else ""))
     both = [(i, r) for i, r in enumerate(recs, 1) if r["name"] in final]
     early, late = [r["valid"]["f1"] for _, r in both], [final[r["name"]] for _, r in both]

@@ -437,7 +437,9 @@ def test_screen_scores_each_recipe_early_and_the_grid_finishes_the_best_of_them(
     text = bench.report(bench.parse_args(["--phase", "report", "--work", str(work), "--seeds", "0", "--name", "r"]))
     assert "## Screen: each recipe at 0.25 of its own schedule" in text
     assert "Every recipe screened on box." in text and "| valid F1 final |\n" in text  # one machine: no column
-    assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | 0.500 | 0.750 |" in text
+    assert f"| 1 | {grid[3].name} | {rec['steps']} ({rec['total_steps']}) | {grid[3].epochs * rec['steps'] / rec['total_steps']:.1f} | 0.500 | 0.750 |" in text
+    # The screen point in epochs differs between these recipes: the report says it is not equal compute.
+    assert "epochs here (`epochs`), so the screen does not compare recipes at equal compute" in text
     assert "Early against final over the 3 recipes with both (`screen-early-vs-final.png`" in text
     assert "Spearman +1.00, Kendall +1.00 (no bootstrap interval below 6 recipes" in text
     assert "agrees at least as well with chance 0.17 (one-sided Kendall test); top-2 overlap 2 of 2" in text  # 1 of 3! orders
@@ -501,7 +503,8 @@ def test_screen_check_gives_rank_intervals_from_six_recipes_and_names_a_wrong_pi
     assert "Early against final over the 6 recipes with both" in lines
     # Two machines: each named once, the rows keyed to them.
     assert "Screened on m1: box; m2: other box." in lines and "| valid F1 final | machine |" in lines
-    assert f"| 3 | {grid[2].name} | 2 (10) | 0.400 | 0.500 | m2 |" in lines and f"| 1 | {grid[0].name} | 2 (10) | 0.600 | 0.700 | m1 |" in lines
+    assert (f"| 3 | {grid[2].name} | 2 (10) | {grid[2].epochs * 0.2:.1f} | 0.400 | 0.500 | m2 |" in lines
+            and f"| 1 | {grid[0].name} | 2 (10) | {grid[0].epochs * 0.2:.1f} | 0.600 | 0.700 | m1 |" in lines)
     assert "Spearman +0.94 [" in lines and "(95% bootstrap intervals over recipes)" in lines
     assert "top-2 overlap 2 of 2; the screen's best of them is not the best at the end" in lines
     assert (tmp_path / "out" / "screen-early-vs-final.png").is_file()
