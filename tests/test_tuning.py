@@ -221,6 +221,9 @@ def test_report_files_and_figures(searched):
     best = records.best()
     assert best is not None and f"Chosen by validation: trial {best.number}" in text
     assert "Baseline (default hyperparameters, trial 0)" in text
+    # The default space searches epochs: the early points differ in epochs, and the report says so.
+    epochs = {t.params["epochs"] for t in records.trials if t.status == "ok"}
+    assert len(epochs) > 1 and "epochs (each trial's fraction of its own schedule), so early scores are not taken at equal compute" in text
     summary = json.loads((md.parent / "summary.json").read_text())
     c = summary["compute"]
     assert c["total_steps"] == c["phase1_steps"] + c["phase2_steps"] < c["full_fidelity_steps"]

@@ -172,6 +172,7 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
                 lines.append(f"Test gain over the baseline: {best.test_score - base.test_score:+.4g}.")
         lines.append("")
     lines += ["## Do early ranks predict final ranks?", ""]
+    lines += _early_epochs_lines(rec.trials)
     if agreement["spearman"] is None:
         lines.append(f"Not enough continued trials with distinct scores to correlate ({agreement['n']}).")
     else:
@@ -205,6 +206,18 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
     lines += ["", "## Plots", ""]
     lines += [f"![{p[:-4]}]({p})" for p in PLOTS]
     return "\n".join(lines) + "\n"
+
+
+def _early_epochs_lines(trials: list[TrialRecord]) -> list[str]:
+    """A line saying where the early points lie in epochs when they differ between trials: a fraction of each
+    trial's own schedule is then not equal compute (a longer schedule is scored after more training)."""
+    done = [float(t.params["epochs"]) * t.early_steps / t.total_steps for t in trials
+            if "epochs" in t.params and not t.params.get("max_steps") and t.total_steps and t.status == "ok"]
+    if len(done) < 2 or round(min(done), 1) == round(max(done), 1):
+        return []
+    return [f"The early points lie at {min(done):.1f} to {max(done):.1f} epochs (each trial's fraction of its own schedule), so "
+            "early scores are not taken at equal compute: a trial with more epochs was scored after more training and may "
+            "have less of its run left to gain.", ""]
 
 
 def _ci(row: dict, key: str) -> str:
