@@ -235,9 +235,15 @@ def _cell_bf16(cell: dict) -> str:
 def _cell_device(cell: dict) -> str:
     """The grid table's "trained on" column: the machine the cell recorded, else its device, marked as
     such (cells from before machines were recorded: the report's "Cells ran on" line names it)."""
-    if cell.get("machine"):
-        return str(cell["machine"]).replace("|", "/")
-    return f"{cell.get('device') or '?'} (machine not recorded)".replace("|", "/")
+    sittings = cell.get("sittings") or []
+    machines = list(dict.fromkeys(str(s.get("machine") or "") for s in sittings if s.get("machine")))
+    if not machines and cell.get("machine"):
+        machines = [str(cell["machine"])]
+    text = " + ".join(machines) if machines else f"{cell.get('device') or '?'} (machine not recorded)"
+    if len(sittings) > 1:  # a run resumed across sittings: how many, and whether the earliest went unrecorded
+        unrecorded = sum(1 for s in sittings if not s.get("machine"))
+        text += f" ({len(sittings)} sittings" + (f", {unrecorded} not recorded" if unrecorded else "") + ")"
+    return text.replace("|", "/")
 
 
 def _train(args, recipe: Recipe, seed: int, device: str, out: Path, fraction: float | None = None):
@@ -345,6 +351,7 @@ def _train_and_validate(args, recipes: list[Recipe], device: str, start: float, 
         # train_s: the run's training seconds over all its sittings (a screen's and the grid's), not this call's
         common = {"recipe": recipe.__dict__, "name": recipe.name, "steps": result.steps, "train_s": result.wall_s,
                   "eval_s": eval_s, "valid": metrics, "device": device, "machine": result.machine,
+                  "sittings": result.sittings,
                   "bf16": _finetune_config(recipe, 0, device, args.micro_batch_size, args.bf16).uses_bf16(device)}
         if fraction is None:
             write_json(record, {**common, "status": result.status, "tokens": result.tokens_seen})

@@ -115,7 +115,8 @@ def machine_summary(device: str = "cpu", threads: bool = True) -> str:
         parts.append(f"GPU {torch.cuda.get_device_name(torch.device(device))}")
     parts.append(f"torch {torch.__version__}")
     if threads:
-        parts.append(f"{torch_threads()} threads")
+        n = torch_threads()
+        parts.append(f"{n} thread{'' if n == 1 else 's'}")
     return ", ".join(parts)
 
 

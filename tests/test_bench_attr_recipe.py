@@ -147,6 +147,7 @@ def test_cells_run_here_join_the_committed_grid_and_the_choice_is_over_all_of_th
 
     class Result:
         status, steps, tokens_seen, adapter_dir, wall_s, machine = "finished", 1, 1, None, 2.0, "box"
+        sittings: list = []
 
     monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out, fraction=None: trained.append(recipe) or Result())
     bench.grid_phase(bench.parse_args(["--phase", "grid", "--work", str(here.work), "--name", "r"]), "cpu", 0.0)
@@ -226,6 +227,7 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
 
     class Result:
         status, steps, tokens_seen, adapter_dir, wall_s, machine = "finished", 1, 1, None, 2.0, "AMD EPYC, 2 CPUs"
+        sittings = [{"machine": "AMD EPYC, 2 CPUs", "from_step": 0, "to_step": 1, "wall_s": 2.0}]
 
     monkeypatch.setattr(bench, "_train", lambda args, recipe, seed, device, out, fraction=None: trained.append(recipe.name) or Result())
     args = bench.parse_args(["--phase", "grid", "--work", str(tmp_path), "--recipes", grid[10].name, grid[1].name])
@@ -243,6 +245,12 @@ def test_grid_recipes_trains_only_the_named_cells(tmp_path, monkeypatch, capsys)
     # A cell from before machines were recorded names only its device, and says so.
     assert bench._cell_device({"device": "cuda"}) == "cuda (machine not recorded)"
     assert bench._cell_device({"device": "cpu", "machine": "AMD EPYC, 2 CPUs"}) == "AMD EPYC, 2 CPUs"
+    assert read_json(tmp_path / "grid" / f"{grid[1].name}.json")["sittings"][0]["to_step"] == 1
+    # A run finished over several sittings names each machine once and how many sittings, unrecorded ones counted.
+    a, b = "AMD EPYC, 2 CPUs, 2 threads", "AMD EPYC, 2 CPUs, 1 thread"
+    resumed = {"device": "cpu", "machine": b, "sittings": [{"machine": ""}, {"machine": a}, {"machine": b}, {"machine": b}]}
+    assert bench._cell_device(resumed) == f"{a} + {b} (4 sittings, 1 not recorded)"
+    assert bench._cell_device({"device": "cpu", "machine": a, "sittings": [{"machine": a}]}) == a
 
 
 def test_grid_and_test_records_count_the_runs_training_over_all_its_sittings(tmp_path, monkeypatch):

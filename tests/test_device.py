@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_machine_summary_names_cpu_cores_native_bf16_torch_and_threads(monkeypatch):
     monkeypatch.setattr(device, "cpu_model", lambda: "Some CPU 9000")
     monkeypatch.setattr(device, "cpu_native_bf16", lambda: "")
+    monkeypatch.setattr(device, "torch_threads", lambda: 2)
     line = device.machine_summary()
-    assert line == (f"Some CPU 9000, {os.cpu_count()} CPUs, native bf16: none, torch {torch.__version__}, "
-                    f"{torch.get_num_threads()} threads")
+    assert line == f"Some CPU 9000, {os.cpu_count()} CPUs, native bf16: none, torch {torch.__version__}, 2 threads"
+    monkeypatch.setattr(device, "torch_threads", lambda: 1)
+    assert device.machine_summary().endswith(f"torch {torch.__version__}, 1 thread")
     monkeypatch.setattr(device, "cpu_native_bf16", lambda: "AMX")
     assert device.machine_summary(threads=False) == f"Some CPU 9000, {os.cpu_count()} CPUs, native bf16: AMX, torch {torch.__version__}"
 

@@ -119,7 +119,8 @@ def test_interrupted_run_resumed_from_a_checkpoint_reports_the_time_of_both_sitt
 
     from transformers import TrainerCallback
 
-    from leantune.train.callbacks import checkpoint_wall
+    from leantune.device import machine_summary
+    from leantune.train.callbacks import checkpoint_sittings, checkpoint_wall
 
     class SlowThenKilled(TrainerCallback):  # 2 s steps, each checkpointed; killed as the third begins
         def on_step_begin(self, args, state, control, **kwargs):
@@ -136,11 +137,35 @@ def test_interrupted_run_resumed_from_a_checkpoint_reports_the_time_of_both_sitt
     checkpoint = latest_checkpoint(out / "checkpoints")
     first = checkpoint_wall(checkpoint)
     assert checkpoint.name == "checkpoint-2" and first >= 4.0
+    assert [(s["from_step"], s["to_step"]) for s in checkpoint_sittings(checkpoint)] == [(0, 2)]
     start = time.perf_counter()
     rest = finetune("tiny", EXAMPLES, VALID, out, cfg, progress=False)
     second = time.perf_counter() - start
     assert rest.status == "finished" and rest.steps == 6
     assert rest.wall_s > second and rest.wall_s >= first
+    # ... and says what each sitting trained on, over which steps, in how many seconds
+    assert [(s["machine"], s["from_step"], s["to_step"]) for s in rest.sittings] == [(machine_summary("cpu"), 0, 2),
+                                                                                     (machine_summary("cpu"), 2, 6)]
+    assert rest.sittings[0]["wall_s"] == pytest.approx(first, abs=0.01)
+    assert sum(s["wall_s"] for s in rest.sittings) == pytest.approx(rest.wall_s, abs=0.05)
+    assert json.loads((out / "result.json").read_text())["sittings"] == rest.sittings
+
+
+def test_sittings_from_before_they_were_recorded_count_as_one_on_an_unrecorded_machine(tmp_path):
+    from leantune.train.callbacks import WALL_FILE, checkpoint_sittings
+    from leantune.train.config import FinetuneResult
+    from leantune.train.lora import _result_sittings
+
+    old = tmp_path / "checkpoint-40"
+    old.mkdir()
+    assert checkpoint_sittings(old) == []  # nothing recorded at all
+    (old / WALL_FILE).write_text(json.dumps({"wall_s": 120.5}))
+    assert checkpoint_sittings(old) == [{"machine": "", "from_step": 0, "to_step": 40, "wall_s": 120.5}]
+    paused = FinetuneResult.from_dict({"adapter_dir": None, "status": "paused", "steps": 40, "total_steps": 200,
+                                       "tokens_seen": 0, "wall_s": 120.5, "machine": "CPU B, 1 thread"})
+    assert paused.sittings == []  # a result.json from before the field
+    assert _result_sittings(paused) == [{"machine": "", "from_step": 0, "to_step": 40, "wall_s": 120.5}]
+    assert _result_sittings(None) == []
 
 
 def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path):

@@ -138,28 +138,61 @@ WALL_FILE = "wall.json"
 
 
 class WallClockCallback(TrainerCallback):
-    """Write ``{"wall_s"}`` into each checkpoint: the run's seconds up to it, ``prior`` (earlier
+    """Write ``{"wall_s", "sittings"}`` into each checkpoint: the run's seconds up to it, ``prior`` (earlier
     sittings) plus this sitting's since ``start`` (``time.perf_counter``), so a run resumed after an
-    interruption reports the time of all its sittings (``checkpoint_wall``)."""
+    interruption reports the time of all its sittings (``checkpoint_wall``); and one
+    ``{"machine", "from_step", "to_step", "wall_s"}`` per sitting, ``prior_sittings`` then this one on
+    ``machine`` (``checkpoint_sittings``), so a timing says what each part of the run trained on."""
 
-    def __init__(self, prior: float, start: float):
+    def __init__(self, prior: float, start: float, prior_sittings: list[dict] | tuple = (), machine: str = ""):
         self.prior, self.start = prior, start
+        self.prior_sittings, self.machine, self.from_step = list(prior_sittings), machine, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.from_step = state.global_step  # the step resumed from (0 for a fresh run)
+
+    def sittings(self, step: int) -> list[dict]:
+        """The earlier sittings and this one, up to ``step``."""
+        here = {"machine": self.machine, "from_step": self.from_step, "to_step": step,
+                "wall_s": round(time.perf_counter() - self.start, 3)}
+        return [*self.prior_sittings, here]
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if state.is_world_process_zero and os.path.isdir(folder):
             with open(os.path.join(folder, WALL_FILE), "w", encoding="utf-8") as fh:
-                json.dump({"wall_s": self.prior + time.perf_counter() - self.start}, fh)
+                json.dump({"wall_s": self.prior + time.perf_counter() - self.start,
+                           "sittings": self.sittings(state.global_step)}, fh)
+
+
+def _read_wall_file(checkpoint) -> dict:
+    try:
+        with open(os.path.join(checkpoint, WALL_FILE), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def checkpoint_wall(checkpoint) -> float | None:
     """The seconds a run took up to ``checkpoint`` (a checkpoint folder), when it recorded them."""
-    try:
-        with open(os.path.join(checkpoint, WALL_FILE), encoding="utf-8") as fh:
-            value = json.load(fh).get("wall_s")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = _read_wall_file(checkpoint).get("wall_s")
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def checkpoint_sittings(checkpoint) -> list[dict]:
+    """The sittings a run took up to ``checkpoint`` (``WallClockCallback``). A checkpoint written before
+    sittings were recorded gives its seconds as one sitting from step 0 on an unrecorded machine (""),
+    and one without any record gives []."""
+    data = _read_wall_file(checkpoint)
+    rows = data.get("sittings")
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return rows
+    wall = checkpoint_wall(checkpoint)
+    if wall is None:
+        return []
+    step = str(os.path.basename(os.path.normpath(checkpoint))).rpartition("-")[2]
+    return [{"machine": "", "from_step": 0, "to_step": int(step) if step.isdigit() else None, "wall_s": wall}]
 
 
 class ProgressCallback(TrainerCallback):

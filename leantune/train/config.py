@@ -151,6 +151,9 @@ class FinetuneResult:
     # What the sitting that ended the run trained on (``device.machine_summary``: CPU model, native bf16,
     # GPU, torch threads); wall_s counts every sitting of a resumed run. "" in results written before.
     machine: str = ""
+    # One {"machine", "from_step", "to_step", "wall_s"} per sitting, oldest first ("" machine: a sitting from
+    # before they were recorded); [] in results written before.
+    sittings: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)

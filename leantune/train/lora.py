@@ -116,14 +116,16 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
            callbacks) -> FinetuneResult | None:
     """The training loop of ``finetune`` (one process, or one rank of several: only rank 0 writes)."""
     from ..device import machine_summary, resolve_device
-    from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_wall
+    from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_sittings, checkpoint_wall
 
     start = time.perf_counter()
+    machine = machine_summary(resolve_device(cfg.device))
     checkpoint = latest_checkpoint(out / CHECKPOINT_DIR)
     # The seconds of earlier sittings: up to the checkpoint resumed from (an interrupted run), else a pause's result.
     prior_wall = (checkpoint_wall(checkpoint) if checkpoint else None) or (previous.wall_s if previous else 0.0)
-    trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress,
-                                    [WallClockCallback(prior_wall, start), *callbacks])
+    prior_sittings = checkpoint_sittings(checkpoint) if checkpoint else _result_sittings(previous)
+    clock = WallClockCallback(prior_wall, start, prior_sittings, machine)
+    trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress, [clock, *callbacks])
     status, reason = None, ""
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -164,10 +166,21 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
         reason=reason,
         n_train=len(train),
         n_valid=len(valid),
-        machine=machine_summary(resolve_device(cfg.device)),
+        machine=machine,
+        sittings=clock.sittings(steps),
     )
     write_json(out / "result.json", result.to_dict())
     return result
+
+
+def _result_sittings(previous: FinetuneResult | None) -> list[dict]:
+    """The sittings of an earlier (paused) result; one written before sittings were recorded gives its
+    seconds as one sitting on an unrecorded machine, since its ``machine`` names only its last sitting."""
+    if previous is None:
+        return []
+    if previous.sittings:
+        return list(previous.sittings)
+    return [{"machine": "", "from_step": 0, "to_step": previous.steps, "wall_s": previous.wall_s}] if previous.wall_s else []
 
 
 def _quiet_peft_plumbing() -> None:
