@@ -128,3 +128,24 @@ def test_cli_finetune_then_evaluate(tiny_rec_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 users: recall@5" in result.output
     assert json.loads((ev / "metrics.json").read_text())["adapter"] == str(ft / "adapter")
+
+
+def test_report_of_a_run_trained_over_several_sittings_names_each(tmp_path):
+    """A fine-tuning stage resumed from a checkpoint reports what each sitting trained on, over which steps,
+    in how long, so its wall time can be read; a run of one sitting keeps the one 'Trained on' line."""
+    from leantune.pipelines.report import write_run_report
+    from leantune.pipelines.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run", "bigrec", tiny_run_cfg(tmp_path / "data").settings())
+    ft = {"status": "finished", "steps": 30, "total_steps": 30, "n_train": 8, "n_valid": 2, "tokens_seen": 900,
+          "best_valid_loss": 1.5, "machine": "CPU B, 1 thread",
+          "sittings": [{"machine": "", "from_step": 0, "to_step": 10, "wall_s": 30.0},
+                       {"machine": "CPU A, 2 threads", "from_step": 10, "to_step": 20, "wall_s": 12.5},
+                       {"machine": "CPU B, 1 thread", "from_step": 20, "to_step": 30, "wall_s": 300.0}]}
+    run.stages["finetune"] = {"status": "finished", "wall_s": 342.5, "outputs": ft}
+    report = write_run_report(run)["markdown"].read_text()
+    assert ("Trained over 3 sittings: steps 0–10 on an unrecorded machine (30.0 s); steps 10–20 on CPU A, 2 threads "
+            "(12.5 s); steps 20–30 on CPU B, 1 thread (5.0 min)") in report
+    assert "Trained on:" not in report
+    run.stages["finetune"]["outputs"] = {**ft, "sittings": ft["sittings"][2:]}
+    assert "Trained on: CPU B, 1 thread" in write_run_report(run)["markdown"].read_text()

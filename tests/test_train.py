@@ -149,6 +149,7 @@ def test_interrupted_run_resumed_from_a_checkpoint_reports_the_time_of_both_sitt
     assert rest.sittings[0]["wall_s"] == pytest.approx(first, abs=0.01)
     assert sum(s["wall_s"] for s in rest.sittings) == pytest.approx(rest.wall_s, abs=0.05)
     assert json.loads((out / "result.json").read_text())["sittings"] == rest.sittings
+    assert rest.time_summary() == f"{rest.wall_s:.0f} s over 2 sittings"
 
 
 def test_sittings_from_before_they_were_recorded_count_as_one_on_an_unrecorded_machine(tmp_path):
@@ -166,6 +167,7 @@ def test_sittings_from_before_they_were_recorded_count_as_one_on_an_unrecorded_m
     assert paused.sittings == []  # a result.json from before the field
     assert _result_sittings(paused) == [{"machine": "", "from_step": 0, "to_step": 40, "wall_s": 120.5}]
     assert _result_sittings(None) == []
+    assert paused.time_summary() == "120 s"  # no sittings recorded: the seconds alone
 
 
 def test_injected_nan_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path):

@@ -138,7 +138,7 @@ def finetune_cmd(
     run = finetune_attributes(cfg, data, model, unit=unit, train_limit=train_limit, valid_limit=valid_limit or 0,
                               eval_limit=evaluate_limit, out=out, progress=not quiet)
     result = run.result
-    print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen} tokens in {result.wall_s:.0f} s"
+    print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen} tokens in {result.time_summary()}"
           + (f", best valid loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "")
           + f"; adapter {result.adapter_dir}")
     if run.metrics is not None:

@@ -273,7 +273,7 @@ def finetune_cmd(
                                              out=out, stop_after_fraction=stop_after_fraction, progress=not quiet)
     best = f", best validation loss {result.best_valid_loss:.4f}" if result.best_valid_loss is not None else ""
     print(f"{result.status}: {result.steps}/{result.total_steps} steps, {result.tokens_seen:,} tokens, "
-          f"{result.wall_s:.0f}s{best} -> {result.adapter_dir}")
+          f"{result.time_summary()}{best} -> {result.adapter_dir}")
     if result.reason:
         print(result.reason)
 

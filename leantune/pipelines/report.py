@@ -63,7 +63,12 @@ def write_run_report(run) -> dict[str, Path]:
         )
         if ft.get("reason"):
             lines.append(f"\n{ft['reason']}")
-        if ft.get("machine"):
+        sittings = ft.get("sittings") or []
+        if len(sittings) > 1:  # resumed: what each part of the run trained on, so its wall time can be read
+            parts = [f"steps {s.get('from_step')}–{s.get('to_step')} on {s.get('machine') or 'an unrecorded machine'} "
+                     f"({_duration(s.get('wall_s'))})" for s in sittings]
+            lines.append(f"\nTrained over {len(sittings)} sittings: " + "; ".join(parts))
+        elif ft.get("machine"):
             lines.append(f"\nTrained on: {ft['machine']}")
     lines += ["", "## Wall time per stage", "", "| stage | status | wall time |", "|---|---|---|"]
     for name, stage in run.stages.items():

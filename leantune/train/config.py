@@ -155,6 +155,11 @@ class FinetuneResult:
     # before they were recorded); [] in results written before.
     sittings: list[dict] = field(default_factory=list)
 
+    def time_summary(self) -> str:
+        """The run's training seconds, and over how many sittings when it was resumed: ``"1234 s over 3 sittings"``."""
+        n = len(self.sittings)
+        return f"{self.wall_s:.0f} s" + (f" over {n} sittings" if n > 1 else "")
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["adapter_dir"] = str(self.adapter_dir) if self.adapter_dir else None
