@@ -236,7 +236,7 @@ def _cell_device(cell: dict) -> str:
     """The grid table's "trained on" column: the machine the cell recorded, else its device, marked as
     such (cells from before machines were recorded: the report's "Cells ran on" line names it)."""
     sittings = cell.get("sittings") or []
-    machines = list(dict.fromkeys(str(s.get("machine") or "") for s in sittings if s.get("machine")))
+    machines = list(dict.fromkeys(str(s["machine"]) for s in sittings if s.get("machine")))
     if not machines and cell.get("machine"):
         machines = [str(cell["machine"])]
     text = " + ".join(machines) if machines else f"{cell.get('device') or '?'} (machine not recorded)"

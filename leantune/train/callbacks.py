@@ -138,15 +138,15 @@ WALL_FILE = "wall.json"
 
 
 class WallClockCallback(TrainerCallback):
-    """Write ``{"wall_s", "sittings"}`` into each checkpoint: the run's seconds up to it, ``prior`` (earlier
-    sittings) plus this sitting's since ``start`` (``time.perf_counter``), so a run resumed after an
-    interruption reports the time of all its sittings (``checkpoint_wall``); and one
-    ``{"machine", "from_step", "to_step", "wall_s"}`` per sitting, ``prior_sittings`` then this one on
-    ``machine`` (``checkpoint_sittings``), so a timing says what each part of the run trained on."""
+    """Write ``{"wall_s", "sittings"}`` into each checkpoint: one ``{"machine", "from_step", "to_step", "wall_s"}``
+    per sitting, ``prior_sittings`` then this one on ``machine`` since ``start`` (``time.perf_counter``)
+    (``checkpoint_sittings``), so a timing says what each part of the run trained on; and the run's seconds
+    up to the checkpoint, theirs summed (``checkpoint_wall``), so a run resumed after an interruption
+    reports the time of all its sittings."""
 
-    def __init__(self, prior: float, start: float, prior_sittings: list[dict] | tuple = (), machine: str = ""):
-        self.prior, self.start = prior, start
-        self.prior_sittings, self.machine, self.from_step = list(prior_sittings), machine, 0
+    def __init__(self, start: float, prior_sittings: list[dict] | tuple = (), machine: str = ""):
+        self.start, self.prior_sittings, self.machine, self.from_step = start, list(prior_sittings), machine, 0
+        self.prior = sittings_wall(self.prior_sittings)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.from_step = state.global_step  # the step resumed from (0 for a fresh run)
@@ -178,6 +178,11 @@ def checkpoint_wall(checkpoint) -> float | None:
     """The seconds a run took up to ``checkpoint`` (a checkpoint folder), when it recorded them."""
     value = _read_wall_file(checkpoint).get("wall_s")
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def sittings_wall(sittings: list[dict]) -> float:
+    """The seconds of ``sittings`` together (a sitting without a number counts 0)."""
+    return sum(float(s["wall_s"]) for s in sittings if isinstance(s.get("wall_s"), (int, float)))
 
 
 def checkpoint_sittings(checkpoint) -> list[dict]:

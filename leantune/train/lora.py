@@ -116,15 +116,14 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
            callbacks) -> FinetuneResult | None:
     """The training loop of ``finetune`` (one process, or one rank of several: only rank 0 writes)."""
     from ..device import machine_summary, resolve_device
-    from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_sittings, checkpoint_wall
+    from .callbacks import DivergedError, ProgressCallback, WallClockCallback, checkpoint_sittings
 
     start = time.perf_counter()
     machine = machine_summary(resolve_device(cfg.device))
     checkpoint = latest_checkpoint(out / CHECKPOINT_DIR)
-    # The seconds of earlier sittings: up to the checkpoint resumed from (an interrupted run), else a pause's result.
-    prior_wall = (checkpoint_wall(checkpoint) if checkpoint else None) or (previous.wall_s if previous else 0.0)
-    prior_sittings = checkpoint_sittings(checkpoint) if checkpoint else _result_sittings(previous)
-    clock = WallClockCallback(prior_wall, start, prior_sittings, machine)
+    # Earlier sittings: up to the checkpoint resumed from (an interrupted run), else a pause's result.
+    prior_sittings = (checkpoint_sittings(checkpoint) if checkpoint else []) or _result_sittings(previous)
+    clock = WallClockCallback(start, prior_sittings, machine)
     trainer, model = _build_trainer(model_spec, train, valid, out, cfg, total, target, progress, [clock, *callbacks])
     status, reason = None, ""
     try:
@@ -162,7 +161,7 @@ def _train(model_spec, train, valid, out: Path, cfg: FinetuneConfig, total, targ
         tokens_seen=int(state.num_input_tokens_seen or 0),
         history=history,
         best_valid_loss=min(valid_losses) if valid_losses else None,
-        wall_s=prior_wall + time.perf_counter() - start,
+        wall_s=clock.prior + time.perf_counter() - start,
         reason=reason,
         n_train=len(train),
         n_valid=len(valid),
