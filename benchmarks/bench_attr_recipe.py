@@ -375,7 +375,7 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     how well the early ranks agree with the final ones where both exist."""
     from scipy.stats import kendalltau
 
-    from leantune.tuning.analysis import agreement_interval, rank_agreement
+    from leantune.tuning.analysis import agreement_interval, early_epoch_span, rank_agreement
     from leantune.tuning.report import plot_early_final
 
     recs = screen_records(args)
@@ -391,9 +391,10 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     # A fraction of each recipe's own schedule is not equal compute: a long schedule is screened after more
     # epochs, with less of its run left to gain (SmolLM2's 15-epoch recipe: first early, fourth at the end).
     done = [r["recipe"]["epochs"] * r["steps"] / r["total_steps"] for r in recs]
-    spread = (f" The screen point lies at {min(done):.1f} to {max(done):.1f} epochs here (`epochs`), so the screen does "
+    span = early_epoch_span([(r["recipe"]["epochs"], r["steps"], r["total_steps"]) for r in recs])
+    spread = (f" The screen point lies at {span[0]:.1f} to {span[1]:.1f} epochs here (`epochs`), so the screen does "
               "not compare recipes at equal compute: one screened after more epochs may have less of its run left to gain."
-              if round(min(done), 1) != round(max(done), 1) else "")
+              if span else "")
     lines = ["", f"## Screen: each recipe at {' / '.join(f'{f:g}' for f in fractions)} of its own schedule (validation, seed 0)", "",
              "Trained to that point of its own schedule (the learning rate decaying as in the full run), scored on validation "
              "there; `--phase grid` continues a screened run from its checkpoint where the work folder holds it "

@@ -292,6 +292,15 @@ def test_agreement_interval_and_score_at_fraction():
     assert score_at_fraction(trial, 0.05) is None
 
 
+def test_early_epoch_span():
+    from leantune.tuning.analysis import early_epoch_span
+
+    # 20% of a 5-epoch and of a 15-epoch schedule: 1.0 and 3.0 epochs; a zero-step schedule is left out
+    assert early_epoch_span([(5.0, 20, 100), (15.0, 60, 300), (3.0, 0, 0)]) == pytest.approx((1.0, 3.0))
+    assert early_epoch_span([(5.0, 20, 100), (10.0, 10, 100)]) is None  # the same point, 1.0 epoch each
+    assert early_epoch_span([(5.0, 20, 100)]) is None
+
+
 def test_rank_agreement():
     assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40], 2) == {"n": 4, "k": 2, "spearman": 1.0, "kendall": 1.0, "topk_overlap": 2}
     rev = rank_agreement([1, 2, 3, 4], [4, 3, 2, 1], 2)

@@ -132,6 +132,16 @@ def agreement_interval(early: Sequence[float], final: Sequence[float], k: int, n
     return out
 
 
+def early_epoch_span(points: Sequence[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """Where early points lie in epochs, from ``(epochs, early_steps, total_steps)`` per trial or recipe: the
+    lowest and highest, or None when fewer than two or all the same to one decimal. A fraction of each one's
+    own schedule is then not equal compute: a longer schedule is scored after more epochs."""
+    done = [e * s / t for e, s, t in points if t]
+    if len(done) < 2 or round(min(done), 1) == round(max(done), 1):
+        return None
+    return min(done), max(done)
+
+
 def score_at_fraction(trial: "TrialRecord", fraction: float) -> float | None:
     """exp(-validation loss) at the last validation at or before ``fraction`` of the trial's schedule
     (from its training history); None when there was none."""

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from ..io import atomic_path, save_figure, write_json
-from .analysis import SearchRecords, TrialRecord, early_vs_final, load_records, ranking_by_fraction
+from .analysis import SearchRecords, TrialRecord, early_epoch_span, early_vs_final, load_records, ranking_by_fraction
 from .study import public_url
 
 PLOTS = ("score_vs_trial.png", "lr_vs_alpha.png", "valid_loss.png", "early_vs_final.png")
@@ -211,11 +211,11 @@ def render_markdown(rec: SearchRecords, agreement: dict, k: int, storage_url: st
 def _early_epochs_lines(trials: list[TrialRecord]) -> list[str]:
     """A line saying where the early points lie in epochs when they differ between trials: a fraction of each
     trial's own schedule is then not equal compute (a longer schedule is scored after more training)."""
-    done = [float(t.params["epochs"]) * t.early_steps / t.total_steps for t in trials
-            if "epochs" in t.params and not t.params.get("max_steps") and t.total_steps and t.status == "ok"]
-    if len(done) < 2 or round(min(done), 1) == round(max(done), 1):
+    span = early_epoch_span([(float(t.params["epochs"]), t.early_steps, t.total_steps) for t in trials
+                             if "epochs" in t.params and not t.params.get("max_steps") and t.status == "ok"])
+    if span is None:
         return []
-    return [f"The early points lie at {min(done):.1f} to {max(done):.1f} epochs (each trial's fraction of its own schedule), so "
+    return [f"The early points lie at {span[0]:.1f} to {span[1]:.1f} epochs (each trial's fraction of its own schedule), so "
             "early scores are not taken at equal compute: a trial with more epochs was scored after more training and may "
             "have less of its run left to gain.", ""]
 
