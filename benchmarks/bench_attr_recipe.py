@@ -491,6 +491,38 @@ def valid_comparison(args, cells: list[dict], out: Path, kind: str = "grid") -> 
     return lines
 
 
+# `leantune attributes finetune --model M`'s default (leantune.tasks.attributes.MODEL_RECIPES) follows the grid
+# on a resolved difference only: it moves to the grid's choice when that cell beats it on validation with a paired
+# 95% interval clear of zero (rule stated 2026-12-07). A move on a difference the 150 validation products cannot
+# resolve would change the default, and every figure made with it (curves, votes), on noise; and the test split
+# never decides it.
+def default_lines(args, cells: list[dict], out: Path) -> list[str]:
+    """Report lines: this model's CLI default against the grid's choice, and what the rule above makes of it."""
+    best = best_recipe(args, required=False)
+    if best is None:
+        return []
+    default = model_default_recipe(args.model)
+    head = f"`leantune attributes finetune --model {args.model}` trains {default.name} by default"
+    if default == best:
+        return ["", f"{head}: the grid's choice."]
+    rule = ("(it moves to the grid's choice only when that cell beats it on validation with a paired 95% interval "
+            "clear of zero)")
+    if default.name not in {c["name"] for c in cells if c["valid"]}:
+        return ["", f"{head}; it has no finished cell in this grid, so the grid's choice ({best.name}) cannot be set "
+                    f"against it here {rule}."]
+    rows = args.work / "grid" / "valid"
+    if not all((rows / name / "per_unit.jsonl").is_file() for name in (default.name, best.name)):
+        return ["", f"{head}; the grid's choice, {best.name}, is not paired with it (one of the two cells kept no "
+                    f"per-question rows), so the default stays {rule}."]
+    row = next(r for r in read_json(out / "grid-valid-f1" / "comparison.json")["rows"] if r["name"] == default.name)
+    diff = f"{row['diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], paired MDE {row['mde_paired']:.3f}"
+    if row["ci_high"] < 0:
+        return ["", f"{head}, but the grid's choice, {best.name}, beats it on validation ({default.name} − {best.name}: "
+                    f"{diff}): by the rule {rule}, the default moves to {best.name} (`MODEL_RECIPES`)."]
+    return ["", f"{head}: the grid's choice, {best.name}, is not told apart from it on validation ({default.name} − "
+                f"{best.name}: {diff}), so the default stays {rule}."]
+
+
 def _against_best(cells: list[dict], rows: Path, folder: Path) -> str:
     """The cells' validation rows (``rows/<recipe>/``) compared with the best cell's, written to ``folder``;
     returns the comparison's markdown table."""
@@ -740,6 +772,7 @@ def report(args) -> str:
         lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
                   "the chosen recipe's row waits for it."]
     lines += valid_comparison(args, cells, out)
+    lines += default_lines(args, cells, out)
     lines += screen_lines(args, cells, out)
     if any(c.get("carried") for c in cells):
         lines += ["", "(carried): the cell is not in this work folder (it ran on another machine); its row is the committed "
@@ -777,7 +810,8 @@ def report(args) -> str:
                 "default": f"fine-tuned, previous default recipe ({CLI_DEFAULT.name})"}.get(label, label)
         if label in earlier:
             held = held_recipe(args.work / "test" / label / f"s{evs[label][0].seed}")
-            name = f"fine-tuned, {held} (`test/{label}`; not the grid's choice now)" if held else f"`test/{label}`"
+            own = "; `attributes finetune`'s default for this model" if held == model_default.name else ""
+            name = f"fine-tuned, {held} (`test/{label}`; not the grid's choice now{own})" if held else f"`test/{label}`"
         old = before.get("test", {}).get(label)
         if not ms and old and best is not None and before.get("best_recipe") == best.name:  # its cells ran elsewhere: the committed row
             carried.append(label)

@@ -285,7 +285,7 @@ def test_grid_cells_keep_their_validation_rows_and_the_report_pairs_them(tmp_pat
 
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
     grid = bench.GRIDS["smollm2"]
-    right = {grid[1].name: 10, grid[3].name: 30, grid[10].name: 24}
+    right = {grid[1].name: 10, grid[3].name: 30, grid[10].name: 24, grid[4].name: 29}
 
     def judged(n_right, n=40):
         return [{"product_id": f"p{i // 2}", "attribute": f"a{i % 2}", "outcome": "VC" if i < n_right else "VW",
@@ -310,11 +310,27 @@ def test_grid_cells_keep_their_validation_rows_and_the_report_pairs_them(tmp_pat
         assert len((folder / "per_unit.jsonl").read_text().splitlines()) == 40
         assert read_json(folder / "metrics.json")["metrics"]["f1"] == n_right / 40
     text = bench.report(bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w"), "--seeds", "0", "--name", "r"]))
-    assert "### Validation F1 of the 3 cells with per-question rows, against the best of them" in text
+    assert "### Validation F1 of the 4 cells with per-question rows, against the best of them" in text
     section = text.split("### Validation F1")[1]
     assert f"| {grid[3].name} (baseline) | 1 | 0.7500 |" in section
     assert f"| {grid[10].name} | 1 | 0.6000 | -0.1500 |" in section and f"| {grid[1].name} | 1 | 0.2500 | -0.5000 |" in section
     assert (tmp_path / "results" / "r" / "grid-valid-f1" / "comparison.json").is_file()
+    # The CLI default follows the grid's choice only where that beats it with a paired interval clear of zero.
+    report_args = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w"), "--seeds", "0", "--name", "r"])
+
+    def default_line(recipe):
+        monkeypatch.setattr(bench, "model_default_recipe", lambda model: recipe)
+        text = bench.report(report_args)
+        return next(line for line in text.splitlines() if line.startswith("`leantune attributes finetune --model smollm2` trains"))
+
+    assert default_line(grid[3]).endswith(f"trains {grid[3].name} by default: the grid's choice.")
+    far = default_line(grid[1])
+    assert f"({grid[1].name} − {grid[3].name}: -0.500 [" in far and f"the default moves to {grid[3].name}" in far
+    near = default_line(grid[4])
+    assert f"({grid[4].name} − {grid[3].name}: -0.025 [" in near and "is not told apart from it" in near and "so the default stays" in near
+    assert "has no finished cell in this grid" in default_line(grid[5])
+    (tmp_path / "w" / "grid" / "valid" / grid[4].name / "per_unit.jsonl").unlink()
+    assert "is not paired with it" in default_line(grid[4])
     # One cell with rows is no comparison.
     only = bench.parse_args(["--phase", "report", "--work", str(tmp_path / "w1"), "--seeds", "0", "--name", "r1"])
     bench.write_valid_rows(only.work, grid[3].name, judged(30), {"f1": 0.75})
