@@ -518,7 +518,8 @@ def default_lines(args, cells: list[dict], out: Path) -> list[str]:
     diff = f"{row['diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], paired MDE {row['mde_paired']:.3f}"
     if row["ci_high"] < 0:
         return ["", f"{head}, but the grid's choice, {best.name}, beats it on validation ({default.name} − {best.name}: "
-                    f"{diff}): by the rule {rule}, the default moves to {best.name} (`MODEL_RECIPES`)."]
+                    f"{diff}): by the rule {rule}, the default should move to {best.name} (edit `MODEL_RECIPES` in "
+                    "leantune/tasks/attributes.py)."]
     return ["", f"{head}: the grid's choice, {best.name}, is not told apart from it on validation ({default.name} − "
                 f"{best.name}: {diff}), so the default stays {rule}."]
 

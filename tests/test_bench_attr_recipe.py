@@ -325,7 +325,7 @@ def test_grid_cells_keep_their_validation_rows_and_the_report_pairs_them(tmp_pat
 
     assert default_line(grid[3]).endswith(f"trains {grid[3].name} by default: the grid's choice.")
     far = default_line(grid[1])
-    assert f"({grid[1].name} − {grid[3].name}: -0.500 [" in far and f"the default moves to {grid[3].name}" in far
+    assert f"({grid[1].name} − {grid[3].name}: -0.500 [" in far and f"the default should move to {grid[3].name} (edit `MODEL_RECIPES`" in far
     near = default_line(grid[4])
     assert f"({grid[4].name} − {grid[3].name}: -0.025 [" in near and "is not told apart from it" in near and "so the default stays" in near
     assert "has no finished cell in this grid" in default_line(grid[5])
