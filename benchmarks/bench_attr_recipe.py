@@ -496,12 +496,11 @@ def valid_comparison(args, cells: list[dict], out: Path, kind: str = "grid") -> 
 # 95% interval clear of zero (rule stated 2026-12-07). A move on a difference the 150 validation products cannot
 # resolve would change the default, and every figure made with it (curves, votes), on noise; and the test split
 # never decides it.
-def default_lines(args, cells: list[dict], out: Path) -> list[str]:
-    """Report lines: this model's CLI default against the grid's choice, and what the rule above makes of it."""
-    best = best_recipe(args, required=False)
+def default_lines(args, cells: list[dict], best: Recipe | None, default: Recipe, out: Path) -> list[str]:
+    """Report lines: this model's CLI default (``default``) against the grid's choice (``best``, None before
+    any cell finished), and what the rule above makes of it."""
     if best is None:
         return []
-    default = model_default_recipe(args.model)
     head = f"`leantune attributes finetune --model {args.model}` trains {default.name} by default"
     if default == best:
         return ["", f"{head}: the grid's choice."]
@@ -773,7 +772,8 @@ def report(args) -> str:
         lines += ["", f"No grid cell has finished for {args.model} yet (`--phase grid`): the test rows below need no grid; "
                   "the chosen recipe's row waits for it."]
     lines += valid_comparison(args, cells, out)
-    lines += default_lines(args, cells, out)
+    model_default = model_default_recipe(args.model)
+    lines += default_lines(args, cells, best, model_default, out)
     lines += screen_lines(args, cells, out)
     if any(c.get("carried") for c in cells):
         lines += ["", "(carried): the cell is not in this work folder (it ran on another machine); its row is the committed "
@@ -799,7 +799,6 @@ def report(args) -> str:
     before = _previous(args)
     carried = []
     chosen_from = len([c for c in cells if c["valid"]])
-    model_default = model_default_recipe(args.model)
     cli_default = "; `attributes finetune`'s default for this model" if best == model_default else ""
     not_default = "" if task_default == model_default else "; not this model's default"
     for label in labels:
