@@ -375,7 +375,7 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
     how well the early ranks agree with the final ones where both exist."""
     from scipy.stats import kendalltau
 
-    from leantune.tuning.analysis import agreement_interval, early_epoch_span, rank_agreement
+    from leantune.tuning.analysis import agreement_interval, early_epoch_span, early_epochs, rank_agreement
     from leantune.tuning.report import plot_early_final
 
     recs = screen_records(args)
@@ -390,8 +390,9 @@ def screen_lines(args, cells: list[dict], out: Path) -> list[str]:
              "Screened on " + "; ".join(f"{k}: {m}" for m, k in key.items()))
     # A fraction of each recipe's own schedule is not equal compute: a long schedule is screened after more
     # epochs, with less of its run left to gain (SmolLM2's 15-epoch recipe: first early, fourth at the end).
-    done = [r["recipe"]["epochs"] * r["steps"] / r["total_steps"] for r in recs]
-    span = early_epoch_span([(r["recipe"]["epochs"], r["steps"], r["total_steps"]) for r in recs])
+    points = [(r["recipe"]["epochs"], r["steps"], r["total_steps"]) for r in recs]
+    done = [early_epochs(*point) for point in points]
+    span = early_epoch_span(points)
     spread = (f" The screen point lies at {span[0]:.1f} to {span[1]:.1f} epochs here (`epochs`), so the screen does "
               "not compare recipes at equal compute: one screened after more epochs may have less of its run left to gain."
               if span else "")

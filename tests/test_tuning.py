@@ -293,12 +293,14 @@ def test_agreement_interval_and_score_at_fraction():
 
 
 def test_early_epoch_span():
-    from leantune.tuning.analysis import early_epoch_span
+    from leantune.tuning.analysis import early_epoch_span, early_epochs
 
     # 20% of a 5-epoch and of a 15-epoch schedule: 1.0 and 3.0 epochs; a zero-step schedule is left out
     assert early_epoch_span([(5.0, 20, 100), (15.0, 60, 300), (3.0, 0, 0)]) == pytest.approx((1.0, 3.0))
     assert early_epoch_span([(5.0, 20, 100), (10.0, 10, 100)]) is None  # the same point, 1.0 epoch each
     assert early_epoch_span([(5.0, 20, 100)]) is None
+    assert early_epochs(15.0, 60, 300) == pytest.approx(3.0)
+    assert early_epochs(3.0, 0, 0) is None  # no schedule
 
 
 def test_rank_agreement():

@@ -132,11 +132,17 @@ def agreement_interval(early: Sequence[float], final: Sequence[float], k: int, n
     return out
 
 
+def early_epochs(epochs: float, early_steps: float, total_steps: float) -> float | None:
+    """Epochs trained at an early point: ``epochs`` x ``early_steps`` / ``total_steps`` of a schedule of
+    ``epochs`` epochs in ``total_steps`` steps; None without a schedule (``total_steps`` 0)."""
+    return epochs * early_steps / total_steps if total_steps else None
+
+
 def early_epoch_span(points: Sequence[tuple[float, float, float]]) -> tuple[float, float] | None:
     """Where early points lie in epochs, from ``(epochs, early_steps, total_steps)`` per trial or recipe: the
     lowest and highest, or None when fewer than two or all the same to one decimal. A fraction of each one's
     own schedule is then not equal compute: a longer schedule is scored after more epochs."""
-    done = [e * s / t for e, s, t in points if t]
+    done = [d for d in (early_epochs(*point) for point in points) if d is not None]
     if len(done) < 2 or round(min(done), 1) == round(max(done), 1):
         return None
     return min(done), max(done)
