@@ -38,10 +38,12 @@ def parse_args(argv=None):
     p.add_argument("--r", type=int, default=None, help="LoRA rank (default: the recipe's)")
     p.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="products per optimizer step (default: the recipe's)")
+    p.add_argument("--dropout", default=None, help="LoRA dropouts, comma-separated (default: the recipe's 0.05); each with "
+                   "every micro-batch size")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (slower than fp32 on a CPU without native bf16)")
     p.add_argument("--name", default=None, help="results file name (default: train-memory-<model>)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for <name>.json and <name>.md (default: benchmarks/results)")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one size, run by the parent
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "MICRO:DROPOUT", run by the parent
     args = p.parse_args(argv)
     try:
         args.micro_sizes = [int(m) for m in args.micro.split(",")]
@@ -49,18 +51,25 @@ def parse_args(argv=None):
         p.error(f"--micro: {args.micro!r} is not a comma-separated list of whole numbers")
     if not args.micro_sizes or min(args.micro_sizes) < 1:
         p.error(f"--micro: {args.micro!r}: every size must be at least 1")
+    try:
+        args.dropouts = [None] if args.dropout is None else [float(d) for d in args.dropout.split(",")]
+    except ValueError:
+        p.error(f"--dropout: {args.dropout!r} is not a comma-separated list of numbers")
+    if any(d is not None and not 0 <= d < 1 for d in args.dropouts):
+        p.error(f"--dropout: {args.dropout!r}: every dropout must be in [0, 1)")
     if args.steps < 2:
         p.error(f"--steps: {args.steps}: at least 2 (the first step is not timed)")
     args.name = args.name or f"train-memory-{Path(args.model).name}"
     return args
 
 
-def _config(args, micro: int):
+def _config(args, micro: int, dropout: float | None = None):
     from leantune.pipelines.attributes import attribute_finetune_config
 
+    extra = {} if dropout is None else {"dropout": dropout}  # None: FinetuneConfig's (the recipes') 0.05
     return attribute_finetune_config(args.model, r=args.r, alpha=args.alpha, batch_size=args.batch_size, micro_batch_size=micro,
                                      max_steps=args.steps, early_stopping_patience=None, device="cpu",
-                                     bf16=True if args.bf16 else None)
+                                     bf16=True if args.bf16 else None, **extra)
 
 
 def _rss_kb() -> int:
@@ -80,8 +89,9 @@ def child(args) -> dict:
     from leantune.tasks.attributes import AttributeTask
     from leantune.train import finetune
 
-    micro = int(args.child)
-    cfg, unit = _config(args, micro)
+    micro, dropout = args.child.split(":")
+    micro, dropout = int(micro), (None if dropout == "" else float(dropout))
+    cfg, unit = _config(args, micro, dropout)
     resolve_model(args.model)
     task = AttributeTask(data=args.data, unit=unit, progress=False)
     tokenizer = load_tokenizer(args.model)
@@ -103,7 +113,7 @@ def child(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-train-memory-") as work:
         result = finetune(args.model, train, None, Path(work) / "run", cfg, progress=False, callbacks=[probe])
     gaps = [b - a for a, b in zip(probe.times, probe.times[1:])]
-    return {"micro_batch_size": micro, "batch_size": cfg.batch_size, "r": cfg.r, "alpha": cfg.alpha,
+    return {"micro_batch_size": micro, "dropout": cfg.dropout, "batch_size": cfg.batch_size, "r": cfg.r, "alpha": cfg.alpha,
             "target_modules": list(cfg.target_modules), "steps": result.steps, "status": result.status,
             "tokens_longest": max(length[id(e)] for e in train), "tokens_shortest": min(length[id(e)] for e in train),
             "rss_loaded_gb": round(probe.loaded_kb / 1e6, 2),
@@ -123,10 +133,11 @@ def main(argv=None) -> int:
     load_before = load_average()
     rows = []
     passed = list(argv if argv is not None else sys.argv[1:])
-    for micro in args.micro_sizes:
-        proc = subprocess.run([sys.executable, __file__, *passed, "--child", str(micro)], capture_output=True, text=True)
+    for dropout, micro in [(d, m) for d in args.dropouts for m in args.micro_sizes]:
+        child_arg = f"{micro}:{'' if dropout is None else dropout}"
+        proc = subprocess.run([sys.executable, __file__, *passed, "--child", child_arg], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"micro-batch size {micro}: the training process failed (exit {proc.returncode}): "
+            raise SystemExit(f"micro-batch size {micro}, dropout {dropout}: the training process failed (exit {proc.returncode}): "
                              + (proc.stderr.strip().splitlines() or ["no output"])[-1])
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
@@ -143,13 +154,14 @@ def main(argv=None) -> int:
              f"The model's default attribute recipe ({unit} unit, batches of {first['batch_size']}, LoRA r {first['r']} / alpha "
              f"{first['alpha']} on {', '.join(first['target_modules'])}, loss on the answer, {precision}), {args.steps} optimizer steps on "
              f"the {first['batch_size'] * args.steps} longest {args.data} training {unit}s ({first['tokens_shortest']}–{first['tokens_longest']} "
-             "tokens of prompt + answer), each micro-batch size in a fresh process. Resident memory with the model loaded, before "
+             "tokens of prompt + answer), each setting in a fresh process. Resident memory with the model loaded, before "
              "the first step, and the process's peak; seconds per optimizer step after the first. The longest products make the "
              "peak the one a full run reaches at its worst batch.", "",
-             "| micro-batch size | forward passes a step | RSS loaded (GB) | peak RSS (GB) | s per step |",
-             "|---:|---:|---:|---:|---:|"]
+             "| micro-batch size | LoRA dropout | forward passes a step | RSS loaded (GB) | peak RSS (GB) | s per step |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['micro_batch_size']} | {-(-row['batch_size'] // row['micro_batch_size'])} | {row['rss_loaded_gb']:.2f} | "
+        lines.append(f"| {row['micro_batch_size']} | {row['dropout']:g} | {-(-row['batch_size'] // row['micro_batch_size'])} | "
+                     f"{row['rss_loaded_gb']:.2f} | "
                      f"{row['rss_peak_gb']:.2f} | {row['step_s']:.1f} |")
     with atomic_path(args.out / f"{args.name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")

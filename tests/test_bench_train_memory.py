@@ -30,7 +30,16 @@ def test_each_micro_batch_size_trains_in_its_own_process_on_the_longest_products
     # The same 4 longest products for both sizes, so their peaks compare.
     assert len({(r["tokens_shortest"], r["tokens_longest"]) for r in rows}) == 1
     table = (out / "mem.md").read_text()
-    assert "| 1 | 2 |" in table and "| 2 | 1 |" in table and "fp32" in table
+    assert "| 1 | 0.05 | 2 |" in table and "| 2 | 0.05 | 1 |" in table and "fp32" in table
+
+
+def test_a_dropout_setting_reaches_the_training_run(tmp_path):
+    data = write_attribute_folder(tmp_path / "attrs")
+    args = bench.parse_args(["--model", "tiny", "--data", str(data), "--batch-size", "2", "--steps", "2", "--dropout", "0,0.1",
+                             "--child", "2:0"])
+    assert args.dropouts == [0.0, 0.1]
+    row = bench.child(args)
+    assert row["dropout"] == 0.0 and row["micro_batch_size"] == 2 and row["steps"] == 2
 
 
 def test_settings_are_checked_before_training(tmp_path):
@@ -40,4 +49,6 @@ def test_settings_are_checked_before_training(tmp_path):
         bench.parse_args(["--micro", "two"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--steps", "1"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dropout", "1.5"])
     assert not list(tmp_path.iterdir())  # nothing written
