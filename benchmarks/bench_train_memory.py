@@ -72,8 +72,11 @@ def _config(args, micro: int, dropout: float | None = None):
                                      bf16=True if args.bf16 else None, **extra)
 
 
-def _rss_kb() -> int:
-    """This process's resident memory now, in kB (Linux)."""
+KIB_PER_GIB = 1024 ** 2  # /proc's "kB" and ru_maxrss (Linux) are KiB
+
+
+def _rss_kib() -> int:
+    """This process's resident memory now, in KiB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -101,10 +104,10 @@ def child(args) -> dict:
 
     class Probe(TrainerCallback):
         def __init__(self):
-            self.loaded_kb, self.times = 0, []
+            self.loaded_kib, self.times = 0, []
 
         def on_train_begin(self, *a, **k):
-            self.loaded_kb = _rss_kb()
+            self.loaded_kib = _rss_kib()
 
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter())
@@ -113,11 +116,12 @@ def child(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-train-memory-") as work:
         result = finetune(args.model, train, None, Path(work) / "run", cfg, progress=False, callbacks=[probe])
     gaps = [b - a for a, b in zip(probe.times, probe.times[1:])]
-    return {"micro_batch_size": micro, "dropout": cfg.dropout, "batch_size": cfg.batch_size, "r": cfg.r, "alpha": cfg.alpha,
+    return {"micro_batch_size": micro, "micro_steps": cfg.micro_steps, "dropout": cfg.dropout, "batch_size": cfg.batch_size,
+            "r": cfg.r, "alpha": cfg.alpha,
             "target_modules": list(cfg.target_modules), "steps": result.steps, "status": result.status,
             "tokens_longest": max(length[id(e)] for e in train), "tokens_shortest": min(length[id(e)] for e in train),
-            "rss_loaded_gb": round(probe.loaded_kb / 1e6, 2),
-            "rss_peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),  # Linux: kB
+            "rss_loaded_gib": round(probe.loaded_kib / KIB_PER_GIB, 2),
+            "rss_peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_GIB, 2),
             "step_s": round(sum(gaps) / len(gaps), 2) if gaps else None}
 
 
@@ -157,12 +161,11 @@ def main(argv=None) -> int:
              "tokens of prompt + answer), each setting in a fresh process. Resident memory with the model loaded, before "
              "the first step, and the process's peak; seconds per optimizer step after the first. The longest products make the "
              "peak the one a full run reaches at its worst batch.", "",
-             "| micro-batch size | LoRA dropout | forward passes a step | RSS loaded (GB) | peak RSS (GB) | s per step |",
+             "| micro-batch size | LoRA dropout | forward passes a step | RSS loaded (GiB) | peak RSS (GiB) | s per step |",
              "|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['micro_batch_size']} | {row['dropout']:g} | {-(-row['batch_size'] // row['micro_batch_size'])} | "
-                     f"{row['rss_loaded_gb']:.2f} | "
-                     f"{row['rss_peak_gb']:.2f} | {row['step_s']:.1f} |")
+        lines.append(f"| {row['micro_batch_size']} | {row['dropout']:g} | {row['micro_steps']} | {row['rss_loaded_gib']:.2f} | "
+                     f"{row['rss_peak_gib']:.2f} | {row['step_s']:.1f} |")
     with atomic_path(args.out / f"{args.name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

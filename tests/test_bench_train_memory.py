@@ -23,9 +23,10 @@ def test_each_micro_batch_size_trains_in_its_own_process_on_the_longest_products
                        "--name", "mem", "--out", str(out)]) == 0
     result = json.loads((out / "mem.json").read_text())
     rows = result["rows"]
+    assert [r["micro_steps"] for r in rows] == [2, 1]  # the config's own count of forward passes a step
     assert [r["micro_batch_size"] for r in rows] == [1, 2] and all(r["steps"] == 2 and r["status"] == "finished" for r in rows)
     for r in rows:
-        assert 0 < r["rss_loaded_gb"] <= r["rss_peak_gb"] and r["step_s"] > 0
+        assert 0 < r["rss_loaded_gib"] <= r["rss_peak_gib"] and r["step_s"] > 0
         assert r["tokens_shortest"] <= r["tokens_longest"]
     # The same 4 longest products for both sizes, so their peaks compare.
     assert len({(r["tokens_shortest"], r["tokens_longest"]) for r in rows}) == 1

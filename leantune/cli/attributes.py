@@ -92,7 +92,7 @@ def finetune_cmd(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate. Default: the model's recipe (2e-3; gemma3-270m: 1e-3)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Effective batch size (gradient accumulation over micro-batches). Default: the model's recipe (16; gemma3-270m: 8)."),
-    micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass: memory, not results (the loss is summed over the whole batch). On a CPU the peak grows with it while a step takes about as long: fp32 on the longest training products, 4.5 / 6.7 / 10.8 GB at 2 / 4 / 8 for gemma3-270m, 3.8 / 6.4 / 11.6 GB for smollm2 (benchmarks/results/train-memory-*.md). On a GPU use the whole batch."),
+    micro_batch_size: int = typer.Option(4, "--micro-batch-size", help="Examples per forward pass: memory, not results (the loss is summed over the whole batch). On a CPU the peak grows with it while a step takes about as long: fp32 on the longest training products, 4.3 / 6.4 / 10.3 GiB at 2 / 4 / 8 for gemma3-270m, 3.7 / 6.3 / 11.3 GiB for smollm2 (benchmarks/results/train-memory-*.md). On a GPU use the whole batch."),
     save_every: Optional[int] = typer.Option(
         None, "--save-every", min=1, help="Optimizer steps between checkpoints (and validations with --valid-limit); a stopped run "
         "resumes from the newest when run again. Default: the model's recipe: once per epoch (81 steps on all products), every 20 "
