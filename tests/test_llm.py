@@ -172,3 +172,79 @@ def test_a_chunked_gguf_is_assembled_into_the_cache_reused_after_a_failure_and_r
     dest.mkdir()
     llm._copy_notices("fake", dest)
     assert (dest / "TERMS.html").read_text() == "terms"
+
+
+def test_processes_preparing_one_shipped_model_side_by_side_convert_it_once(monkeypatch, tmp_path, request, capsys):
+    """Two jobs started at once on a fresh machine: the second waits for the first's conversion (saying
+    so) and uses its folder, instead of converting too and losing the joined GGUF file that the first
+    removes when it finishes (session 68: 'Repo id must be in the form ...' from the second process)."""
+    import importlib
+    import sys
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from leantune.models import llm
+
+    wheel_dir = tmp_path / "site"
+    (wheel_dir / "fake_chunked_gguf").mkdir(parents=True)
+    (wheel_dir / "fake_chunked_gguf" / "__init__.py").write_text(FAKE_WHEEL)
+    monkeypatch.syspath_prepend(str(wheel_dir))
+    importlib.invalidate_caches()
+    monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(llm.GGUF_MODELS, "fake", llm.ShippedModel(
+        "Fake", "fake_chunked_gguf", "fake.gguf", ("fake-gguf", "fake-gguf-part1"), chunked=True))
+    request.addfinalizer(lambda: sys.modules.pop("fake_chunked_gguf", None))
+    conversions = []
+
+    def convert(name, source, filename, tmp):
+        assert (source / filename).is_file()  # the joined GGUF is still there while converting
+        conversions.append(name)
+        time.sleep(0.3)
+        for f in ("config.json", "model.safetensors", "tokenizer.json"):
+            (tmp / f).write_text("{}")
+
+    monkeypatch.setattr(llm, "_convert", convert)
+    dest = tmp_path / "home" / "models" / "fake"
+
+    # a job that finds another one converting waits, then takes its folder without converting again
+    other = FileLock(str(tmp_path / "home" / "locks" / "fake.lock"))
+    (tmp_path / "home" / "locks").mkdir(parents=True)
+    other.acquire()
+    results = []
+    waiting = threading.Thread(target=lambda: results.append(llm.prepare_model("fake")))
+    waiting.start()
+    deadline = time.monotonic() + 20
+    said = ""
+    while "another process is converting fake" not in said and time.monotonic() < deadline:
+        time.sleep(0.05)
+        said += capsys.readouterr().out
+    assert "another process is converting fake; waiting" in said
+    assert results == []  # still waiting
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):  # the other job publishes its folder
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / f).write_text("{}")
+    other.release()
+    waiting.join(timeout=20)
+    assert results == [dest] and conversions == []
+
+    # two jobs at once on a clean cache: one conversion, both get the folder, no error
+    import shutil
+
+    shutil.rmtree(dest)
+    errors = []
+
+    def job():
+        try:
+            results.append(llm.prepare_model("fake"))
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure of either job
+            errors.append(exc)
+
+    jobs = [threading.Thread(target=job) for _ in range(2)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join(timeout=20)
+    assert errors == [] and conversions == ["fake"] and results == [dest, dest, dest]
+    assert not (tmp_path / "home" / "gguf" / "fake").exists()  # the joined file is removed once, after use

@@ -121,6 +121,25 @@ def _gguf_source(name: str):
         path.parent.parent.rmdir()
 
 
+@contextlib.contextmanager
+def _one_conversion(name: str):
+    """Hold ``$LEANTUNE_HOME/locks/<name>.lock`` while converting a shipped model or its tokenizer:
+    processes started side by side on a fresh machine take turns instead of sharing (and deleting)
+    one joined GGUF file. Callers check again for a finished folder once they hold it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(cache_dir("locks") / f"{name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"another process is converting {name}; waiting for it ...", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _copy_notices(name: str, dest: Path) -> None:
     """Terms of use and notices travel with the converted weights."""
     m = GGUF_MODELS[name]
@@ -155,13 +174,15 @@ def prepare_tokenizer(name: str = "smollm2"):
 
     folder = cache_dir("tokenizers") / name
     if not (folder / "tokenizer.json").exists():
-        with _gguf_source(name) as (source, filename):
+        with _one_conversion(name):
+            if not (folder / "tokenizer.json").exists():  # not made by another process meanwhile
+                with _gguf_source(name) as (source, filename):
 
-            def build(tmp: Path):
-                AutoTokenizer.from_pretrained(source, gguf_file=filename).save_pretrained(tmp)
-                _copy_notices(name, tmp)
+                    def build(tmp: Path):
+                        AutoTokenizer.from_pretrained(source, gguf_file=filename).save_pretrained(tmp)
+                        _copy_notices(name, tmp)
 
-            _publish(build, folder)
+                    _publish(build, folder)
     return _configure_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
 
 
@@ -174,8 +195,11 @@ def prepare_model(name: str = "smollm2", force: bool = False) -> Path:
     dest = model_dir(name)
     if is_prepared(dest) and not force:
         return dest
-    with _gguf_source(name) as (source, filename):
-        return _publish(lambda tmp: _convert(name, source, filename, tmp), dest)
+    with _one_conversion(name):
+        if is_prepared(dest) and not force:  # converted by another process while this one waited
+            return dest
+        with _gguf_source(name) as (source, filename):
+            return _publish(lambda tmp: _convert(name, source, filename, tmp), dest)
 
 
 def _convert(name: str, source: Path, filename: str, tmp: Path) -> None:
