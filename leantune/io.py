@@ -13,9 +13,42 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import LeantuneError
+
+
+def claim_lock(lock_file: str | os.PathLike):
+    """The lock ``lock_file`` (an OS lock: it goes with the process that holds it, however that
+    process ends), or None while another process holds it."""
+    from filelock import FileLock, Timeout
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
+@contextmanager
+def hold_lock(lock_file: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold ``lock_file`` for the block. While another process holds it, ``on_wait()`` is called once
+    (to say so) and this one waits its turn; the block should then check for what that process made."""
+    from filelock import FileLock
+
+    lock = claim_lock(lock_file)
+    if lock is None:
+        if on_wait is not None:
+            on_wait()
+        lock = FileLock(str(lock_file))
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

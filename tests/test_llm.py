@@ -130,10 +130,9 @@ def assemble(output_path=None, overwrite=False):
 '''
 
 
-def test_a_chunked_gguf_is_assembled_into_the_cache_reused_after_a_failure_and_removed_after_success(monkeypatch, tmp_path, request):
-    """The chunk-joining path of gemma3-270m, with a stand-in wheel: the joined file appears atomically
-    under $LEANTUNE_HOME/gguf/<name>/, an interrupted conversion leaves it for the next try (which only
-    checks it), a damaged copy is joined again, and a finished conversion removes it."""
+def _fake_chunked_model(monkeypatch, tmp_path, request):
+    """Model 'fake': a stand-in chunked GGUF wheel (FAKE_WHEEL, with a notice file) on the path, and
+    $LEANTUNE_HOME under tmp_path/home."""
     import importlib
     import sys
 
@@ -149,6 +148,17 @@ def test_a_chunked_gguf_is_assembled_into_the_cache_reused_after_a_failure_and_r
     monkeypatch.setitem(llm.GGUF_MODELS, "fake", llm.ShippedModel(
         "Fake", "fake_chunked_gguf", "fake.gguf", ("fake-gguf", "fake-gguf-part1"), chunked=True, notices=("data/TERMS.html",)))
     request.addfinalizer(lambda: sys.modules.pop("fake_chunked_gguf", None))
+
+
+def test_a_chunked_gguf_is_assembled_into_the_cache_reused_after_a_failure_and_removed_after_success(monkeypatch, tmp_path, request):
+    """The chunk-joining path of gemma3-270m, with a stand-in wheel: the joined file appears atomically
+    under $LEANTUNE_HOME/gguf/<name>/, an interrupted conversion leaves it for the next try (which only
+    checks it), a damaged copy is joined again, and a finished conversion removes it."""
+    import importlib
+
+    from leantune.models import llm
+
+    _fake_chunked_model(monkeypatch, tmp_path, request)
     wheel = importlib.import_module("fake_chunked_gguf")
     joined = tmp_path / "home" / "gguf" / "fake" / "fake.gguf"
 
@@ -178,8 +188,6 @@ def test_processes_preparing_one_shipped_model_side_by_side_convert_it_once(monk
     """Two jobs started at once on a fresh machine: the second waits for the first's conversion (saying
     so) and uses its folder, instead of converting too and losing the joined GGUF file that the first
     removes when it finishes (session 68: 'Repo id must be in the form ...' from the second process)."""
-    import importlib
-    import sys
     import threading
     import time
 
@@ -187,15 +195,7 @@ def test_processes_preparing_one_shipped_model_side_by_side_convert_it_once(monk
 
     from leantune.models import llm
 
-    wheel_dir = tmp_path / "site"
-    (wheel_dir / "fake_chunked_gguf").mkdir(parents=True)
-    (wheel_dir / "fake_chunked_gguf" / "__init__.py").write_text(FAKE_WHEEL)
-    monkeypatch.syspath_prepend(str(wheel_dir))
-    importlib.invalidate_caches()
-    monkeypatch.setenv("LEANTUNE_HOME", str(tmp_path / "home"))
-    monkeypatch.setitem(llm.GGUF_MODELS, "fake", llm.ShippedModel(
-        "Fake", "fake_chunked_gguf", "fake.gguf", ("fake-gguf", "fake-gguf-part1"), chunked=True))
-    request.addfinalizer(lambda: sys.modules.pop("fake_chunked_gguf", None))
+    _fake_chunked_model(monkeypatch, tmp_path, request)
     conversions = []
 
     def convert(name, source, filename, tmp):

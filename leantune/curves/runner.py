@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LeantuneError, ParameterError
-from ..io import read_json, write_json
+from ..io import claim_lock, read_json, write_json
 from ..io import refuse_other_settings
 from ..device import load_average, machine_summary, resolve_device, torch_threads
 from ..tasks.base import DEFAULT_CURVE_SIZES as DEFAULT_SIZES
@@ -366,10 +366,9 @@ def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None,
     ``out/scores-<column>[-bf16]-seed<seed>.safetensors`` (``-bf16``: gradients under bf16 autocast,
     for effort and gradient influence). Processes filling one folder score a seed once: the one
     scoring holds ``<cache>.lock`` and the others wait for its file (``log`` says so)."""
-    from filelock import FileLock
     from safetensors.numpy import load_file, save_file
 
-    from ..io import atomic_path
+    from ..io import atomic_path, hold_lock
     from ..pipelines.units import UNIT_METHODS, score_units
 
     column = UNIT_METHODS[cfg.method][0]
@@ -381,13 +380,11 @@ def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None,
     if path.is_file():
         return {column: load_file(str(path))[column]}
     lock_file = path.with_name(path.name + ".lock")
-    lock = _claim(lock_file)
-    if lock is None:
-        if log:
-            log(f"seed {seed}: another process is scoring it (it holds {lock_file}); waiting for {path.name}")
-        lock = FileLock(str(lock_file))
-        lock.acquire()
-    try:
+
+    def waiting():
+        log(f"seed {seed}: another process is scoring it (it holds {lock_file}); waiting for {path.name}")
+
+    with hold_lock(lock_file, on_wait=waiting if log else None):
         if path.is_file():  # made by another process meanwhile
             return {column: load_file(str(path))[column]}
         options = {"device": cfg.device, **({"effort_dtype": "bfloat16"} if cfg.bf16 else {})}
@@ -396,8 +393,6 @@ def curve_scores(task, cfg: CurveConfig, out: Path, seed: int | None = None,
         with atomic_path(path) as tmp:
             save_file({column: np.ascontiguousarray(scores[column], dtype=np.float32)}, str(tmp))
         return scores
-    finally:
-        lock.release()
 
 
 def _valid_examples(task, tokenizer, cfg: CurveConfig, units: list[str]):
@@ -417,20 +412,6 @@ class CurveRun:
 
 
 RUN_LOCK = "run.lock"  # held in a run's folder while one process trains and evaluates it
-
-
-def _claim(lock_file: Path):
-    """The lock ``lock_file`` (an OS lock: it goes with the process that holds it, however that
-    process ends; e.g. a run folder's ``RUN_LOCK``), or None while another process holds it."""
-    from filelock import FileLock, Timeout
-
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        return None
-    return lock
 
 
 def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str], None] = print, cached_only: bool = False) -> CurveRun:
@@ -466,7 +447,7 @@ def run_curve(cfg: CurveConfig, out: str | Path, task=None, log: Callable[[str],
         if cached_only:
             log(f"{label}: not in {out} yet; left out (--cached-only)")
             continue
-        lock = _claim(path.parent / RUN_LOCK)
+        lock = claim_lock(path.parent / RUN_LOCK)
         if lock is None:
             log(f"{label}: another process is making it (it holds {path.parent / RUN_LOCK}); left out")
             continue

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LeantuneError, ParameterError
-from ..io import atomic_dir, atomic_path
+from ..io import atomic_dir, atomic_path, hold_lock
 from ..paths import cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -121,23 +121,12 @@ def _gguf_source(name: str):
         path.parent.parent.rmdir()
 
 
-@contextlib.contextmanager
 def _one_conversion(name: str):
     """Hold ``$LEANTUNE_HOME/locks/<name>.lock`` while converting a shipped model or its tokenizer:
     processes started side by side on a fresh machine take turns instead of sharing (and deleting)
     one joined GGUF file. Callers check again for a finished folder once they hold it."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(cache_dir("locks") / f"{name}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"another process is converting {name}; waiting for it ...", flush=True)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+    return hold_lock(cache_dir("locks") / f"{name}.lock",
+                     on_wait=lambda: print(f"another process is converting {name}; waiting for it ...", flush=True))
 
 
 def _copy_notices(name: str, dest: Path) -> None:
